@@ -1,0 +1,71 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layout (see README.md):
+//   Shared/   libraries, lowest first: C shims, the pure protocol, the thin ZeroMQ layer,
+//             the service kit, the hypervisor interface.
+//   Services/ one folder per process (@main wiring on top of the libraries).
+//   Tests/    unit, component (real ZeroMQ) and system (real processes) tests.
+let package = Package(
+    name: "violin",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "violin", targets: ["violin"]),
+        .executable(name: "violin-bus", targets: ["violin-bus"]),
+        .executable(name: "violin-mesh", targets: ["violin-mesh"]),
+        .executable(name: "violin-monitor", targets: ["violin-monitor"]),
+        .executable(name: "violin-policy", targets: ["violin-policy"]),
+        .executable(name: "violin-executor", targets: ["violin-executor"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // Native libraries, found through pkg-config.
+        .systemLibrary(name: "CZeroMQ", path: "Shared/CZeroMQ", pkgConfig: "libzmq",
+                       providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CLibvirt", path: "Shared/CLibvirt", pkgConfig: "libvirt",
+                       providers: [.apt(["libvirt-dev"])]),
+
+        // Pure: the envelope, the message catalogue and the codec. No I/O.
+        .target(name: "VIOLINProtocol", path: "Shared/VIOLINProtocol",
+                exclude: ["PROTOCOL.md"]),
+        // Thin layer over libzmq: sockets, poll, Lazy Pirate client, proxy, CURVE + ZAP.
+        .target(name: "ZeroMQ", dependencies: ["CZeroMQ"], path: "Shared/ZeroMQ"),
+        // What every service shares: configuration, logging, lifecycle, admin requests.
+        .target(name: "ServiceKit", dependencies: [
+            "VIOLINProtocol", "ZeroMQ",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Yams", package: "Yams"),
+        ], path: "Shared/ServiceKit"),
+        // The hypervisor interface (libvirt).
+        .target(name: "Hypervisor", dependencies: ["CLibvirt"], path: "Shared/Hypervisor"),
+
+        // Processes.
+        .executableTarget(name: "violin-bus", dependencies: ["ServiceKit"], path: "Services/Bus"),
+        .executableTarget(name: "violin-mesh", dependencies: ["ServiceKit"], path: "Services/Mesh"),
+        .executableTarget(name: "violin-monitor", dependencies: ["ServiceKit", "Hypervisor"],
+                          path: "Services/Monitor"),
+        .executableTarget(name: "violin-policy", dependencies: ["ServiceKit"], path: "Services/Policy"),
+        .executableTarget(name: "violin-executor", dependencies: ["ServiceKit", "Hypervisor"],
+                          path: "Services/Executor"),
+        .executableTarget(name: "violin", dependencies: [
+            "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Services/CLI"),
+
+        // Tests.
+        .testTarget(name: "ProtocolTests", dependencies: ["VIOLINProtocol"],
+                    path: "Tests/ProtocolTests", resources: [.copy("Golden")]),
+        .testTarget(name: "ComponentTests", dependencies: ["ZeroMQ", "ServiceKit", "VIOLINProtocol"],
+                    path: "Tests/ComponentTests"),
+        .testTarget(name: "SystemTests", dependencies: ["VIOLINProtocol", "ZeroMQ", "ServiceKit"],
+                    path: "Tests/SystemTests"),
+    ],
+    swiftLanguageModes: [.v5]
+)

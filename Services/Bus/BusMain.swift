@@ -1,0 +1,64 @@
+import ArgumentParser
+import ServiceKit
+import ServiceLifecycle
+import ZeroMQ
+
+/// violin-bus: the event bus, an XSUB/XPUB proxy. Services publish to its `publishers`
+/// endpoint, subscribers read every service's events from its `subscribers` endpoint. It also
+/// answers the admin requests on `listen` and publishes its own bus.* events through itself.
+@main
+struct Main: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "violin-bus", abstract: "VIOLIN event bus.")
+    static let description = ServiceDescription(name: "bus", defaultListen: "tcp://127.0.0.1:7700", extraKeys: [
+        ConfigKey("publishers", default: "tcp://127.0.0.1:7710",
+                  help: "Endpoint(s) publishers connect to (XSUB side).", validate: Validate.endpoints),
+        ConfigKey("subscribers", default: "tcp://127.0.0.1:7711",
+                  help: "Endpoint(s) subscribers connect to (XPUB side).", validate: Validate.endpoints),
+    ])
+
+    @OptionGroup var options: ServiceOptions
+    @Option(help: "Endpoint(s) publishers connect to.") var publishers: String?
+    @Option(help: "Endpoint(s) subscribers connect to.") var subscribers: String?
+
+    func run() async throws {
+        var extra: [String: String] = [:]
+        extra["publishers"] = publishers
+        extra["subscribers"] = subscribers
+        var settings = ServiceMain.settings(Self.description, options, extra: extra)
+        let fronts = settings.resolved.list("publishers")
+        // The bus publishes its own events into its own frontend, unless told otherwise.
+        if settings.resolved.sources["bus"] == .defaultValue { settings.bus = fronts.first }
+        if settings.server != nil, settings.busSecurity == nil, let pair = settings.server?.keyPair {
+            settings.busSecurity = ClientSecurity(keyPair: pair, serverPublicKey: pair.publicKey)
+            settings.allowedKeys.insert(pair.publicKey)
+        }
+        let runtime = try ServiceRuntime(settings: settings, logger: ServiceMain.logger(settings))
+        let proxy: EventProxy
+        do {
+            proxy = try EventProxy(context: runtime.context, frontend: fronts,
+                                   backend: settings.resolved.list("subscribers"), security: settings.server)
+        } catch {
+            runtime.logger.critical("cannot bind the bus", metadata: ["error": "\(error)"])
+            print("violin-bus: cannot bind: \(error)")
+            runtime.stop(reason: "bind failed")
+            throw ExitCode(1)
+        }
+        runtime.extraCounters = {
+            let c = proxy.snapshot
+            return ["bus_events_forwarded": c.events, "bus_subscriptions_forwarded": c.subscriptions]
+        }
+        proxy.start()
+        runtime.logger.info("bus up", metadata: ["publishers": "\(proxy.frontendEndpoints)",
+                                                  "subscribers": "\(proxy.backendEndpoints)"])
+        await ServiceMain.run(runtime, also: [ProxyService(proxy: proxy)])
+    }
+}
+
+/// Stops the proxy thread on graceful shutdown (before the runtime tears the context down).
+struct ProxyService: Service {
+    let proxy: EventProxy
+    func run() async throws {
+        try? await gracefulShutdown()
+        proxy.stop()
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import VIOLINProtocol
+import ZeroMQ
+
+/// Sends protocol requests to one service and reads the replies. One thread owns it.
+public final class ServiceClient {
+    public enum Failure: Error, CustomStringConvertible {
+        case noReply(RequestFailure)
+        case badReply(ProtocolError)
+        case error(ProtocolError)
+
+        public var description: String {
+            switch self {
+            case .noReply(let f): return f.description
+            case .badReply(let e): return "unreadable reply: \(e)"
+            case .error(let e): return "error reply \(e.code.rawValue): \(e.message)"
+            }
+        }
+    }
+
+    private let client: RequestClient
+    private var factory: MessageFactory
+
+    public init(context: ZMQContext, endpoint: String, security: ClientSecurity? = nil, sender: String = "violin-cli",
+                timeoutMs: Int = 2000, retries: Int = 0) {
+        client = RequestClient(context: context, endpoint: endpoint, security: security,
+                               timeoutMs: timeoutMs, retries: retries)
+        factory = MessageFactory(sender: sender)
+    }
+
+    public func close() { client.close() }
+
+    /// Sends `<name>_request` and returns the whole reply (ok or error).
+    public func send(_ msgType: String, body: JSONValue = [:]) throws(Failure) -> Message {
+        let request = factory.request(msgType, body: body)
+        let frames: [Frame]
+        do {
+            frames = try client.request(Codec.encode(request)) { reply in
+                // A reply to an earlier, timed-out request is not ours.
+                guard let m = try? Codec.decode(reply, maxBytes: .max) else { return true }
+                return m.header.parentId == request.header.msgId || m.header.parentId.isEmpty
+            }
+        } catch { throw .noReply(error) }
+        do { return try Codec.decode(frames, maxBytes: .max) } catch { throw .badReply(error) }
+    }
+
+    /// Sends a request; returns the body of an ok reply, throws on an error reply.
+    public func call(_ msgType: String, body: JSONValue = [:]) throws(Failure) -> JSONValue {
+        let reply = try send(msgType, body: body)
+        switch Replies.result(of: reply.body) {
+        case .success(let b): return b
+        case .failure(let e): throw .error(e)
+        }
+    }
+}
+
+/// Subscribes to the bus and yields decoded events. One thread owns it.
+public final class EventSubscriber {
+    public let socket: ZMQSocket
+    private var lastSeq: [String: UInt64] = [:]   // per sender session
+    public private(set) var gaps = 0
+
+    public init(context: ZMQContext, endpoint: String, topics: [String], security: ClientSecurity? = nil) throws {
+        socket = try ZMQSocket(context, .sub)
+        if let security, isNetworkEndpoint(endpoint) { try socket.makeCurveClient(security) }
+        for t in topics.isEmpty ? [""] : topics { try socket.subscribe(t) }
+        try socket.connect(endpoint)
+    }
+
+    public func close() { socket.close() }
+
+    public enum Next {
+        case event(Message, missed: UInt64)
+        case malformed(ProtocolError)
+        case timeout
+    }
+
+    /// Waits up to `timeoutMs` (-1: forever) for the next event. `missed` counts the events of
+    /// the same publisher that never arrived (a jump in its seq).
+    public func next(timeoutMs: Int) throws -> Next {
+        guard let frames = try socket.receive(timeoutMs: timeoutMs) else { return .timeout }
+        do {
+            let m = try Codec.decodeEvent(frames, maxBytes: .max)
+            var missed: UInt64 = 0
+            let key = m.header.session
+            if let last = lastSeq[key], m.header.seq > last + 1 {
+                missed = m.header.seq - last - 1
+                gaps += 1
+            }
+            lastSeq[key] = max(lastSeq[key] ?? 0, m.header.seq)
+            return .event(m, missed: missed)
+        } catch {
+            return .malformed(error)
+        }
+    }
+
+    /// Waits for the first event whose topic satisfies `match`, up to a deadline.
+    public func waitFor(timeoutMs: Int, _ match: (Message) -> Bool) throws -> Message? {
+        let deadline = monotonicMillis() + Int64(timeoutMs)
+        while true {
+            let left = Int(deadline - monotonicMillis())
+            if left <= 0 { return nil }
+            if case .event(let m, _) = try next(timeoutMs: left), match(m) { return m }
+        }
+    }
+}

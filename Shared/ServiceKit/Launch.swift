@@ -1,0 +1,83 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// The options every service takes on its command line; each overrides the environment
+/// (VIOLIN_<KEY>) and the configuration file (`--config`, YAML).
+public struct ServiceOptions: ParsableArguments {
+    public init() {}
+
+    @Option(help: "Configuration file (YAML mapping of keys to values).") public var config: String?
+    @Option(help: "Endpoint(s) where requests are answered, comma-separated.") public var listen: String?
+    @Option(help: "The bus's publisher endpoint, or 'none'.") public var bus: String?
+    @Option(help: "Name of this instance.") public var instance: String?
+    @Option(help: "Seconds between heartbeat events.") public var heartbeatInterval: String?
+    @Option(help: "Largest request accepted, in bytes.") public var maxMessageBytes: String?
+    @Option(help: "trace|debug|info|notice|warning|error|critical") public var logLevel: String?
+    @Option(help: "Key-pair file: require CURVE on every tcp:// endpoint.") public var curveKey: String?
+    @Option(help: "Allowed client public keys: file or directory of *.pub.") public var curveAllowed: String?
+    @Option(help: "Public-key file of the bus, when the bus requires CURVE.") public var busPublicKey: String?
+
+    public var commandLineValues: [String: String] {
+        var v: [String: String] = [:]
+        v["listen"] = listen
+        v["bus"] = bus
+        v["instance"] = instance
+        v["heartbeat_interval"] = heartbeatInterval
+        v["max_message_bytes"] = maxMessageBytes
+        v["log_level"] = logLevel
+        v["curve_key"] = curveKey
+        v["curve_allowed"] = curveAllowed
+        v["bus_public_key"] = busPublicKey
+        return v
+    }
+}
+
+public enum ServiceMain {
+    /// Loads the settings, or exits non-zero with a message naming the key.
+    public static func settings(_ description: ServiceDescription, _ options: ServiceOptions,
+                                extra: [String: String] = [:]) -> ServiceSettings {
+        do {
+            return try ServiceSettings.load(description, commandLine: options.commandLineValues.merging(extra) { a, _ in a },
+                                            configPath: options.config)
+        } catch {
+            FileHandle.standardError.write(Data("violin-\(description.name): \(error)\n".utf8))
+            exit(78)   // EX_CONFIG
+        }
+    }
+
+    public static func logger(_ settings: ServiceSettings) -> Logger {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = Logger.Level(rawValue: settings.logLevel) ?? .info
+            return h
+        }
+        var logger = Logger(label: "violin-\(settings.service)")
+        logger[metadataKey: "instance"] = "\(settings.instance)"
+        return logger
+    }
+
+    /// Runs the service until SIGINT or SIGTERM, then shuts it down in order.
+    public static func run(_ runtime: ServiceRuntime, also: [any Service] = []) async {
+        do {
+            try runtime.start()
+        } catch {
+            runtime.logger.critical("cannot start", metadata: ["error": "\(error)"])
+            FileHandle.standardError.write(Data("violin-\(runtime.settings.service): cannot start: \(error)\n".utf8))
+            runtime.stop(reason: "start failed")
+            exit(1)
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: runtime)] + also.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: runtime.logger))
+        do {
+            try await group.run()
+        } catch {
+            runtime.logger.error("service group ended", metadata: ["error": "\(error)"])
+            runtime.stop(reason: "error")
+            exit(1)
+        }
+    }
+}

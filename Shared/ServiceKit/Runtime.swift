@@ -1,0 +1,295 @@
+import CZeroMQ
+import Foundation
+import Logging
+import ServiceLifecycle
+import VIOLINProtocol
+import ZeroMQ
+
+/// A service's own requests. Runs on the service's loop thread; must not block for long.
+public protocol RequestHandler: AnyObject {
+    /// The reply body, or nil when this service does not know `request`'s type.
+    func handle(_ request: Message) throws(ProtocolError) -> JSONValue?
+    /// Service-specific state shown by `status`.
+    var state: JSONValue { get }
+}
+
+/// Counters a service reports through `metrics`. Thread-safe.
+public final class Counters: @unchecked Sendable {
+    private let lock = NSLockLite()
+    private var values: [String: Int] = [:]
+    public init() {}
+    public func add(_ name: String, _ n: Int = 1) { lock.withLock { values[name, default: 0] += n } }
+    public subscript(name: String) -> Int { lock.withLock { values[name] ?? 0 } }
+    public var snapshot: [String: Int] { lock.withLock { values } }
+}
+
+/// The part every VIOLIN service shares: a ROUTER socket that answers requests (admin
+/// requests here, the rest through the handler), an event socket connected to the bus, a
+/// heartbeat, CURVE with a ZAP handler when configured, and an orderly teardown.
+///
+/// One loop thread owns both sockets. Other threads publish through `publish`, which queues
+/// the event and wakes the loop.
+public final class ServiceRuntime: Service, @unchecked Sendable {
+    public let settings: ServiceSettings
+    public let context: ZMQContext
+    public let counters = Counters()
+    public let logger: Logger
+    public let version: String
+    private weak var handler: RequestHandler?
+    private let zap: ZAPHandler?
+    private let waker = Waker()
+    private let lock = NSLockLite()
+    private var outbox: [(String, JSONValue)] = []
+    private var stopReason: String?
+    private var thread: Thread?
+    private let exited = DispatchSemaphore(value: 0)
+    private let startedAt = Date()
+    private let startedMono = monotonicMillis()
+    private var bound: [String] = []
+    private var torn = false
+    /// Extra admin actions a service adds (e.g. the bus's own counters in `metrics`).
+    public var extraGauges: () -> [String: Double] = { [:] }
+    public var extraCounters: () -> [String: Int] = { [:] }
+
+    public init(settings: ServiceSettings, logger: Logger, version: String = violinVersion,
+                handler: RequestHandler? = nil) throws {
+        self.settings = settings
+        self.logger = logger
+        self.version = version
+        self.handler = handler
+        context = ZMQContext()
+        if settings.server != nil {
+            let counters = self.counters
+            var log = logger
+            log[metadataKey: "component"] = "zap"
+            let zap = ZAPHandler(context: context, allowed: settings.allowedKeys) { address, key, mechanism in
+                counters.add("curve_refused")
+                log.warning("refused a client", metadata: ["address": "\(address)", "key": "\(key)", "mechanism": "\(mechanism)"])
+            }
+            try zap.start()
+            self.zap = zap
+        } else {
+            zap = nil
+        }
+    }
+
+    public func setHandler(_ handler: RequestHandler) { self.handler = handler }
+
+    /// The endpoints actually bound (after `start`).
+    public var endpoints: [String] { lock.withLock { bound } }
+
+    public var uptime: Double { Double(monotonicMillis() - startedMono) / 1000 }
+
+    /// Queues an event `<service>.<name>`; it leaves on the loop thread.
+    public func publish(_ name: String, _ body: JSONValue) {
+        lock.withLock { outbox.append(("\(settings.service).\(name)", body)) }
+        waker.wake()
+    }
+
+    public func publish<T: Encodable>(_ name: String, typed body: T) { publish(name, JSONText.value(of: body)) }
+
+    /// Binds and connects, then starts the loop thread. Throws when an endpoint cannot be bound.
+    public func start() throws {
+        let router = try ZMQSocket(context, .router)
+        try router.setOption(ZMQ_MAXMSGSIZE, Int64(settings.maxMessageBytes) * 4)
+        try router.setOption(ZMQ_ROUTER_MANDATORY, Int32(0))
+        var endpoints: [String] = []
+        for endpoint in settings.listen {
+            if let server = settings.server, isNetworkEndpoint(endpoint) { try router.makeCurveServer(server) }
+            try router.bind(endpoint)
+            endpoints.append(try router.lastEndpoint())
+        }
+        let events = try ZMQSocket(context, .xpub)
+        if let bus = settings.bus {
+            if let sec = settings.busSecurity, isNetworkEndpoint(bus) { try events.makeCurveClient(sec) }
+            try events.connect(bus)
+        }
+        lock.withLock { bound = endpoints }
+        publish("started", typed: ServiceStarted(
+            service: settings.service, instance: settings.instance, version: version,
+            pid: Int(getpid()), endpoints: endpointMap(endpoints)))
+        let t = Thread { [self] in
+            self.loop(router: router, events: events)
+            router.close()
+            events.close()
+            self.exited.signal()
+        }
+        t.name = settings.service
+        thread = t
+        t.start()
+        logger.info("service started", metadata: ["listen": "\(endpoints)", "bus": "\(settings.bus ?? "none")"])
+    }
+
+    /// Stops the loop (publishing `<service>.stopping`), then tears the context down.
+    public func stop(reason: String = "shutdown") {
+        guard thread != nil else { teardown(); return }
+        lock.withLock { stopReason = reason }
+        publish("stopping", typed: ServiceStopping(service: settings.service, instance: settings.instance, reason: reason))
+        exited.wait()
+        thread = nil
+        teardown()
+        logger.info("service stopped", metadata: ["reason": "\(reason)"])
+    }
+
+    private func teardown() {
+        guard !torn else { return }
+        torn = true
+        zap?.stop()
+        context.shutdown()
+        context.terminate()
+    }
+
+    /// swift-service-lifecycle: runs until graceful shutdown.
+    public func run() async throws {
+        if thread == nil { try start() }
+        try? await gracefulShutdown()
+        stop(reason: "signal")
+    }
+
+    private func endpointMap(_ listen: [String]) -> [String: String] {
+        var m = ["listen": listen.joined(separator: ",")]
+        if let bus = settings.bus { m["bus"] = bus }
+        return m
+    }
+
+    // MARK: - The loop
+
+    private func loop(router: ZMQSocket, events: ZMQSocket) {
+        var factory = MessageFactory(sender: settings.instance)
+        let heartbeatMs = Int64(settings.heartbeatInterval * 1000)
+        var nextHeartbeat = monotonicMillis() + heartbeatMs
+        // Hold events until the bus has sent a subscription, or for a short grace: a PUB drops
+        // whatever it sends before its connection is up.
+        var ready = settings.bus == nil
+        let readyDeadline = monotonicMillis() + 1000
+        var items = [PollItem(socket: router), PollItem(socket: events), PollItem(fd: waker.readFD)]
+        while true {
+            let now = monotonicMillis()
+            var timeout = max(0, nextHeartbeat - now)
+            if !ready { timeout = min(timeout, max(0, readyDeadline - now)) }
+            do {
+                try poll(&items, timeoutMs: Int(timeout))
+            } catch {
+                logger.error("poll failed", metadata: ["error": "\(error)"])
+                return
+            }
+            if items[2].readable { waker.drain() }
+            if items[1].readable {
+                while let sub = try? events.receive(dontWait: true) {
+                    counters.add("subscriptions_seen")
+                    _ = sub
+                }
+                ready = true
+            }
+            if items[0].readable {
+                for _ in 0..<256 {
+                    guard let frames = try? router.receive(dontWait: true) else { break }
+                    serve(frames, on: router, factory: &factory)
+                }
+            }
+            let t = monotonicMillis()
+            if t >= readyDeadline { ready = true }
+            if t >= nextHeartbeat {
+                nextHeartbeat = t + heartbeatMs
+                publish("heartbeat", typed: Heartbeat(service: settings.service, instance: settings.instance,
+                                                        uptimeS: uptime, requestsHandled: counters["requests_total"]))
+                waker.drain()
+            }
+            let stopping = lock.withLock { stopReason != nil }
+            if ready || stopping { flush(events, factory: &factory) }
+            if stopping {
+                // A bounded linger lets the last events leave; every other socket keeps LINGER 0.
+                try? events.setOption(ZMQ_LINGER, Int32(200))
+                return
+            }
+        }
+    }
+
+    private func flush(_ events: ZMQSocket, factory: inout MessageFactory) {
+        let pending: [(String, JSONValue)] = lock.withLock { defer { outbox.removeAll() }; return outbox }
+        for (topic, body) in pending {
+            let message = factory.event(topic, body: body)
+            if (try? events.send(Codec.encode(message), dontWait: true)) == true {
+                counters.add("events_published")
+            } else {
+                counters.add("events_dropped")
+            }
+        }
+    }
+
+    private func serve(_ frames: [Frame], on router: ZMQSocket, factory: inout MessageFactory) {
+        // ROUTER envelope: the peer's identity, then an empty delimiter when the peer is a REQ.
+        guard frames.count >= 1 else { return }
+        let envelopeLength = frames.count >= 2 && frames[1].isEmpty ? 2 : 1
+        let envelope = Array(frames.prefix(envelopeLength))
+        let payload = Array(frames.dropFirst(envelopeLength))
+        let reply = answer(payload, factory: &factory)
+        if (try? router.send(envelope + Codec.encode(reply), dontWait: true)) != true {
+            counters.add("replies_undeliverable")
+        }
+    }
+
+    /// Turns one request into its reply. Never throws: every failure is an error reply.
+    func answer(_ payload: [Frame], factory: inout MessageFactory) -> Message {
+        counters.add("requests_total")
+        let request: Message
+        do {
+            request = try Codec.decode(payload, maxBytes: settings.maxMessageBytes)
+        } catch {
+            counters.add("bad_messages_total")
+            counters.add("bad_messages.\(error.code.rawValue)")
+            logger.debug("bad message", metadata: ["error": "\(error)"])
+            return factory.errorReply(to: nil, error)
+        }
+        guard case .request = request.kind else {
+            counters.add("bad_messages_total")
+            counters.add("bad_messages.unknown_message_type")
+            return factory.errorReply(to: request.header, ProtocolError(
+                .unknownMessageType, "'\(request.header.msgType)' is not a request (request types end in _request)"))
+        }
+        do {
+            var body = admin(request)
+            if body == nil, let handler { body = try handler.handle(request) }
+            guard let body else {
+                counters.add("replies_error")
+                counters.add("bad_messages.unknown_message_type")
+                return factory.errorReply(to: request.header, ProtocolError(
+                    .unknownMessageType, "\(settings.service) does not know '\(request.header.msgType)'"))
+            }
+            counters.add(body["status"]?.stringValue == "ok" ? "replies_ok" : "replies_error")
+            return factory.reply(to: request.header, body: body)
+        } catch let error as ProtocolError {
+            counters.add("replies_error")
+            return factory.errorReply(to: request.header, error)
+        } catch {
+            counters.add("replies_error")
+            return factory.errorReply(to: request.header, ProtocolError(.internalError, "\(error)"))
+        }
+    }
+
+    private func admin(_ request: Message) -> JSONValue? {
+        switch request.header.msgType {
+        case "ping_request":
+            return JSONText.value(of: PingReply(service: settings.service, instance: settings.instance,
+                                                time: MessageFactory.now()))
+        case "status_request":
+            let iso = ISO8601DateFormatter()
+            return JSONText.value(of: StatusReply(
+                service: settings.service, instance: settings.instance, version: version, pid: Int(getpid()),
+                uptimeS: uptime, startedAt: iso.string(from: startedAt), endpoints: endpointMap(endpoints),
+                state: handler?.state ?? [:]))
+        case "metrics_request":
+            var counters = self.counters.snapshot
+            for (k, v) in extraCounters() { counters[k] = v }
+            if let zap { (counters["curve_accepted"], counters["curve_refused"]) = zap.counts }
+            var gauges = extraGauges()
+            gauges["uptime_s"] = uptime
+            return JSONText.value(of: MetricsReply(service: settings.service, counters: counters, gauges: gauges))
+        default:
+            return nil
+        }
+    }
+}
+
+/// The version every executable reports.
+public let violinVersion = "0.1.0"

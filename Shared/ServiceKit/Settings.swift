@@ -1,0 +1,205 @@
+import Foundation
+import ZeroMQ
+
+/// What distinguishes one service from another at start-up.
+public struct ServiceDescription: Sendable {
+    public let name: String            // "mesh", "monitor", ...: the topic prefix of its events
+    public let defaultListen: String
+    public let extraKeys: [ConfigKey]
+
+    public init(name: String, defaultListen: String, extraKeys: [ConfigKey] = []) {
+        self.name = name
+        self.defaultListen = defaultListen
+        self.extraKeys = extraKeys
+    }
+
+    /// Every key the service reads, with its default. The single list the docs print.
+    public var keys: [ConfigKey] {
+        [
+            ConfigKey("listen", default: defaultListen,
+                      help: "Endpoint(s) where the service answers requests (comma-separated).",
+                      validate: Validate.endpoints),
+            ConfigKey("bus", default: "tcp://127.0.0.1:7710",
+                      help: "The bus's publisher endpoint this service sends its events to ('none' to publish nowhere).",
+                      validate: Validate.optionalEndpoint),
+            ConfigKey("instance", default: "\(name)@\(ProcessInfo.processInfo.hostName)",
+                      help: "Name of this instance in headers and events."),
+            ConfigKey("heartbeat_interval", default: "5",
+                      help: "Seconds between two <service>.heartbeat events.", validate: Validate.positiveNumber),
+            ConfigKey("max_message_bytes", default: String(1 << 20),
+                      help: "Largest request accepted, all frames together; larger ones get message_too_large.",
+                      validate: Validate.positiveInteger),
+            ConfigKey("log_level", default: "info", help: "swift-log level.", validate: Validate.logLevel),
+            ConfigKey("curve_key", default: "",
+                      help: "Key-pair file (violin keygen). When set, every tcp:// endpoint this service binds requires CURVE."),
+            ConfigKey("curve_allowed", default: "",
+                      help: "Public keys allowed to connect: a file of keys, one per line, or a directory of *.pub files."),
+            ConfigKey("bus_public_key", default: "",
+                      help: "Public-key file of the bus, when the bus requires CURVE."),
+        ] + extraKeys
+    }
+}
+
+/// A service's configuration, typed.
+public struct ServiceSettings: Sendable {
+    public var service: String
+    public var instance: String
+    public var listen: [String]
+    public var bus: String?
+    public var heartbeatInterval: Double
+    public var maxMessageBytes: Int
+    public var logLevel: String
+    public var server: ServerSecurity?
+    public var allowedKeys: Set<String>
+    /// Our key pair and the bus's public key, when the bus requires CURVE.
+    public var busSecurity: ClientSecurity?
+    public var resolved: ResolvedConfig
+
+    public init(service: String, instance: String, listen: [String], bus: String?, heartbeatInterval: Double = 5,
+                maxMessageBytes: Int = 1 << 20, logLevel: String = "info", server: ServerSecurity? = nil,
+                allowedKeys: Set<String> = [], busSecurity: ClientSecurity? = nil,
+                resolved: ResolvedConfig = ResolvedConfig(values: [:], sources: [:])) {
+        self.service = service
+        self.instance = instance
+        self.listen = listen
+        self.bus = bus
+        self.heartbeatInterval = heartbeatInterval
+        self.maxMessageBytes = maxMessageBytes
+        self.logLevel = logLevel
+        self.server = server
+        self.allowedKeys = allowedKeys
+        self.busSecurity = busSecurity
+        self.resolved = resolved
+    }
+
+    /// Reads the command line, the environment and the file named by `configPath`.
+    public static func load(_ description: ServiceDescription, commandLine: [String: String],
+                            configPath: String?, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(ConfigError) -> ServiceSettings
+    {
+        var file: [String: (value: String, line: Int?)] = [:]
+        let path = configPath ?? environment["VIOLIN_CONFIG"]
+        if let path, !path.isEmpty {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ConfigError(key: "config", source: .file(path: path, line: nil), reason: "cannot read the file")
+            }
+            file = try ConfigResolver.parseFile(text: text, path: path)
+        }
+        let r = try ConfigResolver.resolve(keys: description.keys, commandLine: commandLine,
+                                           environment: environment, file: file, filePath: path ?? "")
+        return try settings(description, r)
+    }
+
+    static func settings(_ d: ServiceDescription, _ r: ResolvedConfig) throws(ConfigError) -> ServiceSettings {
+        func fail(_ key: String, _ reason: String) -> ConfigError {
+            ConfigError(key: key, source: r.sources[key] ?? .defaultValue, reason: reason)
+        }
+        var server: ServerSecurity?
+        var keyPair: CurveKeyPair?
+        if !r["curve_key"].isEmpty {
+            do { keyPair = try KeyFiles.readKeyPair(r["curve_key"]) } catch {
+                throw fail("curve_key", "\(error)")
+            }
+            server = ServerSecurity(keyPair: keyPair!)
+        }
+        var allowed: Set<String> = []
+        if !r["curve_allowed"].isEmpty {
+            do { allowed = try KeyFiles.readAllowed(r["curve_allowed"]) } catch {
+                throw fail("curve_allowed", "\(error)")
+            }
+        }
+        if server != nil && r["curve_allowed"].isEmpty {
+            throw fail("curve_allowed", "required when curve_key is set (which clients may connect?)")
+        }
+        var busSecurity: ClientSecurity?
+        if !r["bus_public_key"].isEmpty {
+            guard let keyPair else { throw fail("bus_public_key", "needs curve_key (our own key pair) too") }
+            do {
+                busSecurity = ClientSecurity(keyPair: keyPair, serverPublicKey: try KeyFiles.readPublicKey(r["bus_public_key"]))
+            } catch { throw fail("bus_public_key", "\(error)") }
+        }
+        let bus = r["bus"]
+        return ServiceSettings(
+            service: d.name, instance: r["instance"], listen: r.list("listen"),
+            bus: bus.isEmpty || bus == "none" ? nil : bus,
+            heartbeatInterval: r.double("heartbeat_interval"), maxMessageBytes: r.int("max_message_bytes"),
+            logLevel: r["log_level"], server: server, allowedKeys: allowed, busSecurity: busSecurity, resolved: r)
+    }
+}
+
+/// CURVE key files. A key-pair file holds `public-key = ...` and `secret-key = ...` lines; a
+/// public-key file (`.pub`) holds the `public-key` line alone.
+public enum KeyFiles {
+    public struct KeyFileError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public static func fields(_ path: String) throws -> [String: String] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw KeyFileError(description: "cannot read key file \(path)")
+        }
+        var out: [String: String] = [:]
+        for line in text.split(whereSeparator: \.isNewline) {
+            let t = line.trimmingCharacters(in: .whitespaces)
+            if t.hasPrefix("#") || t.isEmpty { continue }
+            let parts = t.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            if parts.count == 2 { out[parts[0]] = parts[1] }
+        }
+        return out
+    }
+
+    public static func readKeyPair(_ path: String) throws -> CurveKeyPair {
+        let f = try fields(path)
+        guard let pub = f["public-key"], let sec = f["secret-key"] else {
+            throw KeyFileError(description: "\(path) lacks public-key or secret-key (write one with `violin keygen`)")
+        }
+        guard let pair = try? CurveKeyPair(publicKey: pub, secretKey: sec),
+              (try? CurveKeyPair.publicKey(forSecret: sec)) == pub else {
+            throw KeyFileError(description: "\(path) holds no valid CURVE key pair")
+        }
+        return pair
+    }
+
+    public static func readPublicKey(_ path: String) throws -> String {
+        guard let pub = try fields(path)["public-key"], CurveKeyPair.isValidKey(pub) else {
+            throw KeyFileError(description: "\(path) holds no valid public-key line")
+        }
+        return pub
+    }
+
+    /// A directory of *.pub files, or one file with `public-key = ...` lines or bare keys.
+    public static func readAllowed(_ path: String) throws -> Set<String> {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw KeyFileError(description: "\(path) does not exist")
+        }
+        if isDir.boolValue {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+            return Set(try names.filter { $0.hasSuffix(".pub") }.sorted().map { try readPublicKey(path + "/" + $0) })
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw KeyFileError(description: "cannot read \(path)")
+        }
+        var keys: Set<String> = []
+        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var t = line.trimmingCharacters(in: .whitespaces)
+            if t.isEmpty || t.hasPrefix("#") { continue }
+            if t.hasPrefix("public-key") { t = t.split(separator: "=", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" }
+            guard CurveKeyPair.isValidKey(t) else {
+                throw KeyFileError(description: "\(path) line \(i + 1) is not a CURVE public key")
+            }
+            keys.insert(t)
+        }
+        return keys
+    }
+
+    /// Writes `<base>.key` (mode 0600, the pair) and `<base>.pub` (the public key).
+    public static func write(_ pair: CurveKeyPair, base: String) throws {
+        let secret = "# VIOLIN CURVE key pair. Keep it secret.\npublic-key = \(pair.publicKey)\nsecret-key = \(pair.secretKey)\n"
+        let pub = "# VIOLIN CURVE public key\npublic-key = \(pair.publicKey)\n"
+        let fm = FileManager.default
+        guard fm.createFile(atPath: base + ".key", contents: Data(secret.utf8), attributes: [.posixPermissions: 0o600]),
+              fm.createFile(atPath: base + ".pub", contents: Data(pub.utf8), attributes: [.posixPermissions: 0o644])
+        else { throw KeyFileError(description: "cannot write \(base).key / \(base).pub") }
+    }
+}

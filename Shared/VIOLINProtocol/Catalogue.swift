@@ -1,0 +1,101 @@
+/// The message catalogue: every request, reply and event of protocol 1, with its body.
+/// PROTOCOL.md documents the same list for clients in other languages; a test keeps the
+/// two in step.
+public enum Catalogue {
+    /// Requests every service answers.
+    public static let adminRequests = ["ping_request", "status_request", "metrics_request"]
+
+    /// Events every service publishes, as `<service>.<event>`.
+    public static let serviceEvents = ["started", "heartbeat", "stopping"]
+
+    /// Every message type named in the catalogue, with `<service>` standing for any service.
+    public static let allTypes: [String] =
+        adminRequests + adminRequests.map { $0.replacingSuffix("_request", with: "_reply") }
+        + ["error_reply"] + serviceEvents.map { "<service>.\($0)" }
+}
+
+extension String {
+    func replacingSuffix(_ suffix: String, with other: String) -> String {
+        hasSuffix(suffix) ? String(dropLast(suffix.count)) + other : self
+    }
+}
+
+// MARK: - Bodies (typed views; readers ignore unknown fields)
+
+public struct PingReply: Codable, Equatable, Sendable {
+    public var status: String
+    public var service: String
+    public var instance: String
+    public var time: String
+    public init(service: String, instance: String, time: String) {
+        self.status = "ok"; self.service = service; self.instance = instance; self.time = time
+    }
+}
+
+public struct StatusReply: Codable, Equatable, Sendable {
+    public var status: String
+    public var service: String
+    public var instance: String
+    public var version: String
+    public var pid: Int
+    public var uptimeS: Double
+    public var startedAt: String
+    public var endpoints: [String: String]
+    public var state: JSONValue
+
+    public init(service: String, instance: String, version: String, pid: Int, uptimeS: Double,
+                startedAt: String, endpoints: [String: String], state: JSONValue = [:]) {
+        self.status = "ok"; self.service = service; self.instance = instance; self.version = version
+        self.pid = pid; self.uptimeS = uptimeS; self.startedAt = startedAt; self.endpoints = endpoints
+        self.state = state
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case status, service, instance, version, pid, uptimeS = "uptime_s", startedAt = "started_at", endpoints, state
+    }
+}
+
+public struct MetricsReply: Codable, Equatable, Sendable {
+    public var status: String
+    public var service: String
+    public var counters: [String: Int]
+    public var gauges: [String: Double]
+    public init(service: String, counters: [String: Int], gauges: [String: Double]) {
+        self.status = "ok"; self.service = service; self.counters = counters; self.gauges = gauges
+    }
+}
+
+public struct ServiceStarted: Codable, Equatable, Sendable {
+    public var service: String
+    public var instance: String
+    public var version: String
+    public var pid: Int
+    public var endpoints: [String: String]
+    public init(service: String, instance: String, version: String, pid: Int, endpoints: [String: String]) {
+        self.service = service; self.instance = instance; self.version = version; self.pid = pid
+        self.endpoints = endpoints
+    }
+}
+
+public struct Heartbeat: Codable, Equatable, Sendable {
+    public var service: String
+    public var instance: String
+    public var uptimeS: Double
+    public var requestsHandled: Int
+    public init(service: String, instance: String, uptimeS: Double, requestsHandled: Int) {
+        self.service = service; self.instance = instance; self.uptimeS = uptimeS
+        self.requestsHandled = requestsHandled
+    }
+    enum CodingKeys: String, CodingKey {
+        case service, instance, uptimeS = "uptime_s", requestsHandled = "requests_handled"
+    }
+}
+
+public struct ServiceStopping: Codable, Equatable, Sendable {
+    public var service: String
+    public var instance: String
+    public var reason: String
+    public init(service: String, instance: String, reason: String) {
+        self.service = service; self.instance = instance; self.reason = reason
+    }
+}

@@ -1,0 +1,109 @@
+import CZeroMQ
+import Foundation
+
+/// The event bus: an XSUB/XPUB proxy. Publishers connect to the frontend, subscribers to the
+/// backend; subscriptions flow upstream, events downstream. Frames are moved, not copied.
+/// Runs on its own thread, which owns both sockets.
+public final class EventProxy: @unchecked Sendable {
+    public struct Counts: Sendable, Equatable {
+        public var events = 0
+        public var subscriptions = 0
+    }
+
+    private let frontend: ZMQSocket
+    private let backend: ZMQSocket
+    private let waker = Waker()
+    private let lock = NSLockLite()
+    private var counts = Counts()
+    private let done = DispatchSemaphore(value: 0)
+    private var running = false
+    public let frontendEndpoints: [String]
+    public let backendEndpoints: [String]
+
+    /// Binds both sides now, so a failure to bind is reported to the caller.
+    public init(context: ZMQContext, frontend: [String], backend: [String], security: ServerSecurity? = nil) throws {
+        self.frontend = try ZMQSocket(context, .xsub)
+        self.backend = try ZMQSocket(context, .xpub)
+        var fe: [String] = [], be: [String] = []
+        for (socket, endpoints) in [(self.frontend, frontend), (self.backend, backend)] {
+            for endpoint in endpoints {
+                if let security, isNetworkEndpoint(endpoint) { try socket.makeCurveServer(security) }
+                try socket.bind(endpoint)
+                let bound = try socket.lastEndpoint()
+                if socket === self.frontend { fe.append(bound) } else { be.append(bound) }
+            }
+        }
+        frontendEndpoints = fe
+        backendEndpoints = be
+    }
+
+    public var snapshot: Counts { lock.withLock { counts } }
+
+    public func start() {
+        running = true
+        let t = Thread { [self] in
+            self.loop()
+            self.frontend.close()
+            self.backend.close()
+            self.done.signal()
+        }
+        t.name = "bus-proxy"
+        t.start()
+    }
+
+    public func stop() {
+        guard running else { frontend.close(); backend.close(); return }
+        running = false
+        waker.wake()
+        done.wait()
+    }
+
+    private func loop() {
+        var items = [PollItem(socket: frontend), PollItem(socket: backend), PollItem(fd: waker.readFD)]
+        while true {
+            do {
+                try poll(&items, timeoutMs: -1)
+                if items[2].readable { return }
+                if items[0].readable {
+                    let n = try forward(from: frontend, to: backend)
+                    lock.withLock { counts.events += n }
+                }
+                if items[1].readable {
+                    let n = try forward(from: backend, to: frontend)
+                    lock.withLock { counts.subscriptions += n }
+                }
+            } catch {
+                return
+            }
+        }
+    }
+
+    /// Moves every queued message from one socket to the other; returns how many.
+    private func forward(from source: ZMQSocket, to sink: ZMQSocket) throws -> Int {
+        guard let src = source.handle, let dst = sink.handle else { return 0 }
+        var msg = zmq_msg_t()
+        zmq_msg_init(&msg)
+        defer { zmq_msg_close(&msg) }
+        var moved = 0
+        while moved < 1024 {
+            var first = true
+            while true {
+                if zmq_msg_recv(&msg, src, first ? ZMQ_DONTWAIT : 0) < 0 {
+                    let e = ZMQError.last("proxy recv")
+                    if e.isAgain && first { return moved }
+                    if e.isInterrupted { continue }
+                    throw e
+                }
+                first = false
+                let more = zmq_msg_more(&msg) != 0
+                if zmq_msg_send(&msg, dst, more ? ZMQ_SNDMORE : 0) < 0 {
+                    let e = ZMQError.last("proxy send")
+                    if !e.isAgain { throw e }
+                }
+                if !more { break }
+            }
+            moved += 1
+        }
+        return moved
+    }
+}
