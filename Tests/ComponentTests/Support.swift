@@ -1,0 +1,26 @@
+import Foundation
+import Logging
+import ServiceKit
+import VIOLINProtocol
+import ZeroMQ
+
+/// A service runtime on an ephemeral loopback port, torn down by `stop()`.
+func makeRuntime(_ name: String = "mesh", maxBytes: Int = 1 << 20, bus: String? = nil, heartbeat: Double = 5,
+                 server: ServerSecurity? = nil, allowed: Set<String> = [], busSecurity: ClientSecurity? = nil,
+                 handler: RequestHandler? = nil) throws -> ServiceRuntime {
+    let settings = ServiceSettings(service: name, instance: "\(name)@test", listen: ["tcp://127.0.0.1:*"], bus: bus,
+                                   heartbeatInterval: heartbeat, maxMessageBytes: maxBytes, server: server,
+                                   allowedKeys: allowed, busSecurity: busSecurity)
+    var logger = Logger(label: "test")
+    logger.logLevel = .critical
+    let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: handler)
+    try runtime.start()
+    return runtime
+}
+
+/// A client context closed on every path.
+func withContext<T>(_ body: (ZMQContext) throws -> T) rethrows -> T {
+    let ctx = ZMQContext()
+    defer { ctx.shutdown(); ctx.terminate() }
+    return try body(ctx)
+}

@@ -1,0 +1,149 @@
+import Foundation
+import Testing
+import ServiceKit
+import VIOLINProtocol
+import ZeroMQ
+
+@Suite struct LazyPirateTests {
+    @Test func noServerMeansATimeoutAfterEveryAttempt() throws {
+        try withContext { ctx in
+            // A port nobody listens on: bind and close one to find it.
+            let probe = try ZMQSocket(ctx, .rep)
+            try probe.bind("tcp://127.0.0.1:*")
+            let endpoint = try probe.lastEndpoint()
+            probe.close()
+            let client = RequestClient(context: ctx, endpoint: endpoint, timeoutMs: 100, retries: 2)
+            defer { client.close() }
+            let start = monotonicMillis()
+            do {
+                _ = try client.request([Array("hi".utf8)])
+                Issue.record("a reply came from nowhere")
+            } catch let error as RequestFailure {
+                guard case .timedOut(_, let attempts, _) = error else { Issue.record("\(error)"); return }
+                #expect(attempts == 3)
+            }
+            let elapsed = monotonicMillis() - start
+            #expect(elapsed >= 300 && elapsed < 3000)
+        }
+    }
+
+    @Test func aLostReplyIsRecoveredByAFreshSocket() throws {
+        try withContext { ctx in
+            let server = try ZMQSocket(ctx, .router)
+            try server.bind("tcp://127.0.0.1:*")
+            let endpoint = try server.lastEndpoint()
+            let done = DispatchSemaphore(value: 0)
+            // The server ignores the first request and answers the second.
+            let t = Thread {
+                _ = try? server.receive(timeoutMs: 5000)
+                if let second = try? server.receive(timeoutMs: 5000) {
+                    _ = try? server.send(Array(second.prefix(2)) + [Array("pong".utf8)])
+                }
+                server.close()
+                done.signal()
+            }
+            t.start()
+            let client = RequestClient(context: ctx, endpoint: endpoint, timeoutMs: 300, retries: 2)
+            let reply = try client.request([Array("ping".utf8)])
+            client.close()
+            done.wait()
+            #expect(reply == [Array("pong".utf8)])
+        }
+    }
+}
+
+@Suite struct ServiceRuntimeTests {
+    @Test func answersAdminRequests() throws {
+        let runtime = try makeRuntime()
+        defer { runtime.stop() }
+        try withContext { ctx in
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 2000)
+            defer { client.close() }
+            let ping = try JSONText.view(PingReply.self, of: try client.call("ping_request"))
+            #expect(ping.service == "mesh" && ping.instance == "mesh@test")
+            let status = try JSONText.view(StatusReply.self, of: try client.call("status"))
+            #expect(status.pid == Int(getpid()) && status.endpoints["listen"] == runtime.endpoints[0])
+            let metrics = try JSONText.view(MetricsReply.self, of: try client.call("metrics_request"))
+            #expect(metrics.counters["requests_total"] == 3 && metrics.counters["replies_ok"] == 2)
+            let reply = try client.send("frob_request")
+            #expect(reply.header.msgType == "frob_reply")
+            #expect(reply.body["code"] == "unknown_message_type")
+        }
+    }
+
+    /// Every kind of bad input, over and over, through a real socket: each earns an error reply
+    /// with its code, the counters add up, and the service still answers ping.
+    @Test func survivesAFloodOfBadInput() throws {
+        let runtime = try makeRuntime(maxBytes: 4096)
+        defer { runtime.stop() }
+        let header = { (type: String) in Array(#"{"msg_id":"m","msg_type":"\#(type)"}"#.utf8) }
+        let proto = Array("VIOLIN/1".utf8)
+        let cases: [([Frame], String)] = [
+            ([Array("not json at all".utf8)], "malformed_message"),
+            ([proto, header("ping_request")], "malformed_message"),
+            ([proto, header("ping_request"), [], [], []], "malformed_message"),
+            ([Array("ZMTP/3".utf8), header("ping_request"), Array("{}".utf8)], "bad_protocol"),
+            ([Array("VIOLIN/9".utf8), header("ping_request"), Array("{}".utf8)], "unsupported_version"),
+            ([proto, Array("{{{".utf8), Array("{}".utf8)], "invalid_json"),
+            ([proto, Array(#"{"msg_type":"ping_request"}"#.utf8), Array("{}".utf8)], "invalid_header"),
+            ([proto, header("ping_request"), Array("[]".utf8)], "invalid_body"),
+            ([proto, header("explode_request"), Array("{}".utf8)], "unknown_message_type"),
+            ([proto, header("mesh.started"), Array("{}".utf8)], "unknown_message_type"),
+            ([proto, header("ping_request"), Array(repeating: 0x20, count: 8000)], "message_too_large"),
+        ]
+        let rounds = 100   // 1,100 bad messages
+        try withContext { ctx in
+            let dealer = try ZMQSocket(ctx, .dealer)
+            defer { dealer.close() }
+            try dealer.connect(runtime.endpoints[0])
+            for round in 0..<rounds {
+                for (frames, code) in cases {
+                    try dealer.send([[]] + frames)
+                    let reply = try #require(try dealer.receive(timeoutMs: 3000), "no reply in round \(round) for \(code)")
+                    let message = try Codec.decode(Array(reply.dropFirst()))
+                    #expect(message.body["status"] == "error")
+                    #expect(message.body["code"] == .string(code), "round \(round)")
+                    if round > 0 { continue }
+                    let text = message.body["message"]?.stringValue ?? ""
+                    #expect(text.count > 5, "a human message explains \(code)")
+                }
+            }
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 2000)
+            defer { client.close() }
+            #expect(try client.call("ping_request")["service"] == "mesh")
+            let metrics = try JSONText.view(MetricsReply.self, of: try client.call("metrics_request"))
+            #expect(metrics.counters["bad_messages_total"] == rounds * (cases.count - 1))
+            #expect(metrics.counters["bad_messages.message_too_large"] == rounds)
+            #expect(metrics.counters["bad_messages.unknown_message_type"] == rounds * 2)
+        }
+    }
+}
+
+@Suite struct BusTests {
+    /// A proxy in-process, a runtime publishing into it, a subscriber reading through it.
+    @Test func eventsFlowThroughTheProxyInSequence() throws {
+        try withContext { ctx in
+            let proxy = try EventProxy(context: ctx, frontend: ["tcp://127.0.0.1:*"], backend: ["tcp://127.0.0.1:*"])
+            proxy.start()
+            defer { proxy.stop() }
+            let sub = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["monitor."])
+            defer { sub.close() }
+            let runtime = try makeRuntime("monitor", bus: proxy.frontendEndpoints[0], heartbeat: 0.05)
+            defer { runtime.stop() }
+            let started = try #require(try sub.waitFor(timeoutMs: 5000) { $0.topic == "monitor.started" })
+            #expect(started.header.seq == 1)
+            #expect(try JSONText.view(ServiceStarted.self, of: started.body).endpoints["listen"] == runtime.endpoints[0])
+            var seqs: [UInt64] = []
+            while seqs.count < 5 {
+                let hb = try #require(try sub.waitFor(timeoutMs: 5000) { $0.topic == "monitor.heartbeat" })
+                seqs.append(hb.header.seq)
+            }
+            #expect(seqs == Array(seqs[0]..<seqs[0] + 5))
+            runtime.publish("sampled", ["cpu": 0.5])
+            let sampled = try #require(try sub.waitFor(timeoutMs: 5000) { $0.topic == "monitor.sampled" })
+            #expect(sampled.body["cpu"] == .number(0.5))
+            #expect(sub.gaps == 0)
+            #expect(proxy.snapshot.events >= 7)
+        }
+    }
+}
