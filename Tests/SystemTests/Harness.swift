@@ -1,0 +1,151 @@
+import Foundation
+import Testing
+import ZeroMQ
+
+/// Where the built executables are: VIOLIN_BIN_DIR, else beside the test bundle, else .build/debug.
+let binDir: String = {
+    if let dir = ProcessInfo.processInfo.environment["VIOLIN_BIN_DIR"] { return dir }
+    let fm = FileManager.default
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+    for _ in 0..<4 {
+        if fm.isExecutableFile(atPath: dir.appendingPathComponent("violin-bus").path) { return dir.path }
+        dir = dir.deletingLastPathComponent()
+    }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    return root.appendingPathComponent(".build/debug").path
+}()
+
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
+
+/// A private scratch directory for one test: ipc sockets, keys, logs. Removed by `cleanup`.
+final class Scratch {
+    let path: String
+    init(_ name: String) throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("violin-\(name)-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func ipc(_ name: String) -> String { "ipc://\(path)/\(name).sock" }
+    func file(_ name: String) -> String { "\(path)/\(name)" }
+    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// A child process with its output collected line by line. Killed by PID when the test ends.
+final class Spawned: @unchecked Sendable {
+    let name: String
+    let process = Process()
+    private let lock = NSLock()
+    private let changed = NSCondition()
+    private var out: [String] = []
+    private var err = ""
+    private let exited = DispatchSemaphore(value: 0)
+    private var partial = ""
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        name = executable
+        let path = executable.hasPrefix("/") ? executable : "\(binDir)/\(executable)"
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let stdout = Pipe(), stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        process.standardInput = FileHandle.nullDevice
+        stdout.fileHandleForReading.readabilityHandler = { [weak self] h in self?.append(h.availableData, toErr: false) }
+        stderr.fileHandleForReading.readabilityHandler = { [weak self] h in self?.append(h.availableData, toErr: true) }
+        process.terminationHandler = { [weak self] _ in
+            // Drain what is left, then report the exit.
+            if let rest = try? stdout.fileHandleForReading.readToEnd() { self?.append(rest, toErr: false) }
+            if let rest = try? stderr.fileHandleForReading.readToEnd() { self?.append(rest, toErr: true) }
+            stdout.fileHandleForReading.readabilityHandler = nil
+            stderr.fileHandleForReading.readabilityHandler = nil
+            self?.changed.lock(); self?.changed.broadcast(); self?.changed.unlock()
+            self?.exited.signal()
+        }
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    private func append(_ data: Data, toErr: Bool) {
+        guard !data.isEmpty else { return }
+        changed.lock()
+        let text = String(decoding: data, as: UTF8.self)
+        if toErr { err += text } else {
+            partial += text
+            while let nl = partial.firstIndex(of: "\n") {
+                out.append(String(partial[..<nl]))
+                partial = String(partial[partial.index(after: nl)...])
+            }
+        }
+        changed.broadcast()
+        changed.unlock()
+    }
+
+    var lines: [String] { changed.lock(); defer { changed.unlock() }; return out }
+    var stderrText: String { changed.lock(); defer { changed.unlock() }; return err }
+
+    /// Waits for a line of stdout that satisfies `match`, up to `timeout` seconds.
+    func waitForLine(timeout: Double, _ match: (String) -> Bool) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        changed.lock()
+        defer { changed.unlock() }
+        var checked = 0
+        while true {
+            while checked < out.count {
+                if match(out[checked]) { return out[checked] }
+                checked += 1
+            }
+            if !changed.wait(until: deadline) { return nil }
+        }
+    }
+
+    /// Waits for the process to end; nil if it did not within `timeout` seconds.
+    func waitExit(timeout: Double) -> Int32? {
+        guard exited.wait(timeout: .now() + timeout) == .success else { return nil }
+        exited.signal()
+        return process.terminationStatus
+    }
+
+    func signal(_ sig: Int32) { if process.isRunning { kill(pid, sig) } }
+
+    /// SIGKILL if still running, then reap.
+    func destroy() {
+        signal(SIGKILL)
+        _ = waitExit(timeout: 10)
+    }
+}
+
+/// Runs a command to completion (with a deadline) and returns its exit status and output.
+func run(_ executable: String, _ arguments: [String], timeout: Double = 30) throws -> (status: Int32, out: String, err: String) {
+    let p = try Spawned(executable, arguments)
+    guard let status = p.waitExit(timeout: timeout) else {
+        p.destroy()
+        Issue.record("\(executable) \(arguments) did not finish within \(timeout) s")
+        return (-1, p.lines.joined(separator: "\n"), p.stderrText)
+    }
+    return (status, p.lines.joined(separator: "\n"), p.stderrText)
+}
+
+/// A free loopback TCP port (bound and released; the test binds it again at once).
+func freeTCPEndpoint() throws -> String {
+    let ctx = ZMQContext()
+    defer { ctx.shutdown(); ctx.terminate() }
+    let s = try ZMQSocket(ctx, .rep)
+    try s.bind("tcp://127.0.0.1:*")
+    let endpoint = try s.lastEndpoint()
+    s.close()
+    return endpoint
+}
+
+/// Waits until `condition` holds, checking every 20 ms, up to `timeout` seconds.
+func eventually(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return true }
+        usleep(20_000)
+    }
+    return try condition()
+}
