@@ -66,9 +66,12 @@ struct Bench: ParsableCommand {
             guard warmed else { throw fail("no event came back through the bus within 5 s", code: Exit.noReply) }
             while case .event = try sub.next(timeoutMs: 100) {}
             let body: JSONValue = ["n": 0, "host": "bench"]
-            let sender = Thread {
+            // The publishing socket moves to the sender thread and is closed there.
+            let sent = DispatchSemaphore(value: 0)
+            let sender = Thread { [factory] in
                 var f = factory
                 for _ in 0..<count { _ = try? pub.send(Codec.encode(f.event(topic, body: body))) }
+                sent.signal()
             }
             let start = monotonicMillis()
             sender.start()
@@ -80,6 +83,7 @@ struct Bench: ParsableCommand {
                     idleSince = monotonicMillis()
                 }
             }
+            sent.wait()
             let elapsed = Double(max(1, (received == count ? monotonicMillis() : idleSince) - start)) / 1000
             print(String(format: "bus_events_per_s %.0f (received %d of %d, %.2f s)",
                          Double(received) / elapsed, received, count, elapsed))

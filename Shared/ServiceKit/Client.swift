@@ -33,15 +33,30 @@ public final class ServiceClient {
     /// Sends `<name>_request` and returns the whole reply (ok or error).
     public func send(_ msgType: String, body: JSONValue = [:]) throws(Failure) -> Message {
         let request = factory.request(msgType, body: body)
-        let frames: [Frame]
+        var decoded: Result<Message, ProtocolError> = .failure(ProtocolError(.internalError, "no reply"))
         do {
-            frames = try client.request(Codec.encode(request)) { reply in
-                // A reply to an earlier, timed-out request is not ours.
-                guard let m = try? Codec.decode(reply, maxBytes: .max) else { return true }
-                return m.header.parentId == request.header.msgId || m.header.parentId.isEmpty
+            _ = try client.request(Codec.encode(request)) { reply in
+                do {
+                    let m = try Codec.decode(reply, maxBytes: .max)
+                    // A reply to an earlier, timed-out request is not ours.
+                    guard m.header.parentId == request.header.msgId || m.header.parentId.isEmpty else { return false }
+                    decoded = .success(m)
+                } catch let error as ProtocolError {
+                    decoded = .failure(error)
+                } catch {
+                    decoded = .failure(ProtocolError(.internalError, "\(error)"))
+                }
+                return true
             }
-        } catch { throw .noReply(error) }
-        do { return try Codec.decode(frames, maxBytes: .max) } catch { throw .badReply(error) }
+        } catch let error as RequestFailure {
+            throw .noReply(error)
+        } catch {
+            throw .noReply(.transport(ZMQError(errno: 0, operation: "\(error)")))
+        }
+        switch decoded {
+        case .success(let m): return m
+        case .failure(let e): throw .badReply(e)
+        }
     }
 
     /// Sends a request; returns the body of an ok reply, throws on an error reply.

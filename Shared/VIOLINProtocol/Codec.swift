@@ -8,9 +8,7 @@ public enum Codec {
     public typealias Frame = [UInt8]
 
     public static func encode(_ message: Message) -> [Frame] {
-        let header = (try? JSONText.encode(message.header)) ?? Array("{}".utf8)
-        let body = (try? JSONText.encode(message.body)) ?? Array("{}".utf8)
-        var frames: [Frame] = [Array(Wire.protocolFrame.utf8), header, body]
+        var frames: [Frame] = [Array(Wire.protocolFrame.utf8), message.header.json.bytes, message.body.bytes]
         if let topic = message.topic { frames.insert(Array(topic.utf8), at: 0) }
         return frames
     }
@@ -59,8 +57,7 @@ public enum Codec {
         guard case .object = headerValue else {
             throw ProtocolError(.invalidHeader, "header must be a JSON object")
         }
-        let header: Header
-        do { header = try JSONText.view(Header.self, of: headerValue) } catch {
+        guard let header = Header(json: headerValue) else {
             throw ProtocolError(.invalidHeader, "header lacks msg_id or msg_type, or a field has the wrong type",
                                 msgId: headerValue["msg_id"]?.stringValue ?? "")
         }

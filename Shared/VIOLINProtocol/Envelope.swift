@@ -54,6 +54,35 @@ public struct Header: Codable, Equatable, Sendable {
     }
 }
 
+extension Header {
+    /// Reads a header from its JSON object: msg_id and msg_type required, the rest defaulted,
+    /// unknown fields ignored. Nil when a field has the wrong type.
+    public init?(json v: JSONValue) {
+        guard case .object(let o) = v, let id = o["msg_id"]?.stringValue, let type = o["msg_type"]?.stringValue
+        else { return nil }
+        func text(_ k: String, _ d: String) -> String?? {
+            guard let f = o[k], f != .null else { return .some(d) }
+            return f.stringValue.map { .some($0) } ?? .none
+        }
+        guard let version = text("version", Wire.version), let sender = text("sender", ""),
+              let session = text("session", ""), let parent = text("parent_id", ""), let time = text("time", "")
+        else { return nil }
+        var seq: UInt64 = 0
+        if let s = o["seq"], s != .null {
+            guard let n = s.intValue, n >= 0 else { return nil }
+            seq = UInt64(n)
+        }
+        self.init(msgId: id, msgType: type, version: version!, sender: sender!, session: session!,
+                  parentId: parent!, seq: seq, time: time!)
+    }
+
+    public var json: JSONValue {
+        .object(["msg_id": .string(msgId), "msg_type": .string(msgType), "version": .string(version),
+                 "sender": .string(sender), "session": .string(session), "parent_id": .string(parentId),
+                 "seq": .number(Double(seq)), "time": .string(time)])
+    }
+}
+
 /// One message: header and body. Events also carry the topic they were published on.
 public struct Message: Equatable, Sendable {
     public var topic: String?

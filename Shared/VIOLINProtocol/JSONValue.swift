@@ -98,13 +98,16 @@ public enum JSONText {
         return Array(try encoder.encode(value))
     }
 
+    public static func string(_ value: JSONValue) -> String { String(decoding: value.bytes, as: UTF8.self) }
+
     public static func string<T: Encodable>(_ value: T, pretty: Bool = false) -> String {
         guard let bytes = try? encode(value, pretty: pretty) else { return "null" }
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+    /// Parses JSON text strictly (RFC 8259), nesting at most 64 deep.
+    public static func parse(_ bytes: [UInt8]) throws(JSONParseError) -> JSONValue {
+        try JSONParser.parse(bytes)
     }
 
     /// Takes a typed view of a JSON value; unknown fields are ignored (tolerant reader).
