@@ -21,9 +21,14 @@ public final class EventProxy: @unchecked Sendable {
     public let backendEndpoints: [String]
 
     /// Binds both sides now, so a failure to bind is reported to the caller.
-    public init(context: ZMQContext, frontend: [String], backend: [String], security: ServerSecurity? = nil) throws {
+    /// `highWaterMark`: events queued per connection before the bus drops for a slow peer
+    /// (subscribers see the loss as a jump in the publisher's seq).
+    public init(context: ZMQContext, frontend: [String], backend: [String], security: ServerSecurity? = nil,
+                highWaterMark: Int32 = 100_000) throws {
         self.frontend = try ZMQSocket(context, .xsub)
         self.backend = try ZMQSocket(context, .xpub)
+        try self.frontend.setOption(ZMQ_RCVHWM, highWaterMark)
+        try self.backend.setOption(ZMQ_SNDHWM, highWaterMark)
         var fe: [String] = [], be: [String] = []
         for (socket, endpoints) in [(self.frontend, frontend), (self.backend, backend)] {
             for endpoint in endpoints {

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up (compose/setup.sh) and runs every test: unit, component (real ZeroMQ) and system
+# (real processes). Run from anywhere, as root on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash compose/setup.sh
+swift build --build-tests
+swift test --skip-build --parallel 2>&1 | tee "${TMPDIR:-/tmp}/violin-test-$$.log" | grep -v '^\s*$' | tail -n 400
+exit "${PIPESTATUS[0]}"
