@@ -11,9 +11,5 @@ struct Main: AsyncParsableCommand {
 
     @OptionGroup var options: ServiceOptions
 
-    func run() async throws {
-        let settings = ServiceMain.settings(Self.description, options)
-        let runtime = try ServiceRuntime(settings: settings, logger: ServiceMain.logger(settings))
-        await ServiceMain.run(runtime)
-    }
+    func run() async { await ServiceMain.run(Self.description, options) }
 }

@@ -58,6 +58,19 @@ public enum ServiceMain {
         return logger
     }
 
+    /// Loads the settings, builds the runtime and runs it: the whole `main` of a service whose
+    /// work is done by `handler` (or, for a skeleton, by the admin requests alone).
+    public static func run(_ description: ServiceDescription, _ options: ServiceOptions,
+                           handler: RequestHandler? = nil) async {
+        let settings = settings(description, options)
+        do {
+            await run(try ServiceRuntime(settings: settings, logger: logger(settings), handler: handler))
+        } catch {
+            FileHandle.standardError.write(Data("violin-\(description.name): cannot start: \(error)\n".utf8))
+            exit(1)
+        }
+    }
+
     /// Runs the service until SIGINT or SIGTERM, then shuts it down in order.
     public static func run(_ runtime: ServiceRuntime, also: [any Service] = []) async {
         do {

@@ -145,3 +145,13 @@ import ZeroMQ
         #expect(r.out.contains("event ok: policy.heartbeat"))
     }
 }
+
+@Suite struct NativeLibrariesTests {
+    /// The CLI is linked against both native libraries and reports their versions.
+    @Test func versionNamesZeroMQAndLibvirt() throws {
+        let r = try run("violin", ["version"])
+        #expect(r.status == 0)
+        #expect(r.out.contains("libzmq 4.") && r.out.contains("curve: true"))
+        #expect(r.out.range(of: #"libvirt \d+\.\d+\.\d+"#, options: .regularExpression) != nil, "\(r.out)")
+    }
+}
