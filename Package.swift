@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "violin", targets: ["violin"]),
         .executable(name: "violin-bus", targets: ["violin-bus"]),
         .executable(name: "violin-mesh", targets: ["violin-mesh"]),
+        .executable(name: "violin-switch", targets: ["violin-switch"]),
         .executable(name: "violin-monitor", targets: ["violin-monitor"]),
         .executable(name: "violin-policy", targets: ["violin-policy"]),
         .executable(name: "violin-executor", targets: ["violin-executor"]),
@@ -43,11 +44,20 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
         ], path: "Shared/ServiceKit"),
+        // The data plane's syscalls: TAP, UDP, recvmmsg/sendmmsg batches.
+        .target(name: "CNetShim", path: "Shared/CNetShim"),
+        // Pure switching: frames, VXLAN header, MAC table, the forwarding decision.
+        .target(name: "SwitchCore", path: "Shared/SwitchCore"),
+        // The forwarding loop and ports, on top of the core and the shim.
+        .target(name: "SwitchDataPlane", dependencies: ["SwitchCore", "CNetShim", "ZeroMQ", "VIOLINProtocol"],
+                path: "Shared/SwitchDataPlane"),
         // The hypervisor interface (libvirt).
         .target(name: "Hypervisor", dependencies: ["CLibvirt"], path: "Shared/Hypervisor"),
 
         // Processes.
         .executableTarget(name: "violin-bus", dependencies: ["ServiceKit"], path: "Services/Bus"),
+        .executableTarget(name: "violin-switch", dependencies: ["ServiceKit", "SwitchDataPlane"],
+                          path: "Services/Switch"),
         .executableTarget(name: "violin-mesh", dependencies: ["ServiceKit"], path: "Services/Mesh"),
         .executableTarget(name: "violin-monitor", dependencies: ["ServiceKit", "Hypervisor"],
                           path: "Services/Monitor"),

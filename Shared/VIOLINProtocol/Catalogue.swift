@@ -8,10 +8,17 @@ public enum Catalogue {
     /// Events every service publishes, as `<service>.<event>`.
     public static let serviceEvents = ["started", "heartbeat", "stopping"]
 
+    /// Requests of `violin-switch`'s control socket (PROTOCOL.md §8.1).
+    public static let switchRequests = [
+        "stats_request", "fdb_request", "ports_request", "add_port_request", "remove_port_request",
+        "set_peers_request", "add_peer_request", "remove_peer_request", "add_static_request", "remove_static_request",
+    ]
+    public static let switchEvents = ["switch.port_added", "switch.port_removed", "switch.peers_changed"]
+
     /// Every message type named in the catalogue, with `<service>` standing for any service.
     public static let allTypes: [String] =
         adminRequests + adminRequests.map { $0.replacingSuffix("_request", with: "_reply") }
-        + ["error_reply"] + serviceEvents.map { "<service>.\($0)" }
+        + ["error_reply"] + serviceEvents.map { "<service>.\($0)" } + switchRequests + switchEvents
 }
 
 extension String {

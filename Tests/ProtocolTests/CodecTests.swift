@@ -23,7 +23,9 @@ struct Golden {
     }
 }
 
-let goldenTypes = Catalogue.allTypes.map { $0.replacingOccurrences(of: "<service>", with: "mesh") }
+/// The shared catalogue has golden files; service-specific types are tested with their service.
+let goldenTypes = (Catalogue.adminRequests + Catalogue.adminRequests.map { $0.replacingOccurrences(of: "_request", with: "_reply") }
+    + ["error_reply"] + Catalogue.serviceEvents.map { "mesh.\($0)" })
 
 let fixedHeader = { (type: String, parent: String, seq: UInt64) in
     Header(msgId: parent.isEmpty ? "11111111-2222-3333-4444-555555555555" : "66666666-7777-8888-9999-000000000000",

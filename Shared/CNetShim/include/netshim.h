@@ -1,0 +1,50 @@
+#ifndef VIOLIN_NETSHIM_H
+#define VIOLIN_NETSHIM_H
+/* The data plane's syscalls, each wrapped once: TAP devices, UDP sockets, and batches of
+ * datagrams for recvmmsg/sendmmsg with preallocated buffers. Errors are returned as -errno. */
+#include <stdint.h>
+#include <stddef.h>
+
+/* Opens (creating if needed) TAP device `name`, nonblocking. Writes the kernel's name into
+ * name_out (IFNAMSIZ bytes). Returns the fd or -errno. */
+int vn_tap_open(const char *name, char *name_out);
+/* Sets a link up with an MTU (0: leave it) and, if mac is not NULL, its 6-byte address. */
+int vn_link_configure(const char *name, int mtu, const uint8_t *mac);
+/* Reads the 6-byte hardware address of a link. */
+int vn_link_mac(const char *name, uint8_t *mac_out);
+/* A nonblocking IPv4 UDP socket bound to addr:port (host order port; addr in network order).
+ * Returns the fd or -errno. */
+int vn_udp_open(uint32_t addr_be, uint16_t port, int bufsize);
+/* The locally bound port of a socket (host order), or -errno. */
+int vn_udp_local_port(int fd);
+/* Parses dotted-quad IPv4 text into network order; returns 0 on success, -1 otherwise. */
+int vn_parse_ipv4(const char *text, uint32_t *out_be);
+void vn_format_ipv4(uint32_t addr_be, char *out16);
+
+int vn_read(int fd, uint8_t *buf, size_t len);
+int vn_write(int fd, const uint8_t *buf, size_t len);
+int vn_close(int fd);
+/* Waits until fd is writable or timeout_ms passes. 1 writable, 0 timeout, -errno. */
+int vn_wait_writable(int fd, int timeout_ms);
+/* poll() for readability over fds; sets ready[i] to 1 for readable entries. Returns count or -errno. */
+int vn_poll_readable(const int *fds, uint8_t *ready, int count, int timeout_ms);
+
+/* A batch of up to `capacity` datagrams. Receive: every slot owns a buffer of `bufsize` bytes.
+ * Send: each slot points at any memory (vn_batch_set_send). All memory is allocated once. */
+typedef struct vn_batch vn_batch;
+vn_batch *vn_batch_new(int capacity, int bufsize);
+void vn_batch_free(vn_batch *b);
+uint8_t *vn_batch_buffer(vn_batch *b, int i);
+int vn_batch_length(const vn_batch *b, int i);
+uint32_t vn_batch_addr(const vn_batch *b, int i);       /* network order */
+uint16_t vn_batch_port(const vn_batch *b, int i);       /* host order */
+void vn_batch_set_send(vn_batch *b, int i, const uint8_t *data, size_t len, uint32_t addr_be, uint16_t port);
+/* recvmmsg, MSG_DONTWAIT: returns datagrams received (0 when none) or -errno. */
+int vn_udp_recv_batch(int fd, vn_batch *b);
+/* sendmmsg of slots [0, count): retries on EAGAIN up to timeout_ms in all. Returns slots sent or -errno. */
+int vn_udp_send_batch(int fd, vn_batch *b, int count, int timeout_ms);
+/* sendto of one datagram. */
+int vn_udp_send(int fd, const uint8_t *data, size_t len, uint32_t addr_be, uint16_t port);
+/* connect a UDP socket to addr:port, so plain read/write work on it (QEMU udp ports). */
+int vn_udp_connect(int fd, uint32_t addr_be, uint16_t port);
+#endif

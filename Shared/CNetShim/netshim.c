@@ -1,0 +1,244 @@
+#define _GNU_SOURCE
+#include "netshim.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(struct ifreq) >= IFNAMSIZ, "ifreq");
+
+int vn_tap_open(const char *name, char *name_out) {
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    if (name) strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = errno; close(fd); return -e; }
+    if (name_out) { memcpy(name_out, ifr.ifr_name, IFNAMSIZ); name_out[IFNAMSIZ - 1] = 0; }
+    return fd;
+}
+
+int vn_link_configure(const char *name, int mtu, const uint8_t *mac) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    int rc = 0;
+    if (mac) {
+        ifr.ifr_hwaddr.sa_family = 1; /* ARPHRD_ETHER */
+        memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
+        if (ioctl(s, SIOCSIFHWADDR, &ifr) < 0) rc = -errno;
+    }
+    if (rc == 0 && mtu > 0) {
+        ifr.ifr_mtu = mtu;
+        if (ioctl(s, SIOCSIFMTU, &ifr) < 0) rc = -errno;
+    }
+    if (rc == 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) rc = -errno;
+    } else if (rc == 0) rc = -errno;
+    close(s);
+    return rc;
+}
+
+int vn_link_mac(const char *name, uint8_t *mac_out) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    int rc = ioctl(s, SIOCGIFHWADDR, &ifr) < 0 ? -errno : 0;
+    if (rc == 0) memcpy(mac_out, ifr.ifr_hwaddr.sa_data, 6);
+    close(s);
+    return rc;
+}
+
+int vn_udp_open(uint32_t addr_be, uint16_t port, int bufsize) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (bufsize > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize);
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize);
+        /* As root, go past rmem_max/wmem_max. Failing is fine. */
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsize, sizeof bufsize);
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bufsize, sizeof bufsize);
+    }
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = addr_be;
+    sa.sin_port = htons(port);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) { int e = errno; close(fd); return -e; }
+    return fd;
+}
+
+int vn_udp_local_port(int fd) {
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) return -errno;
+    return ntohs(sa.sin_port);
+}
+
+int vn_udp_connect(int fd, uint32_t addr_be, uint16_t port) {
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = addr_be;
+    sa.sin_port = htons(port);
+    return connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ? -errno : 0;
+}
+
+int vn_parse_ipv4(const char *text, uint32_t *out_be) {
+    struct in_addr a;
+    if (inet_pton(AF_INET, text, &a) != 1) return -1;
+    *out_be = a.s_addr;
+    return 0;
+}
+
+void vn_format_ipv4(uint32_t addr_be, char *out16) {
+    struct in_addr a = { .s_addr = addr_be };
+    inet_ntop(AF_INET, &a, out16, 16);
+}
+
+int vn_read(int fd, uint8_t *buf, size_t len) {
+    for (;;) {
+        ssize_t n = read(fd, buf, len);
+        if (n >= 0) return (int)n;
+        if (errno != EINTR) return -errno;
+    }
+}
+
+int vn_write(int fd, const uint8_t *buf, size_t len) {
+    for (;;) {
+        ssize_t n = write(fd, buf, len);
+        if (n >= 0) return (int)n;
+        if (errno != EINTR) return -errno;
+    }
+}
+
+int vn_close(int fd) { return close(fd) < 0 ? -errno : 0; }
+
+int vn_wait_writable(int fd, int timeout_ms) {
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    for (;;) {
+        int rc = poll(&p, 1, timeout_ms);
+        if (rc >= 0) return rc;
+        if (errno != EINTR) return -errno;
+    }
+}
+
+int vn_poll_readable(const int *fds, uint8_t *ready, int count, int timeout_ms) {
+    struct pollfd p[count > 0 ? count : 1];
+    for (int i = 0; i < count; i++) { p[i].fd = fds[i]; p[i].events = POLLIN; p[i].revents = 0; }
+    for (;;) {
+        int rc = poll(p, count, timeout_ms);
+        if (rc >= 0) {
+            for (int i = 0; i < count; i++) ready[i] = (p[i].revents & (POLLIN | POLLERR | POLLHUP)) ? 1 : 0;
+            return rc;
+        }
+        if (errno != EINTR) return -errno;
+    }
+}
+
+struct vn_batch {
+    int capacity;
+    int bufsize;
+    struct mmsghdr *msgs;
+    struct iovec *iovs;
+    struct sockaddr_in *addrs;
+    uint8_t *data;
+};
+
+vn_batch *vn_batch_new(int capacity, int bufsize) {
+    vn_batch *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->capacity = capacity;
+    b->bufsize = bufsize;
+    b->msgs = calloc(capacity, sizeof *b->msgs);
+    b->iovs = calloc(capacity, sizeof *b->iovs);
+    b->addrs = calloc(capacity, sizeof *b->addrs);
+    b->data = bufsize > 0 ? aligned_alloc(64, (size_t)capacity * bufsize) : NULL;
+    if (!b->msgs || !b->iovs || !b->addrs || (bufsize > 0 && !b->data)) { vn_batch_free(b); return NULL; }
+    for (int i = 0; i < capacity; i++) {
+        b->iovs[i].iov_base = bufsize > 0 ? b->data + (size_t)i * bufsize : NULL;
+        b->iovs[i].iov_len = bufsize;
+        b->msgs[i].msg_hdr.msg_iov = &b->iovs[i];
+        b->msgs[i].msg_hdr.msg_iovlen = 1;
+        b->msgs[i].msg_hdr.msg_name = &b->addrs[i];
+        b->msgs[i].msg_hdr.msg_namelen = sizeof b->addrs[i];
+    }
+    return b;
+}
+
+void vn_batch_free(vn_batch *b) {
+    if (!b) return;
+    free(b->msgs); free(b->iovs); free(b->addrs); free(b->data); free(b);
+}
+
+uint8_t *vn_batch_buffer(vn_batch *b, int i) { return b->data + (size_t)i * b->bufsize; }
+int vn_batch_length(const vn_batch *b, int i) { return (int)b->msgs[i].msg_len; }
+uint32_t vn_batch_addr(const vn_batch *b, int i) { return b->addrs[i].sin_addr.s_addr; }
+uint16_t vn_batch_port(const vn_batch *b, int i) { return ntohs(b->addrs[i].sin_port); }
+
+void vn_batch_set_send(vn_batch *b, int i, const uint8_t *data, size_t len, uint32_t addr_be, uint16_t port) {
+    b->iovs[i].iov_base = (void *)data;
+    b->iovs[i].iov_len = len;
+    b->addrs[i].sin_family = AF_INET;
+    b->addrs[i].sin_addr.s_addr = addr_be;
+    b->addrs[i].sin_port = htons(port);
+    b->msgs[i].msg_hdr.msg_namelen = sizeof b->addrs[i];
+}
+
+int vn_udp_recv_batch(int fd, vn_batch *b) {
+    for (int i = 0; i < b->capacity; i++) {
+        b->iovs[i].iov_len = b->bufsize;
+        b->msgs[i].msg_hdr.msg_namelen = sizeof b->addrs[i];
+        b->msgs[i].msg_hdr.msg_flags = 0;
+    }
+    for (;;) {
+        int n = recvmmsg(fd, b->msgs, b->capacity, MSG_DONTWAIT, NULL);
+        if (n >= 0) return n;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        return -errno;
+    }
+}
+
+int vn_udp_send_batch(int fd, vn_batch *b, int count, int timeout_ms) {
+    int sent = 0;
+    while (sent < count) {
+        int n = sendmmsg(fd, b->msgs + sent, count - sent, 0);
+        if (n > 0) { sent += n; continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+            if (vn_wait_writable(fd, timeout_ms) <= 0) return sent;
+            continue;
+        }
+        /* A datagram the kernel refuses (e.g. no route): skip it, keep the rest. */
+        if (n < 0) { sent += 1; continue; }
+    }
+    return sent;
+}
+
+int vn_udp_send(int fd, const uint8_t *data, size_t len, uint32_t addr_be, uint16_t port) {
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = addr_be;
+    sa.sin_port = htons(port);
+    for (;;) {
+        ssize_t n = sendto(fd, data, len, 0, (struct sockaddr *)&sa, sizeof sa);
+        if (n >= 0) return (int)n;
+        if (errno != EINTR) return -errno;
+    }
+}

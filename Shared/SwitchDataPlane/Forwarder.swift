@@ -1,0 +1,373 @@
+import CNetShim
+import Foundation
+import SwitchCore
+import ZeroMQ
+
+/// What the control side wants the data plane to be. Immutable; swapped whole.
+public final class SwitchSnapshot: @unchecked Sendable {
+    public let generation: UInt64
+    public let ports: [PortHandle]
+    public let peers: [PeerAddress]
+    public let statics: [MAC: Location]
+
+    public init(generation: UInt64, ports: [PortHandle], peers: [PeerAddress], statics: [MAC: Location]) {
+        self.generation = generation
+        self.ports = ports
+        self.peers = peers
+        self.statics = statics
+    }
+}
+
+/// Counters of one switch, copied out of the forwarding thread once per batch.
+public struct SwitchStats: Sendable, Equatable {
+    public var framesFromPorts = 0
+    public var framesFromPeers = 0
+    public var framesToPorts = 0
+    public var framesToPeers = 0
+    public var bytesFromPorts = 0
+    public var bytesFromPeers = 0
+    public var floods = 0
+    public var drops: [String: Int] = [:]
+    public var perPort: [String: PortCounters] = [:]
+    public var table = MACTable.Counters()
+    public var tableSize = 0
+    public var batches = 0
+
+    public struct PortCounters: Sendable, Equatable {
+        public var rx = 0
+        public var tx = 0
+    }
+
+    public var dropsTotal: Int { drops.values.reduce(0, +) }
+}
+
+public struct FdbEntry: Sendable, Equatable {
+    public let mac: MAC
+    public let location: Location
+    public let ageS: Double
+    public let isStatic: Bool
+}
+
+/// The forwarding loop of one switch (one VIOLIN on one host): one thread that owns the MAC
+/// table, polls the tunnel socket and every port, reads in batches, decides with
+/// `Forwarding.decide`, and sends to peers with sendmmsg. Buffers are allocated once; per frame
+/// there is no allocation, no lock, no logging. Control changes arrive as `SwitchSnapshot`s,
+/// looked at once per batch.
+public final class Forwarder: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var vni: UInt32
+        public var batch = 64
+        public var maxMACs = 8192
+        public var ageingMs: UInt64 = 300_000
+        public init(vni: UInt32) { self.vni = vni }
+    }
+
+    public let options: Options
+    private let tunnel: TunnelSocket
+    private let clock: @Sendable () -> UInt64
+    private let waker = Waker()
+    private let lock = NSLockLite()
+    private var pending: SwitchSnapshot
+    private var published = SwitchStats()
+    private var fdbRequests: [(DispatchSemaphore, UnsafeMutablePointer<[FdbEntry]>)] = []
+    private var stopping = false
+    private var thread: Thread?
+    private let done = DispatchSemaphore(value: 0)
+
+    // Owned by the forwarding thread.
+    private var table: MACTable
+    private var current: SwitchSnapshot
+    private var stats = SwitchStats()
+    private var dropCounts = [Int](repeating: 0, count: DropReason.allCases.count)
+    private var portIndex: [UInt32: Int] = [:]
+    private var peerSet: Set<PeerAddress> = []
+    private var portRx: [Int] = []
+    private var portTx: [Int] = []
+    private let rx: OpaquePointer        // tunnel receive batch (own buffers)
+    private let tx: OpaquePointer        // tunnel send batch (points into `slots`)
+    private let slots: UnsafeMutableRawPointer
+    private let slotSize = 65_536 + VXLAN.headerLength + 64
+    private let txCapacity: Int
+    private var txCount = 0
+    private var slotsUsed = 0
+
+    public init(options: Options, tunnel: TunnelSocket,
+                clock: @escaping @Sendable () -> UInt64 = { UInt64(monotonicMillis()) }) {
+        self.options = options
+        self.tunnel = tunnel
+        self.clock = clock
+        table = MACTable(maxEntries: options.maxMACs, ageingMs: options.ageingMs)
+        let empty = SwitchSnapshot(generation: 0, ports: [], peers: [], statics: [:])
+        pending = empty
+        current = empty
+        rx = vn_batch_new(Int32(options.batch), Int32(65_536 + VXLAN.headerLength))
+        txCapacity = options.batch * 8
+        tx = vn_batch_new(Int32(txCapacity), 0)
+        slots = UnsafeMutableRawPointer.allocate(byteCount: slotSize * options.batch, alignment: 64)
+    }
+
+    deinit {
+        vn_batch_free(rx)
+        vn_batch_free(tx)
+        slots.deallocate()
+    }
+
+    public var tunnelAddress: PeerAddress { tunnel.local }
+
+    /// Hands a new configuration to the forwarding thread.
+    public func apply(_ snapshot: SwitchSnapshot) {
+        lock.withLock { pending = snapshot }
+        waker.wake()
+    }
+
+    public var statistics: SwitchStats { lock.withLock { published } }
+
+    /// The MAC table as the forwarding thread sees it, or nil if it does not answer in time.
+    public func fdb(timeoutMs: Int = 2000) -> [FdbEntry]? {
+        let sem = DispatchSemaphore(value: 0)
+        let out = UnsafeMutablePointer<[FdbEntry]>.allocate(capacity: 1)
+        out.initialize(to: [])
+        lock.withLock { fdbRequests.append((sem, out)) }
+        waker.wake()
+        guard sem.wait(timeout: .now() + .milliseconds(timeoutMs)) == .success else {
+            // The loop may still answer later: leave the storage to it (a bounded leak on a wedged loop).
+            return nil
+        }
+        let result = out.move()
+        out.deallocate()
+        return result
+    }
+
+    public func start() {
+        let t = Thread { [self] in
+            self.loop()
+            self.done.signal()
+        }
+        t.name = "forwarder"
+        t.qualityOfService = .userInteractive
+        thread = t
+        t.start()
+    }
+
+    public func stop() {
+        guard thread != nil else { return }
+        lock.withLock { stopping = true }
+        waker.wake()
+        done.wait()
+        thread = nil
+    }
+
+    // MARK: - The loop
+
+    private func adopt(_ s: SwitchSnapshot) {
+        let now = clock()
+        let oldPorts = Set(current.ports.map(\.id))
+        let oldPeers = Set(current.peers)
+        // Entries of ports and peers that went away are forgotten.
+        for id in oldPorts.subtracting(s.ports.map(\.id)) { table.forget(.port(id)) }
+        for peer in oldPeers.subtracting(s.peers) { table.forget(.peer(peer)) }
+        for (mac, _) in current.statics where s.statics[mac] == nil { _ = table.removeStatic(mac) }
+        for (mac, location) in s.statics { _ = table.setStatic(mac, at: location, nowMs: now) }
+        // Per-port counters follow their ports by id.
+        var rxByID: [UInt32: Int] = [:], txByID: [UInt32: Int] = [:]
+        for (i, p) in current.ports.enumerated() where i < portRx.count {
+            rxByID[p.id] = portRx[i]
+            txByID[p.id] = portTx[i]
+        }
+        current = s
+        portIndex = Dictionary(uniqueKeysWithValues: s.ports.enumerated().map { ($1.id, $0) })
+        peerSet = Set(s.peers)
+        portRx = s.ports.map { rxByID[$0.id] ?? 0 }
+        portTx = s.ports.map { txByID[$0.id] ?? 0 }
+    }
+
+    private func loop() {
+        var fds: [Int32] = []
+        var ready: [UInt8] = []
+        var generation = UInt64.max
+        var nextSweep = clock() + 1000
+        while true {
+            // Once per batch: the control side's latest word.
+            let (snapshot, stop, requests) = lock.withLock { () -> (SwitchSnapshot, Bool, [(DispatchSemaphore, UnsafeMutablePointer<[FdbEntry]>)]) in
+                defer { fdbRequests.removeAll(keepingCapacity: true) }
+                return (pending, stopping, fdbRequests)
+            }
+            if stop { return }
+            if snapshot.generation != generation {
+                adopt(snapshot)
+                generation = snapshot.generation
+                fds = [tunnel.fd, waker.readFD] + current.ports.map(\.fd)
+                ready = [UInt8](repeating: 0, count: fds.count)
+            }
+            if !requests.isEmpty {
+                let now = clock()
+                let dump = table.dump().map {
+                    FdbEntry(mac: $0.mac, location: $0.entry.location,
+                             ageS: Double(now &- $0.entry.lastSeenMs) / 1000, isStatic: $0.entry.isStatic)
+                }
+                for (sem, out) in requests {
+                    out.pointee = dump
+                    sem.signal()
+                }
+            }
+            let rc = fds.withUnsafeBufferPointer { f in
+                ready.withUnsafeMutableBufferPointer { r in
+                    vn_poll_readable(f.baseAddress, r.baseAddress, Int32(f.count), 1000)
+                }
+            }
+            if rc < 0 { continue }
+            if ready[1] != 0 { waker.drain() }
+            if ready[0] != 0 { receiveFromPeers() }
+            for i in 2..<max(2, fds.count) where ready[i] != 0 { receiveFromPort(i - 2) }
+            flushTunnel()
+            let now = clock()
+            if now >= nextSweep {
+                table.expire(nowMs: now)
+                nextSweep = now + 1000
+            }
+            publish()
+        }
+    }
+
+    private func publish() {
+        stats.batches += 1
+        stats.table = table.counters
+        stats.tableSize = table.count
+        var s = stats
+        for (i, reason) in DropReason.allCases.enumerated() where dropCounts[i] > 0 { s.drops[reason.rawValue] = dropCounts[i] }
+        for (i, p) in current.ports.enumerated() { s.perPort[p.name] = .init(rx: portRx[i], tx: portTx[i]) }
+        lock.withLock { published = s }
+    }
+
+    @inline(__always)
+    private func drop(_ reason: DropReason) {
+        dropCounts[DropReasonIndex.of(reason)] += 1
+    }
+
+    /// Up to `batch` frames from one port, each read into a slot with room for the VXLAN header.
+    private func receiveFromPort(_ index: Int) {
+        let port = current.ports[index]
+        for _ in 0..<options.batch {
+            if slotsUsed == options.batch { flushTunnel() }
+            let slot = slots + slotsUsed * slotSize
+            let frame = slot + VXLAN.headerLength
+            let n = Int(vn_read(port.fd, frame.assumingMemoryBound(to: UInt8.self), slotSize - VXLAN.headerLength))
+            if n <= 0 { break }
+            portRx[index] += 1
+            stats.framesFromPorts += 1
+            stats.bytesFromPorts += n
+            if n < Ethernet.headerLength { drop(.malformed); continue }
+            let dst = MAC(UnsafeRawPointer(frame)), src = MAC(UnsafeRawPointer(frame + 6))
+            let now = clock()
+            let source = Location.port(port.id)
+            if table.learn(src, at: source, nowMs: now) == .invalidSource { drop(.badSource); continue }
+            let decision = Forwarding.decide(from: source, destination: dst, source: src,
+                                             known: dst.isMulticast ? nil : table.lookup(dst, nowMs: now))
+            switch decision {
+            case .port(let id): toPort(id, frame, n)
+            case .peer(let peer):
+                guard peerSet.contains(peer) else { drop(.noRoute); continue }
+                VXLAN.write(vni: options.vni, to: slot)
+                queueTunnel(slot, n + VXLAN.headerLength, peer)
+                slotsUsed += 1
+            case .flood(let except, let toPeers):
+                stats.floods += 1
+                for (i, p) in current.ports.enumerated() where p.id != except { writePort(i, frame, n) }
+                if toPeers && !current.peers.isEmpty {
+                    VXLAN.write(vni: options.vni, to: slot)
+                    for peer in current.peers { queueTunnel(slot, n + VXLAN.headerLength, peer) }
+                    slotsUsed += 1
+                }
+            case .drop(let reason): drop(reason)
+            }
+        }
+    }
+
+    /// Every datagram queued on the tunnel socket, in batches.
+    private func receiveFromPeers() {
+        for _ in 0..<64 {
+            let count = Int(vn_udp_recv_batch(tunnel.fd, rx))
+            if count <= 0 { return }
+            let now = clock()
+            for i in 0..<count {
+                let len = Int(vn_batch_length(rx, Int32(i)))
+                let buffer = UnsafeMutableRawPointer(vn_batch_buffer(rx, Int32(i))!)
+                let peer = PeerAddress(addressBE: vn_batch_addr(rx, Int32(i)), port: vn_batch_port(rx, Int32(i)))
+                stats.framesFromPeers += 1
+                stats.bytesFromPeers += len
+                guard peerSet.contains(peer) else { drop(.unknownPeer); continue }
+                switch VXLAN.parse(buffer, length: len) {
+                case .failure: drop(.malformed); continue
+                case .success(let vni): if vni != options.vni { drop(.wrongVNI); continue }
+                }
+                let frame = buffer + VXLAN.headerLength
+                let n = len - VXLAN.headerLength
+                let dst = MAC(UnsafeRawPointer(frame)), src = MAC(UnsafeRawPointer(frame + 6))
+                let source = Location.peer(peer)
+                if table.learn(src, at: source, nowMs: now) == .invalidSource { drop(.badSource); continue }
+                let decision = Forwarding.decide(from: source, destination: dst, source: src,
+                                                 known: dst.isMulticast ? nil : table.lookup(dst, nowMs: now))
+                switch decision {
+                case .port(let id): toPort(id, frame, n)
+                case .flood:
+                    stats.floods += 1
+                    for j in current.ports.indices { writePort(j, frame, n) }
+                case .peer: drop(.misdirected)
+                case .drop(let reason): drop(reason)
+                }
+            }
+            if count < options.batch { return }
+        }
+    }
+
+    @inline(__always)
+    private func toPort(_ id: UInt32, _ frame: UnsafeMutableRawPointer, _ n: Int) {
+        guard let i = portIndex[id] else { drop(.noRoute); return }
+        writePort(i, frame, n)
+    }
+
+    @inline(__always)
+    private func writePort(_ i: Int, _ frame: UnsafeMutableRawPointer, _ n: Int) {
+        let rc = vn_write(current.ports[i].fd, frame.assumingMemoryBound(to: UInt8.self), n)
+        if rc < 0 { drop(.congested); return }
+        portTx[i] += 1
+        stats.framesToPorts += 1
+    }
+
+    @inline(__always)
+    private func queueTunnel(_ data: UnsafeMutableRawPointer, _ len: Int, _ peer: PeerAddress) {
+        if txCount == txCapacity { sendQueued() }
+        vn_batch_set_send(tx, Int32(txCount), data.assumingMemoryBound(to: UInt8.self), len, peer.addressBE, peer.port)
+        txCount += 1
+    }
+
+    private func sendQueued() {
+        guard txCount > 0 else { return }
+        let sent = Int(vn_udp_send_batch(tunnel.fd, tx, Int32(txCount), 50))
+        stats.framesToPeers += sent
+        if sent < txCount { dropCounts[DropReasonIndex.of(.congested)] += txCount - sent }
+        txCount = 0
+    }
+
+    /// Sends what is queued; the slots are free again afterwards.
+    private func flushTunnel() {
+        sendQueued()
+        slotsUsed = 0
+    }
+}
+
+enum DropReasonIndex {
+    @inline(__always)
+    static func of(_ r: DropReason) -> Int {
+        switch r {
+        case .malformed: 0
+        case .wrongVNI: 1
+        case .unknownPeer: 2
+        case .badSource: 3
+        case .samePort: 4
+        case .misdirected: 5
+        case .noRoute: 6
+        case .congested: 7
+        }
+    }
+}

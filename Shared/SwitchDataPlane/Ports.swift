@@ -1,0 +1,95 @@
+import CNetShim
+import SwitchCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A system error from the data plane's syscalls.
+public struct NetError: Error, CustomStringConvertible, Sendable {
+    public let operation: String
+    public let code: Int32
+    public var description: String { "\(operation): \(String(cString: strerror(code)))" }
+
+    static func check(_ rc: Int32, _ op: String) throws(NetError) -> Int32 {
+        if rc < 0 { throw NetError(operation: op, code: -rc) }
+        return rc
+    }
+}
+
+/// How a VM reaches the switch.
+public enum PortKind: Equatable, Sendable {
+    /// A TAP device the switch creates (and removes) by name.
+    case tap
+    /// QEMU's UDP socket netdev (libvirt `<interface type='udp'>`): one raw Ethernet frame per
+    /// datagram, from QEMU's `remote` to our `local` and back.
+    case udp(local: PeerAddress, remote: PeerAddress)
+
+    public var name: String {
+        switch self {
+        case .tap: return "tap"
+        case .udp: return "udp"
+        }
+    }
+}
+
+/// One open port. The fd closes when the last snapshot holding the port is gone, so the
+/// forwarding thread never writes to a closed or reused descriptor.
+public final class PortHandle: @unchecked Sendable {
+    public let id: UInt32
+    public let name: String
+    public let kind: PortKind
+    public let fd: Int32
+    public let mac: MAC?
+
+    init(id: UInt32, name: String, kind: PortKind, fd: Int32, mac: MAC?) {
+        self.id = id
+        self.name = name
+        self.kind = kind
+        self.fd = fd
+        self.mac = mac
+    }
+
+    deinit { _ = vn_close(fd) }
+
+    /// Creates TAP device `name` (up, with `mtu`).
+    public static func tap(id: UInt32, name: String, mtu: Int) throws(NetError) -> PortHandle {
+        var actual = [CChar](repeating: 0, count: 16)
+        let fd = try NetError.check(vn_tap_open(name, &actual), "open TAP \(name)")
+        let real = String(cString: actual)
+        let rc = vn_link_configure(real, Int32(mtu), nil)
+        if rc < 0 {
+            _ = vn_close(fd)
+            throw NetError(operation: "configure \(real)", code: -rc)
+        }
+        var mac = [UInt8](repeating: 0, count: 6)
+        let hasMAC = vn_link_mac(real, &mac) == 0
+        return PortHandle(id: id, name: real, kind: .tap, fd: fd, mac: hasMAC ? MAC(octets: mac) : nil)
+    }
+
+    /// Binds `local` and connects to `remote`: the QEMU UDP netdev's other end.
+    public static func udp(id: UInt32, name: String, local: PeerAddress, remote: PeerAddress) throws(NetError) -> PortHandle {
+        let fd = try NetError.check(vn_udp_open(local.addressBE, local.port, 4 << 20), "bind UDP port \(local)")
+        let rc = vn_udp_connect(fd, remote.addressBE, remote.port)
+        if rc < 0 {
+            _ = vn_close(fd)
+            throw NetError(operation: "connect UDP port to \(remote)", code: -rc)
+        }
+        let bound = vn_udp_local_port(fd)
+        let actualLocal = PeerAddress(addressBE: local.addressBE, port: bound > 0 ? UInt16(bound) : local.port)
+        return PortHandle(id: id, name: name, kind: .udp(local: actualLocal, remote: remote), fd: fd, mac: nil)
+    }
+}
+
+/// The switch's tunnel socket: VXLAN over UDP.
+public final class TunnelSocket: @unchecked Sendable {
+    public let fd: Int32
+    public let local: PeerAddress
+
+    public init(bind address: PeerAddress) throws(NetError) {
+        fd = try NetError.check(vn_udp_open(address.addressBE, address.port, 8 << 20), "bind tunnel \(address)")
+        let p = vn_udp_local_port(fd)
+        local = PeerAddress(addressBE: address.addressBE, port: p > 0 ? UInt16(p) : address.port)
+    }
+
+    deinit { _ = vn_close(fd) }
+}
