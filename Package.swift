@@ -72,6 +72,7 @@ let package = Package(
         // Tests.
         .testTarget(name: "ProtocolTests", dependencies: ["VIOLINProtocol"],
                     path: "Tests/ProtocolTests", resources: [.copy("Golden")]),
+        .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore"], path: "Tests/SwitchCoreTests"),
         .testTarget(name: "ComponentTests", dependencies: ["ZeroMQ", "ServiceKit", "VIOLINProtocol"],
                     path: "Tests/ComponentTests"),
         .testTarget(name: "SystemTests", dependencies: ["VIOLINProtocol", "ZeroMQ", "ServiceKit"],
