@@ -29,7 +29,9 @@ struct SwitchCommand: ParsableCommand {
             try request(target.connection, to: try target.endpoint(), "fdb_request") { body in
                 if target.json { printJSON(body); return }
                 print(" where                  MAC                age  static")
-                for e in body["entries"].flatMap({ if case .array(let a) = $0 { a } else { nil } }) ?? [] {
+                var entries: [JSONValue] = []
+                if case .array(let list)? = body["entries"] { entries = list }
+                for e in entries {
                     let place = e["port"]?.stringValue.map { "port \($0)" } ?? "peer \(e["peer"]?.stringValue ?? "?")"
                     let age = e["age_s"]?.numberValue ?? 0
                     print(" \(place.padding(toLength: 22, withPad: " ", startingAt: 0)) \(e["mac"]?.stringValue ?? "?")  \(String(format: "%5.1f", age))  \(e["static"] == .bool(true) ? "yes" : "")")
