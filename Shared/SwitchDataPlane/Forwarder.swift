@@ -81,6 +81,9 @@ public final class Forwarder: @unchecked Sendable {
     private var dropCounts = [Int](repeating: 0, count: DropReason.allCases.count)
     private var portIndex: [UInt32: Int] = [:]
     private var peerSet: Set<PeerAddress> = []
+    /// Peers by IPv4 address alone: a VXLAN sender picks its UDP source port per flow (RFC 7348
+    /// §5, as Linux does), so only the address identifies it. Nil where two peers share an address.
+    private var peerByIP: [UInt32: PeerAddress?] = [:]
     private var portRx: [Int] = []
     private var portTx: [Int] = []
     private let rx: OpaquePointer        // tunnel receive batch (own buffers)
@@ -177,6 +180,8 @@ public final class Forwarder: @unchecked Sendable {
         current = s
         portIndex = Dictionary(uniqueKeysWithValues: s.ports.enumerated().map { ($1.id, $0) })
         peerSet = Set(s.peers)
+        peerByIP = [:]
+        for p in s.peers { peerByIP[p.addressBE] = peerByIP[p.addressBE] == nil ? .some(p) : .some(nil) }
         portRx = s.ports.map { rxByID[$0.id] ?? 0 }
         portTx = s.ports.map { txByID[$0.id] ?? 0 }
     }
@@ -292,10 +297,13 @@ public final class Forwarder: @unchecked Sendable {
             for i in 0..<count {
                 let len = Int(vn_batch_length(rx, Int32(i)))
                 let buffer = UnsafeMutableRawPointer(vn_batch_buffer(rx, Int32(i))!)
-                let peer = PeerAddress(addressBE: vn_batch_addr(rx, Int32(i)), port: vn_batch_port(rx, Int32(i)))
+                let from = PeerAddress(addressBE: vn_batch_addr(rx, Int32(i)), port: vn_batch_port(rx, Int32(i)))
                 stats.framesFromPeers += 1
                 stats.bytesFromPeers += len
-                guard peerSet.contains(peer) else { drop(.unknownPeer); continue }
+                let peer: PeerAddress
+                if peerSet.contains(from) { peer = from }
+                else if let p = peerByIP[from.addressBE], let p { peer = p }
+                else { drop(.unknownPeer); continue }
                 switch VXLAN.parse(buffer, length: len) {
                 case .failure: drop(.malformed); continue
                 case .success(let vni): if vni != options.vni { drop(.wrongVNI); continue }

@@ -1,0 +1,88 @@
+import Foundation
+import Testing
+
+/// Runs `/bin/sh -c command` to completion within `timeout` seconds.
+@discardableResult
+func sh(_ command: String, timeout: Double = 30) throws -> (status: Int32, out: String, err: String) {
+    try run("/bin/sh", ["-c", command], timeout: timeout)
+}
+
+struct LabError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Test hosts as network namespaces on one underlay bridge, each name prefixed so two runs
+/// cannot collide. Everything it made is removed by `teardown()`: processes by PID first,
+/// then the namespaces (which takes their veths and TAPs with them).
+final class Lab {
+    let prefix: String
+    let scratch: Scratch
+    let subnet: String        // underlay /24, e.g. "172.31.77"
+    private(set) var namespaces: [String] = []
+    private(set) var processes: [Spawned] = []
+
+    init(_ name: String, subnet: String = "172.31.77") throws {
+        prefix = "v" + String(UUID().uuidString.lowercased().prefix(5))
+        scratch = try Scratch(name)
+        self.subnet = subnet
+        try addNamespace(underlay)
+        try must("ip -n \(underlay) link add br0 type bridge && ip -n \(underlay) link set br0 up")
+    }
+
+    var underlay: String { "\(prefix)-u" }
+    func host(_ i: Int) -> String { "\(prefix)-h\(i)" }
+    func hostIP(_ i: Int) -> String { "\(subnet).\(i)" }
+
+    @discardableResult
+    func must(_ command: String, timeout: Double = 30) throws -> String {
+        let r = try sh(command, timeout: timeout)
+        guard r.status == 0 else { throw LabError(description: "`\(command)` failed (\(r.status)): \(r.err)") }
+        return r.out
+    }
+
+    func addNamespace(_ name: String) throws {
+        try must("ip netns add \(name) && ip -n \(name) link set lo up")
+        namespaces.append(name)
+    }
+
+    /// A host namespace with `hostIP(i)` on a veth to the underlay bridge.
+    func addHost(_ i: Int) throws {
+        let ns = host(i)
+        try addNamespace(ns)
+        let outside = "\(prefix)h\(i)"
+        try must("""
+            ip link add \(outside) netns \(underlay) type veth peer name u0 netns \(ns) && \
+            ip -n \(underlay) link set \(outside) master br0 up && \
+            ip -n \(ns) addr add \(hostIP(i))/24 dev u0 && ip -n \(ns) link set u0 up
+            """)
+    }
+
+    /// Starts `executable` inside namespace `ns`; it is killed at teardown.
+    @discardableResult
+    func spawn(in ns: String, _ executable: String, _ arguments: [String]) throws -> Spawned {
+        let path = executable.hasPrefix("/") ? executable : "\(binDir)/\(executable)"
+        let p = try Spawned("/usr/sbin/ip", ["netns", "exec", ns, path] + arguments)
+        processes.append(p)
+        return p
+    }
+
+    /// Waits until `device` exists in namespace `ns`.
+    func waitForDevice(_ device: String, in ns: String, timeout: Double = 10) throws {
+        let ok = try eventually(timeout: timeout) { try sh("ip -n \(ns) link show \(device)").status == 0 }
+        if !ok { throw LabError(description: "\(device) did not appear in \(ns)") }
+    }
+
+    /// Moves `device` from `from` into a new "VM" namespace `vm` and gives it an address.
+    func makeVM(_ vm: String, device: String, from: String, mac: String, ipv4: String, ipv6: String? = nil, mtu: Int = 1450) throws {
+        try addNamespace(vm)
+        try must("ip -n \(from) link set \(device) netns \(vm)")
+        try must("ip -n \(vm) link set \(device) name eth0 && ip -n \(vm) link set eth0 address \(mac) mtu \(mtu) && ip -n \(vm) addr add \(ipv4) dev eth0 && ip -n \(vm) link set eth0 up")
+        if let ipv6 { try must("ip -n \(vm) addr add \(ipv6) dev eth0 nodad") }
+    }
+
+    func teardown() {
+        for p in processes { p.destroy() }
+        for ns in namespaces.reversed() { _ = try? sh("ip netns del \(ns)") }
+        scratch.cleanup()
+    }
+}

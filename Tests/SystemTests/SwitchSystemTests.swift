@@ -1,0 +1,130 @@
+import Foundation
+import Testing
+import VIOLINProtocol
+
+let l2probe = packageRoot + "/Tests/SystemTests/l2probe.py"
+
+/// Reads a switch's stats through the CLI.
+func switchStats(_ control: String) throws -> JSONValue {
+    let r = try run("violin", ["switch", "stats", "--to", control, "--timeout", "3"])
+    guard r.status == 0 else { throw LabError(description: "stats from \(control): \(r.err)") }
+    return try JSONText.parse(Array(r.out.utf8))
+}
+
+/// Three hosts, two VIOLINs with the same MACs and IPs, two ports per host in each: the
+/// distributed switch as the paper describes it, with real processes in network namespaces.
+@Suite(.serialized) struct SwitchSystemTests {
+    static let violins = [(name: "a", vni: 100, port: 4789), (name: "b", vni: 200, port: 4790)]
+
+    func vmName(_ lab: Lab, _ violin: String, _ v: Int) -> String { "\(lab.prefix)-\(violin)\(v)" }
+    func mac(_ v: Int) -> String { String(format: "02:77:00:00:00:%02x", v) }
+    func control(_ lab: Lab, _ violin: String, _ h: Int) -> String { lab.scratch.ipc("sw-\(violin)\(h)") }
+
+    /// Builds the lab: the switches, and six VMs per VIOLIN (v = 2(h-1)+k, 10.77.0.v, fd77::v).
+    func build(_ lab: Lab) throws {
+        for h in 1...3 { try lab.addHost(h) }
+        for vl in Self.violins {
+            for h in 1...3 {
+                let peers = (1...3).filter { $0 != h }.flatMap { ["--peer", "\(lab.hostIP($0)):\(vl.port)"] }
+                let taps = (1...2).flatMap { ["--tap", "\(lab.prefix)\(vl.name)\(h)\($0)"] }
+                try lab.spawn(in: lab.host(h), "violin-switch", ["--vni", "\(vl.vni)", "--tunnel", "\(lab.hostIP(h)):\(vl.port)",
+                                                                 "--listen", control(lab, vl.name, h), "--bus", "none"] + peers + taps)
+            }
+        }
+        for vl in Self.violins {
+            for h in 1...3 {
+                for k in 1...2 {
+                    let v = 2 * (h - 1) + k
+                    let tap = "\(lab.prefix)\(vl.name)\(h)\(k)"
+                    try lab.waitForDevice(tap, in: lab.host(h))
+                    try lab.makeVM(vmName(lab, vl.name, v), device: tap, from: lab.host(h), mac: mac(v),
+                                   ipv4: "10.77.0.\(v)/24", ipv6: "fd77::\(v)/64")
+                }
+            }
+        }
+    }
+
+    /// Pings every other VM of the same VIOLIN from `v`; returns the targets that did not answer.
+    func unreachable(_ lab: Lab, _ violin: String, from v: Int, targets: [String]) throws -> [String] {
+        let script = targets.map { "ping -c 1 -W 3 \($0) >/dev/null 2>&1 || echo \($0)" }.joined(separator: "; ")
+        let r = try sh("ip netns exec \(vmName(lab, violin, v)) sh -c '\(script)'", timeout: 60)
+        return r.out.split(separator: "\n").map(String.init)
+    }
+
+    @Test func twoViolinsOnThreeHosts() throws {
+        let lab = try Lab("switch")
+        defer { lab.teardown() }
+        try build(lab)
+        let switches = lab.processes
+
+        // Full ping matrix inside each VIOLIN.
+        for vl in Self.violins {
+            for v in 1...6 {
+                let targets = (1...6).filter { $0 != v }.map { "10.77.0.\($0)" }
+                let missing = try unreachable(lab, vl.name, from: v, targets: targets)
+                #expect(missing.isEmpty, "VIOLIN \(vl.name) vm\(v) cannot reach \(missing)")
+            }
+        }
+
+        // One broadcast from A's vm1 reaches each other port of A exactly once, and no port of B.
+        var listeners: [(String, Int, Spawned)] = []
+        for vl in Self.violins {
+            for v in 1...6 where !(vl.name == "a" && v == 1) {
+                let p = try lab.spawn(in: vmName(lab, vl.name, v), "/usr/bin/env",
+                                      ["python3", l2probe, "listen", "eth0", "--duration", "1.5"])
+                listeners.append((vl.name, v, p))
+            }
+        }
+        for (_, _, p) in listeners { #expect(p.waitForLine(timeout: 10) { $0 == "ready" } != nil) }
+        try lab.must("ip netns exec \(vmName(lab, "a", 1)) python3 \(l2probe) send eth0 --payload hello-from-a1")
+        for (violin, v, p) in listeners {
+            let line = try #require(p.waitForLine(timeout: 15) { $0.hasPrefix("count ") })
+            let expected = violin == "a" ? "count 1 hello-from-a1" : "count 0 "
+            #expect(line == expected, "\(violin) vm\(v): \(line)")
+        }
+
+        // IPv6 unicast, and multicast: every other VM of A answers ff02::1, none of B.
+        #expect(try unreachable(lab, "a", from: 2, targets: ["fd77::5", "fd77::6"]).isEmpty)
+        let mc = try sh("ip netns exec \(vmName(lab, "a", 1)) ping -6 -c 3 -i 0.3 -W 2 -I eth0 ff02::1", timeout: 30)
+        let responders = Set(mc.out.split(separator: "\n").compactMap { line -> String? in
+            guard line.contains("bytes from") else { return nil }
+            return line.split(separator: " ").dropFirst(3).first.map(String.init)
+        })
+        #expect(responders.count >= 6, "ff02::1 answered by \(responders) (self + 5 others expected)")
+
+        // A VM moves from host 1 to host 3 and announces itself with a gratuitous ARP.
+        let ping = try lab.spawn(in: vmName(lab, "a", 2), "/bin/ping", ["-i", "0.01", "-w", "30", "10.77.0.1"])
+        #expect(ping.waitForLine(timeout: 10) { $0.contains("bytes from") } != nil)
+        let removed = try run("violin", ["call", control(lab, "a", 1), "remove_port", #"{"name":"\#(lab.prefix)a11"}"#])
+        #expect(removed.status == 0, "\(removed.err)")
+        let added = try run("violin", ["call", control(lab, "a", 3), "add_port", #"{"name":"\#(lab.prefix)a3m"}"#])
+        #expect(added.status == 0, "\(added.err)")
+        try lab.waitForDevice("\(lab.prefix)a3m", in: lab.host(3))
+        let vm1 = vmName(lab, "a", 1)
+        try lab.must("ip -n \(lab.host(3)) link set \(lab.prefix)a3m netns \(vm1)")
+        try lab.must("ip -n \(vm1) link set \(lab.prefix)a3m name eth0 && ip -n \(vm1) link set eth0 address \(mac(1)) mtu 1450 && ip -n \(vm1) addr add 10.77.0.1/24 dev eth0 && ip -n \(vm1) link set eth0 up")
+        let garp = try sh("ip netns exec \(vm1) python3 \(l2probe) garp eth0 --ip 10.77.0.1 --timeout 10", timeout: 30)
+        #expect(garp.status == 0, "no frame reached the moved VM: \(garp.out) \(garp.err)")
+        print("switch: moved VM's first frame after its gratuitous ARP: \(garp.out.trimmingCharacters(in: .whitespacesAndNewlines))")
+        let moved = try #require(try switchStats(control(lab, "a", 2))["mac_table"]?["moved"]?.intValue)
+        #expect(moved >= 1, "host 2 relearned the MAC behind host 3")
+        #expect(try unreachable(lab, "a", from: 6, targets: ["10.77.0.1"]).isEmpty)
+
+        // 100,000 random and malformed datagrams at host 1's switch, from a peer and a stranger.
+        let before = try switchStats(control(lab, "a", 1))
+        try lab.addNamespace("\(lab.prefix)-x")
+        try lab.must("ip link add \(lab.prefix)x netns \(lab.underlay) type veth peer name u0 netns \(lab.prefix)-x && ip -n \(lab.underlay) link set \(lab.prefix)x master br0 up && ip -n \(lab.prefix)-x addr add \(lab.hostIP(9))/24 dev u0 && ip -n \(lab.prefix)-x link set u0 up")
+        try lab.must("ip netns exec \(lab.host(2)) python3 \(l2probe) flood \(lab.hostIP(1)) 4789 --count 60000 --vni 100 --seed 7", timeout: 300)
+        try lab.must("ip netns exec \(lab.prefix)-x python3 \(l2probe) flood \(lab.hostIP(1)) 4789 --count 40000 --vni 100 --seed 8", timeout: 300)
+        let after = try switchStats(control(lab, "a", 1))
+        let drops = { (s: JSONValue, k: String) in s["drops"]?[k]?.intValue ?? 0 }
+        #expect(drops(after, "unknown_peer") - drops(before, "unknown_peer") >= 30000, "stranger's datagrams dropped")
+        #expect(drops(after, "malformed") - drops(before, "malformed") >= 20000)
+        #expect(drops(after, "wrong_vni") - drops(before, "wrong_vni") >= 10000)
+        #expect(switches.allSatisfy { $0.process.isRunning }, "every switch survived")
+        for v in [3, 5] { #expect(try unreachable(lab, "a", from: v, targets: ["10.77.0.1", "10.77.0.4"]).isEmpty) }
+        ping.signal(SIGINT)
+        let fdb = try run("violin", ["switch", "fdb", "--to", control(lab, "a", 1)])
+        #expect(fdb.status == 0 && fdb.out.contains(mac(2)), "fdb lists the local VM: \(fdb.out)")
+    }
+}
