@@ -73,6 +73,8 @@ let package = Package(
         .testTarget(name: "ProtocolTests", dependencies: ["VIOLINProtocol"],
                     path: "Tests/ProtocolTests", resources: [.copy("Golden")]),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore"], path: "Tests/SwitchCoreTests"),
+        .testTarget(name: "DataPlaneTests", dependencies: ["SwitchDataPlane", "SwitchCore", "CNetShim", "VIOLINProtocol"],
+                    path: "Tests/DataPlaneTests"),
         .testTarget(name: "ComponentTests", dependencies: ["ZeroMQ", "ServiceKit", "VIOLINProtocol"],
                     path: "Tests/ComponentTests"),
         .testTarget(name: "SystemTests", dependencies: ["VIOLINProtocol", "ZeroMQ", "ServiceKit"],

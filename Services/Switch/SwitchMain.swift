@@ -33,7 +33,7 @@ struct Main: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...VXLAN.maxVNI).contains(vni) else { throw ValidationError("--vni must be 1-16777215") }
-        guard PeerAddress(tunnel) != nil else { throw ValidationError("--tunnel must be a.b.c.d:port") }
+        guard PeerAddress(tunnel, allowAnyPort: true) != nil else { throw ValidationError("--tunnel must be a.b.c.d:port") }
         for p in peer where PeerAddress(p) == nil { throw ValidationError("--peer \(p) must be a.b.c.d[:port]") }
         guard (68...65_535).contains(mtu) else { throw ValidationError("--mtu must be 68-65535") }
         guard maxMacs > 0, ageing > 0, (1...1024).contains(batch) else {
@@ -48,7 +48,7 @@ struct Main: AsyncParsableCommand {
         let settings = ServiceMain.settings(description, opts)
         let logger = ServiceMain.logger(settings)
         let socket: TunnelSocket
-        do { socket = try TunnelSocket(bind: PeerAddress(tunnel)!) } catch {
+        do { socket = try TunnelSocket(bind: PeerAddress(tunnel, allowAnyPort: true)!) } catch {
             FileHandle.standardError.write(Data("violin-switch: \(error)\n".utf8))
             throw ExitCode(1)
         }
@@ -79,7 +79,7 @@ struct Main: AsyncParsableCommand {
         for spec in udpPort {
             let parts = spec.split(separator: "=", maxSplits: 1)
             let ends = parts.count == 2 ? parts[1].split(separator: ",") : []
-            guard ends.count == 2, let local = PeerAddress(String(ends[0]), defaultPort: 0),
+            guard ends.count == 2, let local = PeerAddress(String(ends[0]), defaultPort: 0, allowAnyPort: true),
                   let remote = PeerAddress(String(ends[1])) else {
                 throw ValidationError("--udp-port \(spec): expected NAME=LOCAL:PORT,REMOTE:PORT")
             }

@@ -21,8 +21,9 @@ public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
         self.port = port
     }
 
-    /// "10.0.0.1:4789" (port optional, default 4789).
-    public init?(_ text: String, defaultPort: UInt16 = VXLAN.defaultPort) {
+    /// "10.0.0.1:4789" (port optional, default 4789). Port 0 ("any free port") only for a
+    /// local address to bind, with `allowAnyPort`.
+    public init?(_ text: String, defaultPort: UInt16 = VXLAN.defaultPort, allowAnyPort: Bool = false) {
         let parts = text.split(separator: ":")
         guard parts.count == 1 || parts.count == 2 else { return nil }
         let octets = parts[0].split(separator: ".", omittingEmptySubsequences: false)
@@ -34,7 +35,7 @@ public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
         }
         var port = defaultPort
         if parts.count == 2 {
-            guard let p = UInt16(parts[1]), p > 0 else { return nil }
+            guard let p = UInt16(parts[1]), p > 0 || allowAnyPort else { return nil }
             port = p
         }
         self.addressBE = be

@@ -167,7 +167,7 @@ public final class SwitchController: @unchecked Sendable {
 
     private func address(_ b: JSONValue, _ key: String, port: UInt16 = VXLAN.defaultPort) throws(ProtocolError) -> PeerAddress {
         let text = try field(b, key)
-        guard let a = PeerAddress(text, defaultPort: port) else {
+        guard let a = PeerAddress(text, defaultPort: port, allowAnyPort: port == 0) else {
             throw ProtocolError(.invalidBody, "\(key) must be an IPv4 address with a port, e.g. 10.0.0.1:4789")
         }
         return a

@@ -71,6 +71,8 @@ public final class Forwarder: @unchecked Sendable {
     private var published = SwitchStats()
     private var fdbRequests: [(DispatchSemaphore, UnsafeMutablePointer<[FdbEntry]>)] = []
     private var stopping = false
+    private let adoptedSignal = NSCondition()
+    private var adopted: UInt64 = 0
     private var thread: Thread?
     private let done = DispatchSemaphore(value: 0)
 
@@ -117,10 +119,22 @@ public final class Forwarder: @unchecked Sendable {
 
     public var tunnelAddress: PeerAddress { tunnel.local }
 
-    /// Hands a new configuration to the forwarding thread.
-    public func apply(_ snapshot: SwitchSnapshot) {
+    /// Hands a new configuration to the forwarding thread and waits (up to `timeoutMs`) until
+    /// it is in force, so a control reply means the change applies to the next frame.
+    @discardableResult
+    public func apply(_ snapshot: SwitchSnapshot, timeoutMs: Int = 1000) -> Bool {
         lock.withLock { pending = snapshot }
         waker.wake()
+        guard thread != nil else { return false }
+        let deadline = monotonicMillis() + Int64(timeoutMs)
+        adoptedSignal.lock()
+        defer { adoptedSignal.unlock() }
+        while adopted < snapshot.generation {
+            let left = deadline - monotonicMillis()
+            if left <= 0 { return false }
+            _ = adoptedSignal.wait(until: Date().addingTimeInterval(Double(left) / 1000))
+        }
+        return true
     }
 
     public var statistics: SwitchStats { lock.withLock { published } }
@@ -201,6 +215,10 @@ public final class Forwarder: @unchecked Sendable {
             if snapshot.generation != generation {
                 adopt(snapshot)
                 generation = snapshot.generation
+                adoptedSignal.lock()
+                adopted = generation
+                adoptedSignal.broadcast()
+                adoptedSignal.unlock()
                 fds = [tunnel.fd, waker.readFD] + current.ports.map(\.fd)
                 ready = [UInt8](repeating: 0, count: fds.count)
             }

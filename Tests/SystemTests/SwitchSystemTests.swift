@@ -128,3 +128,46 @@ func switchStats(_ control: String) throws -> JSONValue {
         #expect(fdb.status == 0 && fdb.out.contains(mac(2)), "fdb lists the local VM: \(fdb.out)")
     }
 }
+
+/// A Linux kernel vxlan device is a valid peer both ways, and tshark reads our datagrams as
+/// VXLAN with the VIOLIN's VNI.
+@Suite(.serialized) struct KernelVXLANInteropTests {
+    @Test func kernelVXLANInteroperatesBothWays() throws {
+        let lab = try Lab("kvxlan", subnet: "172.31.78")
+        defer { lab.teardown() }
+        try lab.addHost(1)
+        try lab.addHost(2)
+        let control = lab.scratch.ipc("sw")
+        try lab.spawn(in: lab.host(1), "violin-switch", ["--vni", "4242", "--tunnel", "\(lab.hostIP(1)):4789",
+                                                         "--peer", "\(lab.hostIP(2)):4789", "--tap", "\(lab.prefix)t",
+                                                         "--listen", control, "--bus", "none"])
+        try lab.waitForDevice("\(lab.prefix)t", in: lab.host(1))
+        try lab.makeVM("\(lab.prefix)-vm1", device: "\(lab.prefix)t", from: lab.host(1), mac: "02:78:00:00:00:01",
+                       ipv4: "10.78.0.1/24")
+        // The kernel's end: a vxlan device on host 2, moved into a VM namespace of its own.
+        try lab.must("ip -n \(lab.host(2)) link add \(lab.prefix)k type vxlan id 4242 dstport 4789 local \(lab.hostIP(2)) remote \(lab.hostIP(1)) dev u0")
+        try lab.makeVM("\(lab.prefix)-vm2", device: "\(lab.prefix)k", from: lab.host(2), mac: "02:78:00:00:00:02",
+                       ipv4: "10.78.0.2/24")
+
+        let capture = lab.scratch.file("vxlan.pcap")
+        let tshark = try lab.spawn(in: lab.underlay, "/usr/bin/tshark",
+                                   ["-i", "br0", "-f", "udp port 4789", "-w", capture, "-c", "40"])
+        #expect(try eventually(timeout: 20) { tshark.stderrText.contains("Capturing on") }, "tshark started")
+        let there = try sh("ip netns exec \(lab.prefix)-vm1 ping -c 5 -i 0.2 -W 2 10.78.0.2", timeout: 30)
+        #expect(there.status == 0, "violin -> kernel vxlan: \(there.out)")
+        let back = try sh("ip netns exec \(lab.prefix)-vm2 ping -c 5 -i 0.2 -W 2 10.78.0.1", timeout: 30)
+        #expect(back.status == 0, "kernel vxlan -> violin: \(back.out)")
+        tshark.signal(SIGINT)
+        _ = tshark.waitExit(timeout: 10)
+
+        let decoded = try sh("tshark -r \(capture) -d udp.port==4789,vxlan -T fields -e ip.src -e vxlan.vni -e vxlan.flags", timeout: 60)
+        let rows = decoded.out.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
+        let ours = rows.filter { $0.first == lab.hostIP(1) }
+        let theirs = rows.filter { $0.first == lab.hostIP(2) }
+        #expect(!ours.isEmpty && !theirs.isEmpty, "captured both directions: \(decoded.out) \(decoded.err)")
+        #expect(ours.allSatisfy { $0.count >= 2 && $0[1] == "4242" }, "tshark reads our VNI: \(ours)")
+        #expect(theirs.allSatisfy { $0.count >= 2 && $0[1] == "4242" })
+        let stats = try switchStats(control)
+        #expect((stats["drops"]?["unknown_peer"]?.intValue ?? -1) == 0, "the kernel's varying source ports are accepted")
+    }
+}

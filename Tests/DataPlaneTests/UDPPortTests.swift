@@ -1,0 +1,117 @@
+import CNetShim
+import Foundation
+import Testing
+import SwitchCore
+import SwitchDataPlane
+import VIOLINProtocol
+
+/// A UDP socket standing in for one QEMU (its UDP netdev) or one peer switch.
+final class Endpoint {
+    let fd: Int32
+    let address: PeerAddress
+    init() throws {
+        var lo: UInt32 = 0
+        _ = vn_parse_ipv4("127.0.0.1", &lo)
+        fd = vn_udp_open(lo, 0, 1 << 20)
+        guard fd >= 0 else { throw LabError("udp open") }
+        address = PeerAddress(addressBE: lo, port: UInt16(vn_udp_local_port(fd)))
+    }
+    deinit { _ = vn_close(fd) }
+
+    func send(_ bytes: [UInt8], to: PeerAddress) { _ = vn_udp_send(fd, bytes, bytes.count, to.addressBE, to.port) }
+
+    /// The next datagram within `timeoutMs`, or nil.
+    func receive(timeoutMs: Int32 = 2000) -> [UInt8]? {
+        var ready: UInt8 = 0
+        var f = fd
+        guard vn_poll_readable(&f, &ready, 1, timeoutMs) > 0 else { return nil }
+        var buf = [UInt8](repeating: 0, count: 65_536)
+        let n = vn_read(fd, &buf, buf.count)
+        return n > 0 ? Array(buf.prefix(Int(n))) : nil
+    }
+}
+
+struct LabError: Error { let text: String; init(_ t: String) { text = t } }
+
+func frame(dst: MAC, src: MAC, payload: String) -> [UInt8] {
+    dst.octets + src.octets + [0x88, 0xB5] + Array(payload.utf8) + [UInt8](repeating: 0, count: 40)
+}
+
+@Suite struct UDPPortTests {
+    /// Two "QEMU" UDP ports and one peer on a forwarder in this process: flooding, learning,
+    /// unicast, VXLAN towards the peer, and the request interface, with no privileges.
+    @Test func qemuUDPPortsAndAPeer() throws {
+        var lo: UInt32 = 0
+        _ = vn_parse_ipv4("127.0.0.1", &lo)
+        let tunnel = try TunnelSocket(bind: PeerAddress(addressBE: lo, port: 0))
+        let forwarder = Forwarder(options: .init(vni: 77), tunnel: tunnel)
+        forwarder.start()
+        defer { forwarder.stop() }
+        let controller = SwitchController(forwarder: forwarder)
+        let qemu1 = try Endpoint(), qemu2 = try Endpoint(), peer = try Endpoint()
+        var f = MessageFactory(sender: "test")
+        func call(_ type: String, _ body: JSONValue) throws -> JSONValue {
+            try #require(try controller.handle(f.request(type, body: body)))
+        }
+        let p1 = try call("add_port", ["name": "vm1", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu1.address.description)])
+        let p2 = try call("add_port", ["name": "vm2", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu2.address.description)])
+        _ = try call("set_peers", ["peers": [.string(peer.address.description)]])
+        let port1 = try #require(PeerAddress(p1["port"]?["local"]?.stringValue ?? ""))
+        let port2 = try #require(PeerAddress(p2["port"]?["local"]?.stringValue ?? ""))
+        let m1 = MAC("02:00:00:00:01:01")!, m2 = MAC("02:00:00:00:01:02")!
+
+        // A broadcast from vm1 reaches vm2 and the peer (inside VXLAN, VNI 77).
+        qemu1.send(frame(dst: .broadcast, src: m1, payload: "hello"), to: port1)
+        let atVM2 = try #require(qemu2.receive())
+        #expect(Array(atVM2.prefix(12)) == MAC.broadcast.octets + m1.octets)
+        let atPeer = try #require(peer.receive())
+        #expect(Array(atPeer.prefix(8)) == [0x08, 0, 0, 0, 0, 0, 77, 0])
+        #expect(Array(atPeer.dropFirst(8)) == atVM2)
+
+        // vm2 answers vm1 by unicast: only vm1 gets it (learned), the peer does not.
+        qemu2.send(frame(dst: m1, src: m2, payload: "reply"), to: port2)
+        let atVM1 = try #require(qemu1.receive())
+        #expect(Array(atVM1.prefix(12)) == m1.octets + m2.octets)
+        #expect(peer.receive(timeoutMs: 200) == nil)
+
+        // From the peer, for vm2: delivered to vm2 alone, never back to the mesh.
+        let m3 = MAC("02:00:00:00:01:03")!
+        var vx: [UInt8] = [0x08, 0, 0, 0, 0, 0, 77, 0] + frame(dst: m2, src: m3, payload: "from-peer")
+        peer.send(vx, to: tunnel.local)
+        #expect(try #require(qemu2.receive()).dropFirst(6).prefix(6) == ArraySlice(m3.octets))
+        // The same with another VNI: dropped and counted.
+        vx[6] = 78
+        peer.send(vx, to: tunnel.local)
+        #expect(qemu2.receive(timeoutMs: 200) == nil)
+
+        let fdb = try call("fdb", [:])
+        guard case .array(let entries)? = fdb["entries"] else { Issue.record("no entries"); return }
+        let places = Dictionary(uniqueKeysWithValues: entries.map { ($0["mac"]?.stringValue ?? "", $0["port"]?.stringValue ?? $0["peer"]?.stringValue ?? "") })
+        #expect(places[m1.description] == "vm1" && places[m2.description] == "vm2" && places[m3.description] == peer.address.description)
+        let stats = try call("stats", [:])
+        #expect(stats["drops"]?["wrong_vni"]?.intValue == 1)
+        #expect(stats["ports"]?["vm1"]?["rx"]?.intValue == 1 && stats["ports"]?["vm2"]?["tx"]?.intValue == 2)
+
+        // Bad requests get clear errors and change nothing.
+        for (type, body, code) in [("add_port", ["name": "vm1", "kind": "udp", "local": "127.0.0.1:0", "remote": "127.0.0.1:9"] as JSONValue, ErrorCode.conflict),
+                                   ("add_port", ["name": "x", "kind": "floppy"], .invalidBody),
+                                   ("add_port", ["name": "y", "kind": "udp", "remote": "nowhere"], .invalidBody),
+                                   ("remove_port", ["name": "nope"], .notFound),
+                                   ("set_peers", ["peers": "10.0.0.1"], .invalidBody),
+                                   ("add_static", ["mac": "ff:ff:ff:ff:ff:ff", "port": "vm1"], .invalidBody),
+                                   ("add_static", ["mac": "02:00:00:00:00:09", "port": "nope"], .notFound)] {
+            do { _ = try controller.handle(f.request(type, body: body)); Issue.record("\(type) \(body) accepted") }
+            catch { #expect(error.code == code, "\(type) \(body): \(error)") }
+        }
+        let ports = try call("ports", [:])
+        if case .array(let list)? = ports["ports"] { #expect(list.count == 2) } else { Issue.record("no ports") }
+
+        // A static entry sends vm9's frames to vm1 without learning.
+        _ = try call("add_static", ["mac": "02:00:00:00:00:09", "port": "vm1"])
+        qemu2.send(frame(dst: MAC("02:00:00:00:00:09")!, src: m2, payload: "to-static"), to: port2)
+        #expect(try #require(qemu1.receive()).prefix(6) == ArraySlice(MAC("02:00:00:00:00:09")!.octets))
+        #expect(peer.receive(timeoutMs: 200) == nil)
+        _ = try call("remove_port", ["name": "vm1"])
+        if case .array(let list)? = try call("ports", [:])["ports"] { #expect(list.count == 1) }
+    }
+}
