@@ -29,6 +29,8 @@ struct Main: AsyncParsableCommand {
     @Option(help: "Most MAC addresses learned.") var maxMacs = 8192
     @Option(help: "Seconds an idle MAC entry lives.") var ageing = 300.0
     @Option(help: "Frames per batch.") var batch = 64
+    @Flag(help: "Turn off the offloads (TAP TSO with virtio_net_hdr, UDP GSO and GRO with coalescing).")
+    var noOffload = false
     @OptionGroup var options: ServiceOptions
 
     func validate() throws {
@@ -48,7 +50,7 @@ struct Main: AsyncParsableCommand {
         let settings = ServiceMain.settings(description, opts)
         let logger = ServiceMain.logger(settings)
         let socket: TunnelSocket
-        do { socket = try TunnelSocket(bind: PeerAddress(tunnel, allowAnyPort: true)!) } catch {
+        do { socket = try TunnelSocket(bind: PeerAddress(tunnel, allowAnyPort: true)!, gro: !noOffload) } catch {
             FileHandle.standardError.write(Data("violin-switch: \(error)\n".utf8))
             throw ExitCode(1)
         }
@@ -56,6 +58,7 @@ struct Main: AsyncParsableCommand {
         fo.batch = batch
         fo.maxMACs = maxMacs
         fo.ageingMs = UInt64(ageing * 1000)
+        fo.offload = !noOffload
         let forwarder = Forwarder(options: fo, tunnel: socket)
         let controller = SwitchController(forwarder: forwarder, defaultMTU: mtu)
         do {

@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <sys/uio.h>
+#include <netinet/udp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -25,6 +27,36 @@ int vn_tap_open(const char *name, char *name_out) {
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = errno; close(fd); return -e; }
     if (name_out) { memcpy(name_out, ifr.ifr_name, IFNAMSIZ); name_out[IFNAMSIZ - 1] = 0; }
     return fd;
+}
+
+int vn_tap_open_offload(const char *name, char *name_out) {
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (name) strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    int hdr = 10;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0 ||
+        ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4)) < 0) {
+        int e = errno; close(fd); return -e;
+    }
+    if (name_out) { memcpy(name_out, ifr.ifr_name, IFNAMSIZ); name_out[IFNAMSIZ - 1] = 0; }
+    return fd;
+}
+
+int vn_udp_set_gro(int fd) {
+    int on = 1;
+    return setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on) < 0 ? -errno : 0;
+}
+
+int vn_writev2(int fd, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
+    struct iovec iov[2] = { { (void *)a, alen }, { (void *)b, blen } };
+    for (;;) {
+        ssize_t n = writev(fd, iov, 2);
+        if (n >= 0) return (int)n;
+        if (errno != EINTR) return -errno;
+    }
 }
 
 int vn_link_configure(const char *name, int mtu, const uint8_t *mac) {
@@ -157,7 +189,9 @@ struct vn_batch {
     struct iovec *iovs;
     struct sockaddr_in *addrs;
     uint8_t *data;
+    char *ctrl;            /* CTRL_SIZE per slot: UDP_GRO on receive, UDP_SEGMENT on send */
 };
+#define CTRL_SIZE 64
 
 vn_batch *vn_batch_new(int capacity, int bufsize) {
     vn_batch *b = calloc(1, sizeof *b);
@@ -167,6 +201,8 @@ vn_batch *vn_batch_new(int capacity, int bufsize) {
     b->msgs = calloc(capacity, sizeof *b->msgs);
     b->iovs = calloc(capacity, sizeof *b->iovs);
     b->addrs = calloc(capacity, sizeof *b->addrs);
+    b->ctrl = calloc(capacity, CTRL_SIZE);
+    if (!b->ctrl) { vn_batch_free(b); return NULL; }
     b->data = bufsize > 0 ? aligned_alloc(64, (size_t)capacity * bufsize) : NULL;
     if (!b->msgs || !b->iovs || !b->addrs || (bufsize > 0 && !b->data)) { vn_batch_free(b); return NULL; }
     for (int i = 0; i < capacity; i++) {
@@ -182,7 +218,7 @@ vn_batch *vn_batch_new(int capacity, int bufsize) {
 
 void vn_batch_free(vn_batch *b) {
     if (!b) return;
-    free(b->msgs); free(b->iovs); free(b->addrs); free(b->data); free(b);
+    free(b->msgs); free(b->iovs); free(b->addrs); free(b->data); free(b->ctrl); free(b);
 }
 
 uint8_t *vn_batch_buffer(vn_batch *b, int i) { return b->data + (size_t)i * b->bufsize; }
@@ -197,6 +233,36 @@ void vn_batch_set_send(vn_batch *b, int i, const uint8_t *data, size_t len, uint
     b->addrs[i].sin_addr.s_addr = addr_be;
     b->addrs[i].sin_port = htons(port);
     b->msgs[i].msg_hdr.msg_namelen = sizeof b->addrs[i];
+    b->msgs[i].msg_hdr.msg_control = NULL;
+    b->msgs[i].msg_hdr.msg_controllen = 0;
+}
+
+void vn_batch_set_send_gso(vn_batch *b, int i, const uint8_t *data, size_t len, uint32_t addr_be, uint16_t port, uint16_t segment) {
+    vn_batch_set_send(b, i, data, len, addr_be, port);
+    if (segment == 0 || len <= segment) return;
+    char *c = b->ctrl + (size_t)i * CTRL_SIZE;
+    memset(c, 0, CTRL_SIZE);
+    struct msghdr *h = &b->msgs[i].msg_hdr;
+    h->msg_control = c;
+    h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+    struct cmsghdr *cm = CMSG_FIRSTHDR(h);
+    cm->cmsg_level = SOL_UDP;
+    cm->cmsg_type = UDP_SEGMENT;
+    cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    memcpy(CMSG_DATA(cm), &segment, sizeof segment);
+}
+
+int vn_batch_gso_size(const vn_batch *b, int i) {
+    const struct msghdr *h = &b->msgs[i].msg_hdr;
+    if (h->msg_controllen == 0) return 0;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)h); cm; cm = CMSG_NXTHDR((struct msghdr *)h, cm)) {
+        if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+            int v;
+            memcpy(&v, CMSG_DATA(cm), sizeof v);
+            return v;
+        }
+    }
+    return 0;
 }
 
 int vn_udp_recv_batch(int fd, vn_batch *b) {
@@ -204,6 +270,8 @@ int vn_udp_recv_batch(int fd, vn_batch *b) {
         b->iovs[i].iov_len = b->bufsize;
         b->msgs[i].msg_hdr.msg_namelen = sizeof b->addrs[i];
         b->msgs[i].msg_hdr.msg_flags = 0;
+        b->msgs[i].msg_hdr.msg_control = b->ctrl + (size_t)i * CTRL_SIZE;
+        b->msgs[i].msg_hdr.msg_controllen = CTRL_SIZE;
     }
     for (;;) {
         int n = recvmmsg(fd, b->msgs, b->capacity, MSG_DONTWAIT, NULL);

@@ -31,7 +31,8 @@ public final class SwitchController: @unchecked Sendable {
     public func addTAP(_ name: String, mtu: Int? = nil) throws(ProtocolError) -> PortHandle {
         try checkNewName(name)
         let port: PortHandle
-        do { port = try PortHandle.tap(id: nextPortID, name: name, mtu: mtu ?? defaultMTU) } catch {
+        do { port = try PortHandle.tap(id: nextPortID, name: name, mtu: mtu ?? defaultMTU,
+                                      offload: forwarder.options.offload) } catch {
             throw ProtocolError(.unavailable, error.description)
         }
         return added(port)

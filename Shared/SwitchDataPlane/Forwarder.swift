@@ -59,6 +59,8 @@ public final class Forwarder: @unchecked Sendable {
         public var batch = 64
         public var maxMACs = 8192
         public var ageingMs: UInt64 = 300_000
+        /// TAPs with virtio_net_hdr + TSO, UDP GSO sends and GRO receives with coalescing.
+        public var offload = true
         public init(vni: UInt32) { self.vni = vni }
     }
 
@@ -93,8 +95,18 @@ public final class Forwarder: @unchecked Sendable {
     private let slots: UnsafeMutableRawPointer
     private let slotSize = 65_536 + VXLAN.headerLength + 64
     private let txCapacity: Int
+    private var txSegments: [Int]
     private var txCount = 0
     private var slotsUsed = 0
+    // Segmented TSO frames waiting in the send batch: each buffer holds one frame's segments.
+    private let gsoBuffers: UnsafeMutableRawPointer
+    private let gsoBufferSize = 2 * 65_536 + 8_192
+    private let gsoBufferCount = 8
+    private var gsoUsed = 0
+    private var coalescer = Coalescer()
+    private let zeroHeader = UnsafeMutableRawPointer.allocate(byteCount: VirtioNetHeader.length, alignment: 8)
+    /// The largest UDP payload one send may carry (IPv4).
+    private let maxUDPPayload = 65_507
 
     public init(options: Options, tunnel: TunnelSocket,
                 clock: @escaping @Sendable () -> UInt64 = { UInt64(monotonicMillis()) }) {
@@ -107,14 +119,20 @@ public final class Forwarder: @unchecked Sendable {
         current = empty
         rx = vn_batch_new(Int32(options.batch), Int32(65_536 + VXLAN.headerLength))
         txCapacity = options.batch * 8
+        txSegments = [Int](repeating: 0, count: options.batch * 8)
         tx = vn_batch_new(Int32(txCapacity), 0)
         slots = UnsafeMutableRawPointer.allocate(byteCount: slotSize * options.batch, alignment: 64)
+        gsoBuffers = UnsafeMutableRawPointer.allocate(byteCount: gsoBufferSize * gsoBufferCount, alignment: 64)
+        zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.length)
     }
 
     deinit {
         vn_batch_free(rx)
         vn_batch_free(tx)
         slots.deallocate()
+        gsoBuffers.deallocate()
+        coalescer.deallocate()
+        zeroHeader.deallocate()
     }
 
     public var tunnelAddress: PeerAddress { tunnel.local }
@@ -267,15 +285,25 @@ public final class Forwarder: @unchecked Sendable {
         dropCounts[DropReasonIndex.of(reason)] += 1
     }
 
-    /// Up to `batch` frames from one port, each read into a slot with room for the VXLAN header.
+    /// Up to `batch` frames from one port, each read into a slot with room for the VXLAN header
+    /// in front of the frame (over the virtio_net_hdr, once it has been read).
     private func receiveFromPort(_ index: Int) {
         let port = current.ports[index]
+        let headerRoom = port.vnet ? VirtioNetHeader.length : VXLAN.headerLength
         for _ in 0..<options.batch {
-            if slotsUsed == options.batch { flushTunnel() }
+            if slotsUsed == options.batch || gsoUsed == gsoBufferCount { flushTunnel() }
             let slot = slots + slotsUsed * slotSize
-            let frame = slot + VXLAN.headerLength
-            let n = Int(vn_read(port.fd, frame.assumingMemoryBound(to: UInt8.self), slotSize - VXLAN.headerLength))
-            if n <= 0 { break }
+            let readAt = slot + (headerRoom - (port.vnet ? VirtioNetHeader.length : 0))
+            let got = Int(vn_read(port.fd, readAt.assumingMemoryBound(to: UInt8.self), slotSize - headerRoom))
+            if got <= 0 { break }
+            let frame = slot + headerRoom
+            var n = got
+            var vh = VirtioNetHeader()
+            if port.vnet {
+                guard got >= VirtioNetHeader.length else { drop(.malformed); continue }
+                vh = VirtioNetHeader(slot)
+                n = got - VirtioNetHeader.length
+            }
             portRx[index] += 1
             stats.framesFromPorts += 1
             stats.bytesFromPorts += n
@@ -286,64 +314,161 @@ public final class Forwarder: @unchecked Sendable {
             if table.learn(src, at: source, nowMs: now) == .invalidSource { drop(.badSource); continue }
             let decision = Forwarding.decide(from: source, destination: dst, source: src,
                                              known: dst.isMulticast ? nil : table.lookup(dst, nowMs: now))
+            let tso = vh.gsoType != VirtioNetHeader.gsoNone
+            if !tso && vh.flags & VirtioNetHeader.needsChecksum != 0 {
+                // Finish the checksum the kernel left to the device: the frame may leave the host.
+                Offload.completeChecksum(frame, length: n, start: Int(vh.checksumStart), offset: Int(vh.checksumOffset))
+            }
             switch decision {
-            case .port(let id): toPort(id, frame, n)
+            case .port(let id):
+                guard let j = portIndex[id] else { drop(.noRoute); continue }
+                if tso { deliverTSO(frame, n, vh, toPort: j) } else { writePort(j, frame, n) }
             case .peer(let peer):
                 guard peerSet.contains(peer) else { drop(.noRoute); continue }
-                VXLAN.write(vni: options.vni, to: slot)
-                queueTunnel(slot, n + VXLAN.headerLength, peer)
-                slotsUsed += 1
+                if tso {
+                    queueSegmented(frame, n, mss: Int(vh.gsoSize), peers: CollectionOfOne(peer))
+                } else {
+                    VXLAN.write(vni: options.vni, to: frame - VXLAN.headerLength)
+                    queueTunnel(frame - VXLAN.headerLength, n + VXLAN.headerLength, peer)
+                    slotsUsed += 1
+                }
             case .flood(let except, let toPeers):
                 stats.floods += 1
-                for (i, p) in current.ports.enumerated() where p.id != except { writePort(i, frame, n) }
+                for (j, p) in current.ports.enumerated() where p.id != except {
+                    if tso { deliverTSO(frame, n, vh, toPort: j) } else { writePort(j, frame, n) }
+                }
                 if toPeers && !current.peers.isEmpty {
-                    VXLAN.write(vni: options.vni, to: slot)
-                    for peer in current.peers { queueTunnel(slot, n + VXLAN.headerLength, peer) }
-                    slotsUsed += 1
+                    if tso {
+                        queueSegmented(frame, n, mss: Int(vh.gsoSize), peers: current.peers)
+                    } else {
+                        VXLAN.write(vni: options.vni, to: frame - VXLAN.headerLength)
+                        for peer in current.peers { queueTunnel(frame - VXLAN.headerLength, n + VXLAN.headerLength, peer) }
+                        slotsUsed += 1
+                    }
                 }
             case .drop(let reason): drop(reason)
             }
         }
     }
 
-    /// Every datagram queued on the tunnel socket, in batches.
+    /// A TSO frame to a local port: whole to a TAP with offloads, in segments to any other.
+    private func deliverTSO(_ frame: UnsafeMutableRawPointer, _ n: Int, _ vh: VirtioNetHeader, toPort j: Int) {
+        let port = current.ports[j]
+        if port.vnet {
+            let header = frame - VirtioNetHeader.length
+            vh.write(to: header)
+            let rc = vn_write(port.fd, header.assumingMemoryBound(to: UInt8.self), n + VirtioNetHeader.length)
+            if rc < 0 { drop(.congested); return }
+            portTx[j] += 1
+            stats.framesToPorts += 1
+            return
+        }
+        if gsoUsed == gsoBufferCount { flushTunnel() }
+        let out = gsoBuffers + gsoUsed * gsoBufferSize
+        guard let r = Offload.segment(frame, length: n, mss: Int(vh.gsoSize), headroom: 0, out: out,
+                                      capacity: gsoBufferSize, writeHeadroom: { _ in }) else { drop(.malformed); return }
+        for k in 0..<r.count {
+            let len = k < r.count - 1 ? r.segmentSize : r.total - k * r.segmentSize
+            writePort(j, out + k * r.segmentSize, len)
+        }
+    }
+
+    /// Cuts a TSO frame into VXLAN datagrams once and queues them to each peer as UDP GSO sends.
+    private func queueSegmented<C: Collection>(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, peers: C)
+        where C.Element == PeerAddress {
+        if gsoUsed == gsoBufferCount { flushTunnel() }
+        let out = gsoBuffers + gsoUsed * gsoBufferSize
+        let vni = options.vni
+        guard let r = Offload.segment(frame, length: n, mss: mss, headroom: VXLAN.headerLength, out: out,
+                                      capacity: gsoBufferSize, writeHeadroom: { VXLAN.write(vni: vni, to: $0) })
+        else { drop(.malformed); return }
+        gsoUsed += 1
+        let perSend = max(1, maxUDPPayload / r.segmentSize)
+        for peer in peers {
+            var k = 0
+            while k < r.count {
+                let m = min(perSend, r.count - k)
+                let start = k * r.segmentSize
+                let len = (k + m == r.count) ? r.total - start : m * r.segmentSize
+                queueTunnel(out + start, len, peer, segment: m > 1 ? r.segmentSize : 0)
+                k += m
+            }
+        }
+    }
+
+    /// Every datagram queued on the tunnel socket, in batches; with GRO, a slot may hold a
+    /// train of datagrams of `gso` octets each.
     private func receiveFromPeers() {
         for _ in 0..<64 {
             let count = Int(vn_udp_recv_batch(tunnel.fd, rx))
-            if count <= 0 { return }
+            if count <= 0 { break }
             let now = clock()
             for i in 0..<count {
-                let len = Int(vn_batch_length(rx, Int32(i)))
-                let buffer = UnsafeMutableRawPointer(vn_batch_buffer(rx, Int32(i))!)
+                let total = Int(vn_batch_length(rx, Int32(i)))
+                let base = UnsafeMutableRawPointer(vn_batch_buffer(rx, Int32(i))!)
                 let from = PeerAddress(addressBE: vn_batch_addr(rx, Int32(i)), port: vn_batch_port(rx, Int32(i)))
-                stats.framesFromPeers += 1
-                stats.bytesFromPeers += len
-                let peer: PeerAddress
+                let gso = Int(vn_batch_gso_size(rx, Int32(i)))
+                let step = gso > 0 ? gso : max(total, 1)
+                let peer: PeerAddress?
                 if peerSet.contains(from) { peer = from }
                 else if let p = peerByIP[from.addressBE], let p { peer = p }
-                else { drop(.unknownPeer); continue }
-                switch VXLAN.parse(buffer, length: len) {
-                case .failure: drop(.malformed); continue
-                case .success(let vni): if vni != options.vni { drop(.wrongVNI); continue }
-                }
-                let frame = buffer + VXLAN.headerLength
-                let n = len - VXLAN.headerLength
-                let dst = MAC(UnsafeRawPointer(frame)), src = MAC(UnsafeRawPointer(frame + 6))
-                let source = Location.peer(peer)
-                if table.learn(src, at: source, nowMs: now) == .invalidSource { drop(.badSource); continue }
-                let decision = Forwarding.decide(from: source, destination: dst, source: src,
-                                                 known: dst.isMulticast ? nil : table.lookup(dst, nowMs: now))
-                switch decision {
-                case .port(let id): toPort(id, frame, n)
-                case .flood:
-                    stats.floods += 1
-                    for j in current.ports.indices { writePort(j, frame, n) }
-                case .peer: drop(.misdirected)
-                case .drop(let reason): drop(reason)
+                else { peer = nil }
+                var offset = 0
+                while offset < total {
+                    let len = min(step, total - offset)
+                    datagram(base + offset, len, from: peer, now: now)
+                    offset += len
                 }
             }
-            if count < options.batch { return }
+            if count < options.batch { break }
         }
+        flushCoalescer()
+    }
+
+    @inline(__always)
+    private func datagram(_ buffer: UnsafeMutableRawPointer, _ len: Int, from peer: PeerAddress?, now: UInt64) {
+        stats.framesFromPeers += 1
+        stats.bytesFromPeers += len
+        guard let peer else { drop(.unknownPeer); return }
+        switch VXLAN.parse(buffer, length: len) {
+        case .failure: drop(.malformed); return
+        case .success(let vni): if vni != options.vni { drop(.wrongVNI); return }
+        }
+        let frame = buffer + VXLAN.headerLength
+        let n = len - VXLAN.headerLength
+        let dst = MAC(UnsafeRawPointer(frame)), src = MAC(UnsafeRawPointer(frame + 6))
+        let source = Location.peer(peer)
+        if table.learn(src, at: source, nowMs: now) == .invalidSource { drop(.badSource); return }
+        let decision = Forwarding.decide(from: source, destination: dst, source: src,
+                                         known: dst.isMulticast ? nil : table.lookup(dst, nowMs: now))
+        switch decision {
+        case .port(let id):
+            guard let j = portIndex[id] else { drop(.noRoute); return }
+            if current.ports[j].vnet && options.offload {
+                if coalescer.offer(frame, length: n, target: j) { return }
+                flushCoalescer()
+                if coalescer.offer(frame, length: n, target: j) { return }
+            } else {
+                flushCoalescer()
+            }
+            writePort(j, frame, n)
+        case .flood:
+            flushCoalescer()
+            stats.floods += 1
+            for j in current.ports.indices { writePort(j, frame, n) }
+        case .peer: drop(.misdirected)
+        case .drop(let reason): drop(reason)
+        }
+    }
+
+    /// Writes the merged train, if any, to its port.
+    private func flushCoalescer() {
+        guard let (len, j) = coalescer.finish() else { return }
+        guard j < current.ports.count else { drop(.noRoute); return }
+        let rc = vn_write(current.ports[j].fd, coalescer.buffer.assumingMemoryBound(to: UInt8.self), len)
+        if rc < 0 { drop(.congested); return }
+        portTx[j] += 1
+        stats.framesToPorts += 1
     }
 
     @inline(__always)
@@ -352,33 +477,47 @@ public final class Forwarder: @unchecked Sendable {
         writePort(i, frame, n)
     }
 
+    /// One plain frame (complete checksums, no GSO) to a port.
     @inline(__always)
     private func writePort(_ i: Int, _ frame: UnsafeMutableRawPointer, _ n: Int) {
-        let rc = vn_write(current.ports[i].fd, frame.assumingMemoryBound(to: UInt8.self), n)
+        let port = current.ports[i]
+        let rc = port.vnet
+            ? vn_writev2(port.fd, zeroHeader.assumingMemoryBound(to: UInt8.self), VirtioNetHeader.length,
+                         frame.assumingMemoryBound(to: UInt8.self), n)
+            : vn_write(port.fd, frame.assumingMemoryBound(to: UInt8.self), n)
         if rc < 0 { drop(.congested); return }
         portTx[i] += 1
         stats.framesToPorts += 1
     }
 
     @inline(__always)
-    private func queueTunnel(_ data: UnsafeMutableRawPointer, _ len: Int, _ peer: PeerAddress) {
+    private func queueTunnel(_ data: UnsafeMutableRawPointer, _ len: Int, _ peer: PeerAddress, segment: Int = 0) {
         if txCount == txCapacity { sendQueued() }
-        vn_batch_set_send(tx, Int32(txCount), data.assumingMemoryBound(to: UInt8.self), len, peer.addressBE, peer.port)
+        if segment > 0 {
+            vn_batch_set_send_gso(tx, Int32(txCount), data.assumingMemoryBound(to: UInt8.self), len, peer.addressBE,
+                                  peer.port, UInt16(segment))
+            txSegments[txCount] = len / segment + (len % segment == 0 ? 0 : 1)
+        } else {
+            vn_batch_set_send(tx, Int32(txCount), data.assumingMemoryBound(to: UInt8.self), len, peer.addressBE, peer.port)
+            txSegments[txCount] = 1
+        }
         txCount += 1
     }
 
     private func sendQueued() {
         guard txCount > 0 else { return }
         let sent = Int(vn_udp_send_batch(tunnel.fd, tx, Int32(txCount), 50))
-        stats.framesToPeers += sent
-        if sent < txCount { dropCounts[DropReasonIndex.of(.congested)] += txCount - sent }
+        for k in 0..<txCount {
+            if k < sent { stats.framesToPeers += txSegments[k] } else { dropCounts[DropReasonIndex.of(.congested)] += txSegments[k] }
+        }
         txCount = 0
     }
 
-    /// Sends what is queued; the slots are free again afterwards.
+    /// Sends what is queued; the slots and segment buffers are free again afterwards.
     private func flushTunnel() {
         sendQueued()
         slotsUsed = 0
+        gsoUsed = 0
     }
 }
 

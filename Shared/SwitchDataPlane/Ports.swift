@@ -40,21 +40,26 @@ public final class PortHandle: @unchecked Sendable {
     public let kind: PortKind
     public let fd: Int32
     public let mac: MAC?
+    /// Frames on this fd carry a virtio_net_hdr (a TAP with offloads).
+    public let vnet: Bool
 
-    init(id: UInt32, name: String, kind: PortKind, fd: Int32, mac: MAC?) {
+    init(id: UInt32, name: String, kind: PortKind, fd: Int32, mac: MAC?, vnet: Bool = false) {
         self.id = id
         self.name = name
         self.kind = kind
         self.fd = fd
         self.mac = mac
+        self.vnet = vnet
     }
 
     deinit { _ = vn_close(fd) }
 
-    /// Creates TAP device `name` (up, with `mtu`).
-    public static func tap(id: UInt32, name: String, mtu: Int) throws(NetError) -> PortHandle {
+    /// Creates TAP device `name` (up, with `mtu`); with `offload`, with a virtio_net_hdr and the
+    /// kernel's checksum and TCPv4 segmentation offloads.
+    public static func tap(id: UInt32, name: String, mtu: Int, offload: Bool = true) throws(NetError) -> PortHandle {
         var actual = [CChar](repeating: 0, count: 16)
-        let fd = try NetError.check(vn_tap_open(name, &actual), "open TAP \(name)")
+        let fd = try NetError.check(offload ? vn_tap_open_offload(name, &actual) : vn_tap_open(name, &actual),
+                                    "open TAP \(name)")
         let real = String(cString: actual)
         let rc = vn_link_configure(real, Int32(mtu), nil)
         if rc < 0 {
@@ -63,7 +68,7 @@ public final class PortHandle: @unchecked Sendable {
         }
         var mac = [UInt8](repeating: 0, count: 6)
         let hasMAC = vn_link_mac(real, &mac) == 0
-        return PortHandle(id: id, name: real, kind: .tap, fd: fd, mac: hasMAC ? MAC(octets: mac) : nil)
+        return PortHandle(id: id, name: real, kind: .tap, fd: fd, mac: hasMAC ? MAC(octets: mac) : nil, vnet: offload)
     }
 
     /// Binds `local` and connects to `remote`: the QEMU UDP netdev's other end.
@@ -85,8 +90,12 @@ public final class TunnelSocket: @unchecked Sendable {
     public let fd: Int32
     public let local: PeerAddress
 
-    public init(bind address: PeerAddress) throws(NetError) {
+    /// With `gro`, the kernel may hand over trains of datagrams coalesced into one (UDP_GRO).
+    public let gro: Bool
+
+    public init(bind address: PeerAddress, gro: Bool = true) throws(NetError) {
         fd = try NetError.check(vn_udp_open(address.addressBE, address.port, 8 << 20), "bind tunnel \(address)")
+        self.gro = gro && vn_udp_set_gro(fd) == 0
         let p = vn_udp_local_port(fd)
         local = PeerAddress(addressBE: address.addressBE, port: p > 0 ? UInt16(p) : address.port)
     }

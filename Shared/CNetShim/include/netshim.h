@@ -8,6 +8,13 @@
 /* Opens (creating if needed) TAP device `name`, nonblocking. Writes the kernel's name into
  * name_out (IFNAMSIZ bytes). Returns the fd or -errno. */
 int vn_tap_open(const char *name, char *name_out);
+/* The same with a 10-octet virtio_net_hdr before every frame and the kernel's checksum and
+ * TCPv4 segmentation offloads on: reads may then be 64 KB TSO frames with partial checksums. */
+int vn_tap_open_offload(const char *name, char *name_out);
+/* Lets a UDP socket receive coalesced datagram trains (UDP_GRO); gso size per slot below. */
+int vn_udp_set_gro(int fd);
+/* writev of two pieces: a virtio_net_hdr and a frame, as one TAP packet. */
+int vn_writev2(int fd, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
 /* Sets a link up with an MTU (0: leave it) and, if mac is not NULL, its 6-byte address. */
 int vn_link_configure(const char *name, int mtu, const uint8_t *mac);
 /* Reads the 6-byte hardware address of a link. */
@@ -39,6 +46,10 @@ int vn_batch_length(const vn_batch *b, int i);
 uint32_t vn_batch_addr(const vn_batch *b, int i);       /* network order */
 uint16_t vn_batch_port(const vn_batch *b, int i);       /* host order */
 void vn_batch_set_send(vn_batch *b, int i, const uint8_t *data, size_t len, uint32_t addr_be, uint16_t port);
+/* A send slot whose datagram the kernel cuts into `segment`-octet pieces (UDP_SEGMENT). */
+void vn_batch_set_send_gso(vn_batch *b, int i, const uint8_t *data, size_t len, uint32_t addr_be, uint16_t port, uint16_t segment);
+/* After a receive: the size of the datagrams coalesced into slot i (UDP_GRO), 0 when single. */
+int vn_batch_gso_size(const vn_batch *b, int i);
 /* recvmmsg, MSG_DONTWAIT: returns datagrams received (0 when none) or -errno. */
 int vn_udp_recv_batch(int fd, vn_batch *b);
 /* sendmmsg of slots [0, count): retries on EAGAIN up to timeout_ms in all. Returns slots sent or -errno. */
