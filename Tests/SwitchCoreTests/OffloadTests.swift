@@ -1,0 +1,133 @@
+import Testing
+@testable import SwitchCore
+
+/// RFC 1071 the slow way: 16-bit big-endian words, carries folded, complemented.
+func naiveChecksum(_ bytes: [UInt8]) -> UInt16 {
+    var sum: UInt32 = 0
+    var i = 0
+    while i + 1 < bytes.count { sum += UInt32(bytes[i]) << 8 | UInt32(bytes[i + 1]); i += 2 }
+    if i < bytes.count { sum += UInt32(bytes[i]) << 8 }
+    while sum >> 16 != 0 { sum = (sum & 0xFFFF) + (sum >> 16) }
+    return ~UInt16(sum)
+}
+
+func tcpChecksumIsValid(_ f: [UInt8]) -> Bool {
+    let ihl = Int(f[14] & 0x0F) * 4
+    let tcp = Array(f[(14 + ihl)...])
+    let pseudo = Array(f[26..<34]) + [0, 6, UInt8(tcp.count >> 8), UInt8(tcp.count & 0xFF)]
+    return naiveChecksum(pseudo + tcp) == 0
+}
+
+func ipChecksumIsValid(_ f: [UInt8]) -> Bool { naiveChecksum(Array(f[14..<(14 + Int(f[14] & 0x0F) * 4)])) == 0 }
+
+/// A TCPv4 frame with a timestamps option; `payload` octets of pattern data.
+func tcpFrame(payload: Int, seq: UInt32 = 1000, flags: UInt8 = 0x18, srcPort: UInt16 = 40000, seed: UInt8 = 1) -> [UInt8] {
+    var f: [UInt8] = [0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]
+    let total = 20 + 32 + payload
+    f += [0x45, 0, UInt8(total >> 8 & 0xFF), UInt8(total & 0xFF), 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]
+    f += [UInt8(srcPort >> 8), UInt8(srcPort & 0xFF), 0x14, 0x51]
+    f += [UInt8(seq >> 24), UInt8(seq >> 16 & 0xFF), UInt8(seq >> 8 & 0xFF), UInt8(seq & 0xFF)]
+    f += [0, 0, 0x30, 0x39, 0x80, flags, 0x01, 0xF5, 0, 0, 0, 0]
+    f += [1, 1, 8, 10, 0, 0, 0x10, 0, 0, 0, 0x20, 0]   // NOP NOP TS
+    f += (0..<payload).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ Int(seed)) }
+    return f
+}
+
+@Suite struct OffloadTests {
+    @Test func checksumMatchesRFC1071() {
+        var rng = SplitMix(seed: 9)
+        for len in [0, 1, 2, 3, 7, 8, 9, 15, 20, 1499, 1500, 9001] {
+            let bytes = (0..<len).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            let fast = bytes.withUnsafeBytes { ~Checksum.fold(Checksum.add($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, len)) }
+            let stored = withUnsafeBytes(of: fast) { [$0[0], $0[1]] }     // native store = network bytes
+            #expect(UInt16(stored[0]) << 8 | UInt16(stored[1]) == naiveChecksum(bytes), "length \(len)")
+        }
+    }
+
+    @Test func completesAPartialChecksum() {
+        var f = tcpFrame(payload: 333)
+        let tcpLen = f.count - 34
+        // The kernel's NEEDS_CSUM form: the pseudo-header sum in the field.
+        let pseudo = f.withUnsafeBytes { Checksum.fold(Checksum.pseudoIPv4($0.baseAddress! + 14, protocol: 6, length: tcpLen)) }
+        withUnsafeBytes(of: pseudo) { f[50] = $0[0]; f[51] = $0[1] }
+        let done = f.withUnsafeMutableBytes { Offload.completeChecksum($0.baseAddress!, length: $0.count, start: 34, offset: 16) }
+        #expect(done)
+        #expect(tcpChecksumIsValid(f))
+        let outside = f.withUnsafeMutableBytes { Offload.completeChecksum($0.baseAddress!, length: $0.count, start: 34, offset: 400) }
+        #expect(!outside)
+    }
+
+    /// A 64 KB TSO frame cut into VXLAN datagrams, then merged back: the same bytes come out.
+    @Test func segmentThenCoalesceRestoresTheFrame() throws {
+        let mss = 1386
+        let original = tcpFrame(payload: 60_000, seq: 0xFFFF_F000, flags: 0x18)   // sequence wraps
+        var out = [UInt8](repeating: 0, count: 140_000)
+        let segmented = original.withUnsafeBytes { src in
+            out.withUnsafeMutableBytes { dst in
+                Offload.segment(src.baseAddress!, length: src.count, mss: mss, headroom: 8, out: dst.baseAddress!,
+                                capacity: dst.count, writeHeadroom: { VXLAN.write(vni: 5, to: $0) })
+            }
+        }
+        let r = try #require(segmented)
+        #expect(r.count == (60_000 + mss - 1) / mss && r.segmentSize == 8 + 66 + mss)
+        var segments: [[UInt8]] = []
+        for k in 0..<r.count {
+            let start = k * r.segmentSize
+            let end = k == r.count - 1 ? r.total : start + r.segmentSize
+            let seg = Array(out[start..<end])
+            #expect(Array(seg.prefix(8)) == [8, 0, 0, 0, 0, 0, 5, 0])
+            let f = Array(seg.dropFirst(8))
+            #expect(ipChecksumIsValid(f) && tcpChecksumIsValid(f), "segment \(k)")
+            #expect(Int(f[16]) << 8 | Int(f[17]) == f.count - 14, "IP length of segment \(k)")
+            let seq = UInt32(f[38]) << 24 | UInt32(f[39]) << 16 | UInt32(f[40]) << 8 | UInt32(f[41])
+            #expect(seq == 0xFFFF_F000 &+ UInt32(k * mss))
+            #expect(f[47] == (k == r.count - 1 ? 0x18 : 0x10), "PSH on the last segment only")
+            segments.append(f)
+        }
+        var c = Coalescer()
+        defer { c.deallocate() }
+        for (k, f) in segments.enumerated() {
+            let merged = f.withUnsafeBytes { c.offer($0.baseAddress!, length: $0.count, target: 3) }
+            #expect(merged, "segment \(k) merges")
+        }
+        let finished = c.finish()
+        let (len, target) = try #require(finished)
+        #expect(target == 3)
+        var result = Array(UnsafeRawBufferPointer(start: c.buffer, count: len))
+        let vh = result.withUnsafeBytes { VirtioNetHeader($0.baseAddress!) }
+        #expect(vh == VirtioNetHeader(flags: 1, gsoType: 1, headerLength: 66, gsoSize: UInt16(mss), checksumStart: 34, checksumOffset: 16))
+        result.removeFirst(VirtioNetHeader.length)
+        #expect(result.count == original.count)
+        #expect(Array(result[66...]) == Array(original[66...]), "payload intact")
+        #expect(ipChecksumIsValid(result))
+        let completed = result.withUnsafeMutableBytes { Offload.completeChecksum($0.baseAddress!, length: $0.count, start: 34, offset: 16) }
+        #expect(completed)
+        #expect(tcpChecksumIsValid(result))
+        let again = c.finish()
+        #expect(again == nil)
+    }
+
+    @Test func coalescerRefusesWhatItMustNotMerge() {
+        var c = Coalescer()
+        defer { c.deallocate() }
+        func offer(_ f: [UInt8], _ target: Int = 0) -> Bool { f.withUnsafeBytes { c.offer($0.baseAddress!, length: $0.count, target: target) } }
+        #expect(offer(tcpFrame(payload: 100, seq: 0, flags: 0x10)))
+        #expect(!offer(tcpFrame(payload: 100, seq: 200, flags: 0x10)), "a gap in sequence")
+        #expect(!offer(tcpFrame(payload: 100, seq: 100, flags: 0x10, srcPort: 1)), "another flow")
+        #expect(!offer(tcpFrame(payload: 100, seq: 100, flags: 0x10), 1), "another port")
+        #expect(!offer(tcpFrame(payload: 100, seq: 100, flags: 0x11)), "FIN")
+        #expect(!offer(tcpFrame(payload: 200, seq: 100, flags: 0x10)), "larger than the first segment")
+        #expect(offer(tcpFrame(payload: 50, seq: 100, flags: 0x10)), "a short segment ends the train")
+        #expect(!offer(tcpFrame(payload: 50, seq: 150, flags: 0x10)), "nothing after a short one")
+        #expect(c.segments == 2)
+        _ = c.finish()
+        #expect(!offer(tcpFrame(payload: 0, seq: 0, flags: 0x10)), "a bare ACK is delivered as it is")
+        #expect(!offer(tcpFrame(payload: 10, seq: 0, flags: 0x02)), "SYN")
+        var udp = tcpFrame(payload: 10)
+        udp[23] = 17
+        #expect(!offer(udp), "not TCP")
+        var frag = tcpFrame(payload: 10)
+        frag[20] = 0x20
+        #expect(!offer(frag), "a fragment")
+    }
+}
