@@ -91,7 +91,7 @@ public final class SwitchController: @unchecked Sendable {
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
         let b = request.body
         switch request.header.msgType {
-        case "stats_request": return stats()
+        case "stats_request": return try stats()
         case "fdb_request": return try fdb()
         case "ports_request": return Replies.ok(["ports": .array(ports.map(describe))])
         case "add_port_request":
@@ -207,8 +207,8 @@ public final class SwitchController: @unchecked Sendable {
         })])
     }
 
-    public func stats() -> JSONValue {
-        let s = forwarder.statistics
+    public func stats() throws(ProtocolError) -> JSONValue {
+        guard let s = forwarder.statistics() else { throw ProtocolError(.unavailable, "the forwarding thread did not answer") }
         var drops: [String: JSONValue] = [:]
         for r in DropReason.allCases { drops[r.rawValue] = .number(Double(s.drops[r.rawValue] ?? 0)) }
         var perPort: [String: JSONValue] = [:]

@@ -70,8 +70,9 @@ public final class Forwarder: @unchecked Sendable {
     private let waker = Waker()
     private let lock = NSLockLite()
     private var pending: SwitchSnapshot
-    private var published = SwitchStats()
-    private var fdbRequests: [(DispatchSemaphore, UnsafeMutablePointer<[FdbEntry]>)] = []
+    /// Work the control side asks of the forwarding thread (reading its table or counters),
+    /// done between two batches so the hot path never takes a lock for it.
+    private var inbox: [() -> Void] = []
     private var stopping = false
     private let adoptedSignal = NSCondition()
     private var adopted: UInt64 = 0
@@ -155,22 +156,33 @@ public final class Forwarder: @unchecked Sendable {
         return true
     }
 
-    public var statistics: SwitchStats { lock.withLock { published } }
+    /// The counters, as the forwarding thread has them; nil if it does not answer in time.
+    public func statistics(timeoutMs: Int = 2000) -> SwitchStats? {
+        perform(timeoutMs: timeoutMs) { [unowned self] in self.snapshotStats() }
+    }
 
     /// The MAC table as the forwarding thread sees it, or nil if it does not answer in time.
     public func fdb(timeoutMs: Int = 2000) -> [FdbEntry]? {
-        let sem = DispatchSemaphore(value: 0)
-        let out = UnsafeMutablePointer<[FdbEntry]>.allocate(capacity: 1)
-        out.initialize(to: [])
-        lock.withLock { fdbRequests.append((sem, out)) }
-        waker.wake()
-        guard sem.wait(timeout: .now() + .milliseconds(timeoutMs)) == .success else {
-            // The loop may still answer later: leave the storage to it (a bounded leak on a wedged loop).
-            return nil
+        perform(timeoutMs: timeoutMs) { [unowned self] in
+            let now = self.clock()
+            return self.table.dump().map {
+                FdbEntry(mac: $0.mac, location: $0.entry.location,
+                         ageS: Double(now &- $0.entry.lastSeenMs) / 1000, isStatic: $0.entry.isStatic)
+            }
         }
-        let result = out.move()
-        out.deallocate()
-        return result
+    }
+
+    private final class Box<T>: @unchecked Sendable { var value: T? }
+
+    /// Runs `work` on the forwarding thread between two batches and returns its result.
+    private func perform<T>(timeoutMs: Int, _ work: @escaping () -> T) -> T? {
+        guard thread != nil else { return nil }
+        let box = Box<T>()
+        let sem = DispatchSemaphore(value: 0)
+        lock.withLock { inbox.append { box.value = work(); sem.signal() } }
+        waker.wake()
+        guard sem.wait(timeout: .now() + .milliseconds(timeoutMs)) == .success else { return nil }
+        return box.value
     }
 
     public func start() {
@@ -225,9 +237,9 @@ public final class Forwarder: @unchecked Sendable {
         var nextSweep = clock() + 1000
         while true {
             // Once per batch: the control side's latest word.
-            let (snapshot, stop, requests) = lock.withLock { () -> (SwitchSnapshot, Bool, [(DispatchSemaphore, UnsafeMutablePointer<[FdbEntry]>)]) in
-                defer { fdbRequests.removeAll(keepingCapacity: true) }
-                return (pending, stopping, fdbRequests)
+            let (snapshot, stop, requests) = lock.withLock { () -> (SwitchSnapshot, Bool, [() -> Void]) in
+                defer { if !inbox.isEmpty { inbox.removeAll() } }
+                return (pending, stopping, inbox)
             }
             if stop { return }
             if snapshot.generation != generation {
@@ -240,17 +252,7 @@ public final class Forwarder: @unchecked Sendable {
                 fds = [tunnel.fd, waker.readFD] + current.ports.map(\.fd)
                 ready = [UInt8](repeating: 0, count: fds.count)
             }
-            if !requests.isEmpty {
-                let now = clock()
-                let dump = table.dump().map {
-                    FdbEntry(mac: $0.mac, location: $0.entry.location,
-                             ageS: Double(now &- $0.entry.lastSeenMs) / 1000, isStatic: $0.entry.isStatic)
-                }
-                for (sem, out) in requests {
-                    out.pointee = dump
-                    sem.signal()
-                }
-            }
+            for work in requests { work() }
             let rc = fds.withUnsafeBufferPointer { f in
                 ready.withUnsafeMutableBufferPointer { r in
                     vn_poll_readable(f.baseAddress, r.baseAddress, Int32(f.count), 1000)
@@ -266,18 +268,19 @@ public final class Forwarder: @unchecked Sendable {
                 table.expire(nowMs: now)
                 nextSweep = now + 1000
             }
-            publish()
+            stats.batches += 1
         }
     }
 
-    private func publish() {
-        stats.batches += 1
-        stats.table = table.counters
-        stats.tableSize = table.count
+    private func snapshotStats() -> SwitchStats {
         var s = stats
-        for (i, reason) in DropReason.allCases.enumerated() where dropCounts[i] > 0 { s.drops[reason.rawValue] = dropCounts[i] }
+        s.table = table.counters
+        s.tableSize = table.count
+        for reason in DropReason.allCases where dropCounts[DropReasonIndex.of(reason)] > 0 {
+            s.drops[reason.rawValue] = dropCounts[DropReasonIndex.of(reason)]
+        }
         for (i, p) in current.ports.enumerated() { s.perPort[p.name] = .init(rx: portRx[i], tx: portTx[i]) }
-        lock.withLock { published = s }
+        return s
     }
 
     @inline(__always)
