@@ -29,6 +29,7 @@ struct Main: AsyncParsableCommand {
     @Option(help: "Most MAC addresses learned.") var maxMacs = 8192
     @Option(help: "Seconds an idle MAC entry lives.") var ageing = 300.0
     @Option(help: "Frames per batch.") var batch = 64
+    @Option(help: "Microseconds to keep polling after traffic before sleeping (0: never spin).") var spinUs = 0
     @Flag(help: "Turn off the offloads (TAP TSO with virtio_net_hdr, UDP GSO and GRO with coalescing).")
     var noOffload = false
     @OptionGroup var options: ServiceOptions
@@ -59,6 +60,7 @@ struct Main: AsyncParsableCommand {
         fo.maxMACs = maxMacs
         fo.ageingMs = UInt64(ageing * 1000)
         fo.offload = !noOffload
+        fo.spinMicros = max(0, spinUs)
         let forwarder = Forwarder(options: fo, tunnel: socket)
         let controller = SwitchController(forwarder: forwarder, defaultMTU: mtu)
         do {

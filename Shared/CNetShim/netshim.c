@@ -50,6 +50,54 @@ int vn_udp_set_gro(int fd) {
     return setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on) < 0 ? -errno : 0;
 }
 
+int vn_writev(int fd, const uint8_t *const *ptrs, const size_t *lens, int count) {
+    if (count <= 0 || count > 1024) return -EINVAL;
+    struct iovec iov[count];
+    for (int i = 0; i < count; i++) { iov[i].iov_base = (void *)ptrs[i]; iov[i].iov_len = lens[i]; }
+    for (;;) {
+        ssize_t n = writev(fd, iov, count);
+        if (n >= 0) return (int)n;
+        if (errno != EINTR) return -errno;
+    }
+}
+
+int vn_udp_send_gather(int fd, const uint8_t *const *ptrs, const size_t *lens, int count,
+                       uint32_t addr_be, uint16_t port, uint16_t segment, int timeout_ms) {
+    if (count <= 0 || count > 1024) return -EINVAL;
+    struct iovec iov[count];
+    size_t total = 0;
+    for (int i = 0; i < count; i++) { iov[i].iov_base = (void *)ptrs[i]; iov[i].iov_len = lens[i]; total += lens[i]; }
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = addr_be;
+    sa.sin_port = htons(port);
+    char ctrl[CMSG_SPACE(sizeof(uint16_t))];
+    struct msghdr h;
+    memset(&h, 0, sizeof h);
+    h.msg_name = &sa;
+    h.msg_namelen = sizeof sa;
+    h.msg_iov = iov;
+    h.msg_iovlen = count;
+    if (segment > 0 && total > segment) {
+        memset(ctrl, 0, sizeof ctrl);
+        h.msg_control = ctrl;
+        h.msg_controllen = sizeof ctrl;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&h);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        memcpy(CMSG_DATA(cm), &segment, sizeof segment);
+    }
+    for (;;) {
+        ssize_t n = sendmsg(fd, &h, 0);
+        if (n >= 0) return (int)n;
+        if (errno == EINTR) continue;
+        if ((errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) && vn_wait_writable(fd, timeout_ms) > 0) continue;
+        return -errno;
+    }
+}
+
 int vn_writev2(int fd, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
     struct iovec iov[2] = { { (void *)a, alen }, { (void *)b, blen } };
     for (;;) {

@@ -131,39 +131,40 @@ public enum Offload {
         }
     }
 
-    /// Cuts a TCPv4 TSO frame into segments of `mss` payload octets, each written to `out`
-    /// after `headroom` octets (filled by `writeHeadroom`, e.g. a VXLAN header) with its own IP
-    /// length, id and checksum and TCP sequence number, flags and full checksum. Every segment
-    /// but the last is `segmentSize` octets, so the result can go out as one UDP GSO send.
-    /// Returns (segmentSize, count, total), or nil if the frame is not TCPv4 or `out` is small.
-    public static func segment(_ f: UnsafeRawPointer, length: Int, mss: Int, headroom: Int,
-                               out: UnsafeMutableRawPointer, capacity: Int,
-                               writeHeadroom: (UnsafeMutableRawPointer) -> Void) -> (segmentSize: Int, count: Int, total: Int)? {
+    /// Cuts a TCPv4 TSO frame into segments of `mss` payload octets without moving the payload:
+    /// for segment k it writes `headroom` octets (e.g. a VXLAN header, by `writeHeadroom`) and
+    /// the segment's own headers at `headers + k * headerStride` — IP length, id and checksum,
+    /// TCP sequence number, flags and full checksum over the payload where it lies — and calls
+    /// `emit(k, header, headerLength, payload, payloadLength)`. Returns the segment count, or
+    /// nil if the frame is not TCPv4 or the header area is too small.
+    @discardableResult
+    public static func segmentInPlace(_ f: UnsafeRawPointer, length: Int, mss: Int, headroom: Int,
+                                      headers: UnsafeMutableRawPointer, headerStride: Int, headerCapacity: Int,
+                                      writeHeadroom: (UnsafeMutableRawPointer) -> Void,
+                                      emit: (Int, UnsafeRawPointer, Int, UnsafeRawPointer, Int) -> Void) -> Int? {
         guard mss > 0, let t = TCPv4(f, length: length) else { return nil }
         let hdr = t.headersLength
         let payload = length - hdr
-        guard payload > 0 else { return nil }
+        guard payload > 0, headroom + hdr <= headerStride else { return nil }
         let count = (payload + mss - 1) / mss
-        let segmentSize = headroom + hdr + mss
-        let total = (count - 1) * segmentSize + headroom + hdr + (payload - (count - 1) * mss)
-        guard total <= capacity else { return nil }
+        guard count * headerStride <= headerCapacity else { return nil }
         let seq0 = be32(f, t.tcpOffset + 4)
         let id0 = be16(f, 18)
         let flags = f.load(fromByteOffset: t.tcpOffset + 13, as: UInt8.self)
+        let tcp = t.tcpOffset
         for k in 0..<count {
-            let o = out + k * segmentSize
+            let o = headers + k * headerStride
             writeHeadroom(o)
             let s = o + headroom
             let len = min(mss, payload - k * mss)
+            let data = f + hdr + k * mss
             s.copyMemory(from: f, byteCount: hdr)
-            (s + hdr).copyMemory(from: f + hdr + k * mss, byteCount: len)
             // IPv4: total length, id, header checksum.
             put16(s, 16, UInt16(t.ipHeaderLength + t.tcpHeaderLength + len))
             put16(s, 18, id0 &+ UInt16(truncatingIfNeeded: k))
             put16(s, 24, 0)
             Checksum.store(Checksum.add(s + 14, t.ipHeaderLength), at: s + 24)
             // TCP: sequence, flags (FIN/PSH on the last only, CWR on the first only), checksum.
-            let tcp = t.tcpOffset
             put32(s, tcp + 4, seq0 &+ UInt32(k * mss))
             var fl = flags
             if k < count - 1 { fl &= ~0x09 }
@@ -171,32 +172,68 @@ public enum Offload {
             s.storeBytes(of: fl, toByteOffset: tcp + 13, as: UInt8.self)
             put16(s, tcp + 16, 0)
             let tcpLength = t.tcpHeaderLength + len
-            let sum = Checksum.pseudoIPv4(s + 14, protocol: 6, length: tcpLength) &+ Checksum.add(s + tcp, tcpLength)
+            let sum = Checksum.pseudoIPv4(s + 14, protocol: 6, length: tcpLength)
+                &+ Checksum.add(s + tcp, t.tcpHeaderLength) &+ Checksum.add(data, len)
             Checksum.store(sum, at: s + tcp + 16)
+            emit(k, UnsafeRawPointer(o), headroom + hdr, data, len)
         }
+        return count
+    }
+
+    /// The same, copied into one contiguous buffer: every segment but the last is
+    /// `segmentSize` octets, so the result can go out as one UDP GSO send or be written segment
+    /// by segment. Returns (segmentSize, count, total), or nil.
+    public static func segment(_ f: UnsafeRawPointer, length: Int, mss: Int, headroom: Int,
+                               out: UnsafeMutableRawPointer, capacity: Int,
+                               writeHeadroom: (UnsafeMutableRawPointer) -> Void) -> (segmentSize: Int, count: Int, total: Int)? {
+        guard mss > 0, let t = TCPv4(f, length: length), length > t.headersLength else { return nil }
+        let segmentSize = headroom + t.headersLength + mss
+        var total = 0
+        let count = segmentInPlace(f, length: length, mss: mss, headroom: headroom, headers: out,
+                                   headerStride: segmentSize, headerCapacity: capacity,
+                                   writeHeadroom: writeHeadroom) { _, header, headerLength, data, len in
+            // The header was written where the segment starts; the payload follows it.
+            UnsafeMutableRawPointer(mutating: header + headerLength).copyMemory(from: data, byteCount: len)
+            total = UnsafeRawPointer(out).distance(to: header) + headerLength + len
+        }
+        guard let count else { return nil }
         return (segmentSize, count, total)
     }
 }
 
 /// Merges consecutive TCPv4 segments of one flow, as they come off the tunnel, into one frame
-/// with a virtio_net_hdr (GSO_TCPV4, NEEDS_CSUM) that a TAP takes whole. Owns one buffer.
+/// with a virtio_net_hdr (GSO_TCPV4, NEEDS_CSUM) that a TAP takes whole. The merged frame is
+/// gathered, not copied: piece 0 is the virtio_net_hdr and the first segment's headers (in the
+/// coalescer's own buffer), the other pieces are the segments' payloads where they lie, which
+/// must stay in place until `finish()`.
 public struct Coalescer {
-    public static let capacity = VirtioNetHeader.length + Ethernet.headerLength + 65_535
-    public let buffer: UnsafeMutableRawPointer
+    public static let maxPieces = 256
+    public static let headerCapacity = VirtioNetHeader.length + Ethernet.headerLength + 60 + 60
+    /// The virtio_net_hdr and the headers of the merged frame.
+    public let header: UnsafeMutableRawPointer
+    /// The pieces to write, in order, after `finish()`.
+    public let pieces: UnsafeMutablePointer<UnsafePointer<UInt8>?>
+    public let pieceLengths: UnsafeMutablePointer<Int>
     /// Where the merged frame goes (an opaque id of the caller's), when one is open.
     public private(set) var target: Int = -1
     public private(set) var segments = 0
-    private var length = 0          // frame octets after the vnet header
+    private var length = 0          // frame octets, headers + payload
     private var layout: Offload.TCPv4?
     private var mss = 0
     private var nextSeq: UInt32 = 0
     private var closed = false      // a short segment ends the train
 
     public init() {
-        buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.capacity, alignment: 64)
+        header = UnsafeMutableRawPointer.allocate(byteCount: Self.headerCapacity, alignment: 64)
+        pieces = .allocate(capacity: Self.maxPieces + 1)
+        pieceLengths = .allocate(capacity: Self.maxPieces + 1)
     }
 
-    public func deallocate() { buffer.deallocate() }
+    public func deallocate() {
+        header.deallocate()
+        pieces.deallocate()
+        pieceLengths.deallocate()
+    }
 
     public var isOpen: Bool { segments > 0 }
 
@@ -209,10 +246,9 @@ public struct Coalescer {
         let flags = f.load(fromByteOffset: t.tcpOffset + 13, as: UInt8.self)
         // Only plain data segments: ACK, optionally PSH; nothing else.
         guard payload > 0, flags & ~0x08 == 0x10, Int(be16(f, 16)) + 14 == n else { return false }
-        let frame = buffer + VirtioNetHeader.length
+        let frame = header + VirtioNetHeader.length
         if segments == 0 {
-            guard n <= Self.capacity - VirtioNetHeader.length else { return false }
-            frame.copyMemory(from: f, byteCount: n)
+            frame.copyMemory(from: f, byteCount: t.headersLength)
             self.target = target
             layout = t
             length = n
@@ -220,13 +256,14 @@ public struct Coalescer {
             nextSeq = be32(f, t.tcpOffset + 4) &+ UInt32(payload)
             segments = 1
             closed = flags & 0x08 != 0
+            pieces[1] = (f + t.headersLength).assumingMemoryBound(to: UInt8.self)
+            pieceLengths[1] = payload
             return true
         }
-        guard !closed, target == self.target, t == layout!, payload <= mss,
-              length + payload <= Self.capacity - VirtioNetHeader.length,
+        guard !closed, target == self.target, segments < Self.maxPieces, t == layout!, payload <= mss,
               length - 14 + payload <= 65_535,
               be32(f, t.tcpOffset + 4) == nextSeq,
-              // Same addresses, ports, ack, window and options; IP fields but length/id/checksum.
+              // Same addresses, ports, ack, window and options.
               memcmpEqual(f, frame, 14),
               memcmpEqual(f + 26, frame + 26, 8),
               memcmpEqual(f + t.tcpOffset, frame + t.tcpOffset, 4),
@@ -234,10 +271,11 @@ public struct Coalescer {
               memcmpEqual(f + t.tcpOffset + 14, frame + t.tcpOffset + 14, 2),
               memcmpEqual(f + t.tcpOffset + 20, frame + t.tcpOffset + 20, t.tcpHeaderLength - 20)
         else { return false }
-        (frame + length).copyMemory(from: f + t.headersLength, byteCount: payload)
+        segments += 1
+        pieces[segments] = (f + t.headersLength).assumingMemoryBound(to: UInt8.self)
+        pieceLengths[segments] = payload
         length += payload
         nextSeq &+= UInt32(payload)
-        segments += 1
         if payload < mss || flags & 0x08 != 0 {
             closed = true
             if flags & 0x08 != 0 { frame.storeBytes(of: UInt8(0x18), toByteOffset: t.tcpOffset + 13, as: UInt8.self) }
@@ -245,12 +283,12 @@ public struct Coalescer {
         return true
     }
 
-    /// Finishes the open train: headers fixed, checksum left partial for the kernel. Returns the
-    /// octets to write (vnet header included) and the target, then resets.
-    public mutating func finish() -> (length: Int, target: Int)? {
+    /// Finishes the open train: headers fixed, checksum left partial for the kernel. Returns how
+    /// many pieces to write (`pieces`, `pieceLengths`) and the target, then resets.
+    public mutating func finish() -> (pieces: Int, target: Int)? {
         guard segments > 0, let t = layout else { return nil }
         defer { segments = 0; target = -1; layout = nil; closed = false }
-        let frame = buffer + VirtioNetHeader.length
+        let frame = header + VirtioNetHeader.length
         put16(frame, 16, UInt16(length - 14))
         put16(frame, 24, 0)
         Checksum.store(Checksum.add(frame + 14, t.ipHeaderLength), at: frame + 24)
@@ -258,12 +296,19 @@ public struct Coalescer {
         // NEEDS_CSUM: the field holds the (uncomplemented) pseudo-header sum.
         frame.storeBytes(of: Checksum.fold(Checksum.pseudoIPv4(frame + 14, protocol: 6, length: tcpLength)),
                          toByteOffset: t.tcpOffset + 16, as: UInt16.self)
-        let header = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum,
-                                     gsoType: segments > 1 ? VirtioNetHeader.gsoTCPv4 : VirtioNetHeader.gsoNone,
-                                     headerLength: UInt16(t.headersLength), gsoSize: segments > 1 ? UInt16(mss) : 0,
-                                     checksumStart: UInt16(t.tcpOffset), checksumOffset: 16)
-        header.write(to: buffer)
-        return (VirtioNetHeader.length + length, target)
+        let vh = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum,
+                                 gsoType: segments > 1 ? VirtioNetHeader.gsoTCPv4 : VirtioNetHeader.gsoNone,
+                                 headerLength: UInt16(t.headersLength), gsoSize: segments > 1 ? UInt16(mss) : 0,
+                                 checksumStart: UInt16(t.tcpOffset), checksumOffset: 16)
+        vh.write(to: header)
+        pieces[0] = UnsafePointer(header.assumingMemoryBound(to: UInt8.self))
+        pieceLengths[0] = VirtioNetHeader.length + t.headersLength
+        return (segments + 1, target)
+    }
+
+    /// The merged packet as one array (tests).
+    public func gathered(_ count: Int) -> [UInt8] {
+        (0..<count).flatMap { Array(UnsafeBufferPointer(start: pieces[$0], count: pieceLengths[$0])) }
     }
 }
 

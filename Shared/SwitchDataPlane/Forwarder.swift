@@ -61,6 +61,9 @@ public final class Forwarder: @unchecked Sendable {
         public var ageingMs: UInt64 = 300_000
         /// TAPs with virtio_net_hdr + TSO, UDP GSO sends and GRO receives with coalescing.
         public var offload = true
+        /// After traffic, keep polling without sleeping for this long: a reply that comes back
+        /// within it is picked up without a thread wake-up (latency), at the price of CPU.
+        public var spinMicros = 0
         public init(vni: UInt32) { self.vni = vni }
     }
 
@@ -105,6 +108,12 @@ public final class Forwarder: @unchecked Sendable {
     private let gsoBufferCount = 8
     private var gsoUsed = 0
     private var coalescer = Coalescer()
+    // Headers of the segments of one TSO frame, and the gather list that sends them.
+    private let maxSegments = 1024
+    private let segmentHeaderStride = 160
+    private let segmentHeaders: UnsafeMutableRawPointer
+    private let gatherPieces: UnsafeMutablePointer<UnsafePointer<UInt8>?>
+    private let gatherLengths: UnsafeMutablePointer<Int>
     private let zeroHeader = UnsafeMutableRawPointer.allocate(byteCount: VirtioNetHeader.length, alignment: 8)
     /// The largest UDP payload one send may carry (IPv4).
     private let maxUDPPayload = 65_507
@@ -125,6 +134,9 @@ public final class Forwarder: @unchecked Sendable {
         slots = UnsafeMutableRawPointer.allocate(byteCount: slotSize * options.batch, alignment: 64)
         gsoBuffers = UnsafeMutableRawPointer.allocate(byteCount: gsoBufferSize * gsoBufferCount, alignment: 64)
         zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.length)
+        segmentHeaders = .allocate(byteCount: segmentHeaderStride * maxSegments, alignment: 64)
+        gatherPieces = .allocate(capacity: 2 * maxSegments)
+        gatherLengths = .allocate(capacity: 2 * maxSegments)
     }
 
     deinit {
@@ -134,6 +146,9 @@ public final class Forwarder: @unchecked Sendable {
         gsoBuffers.deallocate()
         coalescer.deallocate()
         zeroHeader.deallocate()
+        segmentHeaders.deallocate()
+        gatherPieces.deallocate()
+        gatherLengths.deallocate()
     }
 
     public var tunnelAddress: PeerAddress { tunnel.local }
@@ -235,6 +250,8 @@ public final class Forwarder: @unchecked Sendable {
         var ready: [UInt8] = []
         var generation = UInt64.max
         var nextSweep = clock() + 1000
+        var lastTraffic: UInt64 = 0
+        let spinNs = UInt64(options.spinMicros) * 1000
         while true {
             // Once per batch: the control side's latest word.
             let (snapshot, stop, requests) = lock.withLock { () -> (SwitchSnapshot, Bool, [() -> Void]) in
@@ -255,10 +272,12 @@ public final class Forwarder: @unchecked Sendable {
             for work in requests { work() }
             let rc = fds.withUnsafeBufferPointer { f in
                 ready.withUnsafeMutableBufferPointer { r in
-                    vn_poll_readable(f.baseAddress, r.baseAddress, Int32(f.count), 1000)
+                    vn_poll_readable(f.baseAddress, r.baseAddress, Int32(f.count),
+                                     DispatchTime.now().uptimeNanoseconds &- lastTraffic < spinNs ? 0 : 1000)
                 }
             }
             if rc < 0 { continue }
+            if rc > (ready[1] != 0 ? 1 : 0) { lastTraffic = DispatchTime.now().uptimeNanoseconds }
             if ready[1] != 0 { waker.drain() }
             if ready[0] != 0 { receiveFromPeers() }
             for i in 2..<max(2, fds.count) where ready[i] != 0 { receiveFromPort(i - 2) }
@@ -376,24 +395,33 @@ public final class Forwarder: @unchecked Sendable {
         }
     }
 
-    /// Cuts a TSO frame into VXLAN datagrams once and queues them to each peer as UDP GSO sends.
+    /// Cuts a TSO frame into VXLAN datagrams without copying its payload and sends them to each
+    /// peer as UDP GSO sends gathered from the segment headers and the frame itself.
     private func queueSegmented<C: Collection>(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, peers: C)
         where C.Element == PeerAddress {
-        if gsoUsed == gsoBufferCount { flushTunnel() }
-        let out = gsoBuffers + gsoUsed * gsoBufferSize
+        sendQueued()   // what is queued goes first: a flow's frames keep their order
         let vni = options.vni
-        guard let r = Offload.segment(frame, length: n, mss: mss, headroom: VXLAN.headerLength, out: out,
-                                      capacity: gsoBufferSize, writeHeadroom: { VXLAN.write(vni: vni, to: $0) })
-        else { drop(.malformed); return }
-        gsoUsed += 1
-        let perSend = max(1, maxUDPPayload / r.segmentSize)
+        var segmentSize = 0
+        let pieces = gatherPieces, lengths = gatherLengths
+        let count = Offload.segmentInPlace(frame, length: n, mss: mss, headroom: VXLAN.headerLength,
+                                           headers: segmentHeaders, headerStride: segmentHeaderStride,
+                                           headerCapacity: segmentHeaderStride * maxSegments,
+                                           writeHeadroom: { VXLAN.write(vni: vni, to: $0) }) { k, h, hl, data, len in
+            pieces[2 * k] = h.assumingMemoryBound(to: UInt8.self)
+            lengths[2 * k] = hl
+            pieces[2 * k + 1] = data.assumingMemoryBound(to: UInt8.self)
+            lengths[2 * k + 1] = len
+            if k == 0 { segmentSize = hl + len }
+        }
+        guard let count else { drop(.malformed); return }
+        let perSend = max(1, min(maxUDPPayload / segmentSize, 512))
         for peer in peers {
             var k = 0
-            while k < r.count {
-                let m = min(perSend, r.count - k)
-                let start = k * r.segmentSize
-                let len = (k + m == r.count) ? r.total - start : m * r.segmentSize
-                queueTunnel(out + start, len, peer, segment: m > 1 ? r.segmentSize : 0)
+            while k < count {
+                let m = min(perSend, count - k)
+                let rc = vn_udp_send_gather(tunnel.fd, pieces + 2 * k, lengths + 2 * k, Int32(2 * m), peer.addressBE,
+                                            peer.port, m > 1 ? UInt16(segmentSize) : 0, 50)
+                if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += m } else { stats.framesToPeers += m }
                 k += m
             }
         }
@@ -405,6 +433,7 @@ public final class Forwarder: @unchecked Sendable {
         for _ in 0..<64 {
             let count = Int(vn_udp_recv_batch(tunnel.fd, rx))
             if count <= 0 { break }
+            defer { flushCoalescer() }   // its pieces point into `rx`, which the next receive reuses
             let now = clock()
             for i in 0..<count {
                 let total = Int(vn_batch_length(rx, Int32(i)))
@@ -464,11 +493,11 @@ public final class Forwarder: @unchecked Sendable {
         }
     }
 
-    /// Writes the merged train, if any, to its port.
+    /// Writes the merged train, if any, to its port (gathered from the receive buffers).
     private func flushCoalescer() {
-        guard let (len, j) = coalescer.finish() else { return }
+        guard let (count, j) = coalescer.finish() else { return }
         guard j < current.ports.count else { drop(.noRoute); return }
-        let rc = vn_write(current.ports[j].fd, coalescer.buffer.assumingMemoryBound(to: UInt8.self), len)
+        let rc = vn_writev(current.ports[j].fd, coalescer.pieces, coalescer.pieceLengths, Int32(count))
         if rc < 0 { drop(.congested); return }
         portTx[j] += 1
         stats.framesToPorts += 1

@@ -91,9 +91,9 @@ func tcpFrame(payload: Int, seq: UInt32 = 1000, flags: UInt8 = 0x18, srcPort: UI
             #expect(merged, "segment \(k) merges")
         }
         let finished = c.finish()
-        let (len, target) = try #require(finished)
-        #expect(target == 3)
-        var result = Array(UnsafeRawBufferPointer(start: c.buffer, count: len))
+        let (pieces, target) = try #require(finished)
+        #expect(target == 3 && pieces == segments.count + 1)
+        var result = c.gathered(pieces)
         let vh = result.withUnsafeBytes { VirtioNetHeader($0.baseAddress!) }
         #expect(vh == VirtioNetHeader(flags: 1, gsoType: 1, headerLength: 66, gsoSize: UInt16(mss), checksumStart: 34, checksumOffset: 16))
         result.removeFirst(VirtioNetHeader.length)

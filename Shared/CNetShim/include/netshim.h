@@ -13,6 +13,12 @@ int vn_tap_open(const char *name, char *name_out);
 int vn_tap_open_offload(const char *name, char *name_out);
 /* Lets a UDP socket receive coalesced datagram trains (UDP_GRO); gso size per slot below. */
 int vn_udp_set_gro(int fd);
+/* writev of `count` pieces (at most 1024): one TAP packet gathered from several buffers. */
+int vn_writev(int fd, const uint8_t *const *ptrs, const size_t *lens, int count);
+/* sendmsg of `count` gathered pieces as one UDP send to addr:port; with `segment` > 0 the
+ * kernel cuts it into datagrams of that size (UDP_SEGMENT). Retries on EAGAIN up to timeout_ms. */
+int vn_udp_send_gather(int fd, const uint8_t *const *ptrs, const size_t *lens, int count,
+                       uint32_t addr_be, uint16_t port, uint16_t segment, int timeout_ms);
 /* writev of two pieces: a virtio_net_hdr and a frame, as one TAP packet. */
 int vn_writev2(int fd, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
 /* Sets a link up with an MTU (0: leave it) and, if mac is not NULL, its 6-byte address. */
