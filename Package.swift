@@ -54,6 +54,8 @@ let package = Package(
         .target(name: "SwitchDataPlane", dependencies: ["SwitchCore", "CNetShim", "ZeroMQ", "VIOLINProtocol"],
                 path: "Shared/SwitchDataPlane",
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
+        // Pure: the adaptation manager's decisions and the §4.2 simulator.
+        .target(name: "PolicyCore", path: "Shared/PolicyCore"),
         // The hypervisor interface (libvirt).
         .target(name: "Hypervisor", dependencies: ["CLibvirt"], path: "Shared/Hypervisor"),
 
@@ -68,13 +70,14 @@ let package = Package(
         .executableTarget(name: "violin-executor", dependencies: ["ServiceKit", "Hypervisor"],
                           path: "Services/Executor"),
         .executableTarget(name: "violin", dependencies: [
-            "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor",
+            "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor", "PolicyCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Services/CLI"),
 
         // Tests.
         .testTarget(name: "ProtocolTests", dependencies: ["VIOLINProtocol"],
                     path: "Tests/ProtocolTests", resources: [.copy("Golden")]),
+        .testTarget(name: "PolicyCoreTests", dependencies: ["PolicyCore"], path: "Tests/PolicyCoreTests"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore"], path: "Tests/SwitchCoreTests"),
         .testTarget(name: "DataPlaneTests", dependencies: ["SwitchDataPlane", "SwitchCore", "CNetShim", "VIOLINProtocol"],
                     path: "Tests/DataPlaneTests"),

@@ -99,7 +99,9 @@ public final class Forwarder: @unchecked Sendable {
     private let slots: UnsafeMutableRawPointer
     private let slotSize = 65_536 + VXLAN.headerLength + 64
     private let txCapacity: Int
-    private var txSegments: [Int]
+    private let txPointers: UnsafeMutablePointer<UnsafePointer<UInt8>?>
+    private let txLengths: UnsafeMutablePointer<Int>
+    private let txPeers: UnsafeMutablePointer<PeerAddress>
     private var txCount = 0
     private var slotsUsed = 0
     // Segmented TSO frames waiting in the send batch: each buffer holds one frame's segments.
@@ -129,7 +131,10 @@ public final class Forwarder: @unchecked Sendable {
         current = empty
         rx = vn_batch_new(Int32(options.batch), Int32(65_536 + VXLAN.headerLength))
         txCapacity = options.batch * 8
-        txSegments = [Int](repeating: 0, count: options.batch * 8)
+        txPointers = .allocate(capacity: options.batch * 8)
+        txLengths = .allocate(capacity: options.batch * 8)
+        txPeers = .allocate(capacity: options.batch * 8)
+        txPeers.initialize(repeating: PeerAddress(addressBE: 0, port: 0), count: options.batch * 8)
         tx = vn_batch_new(Int32(txCapacity), 0)
         slots = UnsafeMutableRawPointer.allocate(byteCount: slotSize * options.batch, alignment: 64)
         gsoBuffers = UnsafeMutableRawPointer.allocate(byteCount: gsoBufferSize * gsoBufferCount, alignment: 64)
@@ -149,6 +154,9 @@ public final class Forwarder: @unchecked Sendable {
         segmentHeaders.deallocate()
         gatherPieces.deallocate()
         gatherLengths.deallocate()
+        txPointers.deallocate()
+        txLengths.deallocate()
+        txPeers.deallocate()
     }
 
     public var tunnelAddress: PeerAddress { tunnel.local }
@@ -523,26 +531,55 @@ public final class Forwarder: @unchecked Sendable {
     }
 
     @inline(__always)
-    private func queueTunnel(_ data: UnsafeMutableRawPointer, _ len: Int, _ peer: PeerAddress, segment: Int = 0) {
+    private func queueTunnel(_ data: UnsafeMutableRawPointer, _ len: Int, _ peer: PeerAddress) {
         if txCount == txCapacity { sendQueued() }
-        if segment > 0 {
-            vn_batch_set_send_gso(tx, Int32(txCount), data.assumingMemoryBound(to: UInt8.self), len, peer.addressBE,
-                                  peer.port, UInt16(segment))
-            txSegments[txCount] = len / segment + (len % segment == 0 ? 0 : 1)
-        } else {
-            vn_batch_set_send(tx, Int32(txCount), data.assumingMemoryBound(to: UInt8.self), len, peer.addressBE, peer.port)
-            txSegments[txCount] = 1
-        }
+        txPointers[txCount] = UnsafePointer(data.assumingMemoryBound(to: UInt8.self))
+        txLengths[txCount] = len
+        txPeers[txCount] = peer
         txCount += 1
     }
 
+    /// Sends the queued datagrams. A run of datagrams of one size to one peer (small packets of
+    /// one flow, say) goes out as one UDP GSO send gathered from the slots, which the peer's
+    /// UDP_GRO receives as one train; anything else goes out with sendmmsg.
     private func sendQueued() {
         guard txCount > 0 else { return }
-        let sent = Int(vn_udp_send_batch(tunnel.fd, tx, Int32(txCount), 50))
-        for k in 0..<txCount {
-            if k < sent { stats.framesToPeers += txSegments[k] } else { dropCounts[DropReasonIndex.of(.congested)] += txSegments[k] }
+        var i = 0
+        var plain = 0
+        while i < txCount {
+            let peer = txPeers[i], len = txLengths[i]
+            var j = i + 1
+            // Equal sizes; the last of a run may be shorter.
+            while j < txCount && j - i < 64 && txPeers[j] == peer && (j - i + 1) * len <= maxUDPPayload {
+                let l = txLengths[j]
+                if l > len { break }
+                j += 1
+                if l < len { break }
+            }
+            if j - i >= 4 {
+                flushPlain(&plain, upTo: i)
+                let rc = vn_udp_send_gather(tunnel.fd, txPointers + i, txLengths + i, Int32(j - i), peer.addressBE,
+                                            peer.port, UInt16(len), 50)
+                if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += j - i } else { stats.framesToPeers += j - i }
+                plain = j
+            }
+            i = j
         }
+        flushPlain(&plain, upTo: txCount)
         txCount = 0
+    }
+
+    /// sendmmsg of the queued datagrams [from, upTo).
+    private func flushPlain(_ from: inout Int, upTo end: Int) {
+        guard end > from else { return }
+        for k in from..<end {
+            vn_batch_set_send(tx, Int32(k - from), txPointers[k], txLengths[k], txPeers[k].addressBE, txPeers[k].port)
+        }
+        let n = end - from
+        let sent = Int(vn_udp_send_batch(tunnel.fd, tx, Int32(n), 50))
+        stats.framesToPeers += sent
+        if sent < n { dropCounts[DropReasonIndex.of(.congested)] += n - sent }
+        from = end
     }
 
     /// Sends what is queued; the slots and segment buffers are free again afterwards.

@@ -1,0 +1,149 @@
+/// The adaptation manager's view of the world and its decisions, as plain values (paper §2.2).
+/// Nothing here executes anything: a policy reads a `ClusterState` and returns `Decision`s.
+
+public typealias HostID = String
+public typealias VMID = String
+public typealias ViolinID = String
+public typealias DomainID = String
+
+public struct Host: Equatable, Sendable {
+    public let id: HostID
+    public let domain: DomainID
+    public let cores: Int
+    public let memoryMB: Int
+    public init(id: HostID, domain: DomainID, cores: Int, memoryMB: Int) {
+        self.id = id; self.domain = domain; self.cores = cores; self.memoryMB = memoryMB
+    }
+}
+
+public struct VM: Equatable, Sendable {
+    public let id: VMID
+    public let violin: ViolinID
+    public let memoryMB: Int
+    /// Pages dirtied per second while it runs, in MB/s: what makes a live migration long.
+    public let dirtyRateMBps: Double
+    public init(id: VMID, violin: ViolinID, memoryMB: Int, dirtyRateMBps: Double = 20) {
+        self.id = id; self.violin = violin; self.memoryMB = memoryMB; self.dirtyRateMBps = dirtyRateMBps
+    }
+}
+
+public struct Violin: Equatable, Sendable {
+    public let id: ViolinID
+    public let homeDomain: DomainID
+    /// The head node: the user's entry point; it never leaves the home domain.
+    public let head: VMID
+    public init(id: ViolinID, homeDomain: DomainID, head: VMID) {
+        self.id = id; self.homeDomain = homeDomain; self.head = head
+    }
+}
+
+/// Bandwidth for live migration, MB/s, inside a domain and between domains.
+public struct Network: Equatable, Sendable {
+    public var intraDomainMBps: Double
+    public var interDomainMBps: Double
+    public init(intraDomainMBps: Double = 100, interDomainMBps: Double = 25) {
+        self.intraDomainMBps = intraDomainMBps; self.interDomainMBps = interDomainMBps
+    }
+}
+
+/// Everything a policy sees at one decision round.
+public struct ClusterState: Sendable {
+    public var hosts: [HostID: Host]
+    public var vms: [VMID: VM]
+    public var violins: [ViolinID: Violin]
+    public var placement: [VMID: HostID]
+    /// Smoothed CPU use of each VM, 0-100 % of its vCPU.
+    public var cpu: [VMID: Double]
+    public var network: Network
+    /// VMs migrating right now (they are not moved again until done).
+    public var migrating: Set<VMID>
+    /// The time each VM last finished a migration (seconds), for the cooldown.
+    public var lastMigrated: [VMID: Double]
+    public var now: Double
+    /// Optional: per VIOLIN, its batch queue (what a queue-aware policy may use).
+    public var queues: [ViolinID: QueueInfo]
+
+    public init(hosts: [Host], vms: [VM], violins: [Violin], placement: [VMID: HostID], cpu: [VMID: Double] = [:],
+                network: Network = Network(), migrating: Set<VMID> = [], lastMigrated: [VMID: Double] = [:],
+                now: Double = 0, queues: [ViolinID: QueueInfo] = [:]) {
+        self.hosts = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0) })
+        self.vms = Dictionary(uniqueKeysWithValues: vms.map { ($0.id, $0) })
+        self.violins = Dictionary(uniqueKeysWithValues: violins.map { ($0.id, $0) })
+        self.placement = placement
+        self.cpu = cpu
+        self.network = network
+        self.migrating = migrating
+        self.lastMigrated = lastMigrated
+        self.now = now
+        self.queues = queues
+    }
+}
+
+/// What a VIOLIN's batch scheduler knows: jobs waiting and the nodes they need.
+public struct QueueInfo: Equatable, Sendable {
+    public var waitingNodes: Int
+    public var runningNodes: Int
+    public init(waitingNodes: Int, runningNodes: Int) { self.waitingNodes = waitingNodes; self.runningNodes = runningNodes }
+}
+
+public enum Decision: Equatable, Sendable {
+    case migrateVM(vm: VMID, from: HostID, to: HostID, estimatedSeconds: Double, reason: String)
+    case migrateViolin(violin: ViolinID, to: DomainID, placement: [VMID: HostID], estimatedSeconds: Double, reason: String)
+    case setCPUWeight(vm: VMID, weight: Int, reason: String)
+    case setBalloon(vm: VMID, targetMB: Int, reason: String)
+
+    public var reason: String {
+        switch self {
+        case .migrateVM(_, _, _, _, let r), .migrateViolin(_, _, _, _, let r), .setCPUWeight(_, _, let r), .setBalloon(_, _, let r): r
+        }
+    }
+
+    /// The VMs this decision moves, with their destinations.
+    public var moves: [(VMID, HostID)] {
+        switch self {
+        case .migrateVM(let vm, _, let to, _, _): [(vm, to)]
+        case .migrateViolin(_, _, let p, _, _): p.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        default: []
+        }
+    }
+}
+
+/// A policy: pure, deterministic for the same state.
+public protocol AdaptationPolicy: Sendable {
+    var name: String { get }
+    func decide(_ state: ClusterState) -> [Decision]
+}
+
+/// Exponentially weighted moving average of each VM's CPU use, so a spike does not move VMs.
+public struct DemandSmoother: Sendable {
+    public let weight: Double   // of the newest sample
+    public private(set) var averages: [VMID: Double] = [:]
+    public init(weight: Double = 0.3) { self.weight = min(1, max(0.01, weight)) }
+    public mutating func add(_ vm: VMID, cpu: Double) {
+        let x = min(100, max(0, cpu))
+        averages[vm] = averages[vm].map { $0 + weight * (x - $0) } ?? x
+    }
+    public mutating func forget(_ vm: VMID) { averages[vm] = nil }
+}
+
+/// Live migration time (pre-copy): rounds copy what the previous round dirtied, until it is
+/// small; a VM dirtying faster than the link does not converge and takes long.
+public enum MigrationCost {
+    public static func seconds(memoryMB: Int, dirtyRateMBps: Double, bandwidthMBps: Double) -> Double {
+        let b = max(bandwidthMBps, 0.001)
+        var toSend = Double(memoryMB)
+        var total = 0.0
+        for _ in 0..<30 {
+            let t = toSend / b
+            total += t
+            toSend = dirtyRateMBps * t
+            if toSend < 8 { break }   // stop-and-copy of what is left
+        }
+        return total + toSend / b
+    }
+
+    public static func seconds(of vm: VM, from a: Host, to b: Host, network: Network) -> Double {
+        seconds(memoryMB: vm.memoryMB, dirtyRateMBps: vm.dirtyRateMBps,
+                bandwidthMBps: a.domain == b.domain ? network.intraDomainMBps : network.interDomainMBps)
+    }
+}

@@ -1,0 +1,214 @@
+/// The paper's §4.2 experiment, replayed through a policy. Deterministic for a seed.
+///
+/// Model (calibrated to the paper's Tables 1-2, documented in the README):
+/// - Hosts: Domain 1 = 2 hosts x 8 cores, Domain 2 = 1 host x 8 cores, 16 GB each; VMs of
+///   512 MB dirtying 20 MB/s; migration bandwidth 100 MB/s in a domain, 25 MB/s across.
+/// - Four VIOLIN clusters, each with a first-come-first-served scheduler (like Torque without
+///   backfill). A job asks for n nodes and gets one VM per node; a VIOLIN with fewer VMs than
+///   n runs the job on all its VMs, n/k processes each (so it takes n/k times longer).
+/// - A busy VM wants one core. A host with demand D on C cores runs each busy VM at
+///   C/D of full speed, less 5 % per unit of oversubscription (context switching, cache), so
+///   2 VMs/core run at 0.45x. HPL is synchronous: a job advances at its slowest VM's speed.
+/// - A live migration of a VM in a running job stalls the job for half the migration's time
+///   plus 3 s (the VM's pause and the network relearning its MAC); this reproduces Table 1's
+///   overheads of roughly 10-90 % for 200 MB VMs and jobs of a few minutes.
+public struct Job: Equatable, Sendable {
+    public let id: Int
+    public let violin: Int
+    public let nodes: Int
+    public let baseSeconds: Double   // on dedicated cores, one process per node
+    public let submit: Double
+}
+
+public struct JobResult: Equatable, Sendable {
+    public let job: Job
+    public let start: Double
+    public let end: Double
+    public var runtime: Double { end - start }
+    public var submitToCompletion: Double { end - job.submit }
+}
+
+public enum Scenario: Equatable, Sendable, CustomStringConvertible {
+    case static1, static2, autonomic(String)
+    public var description: String {
+        switch self {
+        case .static1: "static-1vm-per-core"
+        case .static2: "static-2vm-per-core"
+        case .autonomic(let p): "autonomic-\(p)"
+        }
+    }
+}
+
+public struct SimulationResult: Sendable {
+    public let scenario: Scenario
+    public let jobs: [JobResult]
+    public let migrations: Int
+    public let makespan: Double
+    public var meanRuntime: Double { jobs.map(\.runtime).reduce(0, +) / Double(max(1, jobs.count)) }
+    public var meanSubmitToCompletion: Double { jobs.map(\.submitToCompletion).reduce(0, +) / Double(max(1, jobs.count)) }
+}
+
+/// A small deterministic generator (SplitMix64).
+public struct SeededRandom: Sendable {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    public mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}
+
+public enum Workload {
+    /// 65 HPL-like jobs of 1-16 nodes, 30 s to 30 min each, submitted over about two hours.
+    public static func paper(seed: UInt64, count: Int = 65) -> [Job] {
+        var rng = SeededRandom(seed: seed)
+        let sizes = [1, 2, 2, 4, 4, 8, 8, 16]
+        var t = 0.0
+        var jobs: [Job] = []
+        for i in 0..<count {
+            let nodes = sizes[Int(rng.next() % UInt64(sizes.count))]
+            let base = 30 * pow60(rng.unit())             // log-uniform 30 s .. 30 min
+            jobs.append(Job(id: i, violin: Int(rng.next() % 4), nodes: nodes, baseSeconds: base, submit: t))
+            t += 60 + 90 * rng.unit()                     // about 2 h of arrivals in all
+        }
+        return jobs
+    }
+
+    /// 60^u for u in [0, 1], as exp(u ln 60) by its series (no Foundation).
+    static func pow60(_ u: Double) -> Double {
+        let x = u * 4.0943445622221
+        var term = 1.0, sum = 1.0
+        for n in 1..<40 { term *= x / Double(n); sum += term }
+        return sum
+    }
+}
+
+public struct Simulator {
+    public var step = 5.0
+    public var policyPeriod = 30.0
+    public var smoothing = 0.3
+    public var progress: ((String, Double) -> Void)?
+
+    public init() {}
+
+    static let domainOf = ["d1h1": "d1", "d1h2": "d1", "d2h1": "d2"]
+
+    func infrastructure() -> [Host] {
+        ["d1h1", "d1h2", "d2h1"].map { Host(id: $0, domain: Self.domainOf[$0]!, cores: 8, memoryMB: 16_384) }
+    }
+
+    /// VIOLIN sizes and where their VMs start.
+    func layout(_ scenario: Scenario) -> (sizes: [Int], hostOf: [String]) {
+        switch scenario {
+        case .static1: return ([8, 8, 4, 4], ["d1h1", "d1h2", "d2h1", "d2h1"])
+        case .static2: return ([16, 16, 8, 8], ["d1h1", "d1h2", "d2h1", "d2h1"])
+        case .autonomic: return ([16, 16, 16, 16], ["d1h1", "d1h2", "d2h1", "d2h1"])
+        }
+    }
+
+    public func run(_ scenario: Scenario, jobs: [Job], policy: AdaptationPolicy?) -> SimulationResult {
+        let hosts = infrastructure()
+        let hostByID = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0) })
+        let (sizes, startHost) = layout(scenario)
+        var vms: [VM] = [], violins: [Violin] = [], placement: [VMID: HostID] = [:]
+        var vmsOf: [[VMID]] = []
+        for v in 0..<4 {
+            let ids = (0..<sizes[v]).map { "v\(v + 1)-\($0)" }
+            vmsOf.append(ids)
+            for id in ids {
+                vms.append(VM(id: id, violin: "v\(v + 1)", memoryMB: 512, dirtyRateMBps: 20))
+                placement[id] = startHost[v]
+            }
+            violins.append(Violin(id: "v\(v + 1)", homeDomain: Self.domainOf[startHost[v]]!, head: ids[0]))
+        }
+        var state = ClusterState(hosts: hosts, vms: vms, violins: violins, placement: placement,
+                                 network: Network(intraDomainMBps: 100, interDomainMBps: 25))
+        var smoother = DemandSmoother(weight: smoothing)
+        var queue: [[Job]] = Array(repeating: [], count: 4)
+        var running: [(job: Job, vms: [VMID], start: Double, done: Double, work: Double, stall: Double)] = []
+        var busy = Set<VMID>()
+        var results: [JobResult] = []
+        var pending = jobs.sorted { ($0.submit, $0.id) < ($1.submit, $1.id) }[...]
+        var migrationsInFlight: [(vm: VMID, to: HostID, ends: Double)] = []
+        var migrations = 0
+        var now = 0.0
+        var nextPolicy = policyPeriod
+        let limit = 48 * 3600.0
+        while (results.count < jobs.count) && now < limit {
+            // Arrivals, then FCFS starts.
+            while let j = pending.first, j.submit <= now { queue[j.violin].append(j); pending = pending.dropFirst() }
+            for v in 0..<4 {
+                while let head = queue[v].first {
+                    let free = vmsOf[v].filter { !busy.contains($0) }
+                    let want = min(head.nodes, vmsOf[v].count)
+                    guard free.count >= want else { break }
+                    queue[v].removeFirst()
+                    let chosen = Array(free.prefix(want))
+                    chosen.forEach { busy.insert($0) }
+                    let work = head.baseSeconds * Double(head.nodes) / Double(want)
+                    running.append((head, chosen, now, 0, work, 0))
+                }
+            }
+            // Demand per host, and the speed of each host's busy VMs.
+            var demand: [HostID: Double] = [:]
+            for (vm, host) in state.placement { demand[host, default: 0] += busy.contains(vm) ? 1 : 0.01 }
+            func speed(_ host: HostID) -> Double {
+                let d = demand[host] ?? 0, c = Double(hostByID[host]!.cores)
+                guard d > c else { return 1 }
+                return c / d * max(0.1, 1 - 0.05 * (d / c - 1) * 2)
+            }
+            // Progress.
+            var finished: [Int] = []
+            for i in running.indices {
+                var dt = step
+                if running[i].stall > 0 { let s = min(dt, running[i].stall); running[i].stall -= s; dt -= s }
+                let rate = running[i].vms.map { speed(state.placement[$0]!) }.min() ?? 1
+                running[i].done += dt * rate
+                if running[i].done >= running[i].work { finished.append(i) }
+            }
+            for i in finished.reversed() {
+                let r = running.remove(at: i)
+                r.vms.forEach { busy.remove($0) }
+                results.append(JobResult(job: r.job, start: r.start, end: now + step))
+            }
+            // Samples, migrations finishing, the policy's round.
+            for vm in state.placement.keys { smoother.add(vm, cpu: busy.contains(vm) ? 100 : 1) }
+            now += step
+            migrationsInFlight.removeAll { m in
+                guard m.ends <= now else { return false }
+                state.placement[m.vm] = m.to
+                state.migrating.remove(m.vm)
+                state.lastMigrated[m.vm] = now
+                return true
+            }
+            if let policy, now >= nextPolicy {
+                nextPolicy += policyPeriod
+                state.cpu = smoother.averages
+                state.now = now
+                state.queues = Dictionary(uniqueKeysWithValues: (0..<4).map { v in
+                    ("v\(v + 1)", QueueInfo(waitingNodes: queue[v].map(\.nodes).reduce(0, +),
+                                            runningNodes: vmsOf[v].filter { busy.contains($0) }.count)) })
+                for d in policy.decide(state) {
+                    for (vm, to) in d.moves {
+                        guard let from = state.placement[vm], let a = hostByID[from], let b = hostByID[to],
+                              let spec = state.vms[vm] else { continue }
+                        let seconds = MigrationCost.seconds(of: spec, from: a, to: b, network: state.network)
+                        migrationsInFlight.append((vm, to, now + seconds))
+                        state.migrating.insert(vm)
+                        migrations += 1
+                        if let i = running.firstIndex(where: { $0.vms.contains(vm) }) {
+                            running[i].stall = max(running[i].stall, seconds / 2 + 3)
+                        }
+                    }
+                }
+            }
+            progress?(scenario.description, Double(results.count) / Double(max(1, jobs.count)))
+        }
+        return SimulationResult(scenario: scenario, jobs: results.sorted { $0.job.id < $1.job.id },
+                                migrations: migrations, makespan: now)
+    }
+}

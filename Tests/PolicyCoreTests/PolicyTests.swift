@@ -1,0 +1,165 @@
+import Testing
+@testable import PolicyCore
+
+/// A small infrastructure: domain d1 with hosts a, b, c (4 cores), domain d2 with host x (4 cores).
+func world(_ place: [(String, String, Double)], violins: [Violin]? = nil, memoryMB: Int = 8192, vmMB: Int = 512,
+           migrating: Set<VMID> = [], lastMigrated: [VMID: Double] = [:], now: Double = 1000) -> ClusterState {
+    let hosts = [Host(id: "a", domain: "d1", cores: 4, memoryMB: memoryMB), Host(id: "b", domain: "d1", cores: 4, memoryMB: memoryMB),
+                 Host(id: "c", domain: "d1", cores: 4, memoryMB: memoryMB), Host(id: "x", domain: "d2", cores: 4, memoryMB: memoryMB)]
+    let vms = place.map { VM(id: $0.0, violin: String($0.0.prefix(2)), memoryMB: vmMB) }
+    let vs = violins ?? Set(place.map { String($0.0.prefix(2)) }).sorted().map { v in
+        Violin(id: v, homeDomain: "d1", head: place.first { $0.0.hasPrefix(v) }!.0) }
+    return ClusterState(hosts: hosts, vms: vms, violins: vs,
+                        placement: Dictionary(uniqueKeysWithValues: place.map { ($0.0, $0.1) }),
+                        cpu: Dictionary(uniqueKeysWithValues: place.map { ($0.0, $0.2) }),
+                        migrating: migrating, lastMigrated: lastMigrated, now: now)
+}
+
+/// n VMs named <violin>-<i> on `host` at `cpu` %.
+func many(_ violin: String, _ n: Int, on host: String, cpu: Double, from: Int = 0) -> [(String, String, Double)] {
+    (from..<(from + n)).map { ("\(violin)-\($0)", host, cpu) }
+}
+
+@Suite struct PaperPolicyTests {
+    let policy = PaperPolicy()
+
+    @Test func thresholdsAndScore() {
+        let s = Scores(world([("e1-0", "a", 75.0), ("e1-1", "a", 75.1), ("e1-2", "a", 99), ("e1-3", "b", 24)]))
+        #expect(s.high["a"] == 2, "above 75 % is high demand; 75 % is not")
+        #expect(s.score("a") == 0.5 && s.score("b") == 0)
+        var smoother = DemandSmoother(weight: 0.5)
+        smoother.add("v", cpu: 100)
+        smoother.add("v", cpu: 0)
+        #expect(smoother.averages["v"] == 50, "one idle sample halves it: no over-reaction")
+    }
+
+    @Test func migratesOnlyWhenTheDeviationDrops() {
+        // Balanced: 2 high-demand VMs on each of a, b, c and x: nothing to gain.
+        let balanced = world(many("e1", 2, on: "a", cpu: 90) + many("e1", 2, on: "b", cpu: 90, from: 2)
+                             + many("e1", 2, on: "c", cpu: 90, from: 4) + many("e1", 2, on: "x", cpu: 90, from: 6))
+        #expect(policy.decide(balanced).isEmpty)
+        // Low-demand VMs never move, however many.
+        #expect(policy.decide(world(many("e1", 12, on: "a", cpu: 20))).isEmpty)
+    }
+
+    @Test func leastLoadedHostOfTheDomainFirst() {
+        let s = world(many("e1", 6, on: "a", cpu: 90) + many("e1", 1, on: "b", cpu: 90, from: 6) + many("e2", 4, on: "x", cpu: 90))
+        let d = policy.decide(s)
+        #expect(!d.isEmpty)
+        guard case .migrateVM(_, let from, let to, _, let reason)? = d.first else { Issue.record("\(d)"); return }
+        #expect(from == "a" && to == "c", "c (score 0) before b (score 0.25); never x, another domain")
+        #expect(reason.contains("deviation"))
+        for decision in d { for (_, to) in decision.moves { #expect(to != "x") } }
+    }
+
+    @Test func escalatesWholeViolinsWhenTheDomainIsFull() {
+        // Every host of d1 has 5 high-demand VMs on 4 cores (no single move helps); x in d2 is idle.
+        var place: [(String, String, Double)] = []
+        for (i, h) in ["a", "b", "c"].enumerated() { place += many("e\(i + 1)", 5, on: h, cpu: 95) }
+        let state = world(place)
+        let d = policy.decide(state)
+        let violinMoves = d.compactMap { if case .migrateViolin(let v, let to, let p, _, _) = $0 { (v, to, p) } else { nil } }
+        #expect(!violinMoves.isEmpty, "\(d)")
+        if let (v, to, p) = violinMoves.first {
+            #expect(to == "d2")
+            let head = state.violins[v]!.head
+            #expect(p[head] == nil, "the head node stays in its home domain")
+            #expect(p.count == 4 && p.values.allSatisfy { $0 == "x" })
+        }
+    }
+
+    @Test func headNodeNeverLeavesHome() {
+        // Only the head of e1 is high-demand on a full domain; it cannot go to x.
+        let head = Violin(id: "e1", homeDomain: "d1", head: "e1-0")
+        var place = many("e1", 1, on: "a", cpu: 95)
+        for (i, h) in ["a", "b", "c"].enumerated() { place += many("e9", 5, on: h, cpu: 95, from: 10 * i) }
+        let s = world(place, violins: [head, Violin(id: "e9", homeDomain: "d1", head: "e9-0")])
+        for d in policy.decide(s) { for (vm, to) in d.moves where vm == "e1-0" { #expect(s.hosts[to]!.domain == "d1") } }
+    }
+
+    @Test func memoryIsNeverOvercommitted() {
+        // b and c are full of memory: nothing fits there, x is in another domain.
+        let s = world(many("e1", 8, on: "a", cpu: 95) + many("e2", 4, on: "b", cpu: 10) + many("e3", 4, on: "c", cpu: 10),
+                      memoryMB: 4096, vmMB: 1024)
+        let d = policy.decide(s)
+        for decision in d { for (_, to) in decision.moves { #expect(to != "b" && to != "c") } }
+    }
+
+    @Test func cooldownAndConcurrency() {
+        let busy = many("e1", 8, on: "a", cpu: 95)
+        let recent = Dictionary(uniqueKeysWithValues: busy.map { ($0.0, 950.0) })
+        #expect(policy.decide(world(busy, lastMigrated: recent, now: 1000)).isEmpty, "every VM moved 50 s ago")
+        #expect(!policy.decide(world(busy, lastMigrated: recent, now: 1200)).isEmpty, "cooldown over")
+        let all = policy.decide(world(busy + many("e2", 8, on: "x", cpu: 95)))
+        #expect(all.flatMap(\.moves).count <= policy.maxConcurrent)
+        #expect(policy.decide(world(busy, migrating: ["e9-0", "e9-1", "e9-2", "e9-3"])).isEmpty, "4 already running")
+    }
+
+    @Test func quickerMigrationBreaksTies() {
+        let slow = MigrationCost.seconds(memoryMB: 1024, dirtyRateMBps: 20, bandwidthMBps: 25)
+        let fast = MigrationCost.seconds(memoryMB: 1024, dirtyRateMBps: 20, bandwidthMBps: 100)
+        #expect(fast < slow && fast > 10)
+        #expect(MigrationCost.seconds(memoryMB: 1024, dirtyRateMBps: 200, bandwidthMBps: 100) > 3 * fast,
+                "a VM that dirties faster than the link takes much longer")
+    }
+}
+
+@Suite struct PolicyPropertyTests {
+    /// Over random infrastructures: no decision raises the deviation, sends a head node out of its
+    /// home domain, or overcommits memory; the paper's policy within its concurrency limit.
+    @Test(arguments: 1...12)
+    func invariantsHold(seed: Int) {
+        let state = PolicyBench.state(hosts: 30, vms: 400, violins: 40, domains: 3, seed: UInt64(seed))
+        for policy in [PaperPolicy(), CostBenefitPolicy()] as [AdaptationPolicy] {
+            let decisions = policy.decide(state)
+            var scores = Scores(state)
+            for d in decisions {
+                let before = scores.deviation
+                for (vm, to) in d.moves {
+                    let violin = state.violins[state.vms[vm]!.violin]!
+                    if vm == violin.head { #expect(state.hosts[to]!.domain == violin.homeDomain, "\(policy.name): head \(vm)") }
+                    scores.move(vm, to: to, state: state)
+                    #expect(scores.freeMemory(to, state: state) >= 0, "\(policy.name): memory on \(to)")
+                }
+                if policy is PaperPolicy { #expect(scores.deviation < before + 1e-12, "paper: deviation rose") }
+            }
+            let single = decisions.filter { if case .migrateVM = $0 { true } else { false } }
+            #expect(single.count <= 4, "\(policy.name): at most 4 concurrent single-VM migrations")
+            #expect(decisions.filter { if case .migrateViolin = $0 { true } else { false } }.count <= 1)
+        }
+    }
+}
+
+@Suite struct SimulatorTests {
+    @Test func sameSeedSameResult() {
+        let jobs = Workload.paper(seed: 3)
+        #expect(jobs.count == 65)
+        #expect(jobs.allSatisfy { (1...16).contains($0.nodes) && $0.baseSeconds >= 29.9 && $0.baseSeconds <= 1800.1 })
+        #expect(jobs == Workload.paper(seed: 3) && jobs != Workload.paper(seed: 4))
+        let span = jobs.last!.submit
+        #expect(span > 3600 && span < 3 * 3600, "about two hours of arrivals")
+        let sim = Simulator()
+        let a = sim.run(.autonomic("paper"), jobs: jobs, policy: PaperPolicy())
+        let b = sim.run(.autonomic("paper"), jobs: jobs, policy: PaperPolicy())
+        #expect(a.jobs == b.jobs && a.migrations == b.migrations)
+        #expect(a.jobs.count == 65)
+    }
+
+    /// As the paper found: adaptation saves submission-to-completion time against both static set-ups.
+    @Test(arguments: [1, 2, 3])
+    func paperPolicySavesTimeAgainstBothStaticSetups(seed: Int) {
+        let jobs = Workload.paper(seed: UInt64(seed))
+        let sim = Simulator()
+        let s1 = sim.run(.static1, jobs: jobs, policy: nil)
+        let s2 = sim.run(.static2, jobs: jobs, policy: nil)
+        let auto = sim.run(.autonomic("paper"), jobs: jobs, policy: PaperPolicy())
+        let c = Comparison(policy: "paper", autonomic: auto, static1: s1, static2: s2)
+        #expect(c.s2cVsStatic1 < 1 && c.s2cVsStatic2 < 1, "seed \(seed): \(c.s2cVsStatic1) \(c.s2cVsStatic2)")
+        #expect(auto.migrations > 0)
+        // Ours saves time too, with fewer migrations.
+        let ours = sim.run(.autonomic("cost-benefit"), jobs: jobs, policy: CostBenefitPolicy())
+        let o = Comparison(policy: "cost-benefit", autonomic: ours, static1: s1, static2: s2)
+        #expect(o.s2cVsStatic1 < 1, "seed \(seed): \(o.s2cVsStatic1)")
+        #expect(ours.migrations < auto.migrations)
+    }
+}
