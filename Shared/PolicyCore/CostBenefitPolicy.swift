@@ -20,6 +20,8 @@ public struct CostBenefitPolicy: AdaptationPolicy {
     public var fixedCostSeconds = 3.0
     /// Required benefit / cost ratio.
     public var margin = 1.0
+    /// How many sources, destinations and VMs per source one round looks at.
+    public var candidateHosts = 16
 
     public init() {}
 
@@ -28,18 +30,31 @@ public struct CostBenefitPolicy: AdaptationPolicy {
         var budget = maxConcurrent - state.migrating.count
         var decisions: [Decision] = []
         var touched = Set<HostID>()
+        var vmsOn: [HostID: [VMID]] = [:]
+        for (vm, host) in state.placement where (state.cpu[vm] ?? 0) > busyThreshold { vmsOn[host, default: []].append(vm) }
+        let byDomain = Dictionary(grouping: state.hosts.values, by: \.domain)
         while budget > 0 {
             var best: (Decision, Double)?
+            // The most contended hosts, and for each the least loaded candidates: the few
+            // coolest hosts of its own domain and of the whole infrastructure.
             let sources = state.hosts.values.filter { excess($0.id, scores, state) > 0.25 && !touched.contains($0.id) }
-                .sorted { (excess($0.id, scores, state), $1.id) > (excess($1.id, scores, state), $0.id) }
+                .sorted { (excess($0.id, scores, state), $1.id) > (excess($1.id, scores, state), $0.id) }.prefix(candidateHosts)
+            let coolest = { (hosts: [Host]) in
+                hosts.filter { !touched.contains($0.id) }
+                    .sorted { (excess($0.id, scores, state), $0.id) < (excess($1.id, scores, state), $1.id) }.prefix(candidateHosts)
+            }
+            let coolestOverall = Array(coolest(Array(state.hosts.values)))
             for src in sources {
-                let vms = scores.placement.filter { $0.value == src.id && (state.cpu[$0.key] ?? 0) > busyThreshold }
-                    .map(\.key).sorted().filter { movable($0, state) }
-                for vmID in vms {
+                // Cheapest first: a VM of a narrow job stalls fewer nodes when it moves.
+                let width = { (vm: VMID) in state.queues[state.vms[vm]?.violin ?? ""]?.runningNodes ?? 1 }
+                let vms = (vmsOn[src.id] ?? []).filter { scores.placement[$0] == src.id && movable($0, state) }
+                    .sorted { (width($0), $0) < (width($1), $1) }
+                let dsts = Array(coolest(byDomain[src.domain] ?? [])) + coolestOverall.filter { $0.domain != src.domain }
+                for vmID in vms.prefix(4 * candidateHosts) {
                     guard let vm = state.vms[vmID], let violin = state.violins[vm.violin] else { continue }
                     let demand = (state.cpu[vmID] ?? 0) / 100
                     let horizon = horizonSeconds * ((state.queues[vm.violin]?.waitingNodes ?? 0) > 0 ? 2 : 1)
-                    for dst in state.hosts.values where dst.id != src.id && !touched.contains(dst.id) {
+                    for dst in dsts where dst.id != src.id {
                         if vmID == violin.head && dst.domain != violin.homeDomain { continue }
                         guard scores.freeMemory(dst.id, state: state) >= vm.memoryMB else { continue }
                         let ls = scores.load[src.id] ?? 0, ld = scores.load[dst.id] ?? 0
@@ -72,6 +87,7 @@ public struct CostBenefitPolicy: AdaptationPolicy {
                 if let from = scores.placement[vm] { touched.insert(from) }
                 touched.insert(to)
                 scores.move(vm, to: to, state: state)
+                vmsOn[to, default: []].append(vm)
             }
             budget -= 1
         }

@@ -16,14 +16,15 @@ public struct Scores: Sendable {
         cores = state.hosts.mapValues(\.cores)
         count = Double(max(1, state.hosts.count))
         for id in state.hosts.keys { high[id] = 0; load[id] = 0; memoryUsed[id] = 0 }
-        for (vm, host) in state.placement {
+        // In a fixed order, so float sums (and so every tie-break) are the same in every process.
+        for (vm, host) in state.placement.sorted(by: { $0.key < $1.key }) {
             guard let v = state.vms[vm], high[host] != nil else { continue }
             let c = state.cpu[vm] ?? 0
             if c > highThreshold { high[host]! += 1 }
             load[host]! += c / 100
             memoryUsed[host]! += v.memoryMB
         }
-        for id in state.hosts.keys { let s = score(id); sum += s; sumSquares += s * s }
+        for id in state.hosts.keys.sorted() { let s = score(id); sum += s; sumSquares += s * s }
     }
 
     /// High-demand VMs per core.

@@ -154,8 +154,12 @@ public struct Simulator {
                 }
             }
             // Demand per host, and the speed of each host's busy VMs.
-            var demand: [HostID: Double] = [:]
-            for (vm, host) in state.placement { demand[host, default: 0] += busy.contains(vm) ? 1 : 0.01 }
+            var busyOn: [HostID: Int] = [:], idleOn: [HostID: Int] = [:]
+            for (vm, host) in state.placement {
+                if busy.contains(vm) { busyOn[host, default: 0] += 1 } else { idleOn[host, default: 0] += 1 }
+            }
+            let demand = Dictionary(uniqueKeysWithValues: hosts.map {
+                ($0.id, Double(busyOn[$0.id] ?? 0) + 0.01 * Double(idleOn[$0.id] ?? 0)) })
             func speed(_ host: HostID) -> Double {
                 let d = demand[host] ?? 0, c = Double(hostByID[host]!.cores)
                 guard d > c else { return 1 }

@@ -155,3 +155,27 @@ import ZeroMQ
         #expect(r.out.range(of: #"libvirt \d+\.\d+\.\d+"#, options: .regularExpression) != nil, "\(r.out)")
     }
 }
+
+@Suite struct SimulateCommandTests {
+    /// `violin simulate` gives the same figures for the same seed in two separate processes
+    /// (no dependence on hashing order), and writes both plots.
+    @Test func sameSeedSameFiguresAcrossProcesses() throws {
+        let a = try run("violin", ["simulate", "--seed", "3", "--json"], timeout: 120)
+        let b = try run("violin", ["simulate", "--seed", "3", "--json"], timeout: 120)
+        #expect(a.status == 0 && a.out == b.out)
+        let v = try JSONText.parse(Array(a.out.utf8))
+        for policy in ["paper", "cost-benefit"] {
+            for key in ["runtime_vs_static1", "runtime_vs_static2", "s2c_vs_static1", "s2c_vs_static2", "migrations"] {
+                #expect(v[policy]?[key]?.numberValue != nil, "\(policy).\(key)")
+            }
+        }
+        let scratch = try Scratch("sim")
+        defer { scratch.cleanup() }
+        let r = try run("violin", ["simulate", "--seed", "3", "--out", scratch.path], timeout: 120)
+        #expect(r.status == 0 && r.out.contains("Table 3"))
+        for f in ["fig7-runtime.svg", "fig8-s2c.svg"] {
+            let text = try String(contentsOfFile: scratch.file(f), encoding: .utf8)
+            #expect(text.hasPrefix("<svg") && text.contains("autonomic-paper") && text.contains("<polyline"))
+        }
+    }
+}
