@@ -17,7 +17,7 @@ public struct CostBenefitPolicy: AdaptationPolicy {
     /// Expected remaining busy time of a VM's work, seconds; doubled while its queue is not empty.
     public var horizonSeconds = 600.0
     /// Fixed stall of a move (the VM's pause, the virtual network relearning), seconds.
-    public var fixedCostSeconds = 3.0
+    public var fixedCostSeconds = 10.0
     /// Required benefit / cost ratio.
     public var margin = 1.0
     /// How many sources, destinations and VMs per source one round looks at.

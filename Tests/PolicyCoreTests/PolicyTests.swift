@@ -163,3 +163,27 @@ func many(_ violin: String, _ n: Int, on host: String, cpu: Double, from: Int = 
         #expect(ours.migrations < auto.migrations)
     }
 }
+
+@Suite struct CostBenefitPolicyTests {
+    let policy = CostBenefitPolicy()
+
+    /// A destination reached quickly wins over one with more headroom behind a slow link.
+    @Test func quickDestinationWinsOverMoreHeadroom() {
+        // a: 6 busy VMs on 4 cores; b (same domain) has 2 busy, c is full; x (other domain) is idle.
+        let s = world(many("e1", 6, on: "a", cpu: 100) + many("e2", 2, on: "b", cpu: 100) + many("e3", 4, on: "c", cpu: 100))
+        guard case .migrateVM(_, let from, let to, let seconds, let reason)? = policy.decide(s).first else {
+            Issue.record("no move"); return
+        }
+        #expect(from == "a" && to == "b", "\(reason)")
+        #expect(seconds < MigrationCost.seconds(memoryMB: 512, dirtyRateMBps: 20, bandwidthMBps: 25))
+    }
+
+    @Test func noMoveWhenNothingIsOversubscribedOrItDoesNotPay() {
+        #expect(policy.decide(world(many("e1", 4, on: "a", cpu: 100))).isEmpty, "4 busy VMs on 4 cores")
+        // A huge VM on a slow link, with a wide job: the stall would cost more than it buys.
+        var s = world(many("e1", 5, on: "a", cpu: 100) + many("e2", 4, on: "b", cpu: 100) + many("e3", 4, on: "c", cpu: 100),
+                      memoryMB: 262_144, vmMB: 60_000)
+        s.queues = ["e1": QueueInfo(waitingNodes: 0, runningNodes: 64)]
+        #expect(policy.decide(s).isEmpty)
+    }
+}
