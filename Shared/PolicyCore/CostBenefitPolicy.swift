@@ -98,9 +98,5 @@ public struct CostBenefitPolicy: AdaptationPolicy {
         (scores.load[host] ?? 0) - Double(state.hosts[host]?.cores ?? 0)
     }
 
-    func movable(_ vm: VMID, _ state: ClusterState) -> Bool {
-        if state.migrating.contains(vm) { return false }
-        if let t = state.lastMigrated[vm], state.now - t < cooldownSeconds { return false }
-        return true
-    }
+    func movable(_ vm: VMID, _ state: ClusterState) -> Bool { state.canMove(vm, cooldown: cooldownSeconds) }
 }

@@ -79,6 +79,15 @@ public struct ClusterState: Sendable {
     }
 }
 
+extension ClusterState {
+    /// Whether `vm` may be moved now: not migrating, and its last migration older than `cooldown`.
+    public func canMove(_ vm: VMID, cooldown: Double) -> Bool {
+        if migrating.contains(vm) { return false }
+        if let t = lastMigrated[vm], now - t < cooldown { return false }
+        return true
+    }
+}
+
 /// What a VIOLIN's batch scheduler knows: jobs waiting and the nodes they need.
 public struct QueueInfo: Equatable, Sendable {
     public var waitingNodes: Int

@@ -51,9 +51,7 @@ public struct PaperPolicy: AdaptationPolicy {
     }
 
     func movable(_ vm: VMID, _ state: ClusterState, _ moved: Set<VMID>) -> Bool {
-        if state.migrating.contains(vm) || moved.contains(vm) { return false }
-        if let t = state.lastMigrated[vm], state.now - t < cooldownSeconds { return false }
-        return true
+        !moved.contains(vm) && state.canMove(vm, cooldown: cooldownSeconds)
     }
 
     func bestSingleMove(from src: Host, _ state: ClusterState, _ scores: inout Scores, _ domainHosts: [Host],
