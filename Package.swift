@@ -54,6 +54,8 @@ let package = Package(
         .target(name: "SwitchDataPlane", dependencies: ["SwitchCore", "CNetShim", "ZeroMQ", "VIOLINProtocol"],
                 path: "Shared/SwitchDataPlane",
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
+        // Pure: membership of the switch meshes (join, announce, leave, liveness).
+        .target(name: "MeshCore", path: "Shared/MeshCore"),
         // Pure: the adaptation manager's decisions and the §4.2 simulator.
         .target(name: "PolicyCore", path: "Shared/PolicyCore"),
         // The hypervisor interface (libvirt).
@@ -63,7 +65,9 @@ let package = Package(
         .executableTarget(name: "violin-bus", dependencies: ["ServiceKit"], path: "Services/Bus"),
         .executableTarget(name: "violin-switch", dependencies: ["ServiceKit", "SwitchDataPlane"],
                           path: "Services/Switch"),
-        .executableTarget(name: "violin-mesh", dependencies: ["ServiceKit"], path: "Services/Mesh"),
+        .target(name: "MeshService", dependencies: ["MeshCore", "ServiceKit", "VIOLINProtocol", "ZeroMQ"],
+                path: "Services/Mesh/Service"),
+        .executableTarget(name: "violin-mesh", dependencies: ["ServiceKit", "MeshService"], path: "Services/Mesh/Main"),
         .executableTarget(name: "violin-monitor", dependencies: ["ServiceKit", "Hypervisor"],
                           path: "Services/Monitor"),
         .executableTarget(name: "violin-policy", dependencies: ["ServiceKit"], path: "Services/Policy"),
@@ -77,6 +81,7 @@ let package = Package(
         // Tests.
         .testTarget(name: "ProtocolTests", dependencies: ["VIOLINProtocol"],
                     path: "Tests/ProtocolTests", resources: [.copy("Golden")]),
+        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"], path: "Tests/MeshCoreTests"),
         .testTarget(name: "PolicyCoreTests", dependencies: ["PolicyCore"], path: "Tests/PolicyCoreTests"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore"], path: "Tests/SwitchCoreTests"),
         .testTarget(name: "DataPlaneTests", dependencies: ["SwitchDataPlane", "SwitchCore", "CNetShim", "VIOLINProtocol"],

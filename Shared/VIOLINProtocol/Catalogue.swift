@@ -15,10 +15,18 @@ public enum Catalogue {
     ]
     public static let switchEvents = ["switch.port_added", "switch.port_removed", "switch.peers_changed"]
 
+    /// Requests of `violin-mesh` (PROTOCOL.md §8.2).
+    public static let meshRequests = [
+        "join_violin_request", "leave_violin_request", "add_port_request", "remove_port_request", "members_request",
+        "ports_request", "member_join_request", "member_announce_request", "member_leave_request", "member_heartbeat_request",
+    ]
+    public static let meshEvents = ["mesh.member_joined", "mesh.member_left", "mesh.switch_started", "mesh.switch_adopted",
+                                    "mesh.switch_exited"]
+
     /// Every message type named in the catalogue, with `<service>` standing for any service.
     public static let allTypes: [String] =
         adminRequests + adminRequests.map { $0.replacingSuffix("_request", with: "_reply") }
-        + ["error_reply"] + serviceEvents.map { "<service>.\($0)" } + switchRequests + switchEvents
+        + ["error_reply"] + serviceEvents.map { "<service>.\($0)" } + switchRequests + switchEvents + meshRequests + meshEvents
 }
 
 extension String {

@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import MeshService
+import ServiceKit
+import ServiceLifecycle
+
+/// violin-mesh: the switch control plane of one host (PROTOCOL.md §8.2).
+@main
+struct Main: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "violin-mesh", abstract: "VIOLIN switch control plane (one per host).")
+    static let description = ServiceDescription(name: "mesh", defaultListen: "tcp://127.0.0.1:7701", extraKeys: [
+        ConfigKey("advertise", default: "", help: "Our mesh endpoint as other hosts reach it (default: the first listen endpoint)."),
+        ConfigKey("host_address", default: "127.0.0.1", help: "This host's underlay IPv4 address: where its switches' tunnels listen.",
+                  validate: { v in v.split(separator: ".").count == 4 && v.split(separator: ".").allSatisfy { UInt8($0) != nil } ? nil : "an IPv4 address" }),
+        ConfigKey("switch_binary", default: "", help: "Path of violin-switch (default: beside violin-mesh)."),
+        ConfigKey("run_dir", default: "", help: "Directory for switch control sockets and the mesh's state (default: /tmp/violin-mesh-<port>)."),
+        ConfigKey("member_interval", default: "1", help: "Seconds between heartbeats to each member.", validate: Validate.positiveNumber),
+        ConfigKey("member_timeout", default: "3", help: "Seconds of silence before a member leaves the peer sets.", validate: Validate.positiveNumber),
+    ])
+
+    @OptionGroup var options: ServiceOptions
+    @Option(help: "Our mesh endpoint as other hosts reach it.") var advertise: String?
+    @Option(help: "This host's underlay IPv4 address.") var hostAddress: String?
+    @Option(help: "Path of violin-switch.") var switchBinary: String?
+    @Option(help: "Directory for switch sockets and state.") var runDir: String?
+    @Option(help: "Seconds between heartbeats.") var memberInterval: String?
+    @Option(help: "Seconds of silence before a member is dropped.") var memberTimeout: String?
+
+    func run() async throws {
+        var extra: [String: String] = [:]
+        extra["advertise"] = advertise
+        extra["host_address"] = hostAddress
+        extra["switch_binary"] = switchBinary
+        extra["run_dir"] = runDir
+        extra["member_interval"] = memberInterval
+        extra["member_timeout"] = memberTimeout
+        let settings = ServiceMain.settings(Self.description, options, extra: extra)
+        let r = settings.resolved
+        let me = r["advertise"].isEmpty ? settings.listen[0] : r["advertise"]
+        let port = me.split(separator: ":").last.map(String.init) ?? "mesh"
+        let selfDir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        var mo = MeshNode.Options(me: me, hostAddress: r["host_address"],
+                                  switchBinary: r["switch_binary"].isEmpty ? selfDir + "/violin-switch" : r["switch_binary"],
+                                  runDirectory: r["run_dir"].isEmpty ? "/tmp/violin-mesh-\(port)" : r["run_dir"])
+        mo.interval = r.double("member_interval")
+        mo.timeout = r.double("member_timeout")
+        let logger = ServiceMain.logger(settings)
+        let node = MeshNode(options: mo, logger: logger)
+        let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
+        node.emit = { [weak runtime] name, body in runtime?.publish(name, body) }
+        node.start()
+        await ServiceMain.run(runtime, also: [MeshNodeService(node: node)])
+    }
+}
+
+struct MeshNodeService: Service {
+    let node: MeshNode
+    func run() async throws {
+        try? await gracefulShutdown()
+        node.stop()
+    }
+}

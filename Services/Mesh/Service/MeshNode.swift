@@ -1,0 +1,417 @@
+import Foundation
+import Logging
+import MeshCore
+import ServiceKit
+import VIOLINProtocol
+import ZeroMQ
+
+/// The switch control plane of one host (PROTOCOL.md §8.2): the membership of each VIOLIN's
+/// switch mesh, the supervision of each VIOLIN's `violin-switch`, and ports on request.
+///
+/// Threads: requests are answered on the service's loop thread (joins contact the seed and the
+/// members from there); a heartbeat thread checks the members, the switches' processes and the
+/// peer sets. Each thread has its own sockets; the shared state is behind one lock.
+public final class MeshNode: RequestHandler, @unchecked Sendable {
+    public struct Options: Sendable {
+        public var me: String                 // our mesh endpoint, as other hosts reach it
+        public var hostAddress: String        // our underlay IPv4 address, for the tunnels
+        public var basePort: UInt16 = 4789
+        public var switchBinary: String
+        public var runDirectory: String
+        public var interval = 1.0
+        public var timeout = 3.0
+        public init(me: String, hostAddress: String, switchBinary: String, runDirectory: String) {
+            self.me = me; self.hostAddress = hostAddress; self.switchBinary = switchBinary; self.runDirectory = runDirectory
+        }
+    }
+
+    /// What the mesh keeps about one VIOLIN present here; persisted, so a restarted mesh adopts.
+    struct Presence: Codable {
+        var tunnel: String
+        var ports: [String: JSONValue]       // name -> the add_port body, to re-create after a switch restart
+        var members: [Member]
+        var pid: Int32 = 0
+    }
+
+    public let options: Options
+    private let logger: Logger
+    private let lock = NSLockLite()
+    private var membership: Membership
+    private var presence: [UInt32: Presence] = [:]
+    private var children: [UInt32: Process] = [:]
+    private var restartAt: [UInt32: Double] = [:]
+    private var backoff: [UInt32: Double] = [:]
+    private var stopping = false
+    private let context = ZMQContext()
+    private var heartbeatThread: Thread?
+    private let heartbeatDone = DispatchSemaphore(value: 0)
+    private let waker = Waker()
+    public var emit: (String, JSONValue) -> Void = { _, _ in }
+
+    public init(options: Options, logger: Logger) {
+        self.options = options
+        self.logger = logger
+        membership = Membership(me: options.me, timeout: options.timeout)
+        try? FileManager.default.createDirectory(atPath: options.runDirectory, withIntermediateDirectories: true)
+    }
+
+    static func now() -> Double { Double(monotonicMillis()) / 1000 }
+
+    func control(_ vni: UInt32) -> String { "ipc://\(options.runDirectory)/switch-\(vni).sock" }
+    var stateFile: String { options.runDirectory + "/mesh-state.json" }
+
+    // MARK: - Start, adopt, stop
+
+    /// Restores what the last run left: switches still running are adopted, dead ones restarted.
+    public func start() {
+        if let data = FileManager.default.contents(atPath: stateFile),
+           let saved = try? JSONDecoder().decode([String: Presence].self, from: data) {
+            for (key, p) in saved.sorted(by: { $0.key < $1.key }) {
+                guard let vni = UInt32(key) else { continue }
+                lock.withLock {
+                    presence[vni] = p
+                    membership.present(vni, tunnel: p.tunnel)
+                    for m in p.members { membership.admit(vni, endpoint: m.endpoint, tunnel: m.tunnel, now: Self.now()) }
+                }
+                if p.pid > 0, kill(p.pid, 0) == 0, switchAnswers(vni) {
+                    logger.info("adopted switch", metadata: ["vni": "\(vni)", "pid": "\(p.pid)"])
+                    emit("switch_adopted", ["vni": .number(Double(vni)), "pid": .number(Double(p.pid)), "tunnel": .string(p.tunnel)])
+                } else {
+                    startSwitch(vni)
+                }
+            }
+        }
+        let t = Thread { [self] in
+            self.heartbeatLoop()
+            self.heartbeatDone.signal()
+        }
+        t.name = "mesh-heartbeat"
+        heartbeatThread = t
+        t.start()
+    }
+
+    /// Stops the heartbeats; the switches keep forwarding (they are adopted on the next start).
+    public func stop() {
+        lock.withLock { stopping = true }
+        waker.wake()
+        if heartbeatThread != nil { heartbeatDone.wait() }
+        context.shutdown()
+        context.terminate()
+    }
+
+    private func save() {
+        let snapshot: [String: Presence] = lock.withLock {
+            var out: [String: Presence] = [:]
+            for (vni, var p) in presence {
+                p.members = membership.members[vni].map { Array($0.values).sorted { $0.endpoint < $1.endpoint } } ?? []
+                out[String(vni)] = p
+            }
+            return out
+        }
+        if let data = try? JSONEncoder().encode(snapshot) {
+            let tmp = stateFile + ".tmp"
+            FileManager.default.createFile(atPath: tmp, contents: data)
+            _ = rename(tmp, stateFile)
+        }
+    }
+
+    // MARK: - Switches
+
+    private func freePort() -> UInt16 {
+        let used = Set(presence.values.compactMap { $0.tunnel.split(separator: ":").last.flatMap { UInt16($0) } })
+        var p = options.basePort
+        while used.contains(p) { p += 1 }
+        return p
+    }
+
+    /// Starts (or restarts) the VIOLIN's switch and gives it its ports and peers.
+    private func startSwitch(_ vni: UInt32) {
+        guard let p = lock.withLock({ presence[vni] }) else { return }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: options.switchBinary)
+        process.arguments = ["--vni", "\(vni)", "--tunnel", p.tunnel, "--listen", control(vni), "--bus", "none",
+                             "--log-level", "warning"]
+        process.standardInput = FileHandle.nullDevice
+        process.terminationHandler = { [weak self] proc in self?.switchExited(vni, proc) }
+        do { try process.run() } catch {
+            logger.error("cannot start violin-switch", metadata: ["vni": "\(vni)", "error": "\(error)"])
+            lock.withLock { restartAt[vni] = Self.now() + 1 }
+            return
+        }
+        lock.withLock {
+            children[vni] = process
+            presence[vni]?.pid = process.processIdentifier
+        }
+        emit("switch_started", ["vni": .number(Double(vni)), "pid": .number(Double(process.processIdentifier)), "tunnel": .string(p.tunnel)])
+        // Wait for its control socket, then hand it its ports and peers.
+        let deadline = monotonicMillis() + 5000
+        while !switchAnswers(vni) && monotonicMillis() < deadline {}
+        for (_, body) in p.ports.sorted(by: { $0.key < $1.key }) { _ = try? switchCall(vni, "add_port_request", body) }
+        pushPeers(vni)
+        save()
+    }
+
+    private func switchExited(_ vni: UInt32, _ process: Process) {
+        let restart: Bool = lock.withLock {
+            guard children[vni] === process else { return false }
+            children[vni] = nil
+            guard !stopping, presence[vni] != nil else { return false }
+            let b = min(10, (backoff[vni] ?? 0.25) * 2)
+            backoff[vni] = b
+            restartAt[vni] = Self.now() + b
+            return true
+        }
+        emit("switch_exited", ["vni": .number(Double(vni)), "status": .number(Double(process.terminationStatus))])
+        if restart { waker.wake() }
+    }
+
+    /// One request to the VIOLIN's switch, from whichever thread calls (a client per call).
+    @discardableResult
+    func switchCall(_ vni: UInt32, _ type: String, _ body: JSONValue, timeoutMs: Int = 2000) throws(ProtocolError) -> JSONValue {
+        let client = ServiceClient(context: context, endpoint: control(vni), sender: options.me, timeoutMs: timeoutMs)
+        defer { client.close() }
+        do { return try client.call(type, body: body) } catch {
+            switch error {
+            case .error(let e): throw e
+            default: throw ProtocolError(.unavailable, "switch of VIOLIN \(vni): \(error)")
+            }
+        }
+    }
+
+    private func switchAnswers(_ vni: UInt32) -> Bool {
+        (try? switchCall(vni, "ping_request", [:], timeoutMs: 300)) != nil
+    }
+
+    private func pushPeers(_ vni: UInt32) {
+        let peers = lock.withLock { membership.peers(vni) }
+        _ = try? switchCall(vni, "set_peers_request", ["peers": .array(peers.map { .string($0) })])
+    }
+
+    // MARK: - Talking to other meshes
+
+    private func meshCall(_ endpoint: String, _ type: String, _ body: JSONValue, timeoutMs: Int = 1500) throws(ServiceClient.Failure) -> JSONValue {
+        let client = ServiceClient(context: context, endpoint: endpoint, sender: options.me, timeoutMs: timeoutMs)
+        defer { client.close() }
+        return try client.call(type, body: body)
+    }
+
+    private func announce(_ change: MembershipChange?) {
+        guard let change else { return }
+        switch change {
+        case .joined(let vni, let member): emit("member_joined", ["vni": .number(Double(vni)), "member": .string(member)])
+        case .left(let vni, let member, let reason):
+            emit("member_left", ["vni": .number(Double(vni)), "member": .string(member), "reason": .string(reason)])
+        }
+    }
+
+    // MARK: - Presence
+
+    /// Makes the VIOLIN present here (switch up) and joins its mesh through `seed`.
+    func join(_ vni: UInt32, seed: String?) throws(ProtocolError) -> JSONValue {
+        let isNew: Bool = lock.withLock {
+            if presence[vni] != nil { return false }
+            let tunnel = "\(options.hostAddress):\(freePort())"
+            presence[vni] = Presence(tunnel: tunnel, ports: [:], members: [])
+            membership.present(vni, tunnel: tunnel)
+            return true
+        }
+        if isNew { startSwitch(vni) }
+        let tunnel = lock.withLock { presence[vni]!.tunnel }
+        if let seed, seed != options.me {
+            let reply: JSONValue
+            do {
+                reply = try meshCall(seed, "member_join_request",
+                                     ["vni": .number(Double(vni)), "endpoint": .string(options.me), "tunnel": .string(tunnel)])
+            } catch { throw ProtocolError(.unavailable, "seed \(seed): \(error)") }
+            var others: [(String, String)] = []
+            if case .array(let list)? = reply["members"] {
+                for m in list {
+                    guard let e = m["endpoint"]?.stringValue, let t = m["tunnel"]?.stringValue else { continue }
+                    let change = lock.withLock { membership.admit(vni, endpoint: e, tunnel: t, now: Self.now()) }
+                    announce(change)
+                    if e != seed && e != options.me { others.append((e, t)) }
+                }
+            }
+            // Announce ourselves to every member the seed named.
+            for (e, _) in others {
+                _ = try? meshCall(e, "member_announce_request",
+                                  ["vni": .number(Double(vni)), "endpoint": .string(options.me), "tunnel": .string(tunnel)])
+            }
+        }
+        pushPeers(vni)
+        save()
+        return Replies.ok(["vni": .number(Double(vni)), "tunnel": .string(tunnel), "members": membersJSON(vni)])
+    }
+
+    func leave(_ vni: UInt32) throws(ProtocolError) {
+        let (members, child): ([Member], Process?) = lock.withLock {
+            guard presence.removeValue(forKey: vni) != nil else { return ([], nil) }
+            restartAt[vni] = nil
+            return (membership.absent(vni), children.removeValue(forKey: vni))
+        }
+        for m in members {
+            _ = try? meshCall(m.endpoint, "member_leave_request", ["vni": .number(Double(vni)), "endpoint": .string(options.me)],
+                              timeoutMs: 500)
+        }
+        if let child, child.isRunning { child.terminate() } else { _ = try? switchCall(vni, "ping_request", [:], timeoutMs: 200) }
+        save()
+    }
+
+    func membersJSON(_ vni: UInt32) -> JSONValue {
+        let (list, all) = lock.withLock { (membership.list(vni), membership.members[vni] ?? [:]) }
+        var out: [JSONValue] = list.map { ["endpoint": .string($0.endpoint), "tunnel": .string($0.tunnel), "alive": true] }
+        for m in all.values.filter({ !$0.alive }).sorted(by: { $0.endpoint < $1.endpoint }) {
+            out.append(["endpoint": .string(m.endpoint), "tunnel": .string(m.tunnel), "alive": false])
+        }
+        return .array(out)
+    }
+
+    // MARK: - Heartbeats and supervision
+
+    private func heartbeatLoop() {
+        var items = [PollItem(fd: waker.readFD)]
+        while true {
+            if lock.withLock({ stopping }) { return }
+            let contacts = lock.withLock { membership.contacts }
+            for endpoint in contacts {
+                let ok = (try? meshCall(endpoint, "member_heartbeat_request", ["endpoint": .string(options.me)],
+                                        timeoutMs: Int(options.interval * 500))) != nil
+                if ok {
+                    let changes = lock.withLock { membership.heard(endpoint, now: Self.now()) }
+                    changes.forEach(announce)
+                    for case .joined(let vni, _) in changes { pushPeers(vni) }
+                }
+            }
+            let expired = lock.withLock { membership.expire(now: Self.now()) }
+            expired.forEach(announce)
+            for vni in Set(expired.compactMap { if case .left(let v, _, _) = $0 { v } else { nil } }) { pushPeers(vni) }
+            if !expired.isEmpty { save() }
+            // Switches due for a restart, and adopted ones that died.
+            let due: [UInt32] = lock.withLock {
+                let now = Self.now()
+                var list = restartAt.filter { $0.value <= now }.map(\.key)
+                for (vni, p) in presence where children[vni] == nil && restartAt[vni] == nil && p.pid > 0 && kill(p.pid, 0) != 0 {
+                    list.append(vni)
+                }
+                list.forEach { restartAt[$0] = nil }
+                return list.sorted()
+            }
+            for vni in due { startSwitch(vni) }
+            _ = try? poll(&items, timeoutMs: Int(options.interval * 1000))
+            if items[0].readable { waker.drain() }
+        }
+    }
+
+    // MARK: - Requests
+
+    public var state: JSONValue {
+        lock.withLock {
+            ["violins": .array(presence.keys.sorted().map { .number(Double($0)) })]
+        }
+    }
+
+    private func vniField(_ b: JSONValue) throws(ProtocolError) -> UInt32 {
+        guard let n = b["vni"]?.intValue, (1...0xFF_FFFF).contains(n) else {
+            throw ProtocolError(.invalidBody, "vni (1-16777215) is required")
+        }
+        return UInt32(n)
+    }
+
+    private func text(_ b: JSONValue, _ key: String) throws(ProtocolError) -> String {
+        guard let v = b[key]?.stringValue, !v.isEmpty else { throw ProtocolError(.invalidBody, "\(key) (a string) is required") }
+        return v
+    }
+
+    private func endpointField(_ b: JSONValue, _ key: String) throws(ProtocolError) -> String {
+        let e = try text(b, key)
+        guard e.hasPrefix("tcp://") || e.hasPrefix("ipc://") else {
+            throw ProtocolError(.invalidBody, "\(key) must be a ZeroMQ endpoint (tcp:// or ipc://)")
+        }
+        return e
+    }
+
+    private func requirePresent(_ vni: UInt32) throws(ProtocolError) {
+        guard lock.withLock({ presence[vni] != nil }) else { throw ProtocolError(.notFound, "VIOLIN \(vni) is not present here") }
+    }
+
+    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
+        let b = request.body
+        switch request.header.msgType {
+        case "join_violin_request":
+            let seed = b["seed"] == nil ? nil : try endpointField(b, "seed")
+            return try join(try vniField(b), seed: seed)
+        case "leave_violin_request":
+            let vni = try vniField(b)
+            try requirePresent(vni)
+            try leave(vni)
+            return Replies.ok(["vni": .number(Double(vni))])
+        case "add_port_request":
+            let vni = try vniField(b)
+            let name = try text(b, "name")
+            if lock.withLock({ presence[vni] == nil }) {
+                _ = try join(vni, seed: b["seed"] == nil ? nil : try endpointField(b, "seed"))
+            }
+            var body = b.objectValue ?? [:]
+            body["vni"] = nil
+            body["seed"] = nil
+            let reply = try switchCall(vni, "add_port_request", .object(body))
+            lock.withLock { presence[vni]?.ports[name] = .object(body) }
+            save()
+            return Replies.ok(["vni": .number(Double(vni)), "port": reply["port"] ?? .null])
+        case "remove_port_request":
+            let vni = try vniField(b)
+            let name = try text(b, "name")
+            try requirePresent(vni)
+            _ = try switchCall(vni, "remove_port_request", ["name": .string(name)])
+            let empty = lock.withLock { () -> Bool in
+                presence[vni]?.ports[name] = nil
+                return presence[vni]?.ports.isEmpty ?? true
+            }
+            if empty { try leave(vni) } else { save() }
+            return Replies.ok(["vni": .number(Double(vni)), "removed": .string(name)])
+        case "members_request":
+            let vni = try vniField(b)
+            try requirePresent(vni)
+            let peers = lock.withLock { membership.peers(vni) }
+            return Replies.ok(["vni": .number(Double(vni)), "members": membersJSON(vni), "peers": .array(peers.map { .string($0) })])
+        case "ports_request":
+            let list: [JSONValue] = lock.withLock {
+                presence.keys.sorted().map { vni in
+                    let p = presence[vni]!
+                    return ["vni": .number(Double(vni)), "tunnel": .string(p.tunnel), "switch": .string(control(vni)),
+                            "pid": .number(Double(p.pid)), "ports": .array(p.ports.keys.sorted().map { .string($0) })]
+                }
+            }
+            return Replies.ok(["violins": .array(list)])
+        case "member_join_request", "member_announce_request":
+            let vni = try vniField(b)
+            let endpoint = try endpointField(b, "endpoint")
+            let tunnel = try text(b, "tunnel")
+            try requirePresent(vni)
+            let change = lock.withLock { membership.admit(vni, endpoint: endpoint, tunnel: tunnel, now: Self.now()) }
+            announce(change)
+            pushPeers(vni)
+            save()
+            if request.header.msgType == "member_join_request" {
+                let list = lock.withLock { membership.list(vni) }.filter { $0.endpoint != endpoint }
+                return Replies.ok(["members": .array(list.map { ["endpoint": .string($0.endpoint), "tunnel": .string($0.tunnel)] })])
+            }
+            return Replies.ok()
+        case "member_leave_request":
+            let vni = try vniField(b)
+            let endpoint = try endpointField(b, "endpoint")
+            let change = lock.withLock { membership.remove(vni, endpoint: endpoint) }
+            announce(change)
+            if change != nil { pushPeers(vni); save() }
+            return Replies.ok()
+        case "member_heartbeat_request":
+            let endpoint = try endpointField(b, "endpoint")
+            let (changes, vnis) = lock.withLock { (membership.heard(endpoint, now: Self.now()), membership.violins) }
+            changes.forEach(announce)
+            for case .joined(let vni, _) in changes { pushPeers(vni) }
+            return Replies.ok(["violins": .array(vnis.map { .number(Double($0)) })])
+        default:
+            return nil
+        }
+    }
+}

@@ -1,0 +1,108 @@
+/// Membership of one host in the switch meshes of its VIOLINs (paper §2.1.2), as pure state:
+/// who the members of each VIOLIN are, where their switches' tunnels are, and who is alive.
+/// The I/O (requests between hosts, heartbeats) lives in the service; this decides.
+public struct Member: Equatable, Sendable, Codable {
+    /// The member's mesh control endpoint, e.g. tcp://10.0.0.2:7701: its identity.
+    public var endpoint: String
+    /// Its switch's tunnel address for this VIOLIN, "a.b.c.d:port".
+    public var tunnel: String
+    public var lastHeard: Double
+    public var alive: Bool
+
+    public init(endpoint: String, tunnel: String, lastHeard: Double, alive: Bool = true) {
+        self.endpoint = endpoint; self.tunnel = tunnel; self.lastHeard = lastHeard; self.alive = alive
+    }
+}
+
+public enum MembershipChange: Equatable, Sendable {
+    case joined(vni: UInt32, member: String)
+    case left(vni: UInt32, member: String, reason: String)
+}
+
+public struct Membership: Sendable {
+    public let me: String
+    public let timeout: Double
+    /// Per VIOLIN: our own tunnel, and the other members.
+    public private(set) var local: [UInt32: String] = [:]
+    public private(set) var members: [UInt32: [String: Member]] = [:]
+
+    public init(me: String, timeout: Double = 3) {
+        self.me = me
+        self.timeout = timeout
+    }
+
+    public var violins: [UInt32] { local.keys.sorted() }
+
+    /// This host takes part in VIOLIN `vni`, its switch at `tunnel`.
+    public mutating func present(_ vni: UInt32, tunnel: String) {
+        local[vni] = tunnel
+        if members[vni] == nil { members[vni] = [:] }
+    }
+
+    /// This host leaves VIOLIN `vni`; returns the members to tell.
+    public mutating func absent(_ vni: UInt32) -> [Member] {
+        local[vni] = nil
+        return (members.removeValue(forKey: vni) ?? [:]).values.sorted { $0.endpoint < $1.endpoint }
+    }
+
+    /// A member joined or announced itself (or answered again): it is in, and alive.
+    @discardableResult
+    public mutating func admit(_ vni: UInt32, endpoint: String, tunnel: String, now: Double) -> MembershipChange? {
+        guard endpoint != me, local[vni] != nil else { return nil }
+        let before = members[vni]?[endpoint]
+        members[vni]![endpoint] = Member(endpoint: endpoint, tunnel: tunnel, lastHeard: now)
+        if before == nil || before?.alive == false || before?.tunnel != tunnel { return .joined(vni: vni, member: endpoint) }
+        return nil
+    }
+
+    /// A member left on purpose.
+    @discardableResult
+    public mutating func remove(_ vni: UInt32, endpoint: String) -> MembershipChange? {
+        guard members[vni]?.removeValue(forKey: endpoint) != nil else { return nil }
+        return .left(vni: vni, member: endpoint, reason: "left")
+    }
+
+    /// A member answered a heartbeat.
+    public mutating func heard(_ endpoint: String, now: Double) -> [MembershipChange] {
+        var changes: [MembershipChange] = []
+        for vni in members.keys.sorted() where members[vni]?[endpoint] != nil {
+            let wasAlive = members[vni]![endpoint]!.alive
+            members[vni]![endpoint]!.lastHeard = now
+            members[vni]![endpoint]!.alive = true
+            if !wasAlive { changes.append(.joined(vni: vni, member: endpoint)) }
+        }
+        return changes
+    }
+
+    /// Members silent for longer than the timeout leave every peer set (they stay known, so a
+    /// member that answers again is re-admitted).
+    public mutating func expire(now: Double) -> [MembershipChange] {
+        var changes: [MembershipChange] = []
+        for vni in members.keys.sorted() {
+            for endpoint in members[vni]!.keys.sorted() where members[vni]![endpoint]!.alive
+                && now - members[vni]![endpoint]!.lastHeard > timeout {
+                members[vni]![endpoint]!.alive = false
+                changes.append(.left(vni: vni, member: endpoint, reason: "timeout"))
+            }
+        }
+        return changes
+    }
+
+    /// The tunnels our switch for `vni` should peer with: every alive member's.
+    public func peers(_ vni: UInt32) -> [String] {
+        (members[vni] ?? [:]).values.filter(\.alive).map(\.tunnel).sorted()
+    }
+
+    /// The member list handed to a newcomer: us and every alive member.
+    public func list(_ vni: UInt32) -> [Member] {
+        var all = (members[vni] ?? [:]).values.filter(\.alive).sorted { $0.endpoint < $1.endpoint }
+        if let t = local[vni] { all.insert(Member(endpoint: me, tunnel: t, lastHeard: 0), at: 0) }
+        return all
+    }
+
+    /// Every member endpoint we should heartbeat, across VIOLINs (alive or not: the silent
+    /// ones are how we notice they came back).
+    public var contacts: [String] {
+        Array(Set(members.values.flatMap(\.keys))).sorted()
+    }
+}

@@ -1,0 +1,38 @@
+import Testing
+@testable import MeshCore
+
+@Suite struct MembershipTests {
+    @Test func joinAnnounceLeave() {
+        var m = Membership(me: "tcp://h1:7701", timeout: 3)
+        m.present(7, tunnel: "10.0.0.1:4789")
+        #expect(m.list(7).map(\.endpoint) == ["tcp://h1:7701"])
+        #expect(m.admit(7, endpoint: "tcp://h2:7701", tunnel: "10.0.0.2:4789", now: 0) == .joined(vni: 7, member: "tcp://h2:7701"))
+        #expect(m.admit(7, endpoint: "tcp://h2:7701", tunnel: "10.0.0.2:4789", now: 1) == nil, "an announce repeated changes nothing")
+        #expect(m.admit(7, endpoint: "tcp://h1:7701", tunnel: "x", now: 1) == nil, "never ourselves")
+        #expect(m.admit(8, endpoint: "tcp://h3:7701", tunnel: "10.0.0.3:4789", now: 1) == nil, "not a VIOLIN of ours")
+        m.admit(7, endpoint: "tcp://h3:7701", tunnel: "10.0.0.3:4790", now: 1)
+        #expect(m.peers(7) == ["10.0.0.2:4789", "10.0.0.3:4790"])
+        #expect(m.list(7).count == 3)
+        #expect(m.remove(7, endpoint: "tcp://h2:7701") == .left(vni: 7, member: "tcp://h2:7701", reason: "left"))
+        #expect(m.peers(7) == ["10.0.0.3:4790"])
+        #expect(m.absent(7).map(\.endpoint) == ["tcp://h3:7701"])
+        #expect(m.violins.isEmpty && m.peers(7).isEmpty)
+    }
+
+    @Test func silentMembersLeaveAndComeBack() {
+        var m = Membership(me: "a", timeout: 3)
+        m.present(1, tunnel: "10.0.0.1:4789")
+        m.present(2, tunnel: "10.0.0.1:4790")
+        m.admit(1, endpoint: "b", tunnel: "10.0.0.2:4789", now: 0)
+        m.admit(2, endpoint: "b", tunnel: "10.0.0.2:4790", now: 0)
+        m.admit(1, endpoint: "c", tunnel: "10.0.0.3:4789", now: 0)
+        #expect(m.heard("c", now: 2.5).isEmpty)
+        #expect(m.expire(now: 3).isEmpty, "not silent long enough")
+        let gone = m.expire(now: 3.1)
+        #expect(gone == [.left(vni: 1, member: "b", reason: "timeout"), .left(vni: 2, member: "b", reason: "timeout")])
+        #expect(m.peers(1) == ["10.0.0.3:4789"] && m.peers(2).isEmpty)
+        #expect(m.contacts == ["b", "c"], "the silent one is still heartbeated")
+        #expect(m.heard("b", now: 10) == [.joined(vni: 1, member: "b"), .joined(vni: 2, member: "b")])
+        #expect(m.peers(1) == ["10.0.0.2:4789", "10.0.0.3:4789"])
+    }
+}
