@@ -82,6 +82,8 @@ final class Lab {
 
     func teardown() {
         for p in processes { p.destroy() }
+        // Processes started by our processes (switches under a mesh) carry the scratch path.
+        _ = try? sh("pkill -9 -f \(scratch.path)")
         for ns in namespaces.reversed() { _ = try? sh("ip netns del \(ns)") }
         scratch.cleanup()
     }

@@ -1,0 +1,117 @@
+import Foundation
+import Testing
+import VIOLINProtocol
+
+/// violin-mesh on hosts in network namespaces: membership through a seed, liveness, and
+/// restarts that keep the data plane forwarding.
+@Suite(.serialized) struct MeshSystemTests {
+    func endpoint(_ lab: Lab, _ h: Int) -> String { "tcp://\(lab.hostIP(h)):7701" }
+
+    @discardableResult
+    func startMesh(_ lab: Lab, _ h: Int, timeout: Double = 1.5) throws -> Spawned {
+        try lab.spawn(in: lab.host(h), "violin-mesh", [
+            "--listen", endpoint(lab, h), "--host-address", lab.hostIP(h), "--run-dir", lab.scratch.file("m\(h)"),
+            "--bus", "none", "--member-interval", "0.3", "--member-timeout", "\(timeout)", "--log-level", "warning"])
+    }
+
+    func call(_ lab: Lab, _ h: Int, _ type: String, _ body: String) throws -> JSONValue {
+        let r = try run("/usr/sbin/ip", ["netns", "exec", lab.host(h), "\(binDir)/violin", "call", endpoint(lab, h), type, body,
+                                         "--timeout", "10"])
+        guard r.status == 0 else { throw LabError(description: "\(type) on host \(h): \(r.err)") }
+        return try JSONText.parse(Array(r.out.utf8))
+    }
+
+    /// The tunnels host h's switch for VIOLIN 9 peers with, as the switch itself reports.
+    func switchPeers(_ lab: Lab, _ h: Int) -> Set<String> {
+        guard let r = try? run("violin", ["switch", "stats", "--to", "ipc://\(lab.scratch.file("m\(h)"))/switch-9.sock"]),
+              r.status == 0, let v = try? JSONText.parse(Array(r.out.utf8)), case .array(let list)? = v["peers"] else { return [] }
+        return Set(list.compactMap(\.stringValue))
+    }
+
+    func tunnels(_ lab: Lab, _ hosts: [Int]) -> [Int: String] {
+        Dictionary(uniqueKeysWithValues: hosts.map { ($0, "\(lab.hostIP($0)):4789") })
+    }
+
+    /// Waits until every host in `hosts` peers with exactly the others.
+    func meshIsFull(_ lab: Lab, _ hosts: [Int], timeout: Double = 20) throws -> Bool {
+        let t = tunnels(lab, hosts)
+        return try eventually(timeout: timeout) {
+            hosts.allSatisfy { h in switchPeers(lab, h) == Set(hosts.filter { $0 != h }.map { t[$0]! }) }
+        }
+    }
+
+    @Test func membershipThroughASeedAndLiveness() throws {
+        let lab = try Lab("mesh", subnet: "172.31.79")
+        defer { lab.teardown() }
+        for h in 1...4 { try lab.addHost(h) }
+        var meshes: [Int: Spawned] = [:]
+        for h in 1...4 { meshes[h] = try startMesh(lab, h) }
+        #expect(try eventually(timeout: 10) { (1...4).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
+
+        // Three hosts join through host 1 alone.
+        _ = try call(lab, 1, "join_violin", #"{"vni":9}"#)
+        for h in 2...3 { _ = try call(lab, h, "join_violin", #"{"vni":9,"seed":"\#(endpoint(lab, 1))"}"#) }
+        #expect(try meshIsFull(lab, [1, 2, 3]), "three switches peer with each other")
+        // A fourth joins later, through host 2.
+        _ = try call(lab, 4, "join_violin", #"{"vni":9,"seed":"\#(endpoint(lab, 2))"}"#)
+        #expect(try meshIsFull(lab, [1, 2, 3, 4]), "the mesh stays full")
+        // Host 3 leaves: it disappears from every peer set.
+        _ = try call(lab, 3, "leave_violin", #"{"vni":9}"#)
+        #expect(try meshIsFull(lab, [1, 2, 4]))
+
+        // Host 4's mesh and switch die: the others drop it after the timeout ...
+        let pid4 = try #require(try call(lab, 4, "ports", "{}")["violins"].flatMap { v -> Int? in
+            if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } })
+        meshes[4]!.signal(SIGKILL)
+        _ = meshes[4]!.waitExit(timeout: 10)
+        kill(Int32(pid4), SIGKILL)
+        #expect(try meshIsFull(lab, [1, 2]), "host 4 dropped after the timeout")
+        let members = try call(lab, 1, "members", #"{"vni":9}"#)
+        #expect(JSONText.string(members["members"] ?? .null).contains(#""alive":false"#))
+        // ... and when it comes back (same state directory) it is re-admitted everywhere.
+        meshes[4] = try startMesh(lab, 4)
+        #expect(try meshIsFull(lab, [1, 2, 4]), "host 4 re-admitted")
+
+        // Bad and unknown control messages are refused; the mesh is unchanged.
+        for (type, body) in [("join_violin", #"{"vni":"nine"}"#), ("member_join", #"{"vni":9,"endpoint":"nowhere","tunnel":"x"}"#),
+                             ("members", #"{"vni":12345}"#), ("member_announce", #"{"vni":9}"#), ("frob", "{}")] {
+            let r = try run("/usr/sbin/ip", ["netns", "exec", lab.host(1), "\(binDir)/violin", "call", endpoint(lab, 1), type, body])
+            #expect(r.status == 1, "\(type) \(body) refused: \(r.out)")
+        }
+        let raw = try sh("ip netns exec \(lab.host(1)) python3 -c \"import zmq; c=zmq.Context(); s=c.socket(zmq.REQ); s.connect('\(endpoint(lab, 1))'.replace('tcp://','tcp://')); s.send_multipart([b'garbage']); print(s.poll(5000)); print(s.recv_multipart()[2])\"", timeout: 20)
+        #expect(raw.out.contains("malformed_message"), "\(raw.out) \(raw.err)")
+        #expect(try meshIsFull(lab, [1, 2, 4], timeout: 5))
+    }
+
+    @Test func meshRestartAdoptsRunningSwitchesWithoutLosingAPing() throws {
+        let lab = try Lab("adopt", subnet: "172.31.80")
+        defer { lab.teardown() }
+        for h in 1...2 { try lab.addHost(h) }
+        var meshes: [Int: Spawned] = [:]
+        // The member timeout is longer than a mesh restart: the peers never drop host 1.
+        for h in 1...2 { meshes[h] = try startMesh(lab, h, timeout: 6) }
+        #expect(try eventually(timeout: 10) { (1...2).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
+        _ = try call(lab, 1, "add_port", #"{"vni":9,"name":"\#(lab.prefix)p1"}"#)
+        _ = try call(lab, 2, "add_port", #"{"vni":9,"name":"\#(lab.prefix)p2","seed":"\#(endpoint(lab, 1))"}"#)
+        try lab.waitForDevice("\(lab.prefix)p1", in: lab.host(1))
+        try lab.waitForDevice("\(lab.prefix)p2", in: lab.host(2))
+        try lab.makeVM("\(lab.prefix)-vm1", device: "\(lab.prefix)p1", from: lab.host(1), mac: "02:80:00:00:00:01", ipv4: "10.80.0.1/24")
+        try lab.makeVM("\(lab.prefix)-vm2", device: "\(lab.prefix)p2", from: lab.host(2), mac: "02:80:00:00:00:02", ipv4: "10.80.0.2/24")
+        #expect(try meshIsFull(lab, [1, 2]))
+        let pidBefore = try call(lab, 1, "ports", "{}")["violins"].flatMap { v -> Int? in
+            if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } }
+
+        let ping = try lab.spawn(in: "\(lab.prefix)-vm1", "/bin/ping", ["-i", "0.05", "-c", "80", "10.80.0.2"])
+        #expect(ping.waitForLine(timeout: 10) { $0.contains("bytes from") } != nil)
+        meshes[1]!.signal(SIGKILL)
+        _ = meshes[1]!.waitExit(timeout: 10)
+        meshes[1] = try startMesh(lab, 1, timeout: 6)
+        #expect(try eventually(timeout: 10) { (try? call(lab, 1, "ping", "{}")) != nil })
+        let pidAfter = try call(lab, 1, "ports", "{}")["violins"].flatMap { v -> Int? in
+            if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } }
+        #expect(pidBefore != nil && pidBefore == pidAfter, "the switch was adopted, not restarted")
+        #expect(ping.waitExit(timeout: 30) == 0)
+        let summary = ping.lines.first { $0.contains("packets transmitted") } ?? ""
+        #expect(summary.contains("80 packets transmitted, 80 received"), "no ping lost: \(summary)")
+    }
+}
