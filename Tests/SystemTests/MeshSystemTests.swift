@@ -113,5 +113,17 @@ import VIOLINProtocol
         #expect(ping.waitExit(timeout: 30) == 0)
         let summary = ping.lines.first { $0.contains("packets transmitted") } ?? ""
         #expect(summary.contains("80 packets transmitted, 80 received"), "no ping lost: \(summary)")
+
+        // The switch alone dies: the mesh starts a new one, with its port and peers.
+        kill(Int32(pidAfter ?? 0), SIGKILL)
+        #expect(try eventually(timeout: 20) {
+            let pid = try call(lab, 1, "ports", "{}")["violins"].flatMap { v -> Int? in
+                if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } }
+            return pid != nil && pid != pidAfter && switchPeers(lab, 1) == ["\(lab.hostIP(2)):4789"]
+        }, "restarted with its peers")
+        try lab.waitForDevice("\(lab.prefix)p1", in: lab.host(1))
+        let cli = try run("/usr/sbin/ip", ["netns", "exec", lab.host(2), "\(binDir)/violin", "mesh", "members", "9",
+                                           "--to", endpoint(lab, 2)])
+        #expect(cli.status == 0 && cli.out.contains(endpoint(lab, 1)) && cli.out.contains("yes"), "\(cli.out)")
     }
 }

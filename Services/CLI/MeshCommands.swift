@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import ServiceKit
+import VIOLINProtocol
+
+/// `violin mesh ...`: what a host's violin-mesh knows.
+struct MeshCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mesh", abstract: "Inspect a host's violin-mesh.", subcommands: [Members.self, Ports.self])
+
+    struct Members: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The members of a VIOLIN's switch mesh, as this host sees them.")
+        @Argument(help: "The VIOLIN's id (VNI).") var vni: Int
+        @Option(help: "The mesh's endpoint.") var to = "tcp://127.0.0.1:7701"
+        @Flag(help: "Print the reply as JSON.") var json = false
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() throws {
+            try request(connection, to: to, "members_request", body: ["vni": .number(Double(vni))]) { body in
+                if json { printJSON(body); return }
+                print(" member                               tunnel                 alive")
+                if case .array(let list)? = body["members"] {
+                    for m in list {
+                        let e = (m["endpoint"]?.stringValue ?? "?").padding(toLength: 36, withPad: " ", startingAt: 0)
+                        let t = (m["tunnel"]?.stringValue ?? "?").padding(toLength: 22, withPad: " ", startingAt: 0)
+                        print(" \(e) \(t) \(m["alive"] == .bool(true) ? "yes" : "no")")
+                    }
+                }
+            }
+        }
+    }
+
+    struct Ports: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The VIOLINs present on the host, their switches and ports, as JSON.")
+        @Option(help: "The mesh's endpoint.") var to = "tcp://127.0.0.1:7701"
+        @OptionGroup var connection: ConnectionOptions
+        func run() throws { try request(connection, to: to, "ports_request") }
+    }
+}
