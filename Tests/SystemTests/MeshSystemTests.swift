@@ -72,6 +72,16 @@ import VIOLINProtocol
         meshes[4] = try startMesh(lab, 4)
         #expect(try meshIsFull(lab, [1, 2, 4]), "host 4 re-admitted")
 
+        // A second VIOLIN on the same hosts has a mesh, a switch and a tunnel port of its own.
+        _ = try call(lab, 1, "join_violin", #"{"vni":10}"#)
+        _ = try call(lab, 2, "join_violin", #"{"vni":10,"seed":"\#(endpoint(lab, 1))"}"#)
+        #expect(try eventually(timeout: 10) {
+            guard let r = try? run("violin", ["switch", "stats", "--to", "ipc://\(lab.scratch.file("m1"))/switch-10.sock"]),
+                  let v = try? JSONText.parse(Array(r.out.utf8)) else { return false }
+            return JSONText.string(v["peers"] ?? .null) == #"["\#(lab.hostIP(2)):4790"]"#
+        }, "VIOLIN 10 peers only with its own member, on its own port")
+        #expect(try meshIsFull(lab, [1, 2, 4], timeout: 5), "VIOLIN 9 unchanged")
+
         // Bad and unknown control messages are refused; the mesh is unchanged.
         for (type, body) in [("join_violin", #"{"vni":"nine"}"#), ("member_join", #"{"vni":9,"endpoint":"nowhere","tunnel":"x"}"#),
                              ("members", #"{"vni":12345}"#), ("member_announce", #"{"vni":9}"#), ("frob", "{}")] {
