@@ -96,17 +96,24 @@ public final class SwitchController: @unchecked Sendable {
         case "ports_request": return Replies.ok(["ports": .array(ports.map(describe))])
         case "add_port_request":
             let name = try field(b, "name")
+            let vmMAC = b["mac"] == nil ? nil : try macField(b)
+            let port: PortHandle
             switch b["kind"]?.stringValue ?? "tap" {
             case "tap":
                 let mtu = b["mtu"]?.intValue
                 if let mtu, !(68...65_535).contains(mtu) { throw ProtocolError(.invalidBody, "mtu must be 68-65535") }
-                return Replies.ok(["port": describe(try addTAP(name, mtu: mtu))])
+                port = try addTAP(name, mtu: mtu)
             case "udp":
-                return Replies.ok(["port": describe(try addUDP(name, local: try address(b, "local", port: 0),
-                                                               remote: try address(b, "remote")))])
+                port = try addUDP(name, local: try address(b, "local", port: 0), remote: try address(b, "remote"))
             default:
                 throw ProtocolError(.invalidBody, "kind must be tap or udp")
             }
+            var reply: [String: JSONValue] = ["port": describe(port)]
+            // The VM behind the port is known (it arrives by migration): tell the peers now.
+            if let vmMAC, let seq = forwarder.announceMove(vmMAC, portID: port.id) {
+                reply["announced"] = ["mac": .string(vmMAC.description), "seq": .number(Double(seq))]
+            }
+            return Replies.ok(reply)
         case "remove_port_request":
             let name = try field(b, "name")
             try removePort(name)

@@ -195,6 +195,32 @@ public final class Forwarder: @unchecked Sendable {
         }
     }
 
+    /// Announces that `mac` now lives behind local port `portID` (a VM arrived here): the table
+    /// learns it, and every peer gets a RARP announcement from it — the same frame a hypervisor
+    /// sends after a live migration — carrying a sequence number, so peers relearn at once.
+    /// Returns the sequence number, or nil if the forwarding thread did not answer.
+    public func announceMove(_ mac: MAC, portID: UInt32) -> UInt32? {
+        perform(timeoutMs: 2000) { [unowned self] in
+            self.moveSequence &+= 1
+            let seq = self.moveSequence
+            self.table.learn(mac, at: .port(portID), nowMs: self.clock())
+            // VXLAN header, then: broadcast <- mac, RARP (0x8035) request reverse, sequence in the padding.
+            var f = [UInt8](repeating: 0, count: VXLAN.headerLength + 60)
+            f.withUnsafeMutableBytes { VXLAN.write(vni: self.options.vni, to: $0.baseAddress!) }
+            var o = VXLAN.headerLength
+            for b in MAC.broadcast.octets + mac.octets { f[o] = b; o += 1 }
+            let body: [UInt8] = [0x80, 0x35, 0, 1, 0x08, 0, 6, 4, 0, 3] + mac.octets + [0, 0, 0, 0] + mac.octets + [0, 0, 0, 0]
+            for b in body { f[o] = b; o += 1 }
+            f[o] = UInt8(seq >> 24); f[o + 1] = UInt8(seq >> 16 & 0xFF); f[o + 2] = UInt8(seq >> 8 & 0xFF); f[o + 3] = UInt8(seq & 0xFF)
+            for peer in self.current.peers {
+                if vn_udp_send(self.tunnel.fd, f, f.count, peer.addressBE, peer.port) >= 0 { self.stats.framesToPeers += 1 }
+            }
+            return seq
+        }
+    }
+
+    private var moveSequence: UInt32 = 0
+
     private final class Box<T>: @unchecked Sendable { var value: T? }
 
     /// Runs `work` on the forwarding thread between two batches and returns its result.

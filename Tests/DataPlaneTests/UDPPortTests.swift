@@ -113,5 +113,21 @@ func frame(dst: MAC, src: MAC, payload: String) -> [UInt8] {
         #expect(peer.receive(timeoutMs: 200) == nil)
         _ = try call("remove_port", ["name": "vm1"])
         if case .array(let list)? = try call("ports", [:])["ports"] { #expect(list.count == 1) }
+
+        // A VM arriving by migration: its port is added with its MAC, and the peers hear a
+        // sequenced RARP announcement from it at once.
+        let qemu3 = try Endpoint()
+        let moved = MAC("02:00:00:00:01:07")!
+        let added = try call("add_port", ["name": "vm3", "kind": "udp", "local": "127.0.0.1:0",
+                                          "remote": .string(qemu3.address.description), "mac": .string(moved.description)])
+        #expect(added["announced"]?["seq"]?.intValue == 1)
+        let notice = try #require(peer.receive())
+        #expect(Array(notice.prefix(8)) == [0x08, 0, 0, 0, 0, 0, 77, 0])
+        #expect(Array(notice[8..<20]) == MAC.broadcast.octets + moved.octets && notice[20] == 0x80 && notice[21] == 0x35)
+        #expect(Array(notice[50..<54]) == [0, 0, 0, 1], "sequence number")
+        // The table already knows the VM is here: a frame for it goes straight to its port.
+        qemu2.send(frame(dst: moved, src: m2, payload: "to-moved"), to: port2)
+        #expect(try #require(qemu3.receive()).prefix(6) == ArraySlice(moved.octets))
+        #expect(peer.receive(timeoutMs: 200) == nil)
     }
 }
