@@ -8,9 +8,11 @@ public struct Member: Equatable, Sendable, Codable {
     public var tunnel: String
     public var lastHeard: Double
     public var alive: Bool
+    /// Its mesh's CURVE public key, when meshes talk over CURVE ("" otherwise).
+    public var key: String
 
-    public init(endpoint: String, tunnel: String, lastHeard: Double, alive: Bool = true) {
-        self.endpoint = endpoint; self.tunnel = tunnel; self.lastHeard = lastHeard; self.alive = alive
+    public init(endpoint: String, tunnel: String, lastHeard: Double, alive: Bool = true, key: String = "") {
+        self.endpoint = endpoint; self.tunnel = tunnel; self.lastHeard = lastHeard; self.alive = alive; self.key = key
     }
 }
 
@@ -47,10 +49,10 @@ public struct Membership: Sendable {
 
     /// A member joined or announced itself (or answered again): it is in, and alive.
     @discardableResult
-    public mutating func admit(_ vni: UInt32, endpoint: String, tunnel: String, now: Double) -> MembershipChange? {
+    public mutating func admit(_ vni: UInt32, endpoint: String, tunnel: String, now: Double, key: String = "") -> MembershipChange? {
         guard endpoint != me, local[vni] != nil else { return nil }
         let before = members[vni]?[endpoint]
-        members[vni]![endpoint] = Member(endpoint: endpoint, tunnel: tunnel, lastHeard: now)
+        members[vni]![endpoint] = Member(endpoint: endpoint, tunnel: tunnel, lastHeard: now, key: key.isEmpty ? (before?.key ?? "") : key)
         if before == nil || before?.alive == false || before?.tunnel != tunnel { return .joined(vni: vni, member: endpoint) }
         return nil
     }
@@ -93,11 +95,17 @@ public struct Membership: Sendable {
         (members[vni] ?? [:]).values.filter(\.alive).map(\.tunnel).sorted()
     }
 
-    /// The member list handed to a newcomer: us and every alive member.
-    public func list(_ vni: UInt32) -> [Member] {
+    /// The member list handed to a newcomer: us (with `myKey`) and every alive member.
+    public func list(_ vni: UInt32, myKey: String = "") -> [Member] {
         var all = (members[vni] ?? [:]).values.filter(\.alive).sorted { $0.endpoint < $1.endpoint }
-        if let t = local[vni] { all.insert(Member(endpoint: me, tunnel: t, lastHeard: 0), at: 0) }
+        if let t = local[vni] { all.insert(Member(endpoint: me, tunnel: t, lastHeard: 0, key: myKey), at: 0) }
         return all
+    }
+
+    /// The CURVE key of a member's mesh, if one is known.
+    public func key(of endpoint: String) -> String {
+        for vni in members.keys.sorted() { if let k = members[vni]?[endpoint]?.key, !k.isEmpty { return k } }
+        return ""
     }
 
     /// Every member endpoint we should heartbeat, across VIOLINs (alive or not: the silent

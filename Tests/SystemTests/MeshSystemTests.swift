@@ -137,3 +137,60 @@ import VIOLINProtocol
         #expect(cli.status == 0 && cli.out.contains(endpoint(lab, 1)) && cli.out.contains("yes"), "\(cli.out)")
     }
 }
+
+@Suite(.serialized) struct MeshCurveTests {
+    /// Meshes that require CURVE: allowed hosts join through a seed; a host whose key is not
+    /// allowed, and a client without a key, get no answer, and the mesh is unchanged.
+    @Test func onlyAllowedHostsJoin() throws {
+        let lab = try Lab("meshcurve", subnet: "172.31.81")
+        defer { lab.teardown() }
+        for h in 1...3 { try lab.addHost(h) }
+        let keys = lab.scratch.file("keys")
+        try FileManager.default.createDirectory(atPath: keys + "/allowed", withIntermediateDirectories: true)
+        for name in ["h1", "h2", "h3", "admin"] {
+            #expect(try run("violin", ["keygen", "--out", "\(keys)/\(name)"]).status == 0)
+        }
+        for name in ["h1", "h2", "admin"] {   // h3 is not allowed
+            try FileManager.default.copyItem(atPath: "\(keys)/\(name).pub", toPath: "\(keys)/allowed/\(name).pub")
+        }
+        let endpoint = { (h: Int) in "tcp://\(lab.hostIP(h)):7701" }
+        for h in 1...3 {
+            try lab.spawn(in: lab.host(h), "violin-mesh", [
+                "--listen", endpoint(h), "--host-address", lab.hostIP(h), "--run-dir", lab.scratch.file("m\(h)"),
+                "--bus", "none", "--member-interval", "0.3", "--member-timeout", "1.5", "--log-level", "warning",
+                "--curve-key", "\(keys)/h\(h).key", "--curve-allowed", "\(keys)/allowed"])
+        }
+        func call(_ h: Int, _ type: String, _ body: String, as who: String = "admin", server: Int? = nil) throws -> (Int32, String) {
+            let r = try run("/usr/sbin/ip", ["netns", "exec", lab.host(h), "\(binDir)/violin", "call", endpoint(server ?? h), type, body,
+                                             "--timeout", "5", "--curve-key", "\(keys)/\(who).key",
+                                             "--server-key", "\(keys)/h\(server ?? h).pub"])
+            return (r.status, r.out + r.err)
+        }
+        #expect(try eventually(timeout: 10) { try call(1, "ping", "{}").0 == 0 && call(2, "ping", "{}").0 == 0 })
+        let seedKey = try KeyFilesForTest.publicKey("\(keys)/h1.pub")
+        #expect(try call(1, "join_violin", #"{"vni":9}"#).0 == 0)
+        let joined = try call(2, "join_violin", #"{"vni":9,"seed":"\#(endpoint(1))","seed_key":"\#(seedKey)"}"#)
+        #expect(joined.0 == 0, "h2 joins over CURVE: \(joined.1)")
+        let members = try call(1, "members", #"{"vni":9}"#)
+        #expect(members.1.contains(lab.hostIP(2) + ":4789"), "\(members.1)")
+        // h3's key is not allowed: its join gets no answer from the seed.
+        let refused = try call(3, "join_violin", #"{"vni":9,"seed":"\#(endpoint(1))","seed_key":"\#(seedKey)"}"#, as: "admin", server: 3)
+        #expect(refused.0 != 0, "h3 refused: \(refused.1)")
+        // A client without a key gets nothing at all.
+        let plain = try run("/usr/sbin/ip", ["netns", "exec", lab.host(1), "\(binDir)/violin", "ping", "--to", endpoint(1), "--timeout", "1"])
+        #expect(plain.status == 2)
+        let after = try call(1, "members", #"{"vni":9}"#)
+        #expect(!after.1.contains(lab.hostIP(3)), "the mesh is unchanged: \(after.1)")
+    }
+}
+
+enum KeyFilesForTest {
+    static func publicKey(_ path: String) throws -> String {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("public-key") }),
+              let key = line.split(separator: "=", maxSplits: 1).last?.trimmingCharacters(in: .whitespaces) else {
+            throw LabError(description: "no public key in \(path)")
+        }
+        return key
+    }
+}

@@ -45,6 +45,7 @@ struct Main: AsyncParsableCommand {
                                   runDirectory: r["run_dir"].isEmpty ? "/tmp/violin-mesh-\(port)" : r["run_dir"])
         mo.interval = r.double("member_interval")
         mo.timeout = r.double("member_timeout")
+        mo.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
         let node = MeshNode(options: mo, logger: logger)
         let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)

@@ -20,6 +20,9 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
         public var runDirectory: String
         public var interval = 1.0
         public var timeout = 3.0
+        /// Our CURVE key pair: with it, we reach other meshes over CURVE (their keys travel in
+        /// the member lists; a seed's is given with the join).
+        public var keyPair: CurveKeyPair?
         public init(me: String, hostAddress: String, switchBinary: String, runDirectory: String) {
             self.me = me; self.hostAddress = hostAddress; self.switchBinary = switchBinary; self.runDirectory = runDirectory
         }
@@ -132,6 +135,13 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
         process.arguments = ["--vni", "\(vni)", "--tunnel", p.tunnel, "--listen", control(vni), "--bus", "none",
                              "--log-level", "warning"]
         process.standardInput = FileHandle.nullDevice
+        // The switch outlives the mesh: it must not hold the mesh's own output open.
+        let log = options.runDirectory + "/switch-\(vni).log"
+        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
+        let handle = FileHandle(forWritingAtPath: log)
+        handle?.seekToEndOfFile()
+        process.standardOutput = handle ?? FileHandle.nullDevice
+        process.standardError = handle ?? FileHandle.nullDevice
         process.terminationHandler = { [weak self] proc in self?.switchExited(vni, proc) }
         do { try process.run() } catch {
             logger.error("cannot start violin-switch", metadata: ["vni": "\(vni)", "error": "\(error)"])
@@ -189,8 +199,17 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
 
     // MARK: - Talking to other meshes
 
-    private func meshCall(_ endpoint: String, _ type: String, _ body: JSONValue, timeoutMs: Int = 1500) throws(ServiceClient.Failure) -> JSONValue {
-        let client = ServiceClient(context: context, endpoint: endpoint, sender: options.me, timeoutMs: timeoutMs)
+    private var myKey: String { options.keyPair?.publicKey ?? "" }
+
+    private func meshCall(_ endpoint: String, _ type: String, _ body: JSONValue, key: String? = nil,
+                          timeoutMs: Int = 1500) throws(ServiceClient.Failure) -> JSONValue {
+        var security: ClientSecurity?
+        if let pair = options.keyPair {
+            let server = key ?? lock.withLock { membership.key(of: endpoint) }
+            if !server.isEmpty { security = ClientSecurity(keyPair: pair, serverPublicKey: server) }
+        }
+        let client = ServiceClient(context: context, endpoint: endpoint, security: security, sender: options.me,
+                                   timeoutMs: timeoutMs)
         defer { client.close() }
         return try client.call(type, body: body)
     }
@@ -207,7 +226,7 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
     // MARK: - Presence
 
     /// Makes the VIOLIN present here (switch up) and joins its mesh through `seed`.
-    func join(_ vni: UInt32, seed: String?) throws(ProtocolError) -> JSONValue {
+    func join(_ vni: UInt32, seed: String?, seedKey: String? = nil) throws(ProtocolError) -> JSONValue {
         let isNew: Bool = lock.withLock {
             if presence[vni] != nil { return false }
             let tunnel = "\(options.hostAddress):\(freePort())"
@@ -221,13 +240,15 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
             let reply: JSONValue
             do {
                 reply = try meshCall(seed, "member_join_request",
-                                     ["vni": .number(Double(vni)), "endpoint": .string(options.me), "tunnel": .string(tunnel)])
+                                     ["vni": .number(Double(vni)), "endpoint": .string(options.me), "tunnel": .string(tunnel),
+                                      "key": .string(myKey)], key: seedKey)
             } catch { throw ProtocolError(.unavailable, "seed \(seed): \(error)") }
             var others: [(String, String)] = []
             if case .array(let list)? = reply["members"] {
                 for m in list {
                     guard let e = m["endpoint"]?.stringValue, let t = m["tunnel"]?.stringValue else { continue }
-                    let change = lock.withLock { membership.admit(vni, endpoint: e, tunnel: t, now: Self.now()) }
+                    let k = m["key"]?.stringValue ?? (e == seed ? seedKey ?? "" : "")
+                    let change = lock.withLock { membership.admit(vni, endpoint: e, tunnel: t, now: Self.now(), key: k) }
                     announce(change)
                     if e != seed && e != options.me { others.append((e, t)) }
                 }
@@ -235,7 +256,8 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
             // Announce ourselves to every member the seed named.
             for (e, _) in others {
                 _ = try? meshCall(e, "member_announce_request",
-                                  ["vni": .number(Double(vni)), "endpoint": .string(options.me), "tunnel": .string(tunnel)])
+                                  ["vni": .number(Double(vni)), "endpoint": .string(options.me), "tunnel": .string(tunnel),
+                                   "key": .string(myKey)])
             }
         }
         pushPeers(vni)
@@ -258,8 +280,9 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
     }
 
     func membersJSON(_ vni: UInt32) -> JSONValue {
-        let (list, all) = lock.withLock { (membership.list(vni), membership.members[vni] ?? [:]) }
-        var out: [JSONValue] = list.map { ["endpoint": .string($0.endpoint), "tunnel": .string($0.tunnel), "alive": true] }
+        let (list, all) = lock.withLock { (membership.list(vni, myKey: myKey), membership.members[vni] ?? [:]) }
+        var out: [JSONValue] = list.map { ["endpoint": .string($0.endpoint), "tunnel": .string($0.tunnel), "alive": true,
+                                           "key": .string($0.key)] }
         for m in all.values.filter({ !$0.alive }).sorted(by: { $0.endpoint < $1.endpoint }) {
             out.append(["endpoint": .string(m.endpoint), "tunnel": .string(m.tunnel), "alive": false])
         }
@@ -330,6 +353,14 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
         return e
     }
 
+    private func keyField(_ b: JSONValue, _ key: String) throws(ProtocolError) -> String? {
+        guard let v = b[key] else { return nil }
+        guard let k = v.stringValue, k.isEmpty || CurveKeyPair.isValidKey(k) else {
+            throw ProtocolError(.invalidBody, "\(key) must be a CURVE public key (40 Z85 characters)")
+        }
+        return k.isEmpty ? nil : k
+    }
+
     private func requirePresent(_ vni: UInt32) throws(ProtocolError) {
         guard lock.withLock({ presence[vni] != nil }) else { throw ProtocolError(.notFound, "VIOLIN \(vni) is not present here") }
     }
@@ -339,7 +370,7 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
         switch request.header.msgType {
         case "join_violin_request":
             let seed = b["seed"] == nil ? nil : try endpointField(b, "seed")
-            return try join(try vniField(b), seed: seed)
+            return try join(try vniField(b), seed: seed, seedKey: try keyField(b, "seed_key"))
         case "leave_violin_request":
             let vni = try vniField(b)
             try requirePresent(vni)
@@ -349,11 +380,12 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
             let vni = try vniField(b)
             let name = try text(b, "name")
             if lock.withLock({ presence[vni] == nil }) {
-                _ = try join(vni, seed: b["seed"] == nil ? nil : try endpointField(b, "seed"))
+                _ = try join(vni, seed: b["seed"] == nil ? nil : try endpointField(b, "seed"), seedKey: try keyField(b, "seed_key"))
             }
             var body = b.objectValue ?? [:]
             body["vni"] = nil
             body["seed"] = nil
+            body["seed_key"] = nil
             let reply = try switchCall(vni, "add_port_request", .object(body))
             lock.withLock { presence[vni]?.ports[name] = .object(body) }
             save()
@@ -387,14 +419,16 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
             let vni = try vniField(b)
             let endpoint = try endpointField(b, "endpoint")
             let tunnel = try text(b, "tunnel")
+            let key = try keyField(b, "key") ?? ""
             try requirePresent(vni)
-            let change = lock.withLock { membership.admit(vni, endpoint: endpoint, tunnel: tunnel, now: Self.now()) }
+            let change = lock.withLock { membership.admit(vni, endpoint: endpoint, tunnel: tunnel, now: Self.now(), key: key) }
             announce(change)
             pushPeers(vni)
             save()
             if request.header.msgType == "member_join_request" {
-                let list = lock.withLock { membership.list(vni) }.filter { $0.endpoint != endpoint }
-                return Replies.ok(["members": .array(list.map { ["endpoint": .string($0.endpoint), "tunnel": .string($0.tunnel)] })])
+                let list = lock.withLock { membership.list(vni, myKey: myKey) }.filter { $0.endpoint != endpoint }
+                return Replies.ok(["members": .array(list.map {
+                    ["endpoint": .string($0.endpoint), "tunnel": .string($0.tunnel), "key": .string($0.key)] })])
             }
             return Replies.ok()
         case "member_leave_request":
