@@ -124,8 +124,26 @@ import VIOLINProtocol
         let summary = ping.lines.first { $0.contains("packets transmitted") } ?? ""
         #expect(summary.contains("80 packets transmitted, 80 received"), "no ping lost: \(summary)")
 
+        // A second VIOLIN on the same hosts, with the same MACs and IPs: it works, and stays apart.
+        _ = try call(lab, 1, "add_port", #"{"vni":10,"name":"\#(lab.prefix)q1"}"#)
+        _ = try call(lab, 2, "add_port", #"{"vni":10,"name":"\#(lab.prefix)q2","seed":"\#(endpoint(lab, 1))"}"#)
+        try lab.waitForDevice("\(lab.prefix)q1", in: lab.host(1))
+        try lab.waitForDevice("\(lab.prefix)q2", in: lab.host(2))
+        try lab.makeVM("\(lab.prefix)-vm3", device: "\(lab.prefix)q1", from: lab.host(1), mac: "02:80:00:00:00:01", ipv4: "10.80.0.1/24")
+        try lab.makeVM("\(lab.prefix)-vm4", device: "\(lab.prefix)q2", from: lab.host(2), mac: "02:80:00:00:00:02", ipv4: "10.80.0.2/24")
+        #expect(try eventually(timeout: 15) { try sh("ip netns exec \(lab.prefix)-vm3 ping -c 1 -W 1 10.80.0.2").status == 0 })
+        let listeners = try ["vm2", "vm4"].map { vm in
+            (vm, try lab.spawn(in: "\(lab.prefix)-\(vm)", "/usr/bin/env", ["python3", l2probe, "listen", "eth0", "--duration", "1.5"]))
+        }
+        for (_, p) in listeners { #expect(p.waitForLine(timeout: 10) { $0 == "ready" } != nil) }
+        try lab.must("ip netns exec \(lab.prefix)-vm1 python3 \(l2probe) send eth0 --payload violin-9")
+        for (vm, p) in listeners {
+            let line = p.waitForLine(timeout: 15) { $0.hasPrefix("count ") }
+            #expect(line == (vm == "vm2" ? "count 1 violin-9" : "count 0 "), "\(vm): \(line ?? "nothing")")
+        }
+
         // The switch alone dies: the mesh starts a new one, with its port and peers.
-        kill(Int32(pidAfter ?? 0), SIGKILL)
+        kill(Int32(pidAfter ?? 0), SIGKILL)   // VIOLIN 9's switch
         #expect(try eventually(timeout: 20) {
             let pid = try call(lab, 1, "ports", "{}")["violins"].flatMap { v -> Int? in
                 if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } }
