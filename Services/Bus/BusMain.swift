@@ -50,15 +50,7 @@ struct Main: AsyncParsableCommand {
         proxy.start()
         runtime.logger.info("bus up", metadata: ["publishers": "\(proxy.frontendEndpoints)",
                                                   "subscribers": "\(proxy.backendEndpoints)"])
-        await ServiceMain.run(runtime, also: [ProxyService(proxy: proxy)])
+        await ServiceMain.run(runtime, also: [ShutdownHook { proxy.stop() }])
     }
 }
 
-/// Stops the proxy thread on graceful shutdown (before the runtime tears the context down).
-struct ProxyService: Service {
-    let proxy: EventProxy
-    func run() async throws {
-        try? await gracefulShutdown()
-        proxy.stop()
-    }
-}

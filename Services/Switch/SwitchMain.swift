@@ -75,7 +75,7 @@ struct Main: AsyncParsableCommand {
         controller.emit = { [weak runtime] name, body in runtime?.publish(name, body) }
         logger.info("switch up", metadata: ["vni": "\(vni)", "tunnel": "\(socket.local)",
                                             "ports": "\(controller.portList.map(\.name))", "peers": "\(controller.peerList)"])
-        await ServiceMain.run(runtime, also: [ForwarderService(forwarder: forwarder)])
+        await ServiceMain.run(runtime, also: [ShutdownHook { forwarder.stop() }])
     }
 
     func configure(_ c: SwitchController) throws {
@@ -113,11 +113,3 @@ final class SwitchHandler: RequestHandler {
     }
 }
 
-/// Stops the forwarding thread on graceful shutdown.
-struct ForwarderService: Service {
-    let forwarder: Forwarder
-    func run() async throws {
-        try? await gracefulShutdown()
-        forwarder.stop()
-    }
-}

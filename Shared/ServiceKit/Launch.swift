@@ -94,3 +94,14 @@ public enum ServiceMain {
         }
     }
 }
+
+/// A service that only waits for graceful shutdown and then runs `action` (stopping a thread
+/// the process owns beside its runtime: the bus proxy, a forwarder, the mesh's heartbeats).
+public struct ShutdownHook: Service {
+    let action: @Sendable () -> Void
+    public init(_ action: @escaping @Sendable () -> Void) { self.action = action }
+    public func run() async throws {
+        try? await gracefulShutdown()
+        action()
+    }
+}

@@ -51,14 +51,7 @@ struct Main: AsyncParsableCommand {
         let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
         node.emit = { [weak runtime] name, body in runtime?.publish(name, body) }
         node.start()
-        await ServiceMain.run(runtime, also: [MeshNodeService(node: node)])
+        await ServiceMain.run(runtime, also: [ShutdownHook { node.stop() }])
     }
 }
 
-struct MeshNodeService: Service {
-    let node: MeshNode
-    func run() async throws {
-        try? await gracefulShutdown()
-        node.stop()
-    }
-}
