@@ -81,6 +81,7 @@ let package = Package(
         // Tests.
         .testTarget(name: "ProtocolTests", dependencies: ["VIOLINProtocol"],
                     path: "Tests/ProtocolTests", resources: [.copy("Golden")]),
+        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor"], path: "Tests/HypervisorTests"),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"], path: "Tests/MeshCoreTests"),
         .testTarget(name: "PolicyCoreTests", dependencies: ["PolicyCore"], path: "Tests/PolicyCoreTests"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore"], path: "Tests/SwitchCoreTests"),

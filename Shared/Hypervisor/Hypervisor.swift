@@ -1,0 +1,132 @@
+import CLibvirt
+import Foundation
+
+/// What the monitor needs of a hypervisor. `LibvirtHypervisor` is the real one; tests may
+/// use a fake.
+public protocol Hypervisor: AnyObject {
+    func host() throws(HypervisorError) -> HostInfo
+    func domains() throws(HypervisorError) -> [DomainStats]
+    /// Sets the balloon target; returns the memory now in force, KiB.
+    func setMemory(_ domain: String, kib: UInt64) throws(HypervisorError) -> UInt64
+    /// Sets the CPU weight; returns the weight now in force.
+    func setCPUWeight(_ domain: String, _ weight: UInt64) throws(HypervisorError) -> UInt64
+    func cpuWeight(_ domain: String) throws(HypervisorError) -> UInt64
+}
+
+public struct HostInfo: Equatable, Sendable {
+    public let cpus: Int
+    public let memoryKiB: UInt64
+    public let model: String
+}
+
+public struct DomainStats: Equatable, Sendable {
+    public let name: String
+    public let uuid: String
+    public let running: Bool
+    public let vcpus: Int
+    /// Total CPU time used, nanoseconds.
+    public let cpuTimeNs: UInt64
+    /// Current memory (the balloon's size) and the maximum, KiB.
+    public let memoryKiB: UInt64
+    public let maxMemoryKiB: UInt64
+}
+
+public struct HypervisorError: Error, Equatable, CustomStringConvertible, Sendable {
+    public enum Kind: String, Sendable { case notFound = "not_found", unsupported, invalid, failed }
+    public let kind: Kind
+    public let message: String
+    public var description: String { message }
+}
+
+/// The hypervisor through libvirt: `test:///default` for fast tests, `qemu:///system` for real.
+/// One connection, used from one thread at a time per object.
+public final class LibvirtHypervisor: Hypervisor, @unchecked Sendable {
+    public let uri: String
+    private let conn: virConnectPtr
+
+    /// libvirt prints every error on stderr unless told otherwise; ours are reported as values.
+    private static let quiet: Void = { virSetErrorFunc(nil) { _, _ in } }()
+
+    public init(uri: String) throws(HypervisorError) {
+        _ = Self.quiet
+        self.uri = uri
+        guard let c = virConnectOpen(uri) else {
+            throw HypervisorError(kind: .failed, message: "cannot open \(uri): \(String(cString: violin_vir_last_error()))")
+        }
+        conn = c
+    }
+
+    deinit { virConnectClose(conn) }
+
+    static func failure(_ what: String) -> HypervisorError {
+        let code = violin_vir_last_error_code()
+        let kind: HypervisorError.Kind = code == Int32(VIR_ERR_NO_DOMAIN.rawValue) ? .notFound
+            : code == Int32(VIR_ERR_NO_SUPPORT.rawValue) || code == Int32(VIR_ERR_OPERATION_UNSUPPORTED.rawValue) ? .unsupported
+            : code == Int32(VIR_ERR_INVALID_ARG.rawValue) ? .invalid : .failed
+        return HypervisorError(kind: kind, message: "\(what): \(String(cString: violin_vir_last_error()))")
+    }
+
+    public func host() throws(HypervisorError) -> HostInfo {
+        var info = virNodeInfo()
+        guard virNodeGetInfo(conn, &info) == 0 else { throw Self.failure("node info") }
+        let model = withUnsafeBytes(of: info.model) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return HostInfo(cpus: Int(info.cpus), memoryKiB: UInt64(info.memory), model: model)
+    }
+
+    public func domains() throws(HypervisorError) -> [DomainStats] {
+        var list: UnsafeMutablePointer<virDomainPtr?>?
+        let n = virConnectListAllDomains(conn, &list, 0)
+        guard n >= 0, let list else { throw Self.failure("list domains") }
+        defer { free(list) }
+        var out: [DomainStats] = []
+        for i in 0..<Int(n) {
+            guard let d = list[i] else { continue }
+            defer { virDomainFree(d) }
+            var info = virDomainInfo()
+            guard virDomainGetInfo(d, &info) == 0 else { continue }
+            var uuid = [CChar](repeating: 0, count: Int(VIR_UUID_STRING_BUFLEN))
+            _ = virDomainGetUUIDString(d, &uuid)
+            out.append(DomainStats(name: String(cString: virDomainGetName(d)), uuid: String(cString: uuid),
+                                   running: Int32(info.state) == Int32(VIR_DOMAIN_RUNNING.rawValue),
+                                   vcpus: Int(info.nrVirtCpu), cpuTimeNs: UInt64(info.cpuTime),
+                                   memoryKiB: UInt64(info.memory), maxMemoryKiB: UInt64(info.maxMem)))
+        }
+        return out.sorted { $0.name < $1.name }
+    }
+
+    private func lookup(_ name: String) throws(HypervisorError) -> virDomainPtr {
+        guard let d = virDomainLookupByName(conn, name) else {
+            throw HypervisorError(kind: .notFound, message: "no domain named \(name)")
+        }
+        return d
+    }
+
+    public func setMemory(_ domain: String, kib: UInt64) throws(HypervisorError) -> UInt64 {
+        let d = try lookup(domain)
+        defer { virDomainFree(d) }
+        var info = virDomainInfo()
+        guard virDomainGetInfo(d, &info) == 0 else { throw Self.failure("domain info") }
+        guard kib > 0, kib <= UInt64(info.maxMem) else {
+            throw HypervisorError(kind: .invalid, message: "balloon target \(kib) KiB is outside 1..\(info.maxMem) KiB")
+        }
+        guard virDomainSetMemory(d, UInt(kib)) == 0 else { throw Self.failure("set memory") }
+        guard virDomainGetInfo(d, &info) == 0 else { throw Self.failure("domain info") }
+        return UInt64(info.memory)
+    }
+
+    public func setCPUWeight(_ domain: String, _ weight: UInt64) throws(HypervisorError) -> UInt64 {
+        let d = try lookup(domain)
+        defer { virDomainFree(d) }
+        guard violin_vir_set_cpu_weight(d, weight) == 0 else { throw Self.failure("set CPU weight") }
+        return try cpuWeight(domain)
+    }
+
+    public func cpuWeight(_ domain: String) throws(HypervisorError) -> UInt64 {
+        let d = try lookup(domain)
+        defer { virDomainFree(d) }
+        var value: UInt64 = 0
+        var field = [CChar](repeating: 0, count: Int(VIR_TYPED_PARAM_FIELD_LENGTH))
+        guard violin_vir_cpu_weight(d, &value, &field) == 0 else { throw Self.failure("CPU weight") }
+        return value
+    }
+}
