@@ -15,6 +15,10 @@ public enum Catalogue {
     ]
     public static let switchEvents = ["switch.port_added", "switch.port_removed", "switch.peers_changed"]
 
+    /// Requests and events of `violin-monitor` (PROTOCOL.md §8.3).
+    public static let monitorRequests = ["samples_request", "set_balloon_request", "set_cpu_weight_request"]
+    public static let monitorEvents = ["monitor.sampled", "monitor.vm_appeared", "monitor.vm_disappeared"]
+
     /// Requests of `violin-mesh` (PROTOCOL.md §8.2).
     public static let meshRequests = [
         "join_violin_request", "leave_violin_request", "add_port_request", "remove_port_request", "members_request",
@@ -26,7 +30,7 @@ public enum Catalogue {
     /// Every message type named in the catalogue, with `<service>` standing for any service.
     public static let allTypes: [String] =
         adminRequests + adminRequests.map { $0.replacingSuffix("_request", with: "_reply") }
-        + ["error_reply"] + serviceEvents.map { "<service>.\($0)" } + switchRequests + switchEvents + meshRequests + meshEvents
+        + ["error_reply"] + serviceEvents.map { "<service>.\($0)" } + switchRequests + switchEvents + meshRequests + meshEvents + monitorRequests + monitorEvents
 }
 
 extension String {
