@@ -72,9 +72,11 @@ public enum ServiceMain {
     }
 
     /// Runs the service until SIGINT or SIGTERM, then shuts it down in order.
-    public static func run(_ runtime: ServiceRuntime, also: [any Service] = []) async {
+    /// `afterStart` runs once the runtime is up (so `<service>.started` is its first event).
+    public static func run(_ runtime: ServiceRuntime, also: [any Service] = [], afterStart: () throws -> Void = {}) async {
         do {
             try runtime.start()
+            try afterStart()
         } catch {
             runtime.logger.critical("cannot start", metadata: ["error": "\(error)"])
             FileHandle.standardError.write(Data("violin-\(runtime.settings.service): cannot start: \(error)\n".utf8))

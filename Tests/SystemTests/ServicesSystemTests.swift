@@ -36,8 +36,10 @@ import ZeroMQ
                 "the watcher's subscription reached the bus")
 
         for (name, exe) in Self.services {
+            // The monitor reads libvirt's built-in test driver here (no libvirtd needed).
+            let extra = name == "monitor" ? ["--libvirt-uri", "test:///default"] : []
             procs.append(try Spawned(exe, ["--listen", scratch.ipc(name), "--bus", scratch.ipc("pub"),
-                                           "--heartbeat-interval", "0.2", "--instance", "\(name)@systest"]))
+                                           "--heartbeat-interval", "0.2", "--instance", "\(name)@systest"] + extra))
         }
         for (name, _) in Self.services {
             for event in ["started", "heartbeat"] {

@@ -50,8 +50,7 @@ struct Main: AsyncParsableCommand {
         let node = MeshNode(options: mo, logger: logger)
         let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
         node.emit = { [weak runtime] name, body in runtime?.publish(name, body) }
-        node.start()
-        await ServiceMain.run(runtime, also: [ShutdownHook { node.stop() }])
+        await ServiceMain.run(runtime, also: [ShutdownHook { node.stop() }], afterStart: { node.start() })
     }
 }
 

@@ -36,7 +36,6 @@ struct Main: AsyncParsableCommand {
         }
         let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
         node.publish = { [weak runtime] name, body in runtime?.publish(name, body) }
-        try node.start()
-        await ServiceMain.run(runtime, also: [ShutdownHook { node.stop() }])
+        await ServiceMain.run(runtime, also: [ShutdownHook { node.stop() }], afterStart: { try node.start() })
     }
 }
