@@ -109,7 +109,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
             service: settings.service, instance: settings.instance, version: version,
             pid: Int(getpid()), endpoints: endpointMap(endpoints)))
         let t = Thread { [self] in
-            _ = pthread_setname_np(pthread_self(), String("\(settings.service)-requests".prefix(15)))
+            setThreadName("\(settings.service)-requests")
             self.loop(router: router, events: events)
             router.close()
             events.close()

@@ -236,7 +236,7 @@ public final class Forwarder: @unchecked Sendable {
 
     public func start() {
         let t = Thread { [self] in
-            _ = pthread_setname_np(pthread_self(), "violin-forward")   // what top -H and perf show
+            setThreadName("violin-forward")   // what top -H and perf show
             self.loop()
             self.done.signal()
         }

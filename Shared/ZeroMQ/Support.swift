@@ -37,3 +37,6 @@ public func monotonicMillis() -> Int64 {
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
 }
+
+/// Names the calling thread (first 15 characters), as top -H and perf show it.
+public func setThreadName(_ name: String) { violin_set_thread_name(String(name.prefix(15))) }
