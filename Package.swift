@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // Native libraries, found through pkg-config.
@@ -72,7 +73,10 @@ let package = Package(
                 path: "Services/Monitor/Service"),
         .executableTarget(name: "violin-monitor", dependencies: ["ServiceKit", "Hypervisor", "MonitorService"],
                           path: "Services/Monitor/Main"),
-        .executableTarget(name: "violin-policy", dependencies: ["ServiceKit"], path: "Services/Policy"),
+        .target(name: "PolicyService", dependencies: [
+            "PolicyCore", "ServiceKit", "VIOLINProtocol", "ZeroMQ", .product(name: "GRDB", package: "GRDB.swift"),
+        ], path: "Services/Policy/Service"),
+        .executableTarget(name: "violin-policy", dependencies: ["ServiceKit", "PolicyService"], path: "Services/Policy/Main"),
         .executableTarget(name: "violin-executor", dependencies: ["ServiceKit", "Hypervisor"],
                           path: "Services/Executor"),
         .executableTarget(name: "violin", dependencies: [
@@ -89,7 +93,8 @@ let package = Package(
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore"], path: "Tests/SwitchCoreTests"),
         .testTarget(name: "DataPlaneTests", dependencies: ["SwitchDataPlane", "SwitchCore", "CNetShim", "VIOLINProtocol"],
                     path: "Tests/DataPlaneTests"),
-        .testTarget(name: "ComponentTests", dependencies: ["ZeroMQ", "ServiceKit", "VIOLINProtocol", "MonitorService", "Hypervisor"],
+        .testTarget(name: "ComponentTests", dependencies: ["ZeroMQ", "ServiceKit", "VIOLINProtocol", "MonitorService", "Hypervisor",
+                                                          "PolicyService"],
                     path: "Tests/ComponentTests"),
         .testTarget(name: "SystemTests", dependencies: ["VIOLINProtocol", "ZeroMQ", "ServiceKit"],
                     path: "Tests/SystemTests"),

@@ -36,7 +36,9 @@ echo "== violin watch --bus $(ep sub)   (events as JSON lines)"
 until "$bin/violin" metrics --to "$(ep bus)" | grep -q '"bus_subscriptions_forwarded" : [1-9]'; do :; done
 
 for svc in mesh monitor policy executor; do
-  extra=(); [ $svc = monitor ] && extra=(--libvirt-uri test:///default --sample-interval 1)   # libvirt's test driver
+  extra=()
+  [ $svc = monitor ] && extra=(--libvirt-uri test:///default --sample-interval 1)   # libvirt's test driver
+  [ $svc = policy ] && extra=(--database "$run/policy.sqlite" --subscribe "$(ep sub)")
   "$bin/violin-$svc" --listen "$(ep $svc)" --bus "$(ep pub)" --heartbeat-interval 1 \
     --instance "$svc@demo" "${extra[@]}" 2>"$run/$svc.log" & pids+=($!)
 done

@@ -19,6 +19,14 @@ public enum Catalogue {
     public static let monitorRequests = ["samples_request", "set_balloon_request", "set_cpu_weight_request"]
     public static let monitorEvents = ["monitor.sampled", "monitor.vm_appeared", "monitor.vm_disappeared"]
 
+    /// Requests and events of `violin-policy` (PROTOCOL.md §8.4).
+    public static let policyRequests = [
+        "register_domain_request", "register_host_request", "remove_host_request", "create_violin_request",
+        "destroy_violin_request", "set_mode_request", "evaluate_request", "explain_request", "decisions_request",
+        "inventory_request",
+    ]
+    public static let policyEvents = ["policy.decided", "policy.mode_changed"]
+
     /// Requests of `violin-mesh` (PROTOCOL.md §8.2).
     public static let meshRequests = [
         "join_violin_request", "leave_violin_request", "add_port_request", "remove_port_request", "members_request",
@@ -30,7 +38,7 @@ public enum Catalogue {
     /// Every message type named in the catalogue, with `<service>` standing for any service.
     public static let allTypes: [String] =
         adminRequests + adminRequests.map { $0.replacingSuffix("_request", with: "_reply") }
-        + ["error_reply"] + serviceEvents.map { "<service>.\($0)" } + switchRequests + switchEvents + meshRequests + meshEvents + monitorRequests + monitorEvents
+        + ["error_reply"] + serviceEvents.map { "<service>.\($0)" } + switchRequests + switchEvents + meshRequests + meshEvents + monitorRequests + monitorEvents + policyRequests + policyEvents
 }
 
 extension String {

@@ -37,7 +37,8 @@ import ZeroMQ
 
         for (name, exe) in Self.services {
             // The monitor reads libvirt's built-in test driver here (no libvirtd needed).
-            let extra = name == "monitor" ? ["--libvirt-uri", "test:///default"] : []
+            let extra = name == "monitor" ? ["--libvirt-uri", "test:///default"]
+                : name == "policy" ? ["--database", scratch.file("policy.sqlite"), "--subscribe", scratch.ipc("sub")] : []
             procs.append(try Spawned(exe, ["--listen", scratch.ipc(name), "--bus", scratch.ipc("pub"),
                                            "--heartbeat-interval", "0.2", "--instance", "\(name)@systest"] + extra))
         }
@@ -137,7 +138,7 @@ import ZeroMQ
         defer { procs.forEach { $0.destroy() }; scratch.cleanup() }
         procs.append(try startBus(scratch))
         procs.append(try Spawned("violin-policy", ["--listen", scratch.ipc("policy"), "--bus", scratch.ipc("pub"),
-                                                   "--heartbeat-interval", "0.2"]))
+                                                   "--heartbeat-interval", "0.2", "--database", scratch.file("policy.sqlite")]))
         let script = packageRoot + "/Tests/SystemTests/interop_client.py"
         let r = try run("/usr/bin/env", ["python3", script, "--service", scratch.ipc("policy"),
                                         "--bus", scratch.ipc("sub"), "--topic", "policy.heartbeat"], timeout: 60)

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import PolicyService
+import ServiceKit
+
+/// violin-policy: the adaptation manager (PROTOCOL.md §8.4).
+@main
+struct Main: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "violin-policy", abstract: "VIOLIN adaptation manager (one per infrastructure).")
+    static let description = ServiceDescription(name: "policy", defaultListen: "tcp://127.0.0.1:7703", extraKeys: [
+        ConfigKey("database", default: "violin-policy.sqlite", help: "SQLite file of the inventory and the decision ledger."),
+        ConfigKey("subscribe", default: "tcp://127.0.0.1:7711", help: "The bus's subscriber endpoint (samples), or 'none'."),
+        ConfigKey("evaluate_interval", default: "30", help: "Seconds between two policy rounds.", validate: Validate.positiveNumber),
+        ConfigKey("policy", default: "paper", help: "paper or cost-benefit.",
+                  validate: { ["paper", "cost-benefit"].contains($0) ? nil : "paper or cost-benefit" }),
+    ])
+
+    @OptionGroup var options: ServiceOptions
+    @Option(help: "SQLite file of the inventory and ledger.") var database: String?
+    @Option(help: "The bus's subscriber endpoint, or 'none'.") var subscribe: String?
+    @Option(help: "Seconds between two policy rounds.") var evaluateInterval: String?
+    @Option(help: "paper or cost-benefit.") var policy: String?
+
+    func run() async throws {
+        var extra: [String: String] = [:]
+        extra["database"] = database
+        extra["subscribe"] = subscribe
+        extra["evaluate_interval"] = evaluateInterval
+        extra["policy"] = policy
+        let settings = ServiceMain.settings(Self.description, options, extra: extra)
+        let r = settings.resolved
+        var po = PolicyNode.Options(database: r["database"])
+        po.subscribe = r["subscribe"] == "none" || r["subscribe"].isEmpty ? nil : r["subscribe"]
+        po.interval = r.double("evaluate_interval")
+        po.policy = r["policy"]
+        let logger = ServiceMain.logger(settings)
+        let node: PolicyNode
+        do { node = try PolicyNode(options: po, logger: logger) } catch {
+            FileHandle.standardError.write(Data("violin-policy: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
+        node.publish = { [weak runtime] name, body in runtime?.publish(name, body) }
+        await ServiceMain.run(runtime, also: [ShutdownHook { node.stop() }], afterStart: { try node.start() })
+    }
+}

@@ -1,0 +1,278 @@
+import Foundation
+import Logging
+import PolicyCore
+import ServiceKit
+import VIOLINProtocol
+import ZeroMQ
+
+/// The adaptation manager as a service (PROTOCOL.md §8.4): the inventory and ledger in
+/// SQLite, CPU samples from the bus, the policy core on a period and on request, and in
+/// automatic mode the migrations sent to the executors.
+public final class PolicyNode: RequestHandler, @unchecked Sendable {
+    public struct Options: Sendable {
+        public var database: String
+        public var subscribe: String?
+        public var interval = 30.0
+        public var policy = "paper"
+        public var smoothing = 0.3
+        public var executorTimeoutMs = 1000
+        public init(database: String) { self.database = database }
+    }
+
+    public let store: PolicyStore
+    private let options: Options
+    private let policy: AdaptationPolicy
+    private let logger: Logger
+    private let lock = NSLockLite()
+    private var smoother: DemandSmoother
+    private var stopping = false
+    private let context = ZMQContext()
+    private let waker = Waker()
+    private var thread: Thread?
+    private let done = DispatchSemaphore(value: 0)
+    public var publish: (String, JSONValue) -> Void = { _, _ in }
+
+    public init(options: Options, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        store = try PolicyStore(path: options.database)
+        smoother = DemandSmoother(weight: options.smoothing)
+        switch options.policy {
+        case "paper": policy = PaperPolicy()
+        case "cost-benefit": policy = CostBenefitPolicy()
+        default: throw ProtocolError(.invalidBody, "unknown policy \(options.policy) (paper, cost-benefit)")
+        }
+    }
+
+    var mode: String { (try? store.setting("mode")) ?? "recommend" }
+
+    static func now() -> Double { Date().timeIntervalSince1970 }
+
+    // MARK: - The worker: samples and periodic evaluation
+
+    public func start() throws {
+        let sub: EventSubscriber? = try options.subscribe.map {
+            try EventSubscriber(context: context, endpoint: $0, topics: ["monitor.sampled"])
+        }
+        let t = Thread { [self] in
+            setThreadName("policy-worker")
+            self.work(sub)
+            sub?.close()
+            self.done.signal()
+        }
+        thread = t
+        t.start()
+    }
+
+    public func stop() {
+        lock.withLock { stopping = true }
+        waker.wake()
+        if thread != nil { done.wait() }
+        context.shutdown()
+        context.terminate()
+    }
+
+    private func work(_ sub: EventSubscriber?) {
+        var next = monotonicMillis() + Int64(options.interval * 1000)
+        var items = [PollItem(fd: waker.readFD)]
+        if let sub { items.append(PollItem(socket: sub.socket)) }
+        while !lock.withLock({ stopping }) {
+            _ = try? poll(&items, timeoutMs: Int(max(0, next - monotonicMillis())))
+            if items[0].readable { waker.drain() }
+            if let sub, items.count > 1, items[1].readable {
+                while case .event(let m, _)? = try? sub.next(timeoutMs: 0) { ingest(m.body) }
+            }
+            if monotonicMillis() >= next {
+                next = monotonicMillis() + Int64(options.interval * 1000)
+                _ = try? evaluate()
+            }
+        }
+    }
+
+    /// One `monitor.sampled` body: the smoothed CPU use of every VM it names.
+    public func ingest(_ body: JSONValue) {
+        guard case .array(let vms)? = body["vms"] else { return }
+        lock.withLock {
+            for vm in vms {
+                if let name = vm["name"]?.stringValue, let cpu = vm["cpu_percent"]?.numberValue { smoother.add(name, cpu: cpu) }
+            }
+        }
+    }
+
+    // MARK: - Decisions
+
+    func clusterState() throws -> (ClusterState, PolicyStore.Inventory) {
+        let inv = try store.inventory()
+        let cpu = lock.withLock { smoother.averages }
+        let state = ClusterState(hosts: inv.hosts, vms: inv.vms, violins: inv.violins, placement: inv.placement,
+                                 cpu: cpu, lastMigrated: inv.lastDecided, now: Self.now())
+        return (state, inv)
+    }
+
+    /// Runs the policy once: every decision goes to the ledger (and, in automatic mode, to the
+    /// source host's executor), and is published.
+    @discardableResult
+    public func evaluate() throws -> [JSONValue] {
+        let (state, inv) = try self.clusterState()
+        let mode = self.mode
+        var out: [JSONValue] = []
+        for d in policy.decide(state) {
+            let body = describe(d)
+            let inputs = JSONText.string(["cpu": .object(d.moves.reduce(into: [String: JSONValue]()) { acc, m in
+                acc[m.0] = .number(((state.cpu[m.0] ?? 0) * 10).rounded() / 10) })] as JSONValue)
+            let id = try store.record(kind: kind(d), body: JSONText.string(body), reason: d.reason, inputs: inputs, mode: mode,
+                                      outcome: mode == "automatic" ? "sending" : "recommended", vms: d.moves.map(\.0), at: state.now)
+            var outcome = mode == "automatic" ? "" : "recommended"
+            if mode == "automatic" {
+                outcome = execute(d, id: id, inv: inv, state: state)
+                try store.setOutcome(id, outcome)
+            }
+            let entry: JSONValue = ["id": .number(Double(id)), "kind": .string(kind(d)), "decision": body,
+                                    "reason": .string(d.reason), "mode": .string(mode), "outcome": .string(outcome)]
+            publish("decided", entry)
+            out.append(entry)
+        }
+        return out
+    }
+
+    /// Sends each migration of `d` to its source host's executor; never blocks past the timeout.
+    private func execute(_ d: Decision, id: Int64, inv: PolicyStore.Inventory, state: ClusterState) -> String {
+        var failures: [String] = []
+        for (vm, to) in d.moves {
+            guard let from = state.placement[vm], let executor = inv.endpoints[from]?.executor, !executor.isEmpty else {
+                failures.append("\(vm): no executor known for its host")
+                continue
+            }
+            let client = ServiceClient(context: context, endpoint: executor, sender: "policy", timeoutMs: options.executorTimeoutMs)
+            defer { client.close() }
+            do {
+                _ = try client.call("migrate_request", body: ["vm": .string(vm), "from": .string(from), "to": .string(to),
+                                                              "reason": .string(d.reason), "decision_id": .number(Double(id))])
+            } catch {
+                failures.append("\(vm): \(error)")
+            }
+        }
+        return failures.isEmpty ? "sent" : "failed: " + failures.joined(separator: "; ")
+    }
+
+    func kind(_ d: Decision) -> String {
+        switch d {
+        case .migrateVM: "migrate_vm"
+        case .migrateViolin: "migrate_violin"
+        case .setCPUWeight: "set_cpu_weight"
+        case .setBalloon: "set_balloon"
+        }
+    }
+
+    func describe(_ d: Decision) -> JSONValue {
+        switch d {
+        case .migrateVM(let vm, let from, let to, let s, _):
+            return ["vm": .string(vm), "from": .string(from), "to": .string(to), "estimated_s": .number((s * 10).rounded() / 10)]
+        case .migrateViolin(let v, let domain, let placement, let s, _):
+            return ["violin": .string(v), "to_domain": .string(domain), "estimated_s": .number((s * 10).rounded() / 10),
+                    "placement": .object(placement.mapValues { .string($0) })]
+        case .setCPUWeight(let vm, let w, _): return ["vm": .string(vm), "weight": .number(Double(w))]
+        case .setBalloon(let vm, let mb, _): return ["vm": .string(vm), "target_mb": .number(Double(mb))]
+        }
+    }
+
+    // MARK: - Requests
+
+    public var state: JSONValue { ["mode": .string(mode), "policy": .string(policy.name)] }
+
+    private func text(_ b: JSONValue, _ key: String) throws(ProtocolError) -> String {
+        guard let v = b[key]?.stringValue, !v.isEmpty else { throw ProtocolError(.invalidBody, "\(key) (a string) is required") }
+        return v
+    }
+
+    private func positive(_ b: JSONValue, _ key: String) throws(ProtocolError) -> Int {
+        guard let v = b[key]?.intValue, v > 0 else { throw ProtocolError(.invalidBody, "\(key) (a positive integer) is required") }
+        return v
+    }
+
+    private func storeCall<T>(_ body: () throws -> T) throws(ProtocolError) -> T {
+        do { return try body() } catch let f as PolicyStore.Failure {
+            switch f.kind {
+            case .notFound: throw ProtocolError(.notFound, f.description)
+            case .conflict: throw ProtocolError(.conflict, f.description)
+            case .invalid: throw ProtocolError(.invalidBody, f.description)
+            }
+        } catch let e as ProtocolError { throw e } catch {
+            throw ProtocolError(.internalError, "database: \(error)")
+        }
+    }
+
+    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
+        let b = request.body
+        switch request.header.msgType {
+        case "register_domain_request":
+            let id = try text(b, "id")
+            try storeCall { try store.registerDomain(id) }
+            return Replies.ok(["id": .string(id)])
+        case "register_host_request":
+            let id = try text(b, "id"), domain = try text(b, "domain")
+            let cores = try positive(b, "cores"), memory = try positive(b, "memory_mb")
+            let executor = b["executor"]?.stringValue ?? "", monitor = b["monitor"]?.stringValue ?? ""
+            try storeCall { try store.registerHost(id: id, domain: domain, cores: cores, memoryMB: memory, executor: executor, monitor: monitor) }
+            return Replies.ok(["id": .string(id)])
+        case "remove_host_request":
+            let id = try text(b, "id")
+            try storeCall { try store.removeHost(id) }
+            return Replies.ok(["id": .string(id)])
+        case "create_violin_request":
+            let id = try text(b, "id"), home = try text(b, "home_domain"), head = try text(b, "head")
+            guard case .array(let list)? = b["vms"], !list.isEmpty else { throw ProtocolError(.invalidBody, "vms (a non-empty list) is required") }
+            var vms: [PolicyStore.NewVM] = []
+            for v in list { vms.append(.init(id: try text(v, "id"), memoryMB: try positive(v, "memory_mb"), host: try text(v, "host"))) }
+            try storeCall { try store.createViolin(id: id, homeDomain: home, head: head, vms: vms) }
+            return Replies.ok(["id": .string(id)])
+        case "destroy_violin_request":
+            let id = try text(b, "id")
+            try storeCall { try store.destroyViolin(id) }
+            return Replies.ok(["id": .string(id)])
+        case "set_mode_request":
+            let m = try text(b, "mode")
+            guard m == "recommend" || m == "automatic" else { throw ProtocolError(.invalidBody, "mode must be recommend or automatic") }
+            try storeCall { try store.setSetting("mode", m) }
+            publish("mode_changed", ["mode": .string(m)])
+            return Replies.ok(["mode": .string(m)])
+        case "evaluate_request":
+            let decisions = try storeCall { try evaluate() }
+            return Replies.ok(["decisions": .array(decisions)])
+        case "explain_request":
+            let (state, inv) = try storeCall { try self.clusterState() }
+            let scores = Scores(state)
+            return Replies.ok([
+                "hosts": .array(inv.hosts.map { h in
+                    ["id": .string(h.id), "domain": .string(h.domain), "cores": .number(Double(h.cores)),
+                     "score": .number((scores.score(h.id) * 1000).rounded() / 1000),
+                     "high_demand_vms": .number(Double(scores.high[h.id] ?? 0)),
+                     "load": .number(((scores.load[h.id] ?? 0) * 100).rounded() / 100)]
+                }),
+                "deviation": .number((scores.deviation * 1000).rounded() / 1000),
+            ])
+        case "decisions_request":
+            let limit = b["limit"]?.intValue ?? 50
+            guard (1...10_000).contains(limit) else { throw ProtocolError(.invalidBody, "limit must be 1-10000") }
+            let rows = try storeCall { try store.decisions(limit: limit) }
+            return Replies.ok(["decisions": .array(rows.map { r in
+                ["id": .number(Double(r["id"] as Int64)), "time": .string(r["time"]), "kind": .string(r["kind"]),
+                 "decision": (try? JSONText.parse(Array((r["body"] as String).utf8))) ?? .null,
+                 "reason": .string(r["reason"]), "mode": .string(r["mode"]), "outcome": .string(r["outcome"])]
+            })])
+        case "inventory_request":
+            let inv = try storeCall { try store.inventory() }
+            return Replies.ok([
+                "domains": .array(inv.domains.map { .string($0) }),
+                "hosts": .array(inv.hosts.map { ["id": .string($0.id), "domain": .string($0.domain), "cores": .number(Double($0.cores)),
+                                                 "memory_mb": .number(Double($0.memoryMB))] }),
+                "violins": .array(inv.violins.map { ["id": .string($0.id), "home_domain": .string($0.homeDomain), "head": .string($0.head)] }),
+                "vms": .array(inv.vms.map { ["id": .string($0.id), "violin": .string($0.violin), "memory_mb": .number(Double($0.memoryMB)),
+                                             "host": .string(inv.placement[$0.id] ?? "")] }),
+                "mode": .string(mode), "policy": .string(policy.name),
+            ])
+        default:
+            return nil
+        }
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import GRDB
+import PolicyCore
+
+/// The adaptation manager's inventory and decision ledger, in SQLite (GRDB), so a restarted
+/// violin-policy loses nothing.
+public final class PolicyStore: @unchecked Sendable {
+    let db: DatabaseQueue
+
+    public struct Failure: Error, CustomStringConvertible {
+        public enum Kind { case notFound, conflict, invalid }
+        public let kind: Kind
+        public let description: String
+    }
+
+    public init(path: String) throws {
+        var config = Configuration()
+        config.foreignKeysEnabled = true
+        db = try DatabaseQueue(path: path, configuration: config)
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE domain(id TEXT PRIMARY KEY);
+                CREATE TABLE host(id TEXT PRIMARY KEY, domain TEXT NOT NULL REFERENCES domain(id), cores INTEGER NOT NULL,
+                                  memory_mb INTEGER NOT NULL, executor TEXT NOT NULL DEFAULT '', monitor TEXT NOT NULL DEFAULT '');
+                CREATE TABLE violin(id TEXT PRIMARY KEY, home_domain TEXT NOT NULL REFERENCES domain(id), head TEXT NOT NULL);
+                CREATE TABLE vm(id TEXT PRIMARY KEY, violin TEXT NOT NULL REFERENCES violin(id) ON DELETE CASCADE,
+                                memory_mb INTEGER NOT NULL, host TEXT NOT NULL REFERENCES host(id), last_decided REAL);
+                CREATE TABLE decision(id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, kind TEXT NOT NULL,
+                                      body TEXT NOT NULL, reason TEXT NOT NULL, inputs TEXT NOT NULL, mode TEXT NOT NULL,
+                                      outcome TEXT NOT NULL);
+                CREATE TABLE setting(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                """)
+        }
+        try migrator.migrate(db)
+    }
+
+    func fail(_ kind: Failure.Kind, _ text: String) -> Failure { Failure(kind: kind, description: text) }
+
+    public func registerDomain(_ id: String) throws {
+        try db.write { db in
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM domain WHERE id = ?", arguments: [id]) == true {
+                throw fail(.conflict, "domain \(id) exists")
+            }
+            try db.execute(sql: "INSERT INTO domain(id) VALUES (?)", arguments: [id])
+        }
+    }
+
+    public func registerHost(id: String, domain: String, cores: Int, memoryMB: Int, executor: String, monitor: String) throws {
+        try db.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM domain WHERE id = ?", arguments: [domain]) == true else {
+                throw fail(.notFound, "no domain \(domain)")
+            }
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM host WHERE id = ?", arguments: [id]) == true {
+                throw fail(.conflict, "host \(id) exists")
+            }
+            try db.execute(sql: "INSERT INTO host(id, domain, cores, memory_mb, executor, monitor) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [id, domain, cores, memoryMB, executor, monitor])
+        }
+    }
+
+    public func removeHost(_ id: String) throws {
+        try db.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM host WHERE id = ?", arguments: [id]) == true else {
+                throw fail(.notFound, "no host \(id)")
+            }
+            if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM vm WHERE host = ?", arguments: [id]) ?? 0 > 0 {
+                throw fail(.conflict, "host \(id) still holds VMs")
+            }
+            try db.execute(sql: "DELETE FROM host WHERE id = ?", arguments: [id])
+        }
+    }
+
+    public struct NewVM { public let id: String; public let memoryMB: Int; public let host: String
+        public init(id: String, memoryMB: Int, host: String) { self.id = id; self.memoryMB = memoryMB; self.host = host } }
+
+    public func createViolin(id: String, homeDomain: String, head: String, vms: [NewVM]) throws {
+        try db.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM domain WHERE id = ?", arguments: [homeDomain]) == true else {
+                throw fail(.notFound, "no domain \(homeDomain)")
+            }
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM violin WHERE id = ?", arguments: [id]) == true {
+                throw fail(.conflict, "VIOLIN \(id) exists")
+            }
+            guard vms.contains(where: { $0.id == head }) else { throw fail(.invalid, "the head \(head) is not one of the VMs") }
+            try db.execute(sql: "INSERT INTO violin(id, home_domain, head) VALUES (?, ?, ?)", arguments: [id, homeDomain, head])
+            for vm in vms {
+                guard let row = try Row.fetchOne(db, sql: "SELECT domain, memory_mb FROM host WHERE id = ?", arguments: [vm.host]) else {
+                    throw fail(.notFound, "no host \(vm.host)")
+                }
+                if vm.id == head && (row["domain"] as String) != homeDomain {
+                    throw fail(.invalid, "the head \(head) must be placed in its home domain \(homeDomain)")
+                }
+                let used = try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(memory_mb), 0) FROM vm WHERE host = ?", arguments: [vm.host]) ?? 0
+                if used + vm.memoryMB > (row["memory_mb"] as Int) { throw fail(.conflict, "VM \(vm.id) does not fit in \(vm.host)'s memory") }
+                if try Bool.fetchOne(db, sql: "SELECT 1 FROM vm WHERE id = ?", arguments: [vm.id]) == true {
+                    throw fail(.conflict, "VM \(vm.id) exists")
+                }
+                try db.execute(sql: "INSERT INTO vm(id, violin, memory_mb, host) VALUES (?, ?, ?, ?)",
+                               arguments: [vm.id, id, vm.memoryMB, vm.host])
+            }
+        }
+    }
+
+    public func destroyViolin(_ id: String) throws {
+        try db.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM violin WHERE id = ?", arguments: [id]) == true else {
+                throw fail(.notFound, "no VIOLIN \(id)")
+            }
+            try db.execute(sql: "DELETE FROM violin WHERE id = ?", arguments: [id])
+        }
+    }
+
+    public func setting(_ key: String) throws -> String? {
+        try db.read { db in try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) }
+    }
+
+    public func setSetting(_ key: String, _ value: String) throws {
+        try db.write { db in
+            try db.execute(sql: "INSERT INTO setting(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                           arguments: [key, value])
+        }
+    }
+
+    /// Everything a policy round needs, with when each VM was last decided on (for the cooldown).
+    public struct Inventory {
+        public var domains: [String] = []
+        public var hosts: [PolicyCore.Host] = []
+        public var endpoints: [String: (executor: String, monitor: String)] = [:]
+        public var violins: [Violin] = []
+        public var vms: [VM] = []
+        public var placement: [VMID: HostID] = [:]
+        public var lastDecided: [VMID: Double] = [:]
+    }
+
+    public func inventory() throws -> Inventory {
+        try db.read { db in
+            var inv = Inventory()
+            inv.domains = try String.fetchAll(db, sql: "SELECT id FROM domain ORDER BY id")
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM host ORDER BY id") {
+                inv.hosts.append(PolicyCore.Host(id: row["id"], domain: row["domain"], cores: row["cores"], memoryMB: row["memory_mb"]))
+                inv.endpoints[row["id"]] = (row["executor"], row["monitor"])
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM violin ORDER BY id") {
+                inv.violins.append(Violin(id: row["id"], homeDomain: row["home_domain"], head: row["head"]))
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM vm ORDER BY id") {
+                inv.vms.append(VM(id: row["id"], violin: row["violin"], memoryMB: row["memory_mb"]))
+                inv.placement[row["id"]] = row["host"]
+                if let t = row["last_decided"] as Double? { inv.lastDecided[row["id"]] = t }
+            }
+            return inv
+        }
+    }
+
+    /// Appends a decision to the ledger; returns its id.
+    public func record(kind: String, body: String, reason: String, inputs: String, mode: String, outcome: String,
+                       vms: [VMID], at now: Double) throws -> Int64 {
+        try db.write { db in
+            try db.execute(sql: "INSERT INTO decision(time, kind, body, reason, inputs, mode, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [ISO8601DateFormatter().string(from: Date()), kind, body, reason, inputs, mode, outcome])
+            let id = db.lastInsertedRowID
+            for vm in vms { try db.execute(sql: "UPDATE vm SET last_decided = ? WHERE id = ?", arguments: [now, vm]) }
+            return id
+        }
+    }
+
+    public func setOutcome(_ id: Int64, _ outcome: String) throws {
+        try db.write { db in try db.execute(sql: "UPDATE decision SET outcome = ? WHERE id = ?", arguments: [outcome, id]) }
+    }
+
+    public func decisions(limit: Int) throws -> [Row] {
+        try db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM decision ORDER BY id DESC LIMIT ?", arguments: [limit]) }
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import Logging
+import Testing
+import PolicyService
+import ServiceKit
+import VIOLINProtocol
+import ZeroMQ
+
+@Suite struct PolicyServiceTests {
+    func node(_ db: String, subscribe: String?) throws -> PolicyNode {
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        var o = PolicyNode.Options(database: db)
+        o.subscribe = subscribe
+        o.interval = 3600   // rounds on request only, in this test
+        return try PolicyNode(options: o, logger: logger)
+    }
+
+    /// Synthetic monitors publish samples of a hot host; the policy recommends a migration,
+    /// then in automatic mode sends it to the executor (and records that nothing answered);
+    /// after a restart its inventory and ledger are intact.
+    @Test func recommendsThenCommandsAndSurvivesARestart() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-policy-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let db = dir + "/policy.sqlite"
+        try withContext { ctx in
+            let proxy = try EventProxy(context: ctx, frontend: ["tcp://127.0.0.1:*"], backend: ["tcp://127.0.0.1:*"])
+            proxy.start()
+            defer { proxy.stop() }
+            let policy = try node(db, subscribe: proxy.backendEndpoints[0])
+            let runtime = try makeRuntime("policy", bus: proxy.frontendEndpoints[0], handler: policy)
+            policy.publish = { runtime.publish($0, $1) }
+            try policy.start()
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 5000)
+            // An executor endpoint where nothing listens.
+            let probe = try ZMQSocket(ctx, .rep)
+            try probe.bind("tcp://127.0.0.1:*")
+            let deadExecutor = try probe.lastEndpoint()
+            probe.close()
+            _ = try client.call("register_domain", body: ["id": "d1"])
+            for h in ["a", "b"] {
+                _ = try client.call("register_host", body: ["id": .string(h), "domain": "d1", "cores": 2, "memory_mb": 8192,
+                                                            "executor": .string(deadExecutor)])
+            }
+            let vms: [JSONValue] = (0..<4).map { ["id": .string("vm\($0)"), "memory_mb": 512, "host": "a"] }
+            _ = try client.call("create_violin", body: ["id": "e1", "home_domain": "d1", "head": "vm0", "vms": .array(vms)])
+            // Bad requests are refused with their codes, and change nothing.
+            for (type, body, code) in [("register_host", ["id": "c", "domain": "nope", "cores": 2, "memory_mb": 1] as JSONValue, ErrorCode.notFound),
+                                       ("register_domain", ["id": "d1"], .conflict),
+                                       ("remove_host", ["id": "a"], .conflict),
+                                       ("set_mode", ["mode": "yolo"], .invalidBody),
+                                       ("create_violin", ["id": "e2", "home_domain": "d1", "head": "x",
+                                                          "vms": [["id": "x", "memory_mb": 99999, "host": "b"]]], .conflict)] {
+                #expect(try client.send(type, body: body).body["code"] == .string(code.rawValue), "\(type)")
+            }
+
+            // A synthetic monitor: every VM on host a is busy.
+            let monitor = try makeRuntime("monitor", bus: proxy.frontendEndpoints[0])
+            defer { monitor.stop() }
+            let samples: JSONValue = ["host": ["cpus": 2], "vms": .array((0..<4).map { ["name": .string("vm\($0)"), "cpu_percent": 97] })]
+            var explained = false
+            let deadline = monotonicMillis() + 10_000
+            while !explained && monotonicMillis() < deadline {
+                monitor.publish("sampled", samples)
+                let e = try client.call("explain")
+                if case .array(let hosts)? = e["hosts"], hosts.first(where: { $0["id"] == "a" })?["high_demand_vms"] == 4 { explained = true }
+            }
+            #expect(explained, "the policy saw the samples")
+
+            let recommended = try client.call("evaluate")
+            guard case .array(let first)? = recommended["decisions"], let d = first.first else {
+                Issue.record("no decision: \(recommended)"); return
+            }
+            #expect(d["kind"] == "migrate_vm" && d["decision"]?["from"] == "a" && d["decision"]?["to"] == "b")
+            #expect(d["outcome"] == "recommended" && (d["reason"]?.stringValue ?? "").contains("deviation"))
+
+            _ = try client.call("set_mode", body: ["mode": "automatic"])
+            // Samples of the VMs not yet decided on: the next round commands a migration.
+            let automatic = try client.call("evaluate")
+            guard case .array(let second)? = automatic["decisions"], let c = second.first else {
+                Issue.record("no command: \(automatic)"); return
+            }
+            #expect(c["mode"] == "automatic")
+            #expect((c["outcome"]?.stringValue ?? "").hasPrefix("failed:"), "nothing answers at the executor: \(c)")
+            runtime.stop()
+            policy.stop()
+            client.close()
+
+            // Restarted: the same inventory, ledger and mode.
+            let again = try node(db, subscribe: nil)
+            let r2 = try makeRuntime("policy", handler: again)
+            defer { r2.stop() }
+            let c2 = ServiceClient(context: ctx, endpoint: r2.endpoints[0], timeoutMs: 5000)
+            defer { c2.close() }
+            let inv = try c2.call("inventory")
+            #expect(inv["mode"] == "automatic")
+            if case .array(let list)? = inv["vms"] { #expect(list.count == 4) } else { Issue.record("no VMs") }
+            let ledger = try c2.call("decisions", body: ["limit": 10])
+            if case .array(let list)? = ledger["decisions"] {
+                #expect(list.count >= 2)
+                #expect(list.contains { $0["outcome"] == "recommended" } && list.contains { ($0["outcome"]?.stringValue ?? "").hasPrefix("failed") })
+            } else { Issue.record("no ledger") }
+        }
+    }
+}
