@@ -80,7 +80,7 @@ let package = Package(
         .executableTarget(name: "violin-executor", dependencies: ["ServiceKit", "Hypervisor"],
                           path: "Services/Executor"),
         .executableTarget(name: "violin", dependencies: [
-            "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor", "PolicyCore",
+            "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor", "PolicyCore", "PolicyService",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Services/CLI"),
 

@@ -26,6 +26,11 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
     private let lock = NSLockLite()
     private var smoother: DemandSmoother
     private var stopping = false
+    /// VMs above the high-demand threshold after the last sample: a change triggers a round at once.
+    private var high = Set<String>()
+    private var roundDue = false
+    /// Samples ingested so far (`metrics`, the benchmark).
+    public private(set) var ingested = 0
     private let context = ZMQContext()
     private let waker = Waker()
     private var thread: Thread?
@@ -82,19 +87,28 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
             if let sub, items.count > 1, items[1].readable {
                 while case .event(let m, _)? = try? sub.next(timeoutMs: 0) { ingest(m.body) }
             }
-            if monotonicMillis() >= next {
+            let due = lock.withLock { defer { roundDue = false }; return roundDue }
+            if due || monotonicMillis() >= next {
                 next = monotonicMillis() + Int64(options.interval * 1000)
                 _ = try? evaluate()
             }
         }
     }
 
-    /// One `monitor.sampled` body: the smoothed CPU use of every VM it names.
+    /// One `monitor.sampled` body: the smoothed CPU use of every VM it names. A VM whose smoothed
+    /// use crosses the high-demand threshold (either way) makes the next round start at once.
     public func ingest(_ body: JSONValue) {
         guard case .array(let vms)? = body["vms"] else { return }
         lock.withLock {
+            ingested += 1
             for vm in vms {
-                if let name = vm["name"]?.stringValue, let cpu = vm["cpu_percent"]?.numberValue { smoother.add(name, cpu: cpu) }
+                guard let name = vm["name"]?.stringValue, let cpu = vm["cpu_percent"]?.numberValue else { continue }
+                smoother.add(name, cpu: cpu)
+                let isHigh = (smoother.averages[name] ?? 0) > 75
+                if isHigh != high.contains(name) {
+                    if isHigh { high.insert(name) } else { high.remove(name) }
+                    roundDue = true
+                }
             }
         }
     }

@@ -1,0 +1,109 @@
+import ArgumentParser
+import CZeroMQ
+import Foundation
+import Logging
+import PolicyCore
+import PolicyService
+import ServiceKit
+import VIOLINProtocol
+import ZeroMQ
+
+extension Bench {
+    /// Samples per second through the bus into violin-policy's logic, and the time from the
+    /// sample that makes a VM high-demand to the published decision. In one process, over real
+    /// ZeroMQ (tcp loopback), with a temporary SQLite database.
+    struct PolicyServiceBench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "policy-service", abstract: "Sample ingest rate and threshold-to-decision latency of violin-policy.")
+        @Option(help: "Samples to publish for the rate.") var samples = 20_000
+        @Option(help: "VMs per sample.") var vms = 100
+
+        func run() throws {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-pbench-\(UUID().uuidString.prefix(8))").path
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let ctx = ZMQContext()
+            defer { ctx.shutdown(); ctx.terminate() }
+            let proxy = try EventProxy(context: ctx, frontend: ["tcp://127.0.0.1:*"], backend: ["tcp://127.0.0.1:*"])
+            proxy.start()
+            defer { proxy.stop() }
+            var logger = Logger(label: "bench")
+            logger.logLevel = .critical
+            var o = PolicyNode.Options(database: dir + "/p.sqlite")
+            o.subscribe = proxy.backendEndpoints[0]
+            o.interval = 3600
+            let node = try PolicyNode(options: o, logger: logger)
+            let settings = ServiceSettings(service: "policy", instance: "bench", listen: ["tcp://127.0.0.1:*"], bus: proxy.frontendEndpoints[0])
+            let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
+            try runtime.start()
+            defer { runtime.stop() }
+            node.publish = { runtime.publish($0, $1) }
+            try node.start()
+            defer { node.stop() }
+            let decided = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["policy.decided"])
+            defer { decided.close() }
+            let pub = try ZMQSocket(ctx, .pub)
+            defer { pub.close() }
+            try pub.setOption(ZMQ_SNDHWM, Int32(0))
+            try pub.connect(proxy.frontendEndpoints[0])
+            var f = MessageFactory(sender: "bench-monitor")
+            func sample(_ cpu: Double, count: Int) -> [Frame] {
+                Codec.encode(f.event("monitor.sampled", body: ["host": ["cpus": 8],
+                    "vms": .array((0..<count).map { ["name": .string("vm\($0)"), "cpu_percent": .number(cpu)] })]))
+            }
+            // Wait until the policy's subscription has crossed the bus.
+            let warm = monotonicMillis() + 5000
+            while node.ingested == 0 && monotonicMillis() < warm { try pub.send(sample(10, count: 1)) ; usleep(1000) }
+
+            // 1. Ingest rate.
+            let base = node.ingested
+            let t0 = monotonicMillis()
+            for _ in 0..<samples { try pub.send(sample(10, count: vms)) }
+            var last = node.ingested, idle = monotonicMillis()
+            while node.ingested - base < samples && monotonicMillis() - idle < 2000 {
+                if node.ingested != last { last = node.ingested; idle = monotonicMillis() }
+            }
+            let got = node.ingested - base
+            let seconds = Double(max(1, monotonicMillis() - t0 - (got < samples ? 2000 : 0))) / 1000
+            print(String(format: "policy_ingest_samples_per_s %.0f (%d of %d samples of %d VMs, %.2f s)",
+                         Double(got) / seconds, got, samples, vms, seconds))
+
+            // 2. Threshold-to-decision latency: 4 VMs on a 2-core host turn busy.
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 5000)
+            defer { client.close() }
+            _ = try client.call("register_domain", body: ["id": "d1"])
+            for h in ["a", "b"] { _ = try client.call("register_host", body: ["id": .string(h), "domain": "d1", "cores": 2, "memory_mb": 8192]) }
+            _ = try client.call("create_violin", body: ["id": "e1", "home_domain": "d1", "head": "vm0",
+                                                        "vms": .array((0..<4).map { ["id": .string("vm\($0)"), "memory_mb": 512, "host": "a"] })])
+            // The policy's view of vm0, replayed here from every sample it was sent.
+            var s = DemandSmoother(weight: o.smoothing)
+            for _ in 0..<(node.ingested) { s.add("vm0", cpu: 10) }
+            var latencies: [Double] = []
+            for _ in 0..<5 {
+                // Each round: heat up until the decision comes, then cool down.
+                var crossing: Int64 = 0
+                for _ in 0..<40 {
+                    s.add("vm0", cpu: 97)
+                    let sent = monotonicMillis()
+                    try pub.send(sample(97, count: 4))
+                    if crossing == 0 && (s.averages["vm0"] ?? 0) > 75 { crossing = sent }
+                    if crossing != 0, let m = try decided.waitFor(timeoutMs: 200, { _ in true }) {
+                        _ = m
+                        latencies.append(Double(monotonicMillis() - crossing))
+                        break
+                    }
+                }
+                for _ in 0..<40 { s.add("vm0", cpu: 5); try pub.send(sample(5, count: 4)) }   // cool down again
+                while (try? decided.next(timeoutMs: 300)).map({ if case .event = $0 { true } else { false } }) == true {}
+                _ = try client.call("destroy_violin", body: ["id": "e1"])
+                _ = try client.call("create_violin", body: ["id": "e1", "home_domain": "d1", "head": "vm0",
+                                                            "vms": .array((0..<4).map { ["id": .string("vm\($0)"), "memory_mb": 512, "host": "a"] })])
+            }
+            let sorted = latencies.sorted()
+            print(String(format: "policy_threshold_to_decision_ms median %.1f (n=%d, min %.1f, max %.1f)",
+                         sorted.isEmpty ? -1 : sorted[sorted.count / 2], sorted.count, sorted.first ?? -1, sorted.last ?? -1))
+        }
+    }
+}
+
+
