@@ -2,14 +2,15 @@
 # Installs what VIOLIN needs on Debian 12 (run as root). Idempotent: a no-op when all is there.
 # Swift itself (6.x, https://swift.org) must already be on PATH.
 set -euo pipefail
-packages=(libzmq3-dev libvirt-dev pkg-config iproute2 procps iputils-ping tshark)
+packages=(libzmq3-dev libvirt-dev pkg-config iproute2 procps iputils-ping tshark
+          libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 libvirt-clients busybox-static xz-utils)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { echo "setup: run as root to install: ${missing[*]}" >&2; exit 1; }
   apt-get update -q
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 # pyzmq: the interoperability test and the benchmark's reference loop.
 if ! python3 -c 'import zmq' 2>/dev/null; then

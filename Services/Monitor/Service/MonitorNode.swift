@@ -96,7 +96,8 @@ public final class MonitorNode: RequestHandler, @unchecked Sendable {
             }
             do {
                 let kib = try requests.setMemory(vm, kib: UInt64(mb) * 1024)
-                return Replies.ok(["vm": .string(vm), "memory_mb": .number(Double(kib / 1024))])
+                // The guest's balloon driver gets there over the next moments; samples show it.
+                return Replies.ok(["vm": .string(vm), "target_mb": .number(Double(mb)), "memory_mb": .number(Double(kib / 1024))])
             } catch { throw failure(error) }
         case "set_cpu_weight_request":
             guard let vm = b["vm"]?.stringValue, !vm.isEmpty else { throw ProtocolError(.invalidBody, "vm (a name) is required") }
