@@ -62,6 +62,17 @@ import ZeroMQ
         }
         #expect(watch.stderrText.contains("missed") == false, "no event was lost: \(watch.stderrText)")
 
+        // The policy keeps an inventory and a ledger: a hot host, then `violin policy decisions`.
+        for (type, body) in [("register_domain", #"{"id":"d1"}"#),
+                             ("register_host", #"{"id":"a","domain":"d1","cores":1,"memory_mb":4096}"#),
+                             ("register_host", #"{"id":"b","domain":"d1","cores":1,"memory_mb":4096}"#),
+                             ("create_violin", #"{"id":"e1","home_domain":"d1","head":"x0","vms":[{"id":"x0","memory_mb":256,"host":"a"},{"id":"x1","memory_mb":256,"host":"a"}]}"#)] {
+            let r = try run("violin", ["call", scratch.ipc("policy"), type, body])
+            #expect(r.status == 0, "\(type): \(r.err)")
+        }
+        let empty = try run("violin", ["policy", "decisions", "--to", scratch.ipc("policy")])
+        #expect(empty.status == 0 && empty.out.isEmpty)
+
         // Kill one service: ping fails within its timeout, with a clear message.
         let mesh = procs[2]
         mesh.signal(SIGKILL)

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import ServiceKit
+import VIOLINProtocol
+
+/// `violin policy ...`: what the adaptation manager decided and why.
+struct PolicyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policy", abstract: "Inspect violin-policy: its decisions, scores and inventory.",
+        subcommands: [Decisions.self, Explain.self, Inventory.self])
+
+    struct Target: ParsableArguments {
+        @Option(help: "The policy's endpoint.") var to = "tcp://127.0.0.1:7703"
+        @Flag(help: "Print the reply as JSON.") var json = false
+        @OptionGroup var connection: ConnectionOptions
+    }
+
+    struct Decisions: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The decision ledger, newest first.")
+        @OptionGroup var target: Target
+        @Option(help: "How many.") var limit = 20
+        func run() throws {
+            try request(target.connection, to: target.to, "decisions_request", body: ["limit": .number(Double(limit))]) { body in
+                if target.json { printJSON(body); return }
+                guard case .array(let list)? = body["decisions"] else { return }
+                for d in list {
+                    let id = d["id"]?.intValue ?? 0
+                    print("#\(id) \(d["time"]?.stringValue ?? "") \(d["kind"]?.stringValue ?? "") \(JSONText.string(d["decision"] ?? .null))")
+                    print("    mode \(d["mode"]?.stringValue ?? "")  outcome \(d["outcome"]?.stringValue ?? "")")
+                    print("    because \(d["reason"]?.stringValue ?? "")")
+                }
+            }
+        }
+    }
+
+    struct Explain: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Scores per host and their deviation, as JSON.")
+        @OptionGroup var target: Target
+        func run() throws { try request(target.connection, to: target.to, "explain_request") }
+    }
+
+    struct Inventory: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Domains, hosts, VIOLINs, VMs, mode, as JSON.")
+        @OptionGroup var target: Target
+        func run() throws { try request(target.connection, to: target.to, "inventory_request") }
+    }
+}
