@@ -46,9 +46,7 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
     private var backoff: [UInt32: Double] = [:]
     private var stopping = false
     private let context = ZMQContext()
-    private var heartbeatThread: Thread?
-    private let heartbeatDone = DispatchSemaphore(value: 0)
-    private let waker = Waker()
+    private let worker = WorkerThread()
     public var emit: (String, JSONValue) -> Void = { _, _ in }
 
     public init(options: Options, logger: Logger) {
@@ -84,20 +82,13 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
                 }
             }
         }
-        let t = Thread { [self] in
-            self.heartbeatLoop()
-            self.heartbeatDone.signal()
-        }
-        t.name = "mesh-heartbeat"
-        heartbeatThread = t
-        t.start()
+        worker.start(name: "mesh-heartbeat") { [self] in self.heartbeatLoop() }
     }
 
     /// Stops the heartbeats; the switches keep forwarding (they are adopted on the next start).
     public func stop() {
         lock.withLock { stopping = true }
-        waker.wake()
-        if heartbeatThread != nil { heartbeatDone.wait() }
+        worker.stop()
         context.shutdown()
         context.terminate()
     }
@@ -172,7 +163,7 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
             return true
         }
         emit("switch_exited", ["vni": .number(Double(vni)), "status": .number(Double(process.terminationStatus))])
-        if restart { waker.wake() }
+        if restart { worker.waker.wake() }
     }
 
     /// One request to the VIOLIN's switch, from whichever thread calls (a client per call).
@@ -292,9 +283,8 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
     // MARK: - Heartbeats and supervision
 
     private func heartbeatLoop() {
-        var items = [PollItem(fd: waker.readFD)]
-        while true {
-            if lock.withLock({ stopping }) { return }
+        var items = [PollItem(fd: worker.waker.readFD)]
+        while !worker.isStopping {
             let contacts = lock.withLock { membership.contacts }
             for endpoint in contacts {
                 let ok = (try? meshCall(endpoint, "member_heartbeat_request", ["endpoint": .string(options.me)],
@@ -321,7 +311,7 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
             }
             for vni in due { startSwitch(vni) }
             _ = try? poll(&items, timeoutMs: Int(options.interval * 1000))
-            if items[0].readable { waker.drain() }
+            if items[0].readable { worker.waker.drain() }
         }
     }
 

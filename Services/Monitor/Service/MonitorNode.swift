@@ -15,10 +15,7 @@ public final class MonitorNode: RequestHandler, @unchecked Sendable {
     private let logger: Logger
     private let lock = NSLockLite()
     private var latest: JSONValue = ["host": [:], "vms": []]
-    private var stopping = false
-    private let waker = Waker()
-    private var thread: Thread?
-    private let done = DispatchSemaphore(value: 0)
+    private let worker = WorkerThread()
     public var publish: (String, JSONValue) -> Void = { _, _ in }
 
     /// `connect` opens a hypervisor connection; it is called once for requests, once for sampling.
@@ -31,25 +28,15 @@ public final class MonitorNode: RequestHandler, @unchecked Sendable {
 
     public func start() throws {
         let hv = try makeSampler()
-        let t = Thread { [self] in
-            self.sampleLoop(hv)
-            self.done.signal()
-        }
-        t.name = "monitor-sampler"
-        thread = t
-        t.start()
+        worker.start(name: "monitor-sample") { [self] in self.sampleLoop(hv) }
     }
 
-    public func stop() {
-        lock.withLock { stopping = true }
-        waker.wake()
-        if thread != nil { done.wait() }
-    }
+    public func stop() { worker.stop() }
 
     private func sampleLoop(_ hv: Hypervisor) {
         var sampler = Sampler()
-        var items = [PollItem(fd: waker.readFD)]
-        while !lock.withLock({ stopping }) {
+        var items = [PollItem(fd: worker.waker.readFD)]
+        while !worker.isStopping {
             do {
                 let host = try hv.host()
                 let round = sampler.sample(try hv.domains(), atNs: UInt64(monotonicMillis()) * 1_000_000)
@@ -70,7 +57,7 @@ public final class MonitorNode: RequestHandler, @unchecked Sendable {
                 logger.warning("sampling failed", metadata: ["error": "\(error)"])
             }
             _ = try? poll(&items, timeoutMs: Int(interval * 1000))
-            if items[0].readable { waker.drain() }
+            if items[0].readable { worker.waker.drain() }
         }
     }
 

@@ -25,16 +25,13 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
     private let logger: Logger
     private let lock = NSLockLite()
     private var smoother: DemandSmoother
-    private var stopping = false
     /// VMs above the high-demand threshold after the last sample: a change triggers a round at once.
     private var high = Set<String>()
     private var roundDue = false
     /// Samples ingested so far (`metrics`, the benchmark).
     public private(set) var ingested = 0
     private let context = ZMQContext()
-    private let waker = Waker()
-    private var thread: Thread?
-    private let done = DispatchSemaphore(value: 0)
+    private let worker = WorkerThread()
     public var publish: (String, JSONValue) -> Void = { _, _ in }
 
     public init(options: Options, logger: Logger) throws {
@@ -59,31 +56,25 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
         let sub: EventSubscriber? = try options.subscribe.map {
             try EventSubscriber(context: context, endpoint: $0, topics: ["monitor.sampled"])
         }
-        let t = Thread { [self] in
-            setThreadName("policy-worker")
+        worker.start(name: "policy-worker") { [self] in
             self.work(sub)
             sub?.close()
-            self.done.signal()
         }
-        thread = t
-        t.start()
     }
 
     public func stop() {
-        lock.withLock { stopping = true }
-        waker.wake()
-        if thread != nil { done.wait() }
+        worker.stop()
         context.shutdown()
         context.terminate()
     }
 
     private func work(_ sub: EventSubscriber?) {
         var next = monotonicMillis() + Int64(options.interval * 1000)
-        var items = [PollItem(fd: waker.readFD)]
+        var items = [PollItem(fd: worker.waker.readFD)]
         if let sub { items.append(PollItem(socket: sub.socket)) }
-        while !lock.withLock({ stopping }) {
+        while !worker.isStopping {
             _ = try? poll(&items, timeoutMs: Int(max(0, next - monotonicMillis())))
-            if items[0].readable { waker.drain() }
+            if items[0].readable { worker.waker.drain() }
             if let sub, items.count > 1, items[1].readable {
                 while case .event(let m, _)? = try? sub.next(timeoutMs: 0) { ingest(m.body) }
             }
