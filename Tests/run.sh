@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash compose/setup.sh
 swift build --build-tests
+# If a test process ever crashes, print where.
+export SWIFT_BACKTRACE=enable=yes,interactive=no,color=no
 swift test --skip-build --parallel 2>&1 | tee "${TMPDIR:-/tmp}/violin-test-$$.log" | grep -v '^\s*$' | tail -n 400
 exit "${PIPESTATUS[0]}"

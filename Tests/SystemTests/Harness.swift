@@ -31,15 +31,17 @@ final class Scratch {
 }
 
 /// A child process with its output collected line by line. Killed by PID when the test ends.
+/// Each pipe is drained by a thread of its own (blocking reads until end of file), so no two
+/// threads ever read one handle.
 final class Spawned: @unchecked Sendable {
     let name: String
     let process = Process()
-    private let lock = NSLock()
     private let changed = NSCondition()
     private var out: [String] = []
     private var err = ""
-    private let exited = DispatchSemaphore(value: 0)
     private var partial = ""
+    private let exited = DispatchSemaphore(value: 0)
+    private let drained = DispatchSemaphore(value: 0)
 
     init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         name = executable
@@ -53,24 +55,25 @@ final class Spawned: @unchecked Sendable {
         process.standardOutput = stdout
         process.standardError = stderr
         process.standardInput = FileHandle.nullDevice
-        stdout.fileHandleForReading.readabilityHandler = { [weak self] h in self?.append(h.availableData, toErr: false) }
-        stderr.fileHandleForReading.readabilityHandler = { [weak self] h in self?.append(h.availableData, toErr: true) }
-        process.terminationHandler = { [weak self] _ in
-            // Drain what is left, then report the exit.
-            if let rest = try? stdout.fileHandleForReading.readToEnd() { self?.append(rest, toErr: false) }
-            if let rest = try? stderr.fileHandleForReading.readToEnd() { self?.append(rest, toErr: true) }
-            stdout.fileHandleForReading.readabilityHandler = nil
-            stderr.fileHandleForReading.readabilityHandler = nil
-            self?.changed.lock(); self?.changed.broadcast(); self?.changed.unlock()
-            self?.exited.signal()
-        }
+        process.terminationHandler = { [weak self] _ in self?.exited.signal() }
         try process.run()
+        for (pipe, isErr) in [(stdout, false), (stderr, true)] {
+            let reader = pipe.fileHandleForReading
+            let t = Thread { [weak self] in
+                while true {
+                    let data = reader.availableData
+                    if data.isEmpty { break }
+                    self?.append(data, toErr: isErr)
+                }
+                self?.drained.signal()
+            }
+            t.start()
+        }
     }
 
     var pid: Int32 { process.processIdentifier }
 
     private func append(_ data: Data, toErr: Bool) {
-        guard !data.isEmpty else { return }
         changed.lock()
         let text = String(decoding: data, as: UTF8.self)
         if toErr { err += text } else {
@@ -102,10 +105,23 @@ final class Spawned: @unchecked Sendable {
         }
     }
 
-    /// Waits for the process to end; nil if it did not within `timeout` seconds.
+    private var reaped = false
+
+    /// Waits for the process to end (and its output to be read, for up to 2 s more); nil if it
+    /// did not end within `timeout` seconds.
     func waitExit(timeout: Double) -> Int32? {
-        guard exited.wait(timeout: .now() + timeout) == .success else { return nil }
-        exited.signal()
+        changed.lock()
+        let already = reaped
+        changed.unlock()
+        if !already {
+            guard exited.wait(timeout: .now() + timeout) == .success else { return nil }
+            // Output still in the pipes (unless a child of the process holds them open).
+            _ = drained.wait(timeout: .now() + 2)
+            _ = drained.wait(timeout: .now() + 2)
+            changed.lock()
+            reaped = true
+            changed.unlock()
+        }
         return process.terminationStatus
     }
 
