@@ -8,7 +8,8 @@ import ZeroMQ
 /// answers the admin requests on `listen` and publishes its own bus.* events through itself.
 @main
 struct Main: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "violin-bus", abstract: "VIOLIN event bus.")
+    static let configuration = CommandConfiguration(commandName: "violin-bus", abstract: "VIOLIN event bus.",
+        discussion: "Its own keys (also VIOLIN_<KEY> or the --config file):\n" + description.serviceKeysHelp)
     static let description = ServiceDescription(name: "bus", defaultListen: "tcp://127.0.0.1:7700", extraKeys: [
         ConfigKey("publishers", default: "tcp://127.0.0.1:7710",
                   help: "Endpoint(s) publishers connect to (XSUB side).", validate: Validate.endpoints),
@@ -17,14 +18,9 @@ struct Main: AsyncParsableCommand {
     ])
 
     @OptionGroup var options: ServiceOptions
-    @Option(help: "Endpoint(s) publishers connect to.") var publishers: String?
-    @Option(help: "Endpoint(s) subscribers connect to.") var subscribers: String?
 
     func run() async throws {
-        var extra: [String: String] = [:]
-        extra["publishers"] = publishers
-        extra["subscribers"] = subscribers
-        var settings = ServiceMain.settings(Self.description, options, extra: extra)
+        var settings = ServiceMain.settings(Self.description, options)
         let fronts = settings.resolved.list("publishers")
         // The bus publishes its own events into its own frontend, unless told otherwise.
         if settings.resolved.sources["bus"] == .defaultValue { settings.bus = fronts.first }

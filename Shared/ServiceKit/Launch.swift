@@ -18,6 +18,9 @@ public struct ServiceOptions: ParsableArguments {
     @Option(help: "Key-pair file: require CURVE on every tcp:// endpoint.") public var curveKey: String?
     @Option(help: "Allowed client public keys: file or directory of *.pub.") public var curveAllowed: String?
     @Option(help: "Public-key file of the bus, when the bus requires CURVE.") public var busPublicKey: String?
+    /// The service's own keys, as `--kebab-name VALUE` or `--kebab-name=VALUE` (see the
+    /// service's --help): declared once, in its `ServiceDescription`, and read from here.
+    @Argument(parsing: .allUnrecognized, help: .hidden) public var serviceKeys: [String] = []
 
     public var commandLineValues: [String: String] {
         var v: [String: String] = [:]
@@ -36,10 +39,16 @@ public struct ServiceOptions: ParsableArguments {
 
 public enum ServiceMain {
     /// Loads the settings, or exits non-zero with a message naming the key.
-    public static func settings(_ description: ServiceDescription, _ options: ServiceOptions,
-                                extra: [String: String] = [:]) -> ServiceSettings {
+    public static func settings(_ description: ServiceDescription, _ options: ServiceOptions) -> ServiceSettings {
+        let own: [String: String]
+        switch description.parseServiceKeys(options.serviceKeys) {
+        case .success(let values): own = values
+        case .failure(let message):
+            FileHandle.standardError.write(Data("violin-\(description.name): \(message)\n".utf8))
+            exit(64)   // EX_USAGE
+        }
         do {
-            return try ServiceSettings.load(description, commandLine: options.commandLineValues.merging(extra) { a, _ in a },
+            return try ServiceSettings.load(description, commandLine: options.commandLineValues.merging(own) { a, _ in a },
                                             configPath: options.config)
         } catch {
             FileHandle.standardError.write(Data("violin-\(description.name): \(error)\n".utf8))

@@ -40,6 +40,37 @@ public struct ServiceDescription: Sendable {
     }
 }
 
+extension ServiceDescription {
+    public struct UsageError: Error, CustomStringConvertible { public let description: String }
+
+    /// Reads the service's own keys from the command line: `--run-dir X` or `--run-dir=X`.
+    /// Pure; an unknown flag or a missing value is an error naming it.
+    public func parseServiceKeys(_ args: [String]) -> Result<[String: String], UsageError> {
+        let byFlag = Dictionary(uniqueKeysWithValues: extraKeys.map { ($0.flag, $0.name) })
+        var out: [String: String] = [:]
+        var i = 0
+        while i < args.count {
+            let arg = args[i]
+            let parts = arg.split(separator: "=", maxSplits: 1).map(String.init)
+            guard let name = byFlag[parts[0]] else {
+                let known = extraKeys.map(\.flag).joined(separator: ", ")
+                return .failure(UsageError(description: "unknown option '\(arg)'" + (known.isEmpty ? "" : " (this service's own: \(known))")))
+            }
+            if parts.count == 2 { out[name] = parts[1]; i += 1; continue }
+            guard i + 1 < args.count else { return .failure(UsageError(description: "\(arg) needs a value")) }
+            out[name] = args[i + 1]
+            i += 2
+        }
+        return .success(out)
+    }
+
+    /// The service's own keys for --help.
+    public var serviceKeysHelp: String {
+        extraKeys.map { "  \($0.flag) VALUE    \($0.help) (default: \($0.defaultValue.isEmpty ? "none" : $0.defaultValue))" }
+            .joined(separator: "\n")
+    }
+}
+
 /// A service's configuration, typed.
 public struct ServiceSettings: Sendable {
     public var service: String

@@ -91,3 +91,22 @@ import Testing
         }
     }
 }
+
+@Suite struct ServiceKeysTests {
+    let d = ServiceDescription(name: "mesh", defaultListen: "tcp://127.0.0.1:7701", extraKeys: [
+        ConfigKey("run_dir", default: "", help: "x"), ConfigKey("member_timeout", default: "3", help: "y"),
+    ])
+
+    @Test func ownKeysFromTheCommandLine() throws {
+        let v = try d.parseServiceKeys(["--run-dir", "/tmp/x", "--member-timeout=5"]).get()
+        #expect(v == ["run_dir": "/tmp/x", "member_timeout": "5"])
+        #expect(try d.parseServiceKeys([]).get().isEmpty)
+    }
+
+    @Test func unknownFlagsAndMissingValuesAreNamed() {
+        guard case .failure(let e) = d.parseServiceKeys(["--run-dirr", "x"]) else { Issue.record("accepted"); return }
+        #expect(e.description.contains("--run-dirr") && e.description.contains("--run-dir"))
+        guard case .failure(let m) = d.parseServiceKeys(["--member-timeout"]) else { Issue.record("accepted"); return }
+        #expect(m.description.contains("needs a value"))
+    }
+}

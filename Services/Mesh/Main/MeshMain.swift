@@ -8,7 +8,8 @@ import ServiceLifecycle
 @main
 struct Main: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "violin-mesh", abstract: "VIOLIN switch control plane (one per host).")
+        commandName: "violin-mesh", abstract: "VIOLIN switch control plane (one per host).",
+        discussion: "Its own keys (also VIOLIN_<KEY> or the --config file):\n" + description.serviceKeysHelp)
     static let description = ServiceDescription(name: "mesh", defaultListen: "tcp://127.0.0.1:7701", extraKeys: [
         ConfigKey("advertise", default: "", help: "Our mesh endpoint as other hosts reach it (default: the first listen endpoint)."),
         ConfigKey("host_address", default: "127.0.0.1", help: "This host's underlay IPv4 address: where its switches' tunnels listen.",
@@ -20,22 +21,9 @@ struct Main: AsyncParsableCommand {
     ])
 
     @OptionGroup var options: ServiceOptions
-    @Option(help: "Our mesh endpoint as other hosts reach it.") var advertise: String?
-    @Option(help: "This host's underlay IPv4 address.") var hostAddress: String?
-    @Option(help: "Path of violin-switch.") var switchBinary: String?
-    @Option(help: "Directory for switch sockets and state.") var runDir: String?
-    @Option(help: "Seconds between heartbeats.") var memberInterval: String?
-    @Option(help: "Seconds of silence before a member is dropped.") var memberTimeout: String?
 
     func run() async throws {
-        var extra: [String: String] = [:]
-        extra["advertise"] = advertise
-        extra["host_address"] = hostAddress
-        extra["switch_binary"] = switchBinary
-        extra["run_dir"] = runDir
-        extra["member_interval"] = memberInterval
-        extra["member_timeout"] = memberTimeout
-        let settings = ServiceMain.settings(Self.description, options, extra: extra)
+        let settings = ServiceMain.settings(Self.description, options)
         let r = settings.resolved
         let me = r["advertise"].isEmpty ? settings.listen[0] : r["advertise"]
         let port = me.split(separator: ":").last.map(String.init) ?? "mesh"

@@ -8,21 +8,17 @@ import ServiceKit
 @main
 struct Main: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "violin-monitor", abstract: "VIOLIN metrics collection (one per host).")
+        commandName: "violin-monitor", abstract: "VIOLIN metrics collection (one per host).",
+        discussion: "Its own keys (also VIOLIN_<KEY> or the --config file):\n" + description.serviceKeysHelp)
     static let description = ServiceDescription(name: "monitor", defaultListen: "tcp://127.0.0.1:7702", extraKeys: [
         ConfigKey("libvirt_uri", default: "qemu:///system", help: "The hypervisor to read (test:///default for tests)."),
         ConfigKey("sample_interval", default: "5", help: "Seconds between two samples.", validate: Validate.positiveNumber),
     ])
 
     @OptionGroup var options: ServiceOptions
-    @Option(help: "The hypervisor to read.") var libvirtUri: String?
-    @Option(help: "Seconds between two samples.") var sampleInterval: String?
 
     func run() async throws {
-        var extra: [String: String] = [:]
-        extra["libvirt_uri"] = libvirtUri
-        extra["sample_interval"] = sampleInterval
-        let settings = ServiceMain.settings(Self.description, options, extra: extra)
+        let settings = ServiceMain.settings(Self.description, options)
         let logger = ServiceMain.logger(settings)
         let uri = settings.resolved["libvirt_uri"]
         let node: MonitorNode

@@ -7,7 +7,8 @@ import ServiceKit
 @main
 struct Main: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "violin-policy", abstract: "VIOLIN adaptation manager (one per infrastructure).")
+        commandName: "violin-policy", abstract: "VIOLIN adaptation manager (one per infrastructure).",
+        discussion: "Its own keys (also VIOLIN_<KEY> or the --config file):\n" + description.serviceKeysHelp)
     static let description = ServiceDescription(name: "policy", defaultListen: "tcp://127.0.0.1:7703", extraKeys: [
         ConfigKey("database", default: "violin-policy.sqlite", help: "SQLite file of the inventory and the decision ledger."),
         ConfigKey("subscribe", default: "tcp://127.0.0.1:7711", help: "The bus's subscriber endpoint (samples), or 'none'."),
@@ -17,18 +18,9 @@ struct Main: AsyncParsableCommand {
     ])
 
     @OptionGroup var options: ServiceOptions
-    @Option(help: "SQLite file of the inventory and ledger.") var database: String?
-    @Option(help: "The bus's subscriber endpoint, or 'none'.") var subscribe: String?
-    @Option(help: "Seconds between two policy rounds.") var evaluateInterval: String?
-    @Option(help: "paper or cost-benefit.") var policy: String?
 
     func run() async throws {
-        var extra: [String: String] = [:]
-        extra["database"] = database
-        extra["subscribe"] = subscribe
-        extra["evaluate_interval"] = evaluateInterval
-        extra["policy"] = policy
-        let settings = ServiceMain.settings(Self.description, options, extra: extra)
+        let settings = ServiceMain.settings(Self.description, options)
         let r = settings.resolved
         var po = PolicyNode.Options(database: r["database"])
         po.subscribe = r["subscribe"] == "none" || r["subscribe"].isEmpty ? nil : r["subscribe"]
