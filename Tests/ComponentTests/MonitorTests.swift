@@ -14,10 +14,7 @@ import ZeroMQ
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let node = try MonitorNode(interval: 0.1, logger: logger) { try LibvirtHypervisor(uri: "test:///default") }
-        try withContext { ctx in
-            let proxy = try EventProxy(context: ctx, frontend: ["tcp://127.0.0.1:*"], backend: ["tcp://127.0.0.1:*"])
-            proxy.start()
-            defer { proxy.stop() }
+        try withBus { ctx, proxy in
             let sub = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["monitor."])
             defer { sub.close() }
             let runtime = try makeRuntime("monitor", bus: proxy.frontendEndpoints[0], handler: node)

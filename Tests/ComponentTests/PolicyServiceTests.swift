@@ -24,10 +24,7 @@ import ZeroMQ
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let db = dir + "/policy.sqlite"
-        try withContext { ctx in
-            let proxy = try EventProxy(context: ctx, frontend: ["tcp://127.0.0.1:*"], backend: ["tcp://127.0.0.1:*"])
-            proxy.start()
-            defer { proxy.stop() }
+        try withBus { ctx, proxy in
             let policy = try node(db, subscribe: proxy.backendEndpoints[0])
             let runtime = try makeRuntime("policy", bus: proxy.frontendEndpoints[0], handler: policy)
             policy.publish = { runtime.publish($0, $1) }

@@ -24,3 +24,14 @@ func withContext<T>(_ body: (ZMQContext) throws -> T) rethrows -> T {
     defer { ctx.shutdown(); ctx.terminate() }
     return try body(ctx)
 }
+
+/// A client context with a bus (an in-process proxy on ephemeral loopback ports), both torn
+/// down on every path.
+func withBus<T>(_ body: (ZMQContext, EventProxy) throws -> T) throws -> T {
+    try withContext { ctx in
+        let proxy = try EventProxy(context: ctx, frontend: ["tcp://127.0.0.1:*"], backend: ["tcp://127.0.0.1:*"])
+        proxy.start()
+        defer { proxy.stop() }
+        return try body(ctx, proxy)
+    }
+}

@@ -122,10 +122,7 @@ import ZeroMQ
 @Suite struct BusTests {
     /// A proxy in-process, a runtime publishing into it, a subscriber reading through it.
     @Test func eventsFlowThroughTheProxyInSequence() throws {
-        try withContext { ctx in
-            let proxy = try EventProxy(context: ctx, frontend: ["tcp://127.0.0.1:*"], backend: ["tcp://127.0.0.1:*"])
-            proxy.start()
-            defer { proxy.stop() }
+        try withBus { ctx, proxy in
             let sub = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["monitor."])
             defer { sub.close() }
             let runtime = try makeRuntime("monitor", bus: proxy.frontendEndpoints[0], heartbeat: 0.05)
