@@ -61,6 +61,8 @@ let package = Package(
         .target(name: "PolicyCore", path: "Shared/PolicyCore"),
         // The hypervisor interface (libvirt).
         .target(name: "Hypervisor", dependencies: ["CLibvirt"], path: "Shared/Hypervisor"),
+        // Pure: VM specs and their domain XML, migration jobs and their recovery.
+        .target(name: "ExecutorCore", path: "Shared/ExecutorCore"),
 
         // Processes.
         .executableTarget(name: "violin-bus", dependencies: ["ServiceKit"], path: "Services/Bus"),
@@ -77,8 +79,11 @@ let package = Package(
             "PolicyCore", "ServiceKit", "VIOLINProtocol", "ZeroMQ", .product(name: "GRDB", package: "GRDB.swift"),
         ], path: "Services/Policy/Service"),
         .executableTarget(name: "violin-policy", dependencies: ["ServiceKit", "PolicyService"], path: "Services/Policy/Main"),
-        .executableTarget(name: "violin-executor", dependencies: ["ServiceKit", "Hypervisor"],
-                          path: "Services/Executor"),
+        .target(name: "ExecutorService", dependencies: [
+            "ExecutorCore", "Hypervisor", "ServiceKit", "VIOLINProtocol", "ZeroMQ", .product(name: "GRDB", package: "GRDB.swift"),
+        ], path: "Services/Executor/Service"),
+        .executableTarget(name: "violin-executor", dependencies: ["ServiceKit", "ExecutorService"],
+                          path: "Services/Executor/Main"),
         .executableTarget(name: "violin", dependencies: [
             "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor", "PolicyCore", "PolicyService",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -89,6 +94,7 @@ let package = Package(
                     path: "Tests/ProtocolTests", resources: [.copy("Golden")]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor"], path: "Tests/HypervisorTests"),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"], path: "Tests/MeshCoreTests"),
+        .testTarget(name: "ExecutorTests", dependencies: ["ExecutorCore", "ExecutorService"], path: "Tests/ExecutorTests"),
         .testTarget(name: "PolicyCoreTests", dependencies: ["PolicyCore"], path: "Tests/PolicyCoreTests"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore"], path: "Tests/SwitchCoreTests"),
         .testTarget(name: "DataPlaneTests", dependencies: ["SwitchDataPlane", "SwitchCore", "CNetShim", "VIOLINProtocol"],

@@ -36,13 +36,14 @@ public struct HypervisorError: Error, Equatable, CustomStringConvertible, Sendab
     public let kind: Kind
     public let message: String
     public var description: String { message }
+    public init(kind: Kind, message: String) { self.kind = kind; self.message = message }
 }
 
 /// The hypervisor through libvirt: `test:///default` for fast tests, `qemu:///system` for real.
 /// One connection, used from one thread at a time per object.
 public final class LibvirtHypervisor: Hypervisor, @unchecked Sendable {
     public let uri: String
-    private let conn: virConnectPtr
+    let conn: virConnectPtr
 
     /// libvirt prints every error on stderr unless told otherwise; ours are reported as values.
     private static let quiet: Void = { virSetErrorFunc(nil) { _, _ in } }()
@@ -94,7 +95,7 @@ public final class LibvirtHypervisor: Hypervisor, @unchecked Sendable {
         return out.sorted { $0.name < $1.name }
     }
 
-    private func lookup(_ name: String) throws(HypervisorError) -> virDomainPtr {
+    func lookup(_ name: String) throws(HypervisorError) -> virDomainPtr {
         guard let d = virDomainLookupByName(conn, name) else {
             throw HypervisorError(kind: .notFound, message: "no domain named \(name)")
         }

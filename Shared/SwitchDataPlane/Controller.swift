@@ -11,6 +11,7 @@ public final class SwitchController: @unchecked Sendable {
     private var ports: [PortHandle] = []
     private var peers: [PeerAddress] = []
     private var statics: [MAC: Location] = [:]
+    private var moved: [MAC: MovedMAC] = [:]
     private var nextPortID: UInt32 = 1
     private var generation: UInt64 = 0
     /// Events to publish (`switch.<name>`); set by the service.
@@ -23,7 +24,9 @@ public final class SwitchController: @unchecked Sendable {
 
     private func commit() {
         generation += 1
-        forwarder.apply(SwitchSnapshot(generation: generation, ports: ports, peers: peers, statics: statics))
+        let now = forwarder.now
+        moved = moved.filter { $0.value.untilMs > now }
+        forwarder.apply(SwitchSnapshot(generation: generation, ports: ports, peers: peers, statics: statics, moved: moved))
     }
 
     // MARK: - Operations (also used for command-line configuration)
@@ -116,8 +119,29 @@ public final class SwitchController: @unchecked Sendable {
             return Replies.ok(reply)
         case "remove_port_request":
             let name = try field(b, "name")
+            // The VM behind it migrated: late frames for its MAC go on to its new host for a while.
+            var forward: (MAC, PeerAddress, Double)?
+            if b["forward_to"] != nil {
+                let grace = b["grace_s"]?.numberValue ?? 10
+                guard grace >= 0, grace <= 3600 else { throw ProtocolError(.invalidBody, "grace_s must be 0..3600") }
+                forward = (try macField(b), try address(b, "forward_to"), grace)
+            }
+            guard ports.contains(where: { $0.name == name }) else { throw ProtocolError(.notFound, "no port named \(name)") }
+            // The port's last counters, for the caller's blackout measurement.
+            let last = forwarder.statistics()?.perPort[name]
+            if let (mac, peer, grace) = forward { moved[mac] = MovedMAC(peer: peer, untilMs: forwarder.now + UInt64(grace * 1000)) }
             try removePort(name)
-            return Replies.ok(["removed": .string(name)])
+            var reply: [String: JSONValue] = ["removed": .string(name)]
+            if let last { reply.merge(Self.portCounters(last).objectValue!) { a, _ in a } }
+            return Replies.ok(reply)
+        case "announce_request":
+            let name = try field(b, "port")
+            let mac = try macField(b)
+            guard let port = ports.first(where: { $0.name == name }) else { throw ProtocolError(.notFound, "no port named \(name)") }
+            guard let seq = forwarder.announceMove(mac, portID: port.id) else {
+                throw ProtocolError(.unavailable, "the forwarding thread did not answer")
+            }
+            return Replies.ok(["announced": ["mac": .string(mac.description), "seq": .number(Double(seq))]])
         case "set_peers_request":
             guard case .array(let items) = b["peers"] ?? .null else {
                 throw ProtocolError(.invalidBody, "peers must be a list of \"a.b.c.d:port\"")
@@ -219,13 +243,13 @@ public final class SwitchController: @unchecked Sendable {
         var drops: [String: JSONValue] = [:]
         for r in DropReason.allCases { drops[r.rawValue] = .number(Double(s.drops[r.rawValue] ?? 0)) }
         var perPort: [String: JSONValue] = [:]
-        for (name, c) in s.perPort { perPort[name] = ["rx": .number(Double(c.rx)), "tx": .number(Double(c.tx))] }
+        for (name, c) in s.perPort { perPort[name] = Self.portCounters(c) }
         return Replies.ok([
             "vni": .number(Double(forwarder.options.vni)),
             "tunnel": .string(forwarder.tunnelAddress.description),
             "frames": ["from_ports": .number(Double(s.framesFromPorts)), "from_peers": .number(Double(s.framesFromPeers)),
                        "to_ports": .number(Double(s.framesToPorts)), "to_peers": .number(Double(s.framesToPeers)),
-                       "floods": .number(Double(s.floods))],
+                       "floods": .number(Double(s.floods)), "grace_forwarded": .number(Double(s.graceForwarded))],
             "bytes": ["from_ports": .number(Double(s.bytesFromPorts)), "from_peers": .number(Double(s.bytesFromPeers))],
             "drops": .object(drops),
             "ports": .object(perPort),
@@ -234,5 +258,11 @@ public final class SwitchController: @unchecked Sendable {
                           "expired": .number(Double(s.table.expired)), "refused": .number(Double(s.table.refused))],
             "peers": .array(peers.map { .string($0.description) }),
         ])
+    }
+
+    static func portCounters(_ c: SwitchStats.PortCounters) -> JSONValue {
+        ["rx": .number(Double(c.rx)), "tx": .number(Double(c.tx)),
+         "first_rx_ms": c.firstRxMs == 0 ? .null : .number(Double(c.firstRxMs)),
+         "last_rx_ms": c.lastRxMs == 0 ? .null : .number(Double(c.lastRxMs))]
     }
 }

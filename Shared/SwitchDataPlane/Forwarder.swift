@@ -9,13 +9,24 @@ public final class SwitchSnapshot: @unchecked Sendable {
     public let ports: [PortHandle]
     public let peers: [PeerAddress]
     public let statics: [MAC: Location]
+    /// MACs of VMs that migrated away: frames for them that still arrive from a peer are sent
+    /// on to the VM's new host until `untilMs` (the switch's clock), not dropped.
+    public let moved: [MAC: MovedMAC]
 
-    public init(generation: UInt64, ports: [PortHandle], peers: [PeerAddress], statics: [MAC: Location]) {
+    public init(generation: UInt64, ports: [PortHandle], peers: [PeerAddress], statics: [MAC: Location],
+                moved: [MAC: MovedMAC] = [:]) {
         self.generation = generation
         self.ports = ports
         self.peers = peers
         self.statics = statics
+        self.moved = moved
     }
+}
+
+public struct MovedMAC: Sendable, Equatable {
+    public let peer: PeerAddress
+    public let untilMs: UInt64
+    public init(peer: PeerAddress, untilMs: UInt64) { self.peer = peer; self.untilMs = untilMs }
 }
 
 /// Counters of one switch, copied out of the forwarding thread once per batch.
@@ -27,6 +38,8 @@ public struct SwitchStats: Sendable, Equatable {
     public var bytesFromPorts = 0
     public var bytesFromPeers = 0
     public var floods = 0
+    /// Frames for a migrated VM sent on to its new host during the grace period.
+    public var graceForwarded = 0
     public var drops: [String: Int] = [:]
     public var perPort: [String: PortCounters] = [:]
     public var table = MACTable.Counters()
@@ -36,6 +49,10 @@ public struct SwitchStats: Sendable, Equatable {
     public struct PortCounters: Sendable, Equatable {
         public var rx = 0
         public var tx = 0
+        /// Wall-clock times (ms since 1970) of the port's first and latest received frame: the
+        /// network blackout of a migration is first-at-the-new-port minus last-at-the-old.
+        public var firstRxMs: UInt64 = 0
+        public var lastRxMs: UInt64 = 0
     }
 
     public var dropsTotal: Int { drops.values.reduce(0, +) }
@@ -94,6 +111,8 @@ public final class Forwarder: @unchecked Sendable {
     private var peerByIP: [UInt32: PeerAddress?] = [:]
     private var portRx: [Int] = []
     private var portTx: [Int] = []
+    private var portFirstRx: [UInt64] = []
+    private var portLastRx: [UInt64] = []
     private let rx: OpaquePointer        // tunnel receive batch (own buffers)
     private let tx: OpaquePointer        // tunnel send batch (points into `slots`)
     private let slots: UnsafeMutableRawPointer
@@ -199,6 +218,9 @@ public final class Forwarder: @unchecked Sendable {
     /// learns it, and every peer gets a RARP announcement from it — the same frame a hypervisor
     /// sends after a live migration — carrying a sequence number, so peers relearn at once.
     /// Returns the sequence number, or nil if the forwarding thread did not answer.
+    /// The switch's clock (ms), for deadlines in snapshots.
+    public var now: UInt64 { clock() }
+
     public func announceMove(_ mac: MAC, portID: UInt32) -> UInt32? {
         perform(timeoutMs: 2000) { [unowned self] in
             self.moveSequence &+= 1
@@ -266,10 +288,11 @@ public final class Forwarder: @unchecked Sendable {
         for (mac, _) in current.statics where s.statics[mac] == nil { _ = table.removeStatic(mac) }
         for (mac, location) in s.statics { _ = table.setStatic(mac, at: location, nowMs: now) }
         // Per-port counters follow their ports by id.
-        var rxByID: [UInt32: Int] = [:], txByID: [UInt32: Int] = [:]
+        var rxByID: [UInt32: Int] = [:], txByID: [UInt32: Int] = [:], timesByID: [UInt32: (UInt64, UInt64)] = [:]
         for (i, p) in current.ports.enumerated() where i < portRx.count {
             rxByID[p.id] = portRx[i]
             txByID[p.id] = portTx[i]
+            timesByID[p.id] = (portFirstRx[i], portLastRx[i])
         }
         current = s
         portIndex = Dictionary(uniqueKeysWithValues: s.ports.enumerated().map { ($1.id, $0) })
@@ -278,6 +301,8 @@ public final class Forwarder: @unchecked Sendable {
         for p in s.peers { peerByIP[p.addressBE] = peerByIP[p.addressBE] == nil ? .some(p) : .some(nil) }
         portRx = s.ports.map { rxByID[$0.id] ?? 0 }
         portTx = s.ports.map { txByID[$0.id] ?? 0 }
+        portFirstRx = s.ports.map { timesByID[$0.id]?.0 ?? 0 }
+        portLastRx = s.ports.map { timesByID[$0.id]?.1 ?? 0 }
     }
 
     private func loop() {
@@ -333,7 +358,9 @@ public final class Forwarder: @unchecked Sendable {
         for reason in DropReason.allCases where dropCounts[DropReasonIndex.of(reason)] > 0 {
             s.drops[reason.rawValue] = dropCounts[DropReasonIndex.of(reason)]
         }
-        for (i, p) in current.ports.enumerated() { s.perPort[p.name] = .init(rx: portRx[i], tx: portTx[i]) }
+        for (i, p) in current.ports.enumerated() {
+            s.perPort[p.name] = .init(rx: portRx[i], tx: portTx[i], firstRxMs: portFirstRx[i], lastRxMs: portLastRx[i])
+        }
         return s
     }
 
@@ -346,6 +373,14 @@ public final class Forwarder: @unchecked Sendable {
     /// in front of the frame (over the virtio_net_hdr, once it has been read).
     private func receiveFromPort(_ index: Int) {
         let port = current.ports[index]
+        let before = portRx[index]
+        defer {
+            if portRx[index] != before {       // one clock read per batch, not per frame
+                let wall = wallClockMillis()
+                if portFirstRx[index] == 0 { portFirstRx[index] = wall }
+                portLastRx[index] = wall
+            }
+        }
         let headerRoom = port.vnet ? VirtioNetHeader.length : VXLAN.headerLength
         for _ in 0..<options.batch {
             if slotsUsed == options.batch || gsoUsed == gsoBufferCount { flushTunnel() }
@@ -506,6 +541,17 @@ public final class Forwarder: @unchecked Sendable {
         let dst = MAC(UnsafeRawPointer(frame)), src = MAC(UnsafeRawPointer(frame + 6))
         let source = Location.peer(peer)
         if table.learn(src, at: source, nowMs: now) == .invalidSource { drop(.badSource); return }
+        // A late frame for a VM that migrated away: on to its new host, during the grace period.
+        if !current.moved.isEmpty, let m = current.moved[dst], now < m.untilMs, m.peer != peer {
+            flushCoalescer()
+            if vn_udp_send(tunnel.fd, buffer.assumingMemoryBound(to: UInt8.self), len, m.peer.addressBE, m.peer.port) >= 0 {
+                stats.graceForwarded += 1
+                stats.framesToPeers += 1
+            } else {
+                drop(.congested)
+            }
+            return
+        }
         let decision = Forwarding.decide(from: source, destination: dst, source: src,
                                          known: dst.isMulticast ? nil : table.lookup(dst, nowMs: now))
         switch decision {

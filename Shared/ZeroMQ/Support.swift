@@ -40,3 +40,10 @@ public func monotonicMillis() -> Int64 {
 
 /// Names the calling thread (first 15 characters), as top -H and perf show it.
 public func setThreadName(_ name: String) { violin_set_thread_name(String(name.prefix(15))) }
+
+/// The wall clock in milliseconds since 1970 (for times compared across processes).
+public func wallClockMillis() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+}

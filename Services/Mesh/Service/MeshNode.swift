@@ -384,13 +384,42 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
             let vni = try vniField(b)
             let name = try text(b, "name")
             try requirePresent(vni)
-            _ = try switchCall(vni, "remove_port_request", ["name": .string(name)])
+            var body: [String: JSONValue] = ["name": .string(name)]
+            // The VM behind the port migrated to the member `forward_to` (its mesh endpoint): the
+            // switch sends late frames for `mac` on to that member's switch for a grace period.
+            if let to = b["forward_to"] {
+                guard let endpoint = to.stringValue,
+                      let tunnel = lock.withLock({ membership.members[vni]?[endpoint]?.tunnel }) else {
+                    throw ProtocolError(.notFound, "forward_to must be the mesh endpoint of a member of VIOLIN \(vni)")
+                }
+                body["forward_to"] = .string(tunnel)
+                body["mac"] = b["mac"] ?? .null
+                if let g = b["grace_s"] { body["grace_s"] = g }
+            }
+            let removed = try switchCall(vni, "remove_port_request", .object(body))
             let empty = lock.withLock { () -> Bool in
                 presence[vni]?.ports[name] = nil
                 return presence[vni]?.ports.isEmpty ?? true
             }
             if empty { try leave(vni) } else { save() }
-            return Replies.ok(["vni": .number(Double(vni)), "removed": .string(name)])
+            var reply = removed.objectValue ?? [:]
+            reply["status"] = nil
+            reply["vni"] = .number(Double(vni))
+            return Replies.ok(reply)
+        case "announce_request":
+            let vni = try vniField(b)
+            try requirePresent(vni)
+            let reply = try switchCall(vni, "announce_request", ["port": .string(try text(b, "name")), "mac": b["mac"] ?? .null])
+            return Replies.ok(["vni": .number(Double(vni)), "announced": reply["announced"] ?? .null])
+        case "port_stats_request":
+            let vni = try vniField(b)
+            let name = try text(b, "name")
+            try requirePresent(vni)
+            let stats = try switchCall(vni, "stats_request", [:])
+            guard case .object(var port)? = stats["ports"]?[name] else { throw ProtocolError(.notFound, "no port \(name) in VIOLIN \(vni)") }
+            port["vni"] = .number(Double(vni))
+            port["name"] = .string(name)
+            return Replies.ok(port)
         case "members_request":
             let vni = try vniField(b)
             try requirePresent(vni)

@@ -1,0 +1,48 @@
+import ArgumentParser
+import ExecutorService
+import Foundation
+import ServiceKit
+
+/// violin-executor: VMs and their live migration on one host (PROTOCOL.md §8.5).
+@main
+struct Main: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "violin-executor", abstract: "VIOLIN migration executor (one per host).",
+        discussion: "Its own keys (also VIOLIN_<KEY> or the --config file):\n" + description.serviceKeysHelp)
+    static let description = ServiceDescription(name: "executor", defaultListen: "tcp://127.0.0.1:7704", extraKeys: [
+        ConfigKey("host_id", default: "", help: "This host's id (default: the hostname)."),
+        ConfigKey("libvirt_uri", default: "qemu:///system", help: "The host's libvirt."),
+        ConfigKey("migration_uri", default: "", help: "How other hosts' libvirt reach ours, e.g. qemu+tcp://10.0.0.2/system (default: libvirt_uri)."),
+        ConfigKey("mesh", default: "tcp://127.0.0.1:7701", help: "The host's violin-mesh, as other hosts reach it."),
+        ConfigKey("database", default: "/var/lib/violin/executor.sqlite", help: "SQLite journal of the migration jobs."),
+        ConfigKey("max_migrations", default: "2", help: "Concurrent outgoing migrations.", validate: Validate.positiveInteger),
+        ConfigKey("progress_interval", default: "0.5", help: "Seconds between progress events.", validate: Validate.positiveNumber),
+        ConfigKey("memory_mb", default: "0", help: "Memory this host offers to VMs, MiB (0: what libvirt reports free).",
+                  validate: { Int($0).map { $0 >= 0 } == true ? nil : "an integer >= 0" }),
+    ])
+
+    @OptionGroup var options: ServiceOptions
+
+    func run() async throws {
+        let settings = ServiceMain.settings(Self.description, options)
+        let r = settings.resolved
+        var hostname = [CChar](repeating: 0, count: 256)
+        gethostname(&hostname, 255)
+        var eo = ExecutorNode.Options(hostID: r["host_id"].isEmpty ? String(cString: hostname) : r["host_id"],
+                                      libvirtURI: r["libvirt_uri"],
+                                      migrationURI: r["migration_uri"].isEmpty ? r["libvirt_uri"] : r["migration_uri"],
+                                      mesh: r["mesh"], database: r["database"])
+        eo.maxMigrations = Int(r["max_migrations"]) ?? 2
+        eo.progressInterval = r.double("progress_interval")
+        eo.memoryMB = Int(r["memory_mb"]) ?? 0
+        let logger = ServiceMain.logger(settings)
+        let node: ExecutorNode
+        do { node = try ExecutorNode(options: eo, logger: logger) } catch {
+            FileHandle.standardError.write(Data("violin-executor: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
+        node.publish = { [weak runtime] name, body in runtime?.publish(name, body) }
+        await ServiceMain.run(runtime, also: [ShutdownHook { node.stop() }], afterStart: { node.recover() })
+    }
+}

@@ -1,0 +1,544 @@
+import ExecutorCore
+import Foundation
+import Hypervisor
+import Logging
+import ServiceKit
+import VIOLINProtocol
+import ZeroMQ
+
+/// The migration executor of one host (PROTOCOL.md §8.5): creates and destroys the host's VMs
+/// with their switch ports, and live-migrates them with libvirt, journaling every job.
+///
+/// Threads: requests are answered on the service's loop thread with its own libvirt
+/// connection; every migration runs on a thread of its own (its own libvirt connections and
+/// sockets), at most `maxMigrations` at once; the shared state is behind one lock.
+public final class ExecutorNode: RequestHandler, @unchecked Sendable {
+    public struct Options: Sendable {
+        public var hostID: String
+        public var libvirtURI: String
+        public var migrationURI: String
+        public var mesh: String
+        public var database: String
+        public var maxMigrations = 2
+        public var progressInterval = 0.5
+        /// Memory this host offers to VMs, MiB; 0: what libvirt reports free.
+        public var memoryMB = 0
+        public var callTimeoutMs = 3000
+        public init(hostID: String, libvirtURI: String, migrationURI: String, mesh: String, database: String) {
+            self.hostID = hostID; self.libvirtURI = libvirtURI; self.migrationURI = migrationURI
+            self.mesh = mesh; self.database = database
+        }
+    }
+
+    final class Control: @unchecked Sendable {
+        var cancelled = false
+    }
+
+    public let options: Options
+    public let journal: Journal
+    private let logger: Logger
+    private let hv: LibvirtHypervisor
+    private let context = ZMQContext()
+    private let lock = NSLockLite()
+    private var controls: [String: Control] = [:]      // job id -> its control, while it runs
+    private var busyVMs: [String: String] = [:]         // vm -> job id
+    private var threads = 0
+    private let slots: DispatchSemaphore
+    public var publish: (String, JSONValue) -> Void = { _, _ in }
+
+    public init(options: Options, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        journal = try Journal(path: options.database)
+        hv = try LibvirtHypervisor(uri: options.libvirtURI)
+        slots = DispatchSemaphore(value: max(1, options.maxMigrations))
+    }
+
+    public func stop() {
+        context.shutdown()
+    }
+
+    // MARK: - Talking to meshes and executors
+
+    func call(_ endpoint: String, _ type: String, _ body: JSONValue, timeoutMs: Int? = nil) throws(ProtocolError) -> JSONValue {
+        let client = ServiceClient(context: context, endpoint: endpoint, sender: "executor@\(options.hostID)",
+                                   timeoutMs: timeoutMs ?? options.callTimeoutMs)
+        defer { client.close() }
+        do {
+            return try client.call(type, body: body)
+        } catch .error(let e) {
+            throw ProtocolError(e.code, "\(endpoint): \(e.message)")
+        } catch {
+            throw ProtocolError(.unavailable, "\(endpoint) \(type): \(error)")
+        }
+    }
+
+    static func portJSON(_ facts: VMFacts, vm: String, mac: Bool) -> JSONValue {
+        var b = facts.portBody(vm: vm).mapValues { JSONValue.string($0) }
+        if !mac { b["mac"] = nil }
+        b["vni"] = .number(Double(facts.vni))
+        return .object(b)
+    }
+
+    // MARK: - VMs
+
+    func facts(_ vm: String, _ hv: LibvirtHypervisor) throws(ProtocolError) -> VMFacts {
+        let xml: String
+        do { xml = try hv.xml(vm) } catch {
+            throw ProtocolError(error.kind == .notFound ? .notFound : .unavailable, "VM \(vm): \(error.message)")
+        }
+        guard let f = VMFacts(domainXML: xml) else { throw ProtocolError(.conflict, "VM \(vm) is not a VIOLIN VM (no violin metadata)") }
+        return f
+    }
+
+    func usedMemoryMB() -> Int {
+        ((try? hv.domains()) ?? []).reduce(0) { $0 + Int($1.maxMemoryKiB / 1024) }
+    }
+
+    func freeMemoryMB() -> Int {
+        let libvirtFree = Int(hv.freeMemoryMiB())
+        guard options.memoryMB > 0 else { return libvirtFree }
+        return min(libvirtFree, options.memoryMB - usedMemoryMB())
+    }
+
+    func createVM(_ b: JSONValue) throws(ProtocolError) -> JSONValue {
+        func text(_ k: String, required: Bool = false) throws(ProtocolError) -> String {
+            guard let v = b[k] else {
+                if required { throw ProtocolError(.invalidBody, "\(k) is required") }
+                return ""
+            }
+            guard let s = v.stringValue else { throw ProtocolError(.invalidBody, "\(k) must be a string") }
+            return s
+        }
+        func int(_ k: String, _ def: Int?) throws(ProtocolError) -> Int {
+            guard let v = b[k] else {
+                guard let def else { throw ProtocolError(.invalidBody, "\(k) is required") }
+                return def
+            }
+            guard let i = v.intValue else { throw ProtocolError(.invalidBody, "\(k) must be an integer") }
+            return i
+        }
+        let vni = try int("vni", nil)
+        guard vni > 0, vni < 1 << 24 else { throw ProtocolError(.invalidBody, "vni must be 1..16777215") }
+        var spec = VMSpec(name: try text("name", required: true), vni: UInt32(vni), mac: try text("mac", required: true),
+                          kernel: try text("kernel", required: true), nicPort: try int("nic_port", nil))
+        spec.memoryMB = try int("memory_mb", 128)
+        spec.vcpus = try int("vcpus", 1)
+        spec.initrd = try text("initrd")
+        spec.cmdline = try text("cmdline")
+        spec.disk = try text("disk")
+        spec.console = try text("console")
+        do { try spec.validate() } catch { throw ProtocolError(.invalidBody, error.description) }
+        for (k, path) in [("kernel", spec.kernel), ("initrd", spec.initrd), ("disk", spec.disk)] where !path.isEmpty {
+            guard FileManager.default.fileExists(atPath: path) else { throw ProtocolError(.invalidBody, "\(k) \(path) does not exist") }
+        }
+        guard hv.state(spec.name) == .absent else { throw ProtocolError(.conflict, "a VM named \(spec.name) exists on this host") }
+        let free = freeMemoryMB()
+        guard free >= spec.memoryMB else {
+            throw ProtocolError(.conflict, "host \(options.hostID) has \(free) MiB free, \(spec.name) needs \(spec.memoryMB)")
+        }
+        let facts = VMFacts(domainXML: spec.domainXML)!
+        var port = Self.portJSON(facts, vm: spec.name, mac: false).objectValue!
+        if let seed = b["seed"] { port["seed"] = seed }
+        let added = try call(options.mesh, "add_port_request", .object(port))
+        let uuid: String
+        do { uuid = try hv.create(xml: spec.domainXML) } catch {
+            _ = try? call(options.mesh, "remove_port_request", ["vni": .number(Double(vni)), "name": .string(spec.portName)])
+            throw ProtocolError(.unavailable, "libvirt: \(error.message)")
+        }
+        logger.info("VM created", metadata: ["vm": "\(spec.name)", "vni": "\(vni)"])
+        publish("vm_created", ["vm": .string(spec.name), "vni": .number(Double(vni)), "uuid": .string(uuid)])
+        return Replies.ok(["vm": .string(spec.name), "uuid": .string(uuid), "port": added["port"] ?? .null])
+    }
+
+    func destroyVM(_ name: String) throws(ProtocolError) -> JSONValue {
+        if let job = lock.withLock({ busyVMs[name] }) { throw ProtocolError(.conflict, "VM \(name) is migrating (job \(job))") }
+        let f = try facts(name, hv)
+        do { try hv.destroy(name) } catch { throw ProtocolError(.unavailable, "libvirt: \(error.message)") }
+        _ = try? call(options.mesh, "remove_port_request", ["vni": .number(Double(f.vni)), "name": .string(VMSpec.portName(name))])
+        publish("vm_destroyed", ["vm": .string(name)])
+        return Replies.ok(["vm": .string(name)])
+    }
+
+    func vmsJSON() throws(ProtocolError) -> JSONValue {
+        let list: [DomainStats]
+        do { list = try hv.domains() } catch { throw ProtocolError(.unavailable, "libvirt: \(error.message)") }
+        let vms: [JSONValue] = list.map { d in
+            let f = (try? hv.xml(d.name)).flatMap { VMFacts(domainXML: $0) }
+            var o: [String: JSONValue] = ["name": .string(d.name), "state": .string(hv.state(d.name).rawValue),
+                                          "memory_mb": .number(Double(d.maxMemoryKiB / 1024))]
+            if let f {
+                o["vni"] = .number(Double(f.vni)); o["mac"] = .string(f.mac); o["nic_port"] = .number(Double(f.nicPort))
+            }
+            return .object(o)
+        }
+        return Replies.ok(["host": .string(options.hostID), "vms": .array(vms)])
+    }
+
+    // MARK: - Migration requests
+
+    struct JobOptions {
+        var migration = MigrationOptions()
+        var timeoutS = 120.0
+    }
+
+    func jobOptions(_ b: JSONValue) throws(ProtocolError) -> JobOptions {
+        var o = JobOptions()
+        func flag(_ k: String) throws(ProtocolError) -> Bool {
+            guard let v = b[k] else { return false }
+            guard let x = v.boolValue else { throw ProtocolError(.invalidBody, "\(k) must be true or false") }
+            return x
+        }
+        o.migration.autoConverge = try flag("auto_converge")
+        o.migration.postcopy = try flag("postcopy")
+        o.migration.copyStorage = try flag("copy_storage")
+        if let v = b["bandwidth_mibps"] {
+            guard let n = v.intValue, n >= 0 else { throw ProtocolError(.invalidBody, "bandwidth_mibps must be an integer >= 0") }
+            o.migration.bandwidthMiBps = UInt64(n)
+        }
+        if let v = b["timeout_s"] {
+            guard let n = v.numberValue, n > 0, n <= 86_400 else { throw ProtocolError(.invalidBody, "timeout_s must be a number of seconds in (0, 86400]") }
+            o.timeoutS = n
+        }
+        return o
+    }
+
+    struct Destination {
+        var host: String
+        var executor: String
+        var uri: String
+        var mesh: String
+        var freeMB: Int
+    }
+
+    func destination(_ executor: String) throws(ProtocolError) -> Destination {
+        let info = try call(executor, "host_info_request", [:], timeoutMs: 2000)
+        guard let host = info["host"]?.stringValue, let uri = info["migration_uri"]?.stringValue,
+              let mesh = info["mesh"]?.stringValue, let free = info["free_memory_mb"]?.intValue else {
+            throw ProtocolError(.unavailable, "\(executor) answered host_info without host, migration_uri, mesh, free_memory_mb")
+        }
+        guard host != options.hostID else { throw ProtocolError(.conflict, "the destination is this host (\(host))") }
+        return Destination(host: host, executor: executor, uri: uri, mesh: mesh, freeMB: free)
+    }
+
+    func newJobID() -> String {
+        var g = SystemRandomNumberGenerator()
+        return "job-" + String(g.next() as UInt64, radix: 16).prefix(10)
+    }
+
+    /// Checks a migration of `vm` and journals it; the caller starts it.
+    func admit(_ vm: String, to dest: Destination, _ b: JSONValue, memoryClaimed: inout Int) throws(ProtocolError) -> Journal.Job {
+        let f = try facts(vm, hv)
+        let state = hv.state(vm)
+        guard state == .running || state == .paused else { throw ProtocolError(.conflict, "VM \(vm) is \(state.rawValue), not running") }
+        if let job = lock.withLock({ busyVMs[vm] }) { throw ProtocolError(.conflict, "VM \(vm) is already migrating (job \(job))") }
+        guard dest.freeMB - memoryClaimed >= f.memoryMB else {
+            throw ProtocolError(.conflict, "host \(dest.host) has \(dest.freeMB - memoryClaimed) MiB free, \(vm) needs \(f.memoryMB)")
+        }
+        memoryClaimed += f.memoryMB
+        var job = Journal.Job(id: newJobID(), vm: vm, fromHost: options.hostID, toHost: dest.host, toExecutor: dest.executor)
+        job.destinationURI = dest.uri
+        job.destinationMesh = dest.mesh
+        job.decisionID = b["decision_id"].map { $0.stringValue ?? ($0.intValue.map(String.init) ?? "") } ?? ""
+        job.reason = b["reason"]?.stringValue ?? ""
+        do { try journal.save(job) } catch { throw ProtocolError(.internalError, "journal: \(error)") }
+        lock.withLock { busyVMs[vm] = job.id; controls[job.id] = Control() }
+        return job
+    }
+
+    func start(_ job: Journal.Job, _ o: JobOptions, facts: VMFacts) {
+        let t = Thread { [self] in self.run(job, o, facts: facts) }
+        t.name = "migrate-\(job.vm)"
+        lock.withLock { threads += 1 }
+        t.start()
+    }
+
+    // MARK: - One migration, on its own thread
+
+    func run(_ initial: Journal.Job, _ o: JobOptions, facts: VMFacts) {
+        var job = initial
+        let control = lock.withLock { controls[job.id] } ?? Control()
+        defer {
+            lock.withLock { busyVMs[job.vm] = nil; controls[job.id] = nil; threads -= 1 }
+        }
+        slots.wait()
+        defer { slots.signal() }
+        func save() { do { try journal.save(job) } catch { logger.error("journal: \(error)") } }
+        func fail(_ state: JobState, _ error: String) {
+            job.state = state
+            job.error = error
+            save()
+            logger.warning("migration failed", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "error": "\(error)"])
+            publish("migration_failed", ["job": .string(job.id), "vm": .string(job.vm), "state": .string(state.rawValue), "error": .string(error)])
+        }
+        let portName = VMSpec.portName(job.vm)
+        let vniJSON = JSONValue.number(Double(facts.vni))
+        if control.cancelled { return fail(.cancelled, "cancelled before it started") }
+        job.state = .preparing
+        save()
+        publish("migration_started", ["job": .string(job.id), "vm": .string(job.vm), "from": .string(job.fromHost), "to": .string(job.toHost)])
+        // The destination's mesh brings the VIOLIN up there (through our mesh) and prepares the port.
+        var port = Self.portJSON(facts, vm: job.vm, mac: false).objectValue!
+        port["seed"] = .string(options.mesh)
+        do { _ = try call(job.destinationMesh, "add_port_request", .object(port)) } catch {
+            return fail(.failed, "the destination's mesh could not prepare the port: \(error.message)")
+        }
+        func removeDestinationPort() {
+            _ = try? call(job.destinationMesh, "remove_port_request", ["vni": vniJSON, "name": .string(portName)])
+        }
+        job.state = .migrating
+        save()
+        let watcher: LibvirtHypervisor
+        do { watcher = try LibvirtHypervisor(uri: options.libvirtURI) } catch {
+            removeDestinationPort()
+            return fail(.failed, "libvirt: \(error.message)")
+        }
+        // libvirt's call blocks until the end: it runs on a helper thread, this one watches it.
+        final class Outcome: @unchecked Sendable { var error: HypervisorError?; var finished = false }
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        let uri = options.libvirtURI, vm = job.vm, dest = job.destinationURI, mo = o.migration
+        let started = DispatchTime.now().uptimeNanoseconds
+        let helper = Thread {
+            do {
+                let conn = try LibvirtHypervisor(uri: uri)
+                try conn.migrate(vm, to: dest, options: mo)
+            } catch {
+                outcome.error = error as? HypervisorError ?? HypervisorError(kind: .failed, message: "\(error)")
+            }
+            done.signal()
+        }
+        helper.name = "libvirt-migrate"
+        helper.start()
+        var aborted: String?
+        while done.wait(timeout: .now() + .milliseconds(Int(options.progressInterval * 1000))) == .timedOut {
+            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            if aborted == nil, control.cancelled { aborted = "cancelled"; try? watcher.abortJob(vm) }
+            if aborted == nil, elapsed > o.timeoutS {
+                aborted = "did not converge within \(o.timeoutS) s: aborted"
+                try? watcher.abortJob(vm)
+            }
+            if let s = try? watcher.jobStats(vm), s.active {
+                job.processed = Int(s.processed); job.remaining = Int(s.remaining); job.rate = Int(s.bytesPerSecond)
+                save()
+                publish("migration_progress", ["job": .string(job.id), "vm": .string(vm), "phase": .string(aborted == nil ? "migrating" : "aborting"),
+                                               "processed_bytes": .number(Double(s.processed)), "remaining_bytes": .number(Double(s.remaining)),
+                                               "total_bytes": .number(Double(s.total)), "rate_bps": .number(Double(s.bytesPerSecond)),
+                                               "elapsed_ms": .number(Double(s.elapsedMs))])
+            }
+        }
+        let wallMs = Int((DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
+        if let error = outcome.error {
+            removeDestinationPort()
+            if let aborted { return fail(aborted == "cancelled" ? .cancelled : .failed, aborted) }
+            return fail(.failed, "libvirt: \(error.message)")
+        }
+        // Done: the hypervisor's own figures, kept by the destination's libvirt.
+        job.elapsedMs = wallMs
+        if let d = try? LibvirtHypervisor(uri: dest), let s = try? d.jobStats(vm, completed: true) {
+            if s.elapsedMs > 0 { job.elapsedMs = Int(s.elapsedMs) }
+            job.downtimeMs = s.downtimeMs.map { Int($0) }
+            job.processed = Int(s.processed)
+            job.remaining = 0
+        }
+        // The network's cut-over: the destination announces the MAC (sequenced), the switch
+        // here stops delivering to the old port and forwards late frames to the new host.
+        job.blackoutMs = cutOver(job, facts: facts)
+        job.state = .completed
+        save()
+        logger.info("migration completed", metadata: ["job": "\(job.id)", "vm": "\(vm)", "to": "\(job.toHost)",
+                                                      "elapsed_ms": "\(job.elapsedMs ?? 0)", "downtime_ms": "\(job.downtimeMs ?? -1)"])
+        publish("migration_completed", ["job": .string(job.id), "vm": .string(vm), "from": .string(job.fromHost), "to": .string(job.toHost),
+                                        "elapsed_ms": job.elapsedMs.map { .number(Double($0)) } ?? .null,
+                                        "downtime_ms": job.downtimeMs.map { .number(Double($0)) } ?? .null,
+                                        "blackout_ms": job.blackoutMs.map { .number(Double($0)) } ?? .null])
+    }
+
+    /// After a successful migration: the source port goes (with a grace period of forwarding to
+    /// the destination), the destination announces the MAC; returns the network blackout the
+    /// two switches saw (last frame from the VM at the old port -> first frame at the new).
+    func cutOver(_ job: Journal.Job, facts: VMFacts) -> Int? {
+        let portName = VMSpec.portName(job.vm)
+        let vni = JSONValue.number(Double(facts.vni))
+        _ = try? call(job.destinationMesh, "announce_request", ["vni": vni, "name": .string(portName), "mac": .string(facts.mac)])
+        let old = try? call(options.mesh, "remove_port_request", ["vni": vni, "name": .string(portName), "mac": .string(facts.mac),
+                                                                  "forward_to": .string(job.destinationMesh)])
+        // The guest's first frame at the new place may follow the resume by a moment.
+        var new: JSONValue?
+        let deadline = DispatchTime.now().uptimeNanoseconds + 2_000_000_000
+        repeat {
+            new = try? call(job.destinationMesh, "port_stats_request", ["vni": vni, "name": .string(portName)])
+            if new?["first_rx_ms"]?.numberValue != nil { break }
+            usleep(20_000)
+        } while DispatchTime.now().uptimeNanoseconds < deadline
+        guard let last = old?["last_rx_ms"]?.numberValue, let first = new?["first_rx_ms"]?.numberValue, first >= last else { return nil }
+        return Int(first - last)
+    }
+
+    // MARK: - Recovery after a restart
+
+    public func recover() {
+        let unfinished = (try? journal.unfinished()) ?? []
+        for job in unfinished {
+            let t = Thread { [self] in self.recover(job) }
+            t.name = "recover-\(job.vm)"
+            t.start()
+        }
+    }
+
+    func presence(_ hv: LibvirtHypervisor?, _ vm: String) -> Presence {
+        guard let hv else { return .unknown }
+        switch hv.state(vm) {
+        case .running: return .running
+        case .paused: return .paused
+        case .absent, .shutoff: return .absent
+        case .other: return .paused
+        }
+    }
+
+    func recover(_ initial: Journal.Job) {
+        var job = initial
+        lock.withLock { busyVMs[job.vm] = job.id }
+        defer { lock.withLock { busyVMs[job.vm] = nil } }
+        let local = try? LibvirtHypervisor(uri: options.libvirtURI)
+        let remote = job.destinationURI.isEmpty ? nil : try? LibvirtHypervisor(uri: job.destinationURI)
+        let facts = (try? local?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) }
+            ?? (try? remote?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) }
+        var decision: Recovery
+        let deadline = DispatchTime.now().uptimeNanoseconds + 300_000_000_000
+        repeat {
+            let active = job.state == .migrating && ((try? local?.jobStats(job.vm))?.active ?? false)
+            let src = presence(local, job.vm)
+            let dst = job.state == .queued ? Presence.absent : presence(remote, job.vm)
+            decision = Recovery.decide(source: src, destination: dst, migrationActive: active)
+            if decision.outcome != .wait { break }
+            usleep(200_000)
+        } while DispatchTime.now().uptimeNanoseconds < deadline
+        if decision.destroySource { try? local?.destroy(job.vm) }
+        if decision.destroyDestination { try? remote?.destroy(job.vm) }
+        if decision.resumeSource { try? local?.resume(job.vm) }
+        if let facts {
+            let vni = JSONValue.number(Double(facts.vni)), name = JSONValue.string(VMSpec.portName(job.vm))
+            switch decision.outcome {
+            case .completed:
+                _ = try? call(options.mesh, "remove_port_request", ["vni": vni, "name": name])
+            case .rolledBack:
+                if !job.destinationMesh.isEmpty { _ = try? call(job.destinationMesh, "remove_port_request", ["vni": vni, "name": name]) }
+            case .wait, .lost: break
+            }
+        }
+        switch decision.outcome {
+        case .completed: job.state = .completed
+        case .rolledBack: job.state = .rolledBack
+        case .wait, .lost: job.state = .failed; job.error = decision.why
+        }
+        if job.error.isEmpty { job.error = "recovered after a restart: " + decision.why }
+        do { try journal.save(job) } catch { logger.error("journal: \(error)") }
+        logger.notice("job recovered", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "state": "\(job.state.rawValue)", "why": "\(decision.why)"])
+        publish("job_recovered", ["job": .string(job.id), "vm": .string(job.vm), "state": .string(job.state.rawValue), "why": .string(decision.why)])
+    }
+
+    // MARK: - Requests
+
+    static func json(_ j: Journal.Job) -> JSONValue {
+        func n(_ v: Int?) -> JSONValue { v.map { .number(Double($0)) } ?? .null }
+        return ["job": .string(j.id), "vm": .string(j.vm), "from": .string(j.fromHost), "to": .string(j.toHost),
+                "state": .string(j.state.rawValue), "error": .string(j.error), "elapsed_ms": n(j.elapsedMs),
+                "downtime_ms": n(j.downtimeMs), "blackout_ms": n(j.blackoutMs), "processed_bytes": n(j.processed),
+                "remaining_bytes": n(j.remaining), "rate_bps": n(j.rate), "decision_id": .string(j.decisionID),
+                "created_at": .string(j.createdAt), "updated_at": .string(j.updatedAt)]
+    }
+
+    func text(_ b: JSONValue, _ key: String) throws(ProtocolError) -> String {
+        guard let s = b[key]?.stringValue, !s.isEmpty else { throw ProtocolError(.invalidBody, "\(key) is required (a string)") }
+        return s
+    }
+
+    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
+        let b = request.body
+        switch request.header.msgType {
+        case "create_vm_request":
+            return try createVM(b)
+        case "destroy_vm_request":
+            return try destroyVM(try text(b, "name"))
+        case "vms_request":
+            return try vmsJSON()
+        case "host_info_request":
+            let running = lock.withLock { busyVMs.count }
+            return Replies.ok(["host": .string(options.hostID), "migration_uri": .string(options.migrationURI),
+                               "mesh": .string(options.mesh), "free_memory_mb": .number(Double(freeMemoryMB())),
+                               "migrations_running": .number(Double(running))])
+        case "migrate_request":
+            let vm = try text(b, "vm")
+            let o = try jobOptions(b)
+            _ = try facts(vm, hv)      // unknown VM: not_found before the destination is asked
+            let dest = try destination(try text(b, "to_executor"))
+            if let to = b["to"]?.stringValue, !to.isEmpty, to != dest.host {
+                throw ProtocolError(.conflict, "to is \(to) but \(dest.executor) is host \(dest.host)")
+            }
+            var claimed = 0
+            let job = try admit(vm, to: dest, b, memoryClaimed: &claimed)
+            start(job, o, facts: try facts(vm, hv))
+            return Replies.ok(["job": .string(job.id), "state": .string(JobState.queued.rawValue)])
+        case "migrate_violin_request":
+            guard let vni = b["vni"]?.intValue, vni > 0 else { throw ProtocolError(.invalidBody, "vni is required (an integer)") }
+            var keep = Set<String>()
+            if let k = b["keep"] {
+                guard case .array(let list) = k, list.allSatisfy({ $0.stringValue != nil }) else {
+                    throw ProtocolError(.invalidBody, "keep must be a list of VM names")
+                }
+                keep = Set(list.compactMap(\.stringValue))
+            }
+            let o = try jobOptions(b)
+            let dest = try destination(try text(b, "to_executor"))
+            let names = ((try? hv.domains()) ?? []).map(\.name).filter { name in
+                !keep.contains(name) && (try? hv.xml(name)).flatMap { VMFacts(domainXML: $0) }?.vni == UInt32(vni)
+            }
+            guard !names.isEmpty else { throw ProtocolError(.notFound, "no movable VM of VIOLIN \(vni) on host \(options.hostID)") }
+            var claimed = 0
+            var admitted: [(Journal.Job, VMFacts)] = []
+            for name in names {
+                do {
+                    admitted.append((try admit(name, to: dest, b, memoryClaimed: &claimed), try facts(name, hv)))
+                } catch {
+                    // All or nothing: the ones admitted so far are withdrawn.
+                    for (j, _) in admitted {
+                        var dropped = j
+                        dropped.state = .cancelled
+                        dropped.error = "withdrawn: \(error.message)"
+                        try? journal.save(dropped)
+                        lock.withLock { busyVMs[j.vm] = nil; controls[j.id] = nil }
+                    }
+                    throw error
+                }
+            }
+            for (job, f) in admitted { start(job, o, facts: f) }
+            return Replies.ok(["jobs": .array(admitted.map { ["job": .string($0.0.id), "vm": .string($0.0.vm)] })])
+        case "job_request":
+            let id = try text(b, "job")
+            guard let j = try? journal.job(id) else { throw ProtocolError(.notFound, "no job \(id)") }
+            return Replies.ok(Self.json(j).objectValue!)
+        case "jobs_request":
+            let limit = b["limit"]?.intValue ?? 50
+            guard (1...10_000).contains(limit) else { throw ProtocolError(.invalidBody, "limit must be 1..10000") }
+            let jobs = (try? journal.recent(limit: limit)) ?? []
+            return Replies.ok(["jobs": .array(jobs.map(Self.json))])
+        case "cancel_request":
+            let id = try text(b, "job")
+            guard let j = try? journal.job(id) else { throw ProtocolError(.notFound, "no job \(id)") }
+            guard let control = lock.withLock({ controls[id] }) else {
+                throw ProtocolError(.conflict, "job \(id) is \(j.state.rawValue): nothing to cancel")
+            }
+            lock.withLock { control.cancelled = true }
+            return Replies.ok(["job": .string(id), "state": .string("cancelling")])
+        default:
+            return nil
+        }
+    }
+
+    public var state: JSONValue {
+        let (busy, n) = lock.withLock { (busyVMs, threads) }
+        return ["host": .string(options.hostID), "libvirt_uri": .string(options.libvirtURI),
+                "migrating": .object(busy.mapValues { .string($0) }), "migration_threads": .number(Double(n))]
+    }
+}

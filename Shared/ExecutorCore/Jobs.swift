@@ -1,0 +1,53 @@
+/// Migration jobs: their states, and what a restarted executor does with one it finds
+/// unfinished in its journal. Pure: the executor feeds in what libvirt says.
+public enum JobState: String, Sendable, Equatable, CaseIterable {
+    case queued, preparing, migrating, completed, failed, cancelled
+    case rolledBack = "rolled_back"
+
+    public var isFinal: Bool { self == .completed || self == .failed || self == .cancelled || self == .rolledBack }
+}
+
+/// Where a VM is, seen on one host.
+public enum Presence: Sendable, Equatable {
+    case running, paused, absent, unknown      // unknown: that host's libvirt does not answer
+}
+
+/// What to do about an unfinished job after a restart.
+public struct Recovery: Equatable, Sendable {
+    public enum Outcome: String, Sendable { case completed, rolledBack = "rolled_back", wait, lost }
+    public var outcome: Outcome
+    public var destroySource = false
+    public var destroyDestination = false
+    public var resumeSource = false
+    public var why: String
+
+    /// The VM must end running in exactly one place. `migrationActive`: libvirt on the source
+    /// still runs the migration job (libvirtd drives a peer-to-peer migration itself, so it can
+    /// outlive the executor that asked for it).
+    public static func decide(source: Presence, destination: Presence, migrationActive: Bool) -> Recovery {
+        if migrationActive { return Recovery(outcome: .wait, why: "the migration is still running in libvirt") }
+        switch (source, destination) {
+        case (.running, .absent):
+            return Recovery(outcome: .rolledBack, why: "the VM runs on the source only")
+        case (.paused, .absent):
+            return Recovery(outcome: .rolledBack, resumeSource: true, why: "the VM is paused on the source only: resumed")
+        case (.absent, .running):
+            return Recovery(outcome: .completed, why: "the VM runs on the destination only")
+        case (.paused, .running):
+            return Recovery(outcome: .completed, destroySource: true,
+                            why: "the destination runs the VM; the paused source copy is destroyed")
+        case (.running, .paused), (.running, .running):
+            return Recovery(outcome: .rolledBack, destroyDestination: true,
+                            why: "the source still runs the VM; the destination's copy is destroyed")
+        case (.absent, .paused):
+            return Recovery(outcome: .completed, why: "only the destination holds the VM (paused): left for post-copy to finish")
+        case (.paused, .paused):
+            return Recovery(outcome: .rolledBack, destroyDestination: true, resumeSource: true,
+                            why: "both copies paused: the destination's destroyed, the source resumed")
+        case (.absent, .absent):
+            return Recovery(outcome: .lost, why: "the VM is on neither host")
+        case (.unknown, _), (_, .unknown):
+            return Recovery(outcome: .wait, why: "a host's libvirt does not answer")
+        }
+    }
+}

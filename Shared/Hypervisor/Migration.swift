@@ -1,0 +1,139 @@
+import CLibvirt
+import Foundation
+
+/// What the executor needs of a hypervisor beyond the monitor's reads: domains created from
+/// XML, destroyed, inspected, and live-migrated peer-to-peer with their job's statistics.
+public enum DomainState: String, Sendable, Equatable {
+    case running, paused, shutoff, other, absent
+}
+
+/// One migration's options (PROTOCOL.md §8.5).
+public struct MigrationOptions: Sendable, Equatable {
+    public var bandwidthMiBps: UInt64 = 0          // 0: no limit
+    public var autoConverge = false
+    public var postcopy = false
+    public var copyStorage = false
+    public init() {}
+}
+
+/// A job's figures as libvirt reports them (bytes, milliseconds).
+public struct JobStats: Sendable, Equatable {
+    public var active = false
+    public var elapsedMs: UInt64 = 0
+    public var processed: UInt64 = 0
+    public var remaining: UInt64 = 0
+    public var total: UInt64 = 0
+    public var bytesPerSecond: UInt64 = 0
+    public var downtimeMs: UInt64?
+    public init() {}
+}
+
+extension LibvirtHypervisor {
+    /// Starts a transient domain from its XML; returns its UUID.
+    public func create(xml: String) throws(HypervisorError) -> String {
+        guard let d = virDomainCreateXML(conn, xml, 0) else { throw Self.failure("create domain") }
+        defer { virDomainFree(d) }
+        return Self.uuid(d)
+    }
+
+    public func destroy(_ name: String) throws(HypervisorError) {
+        let d = try lookup(name)
+        defer { virDomainFree(d) }
+        guard virDomainDestroy(d) == 0 else { throw Self.failure("destroy \(name)") }
+    }
+
+    public func resume(_ name: String) throws(HypervisorError) {
+        let d = try lookup(name)
+        defer { virDomainFree(d) }
+        guard virDomainResume(d) == 0 else { throw Self.failure("resume \(name)") }
+    }
+
+    public func state(_ name: String) -> DomainState {
+        guard let d = virDomainLookupByName(conn, name) else { return .absent }
+        defer { virDomainFree(d) }
+        var state: Int32 = 0, reason: Int32 = 0
+        guard virDomainGetState(d, &state, &reason, 0) == 0 else { return .absent }
+        switch UInt32(state) {
+        case VIR_DOMAIN_RUNNING.rawValue: return .running
+        case VIR_DOMAIN_PAUSED.rawValue: return .paused
+        case VIR_DOMAIN_SHUTOFF.rawValue: return .shutoff
+        default: return .other
+        }
+    }
+
+    public func xml(_ name: String) throws(HypervisorError) -> String {
+        let d = try lookup(name)
+        defer { virDomainFree(d) }
+        guard let p = virDomainGetXMLDesc(d, 0) else { throw Self.failure("XML of \(name)") }
+        defer { free(p) }
+        return String(cString: p)
+    }
+
+    /// Free memory of this host, MiB.
+    public func freeMemoryMiB() -> UInt64 { virNodeGetFreeMemory(conn) / 1_048_576 }
+
+    /// Live-migrates `name` peer-to-peer to the libvirt at `destination` (e.g.
+    /// qemu+tcp://10.0.0.2/system). Blocks until it ends; libvirt rolls a failed one back.
+    public func migrate(_ name: String, to destination: String, options: MigrationOptions) throws(HypervisorError) {
+        let d = try lookup(name)
+        defer { virDomainFree(d) }
+        var flags = VIR_MIGRATE_LIVE.rawValue | VIR_MIGRATE_PEER2PEER.rawValue
+        if options.autoConverge { flags |= VIR_MIGRATE_AUTO_CONVERGE.rawValue }
+        if options.postcopy { flags |= VIR_MIGRATE_POSTCOPY.rawValue }
+        if options.copyStorage { flags |= VIR_MIGRATE_NON_SHARED_DISK.rawValue }
+        var params: virTypedParameterPtr?
+        var n: Int32 = 0, cap: Int32 = 0
+        defer { virTypedParamsFree(params, n) }
+        if options.bandwidthMiBps > 0 {
+            _ = virTypedParamsAddULLong(&params, &n, &cap, VIR_MIGRATE_PARAM_BANDWIDTH, options.bandwidthMiBps)
+        }
+        guard virDomainMigrateToURI3(d, destination, params, UInt32(n), flags) == 0 else {
+            throw Self.failure("migrate \(name) to \(destination)")
+        }
+    }
+
+    /// Switches a running post-copy-enabled migration to post-copy.
+    public func startPostCopy(_ name: String) throws(HypervisorError) {
+        let d = try lookup(name)
+        defer { virDomainFree(d) }
+        guard virDomainMigrateStartPostCopy(d, 0) == 0 else { throw Self.failure("post-copy \(name)") }
+    }
+
+    public func abortJob(_ name: String) throws(HypervisorError) {
+        let d = try lookup(name)
+        defer { virDomainFree(d) }
+        guard virDomainAbortJob(d) == 0 else { throw Self.failure("abort job of \(name)") }
+    }
+
+    /// The running job's figures, or with `completed` the last finished job's (kept by libvirt).
+    public func jobStats(_ name: String, completed: Bool = false) throws(HypervisorError) -> JobStats {
+        let d = try lookup(name)
+        defer { virDomainFree(d) }
+        var type: Int32 = 0
+        var params: virTypedParameterPtr?
+        var n: Int32 = 0
+        let flags = completed ? VIR_DOMAIN_JOB_STATS_COMPLETED.rawValue : 0
+        guard virDomainGetJobStats(d, &type, &params, &n, flags) == 0 else { throw Self.failure("job stats of \(name)") }
+        defer { virTypedParamsFree(params, n) }
+        func value(_ key: String) -> UInt64? {
+            var v: UInt64 = 0
+            return virTypedParamsGetULLong(params, n, key, &v) == 1 ? v : nil
+        }
+        var s = JobStats()
+        s.active = UInt32(type) != VIR_DOMAIN_JOB_NONE.rawValue && UInt32(type) != VIR_DOMAIN_JOB_COMPLETED.rawValue
+            && UInt32(type) != VIR_DOMAIN_JOB_FAILED.rawValue && UInt32(type) != VIR_DOMAIN_JOB_CANCELLED.rawValue
+        s.elapsedMs = value(VIR_DOMAIN_JOB_TIME_ELAPSED) ?? 0
+        s.processed = value(VIR_DOMAIN_JOB_DATA_PROCESSED) ?? 0
+        s.remaining = value(VIR_DOMAIN_JOB_DATA_REMAINING) ?? 0
+        s.total = value(VIR_DOMAIN_JOB_DATA_TOTAL) ?? 0
+        s.bytesPerSecond = value(VIR_DOMAIN_JOB_MEMORY_BPS) ?? 0
+        s.downtimeMs = value(VIR_DOMAIN_JOB_DOWNTIME)
+        return s
+    }
+
+    static func uuid(_ d: virDomainPtr) -> String {
+        var uuid = [CChar](repeating: 0, count: Int(VIR_UUID_STRING_BUFLEN))
+        _ = virDomainGetUUIDString(d, &uuid)
+        return String(cString: uuid)
+    }
+}
