@@ -1,89 +1,298 @@
 #!/usr/bin/env bash
-# The local demo: builds VIOLIN, starts the event bus and the four services on this machine
-# (loopback endpoints in a private directory), shows their events flowing with `violin watch`,
-# talks to each with `violin ping` / `violin status`; then builds a VIOLIN across two "hosts"
-# (network namespaces, each with its violin-mesh) and pings between its two "VMs" (namespaces
-# holding the switch's ports). Stops and removes everything it started.
+# The local demo: a VIOLIN infrastructure on one machine, with real libvirt, QEMU and live
+# migration. Network namespaces play the nodes: a control node (violin-bus, violin-policy) and
+# three host nodes in two domains (domain d1: h1, h2; domain d2: h3), each host with its own
+# libvirtd, violin-mesh, violin-monitor and violin-executor. Two VIOLINs of tiny QEMU guests
+# reuse the same IP addresses. The demo shows pings inside each VIOLIN and none across, migrates
+# one VM live to the other domain while a 10 ms ping and a TCP stream run, migrates a whole
+# VIOLIN (its head node stays home), then loads two guests' CPUs and lets the policy, in
+# automatic mode, move load without an operator. Per migration it prints the time, the
+# hypervisor's downtime, the network blackout the switches measured, the pings lost and
+# whether the TCP connection survived. It removes everything it made, also on Ctrl-C.
 #
-#   bash compose/local-demo.sh [--keep]     # --keep: leave the services running (Ctrl-C stops)
+#   bash compose/local-demo.sh [--json] [--keep]
+#     --json  print one JSON object with the figures (progress goes to stderr)
+#     --keep  leave everything running at the end (Ctrl-C stops and cleans up)
+#   VIOLIN_BIN=DIR  use these executables instead of building (the system test does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-keep=0; [ "${1:-}" = "--keep" ] && keep=1
-bash compose/setup.sh
-swift build
-bin=$(swift build --show-bin-path)
+root=$PWD
+json=0; keep=0
+for a in "$@"; do
+  case $a in
+    --json) json=1 ;;
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    *) echo "local-demo.sh: unknown option $a (--json, --keep)" >&2; exit 64 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "local-demo.sh: run it as root (namespaces, libvirtd)" >&2; exit 77; }
+say() { if [ $json = 1 ]; then echo "$*" >&2; else echo "$*"; fi }
+if [ -z "${VIOLIN_BIN:-}" ]; then
+  say "== setting up (packages, build)"
+  bash compose/setup.sh >&2
+  swift build >&2
+  VIOLIN_BIN=$(swift build --show-bin-path)
+fi
+bin=$VIOLIN_BIN
+cache=/var/cache/violin-test-guest
 run=$(mktemp -d /tmp/violin-demo.XXXXXX)
-pids=()
 tag=vd$$
+pids=()
+nodes="ctl h1 h2 h3 pa pb"
 cleanup() {
+  trap - EXIT INT TERM
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  pkill -9 -f "$run" 2>/dev/null || true      # the switches the meshes started
-  for ns in $tag-h1 $tag-h2 $tag-vm1 $tag-vm2; do ip netns del "$ns" 2>/dev/null || true; done
+  for h in h1 h2 h3; do [ -d "$run/$h/libvirt" ] && bash compose/lab-libvirt.sh stop "$run/$h/libvirt" >/dev/null 2>&1 || true; done
+  pkill -9 -f "$run" 2>/dev/null || true          # switches the meshes started, probes
+  for n in $nodes net; do ip netns del "$tag-$n" 2>/dev/null || true; done
   rm -rf "$run"
 }
-trap cleanup EXIT INT TERM
-ep() { echo "ipc://$run/$1.sock"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+in_ns() { local n=$1; shift; ip netns exec "$tag-$n" "$@"; }
+violin() { in_ns ctl "$bin/violin" "$@"; }
+call() { violin call "$@"; }
+addr() { case $1 in ctl) echo 10.77.0.100 ;; h1) echo 10.77.0.1 ;; h2) echo 10.77.0.2 ;; h3) echo 10.77.0.3 ;; esac; }
+ex() { echo "tcp://$(addr "$1"):7704"; }
+mesh() { echo "tcp://$(addr "$1"):7701"; }
+bus_pub=tcp://10.77.0.100:7710; bus_sub=tcp://10.77.0.100:7711
+# Waits (at most $1 seconds) until the command succeeds.
+wait_for() {
+  local limit=$1; shift
+  local end=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $end ] || { echo "local-demo.sh: timed out waiting for: $*" >&2; return 1; }
+    sleep 0.1
+  done
+}
+json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
 
-echo "== starting violin-bus (requests $(ep bus), publishers $(ep pub), subscribers $(ep sub))"
-"$bin/violin-bus" --listen "$(ep bus)" --publishers "$(ep pub)" --subscribers "$(ep sub)" \
-  --heartbeat-interval 1 2>"$run/bus.log" & pids+=($!)
-until "$bin/violin" ping --to "$(ep bus)" --timeout 0.5 >/dev/null 2>&1; do :; done
+say "== the guest image (Debian cloud kernel + busybox initramfs, cached in $cache)"
+bash compose/lab-libvirt.sh guest "$cache"
 
-echo "== violin watch --bus $(ep sub)   (events as JSON lines)"
-"$bin/violin" watch --bus "$(ep sub)" --count 10 --timeout 20 >"$run/events.jsonl" & watch=$!
-# Wait until the watcher's subscription has reached the bus, so no event is missed.
-until "$bin/violin" metrics --to "$(ep bus)" | grep -q '"bus_subscriptions_forwarded" : [1-9]'; do :; done
-
-for svc in mesh monitor policy executor; do
-  extra=()
-  [ $svc = monitor ] && extra=(--libvirt-uri test:///default --sample-interval 1)   # libvirt's test driver
-  [ $svc = policy ] && extra=(--database "$run/policy.sqlite" --subscribe "$(ep sub)")
-  "$bin/violin-$svc" --listen "$(ep $svc)" --bus "$(ep pub)" --heartbeat-interval 1 \
-    --instance "$svc@demo" "${extra[@]}" 2>"$run/$svc.log" & pids+=($!)
+say "== nodes: control 10.77.0.100; d1: h1 10.77.0.1, h2 10.77.0.2; d2: h3 10.77.0.3 (namespaces $tag-*)"
+ip netns add "$tag-net"
+ip -n "$tag-net" link add br0 type bridge
+ip -n "$tag-net" link set br0 up
+for n in ctl h1 h2 h3; do
+  ip netns add "$tag-$n"
+  ip -n "$tag-$n" link set lo up
+  ip link add eth0 netns "$tag-$n" type veth peer name "$n" netns "$tag-net"
+  ip -n "$tag-net" link set "$n" master br0 up
+  ip -n "$tag-$n" addr add "$(addr $n)/24" dev eth0
+  ip -n "$tag-$n" link set eth0 up
 done
-wait "$watch"
-python3 - "$run/events.jsonl" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
+
+say "== control node: violin-bus, violin-policy"
+mkdir -p "$run/ctl"
+in_ns ctl "$bin/violin-bus" --listen tcp://10.77.0.100:7700 --publishers $bus_pub --subscribers $bus_sub \
+  --instance bus@ctl 2>"$run/ctl/bus.log" & pids+=($!)
+in_ns ctl "$bin/violin-policy" --listen tcp://10.77.0.100:7703 --bus $bus_pub --subscribe $bus_sub \
+  --database "$run/ctl/policy.sqlite" --evaluate-interval 5 --policy paper --instance policy@ctl 2>"$run/ctl/policy.log" & pids+=($!)
+
+say "== host nodes: libvirtd (TCG), violin-mesh, violin-monitor, violin-executor on each"
+for h in h1 h2 h3; do
+  mkdir -p "$run/$h"
+  in_ns $h bash compose/lab-libvirt.sh daemon "$run/$h/libvirt" "$(addr $h)" >/dev/null
+  uri="qemu+unix:///system?socket=$run/$h/libvirt/sock/libvirt-sock"
+  a=$(addr $h)
+  in_ns $h "$bin/violin-mesh" --listen "tcp://$a:7701" --host-address "$a" --run-dir "$run/$h/mesh" --bus $bus_pub \
+    --instance "mesh@$h" 2>"$run/$h/mesh.log" & pids+=($!)
+  in_ns $h "$bin/violin-monitor" --listen "tcp://$a:7702" --libvirt-uri "$uri" --sample-interval 1 --bus $bus_pub \
+    --instance "monitor@$h" 2>"$run/$h/monitor.log" & pids+=($!)
+  in_ns $h "$bin/violin-executor" --listen "tcp://$a:7704" --host-id $h --libvirt-uri "$uri" \
+    --migration-uri "qemu+tcp://$a/system" --mesh "tcp://$a:7701" --database "$run/$h/executor.sqlite" \
+    --memory-mb 2048 --bus $bus_pub --instance "executor@$h" 2>"$run/$h/executor.log" & pids+=($!)
+done
+for ep in tcp://10.77.0.100:7700 tcp://10.77.0.100:7703 $(for h in h1 h2 h3; do echo "$(mesh $h) tcp://$(addr $h):7702 $(ex $h)"; done); do
+  wait_for 30 violin ping --to "$ep" --timeout 0.5
+done
+violin ping --to "$(ex h1)" | sed 's/^/  /' >&2
+
+# Every event of the run, for the record and for the policy step.
+in_ns ctl "$bin/violin" watch --bus $bus_sub executor. policy.decided --timeout 900 >"$run/events.jsonl" 2>/dev/null & pids+=($!)
+
+say "== two VIOLINs, both on 10.0.0.0/24: A (VNI 101) and B (VNI 102)"
+# A probe namespace per VIOLIN, on h1: the operator's console into the VIOLIN (10.0.0.100).
+for v in a b; do
+  vni=$([ $v = a ] && echo 101 || echo 102)
+  ip netns add "$tag-p$v"; ip -n "$tag-p$v" link set lo up
+  call "$(mesh h1)" add_port "{\"vni\":$vni,\"name\":\"${tag}$v\"}" >/dev/null
+  ip -n "$tag-h1" link set "${tag}$v" netns "$tag-p$v"
+  ip -n "$tag-p$v" addr add 10.0.0.100/24 dev "${tag}$v"
+  ip -n "$tag-p$v" link set "${tag}$v" up
+done
+mkdir -p "$run/console"
+create_vm() {  # host name vni mac ip nic_port
+  call "$(ex $1)" create_vm "{\"name\":\"$2\",\"vni\":$3,\"mac\":\"$4\",\"kernel\":\"$cache/vmlinuz\",\"initrd\":\"$cache/initrd.gz\",
+    \"cmdline\":\"console=ttyS0 quiet violin.ip=$5/24\",\"memory_mb\":128,\"nic_port\":$6,
+    \"console\":\"$run/console/$2.log\",\"seed\":\"$(mesh h1)\"}" >/dev/null
+  say "  $2: VIOLIN $3, $5, MAC $4, on $1"
+}
+create_vm h1 a1 101 52:54:00:0a:00:01 10.0.0.1 20000
+create_vm h2 a2 101 52:54:00:0a:00:02 10.0.0.2 20002
+create_vm h2 b1 102 52:54:00:0b:00:01 10.0.0.1 20010
+create_vm h2 b2 102 52:54:00:0b:00:02 10.0.0.2 20012
+create_vm h2 b3 102 52:54:00:0b:00:03 10.0.0.3 20014
+say "  booting (TCG) ..."
+for g in a1 a2 b1 b2 b3; do wait_for 120 grep -q VIOLIN-GUEST-UP "$run/console/$g.log"; done
+probe() { local v=$1; shift; in_ns "p$v" python3 "$root/compose/probe.py" "$@"; }
+for ip in 10.0.0.1 10.0.0.2; do wait_for 30 in_ns pa ping -c 1 -W 1 $ip; done
+for ip in 10.0.0.1 10.0.0.2 10.0.0.3; do wait_for 30 in_ns pb ping -c 1 -W 1 $ip; done
+
+say "== inside each VIOLIN, guest to guest; nothing across"
+pa_ok=$(probe a sh 10.0.0.1 "ping -c 3 -W 2 10.0.0.2 | grep -o '[0-9]* packets received'" | grep -o '^[0-9]*' || echo 0)
+pb_ok=$(probe b sh 10.0.0.1 "ping -c 3 -W 2 10.0.0.3 | grep -o '[0-9]* packets received'" | grep -o '^[0-9]*' || echo 0)
+say "  A: a1 -> a2 (10.0.0.2): $pa_ok/3 replies;  B: b1 -> b3 (10.0.0.3): $pb_ok/3 replies"
+mac_a=$(probe a arp 10.0.0.2); mac_b=$(probe b arp 10.0.0.2)
+say "  10.0.0.2 is $mac_a in A and $mac_b in B"
+# The switches of A never learn a MAC of B and the other way round.
+cross() {
+  local n=0
+  for h in h1 h2 h3; do
+    for pair in "101 52:54:00:0b" "102 52:54:00:0a"; do
+      set -- $pair
+      local sock="ipc://$run/$h/mesh/switch-$1.sock"
+      [ -S "$run/$h/mesh/switch-$1.sock" ] || continue
+      n=$((n + $(in_ns $h "$bin/violin" switch fdb --to "$sock" 2>/dev/null | grep -c "$2" || true)))
+    done
+  done
+  echo $n
+}
+cross1=$(cross)
+say "  MACs of one VIOLIN in the other's switches: $cross1"
+
+# One migration with traffic: pings every 10 ms from a guest, a TCP echo stream from the probe.
+# Waits for the job and prints its figures. Args: label probe-violin pinger target-ip stream-ip request...
+migrate_with_traffic() {
+  local label=$1 v=$2 pinger=$3 target=$4 streamip=$5; shift 5
+  probe $v sh "$pinger" "ping -q -i 0.01 -w 25 $target" --timeout 60 >"$run/$label.ping" 2>&1 & local pp=$!
+  probe $v stream "$streamip" --seconds 25 >"$run/$label.tcp" 2>/dev/null & local sp=$!
+  # Traffic has started when the switches count the probe's frames.
+  wait_for 20 bash -c "[ \$(ip netns exec $tag-h1 $bin/violin switch stats --to ipc://$run/h1/mesh/switch-$([ $v = a ] && echo 101 || echo 102).sock 2>/dev/null | grep -c '\"rx\" : [0-9][0-9][0-9]') -gt 0 ]"
+  local reply; reply=$(call "$@")
+  local jobs; jobs=$(echo "$reply" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join([d["job"]] if "job" in d else [j["job"] for j in d["jobs"]]))')
+  local from_ex=$1
+  for job in $jobs; do
+    local end=$((SECONDS + 180)) state=queued
+    while :; do
+      local j; j=$(call "$from_ex" job "{\"job\":\"$job\"}")
+      state=$(echo "$j" | json_field '["state"]')
+      case $state in completed|failed|cancelled|rolled_back) break ;; esac
+      [ $SECONDS -lt $end ] || { echo "local-demo.sh: job $job did not finish" >&2; break; }
+      printf '  %s %s: %s, %s MiB sent\r' "$label" "$job" "$state" "$(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)["processed_bytes"]//1048576)')" >&2
+      sleep 0.2
+    done
+    echo "$j" >"$run/$label.$job.job"
+    printf '\n' >&2
+  done
+  wait $pp $sp || true
+}
+
+say "== live migration of a2 (VIOLIN A) from h2 (domain d1) to h3 (domain d2), under a 10 ms ping from a1 and a TCP stream"
+migrate_with_traffic m1 a 10.0.0.1 10.0.0.2 10.0.0.2 "$(ex h2)" migrate "{\"vm\":\"a2\",\"to_executor\":\"$(ex h3)\"}"
+
+say "== whole-VIOLIN migration of B from h2 to h3 (domain d2); its head node b1 stays in its home domain"
+migrate_with_traffic m2 b 10.0.0.1 10.0.0.2 10.0.0.3 "$(ex h2)" migrate_violin "{\"vni\":102,\"to_executor\":\"$(ex h3)\",\"keep\":[\"b1\"]}"
+vms_h3=$(call "$(ex h3)" vms | python3 -c 'import json,sys; print(" ".join(sorted(v["name"] for v in json.load(sys.stdin)["vms"])))')
+vms_h2=$(call "$(ex h2)" vms | python3 -c 'import json,sys; print(" ".join(sorted(v["name"] for v in json.load(sys.stdin)["vms"])))')
+say "  h2 holds: $vms_h2;  h3 holds: $vms_h3"
+cross2=$(cross)
+
+say "== the policy in automatic mode: two guests on h3 burn CPU"
+pol="tcp://10.77.0.100:7703"
+call $pol register_domain '{"id":"d1"}' >/dev/null; call $pol register_domain '{"id":"d2"}' >/dev/null
+for h in h1 h2 h3; do
+  d=$([ $h = h3 ] && echo d2 || echo d1)
+  call $pol register_host "{\"id\":\"$h\",\"domain\":\"$d\",\"cores\":1,\"memory_mb\":2048,\"executor\":\"$(ex $h)\",\"monitor\":\"tcp://$(addr $h):7702\"}" >/dev/null
+done
+call $pol create_violin '{"id":"A","home_domain":"d1","head":"a1","vms":[{"id":"a1","memory_mb":128,"host":"h1"},{"id":"a2","memory_mb":128,"host":"h3"}]}' >/dev/null
+call $pol create_violin '{"id":"B","home_domain":"d1","head":"b1","vms":[{"id":"b1","memory_mb":128,"host":"h2"},{"id":"b2","memory_mb":128,"host":"h3"},{"id":"b3","memory_mb":128,"host":"h3"}]}' >/dev/null
+before=$(grep -c migration_completed "$run/events.jsonl" || true)
+call $pol set_mode '{"mode":"automatic"}' >/dev/null
+probe a sh 10.0.0.2 "(while :; do :; done) >/dev/null 2>&1 &" --timeout 5 >/dev/null
+probe b sh 10.0.0.2 "(while :; do :; done) >/dev/null 2>&1 &" --timeout 5 >/dev/null
+say "  a2 and b2 burn; waiting for the policy to act (the decision and its migrations on the bus) ..."
+wait_for 180 bash -c "[ \$(grep -c migration_completed $run/events.jsonl) -gt $before ]" || true
+# A whole-VIOLIN decision moves several VMs: wait for all of its jobs.
+wait_for 120 bash -c "python3 - $run/events.jsonl <<'PY'
+import json,sys
+started=set(); ended=set()
+for l in open(sys.argv[1]):
+    e=json.loads(l); t=e['topic']; b=e['body']
+    if t=='executor.migration_started': started.add(b['job'])
+    if t in ('executor.migration_completed','executor.migration_failed'): ended.add(b['job'])
+sys.exit(0 if started and started<=ended else 1)
+PY" || true
+grep policy.decided "$run/events.jsonl" | tail -1 | json_field '["body"]["reason"]' 2>/dev/null | sed 's/^/  policy: /' >&2 || true
+
+python3 - "$run" "$json" "$pa_ok" "$pb_ok" "$mac_a" "$mac_b" "$cross1" "$cross2" "$vms_h2" "$vms_h3" <<'PY'
+import glob, json, os, re, sys
+run, as_json = sys.argv[1], sys.argv[2] == "1"
+pa_ok, pb_ok, mac_a, mac_b, cross1, cross2, vms_h2, vms_h3 = sys.argv[3:11]
+migrations = []
+def pings(label):
+    text = open(os.path.join(run, label + ".ping")).read()
+    m = re.search(r"(\d+) packets transmitted, (\d+) packets received", text)
+    return (int(m.group(1)), int(m.group(1)) - int(m.group(2))) if m else (None, None)
+def tcp(label):
+    try: return json.load(open(os.path.join(run, label + ".tcp")))
+    except Exception: return {"survived": False, "error": "no result"}
+for label, kind in (("m1", "vm"), ("m2", "violin")):
+    sent, lost = pings(label)
+    t = tcp(label)
+    for f in sorted(glob.glob(os.path.join(run, label + ".*.job"))):
+        j = json.load(open(f))
+        migrations.append({"step": label, "kind": kind, "vm": j["vm"], "from": j["from"], "to": j["to"], "state": j["state"],
+                           "elapsed_ms": j["elapsed_ms"], "downtime_ms": j["downtime_ms"], "blackout_ms": j["blackout_ms"],
+                           "pings_sent": sent, "pings_lost": lost, "tcp_survived": t.get("survived", False),
+                           "tcp_longest_stall_ms": t.get("longest_stall_ms"), "error": j["error"]})
+policy = []
+for line in open(os.path.join(run, "events.jsonl")):
     e = json.loads(line)
-    h = e["header"]
-    print(f'  {e["topic"]:<20} seq={h["seq"]:<3} from {h["sender"]:<16} {json.dumps(e["body"], sort_keys=True)[:70]}')
+    b = e["body"]
+    if e["topic"] == "executor.migration_completed" and b["job"] not in {m.get("job") for m in migrations}:
+        pass
+jobs_seen = {}
+for line in open(os.path.join(run, "events.jsonl")):
+    e = json.loads(line); b = e["body"]
+    if e["topic"] == "executor.migration_completed": jobs_seen[b["job"]] = b
+manual = set()
+for f in glob.glob(os.path.join(run, "m*.*.job")):
+    manual.add(json.load(open(f))["job"])
+for job, b in jobs_seen.items():
+    if job in manual: continue
+    migrations.append({"step": "policy", "kind": "policy", "vm": b["vm"], "from": b["from"], "to": b["to"], "state": "completed",
+                       "elapsed_ms": b["elapsed_ms"], "downtime_ms": b["downtime_ms"], "blackout_ms": b["blackout_ms"],
+                       "pings_sent": None, "pings_lost": None, "tcp_survived": None, "error": ""})
+decisions = []
+for line in open(os.path.join(run, "events.jsonl")):
+    e = json.loads(line)
+    if e["topic"] == "policy.decided": decisions.append({"kind": e["body"]["kind"], "outcome": e["body"]["outcome"], "reason": e["body"]["reason"]})
+result = {
+    "isolation": {"a_pings_received": int(pa_ok or 0), "b_pings_received": int(pb_ok or 0), "mac_of_10.0.0.2_in_a": mac_a,
+                  "mac_of_10.0.0.2_in_b": mac_b, "foreign_macs_before": int(cross1), "foreign_macs_after": int(cross2)},
+    "violin_b_after": {"h2": vms_h2.split(), "h3": vms_h3.split()},
+    "policy_decisions": decisions,
+    "migrations": migrations,
+}
+if as_json:
+    print(json.dumps(result, indent=1))
+else:
+    print("== per migration")
+    print("  %-7s %-4s %-4s %-4s %-10s %9s %11s %11s %11s %5s" % ("step", "vm", "from", "to", "state", "time ms", "downtime ms", "blackout ms", "pings lost", "TCP"))
+    for m in migrations:
+        f = lambda v: "-" if v is None else str(v)
+        lost = "-" if m["pings_lost"] is None else "%d/%d" % (m["pings_lost"], m["pings_sent"])
+        tcp_ok = "-" if m["tcp_survived"] is None else ("ok" if m["tcp_survived"] else "LOST")
+        print("  %-7s %-4s %-4s %-4s %-10s %9s %11s %11s %11s %5s" % (m["step"], m["vm"], m["from"], m["to"], m["state"], f(m["elapsed_ms"]),
+              f(m["downtime_ms"]), f(m["blackout_ms"]), lost, tcp_ok))
+    for d in decisions[-3:]:
+        print("  policy (%s, %s): %s" % (d["kind"], d["outcome"], d["reason"][:150]))
 PY
-echo "== violin ping / status"
-for svc in bus mesh monitor policy executor; do
-  printf '  '; "$bin/violin" ping --to "$(ep $svc)"
-done
-"$bin/violin" status --to "$(ep policy)" | sed 's/^/  /'
-echo "== violin call with an unknown request (an error reply, exit status 1)"
-"$bin/violin" call "$(ep mesh)" frobnicate '{}' 2>&1 | sed 's/^/  /' || true
-echo "== a VIOLIN across two hosts (network namespaces $tag-h1, $tag-h2)"
-for ns in $tag-h1 $tag-h2 $tag-vm1 $tag-vm2; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
-ip link add ${tag}a netns $tag-h1 type veth peer name ${tag}b netns $tag-h2
-ip -n $tag-h1 addr add 10.99.0.1/24 dev ${tag}a; ip -n $tag-h1 link set ${tag}a up
-ip -n $tag-h2 addr add 10.99.0.2/24 dev ${tag}b; ip -n $tag-h2 link set ${tag}b up
-for i in 1 2; do
-  ip netns exec $tag-h$i "$bin/violin-mesh" --listen tcp://10.99.0.$i:7701 --host-address 10.99.0.$i \
-    --run-dir "$run/mesh$i" --bus "$(ep pub)" --instance "mesh@host$i" --log-level warning 2>"$run/mesh$i.log" & pids+=($!)
-done
-mesh() { ip netns exec $tag-h$1 "$bin/violin" "${@:2}"; }
-until mesh 1 ping --to tcp://10.99.0.1:7701 --timeout 0.5 >/dev/null 2>&1; do :; done
-until mesh 2 ping --to tcp://10.99.0.2:7701 --timeout 0.5 >/dev/null 2>&1; do :; done
-echo "  host 1: add_port vm1 to VIOLIN 42; host 2: add_port vm2, joining through host 1"
-mesh 1 call tcp://10.99.0.1:7701 add_port '{"vni":42,"name":"'$tag'p1"}' >/dev/null
-mesh 2 call tcp://10.99.0.2:7701 add_port '{"vni":42,"name":"'$tag'p2","seed":"tcp://10.99.0.1:7701"}' >/dev/null
-for i in 1 2; do
-  ip -n $tag-h$i link set ${tag}p$i netns $tag-vm$i
-  ip -n $tag-vm$i addr add 192.168.42.$i/24 dev ${tag}p$i
-  ip -n $tag-vm$i link set ${tag}p$i up
-done
-mesh 2 mesh members 42 --to tcp://10.99.0.2:7701 | sed 's/^/  /'
-echo "  vm1 (192.168.42.1, on host 1) pings vm2 (192.168.42.2, on host 2) through the VIOLIN:"
-ip netns exec $tag-vm1 ping -c 3 -W 2 192.168.42.2 | sed 's/^/  /'
-echo "  host 1's switch, its MAC table:"
-"$bin/violin" switch fdb --to "ipc://$run/mesh1/switch-42.sock" | sed 's/^/  /'
 if [ $keep = 1 ]; then
-  echo "== services keep running; try: $bin/violin watch --bus $(ep sub)    (Ctrl-C to stop)"
+  say "== everything keeps running (namespaces $tag-*); Ctrl-C stops and cleans up"
+  say "   e.g.: ip netns exec $tag-ctl $bin/violin watch --bus $bus_sub"
   wait
 fi
-echo "== stopping"

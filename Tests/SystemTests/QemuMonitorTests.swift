@@ -5,7 +5,7 @@ import VIOLINProtocol
 /// violin-monitor on a real libvirt daemon with a real QEMU guest (TCG): a CPU-burning guest
 /// shows high CPU in the samples, and a balloon change is seen through libvirt.
 @Suite(.serialized) struct QemuMonitorTests {
-    static let script = packageRoot + "/Tests/SystemTests/qemu-guest.sh"
+    static let script = packageRoot + "/compose/lab-libvirt.sh"
     static let cache = "/var/cache/violin-test-guest"
 
     @Test(.timeLimit(.minutes(5))) func burningGuestAndBalloon() throws {

@@ -54,7 +54,7 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
 
     public func start() throws {
         let sub: EventSubscriber? = try options.subscribe.map {
-            try EventSubscriber(context: context, endpoint: $0, topics: ["monitor.sampled"])
+            try EventSubscriber(context: context, endpoint: $0, topics: ["monitor.sampled", "executor.migration_completed"])
         }
         worker.start(name: "policy-worker") { [self] in
             self.work(sub)
@@ -76,7 +76,9 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
             _ = try? poll(&items, timeoutMs: Int(max(0, next - monotonicMillis())))
             if items[0].readable { worker.waker.drain() }
             if let sub, items.count > 1, items[1].readable {
-                while case .event(let m, _)? = try? sub.next(timeoutMs: 0) { ingest(m.body) }
+                while case .event(let m, _)? = try? sub.next(timeoutMs: 0) {
+                    if m.header.msgType == "executor.migration_completed" { migrated(m.body) } else { ingest(m.body) }
+                }
             }
             let due = lock.withLock { defer { roundDue = false }; return roundDue }
             if due || monotonicMillis() >= next {
@@ -101,6 +103,14 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
                     roundDue = true
                 }
             }
+        }
+    }
+
+    /// An executor moved a VM: the inventory follows (the VM's new host, as the executor names it).
+    public func migrated(_ body: JSONValue) {
+        guard let vm = body["vm"]?.stringValue, let to = body["to"]?.stringValue else { return }
+        do { try store.place(vm: vm, on: to) } catch {
+            logger.warning("migration of an unknown VM or to an unknown host", metadata: ["vm": "\(vm)", "to": "\(to)", "error": "\(error)"])
         }
     }
 
@@ -152,6 +162,7 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
             defer { client.close() }
             do {
                 _ = try client.call("migrate_request", body: ["vm": .string(vm), "from": .string(from), "to": .string(to),
+                                                              "to_executor": .string(inv.endpoints[to]?.executor ?? ""),
                                                               "reason": .string(d.reason), "decision_id": .number(Double(id))])
             } catch {
                 failures.append("\(vm): \(error)")

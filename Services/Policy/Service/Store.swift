@@ -122,6 +122,17 @@ public final class PolicyStore: @unchecked Sendable {
         }
     }
 
+    /// Records that `vm` now runs on `host`.
+    public func place(vm: String, on host: String) throws {
+        try db.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM host WHERE id = ?", arguments: [host]) == true else {
+                throw fail(.notFound, "no host \(host)")
+            }
+            try db.execute(sql: "UPDATE vm SET host = ? WHERE id = ?", arguments: [host, vm])
+            guard db.changesCount == 1 else { throw fail(.notFound, "no VM \(vm)") }
+        }
+    }
+
     /// Everything a policy round needs, with when each VM was last decided on (for the cooldown).
     public struct Inventory {
         public var domains: [String] = []

@@ -1,27 +1,36 @@
 #!/usr/bin/env bash
-# A real libvirt + QEMU host for the monitor's system test (see shared/docs/LIBVIRT-LAB.md):
-#   qemu-guest.sh guest CACHE          build (once) a tiny guest: Debian cloud kernel + busybox
-#                                       initramfs whose init loads virtio_balloon and burns CPU
-#   qemu-guest.sh daemon DIR           start libvirtd (QEMU driver, TCG) in a private mount
-#                                       namespace, its socket at DIR/sock/libvirt-sock; prints its pid
-#   qemu-guest.sh boot DIR CACHE NAME  define and start guest NAME (128 MiB, 1 vCPU, balloon)
-#   qemu-guest.sh stop DIR             destroy the guests, stop libvirtd, kill what is left
+# libvirt "hosts" and tiny QEMU guests on one machine (see shared/docs/LIBVIRT-LAB.md), for the
+# local demo and the system tests:
+#   lab-libvirt.sh guest CACHE            build (once) a tiny guest: Debian cloud kernel + busybox
+#                                          initramfs with virtio net/balloon (kernel command line:
+#                                          violin.ip=A.B.C.D/N sets eth0, violin.burn=1 burns CPU;
+#                                          with an address it serves TCP echo on 5000 and a shell
+#                                          on 2323 — a lab guest inside an isolated VIOLIN)
+#   lab-libvirt.sh daemon DIR [ADDR]      start libvirtd (QEMU driver, TCG) in a private mount
+#                                          namespace, its socket at DIR/sock/libvirt-sock; with ADDR
+#                                          it also listens on tcp ADDR:16509 and migrates on ADDR
+#                                          (run it inside the host's network namespace); prints its pid
+#   lab-libvirt.sh boot DIR CACHE NAME    define and start guest NAME (128 MiB, 1 vCPU, burning)
+#   lab-libvirt.sh stop DIR               destroy the guests, stop libvirtd, kill what is left
 set -euo pipefail
 cmd=$1; shift
+GUEST_VERSION=2
+CAPS=/var/cache/violin-test-guest/libvirt-caps
 
 guest() {
   local cache=$1
   mkdir -p "$cache"
-  [ -f "$cache/initrd.gz" ] && [ -f "$cache/vmlinuz" ] && return 0
+  [ -f "$cache/initrd.gz" ] && [ -f "$cache/vmlinuz" ] && [ "$(cat "$cache/version" 2>/dev/null)" = $GUEST_VERSION ] && return 0
   local work; work=$(mktemp -d)
   local pkg; pkg=$(apt-cache search --names-only '^linux-image-[0-9.]+-[0-9]+-cloud-amd64$' | awk '{print $1}' | sort -V | tail -1)
   (cd "$work" && apt-get download -q "$pkg" >/dev/null)
   dpkg -x "$work"/*.deb "$work/k"
   cp "$work"/k/boot/vmlinuz-* "$cache/vmlinuz"
   local root="$work/root"
-  mkdir -p "$root"/{bin,proc,sys,dev,lib}
+  mkdir -p "$root"/{bin,proc,sys,dev,lib,tmp}
   cp /bin/busybox "$root/bin/busybox"
-  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon; do
+  local mods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon failover net_failover virtio_net"
+  for m in $mods; do
     f=$(find "$work/k/lib/modules" -name "$m.ko*" | head -1)
     case "$f" in
       *.xz) xz -dc "$f" > "$root/lib/$m.ko" ;;
@@ -29,29 +38,46 @@ guest() {
       *) cp "$f" "$root/lib/$m.ko" ;;
     esac
   done
-  cat > "$root/init" <<'INIT'
+  cat > "$root/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon; do insmod /lib/$m.ko 2>/dev/null; done
+for m in $mods; do insmod /lib/\$m.ko 2>/dev/null; done
+ip=; burn=
+for x in \$(cat /proc/cmdline); do
+  case \$x in violin.ip=*) ip=\${x#violin.ip=} ;; violin.burn=1) burn=1 ;; esac
+done
+ip link set lo up
+if [ -n "\$ip" ]; then
+  ip link set eth0 up && ip addr add "\$ip" dev eth0
+  nc -ll -p 5000 -e /bin/cat &
+  nc -ll -p 2323 -e /bin/sh &
+fi
 echo VIOLIN-GUEST-UP
-while :; do :; done
+[ -n "\$burn" ] && while :; do :; done
+while :; do sleep 3600; done
 INIT
   chmod +x "$root/init"
   (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 > "$cache/initrd.gz")
+  echo $GUEST_VERSION > "$cache/version"
   rm -rf "$work"
 }
 
 daemon() {
-  local dir=$1
-  mkdir -p "$dir"/{sock,etc,lib,log,cache,run}
+  local dir=$1 addr=${2:-}
+  mkdir -p "$dir"/{sock,etc,lib,log,cache/qemu/capabilities,run}
+  cp "$CAPS"/*.xml "$dir/cache/qemu/capabilities/" 2>/dev/null || true   # skips the 8 s QEMU probe
+  local uuid; uuid=$(cat /proc/sys/kernel/random/uuid)
   cat > "$dir/etc/libvirtd.conf" <<CONF
 listen_tls = 0
-listen_tcp = 0
+listen_tcp = $([ -n "$addr" ] && echo 1 || echo 0)
+listen_addr = "${addr:-127.0.0.1}"
+auth_tcp = "none"
 unix_sock_dir = "$dir/sock"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
+host_uuid = "$uuid"
 CONF
   cat > "$dir/etc/qemu.conf" <<CONF
 user = "root"
@@ -63,11 +89,13 @@ cgroup_controllers = [ ]
 namespaces = [ ]
 stdio_handler = "file"
 CONF
+  [ -n "$addr" ] && printf 'migration_address = "%s"\nmigration_host = "%s"\n' "$addr" "$addr" >> "$dir/etc/qemu.conf"
   cp /etc/passwd "$dir/passwd"; cp /etc/group "$dir/group"
   grep -q '^libvirt-qemu:' "$dir/passwd" || echo 'libvirt-qemu:x:64055:64055::/var/lib/libvirt:/usr/sbin/nologin' >> "$dir/passwd"
   grep -q '^libvirt-qemu:' "$dir/group" || echo 'libvirt-qemu:x:64055:' >> "$dir/group"
   grep -q '^kvm:' "$dir/group" || echo 'kvm:x:64056:' >> "$dir/group"
   mkdir -p /var/lib/libvirt /var/log/libvirt /var/cache/libvirt /etc/libvirt
+  local listen=; [ -n "$addr" ] && listen=--listen
   # The daemon outlives this script: it must hold none of our caller's descriptors (a test
   # harness waits for its pipes to close).
   (
@@ -77,11 +105,18 @@ CONF
     mount --bind '$dir/etc' /etc/libvirt && mount --bind '$dir/lib' /var/lib/libvirt &&
     mount --bind '$dir/log' /var/log/libvirt && mount --bind '$dir/cache' /var/cache/libvirt &&
     mount --bind '$dir/passwd' /etc/passwd && mount --bind '$dir/group' /etc/group &&
-    exec libvirtd -f /etc/libvirt/libvirtd.conf"
+    exec libvirtd $listen -f /etc/libvirt/libvirtd.conf"
   ) < /dev/null > "$dir/libvirtd.out" 2>&1 &
   echo $! > "$dir/libvirtd.pid"
   for _ in $(seq 600); do
-    virsh -c "qemu+unix:///system?socket=$dir/sock/libvirt-sock" version >/dev/null 2>&1 && { cat "$dir/libvirtd.pid"; return 0; }
+    if virsh -c "qemu+unix:///system?socket=$dir/sock/libvirt-sock" version >/dev/null 2>&1; then
+      # Keep the probed capabilities for the next daemons.
+      if ! ls "$CAPS"/*.xml >/dev/null 2>&1; then
+        for _ in $(seq 100); do ls "$dir/cache/qemu/capabilities/"*.xml >/dev/null 2>&1 && break; sleep 0.1; done
+        mkdir -p "$CAPS" && cp "$dir/cache/qemu/capabilities/"*.xml "$CAPS/" 2>/dev/null || true
+      fi
+      cat "$dir/libvirtd.pid"; return 0
+    fi
     sleep 0.1
   done
   echo "libvirtd did not come up: $(tail -5 "$dir/libvirtd.out")" >&2
@@ -98,7 +133,7 @@ boot() {
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type>
     <kernel>$cache/vmlinuz</kernel><initrd>$cache/initrd.gz</initrd>
-    <cmdline>console=ttyS0 quiet</cmdline></os>
+    <cmdline>console=ttyS0 quiet violin.burn=1</cmdline></os>
   <devices>
     <serial type='file'><source path='$dir/$name.console'/><target port='0'/></serial>
     <memballoon model='virtio'/>
@@ -115,7 +150,8 @@ stop() {
   done
   [ -f "$dir/libvirtd.pid" ] && kill "$(cat "$dir/libvirtd.pid")" 2>/dev/null || true
   pkill -9 -f "qemu-system.*$dir" 2>/dev/null || true
-  pkill -9 -f "libvirtd -f /etc/libvirt/libvirtd.conf" 2>/dev/null || true
+  # The daemon's own process (unshare execs sh execs libvirtd: the pid is libvirtd's).
+  [ -f "$dir/libvirtd.pid" ] && kill -9 "$(cat "$dir/libvirtd.pid")" 2>/dev/null || true
 }
 
 "$cmd" "$@"
