@@ -37,15 +37,10 @@ fi
 bin=$VIOLIN_BIN
 cache=/var/cache/violin-test-guest
 run=$(mktemp -d /tmp/violin-demo.XXXXXX)
-tag=vd$$
-pids=()
-nodes="ctl h1 h2 h3 pa pb"
+export VIOLIN_BIN
 cleanup() {
   trap - EXIT INT TERM
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for h in h1 h2 h3; do [ -d "$run/$h/libvirt" ] && bash compose/lab-libvirt.sh stop "$run/$h/libvirt" >/dev/null 2>&1 || true; done
-  pkill -9 -f "$run" 2>/dev/null || true          # switches the meshes started, probes
-  for n in $nodes net; do ip netns del "$tag-$n" 2>/dev/null || true; done
+  bash compose/lab.sh down "$run" || true
   rm -rf "$run"
 }
 trap cleanup EXIT
@@ -56,7 +51,7 @@ call() { violin call "$@"; }
 addr() { case $1 in ctl) echo 10.77.0.100 ;; h1) echo 10.77.0.1 ;; h2) echo 10.77.0.2 ;; h3) echo 10.77.0.3 ;; esac; }
 ex() { echo "tcp://$(addr "$1"):7704"; }
 mesh() { echo "tcp://$(addr "$1"):7701"; }
-bus_pub=tcp://10.77.0.100:7710; bus_sub=tcp://10.77.0.100:7711
+bus_sub=tcp://10.77.0.100:7711
 # Waits (at most $1 seconds) until the command succeeds.
 wait_for() {
   local limit=$1; shift
@@ -69,49 +64,16 @@ wait_for() {
 json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
 
 say "== the guest image (Debian cloud kernel + busybox initramfs, cached in $cache)"
-bash compose/lab-libvirt.sh guest "$cache"
+bash compose/lab-libvirt.sh guest "$cache" 2>/dev/null
 
-say "== nodes: control 10.77.0.100; d1: h1 10.77.0.1, h2 10.77.0.2; d2: h3 10.77.0.3 (namespaces $tag-*)"
-ip netns add "$tag-net"
-ip -n "$tag-net" link add br0 type bridge
-ip -n "$tag-net" link set br0 up
-for n in ctl h1 h2 h3; do
-  ip netns add "$tag-$n"
-  ip -n "$tag-$n" link set lo up
-  ip link add eth0 netns "$tag-$n" type veth peer name "$n" netns "$tag-net"
-  ip -n "$tag-net" link set "$n" master br0 up
-  ip -n "$tag-$n" addr add "$(addr $n)/24" dev eth0
-  ip -n "$tag-$n" link set eth0 up
-done
-
-say "== control node: violin-bus, violin-policy"
-mkdir -p "$run/ctl"
-in_ns ctl "$bin/violin-bus" --listen tcp://10.77.0.100:7700 --publishers $bus_pub --subscribers $bus_sub \
-  --instance bus@ctl 2>"$run/ctl/bus.log" & pids+=($!)
-in_ns ctl "$bin/violin-policy" --listen tcp://10.77.0.100:7703 --bus $bus_pub --subscribe $bus_sub \
-  --database "$run/ctl/policy.sqlite" --evaluate-interval 5 --policy paper --instance policy@ctl 2>"$run/ctl/policy.log" & pids+=($!)
-
-say "== host nodes: libvirtd (TCG), violin-mesh, violin-monitor, violin-executor on each"
-for h in h1 h2 h3; do
-  mkdir -p "$run/$h"
-  in_ns $h bash compose/lab-libvirt.sh daemon "$run/$h/libvirt" "$(addr $h)" >/dev/null
-  uri="qemu+unix:///system?socket=$run/$h/libvirt/sock/libvirt-sock"
-  a=$(addr $h)
-  in_ns $h "$bin/violin-mesh" --listen "tcp://$a:7701" --host-address "$a" --run-dir "$run/$h/mesh" --bus $bus_pub \
-    --instance "mesh@$h" 2>"$run/$h/mesh.log" & pids+=($!)
-  in_ns $h "$bin/violin-monitor" --listen "tcp://$a:7702" --libvirt-uri "$uri" --sample-interval 1 --bus $bus_pub \
-    --instance "monitor@$h" 2>"$run/$h/monitor.log" & pids+=($!)
-  in_ns $h "$bin/violin-executor" --listen "tcp://$a:7704" --host-id $h --libvirt-uri "$uri" \
-    --migration-uri "qemu+tcp://$a/system" --mesh "tcp://$a:7701" --database "$run/$h/executor.sqlite" \
-    --memory-mb 2048 --bus $bus_pub --instance "executor@$h" 2>"$run/$h/executor.log" & pids+=($!)
-done
-for ep in tcp://10.77.0.100:7700 tcp://10.77.0.100:7703 $(for h in h1 h2 h3; do echo "$(mesh $h) tcp://$(addr $h):7702 $(ex $h)"; done); do
-  wait_for 30 violin ping --to "$ep" --timeout 0.5
-done
+say "== nodes (compose/lab.sh): control 10.77.0.100 with violin-bus and violin-policy; hosts with"
+say "   libvirtd (TCG), violin-mesh, violin-monitor, violin-executor: d1 = h1 10.77.0.1, h2 10.77.0.2; d2 = h3 10.77.0.3"
+bash compose/lab.sh up "$run"
+tag=$(cat "$run/tag")
 violin ping --to "$(ex h1)" | sed 's/^/  /' >&2
 
 # Every event of the run, for the record and for the policy step.
-in_ns ctl "$bin/violin" watch --bus $bus_sub executor. policy.decided --timeout 900 >"$run/events.jsonl" 2>/dev/null & pids+=($!)
+in_ns ctl "$bin/violin" watch --bus $bus_sub executor. policy.decided --timeout 900 >"$run/events.jsonl" 2>/dev/null &
 
 say "== two VIOLINs, both on 10.0.0.0/24: A (VNI 101) and B (VNI 102)"
 # A probe namespace per VIOLIN, on h1: the operator's console into the VIOLIN (10.0.0.100).
@@ -164,9 +126,10 @@ cross1=$(cross)
 say "  MACs of one VIOLIN in the other's switches: $cross1"
 
 # One migration with traffic: pings every 10 ms from a guest, a TCP echo stream from the probe.
-# Waits for the job and prints its figures. Args: label probe-violin pinger target-ip stream-ip request...
+# Waits for the jobs. Args: label violin pinger-ip ping-target-ip stream-ip ping-vm stream-vm request...
 migrate_with_traffic() {
-  local label=$1 v=$2 pinger=$3 target=$4 streamip=$5; shift 5
+  local label=$1 v=$2 pinger=$3 target=$4 streamip=$5 pingvm=$6 streamvm=$7; shift 7
+  echo "$pingvm $streamvm" >"$run/$label.meta"
   probe $v sh "$pinger" "ping -q -i 0.01 -w 25 $target" --timeout 60 >"$run/$label.ping" 2>&1 & local pp=$!
   probe $v stream "$streamip" --seconds 25 >"$run/$label.tcp" 2>/dev/null & local sp=$!
   # Traffic has started when the switches count the probe's frames.
@@ -191,10 +154,10 @@ migrate_with_traffic() {
 }
 
 say "== live migration of a2 (VIOLIN A) from h2 (domain d1) to h3 (domain d2), under a 10 ms ping from a1 and a TCP stream"
-migrate_with_traffic m1 a 10.0.0.1 10.0.0.2 10.0.0.2 "$(ex h2)" migrate "{\"vm\":\"a2\",\"to_executor\":\"$(ex h3)\"}"
+migrate_with_traffic m1 a 10.0.0.1 10.0.0.2 10.0.0.2 a2 a2 "$(ex h2)" migrate "{\"vm\":\"a2\",\"to_executor\":\"$(ex h3)\"}"
 
 say "== whole-VIOLIN migration of B from h2 to h3 (domain d2); its head node b1 stays in its home domain"
-migrate_with_traffic m2 b 10.0.0.1 10.0.0.2 10.0.0.3 "$(ex h2)" migrate_violin "{\"vni\":102,\"to_executor\":\"$(ex h3)\",\"keep\":[\"b1\"]}"
+migrate_with_traffic m2 b 10.0.0.1 10.0.0.2 10.0.0.3 b2 b3 "$(ex h2)" migrate_violin "{\"vni\":102,\"to_executor\":\"$(ex h3)\",\"keep\":[\"b1\"]}"
 vms_h3=$(call "$(ex h3)" vms | python3 -c 'import json,sys; print(" ".join(sorted(v["name"] for v in json.load(sys.stdin)["vms"])))')
 vms_h2=$(call "$(ex h2)" vms | python3 -c 'import json,sys; print(" ".join(sorted(v["name"] for v in json.load(sys.stdin)["vms"])))')
 say "  h2 holds: $vms_h2;  h3 holds: $vms_h3"
@@ -242,18 +205,15 @@ def tcp(label):
 for label, kind in (("m1", "vm"), ("m2", "violin")):
     sent, lost = pings(label)
     t = tcp(label)
+    ping_vm, stream_vm = open(os.path.join(run, label + ".meta")).read().split()
     for f in sorted(glob.glob(os.path.join(run, label + ".*.job"))):
         j = json.load(open(f))
+        pinged, streamed = j["vm"] == ping_vm, j["vm"] == stream_vm
         migrations.append({"step": label, "kind": kind, "vm": j["vm"], "from": j["from"], "to": j["to"], "state": j["state"],
                            "elapsed_ms": j["elapsed_ms"], "downtime_ms": j["downtime_ms"], "blackout_ms": j["blackout_ms"],
-                           "pings_sent": sent, "pings_lost": lost, "tcp_survived": t.get("survived", False),
-                           "tcp_longest_stall_ms": t.get("longest_stall_ms"), "error": j["error"]})
-policy = []
-for line in open(os.path.join(run, "events.jsonl")):
-    e = json.loads(line)
-    b = e["body"]
-    if e["topic"] == "executor.migration_completed" and b["job"] not in {m.get("job") for m in migrations}:
-        pass
+                           "pings_sent": sent if pinged else None, "pings_lost": lost if pinged else None,
+                           "tcp_survived": t.get("survived", False) if streamed else None,
+                           "tcp_longest_stall_ms": t.get("longest_stall_ms") if streamed else None, "error": j["error"]})
 jobs_seen = {}
 for line in open(os.path.join(run, "events.jsonl")):
     e = json.loads(line); b = e["body"]

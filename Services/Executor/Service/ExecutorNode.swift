@@ -299,6 +299,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         let done = DispatchSemaphore(value: 0)
         let uri = options.libvirtURI, vm = job.vm, dest = job.destinationURI, mo = o.migration
         let started = DispatchTime.now().uptimeNanoseconds
+        let startedWall = wallClockMillis()
         let helper = Thread {
             do {
                 let conn = try LibvirtHypervisor(uri: uri)
@@ -343,7 +344,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         }
         // The network's cut-over: the destination announces the MAC (sequenced), the switch
         // here stops delivering to the old port and forwards late frames to the new host.
-        job.blackoutMs = cutOver(job, facts: facts)
+        job.blackoutMs = cutOver(job, facts: facts, since: startedWall)
         job.state = .completed
         save()
         logger.info("migration completed", metadata: ["job": "\(job.id)", "vm": "\(vm)", "to": "\(job.toHost)",
@@ -356,8 +357,10 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
 
     /// After a successful migration: the source port goes (with a grace period of forwarding to
     /// the destination), the destination announces the MAC; returns the network blackout the
-    /// two switches saw (last frame from the VM at the old port -> first frame at the new).
-    func cutOver(_ job: Journal.Job, facts: VMFacts) -> Int? {
+    /// two switches saw (last frame from the VM at the old port -> first frame at the new). The
+    /// last frame marks the VM's pause only if the VM was sending during the migration (after
+    /// `since`); for a silent VM there is no blackout to measure (nil).
+    func cutOver(_ job: Journal.Job, facts: VMFacts, since: UInt64) -> Int? {
         let portName = VMSpec.portName(job.vm)
         let vni = JSONValue.number(Double(facts.vni))
         _ = try? call(job.destinationMesh, "announce_request", ["vni": vni, "name": .string(portName), "mac": .string(facts.mac)])
@@ -371,7 +374,8 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
             if new?["first_rx_ms"]?.numberValue != nil { break }
             usleep(20_000)
         } while DispatchTime.now().uptimeNanoseconds < deadline
-        guard let last = old?["last_rx_ms"]?.numberValue, let first = new?["first_rx_ms"]?.numberValue, first >= last else { return nil }
+        guard let last = old?["last_rx_ms"]?.numberValue, last >= Double(since),
+              let first = new?["first_rx_ms"]?.numberValue, first >= last else { return nil }
         return Int(first - last)
     }
 

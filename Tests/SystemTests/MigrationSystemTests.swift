@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+import VIOLINProtocol
+
+/// Live migration on real libvirt and QEMU (TCG), with the services as real processes in
+/// network namespaces (compose/lab.sh: a control node and three hosts in two domains).
+@Suite(.serialized) struct MigrationSystemTests {
+    static let cache = "/var/cache/violin-test-guest"
+
+    static func json(_ text: String) throws -> JSONValue {
+        try JSONText.parse(Array(text.utf8))
+    }
+
+    /// The local demo's whole scenario, with its figures checked: isolation throughout, a VM
+    /// and a whole VIOLIN migrated under ping and TCP, and the policy moving load by itself.
+    @Test(.timeLimit(.minutes(10))) func demoScenario() throws {
+        let r = try sh("VIOLIN_BIN='\(binDir)' bash '\(packageRoot)/compose/local-demo.sh' --json", timeout: 540)
+        try #require(r.status == 0, "demo failed (\(r.status)): \(r.err.suffix(3000))")
+        let d = try Self.json(r.out)
+        // Isolation: the same IP answers in each VIOLIN with that VIOLIN's own guest; no MAC crosses.
+        let iso = try #require(d["isolation"])
+        #expect(iso["a_pings_received"]?.intValue == 3 && iso["b_pings_received"]?.intValue == 3, "\(iso)")
+        #expect(iso["mac_of_10.0.0.2_in_a"]?.stringValue == "52:54:00:0a:00:02")
+        #expect(iso["mac_of_10.0.0.2_in_b"]?.stringValue == "52:54:00:0b:00:02")
+        #expect(iso["foreign_macs_before"]?.intValue == 0 && iso["foreign_macs_after"]?.intValue == 0)
+        guard case .array(let migrations)? = d["migrations"] else { Issue.record("no migrations: \(r.out)"); return }
+        func rows(_ step: String) -> [JSONValue] { migrations.filter { $0["step"]?.stringValue == step } }
+        for m in rows("m1") + rows("m2") {
+            #expect(m["state"]?.stringValue == "completed", "\(m)")
+            #expect(m["to"]?.stringValue == "h3", "\(m)")
+            if let survived = m["tcp_survived"]?.boolValue { #expect(survived, "TCP did not survive: \(m)") }
+            if let lost = m["pings_lost"]?.intValue, let downtime = m["downtime_ms"]?.numberValue {
+                #expect(Double(lost) <= downtime / 10 + 2, "pings lost \(lost) > downtime \(downtime) ms / 10 ms + 2")
+            }
+            print("migration \(m["vm"]?.stringValue ?? "?"): elapsed \(m["elapsed_ms"]?.intValue ?? -1) ms, downtime \(m["downtime_ms"]?.intValue ?? -1) ms, blackout \(m["blackout_ms"]?.intValue ?? -1) ms, pings lost \(m["pings_lost"]?.intValue ?? -1)")
+        }
+        #expect(rows("m1").map { $0["vm"]?.stringValue } == ["a2"])
+        // The whole VIOLIN moved but its head node.
+        #expect(Set(rows("m2").compactMap { $0["vm"]?.stringValue }) == ["b2", "b3"])
+        #expect(d["violin_b_after"]?["h2"] == ["b1"], "\(d["violin_b_after"] ?? .null)")
+        // The policy, in automatic mode, moved load off the overloaded host without an operator.
+        let byPolicy = rows("policy")
+        #expect(!byPolicy.isEmpty, "the policy moved nothing: \(d["policy_decisions"] ?? .null)")
+        #expect(byPolicy.allSatisfy { $0["from"]?.stringValue == "h3" && $0["state"]?.stringValue == "completed" })
+    }
+
+    /// The executor is SIGKILLed while libvirt migrates a VM; restarted, it finds the job in its
+    /// journal and ends it: the VM runs in exactly one place, the job is completed or rolled back.
+    @Test(.timeLimit(.minutes(5))) func executorKilledMidMigration() throws {
+        let scratch = try Scratch("crash")
+        let run = scratch.file("lab")
+        let lab = "VIOLIN_BIN='\(binDir)' bash '\(packageRoot)/compose/lab.sh'"
+        defer {
+            _ = try? sh("\(lab) down \(run)", timeout: 120)
+            scratch.cleanup()
+        }
+        let built = try sh("bash '\(packageRoot)/compose/lab-libvirt.sh' guest \(Self.cache)", timeout: 300)
+        try #require(built.status == 0, "guest: \(built.err)")
+        let up = try sh("\(lab) up \(run)", timeout: 180)
+        try #require(up.status == 0, "lab: \(up.err)")
+        let ctl = try sh("\(lab) ns \(run) ctl").out.trimmingCharacters(in: .whitespacesAndNewlines)
+        func call(_ host: Int, _ type: String, _ body: String) throws -> (status: Int32, out: String, err: String) {
+            try sh("ip netns exec \(ctl) '\(binDir)/violin' call tcp://10.77.0.\(host):7704 \(type) '\(body)'")
+        }
+        let console = scratch.file("x1.console")
+        let created = try call(1, "create_vm", """
+            {"name":"x1","vni":77,"mac":"52:54:00:77:00:01","kernel":"\(Self.cache)/vmlinuz","initrd":"\(Self.cache)/initrd.gz",
+             "cmdline":"console=ttyS0 quiet violin.ip=10.7.0.1/24","nic_port":21000,"console":"\(console)"}
+            """)
+        try #require(created.status == 0, "create_vm: \(created.err)")
+        #expect(eventually(timeout: 90) { ((try? String(contentsOfFile: console, encoding: .utf8)) ?? "").contains("VIOLIN-GUEST-UP") })
+        // Bad requests leave the VM alone, with a clear error.
+        let unknown = try call(1, "migrate", #"{"vm":"nobody","to_executor":"tcp://10.77.0.2:7704"}"#)
+        #expect(unknown.status == 1 && unknown.err.contains("not_found"), "\(unknown.err)")
+        let unreachable = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.9:7704"}"#)
+        #expect(unreachable.status == 1 && unreachable.err.contains("unavailable"), "\(unreachable.err)")
+        let badOption = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704","timeout_s":-1}"#)
+        #expect(badOption.status == 1 && badOption.err.contains("invalid_body"), "\(badOption.err)")
+
+        // A slow migration (2 MiB/s), so there is time to kill the executor in the middle of it.
+        let started = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704","bandwidth_mibps":2}"#)
+        try #require(started.status == 0, "migrate: \(started.err)")
+        let job = try #require(try Self.json(started.out)["job"]?.stringValue)
+        let migrating = eventually(timeout: 60) {
+            guard let j = try? Self.json(try call(1, "job", #"{"job":"\#(job)"}"#).out) else { return false }
+            return j["state"]?.stringValue == "migrating" && (j["processed_bytes"]?.intValue ?? 0) > 0
+        }
+        try #require(migrating, "the migration did not get under way")
+        #expect(try sh("\(lab) kill \(run) h1 executor").status == 0)
+        let restarted = try sh("\(lab) start \(run) h1 executor", timeout: 60)
+        try #require(restarted.status == 0, "restart: \(restarted.err)")
+        var final: JSONValue = .null
+        let ended = eventually(timeout: 120) {
+            guard let j = try? Self.json(try call(1, "job", #"{"job":"\#(job)"}"#).out) else { return false }
+            final = j
+            return ["completed", "rolled_back", "failed"].contains(j["state"]?.stringValue ?? "")
+        }
+        try #require(ended, "the job was not recovered: \(final)")
+        let state = final["state"]?.stringValue
+        #expect(state == "completed" || state == "rolled_back", "\(final)")
+        // Exactly one running copy, where the job's outcome says.
+        func running(_ host: String) throws -> Bool {
+            try sh("virsh -c 'qemu+unix:///system?socket=\(run)/\(host)/libvirt/sock/libvirt-sock' list --name --state-running")
+                .out.split(separator: "\n").contains("x1")
+        }
+        let onSource = try running("h1"), onDestination = try running("h2")
+        #expect(onSource != onDestination, "x1 running on h1: \(onSource), on h2: \(onDestination)")
+        #expect(onDestination == (state == "completed"), "job \(state ?? "?") but x1 on h2: \(onDestination)")
+        print("executor killed mid-migration: job ended \(state ?? "?") (\(final["error"]?.stringValue ?? ""))")
+    }
+}
