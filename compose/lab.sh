@@ -33,16 +33,21 @@ start() {
     *) echo "lab.sh: no service $svc" >&2; return 64 ;;
   esac
   mkdir -p "$run/$node"
-  ip netns exec "$(tag)-$node" setsid "$bin/violin-$svc" "${args[@]}" --instance "$svc@$node" \
-    </dev/null >>"$run/$node/$svc.log" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
+  # It outlives this script: it must hold none of our caller's descriptors (a harness waits for
+  # its pipes to close).
+  (
+    for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done
+    exec ip netns exec "$(tag)-$node" setsid "$bin/violin-$svc" "${args[@]}" --instance "$svc@$node"
+  ) </dev/null >>"$run/$node/$svc.log" 2>&1 &
   echo $! >"$run/$node/$svc.pid"
   local port; port=$(echo "${args[1]}" | sed 's/.*://')
-  for _ in $(seq 300); do
+  local end=$((SECONDS + 30))
+  while [ $SECONDS -lt $end ]; do
     ip netns exec "$(tag)-$node" "$bin/violin" ping --to "tcp://$a:$port" --timeout 0.5 >/dev/null 2>&1 && return 0
     kill -0 "$(cat "$run/$node/$svc.pid")" 2>/dev/null || { echo "lab.sh: $svc on $node exited: $(tail -3 "$run/$node/$svc.log")" >&2; return 1; }
     sleep 0.1
   done
-  echo "lab.sh: $svc on $node does not answer" >&2
+  echo "lab.sh: $svc on $node does not answer: $(tail -3 "$run/$node/$svc.log")" >&2
   return 1
 }
 

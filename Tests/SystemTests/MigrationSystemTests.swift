@@ -57,7 +57,7 @@ import VIOLINProtocol
         let built = try sh("bash '\(packageRoot)/compose/lab-libvirt.sh' guest \(Self.cache)", timeout: 300)
         try #require(built.status == 0, "guest: \(built.err)")
         let up = try sh("\(lab) up \(run)", timeout: 180)
-        try #require(up.status == 0, "lab: \(up.err)")
+        try #require(up.status == 0, "lab: \(up.err) \(up.out) logs: \((try? sh("tail -n 4 \(run)/*/*.log").out) ?? "")")
         let ctl = try sh("\(lab) ns \(run) ctl").out.trimmingCharacters(in: .whitespacesAndNewlines)
         func call(_ host: Int, _ type: String, _ body: String) throws -> (status: Int32, out: String, err: String) {
             try sh("ip netns exec \(ctl) '\(binDir)/violin' call tcp://10.77.0.\(host):7704 \(type) '\(body)'")
