@@ -20,6 +20,7 @@ CAPS=/var/cache/violin-test-guest/libvirt-caps
 guest() {
   local cache=$1
   mkdir -p "$cache"
+  exec 9>"$cache/.lock"; flock 9          # tests build it concurrently
   [ -f "$cache/initrd.gz" ] && [ -f "$cache/vmlinuz" ] && [ "$(cat "$cache/version" 2>/dev/null)" = $GUEST_VERSION ] && return 0
   local work; work=$(mktemp -d)
   local pkg; pkg=$(apt-cache search --names-only '^linux-image-[0-9.]+-[0-9]+-cloud-amd64$' | awk '{print $1}' | sort -V | tail -1)
