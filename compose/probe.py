@@ -8,11 +8,15 @@
                                             echo checked; prints one JSON object: sent, echoed,
                                             corrupt, longest_stall_ms, survived
   probe.py arp IP                           print the MAC this namespace resolved IP to
+  probe.py bulk IP[,IP...] --mbytes M       a communication-heavy job: M MiB through each guest's
+                                            echo server, all at once; prints "running" when a
+                                            tenth is through, then one JSON object: seconds
 """
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -98,11 +102,59 @@ def arp(ip):
     return 1
 
 
+def bulk(ips, mbytes):
+    total = int(mbytes * 1048576)
+    done = {}
+    echoed = {ip: 0 for ip in ips}
+    errors = []
+    chunk = bytes(range(256)) * 64          # 16 KiB
+
+    def one(ip):
+        try:
+            s = socket.create_connection((ip, 5000), timeout=60)
+            def reader():
+                while echoed[ip] < total:
+                    b = s.recv(262144)
+                    if not b:
+                        errors.append("%s closed" % ip)
+                        return
+                    echoed[ip] += len(b)
+            r = threading.Thread(target=reader)
+            r.start()
+            sent = 0
+            while sent < total:
+                n = min(len(chunk), total - sent)
+                s.sendall(chunk[:n])
+                sent += n
+            r.join()
+            s.close()
+            done[ip] = time.monotonic()
+        except OSError as e:
+            errors.append("%s: %s" % (ip, e))
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=one, args=(ip,)) for ip in ips]
+    for t in threads:
+        t.start()
+    announced = False
+    while any(t.is_alive() for t in threads):
+        if not announced and all(v >= total // 10 for v in echoed.values()):
+            print("running", flush=True)
+            announced = True
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+    result = {"seconds": round(max(done.values(), default=start) - start, 3), "vms": len(ips),
+              "mbytes_each": mbytes, "errors": errors}
+    print(json.dumps(result), flush=True)
+    return 0 if not errors else 1
+
+
 def main(argv):
-    if len(argv) < 3 or argv[1] not in ("sh", "stream", "arp"):
+    if len(argv) < 3 or argv[1] not in ("sh", "stream", "arp", "bulk"):
         print(__doc__, file=sys.stderr)
         return 64
-    opts = {"--timeout": "30", "--seconds": "10", "--port": "5000"}
+    opts = {"--timeout": "30", "--seconds": "10", "--port": "5000", "--mbytes": "8"}
     args = []
     i = 2
     while i < len(argv):
@@ -116,6 +168,8 @@ def main(argv):
         return sh(args[0], " ".join(args[1:]), float(opts["--timeout"]))
     if argv[1] == "stream":
         return stream(args[0], int(opts["--port"]), float(opts["--seconds"]))
+    if argv[1] == "bulk":
+        return bulk(args[0].split(","), float(opts["--mbytes"]))
     return arp(args[0])
 
 

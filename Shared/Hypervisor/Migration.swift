@@ -25,6 +25,8 @@ public struct JobStats: Sendable, Equatable {
     public var total: UInt64 = 0
     public var bytesPerSecond: UInt64 = 0
     public var downtimeMs: UInt64?
+    /// Pre-copy pass over memory (1 during the first full pass).
+    public var iteration: UInt64 = 0
     public init() {}
 }
 
@@ -128,6 +130,7 @@ extension LibvirtHypervisor {
         s.total = value(VIR_DOMAIN_JOB_DATA_TOTAL) ?? 0
         s.bytesPerSecond = value(VIR_DOMAIN_JOB_MEMORY_BPS) ?? 0
         s.downtimeMs = value(VIR_DOMAIN_JOB_DOWNTIME)
+        s.iteration = value(VIR_DOMAIN_JOB_MEMORY_ITERATION) ?? 0
         return s
     }
 

@@ -124,7 +124,8 @@ func many(_ violin: String, _ n: Int, on host: String, cpu: Double, from: Int = 
                 if policy is PaperPolicy { #expect(scores.deviation < before + 1e-12, "paper: deviation rose") }
             }
             let single = decisions.filter { if case .migrateVM = $0 { true } else { false } }
-            #expect(single.count <= 4, "\(policy.name): at most 4 concurrent single-VM migrations")
+            let limit = (policy as? PaperPolicy)?.maxConcurrent ?? (policy as? CostBenefitPolicy)?.maxConcurrent ?? 0
+            #expect(single.count <= limit, "\(policy.name): at most \(limit) concurrent single-VM migrations")
             #expect(decisions.filter { if case .migrateViolin = $0 { true } else { false } }.count <= 1)
         }
     }

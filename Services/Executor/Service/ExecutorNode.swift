@@ -37,7 +37,9 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
     public let options: Options
     public let journal: Journal
     private let logger: Logger
-    private let hv: LibvirtHypervisor
+    /// The loop thread's libvirt connection, opened on first use (and again after a failure),
+    /// so the executor starts and answers even while libvirt is not up.
+    private var connection: LibvirtHypervisor?
     private let context = ZMQContext()
     private let lock = NSLockLite()
     private var controls: [String: Control] = [:]      // job id -> its control, while it runs
@@ -50,12 +52,20 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         self.options = options
         self.logger = logger
         journal = try Journal(path: options.database)
-        hv = try LibvirtHypervisor(uri: options.libvirtURI)
         slots = DispatchSemaphore(value: max(1, options.maxMigrations))
     }
 
     public func stop() {
         context.shutdown()
+    }
+
+    func libvirt() throws(ProtocolError) -> LibvirtHypervisor {
+        if let c = connection, (try? c.host()) != nil { return c }
+        connection = nil
+        do { connection = try LibvirtHypervisor(uri: options.libvirtURI) } catch {
+            throw ProtocolError(.unavailable, "libvirt at \(options.libvirtURI): \(error.message)")
+        }
+        return connection!
     }
 
     // MARK: - Talking to meshes and executors
@@ -91,14 +101,15 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         return f
     }
 
-    func usedMemoryMB() -> Int {
+    func usedMemoryMB(_ hv: LibvirtHypervisor) -> Int {
         ((try? hv.domains()) ?? []).reduce(0) { $0 + Int($1.maxMemoryKiB / 1024) }
     }
 
-    func freeMemoryMB() -> Int {
+    func freeMemoryMB() throws(ProtocolError) -> Int {
+        let hv = try libvirt()
         let libvirtFree = Int(hv.freeMemoryMiB())
         guard options.memoryMB > 0 else { return libvirtFree }
-        return min(libvirtFree, options.memoryMB - usedMemoryMB())
+        return min(libvirtFree, options.memoryMB - usedMemoryMB(hv))
     }
 
     func createVM(_ b: JSONValue) throws(ProtocolError) -> JSONValue {
@@ -132,8 +143,9 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         for (k, path) in [("kernel", spec.kernel), ("initrd", spec.initrd), ("disk", spec.disk)] where !path.isEmpty {
             guard FileManager.default.fileExists(atPath: path) else { throw ProtocolError(.invalidBody, "\(k) \(path) does not exist") }
         }
+        let hv = try libvirt()
         guard hv.state(spec.name) == .absent else { throw ProtocolError(.conflict, "a VM named \(spec.name) exists on this host") }
-        let free = freeMemoryMB()
+        let free = try freeMemoryMB()
         guard free >= spec.memoryMB else {
             throw ProtocolError(.conflict, "host \(options.hostID) has \(free) MiB free, \(spec.name) needs \(spec.memoryMB)")
         }
@@ -153,6 +165,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
 
     func destroyVM(_ name: String) throws(ProtocolError) -> JSONValue {
         if let job = lock.withLock({ busyVMs[name] }) { throw ProtocolError(.conflict, "VM \(name) is migrating (job \(job))") }
+        let hv = try libvirt()
         let f = try facts(name, hv)
         do { try hv.destroy(name) } catch { throw ProtocolError(.unavailable, "libvirt: \(error.message)") }
         _ = try? call(options.mesh, "remove_port_request", ["vni": .number(Double(f.vni)), "name": .string(VMSpec.portName(name))])
@@ -161,6 +174,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
     }
 
     func vmsJSON() throws(ProtocolError) -> JSONValue {
+        let hv = try libvirt()
         let list: [DomainStats]
         do { list = try hv.domains() } catch { throw ProtocolError(.unavailable, "libvirt: \(error.message)") }
         let vms: [JSONValue] = list.map { d in
@@ -228,6 +242,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
 
     /// Checks a migration of `vm` and journals it; the caller starts it.
     func admit(_ vm: String, to dest: Destination, _ b: JSONValue, memoryClaimed: inout Int) throws(ProtocolError) -> Journal.Job {
+        let hv = try libvirt()
         let f = try facts(vm, hv)
         let state = hv.state(vm)
         guard state == .running || state == .paused else { throw ProtocolError(.conflict, "VM \(vm) is \(state.rawValue), not running") }
@@ -312,6 +327,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         helper.name = "libvirt-migrate"
         helper.start()
         var aborted: String?
+        var postcopy = false
         while done.wait(timeout: .now() + .milliseconds(Int(options.progressInterval * 1000))) == .timedOut {
             let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
             if aborted == nil, control.cancelled { aborted = "cancelled"; try? watcher.abortJob(vm) }
@@ -319,10 +335,17 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
                 aborted = "did not converge within \(o.timeoutS) s: aborted"
                 try? watcher.abortJob(vm)
             }
-            if let s = try? watcher.jobStats(vm), s.active {
+            let stats = try? watcher.jobStats(vm)
+            // Post-copy: once the first pass over memory is done, the guest runs at the
+            // destination and pulls the rest on demand (a migration that cannot converge ends).
+            if o.migration.postcopy, !postcopy, aborted == nil, let s = stats, s.active, s.iteration >= 2 {
+                postcopy = (try? watcher.startPostCopy(vm)) != nil
+            }
+            if let s = stats, s.active {
                 job.processed = Int(s.processed); job.remaining = Int(s.remaining); job.rate = Int(s.bytesPerSecond)
                 save()
-                publish("migration_progress", ["job": .string(job.id), "vm": .string(vm), "phase": .string(aborted == nil ? "migrating" : "aborting"),
+                publish("migration_progress", ["job": .string(job.id), "vm": .string(vm),
+                                               "phase": .string(aborted != nil ? "aborting" : postcopy ? "postcopy" : "precopy"),
                                                "processed_bytes": .number(Double(s.processed)), "remaining_bytes": .number(Double(s.remaining)),
                                                "total_bytes": .number(Double(s.total)), "rate_bps": .number(Double(s.bytesPerSecond)),
                                                "elapsed_ms": .number(Double(s.elapsedMs))])
@@ -470,11 +493,12 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         case "host_info_request":
             let running = lock.withLock { busyVMs.count }
             return Replies.ok(["host": .string(options.hostID), "migration_uri": .string(options.migrationURI),
-                               "mesh": .string(options.mesh), "free_memory_mb": .number(Double(freeMemoryMB())),
+                               "mesh": .string(options.mesh), "free_memory_mb": .number(Double(try freeMemoryMB())),
                                "migrations_running": .number(Double(running))])
         case "migrate_request":
             let vm = try text(b, "vm")
             let o = try jobOptions(b)
+            let hv = try libvirt()
             _ = try facts(vm, hv)      // unknown VM: not_found before the destination is asked
             let dest = try destination(try text(b, "to_executor"))
             if let to = b["to"]?.stringValue, !to.isEmpty, to != dest.host {
@@ -494,6 +518,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
                 keep = Set(list.compactMap(\.stringValue))
             }
             let o = try jobOptions(b)
+            let hv = try libvirt()
             let dest = try destination(try text(b, "to_executor"))
             let names = ((try? hv.domains()) ?? []).map(\.name).filter { name in
                 !keep.contains(name) && (try? hv.xml(name)).flatMap { VMFacts(domainXML: $0) }?.vni == UInt32(vni)
