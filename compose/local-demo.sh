@@ -70,7 +70,7 @@ say "== nodes (compose/lab.sh): control 10.77.0.100 with violin-bus and violin-p
 say "   libvirtd (TCG), violin-mesh, violin-monitor, violin-executor: d1 = h1 10.77.0.1, h2 10.77.0.2; d2 = h3 10.77.0.3"
 bash compose/lab.sh up "$run"
 tag=$(cat "$run/tag")
-violin ping --to "$(ex h1)" | sed 's/^/  /' >&2
+if [ $json = 1 ]; then violin cluster status --control 10.77.0.100 >&2; else violin cluster status --control 10.77.0.100; fi
 
 # Every event of the run, for the record and for the policy step.
 in_ns ctl "$bin/violin" watch --bus $bus_sub executor. policy.decided --timeout 900 >"$run/events.jsonl" 2>/dev/null &
@@ -165,11 +165,7 @@ cross2=$(cross)
 
 say "== the policy in automatic mode: two guests on h3 burn CPU"
 pol="tcp://10.77.0.100:7703"
-call $pol register_domain '{"id":"d1"}' >/dev/null; call $pol register_domain '{"id":"d2"}' >/dev/null
-for h in h1 h2 h3; do
-  d=$([ $h = h3 ] && echo d2 || echo d1)
-  call $pol register_host "{\"id\":\"$h\",\"domain\":\"$d\",\"cores\":1,\"memory_mb\":2048,\"executor\":\"$(ex $h)\",\"monitor\":\"tcp://$(addr $h):7702\"}" >/dev/null
-done
+# The hosts registered themselves (domain, cores, memory, endpoints) when their nodes started.
 call $pol create_violin '{"id":"A","home_domain":"d1","head":"a1","vms":[{"id":"a1","memory_mb":128,"host":"h1"},{"id":"a2","memory_mb":128,"host":"h3"}]}' >/dev/null
 call $pol create_violin '{"id":"B","home_domain":"d1","head":"b1","vms":[{"id":"b1","memory_mb":128,"host":"h2"},{"id":"b2","memory_mb":128,"host":"h3"},{"id":"b3","memory_mb":128,"host":"h3"}]}' >/dev/null
 before=$(grep -c migration_completed "$run/events.jsonl" || true)

@@ -12,7 +12,8 @@ struct Violin: ParsableCommand {
         commandName: "violin",
         abstract: "Talk to VIOLIN services over ZeroMQ.",
         version: violinVersion,
-        subcommands: [Ping.self, Status.self, Metrics.self, Call.self, Watch.self, SwitchCommand.self, MeshCommand.self, PolicyCommand.self, Simulate.self, Keygen.self, Bench.self,
+        subcommands: [Ping.self, Status.self, Metrics.self, Call.self, Watch.self, SwitchCommand.self, MeshCommand.self, PolicyCommand.self,
+                      NodeCommand.self, ClusterCommand.self, Simulate.self, Keygen.self, Bench.self,
                       Version.self])
 }
 

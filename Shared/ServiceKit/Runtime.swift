@@ -58,6 +58,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         self.version = version
         self.handler = handler
         context = ZMQContext()
+        let refusals = Refusals()
         if settings.server != nil {
             let counters = self.counters
             var log = logger
@@ -65,12 +66,21 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
             let zap = ZAPHandler(context: context, allowed: settings.allowedKeys) { address, key, mechanism in
                 counters.add("curve_refused")
                 log.warning("refused a client", metadata: ["address": "\(address)", "key": "\(key)", "mechanism": "\(mechanism)"])
+                refusals.report?(address, key, mechanism)
             }
             try zap.start()
             self.zap = zap
         } else {
             zap = nil
         }
+        // Every refusal is also an event, `<service>.auth_refused`, so an operator sees it on the bus.
+        refusals.report = { [weak self] address, key, mechanism in
+            self?.publish("auth_refused", ["address": .string(address), "key": .string(key), "mechanism": .string(mechanism)])
+        }
+    }
+
+    private final class Refusals: @unchecked Sendable {
+        var report: ((String, String, String) -> Void)?
     }
 
     public func setHandler(_ handler: RequestHandler) { self.handler = handler }

@@ -131,7 +131,9 @@ public struct ServiceSettings: Sendable {
             do { keyPair = try KeyFiles.readKeyPair(r["curve_key"]) } catch {
                 throw fail("curve_key", "\(error)")
             }
-            server = ServerSecurity(keyPair: keyPair!)
+            // With allowed keys it serves over CURVE; with only the bus's key it is a CURVE client
+            // of the bus (a host node's services publishing to the control node's bus).
+            if !r["curve_allowed"].isEmpty || r["bus_public_key"].isEmpty { server = ServerSecurity(keyPair: keyPair!) }
         }
         var allowed: Set<String> = []
         if !r["curve_allowed"].isEmpty {

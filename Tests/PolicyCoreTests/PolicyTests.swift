@@ -188,3 +188,36 @@ func many(_ violin: String, _ n: Int, on host: String, cpu: Double, from: Int = 
         #expect(policy.decide(s).isEmpty)
     }
 }
+
+@Suite struct DrainTests {
+    func state() -> ClusterState {
+        ClusterState(
+            hosts: [Host(id: "a", domain: "d1", cores: 4, memoryMB: 1024), Host(id: "b", domain: "d1", cores: 4, memoryMB: 512),
+                    Host(id: "c", domain: "d1", cores: 4, memoryMB: 1024), Host(id: "x", domain: "d2", cores: 4, memoryMB: 4096)],
+            vms: [VM(id: "h", violin: "v", memoryMB: 256), VM(id: "m1", violin: "v", memoryMB: 256),
+                  VM(id: "m2", violin: "v", memoryMB: 512), VM(id: "m3", violin: "w", memoryMB: 1024), VM(id: "c1", violin: "w", memoryMB: 256)],
+            violins: [Violin(id: "v", homeDomain: "d1", head: "h"), Violin(id: "w", homeDomain: "d2", head: "c1")],
+            placement: ["h": "a", "m1": "a", "m2": "a", "m3": "a", "c1": "c"])
+    }
+
+    @Test func sameDomainFirstLeastLoadedMemoryRespectedHeadStaysHome() {
+        let p = Drain.plan(state(), host: "a")
+        let to = Dictionary(uniqueKeysWithValues: p.moves.map { ($0.vm, $0.to) })
+        // h (head of v, home d1) -> b (d1, no VMs); m1 -> c? b has 256 left, c has 768 left and 1 VM.
+        #expect(to["h"] == "b")
+        #expect(to["m1"] == "b", "b: one VM, 256 MB left; c: one VM — ties go by id")
+        #expect(to["m2"] == "c", "only c in d1 has 512 MB left")
+        #expect(to["m3"] == "x", "nothing in d1 holds 1 GB: another domain")
+        #expect(p.stuck.isEmpty)
+    }
+
+    @Test func aHeadWithNoRoomAtHomeIsStuckAndDrainingHostsTakeNothing() {
+        var s = state()
+        s.hosts["b"] = Host(id: "b", domain: "d1", cores: 4, memoryMB: 0)
+        let p = Drain.plan(s, host: "a", draining: ["c"])
+        #expect(p.stuck == ["h"], "\(p.stuck)")
+        #expect(p.moves.map(\.to) == ["x", "x", "x"])
+        #expect(!p.moves.contains { $0.to == "c" || $0.to == "b" || $0.to == "a" })
+        #expect(p.moves.allSatisfy { $0.vm != "h" }, "a head node never leaves its home domain")
+    }
+}

@@ -26,6 +26,7 @@ struct Main: AsyncParsableCommand {
         po.subscribe = r["subscribe"] == "none" || r["subscribe"].isEmpty ? nil : r["subscribe"]
         po.interval = r.double("evaluate_interval")
         po.policy = r["policy"]
+        po.busSecurity = settings.busSecurity
         let logger = ServiceMain.logger(settings)
         let node: PolicyNode
         do { node = try PolicyNode(options: po, logger: logger) } catch {

@@ -16,6 +16,8 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
         public var policy = "paper"
         public var smoothing = 0.3
         public var executorTimeoutMs = 1000
+        /// For a CURVE bus: our key pair and the bus's public key.
+        public var busSecurity: ClientSecurity?
         public init(database: String) { self.database = database }
     }
 
@@ -54,7 +56,8 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
 
     public func start() throws {
         let sub: EventSubscriber? = try options.subscribe.map {
-            try EventSubscriber(context: context, endpoint: $0, topics: ["monitor.sampled", "executor.migration_completed"])
+            try EventSubscriber(context: context, endpoint: $0, topics: ["monitor.sampled", "executor.migration_completed"],
+                                security: options.busSecurity)
         }
         worker.start(name: "policy-worker") { [self] in
             self.work(sub)
@@ -119,7 +122,9 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
     func clusterState() throws -> (ClusterState, PolicyStore.Inventory) {
         let inv = try store.inventory()
         let cpu = lock.withLock { smoother.averages }
-        let state = ClusterState(hosts: inv.hosts, vms: inv.vms, violins: inv.violins, placement: inv.placement,
+        // A draining host takes no VM: to the policy it has no memory to offer.
+        let hosts = inv.hosts.map { inv.draining.contains($0.id) ? PolicyCore.Host(id: $0.id, domain: $0.domain, cores: $0.cores, memoryMB: 0) : $0 }
+        let state = ClusterState(hosts: hosts, vms: inv.vms, violins: inv.violins, placement: inv.placement,
                                  cpu: cpu, lastMigrated: inv.lastDecided, now: Self.now())
         return (state, inv)
     }
@@ -231,6 +236,30 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
             let executor = b["executor"]?.stringValue ?? "", monitor = b["monitor"]?.stringValue ?? ""
             try storeCall { try store.registerHost(id: id, domain: domain, cores: cores, memoryMB: memory, executor: executor, monitor: monitor) }
             return Replies.ok(["id": .string(id)])
+        case "drain_host_request":
+            let id = try text(b, "id")
+            try storeCall { try store.setDraining(id) }
+            let (state, inv) = try storeCall { try self.clusterState() }
+            let plan = Drain.plan(state, host: id, draining: inv.draining)
+            var moves: [JSONValue] = []
+            for (vm, to) in plan.moves {
+                var outcome = "sent"
+                if let executor = inv.endpoints[id]?.executor, !executor.isEmpty {
+                    let client = ServiceClient(context: context, endpoint: executor, sender: "policy", timeoutMs: options.executorTimeoutMs)
+                    do {
+                        _ = try client.call("migrate_request", body: ["vm": .string(vm), "from": .string(id), "to": .string(to),
+                                                                      "to_executor": .string(inv.endpoints[to]?.executor ?? ""),
+                                                                      "reason": .string("host \(id) is draining")])
+                    } catch { outcome = "failed: \(error)" }
+                    client.close()
+                } else {
+                    outcome = "failed: no executor known for host \(id)"
+                }
+                moves.append(["vm": .string(vm), "to": .string(to), "outcome": .string(outcome)])
+            }
+            let body: [String: JSONValue] = ["id": .string(id), "moves": .array(moves), "stuck": .array(plan.stuck.map { .string($0) })]
+            publish("host_draining", .object(body))
+            return Replies.ok(body)
         case "remove_host_request":
             let id = try text(b, "id")
             try storeCall { try store.removeHost(id) }
@@ -281,7 +310,10 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
             return Replies.ok([
                 "domains": .array(inv.domains.map { .string($0) }),
                 "hosts": .array(inv.hosts.map { ["id": .string($0.id), "domain": .string($0.domain), "cores": .number(Double($0.cores)),
-                                                 "memory_mb": .number(Double($0.memoryMB))] }),
+                                                 "memory_mb": .number(Double($0.memoryMB)),
+                                                 "executor": .string(inv.endpoints[$0.id]?.executor ?? ""),
+                                                 "monitor": .string(inv.endpoints[$0.id]?.monitor ?? ""),
+                                                 "draining": .bool(inv.draining.contains($0.id))] }),
                 "violins": .array(inv.violins.map { ["id": .string($0.id), "home_domain": .string($0.homeDomain), "head": .string($0.head)] }),
                 "vms": .array(inv.vms.map { ["id": .string($0.id), "violin": .string($0.violin), "memory_mb": .number(Double($0.memoryMB)),
                                              "host": .string(inv.placement[$0.id] ?? "")] }),

@@ -32,7 +32,18 @@ public final class PolicyStore: @unchecked Sendable {
                 CREATE TABLE setting(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 """)
         }
+        migrator.registerMigration("v2-draining") { db in
+            try db.execute(sql: "ALTER TABLE host ADD COLUMN draining INTEGER NOT NULL DEFAULT 0")
+        }
         try migrator.migrate(db)
+    }
+
+    /// Marks a host as draining: it takes no VM from then on.
+    public func setDraining(_ id: String) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE host SET draining = 1 WHERE id = ?", arguments: [id])
+            guard db.changesCount == 1 else { throw fail(.notFound, "no host \(id)") }
+        }
     }
 
     func fail(_ kind: Failure.Kind, _ text: String) -> Failure { Failure(kind: kind, description: text) }
@@ -138,6 +149,7 @@ public final class PolicyStore: @unchecked Sendable {
         public var domains: [String] = []
         public var hosts: [PolicyCore.Host] = []
         public var endpoints: [String: (executor: String, monitor: String)] = [:]
+        public var draining: Set<String> = []
         public var violins: [Violin] = []
         public var vms: [VM] = []
         public var placement: [VMID: HostID] = [:]
@@ -151,6 +163,7 @@ public final class PolicyStore: @unchecked Sendable {
             for row in try Row.fetchAll(db, sql: "SELECT * FROM host ORDER BY id") {
                 inv.hosts.append(PolicyCore.Host(id: row["id"], domain: row["domain"], cores: row["cores"], memoryMB: row["memory_mb"]))
                 inv.endpoints[row["id"]] = (row["executor"], row["monitor"])
+                if (row["draining"] as Int?) == 1 { inv.draining.insert(row["id"]) }
             }
             for row in try Row.fetchAll(db, sql: "SELECT * FROM violin ORDER BY id") {
                 inv.violins.append(Violin(id: row["id"], homeDomain: row["home_domain"], head: row["head"]))

@@ -1,0 +1,276 @@
+import ArgumentParser
+import Foundation
+import Hypervisor
+import ServiceKit
+import VIOLINProtocol
+import ZeroMQ
+
+/// `violin node ...`: one node of a deployment, from its configuration file.
+struct NodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "Check or run one node (control, host or both) from its configuration file.",
+        discussion: "The file's keys (YAML):\n" + NodeConfig.help, subcommands: [Check.self, Run.self])
+
+    static func load(_ path: String, checkFiles: Bool = true) throws -> NodeConfig {
+        do { return try NodeConfig.load(path: path, checkFiles: checkFiles) } catch {
+            throw fail("\(path): \(error)", code: 78)
+        }
+    }
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check a node's file (exit 78 naming the key and line) and print the services it starts.")
+        @Argument(help: "The node's configuration file.") var file: String
+        @Flag(help: "Do not open the key files it names (for files written for another machine).") var noFiles = false
+        func run() throws {
+            let c = try NodeCommand.load(file, checkFiles: !noFiles)
+            print("node \(c.node): role \(c.role.rawValue)\(c.runsHost ? ", domain \(c.domain)" : ""), address \(c.address)")
+            for s in c.services { print("  violin-\(s.name) \(s.arguments.joined(separator: " "))") }
+        }
+    }
+
+    /// Starts the node's services, waits until each answers, registers a host with the control
+    /// node's policy, then supervises them (a service that dies is restarted after a second)
+    /// until SIGINT/SIGTERM, when it stops them in order.
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run a node: start, register and supervise its services.")
+        @Argument(help: "The node's configuration file.") var file: String
+        @Option(help: "Directory of the violin-* executables (default: beside violin).") var bin: String?
+
+        func run() throws {
+            let c = try NodeCommand.load(file)
+            let dir = bin ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+            try FileManager.default.createDirectory(atPath: c.dataDir, withIntermediateDirectories: true)
+            signal(SIGINT, SIG_IGN)
+            signal(SIGTERM, SIG_IGN)
+            let stop = DispatchSemaphore(value: 0)
+            let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+                let s = DispatchSource.makeSignalSource(signal: sig)
+                s.setEventHandler { stop.signal() }
+                s.resume()
+                return s
+            }
+            _ = sources
+            var children: [String: Process] = [:]
+            func start(_ s: NodeConfig.Service) throws {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: "\(dir)/violin-\(s.name)")
+                p.arguments = s.arguments
+                let log = "\(c.dataDir)/\(s.name).log"
+                if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
+                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+                handle.seekToEndOfFile()
+                p.standardOutput = handle
+                p.standardError = handle
+                p.standardInput = FileHandle.nullDevice
+                try p.run()
+                try? handle.close()
+                children[s.name] = p
+                try? "\(p.processIdentifier)\n".write(toFile: "\(c.dataDir)/\(s.name).pid", atomically: true, encoding: .utf8)
+            }
+            func stopAll() {
+                for s in c.services.reversed() { children[s.name]?.terminate() }
+                for s in c.services.reversed() { children[s.name]?.waitUntilExit() }
+            }
+            let ctx = ZMQContext()
+            defer { ctx.shutdown(); ctx.terminate() }
+            func answers(_ s: NodeConfig.Service, deadline: Double) -> Bool {
+                let end = Date().addingTimeInterval(deadline)
+                while Date() < end {
+                    if children[s.name]?.isRunning == false { return false }
+                    let client = ServiceClient(context: ctx, endpoint: "tcp://\(c.address):\(s.port)", security: security(c, s), timeoutMs: 500)
+                    defer { client.close() }
+                    if (try? client.call("ping_request")) != nil { return true }
+                    usleep(100_000)
+                }
+                return false
+            }
+            do {
+                for s in c.services {
+                    try start(s)
+                    guard answers(s, deadline: 30) else {
+                        throw fail("violin-\(s.name) did not come up; see \(c.dataDir)/\(s.name).log", code: 1)
+                    }
+                }
+                if c.runsHost { try register(c, ctx) }
+            } catch {
+                stopAll()
+                throw error
+            }
+            setvbuf(stdout, nil, _IOLBF, 0)
+            print("node \(c.node) (\(c.role.rawValue)) running: \(c.services.map { "violin-\($0.name)" }.joined(separator: ", "))")
+            // Supervise until told to stop.
+            while stop.wait(timeout: .now() + .milliseconds(500)) == .timedOut {
+                for s in c.services where children[s.name]?.isRunning == false {
+                    FileHandle.standardError.write(Data("violin node: violin-\(s.name) exited (\(children[s.name]?.terminationStatus ?? -1)); restarting\n".utf8))
+                    try? start(s)
+                }
+            }
+            stopAll()
+        }
+
+        /// Host services are plain servers; the control node's need CURVE when the node has a key.
+        func security(_ c: NodeConfig, _ s: NodeConfig.Service) -> ClientSecurity? {
+            guard !c.resolved["key"].isEmpty, ["bus", "policy"].contains(s.name),
+                  let pair = try? KeyFiles.readKeyPair(c.resolved["key"]) else { return nil }
+            return ClientSecurity(keyPair: pair, serverPublicKey: pair.publicKey)
+        }
+
+        /// Enters this host (and its domain) in the control node's inventory; a host already
+        /// there (a restarted node) is left as it is.
+        func register(_ c: NodeConfig, _ ctx: ZMQContext) throws {
+            var cores = Int(c.resolved["cores"]) ?? 0, memory = Int(c.resolved["memory_mb"]) ?? 0
+            if cores == 0 || memory == 0, let hv = try? LibvirtHypervisor(uri: c.resolved["libvirt_uri"]), let info = try? hv.host() {
+                if cores == 0 { cores = info.cpus }
+                if memory == 0 { memory = Int(info.memoryKiB / 1024) }
+            }
+            var sec: ClientSecurity?
+            if !c.resolved["key"].isEmpty, let pair = try? KeyFiles.readKeyPair(c.resolved["key"]) {
+                let server = c.role == .both ? pair.publicKey : (try? KeyFiles.readPublicKey(c.resolved["control_public_key"])) ?? ""
+                sec = ClientSecurity(keyPair: pair, serverPublicKey: server)
+            }
+            let client = ServiceClient(context: ctx, endpoint: c.policyEndpoint, security: sec, timeoutMs: 3000)
+            defer { client.close() }
+            func tolerate(_ type: String, _ body: JSONValue) throws {
+                do { _ = try client.call(type, body: body) } catch .error(let e) where e.code == .conflict {
+                } catch {
+                    throw fail("cannot register with the control node at \(c.policyEndpoint): \(error)", code: 1)
+                }
+            }
+            try tolerate("register_domain_request", ["id": .string(c.domain)])
+            try tolerate("register_host_request", ["id": .string(c.node), "domain": .string(c.domain), "cores": .number(Double(max(1, cores))),
+                                                   "memory_mb": .number(Double(max(1, memory))),
+                                                   "executor": .string("tcp://\(c.address):7704"), "monitor": .string("tcp://\(c.address):7702")])
+        }
+    }
+}
+
+/// `violin cluster ...`: the whole deployment, as the control node knows it.
+struct ClusterCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster", abstract: "The nodes of a deployment: their health, and draining a host.",
+        subcommands: [Status.self, Drain.self])
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Every node, its role and domain, each service's health (ping round trip), version and uptime, and the VIOLINs and VMs it holds.")
+        @Option(help: "The control node's address.") var control = "127.0.0.1"
+        @Flag(help: "Print one JSON object.") var json = false
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() throws {
+            let ctx = ZMQContext()
+            defer { ctx.shutdown(); ctx.terminate() }
+            let sec = try connection.security()
+            func call(_ endpoint: String, _ type: String, secure: Bool = false) -> (JSONValue?, Double) {
+                let client = ServiceClient(context: ctx, endpoint: endpoint, security: secure ? sec : nil,
+                                           timeoutMs: Int(connection.timeout * 1000))
+                defer { client.close() }
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let r = try? client.call(type)
+                return (r, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            }
+            func service(_ name: String, _ endpoint: String, secure: Bool = false) -> JSONValue {
+                let (ping, rtt) = call(endpoint, "ping_request", secure: secure)
+                let (status, _) = ping == nil ? (nil, 0) : call(endpoint, "status_request", secure: secure)
+                return ["service": .string(name), "endpoint": .string(endpoint), "healthy": .bool(ping != nil),
+                        "rtt_ms": ping == nil ? .null : .number((rtt * 10).rounded() / 10),
+                        "version": status?["version"] ?? .null, "uptime_s": status?["uptime_s"] ?? .null]
+            }
+            let policyEP = "tcp://\(control):7703"
+            var nodes: [JSONValue] = [["node": "control", "role": "control", "domain": .null, "address": .string(control),
+                                       "services": [service("bus", "tcp://\(control):7700", secure: true),
+                                                    service("policy", policyEP, secure: true)]]]
+            let (inventory, _) = call(policyEP, "inventory_request", secure: true)
+            guard let inventory else { throw fail("the control node's policy at \(policyEP) does not answer", code: Exit.noReply) }
+            var violinOf: [String: String] = [:]
+            if case .array(let vms)? = inventory["vms"] { for v in vms { violinOf[v["id"]?.stringValue ?? ""] = v["violin"]?.stringValue } }
+            if case .array(let hosts)? = inventory["hosts"] {
+                for h in hosts {
+                    let executor = h["executor"]?.stringValue ?? ""
+                    let address = executor.replacingOccurrences(of: "tcp://", with: "").split(separator: ":").first.map(String.init) ?? ""
+                    let (vmsReply, _) = call(executor, "vms_request")
+                    var vms: [JSONValue] = []
+                    var vnis = Set<Int>()
+                    if case .array(let list)? = vmsReply?["vms"] {
+                        for v in list {
+                            let name = v["name"]?.stringValue ?? "?"
+                            vms.append(["name": .string(name), "state": v["state"] ?? .null, "vni": v["vni"] ?? .null,
+                                        "violin": violinOf[name].map { .string($0) } ?? .null])
+                            if let vni = v["vni"]?.intValue { vnis.insert(vni) }
+                        }
+                    }
+                    nodes.append(["node": h["id"] ?? .null, "role": "host", "domain": h["domain"] ?? .null, "address": .string(address),
+                                  "draining": h["draining"] ?? .bool(false),
+                                  "services": [service("mesh", "tcp://\(address):7701"), service("monitor", "tcp://\(address):7702"),
+                                               service("executor", executor)],
+                                  "vms": .array(vms), "violins": .array(vnis.sorted().map { .number(Double($0)) })])
+                }
+            }
+            let all: JSONValue = ["nodes": .array(nodes), "mode": inventory["mode"] ?? .null, "policy": inventory["policy"] ?? .null]
+            if json { printJSON(all); return }
+            print("NODE      ROLE     DOMAIN  SERVICE   HEALTH  RTT ms  VERSION   UPTIME s  VIOLINs / VMs")
+            for n in nodes {
+                guard case .array(let services)? = n["services"] else { continue }
+                for (i, s) in services.enumerated() {
+                    let first = i == 0
+                    func col(_ v: String, _ w: Int) -> String { v.padding(toLength: w, withPad: " ", startingAt: 0) }
+                    let nodeName = first ? (n["node"]?.stringValue ?? "") + (n["draining"]?.boolValue == true ? "*" : "") : ""
+                    var extra = ""
+                    if first, case .array(let vms)? = n["vms"] {
+                        let vnis = (n["violins"]?.items ?? []).compactMap(\.intValue)
+                        extra = "\(vnis.map(String.init).joined(separator: ",")) / \(vms.compactMap { $0["name"]?.stringValue }.joined(separator: " "))"
+                    }
+                    print(col(nodeName, 10) + col(first ? n["role"]?.stringValue ?? "" : "", 9) + col(first ? n["domain"]?.stringValue ?? "-" : "", 8)
+                          + col(s["service"]?.stringValue ?? "", 10) + col(s["healthy"]?.boolValue == true ? "ok" : "DOWN", 8)
+                          + col(s["rtt_ms"]?.numberValue.map { String($0) } ?? "-", 8) + col(s["version"]?.stringValue ?? "-", 10)
+                          + col(s["uptime_s"]?.numberValue.map { String(Int($0)) } ?? "-", 10) + extra)
+                }
+            }
+        }
+    }
+
+    struct Drain: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Drain a host: the policy migrates its VMs away; when it holds none, it leaves the inventory.")
+        @Argument(help: "The host's id.") var host: String
+        @Option(help: "The control node's address.") var control = "127.0.0.1"
+        @Option(help: "Seconds to wait for the host to empty.") var wait: Double = 300
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() throws {
+            let policyEP = "tcp://\(control):7703"
+            let plan = try connection.with(policyEP) { client in
+                do { return try client.call("drain_host_request", body: ["id": .string(host)]) } catch {
+                    throw fail("drain: \(error)", code: Exit.errorReply)
+                }
+            }
+            if case .array(let moves)? = plan["moves"] {
+                for m in moves { print("  \(m["vm"]?.stringValue ?? "?") -> \(m["to"]?.stringValue ?? "?"): \(m["outcome"]?.stringValue ?? "")") }
+            }
+            if case .array(let stuck)? = plan["stuck"], !stuck.isEmpty {
+                throw fail("no host can take \(stuck.compactMap(\.stringValue).joined(separator: ", ")); \(host) stays (draining)", code: Exit.errorReply)
+            }
+            let end = Date().addingTimeInterval(wait)
+            while true {
+                let inv = try connection.with(policyEP) { client in try? client.call("inventory_request") }
+                let left = (inv?["vms"]?.items ?? [])
+                    .filter { $0["host"]?.stringValue == host }.compactMap { $0["id"]?.stringValue }
+                if left.isEmpty { break }
+                guard Date() < end else { throw fail("\(host) still holds \(left.joined(separator: ", ")) after \(Int(wait)) s", code: Exit.noReply) }
+                usleep(200_000)
+            }
+            try connection.with(policyEP) { client in
+                do { _ = try client.call("remove_host_request", body: ["id": .string(host)]) } catch {
+                    throw fail("remove \(host): \(error)", code: Exit.errorReply)
+                }
+            }
+            print("\(host) drained and removed")
+        }
+    }
+}
+
+extension JSONValue {
+    /// The elements of an array (none for anything else).
+    var items: [JSONValue] { if case .array(let a) = self { return a } else { return [] } }
+}

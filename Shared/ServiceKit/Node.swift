@@ -1,0 +1,154 @@
+import Foundation
+
+/// One node of a deployment, from its configuration file (YAML, edited by hand). A node has a
+/// role: a **control** node runs `violin-bus` and `violin-policy`; a **host** node runs
+/// `violin-mesh`, `violin-monitor` and `violin-executor` beside its libvirt daemon; `both` runs
+/// all five. Ports are fixed: bus 7700 (requests), 7710 (publishers), 7711 (subscribers),
+/// mesh 7701, monitor 7702, policy 7703, executor 7704.
+public struct NodeConfig: Sendable {
+    public enum Role: String, Sendable { case control, host, both }
+
+    public static let keys: [ConfigKey] = [
+        ConfigKey("role", default: "", help: "control, host or both (required).",
+                  validate: { ["control", "host", "both"].contains($0) ? nil : "control, host or both" }),
+        ConfigKey("node", default: "", help: "This node's id (default: the hostname); a host's id in the inventory."),
+        ConfigKey("domain", default: "", help: "The administrative domain of a host node (required for host)."),
+        ConfigKey("address", default: "", help: "This node's IPv4 address, as the other nodes reach it (required).",
+                  validate: { isIPv4($0) ? nil : "an IPv4 address like 10.0.0.2" }),
+        ConfigKey("control_address", default: "", help: "The control node's IPv4 address (host; default: address, for role both).",
+                  validate: { $0.isEmpty || isIPv4($0) ? nil : "an IPv4 address like 10.0.0.1" }),
+        ConfigKey("libvirt_uri", default: "qemu:///system", help: "The host's libvirt."),
+        ConfigKey("migration_uri", default: "", help: "How other hosts' libvirt reach this one (default: qemu+tcp://<address>/system)."),
+        ConfigKey("cores", default: "0", help: "Cores offered to VMs, for the policy (0: what libvirt reports).",
+                  validate: { Int($0).map { $0 >= 0 } == true ? nil : "an integer >= 0" }),
+        ConfigKey("memory_mb", default: "0", help: "Memory offered to VMs, MiB (0: what libvirt reports).",
+                  validate: { Int($0).map { $0 >= 0 } == true ? nil : "an integer >= 0" }),
+        ConfigKey("data_dir", default: "/var/lib/violin", help: "Databases, pid files and the mesh's run directory."),
+        ConfigKey("log_level", default: "info", help: "Log level of every service.", validate: Validate.logLevel),
+        ConfigKey("policy", default: "paper", help: "The control node's policy: paper or cost-benefit.",
+                  validate: { ["paper", "cost-benefit"].contains($0) ? nil : "paper or cost-benefit" }),
+        ConfigKey("evaluate_interval", default: "30", help: "Seconds between policy rounds (control).", validate: Validate.positiveNumber),
+        ConfigKey("sample_interval", default: "5", help: "Seconds between monitor samples (host).", validate: Validate.positiveNumber),
+        ConfigKey("key", default: "", help: "This node's CURVE key-pair file (violin keygen); empty: no CURVE."),
+        ConfigKey("allowed_keys", default: "", help: "Control: the public keys of the hosts allowed in (one per line or .pub files' lines)."),
+        ConfigKey("control_public_key", default: "", help: "Host: the control node's public-key file."),
+    ]
+
+    public let path: String
+    public let resolved: ResolvedConfig
+    public var role: Role { Role(rawValue: resolved["role"])! }
+    public var node: String { resolved["node"] }
+    public var domain: String { resolved["domain"] }
+    public var address: String { resolved["address"] }
+    public var controlAddress: String { resolved["control_address"].isEmpty ? address : resolved["control_address"] }
+    public var dataDir: String { resolved["data_dir"] }
+    public var runsControl: Bool { role != .host }
+    public var runsHost: Bool { role != .control }
+
+    public static func isIPv4(_ v: String) -> Bool {
+        let parts = v.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { !$0.isEmpty && $0.count <= 3 && UInt8($0) != nil }
+    }
+
+    /// Reads and checks a node's file: unknown keys, bad values, keys a role needs, and (unless
+    /// `checkFiles` is false) the key files it names. Errors name the key and the line.
+    public static func load(path: String, checkFiles: Bool = true, hostname: String = ProcessInfo.processInfo.hostName)
+        throws(ConfigError) -> NodeConfig
+    {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ConfigError(key: "(file)", source: .file(path: path, line: nil), reason: "cannot read the file")
+        }
+        return try parse(text: text, path: path, checkFiles: checkFiles, hostname: hostname)
+    }
+
+    public static func parse(text: String, path: String, checkFiles: Bool = true, hostname: String = "localhost")
+        throws(ConfigError) -> NodeConfig
+    {
+        let file = try ConfigResolver.parseFile(text: text, path: path)
+        var r = try ConfigResolver.resolve(keys: keys, commandLine: [:], environment: [:], file: file, filePath: path)
+        func fail(_ key: String, _ reason: String) -> ConfigError {
+            ConfigError(key: key, source: r.sources[key] ?? .file(path: path, line: nil), reason: reason)
+        }
+        if r["role"].isEmpty { throw fail("role", "required: control, host or both") }
+        if r["address"].isEmpty { throw fail("address", "required: this node's IPv4 address") }
+        var values = r.values
+        if values["node"]?.isEmpty ?? true { values["node"] = hostname }
+        if values["migration_uri"]?.isEmpty ?? true { values["migration_uri"] = "qemu+tcp://\(r["address"])/system" }
+        r = ResolvedConfig(values: values, sources: r.sources)
+        let config = NodeConfig(path: path, resolved: r)
+        if config.runsHost {
+            if r["domain"].isEmpty { throw fail("domain", "required for a host node") }
+            if config.role == .host && r["control_address"].isEmpty { throw fail("control_address", "required for a host node") }
+        }
+        if checkFiles {
+            if !r["key"].isEmpty {
+                do { _ = try KeyFiles.readKeyPair(r["key"]) } catch { throw fail("key", "\(error)") }
+                if config.runsControl && r["allowed_keys"].isEmpty { throw fail("allowed_keys", "required on a control node with a key") }
+                if config.role == .host && r["control_public_key"].isEmpty { throw fail("control_public_key", "required on a host node with a key") }
+            }
+            if !r["allowed_keys"].isEmpty {
+                do { _ = try KeyFiles.readAllowed(r["allowed_keys"]) } catch { throw fail("allowed_keys", "\(error)") }
+            }
+            if !r["control_public_key"].isEmpty {
+                do { _ = try KeyFiles.readPublicKey(r["control_public_key"]) } catch { throw fail("control_public_key", "\(error)") }
+            }
+        }
+        return config
+    }
+
+    /// One service of the node and its command line.
+    public struct Service: Sendable, Equatable {
+        public let name: String          // bus, policy, mesh, monitor, executor
+        public let arguments: [String]
+        public let port: Int             // where it answers requests
+    }
+
+    /// The services this node runs, with the flags that wire them to each other.
+    public var services: [Service] {
+        let r = resolved
+        let a = address, c = controlAddress, d = dataDir, n = node
+        var common = ["--log-level", r["log_level"]]
+        var out: [Service] = []
+        let key = r["key"]
+        if runsControl {
+            var curve: [String] = []
+            if !key.isEmpty { curve = ["--curve-key", key, "--curve-allowed", r["allowed_keys"]] }
+            out.append(Service(name: "bus", arguments: ["--listen", "tcp://\(a):7700", "--publishers", "tcp://\(a):7710",
+                                                        "--subscribers", "tcp://\(a):7711", "--instance", "bus@\(n)"] + curve + common, port: 7700))
+            // The policy reaches its own bus as any client does (with the node's key, as the bus's).
+            let busKey = key.isEmpty ? [] : ["--bus-public-key", key]
+            out.append(Service(name: "policy", arguments: ["--listen", "tcp://\(a):7703", "--bus", "tcp://\(a):7710",
+                                                           "--subscribe", "tcp://\(a):7711", "--database", "\(d)/policy.sqlite",
+                                                           "--policy", r["policy"], "--evaluate-interval", r["evaluate_interval"],
+                                                           "--instance", "policy@\(n)"] + curve + busKey + common, port: 7703))
+        }
+        if runsHost {
+            // Host services publish to the control node's bus; with keys, over CURVE.
+            var busCurve: [String] = []
+            if !key.isEmpty { busCurve = ["--curve-key", key, "--bus-public-key", role == .both ? key : r["control_public_key"]] }
+            common += busCurve
+            let bus = "tcp://\(c):7710"
+            out.append(Service(name: "mesh", arguments: ["--listen", "tcp://\(a):7701", "--host-address", a, "--run-dir", "\(d)/mesh",
+                                                         "--bus", bus, "--instance", "mesh@\(n)"] + common, port: 7701))
+            out.append(Service(name: "monitor", arguments: ["--listen", "tcp://\(a):7702", "--libvirt-uri", r["libvirt_uri"],
+                                                            "--sample-interval", r["sample_interval"], "--bus", bus,
+                                                            "--instance", "monitor@\(n)"] + common, port: 7702))
+            out.append(Service(name: "executor", arguments: ["--listen", "tcp://\(a):7704", "--host-id", n, "--libvirt-uri", r["libvirt_uri"],
+                                                             "--migration-uri", r["migration_uri"], "--mesh", "tcp://\(a):7701",
+                                                             "--database", "\(d)/executor.sqlite", "--memory-mb", r["memory_mb"],
+                                                             "--bus", bus, "--instance", "executor@\(n)"] + common, port: 7704))
+        }
+        return out
+    }
+
+    /// The control node's endpoints, as a host (or a client) reaches them.
+    public var policyEndpoint: String { "tcp://\(controlAddress):7703" }
+    public var busSubscribers: String { "tcp://\(controlAddress):7711" }
+
+    /// Every key, its default and its meaning (for --help and the guide).
+    public static var help: String {
+        keys.map { k in
+            "  \(k.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(k.help)" + (k.defaultValue.isEmpty ? "" : " [\(k.defaultValue)]")
+        }.joined(separator: "\n")
+    }
+}
