@@ -3,7 +3,8 @@
 # Swift itself (6.x, https://swift.org) must already be on PATH.
 set -euo pipefail
 packages=(libzmq3-dev libvirt-dev pkg-config iproute2 procps iputils-ping tshark
-          libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 libvirt-clients busybox-static xz-utils)
+          libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 libvirt-clients busybox-static xz-utils
+          docker-compose)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -269,8 +269,3 @@ struct ClusterCommand: ParsableCommand {
         }
     }
 }
-
-extension JSONValue {
-    /// The elements of an array (none for anything else).
-    var items: [JSONValue] { if case .array(let a) = self { return a } else { return [] } }
-}

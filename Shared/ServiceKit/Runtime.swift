@@ -63,7 +63,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
             let counters = self.counters
             var log = logger
             log[metadataKey: "component"] = "zap"
-            let zap = ZAPHandler(context: context, allowed: settings.allowedKeys) { address, key, mechanism in
+            let zap = ZAPHandler(context: context, allowed: settings.allowedKeys.union([settings.server!.keyPair.publicKey])) { address, key, mechanism in
                 counters.add("curve_refused")
                 log.warning("refused a client", metadata: ["address": "\(address)", "key": "\(key)", "mechanism": "\(mechanism)"])
                 refusals.report?(address, key, mechanism)

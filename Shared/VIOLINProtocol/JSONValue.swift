@@ -35,6 +35,12 @@ public enum JSONValue: Equatable, Sendable {
         return nil
     }
 
+    /// The elements of an array (none for anything else).
+    public var items: [JSONValue] {
+        if case .array(let a) = self { return a }
+        return []
+    }
+
     public var objectValue: [String: JSONValue]? {
         if case .object(let o) = self { return o }
         return nil

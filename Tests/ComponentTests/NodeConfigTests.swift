@@ -1,0 +1,68 @@
+import Foundation
+import ServiceKit
+import Testing
+import ZeroMQ
+
+/// Node configuration files: what they accept, what they refuse (naming key and line), and the
+/// services they start.
+@Suite struct NodeConfigTests {
+    func parse(_ text: String, checkFiles: Bool = false) throws(ConfigError) -> NodeConfig {
+        try NodeConfig.parse(text: text, path: "node.yaml", checkFiles: checkFiles, hostname: "box")
+    }
+
+    @Test func aHostAndItsServices() throws {
+        let c = try parse("role: host\ndomain: d1\naddress: 10.0.0.11\ncontrol_address: 10.0.0.1\n")
+        #expect(c.node == "box" && c.role == .host && c.domain == "d1")
+        #expect(c.services.map(\.name) == ["mesh", "monitor", "executor"])
+        let executor = c.services[2].arguments
+        #expect(executor.contains("qemu+tcp://10.0.0.11/system"), "the default migration URI is the node's address")
+        #expect(executor.contains("tcp://10.0.0.1:7710"), "host services publish to the control node's bus")
+        #expect(c.policyEndpoint == "tcp://10.0.0.1:7703")
+    }
+
+    @Test func bothRolesOnOneMachine() throws {
+        let c = try parse("role: both\nnode: solo\ndomain: d1\naddress: 10.0.0.5\n")
+        #expect(c.services.map(\.name) == ["bus", "policy", "mesh", "monitor", "executor"])
+        #expect(c.controlAddress == "10.0.0.5")
+    }
+
+    @Test(arguments: [
+        ("role: host\naddress: 10.0.0.2\ncontrol_address: 10.0.0.1\n", "domain", 0),      // missing: no line
+        ("role: host\ndomain: d1\naddress: 10.0.0.2\n", "control_address", 0),
+        ("role: control\naddress: 10.0.0.300\n", "address", 2),
+        ("role: control\naddress: 10.0.0.3\ncolour: blue\n", "colour", 3),
+        ("role: leader\naddress: 10.0.0.3\n", "role", 1),
+        ("address: 10.0.0.3\n", "role", 0),
+        ("role: host\ndomain: d1\naddress: 10.0.0.2\ncontrol_address: 10.0.0.1\nsample_interval: -1\n", "sample_interval", 5),
+    ])
+    func refusedNamingKeyAndLine(text: String, key: String, line: Int) {
+        do {
+            _ = try parse(text)
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.key == key, "\(error)")
+            if line > 0 { #expect(error.source == .file(path: "node.yaml", line: line), "\(error)") }
+        }
+    }
+
+    @Test func keyFilesAreReadAndRequiredTogether() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-node-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let host = "role: host\ndomain: d1\naddress: 10.0.0.2\ncontrol_address: 10.0.0.1\n"
+        do {
+            _ = try parse(host + "key: \(dir)/missing.key\n", checkFiles: true)
+            Issue.record("a missing key file was accepted")
+        } catch { #expect(error.key == "key" && error.source == .file(path: "node.yaml", line: 5)) }
+        try KeyFiles.write(try CurveKeyPair.generate(), base: dir + "/h1")
+        do {
+            _ = try parse(host + "key: \(dir)/h1.key\n", checkFiles: true)
+            Issue.record("a host key without the control node's public key was accepted")
+        } catch { #expect(error.key == "control_public_key") }
+        try KeyFiles.write(try CurveKeyPair.generate(), base: dir + "/control")
+        let c = try parse(host + "key: \(dir)/h1.key\ncontrol_public_key: \(dir)/control.pub\n", checkFiles: true)
+        #expect(c.services.allSatisfy { $0.arguments.contains("--bus-public-key") })
+        // Unchecked, the same file passes (files written for another machine).
+        #expect((try? parse(host + "key: /nowhere/h1.key\n", checkFiles: false)) != nil)
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+import VIOLINProtocol
+
+/// Deployment: the compose files, a cluster started from per-node files by the launcher, a host
+/// added and a host drained at run time, and a host whose key the control node does not allow.
+@Suite(.serialized) struct DeploySystemTests {
+    static func json(_ text: String) throws -> JSONValue { try JSONText.parse(Array(text.utf8)) }
+
+    @Test func composeFilesAndTheirNodeFilesAreValid() throws {
+        let dir = packageRoot + "/compose/docker"
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        let composes = files.filter { $0.hasSuffix(".yml") }
+        #expect(composes == ["control.yml", "host.yml"])
+        for f in composes {
+            let r = try sh("cd '\(dir)' && docker-compose -f \(f) config -q", timeout: 60)
+            #expect(r.status == 0, "\(f): \(r.err)")
+        }
+        for f in files where f.hasSuffix(".yaml") {
+            let r = try run("violin", ["node", "check", "--no-files", "\(dir)/\(f)"])
+            #expect(r.status == 0, "\(f): \(r.err)")
+        }
+    }
+
+    @Test(.timeLimit(.minutes(6))) func clusterFromNodeFilesGrowsAndDrains() throws {
+        let scratch = try Scratch("cluster")
+        let run = scratch.file("lab")
+        let lab = "VIOLIN_BIN='\(binDir)' bash '\(packageRoot)/compose/lab.sh'"
+        defer {
+            _ = try? sh("\(lab) down \(run)", timeout: 120)
+            scratch.cleanup()
+        }
+        let cache = MigrationSystemTests.cache
+        let built = try sh("bash '\(packageRoot)/compose/lab-libvirt.sh' guest \(cache)", timeout: 300)
+        try #require(built.status == 0, "guest: \(built.err)")
+        let up = try sh("\(lab) up \(run)", timeout: 240)
+        try #require(up.status == 0, "lab: \(up.err) \((try? sh("tail -n 5 \(run)/*/*.log").out) ?? "")")
+        let ctl = try sh("\(lab) ns \(run) ctl").out.trimmingCharacters(in: .whitespacesAndNewlines)
+        func violin(_ args: String, timeout: Double = 30) throws -> (status: Int32, out: String, err: String) {
+            try sh("ip netns exec \(ctl) '\(binDir)/violin' \(args)", timeout: timeout)
+        }
+        func status() throws -> [String: JSONValue] {
+            let r = try violin("cluster status --control 10.77.0.100 --json")
+            try #require(r.status == 0, "cluster status: \(r.err)")
+            var byNode: [String: JSONValue] = [:]
+            for n in try Self.json(r.out)["nodes"]?.items ?? [] { byNode[n["node"]?.stringValue ?? "?"] = n }
+            return byNode
+        }
+        let first = try status()
+        #expect(Set(first.keys) == ["control", "h1", "h2", "h3"])
+        for (name, n) in first {
+            for s in n["services"]?.items ?? [] { #expect(s["healthy"] == .bool(true), "\(name) \(s)") }
+        }
+        #expect(first["h3"]?["domain"]?.stringValue == "d2")
+
+        // A fourth host joins domain d2 at run time.
+        let added = try sh("\(lab) add \(run) h4 d2", timeout: 120)
+        try #require(added.status == 0, "add: \(added.err)")
+        let second = try status()
+        #expect(second["h4"]?["domain"]?.stringValue == "d2", "\(second.keys.sorted())")
+        #expect((second["h4"]?["services"]?.items ?? []).allSatisfy { $0["healthy"] == .bool(true) })
+
+        // It gets a VM; drained, the VM moves to the other host of d2 and h4 leaves.
+        let console = scratch.file("d1.console")
+        let created = try violin("""
+            call tcp://10.77.0.4:7704 create_vm '{"name":"d1","vni":88,"mac":"52:54:00:88:00:01","kernel":"\(cache)/vmlinuz",\
+            "initrd":"\(cache)/initrd.gz","cmdline":"console=ttyS0 quiet","nic_port":21100,"console":"\(console)"}'
+            """)
+        try #require(created.status == 0, "create_vm: \(created.err)")
+        let inventory = try violin(#"call tcp://10.77.0.100:7703 create_violin '{"id":"V","home_domain":"d2","head":"d1","vms":[{"id":"d1","memory_mb":128,"host":"h4"}]}'"#)
+        #expect(inventory.status == 0, "\(inventory.err)")
+        let drained = try violin("cluster drain h4 --control 10.77.0.100 --wait 120", timeout: 150)
+        #expect(drained.status == 0, "drain: \(drained.out) \(drained.err)")
+        #expect(drained.out.contains("d1 -> h3"), "\(drained.out)")
+        let third = try status()
+        #expect(third["h4"] == nil, "h4 is still in the inventory")
+        #expect((third["h3"]?["vms"]?.items ?? []).contains { $0["name"]?.stringValue == "d1" }, "\(third["h3"] ?? .null)")
+    }
+
+    /// Control node with CURVE: a host whose key is not allowed gets nothing and the refusal is an
+    /// event; an allowed host joins as usual.
+    @Test(.timeLimit(.minutes(3))) func hostWithAnUnknownKeyIsRefusedAndReported() throws {
+        let scratch = try Scratch("keys")
+        let ns = "vk" + String(UUID().uuidString.lowercased().prefix(6))
+        var nodes: [Spawned] = []
+        defer {
+            nodes.forEach { $0.destroy() }
+            // The nodes' services too: everything in the namespace goes.
+            _ = try? sh("for p in $(ip netns pids \(ns)); do kill -9 $p; done; ip netns del \(ns)")
+            scratch.cleanup()
+        }
+        try #require(try sh("ip netns add \(ns) && ip -n \(ns) link set lo up").status == 0)
+        for name in ["control", "good", "rogue"] {
+            #expect(try run("violin", ["keygen", "--out", scratch.file(name)]).status == 0)
+        }
+        try FileManager.default.copyItem(atPath: scratch.file("good.pub"), toPath: scratch.file("allowed.pub"))
+        func write(_ name: String, _ text: String) throws -> String {
+            let path = scratch.file("\(name).yaml")
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let control = try write("control", """
+            role: control
+            node: control
+            address: 127.0.0.2
+            evaluate_interval: 60
+            data_dir: \(scratch.file("control"))
+            key: \(scratch.file("control.key"))
+            allowed_keys: \(scratch.file("allowed.pub"))
+            """)
+        func host(_ name: String, _ address: String) throws -> String {
+            try write(name, """
+                role: host
+                node: \(name)
+                domain: d1
+                address: \(address)
+                control_address: 127.0.0.2
+                libvirt_uri: test:///default
+                data_dir: \(scratch.file(name))
+                key: \(scratch.file("\(name).key"))
+                control_public_key: \(scratch.file("control.pub"))
+                """)
+        }
+        func node(_ file: String) throws -> Spawned {
+            let p = try Spawned("/usr/sbin/ip", ["netns", "exec", ns, "\(binDir)/violin", "node", "run", file, "--bin", binDir])
+            nodes.append(p)
+            return p
+        }
+        let ctl = try node(control)
+        #expect(ctl.waitForLine(timeout: 60) { $0.contains(" running: ") } != nil, "control: \(ctl.stderrText)")
+        // Events of the CURVE bus, watched with an allowed key.
+        let watch = try Spawned("/usr/sbin/ip", ["netns", "exec", ns, "\(binDir)/violin", "watch", "--bus", "tcp://127.0.0.2:7711",
+                                                 "--curve-key", scratch.file("good.key"), "--server-key", scratch.file("control.pub"),
+                                                 "bus.auth_refused", "policy.auth_refused", "--timeout", "60"])
+        nodes.append(watch)
+        _ = eventually(timeout: 10) {
+            (try? sh("ip netns exec \(ns) '\(binDir)/violin' metrics --to tcp://127.0.0.2:7700 --curve-key \(scratch.file("good.key")) --server-key \(scratch.file("control.pub"))").out.contains("\"bus_subscriptions_forwarded\" : 1")) ?? false
+        }
+        let rogue = try node(try host("rogue", "127.0.0.3"))
+        #expect(rogue.waitExit(timeout: 60) != 0, "the rogue host ran")
+        #expect(rogue.stderrText.contains("cannot register"), "\(rogue.stderrText)")
+        let refused = watch.waitForLine(timeout: 30) { $0.contains("auth_refused") }
+        #expect(refused != nil, "no auth_refused event")
+        // The rest of the cluster is unaffected: an allowed host joins.
+        let good = try node(try host("good", "127.0.0.4"))
+        #expect(good.waitForLine(timeout: 60) { $0.contains(" running: ") } != nil, "good host: \(good.stderrText)")
+        let inv = try sh("ip netns exec \(ns) '\(binDir)/violin' call tcp://127.0.0.2:7703 inventory --curve-key \(scratch.file("good.key")) --server-key \(scratch.file("control.pub"))")
+        #expect(inv.out.contains("\"good\"") && !inv.out.contains("\"rogue\""), "\(inv.out) \(inv.err)")
+    }
+}
