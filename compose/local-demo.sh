@@ -52,15 +52,7 @@ addr() { case $1 in ctl) echo 10.77.0.100 ;; h1) echo 10.77.0.1 ;; h2) echo 10.7
 ex() { echo "tcp://$(addr "$1"):7704"; }
 mesh() { echo "tcp://$(addr "$1"):7701"; }
 bus_sub=tcp://10.77.0.100:7711
-# Waits (at most $1 seconds) until the command succeeds.
-wait_for() {
-  local limit=$1; shift
-  local end=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $end ] || { echo "local-demo.sh: timed out waiting for: $*" >&2; return 1; }
-    sleep 0.1
-  done
-}
+source compose/wait-for.sh
 json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
 
 say "== the guest image (Debian cloud kernel + busybox initramfs, cached in $cache)"

@@ -31,14 +31,7 @@ bash compose/lab-libvirt.sh guest "$cache" 2>/dev/null
 bash compose/lab.sh up "$run"
 tag=$(cat "$run/tag")
 call() { ip netns exec "$tag-ctl" "$bin/violin" call "$@"; }
-wait_for() {
-  local limit=$1; shift
-  local end=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $end ] || { echo "migration-bench.sh: timed out waiting for: $*" >&2; return 1; }
-    sleep 0.1
-  done
-}
+source compose/wait-for.sh
 h1=tcp://10.77.0.1:7704; h3=tcp://10.77.0.3:7704
 echo "VMs  static_s  migrated_s  overhead_s  overhead_%   paper(1 host)  blackout/downtime per VM" >"$run/table"
 for n in ${sizes//,/ }; do

@@ -23,21 +23,11 @@ import VIOLINProtocol
     }
 
     @Test(.timeLimit(.minutes(6))) func clusterFromNodeFilesGrowsAndDrains() throws {
-        let scratch = try Scratch("cluster")
-        let run = scratch.file("lab")
-        let lab = "VIOLIN_BIN='\(binDir)' bash '\(packageRoot)/compose/lab.sh'"
-        defer {
-            _ = try? sh("\(lab) down \(run)", timeout: 120)
-            scratch.cleanup()
-        }
-        let cache = MigrationSystemTests.cache
-        let built = try sh("bash '\(packageRoot)/compose/lab-libvirt.sh' guest \(cache)", timeout: 300)
-        try #require(built.status == 0, "guest: \(built.err)")
-        let up = try sh("\(lab) up \(run)", timeout: 240)
-        try #require(up.status == 0, "lab: \(up.err) \((try? sh("tail -n 5 \(run)/*/*.log").out) ?? "")")
-        let ctl = try sh("\(lab) ns \(run) ctl").out.trimmingCharacters(in: .whitespacesAndNewlines)
+        let lab = try LocalLab("cluster")
+        defer { lab.teardown() }
+        let scratch = lab.scratch, run = lab.run, cache = LocalLab.guestCache
         func violin(_ args: String, timeout: Double = 30) throws -> (status: Int32, out: String, err: String) {
-            try sh("ip netns exec \(ctl) '\(binDir)/violin' \(args)", timeout: timeout)
+            try lab.violin(args, timeout: timeout)
         }
         func status() throws -> [String: JSONValue] {
             let r = try violin("cluster status --control 10.77.0.100 --json")
@@ -54,7 +44,7 @@ import VIOLINProtocol
         #expect(first["h3"]?["domain"]?.stringValue == "d2")
 
         // A fourth host joins domain d2 at run time.
-        let added = try sh("\(lab) add \(run) h4 d2", timeout: 120)
+        let added = try lab.lab("add \(run) h4 d2", timeout: 120)
         try #require(added.status == 0, "add: \(added.err)")
         let second = try status()
         #expect(second["h4"]?["domain"]?.stringValue == "d2", "\(second.keys.sorted())")

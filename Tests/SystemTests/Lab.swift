@@ -88,3 +88,46 @@ final class Lab {
         scratch.cleanup()
     }
 }
+
+/// The local launcher (compose/lab.sh) as the tests use it: a control node and three libvirt
+/// hosts as namespaces, up in the constructor, down (processes, guests, namespaces, files) in
+/// `teardown()`.
+final class LocalLab {
+    static let guestCache = "/var/cache/violin-test-guest"
+    let scratch: Scratch
+    let run: String
+    let command = "VIOLIN_BIN='\(binDir)' bash '\(packageRoot)/compose/lab.sh'"
+    private(set) var controlNamespace = ""
+
+    init(_ name: String) throws {
+        scratch = try Scratch(name)
+        run = scratch.file("lab")
+        do {
+            let built = try sh("bash '\(packageRoot)/compose/lab-libvirt.sh' guest \(Self.guestCache)", timeout: 300)
+            guard built.status == 0 else { throw LabError(description: "guest: \(built.err)") }
+            let up = try sh("\(command) up \(run)", timeout: 240)
+            guard up.status == 0 else {
+                throw LabError(description: "lab: \(up.err) logs: \((try? sh("tail -n 5 \(run)/*/*.log").out) ?? "")")
+            }
+            controlNamespace = try lab("ns \(run) ctl").out.trimmingCharacters(in: .whitespacesAndNewlines)
+        } catch {
+            teardown()
+            throw error
+        }
+    }
+
+    /// `lab.sh ARGS`.
+    func lab(_ args: String, timeout: Double = 30) throws -> (status: Int32, out: String, err: String) {
+        try sh("\(command) \(args)", timeout: timeout)
+    }
+
+    /// `violin ARGS` on the control node.
+    func violin(_ args: String, timeout: Double = 30) throws -> (status: Int32, out: String, err: String) {
+        try sh("ip netns exec \(controlNamespace) '\(binDir)/violin' \(args)", timeout: timeout)
+    }
+
+    func teardown() {
+        _ = try? sh("\(command) down \(run)", timeout: 120)
+        scratch.cleanup()
+    }
+}

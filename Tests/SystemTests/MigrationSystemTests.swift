@@ -5,7 +5,7 @@ import VIOLINProtocol
 /// Live migration on real libvirt and QEMU (TCG), with the services as real processes in
 /// network namespaces (compose/lab.sh: a control node and three hosts in two domains).
 @Suite(.serialized) struct MigrationSystemTests {
-    static let cache = "/var/cache/violin-test-guest"
+    static let cache = LocalLab.guestCache
 
     static func json(_ text: String) throws -> JSONValue {
         try JSONText.parse(Array(text.utf8))
@@ -47,20 +47,11 @@ import VIOLINProtocol
     /// The executor is SIGKILLed while libvirt migrates a VM; restarted, it finds the job in its
     /// journal and ends it: the VM runs in exactly one place, the job is completed or rolled back.
     @Test(.timeLimit(.minutes(5))) func executorKilledMidMigration() throws {
-        let scratch = try Scratch("crash")
-        let run = scratch.file("lab")
-        let lab = "VIOLIN_BIN='\(binDir)' bash '\(packageRoot)/compose/lab.sh'"
-        defer {
-            _ = try? sh("\(lab) down \(run)", timeout: 120)
-            scratch.cleanup()
-        }
-        let built = try sh("bash '\(packageRoot)/compose/lab-libvirt.sh' guest \(Self.cache)", timeout: 300)
-        try #require(built.status == 0, "guest: \(built.err)")
-        let up = try sh("\(lab) up \(run)", timeout: 180)
-        try #require(up.status == 0, "lab: \(up.err) \(up.out) logs: \((try? sh("tail -n 4 \(run)/*/*.log").out) ?? "")")
-        let ctl = try sh("\(lab) ns \(run) ctl").out.trimmingCharacters(in: .whitespacesAndNewlines)
+        let lab = try LocalLab("crash")
+        defer { lab.teardown() }
+        let scratch = lab.scratch, run = lab.run
         func call(_ host: Int, _ type: String, _ body: String) throws -> (status: Int32, out: String, err: String) {
-            try sh("ip netns exec \(ctl) '\(binDir)/violin' call tcp://10.77.0.\(host):7704 \(type) '\(body)'")
+            try lab.violin("call tcp://10.77.0.\(host):7704 \(type) '\(body)'")
         }
         let console = scratch.file("x1.console")
         let created = try call(1, "create_vm", """
@@ -86,8 +77,9 @@ import VIOLINProtocol
             return j["state"]?.stringValue == "migrating" && (j["processed_bytes"]?.intValue ?? 0) > 0
         }
         try #require(migrating, "the migration did not get under way")
-        #expect(try sh("\(lab) kill \(run) h1 executor").status == 0)
-        let restarted = try sh("\(lab) start \(run) h1 executor", timeout: 60)
+        #expect(try lab.lab("kill \(run) h1 executor").status == 0)
+        // Its node restarts it; the new executor finds the job in its journal.
+        let restarted = try lab.lab("start \(run) h1 executor", timeout: 90)
         try #require(restarted.status == 0, "restart: \(restarted.err)")
         var final: JSONValue = .null
         let ended = eventually(timeout: 120) {
