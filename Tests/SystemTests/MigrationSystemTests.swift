@@ -67,6 +67,17 @@ import VIOLINProtocol
         #expect(unreachable.status == 1 && unreachable.err.contains("unavailable"), "\(unreachable.err)")
         let badOption = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704","timeout_s":-1}"#)
         #expect(badOption.status == 1 && badOption.err.contains("invalid_body"), "\(badOption.err)")
+        // A destination without the memory: h2 offers 2048 MiB and a big VM takes 1990 of it.
+        let big = try call(2, "create_vm", """
+            {"name":"big","vni":78,"mac":"52:54:00:78:00:01","kernel":"\(Self.cache)/vmlinuz","initrd":"\(Self.cache)/initrd.gz",
+             "nic_port":21010,"memory_mb":1990}
+            """)
+        try #require(big.status == 0, "create_vm big: \(big.err)")
+        let full = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704"}"#)
+        #expect(full.status == 1 && full.err.contains("conflict") && full.err.contains("MiB free"), "\(full.err)")
+        #expect(try call(2, "destroy_vm", #"{"name":"big"}"#).status == 0)
+        let jobs = try Self.json(try call(1, "jobs", "{}").out)
+        #expect(jobs["jobs"]?.items.isEmpty == true, "a refused migration left a job: \(jobs)")
 
         // A slow migration (2 MiB/s), so there is time to kill the executor in the middle of it.
         let started = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704","bandwidth_mibps":2}"#)
