@@ -22,6 +22,25 @@ import VIOLINProtocol
         }
     }
 
+    /// A node file with an unknown key, a bad address or a missing key file: the node does not
+    /// start, and says why (exit 78, the key and the line).
+    @Test func badNodeFilesStopTheNodeNamingKeyAndLine() throws {
+        let scratch = try Scratch("badnode")
+        defer { scratch.cleanup() }
+        let cases: [(String, String)] = [
+            ("role: host\ndomain: d1\naddress: 10.0.0.2\ncontrol_address: 10.0.0.1\nflavour: mint\n", "'flavour' (\(scratch.file("n.yaml")) line 5)"),
+            ("role: control\naddress: 10.0.0.999\n", "'address' (\(scratch.file("n.yaml")) line 2)"),
+            ("role: control\naddress: 10.0.0.9\nkey: \(scratch.file("none.key"))\nallowed_keys: \(scratch.file("none.pub"))\n",
+             "'key' (\(scratch.file("n.yaml")) line 3)"),
+        ]
+        for (text, expected) in cases {
+            try text.write(toFile: scratch.file("n.yaml"), atomically: true, encoding: .utf8)
+            let r = try run("violin", ["node", "run", scratch.file("n.yaml"), "--bin", binDir])
+            #expect(r.status == 78, "\(text): \(r.status) \(r.err)")
+            #expect(r.err.contains(expected), "\(r.err) should name \(expected)")
+        }
+    }
+
     @Test(.timeLimit(.minutes(6))) func clusterFromNodeFilesGrowsAndDrains() throws {
         let lab = try LocalLab("cluster")
         defer { lab.teardown() }
