@@ -109,10 +109,9 @@ struct NodeCommand: ParsableCommand {
             stopAll()
         }
 
-        /// Host services are plain servers; the control node's need CURVE when the node has a key.
+        /// With a key, every service of the node serves over CURVE under that key (and allows it).
         func security(_ c: NodeConfig, _ s: NodeConfig.Service) -> ClientSecurity? {
-            guard !c.resolved["key"].isEmpty, ["bus", "policy"].contains(s.name),
-                  let pair = try? KeyFiles.readKeyPair(c.resolved["key"]) else { return nil }
+            guard !c.resolved["key"].isEmpty, let pair = try? KeyFiles.readKeyPair(c.resolved["key"]) else { return nil }
             return ClientSecurity(keyPair: pair, serverPublicKey: pair.publicKey)
         }
 
@@ -125,7 +124,9 @@ struct NodeCommand: ParsableCommand {
                 if memory == 0 { memory = Int(info.memoryKiB / 1024) }
             }
             var sec: ClientSecurity?
+            var ownKey = ""
             if !c.resolved["key"].isEmpty, let pair = try? KeyFiles.readKeyPair(c.resolved["key"]) {
+                ownKey = pair.publicKey
                 let server = c.role == .both ? pair.publicKey : (try? KeyFiles.readPublicKey(c.resolved["control_public_key"])) ?? ""
                 sec = ClientSecurity(keyPair: pair, serverPublicKey: server)
             }
@@ -140,7 +141,8 @@ struct NodeCommand: ParsableCommand {
             try tolerate("register_domain_request", ["id": .string(c.domain)])
             try tolerate("register_host_request", ["id": .string(c.node), "domain": .string(c.domain), "cores": .number(Double(max(1, cores))),
                                                    "memory_mb": .number(Double(max(1, memory))),
-                                                   "executor": .string("tcp://\(c.address):7704"), "monitor": .string("tcp://\(c.address):7702")])
+                                                   "executor": .string("tcp://\(c.address):7704"), "monitor": .string("tcp://\(c.address):7702"),
+                                                   "key": .string(ownKey)])
         }
     }
 }
@@ -162,26 +164,29 @@ struct ClusterCommand: ParsableCommand {
             let ctx = ZMQContext()
             defer { ctx.shutdown(); ctx.terminate() }
             let sec = try connection.security()
-            func call(_ endpoint: String, _ type: String, secure: Bool = false) -> (JSONValue?, Double) {
-                let client = ServiceClient(context: ctx, endpoint: endpoint, security: secure ? sec : nil,
+            /// `key`: the server's public key; nil: the control node's (from --server-key).
+            func call(_ endpoint: String, _ type: String, key: String? = nil) -> (JSONValue?, Double) {
+                var security = sec
+                if let key { security = key.isEmpty ? nil : sec.map { ClientSecurity(keyPair: $0.keyPair, serverPublicKey: key) } }
+                let client = ServiceClient(context: ctx, endpoint: endpoint, security: security,
                                            timeoutMs: Int(connection.timeout * 1000))
                 defer { client.close() }
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 let r = try? client.call(type)
                 return (r, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
             }
-            func service(_ name: String, _ endpoint: String, secure: Bool = false) -> JSONValue {
-                let (ping, rtt) = call(endpoint, "ping_request", secure: secure)
-                let (status, _) = ping == nil ? (nil, 0) : call(endpoint, "status_request", secure: secure)
+            func service(_ name: String, _ endpoint: String, key: String? = nil) -> JSONValue {
+                let (ping, rtt) = call(endpoint, "ping_request", key: key)
+                let (status, _) = ping == nil ? (nil, 0) : call(endpoint, "status_request", key: key)
                 return ["service": .string(name), "endpoint": .string(endpoint), "healthy": .bool(ping != nil),
                         "rtt_ms": ping == nil ? .null : .number((rtt * 10).rounded() / 10),
                         "version": status?["version"] ?? .null, "uptime_s": status?["uptime_s"] ?? .null]
             }
             let policyEP = "tcp://\(control):7703"
             var nodes: [JSONValue] = [["node": "control", "role": "control", "domain": .null, "address": .string(control),
-                                       "services": [service("bus", "tcp://\(control):7700", secure: true),
-                                                    service("policy", policyEP, secure: true)]]]
-            let (inventory, _) = call(policyEP, "inventory_request", secure: true)
+                                       "services": [service("bus", "tcp://\(control):7700"),
+                                                    service("policy", policyEP)]]]
+            let (inventory, _) = call(policyEP, "inventory_request")
             guard let inventory else { throw fail("the control node's policy at \(policyEP) does not answer", code: Exit.noReply) }
             var violinOf: [String: String] = [:]
             if case .array(let vms)? = inventory["vms"] { for v in vms { violinOf[v["id"]?.stringValue ?? ""] = v["violin"]?.stringValue } }
@@ -189,7 +194,8 @@ struct ClusterCommand: ParsableCommand {
                 for h in hosts {
                     let executor = h["executor"]?.stringValue ?? ""
                     let address = executor.replacingOccurrences(of: "tcp://", with: "").split(separator: ":").first.map(String.init) ?? ""
-                    let (vmsReply, _) = call(executor, "vms_request")
+                    let key = h["key"]?.stringValue ?? ""
+                    let (vmsReply, _) = call(executor, "vms_request", key: key)
                     var vms: [JSONValue] = []
                     var vnis = Set<Int>()
                     if case .array(let list)? = vmsReply?["vms"] {
@@ -202,8 +208,9 @@ struct ClusterCommand: ParsableCommand {
                     }
                     nodes.append(["node": h["id"] ?? .null, "role": "host", "domain": h["domain"] ?? .null, "address": .string(address),
                                   "draining": h["draining"] ?? .bool(false),
-                                  "services": [service("mesh", "tcp://\(address):7701"), service("monitor", "tcp://\(address):7702"),
-                                               service("executor", executor)],
+                                  "services": [service("mesh", "tcp://\(address):7701", key: key),
+                                               service("monitor", "tcp://\(address):7702", key: key),
+                                               service("executor", executor, key: key)],
                                   "vms": .array(vms), "violins": .array(vnis.sorted().map { .number(Double($0)) })])
                 }
             }

@@ -30,7 +30,7 @@ public struct NodeConfig: Sendable {
         ConfigKey("evaluate_interval", default: "30", help: "Seconds between policy rounds (control).", validate: Validate.positiveNumber),
         ConfigKey("sample_interval", default: "5", help: "Seconds between monitor samples (host).", validate: Validate.positiveNumber),
         ConfigKey("key", default: "", help: "This node's CURVE key-pair file (violin keygen); empty: no CURVE."),
-        ConfigKey("allowed_keys", default: "", help: "Control: the public keys of the hosts allowed in (one per line or .pub files' lines)."),
+        ConfigKey("allowed_keys", default: "", help: "The public keys allowed in (a file of keys or a directory of .pub files): on the control node the hosts' and operators', on a host the control node's, the other hosts' and operators'."),
         ConfigKey("control_public_key", default: "", help: "Host: the control node's public-key file."),
     ]
 
@@ -85,6 +85,9 @@ public struct NodeConfig: Sendable {
                 do { _ = try KeyFiles.readKeyPair(r["key"]) } catch { throw fail("key", "\(error)") }
                 if config.runsControl && r["allowed_keys"].isEmpty { throw fail("allowed_keys", "required on a control node with a key") }
                 if config.role == .host && r["control_public_key"].isEmpty { throw fail("control_public_key", "required on a host node with a key") }
+                if config.role == .host && r["allowed_keys"].isEmpty {
+                    throw fail("allowed_keys", "required on a host node with a key (the control node's, the other hosts' and operators' public keys)")
+                }
             }
             if !r["allowed_keys"].isEmpty {
                 do { _ = try KeyFiles.readAllowed(r["allowed_keys"]) } catch { throw fail("allowed_keys", "\(error)") }
@@ -123,9 +126,13 @@ public struct NodeConfig: Sendable {
                                                            "--instance", "policy@\(n)"] + curve + busKey + common, port: 7703))
         }
         if runsHost {
-            // Host services publish to the control node's bus; with keys, over CURVE.
+            // With a key, host services serve over CURVE to the allowed keys and publish to the
+            // control node's bus over CURVE.
             var busCurve: [String] = []
-            if !key.isEmpty { busCurve = ["--curve-key", key, "--bus-public-key", role == .both ? key : r["control_public_key"]] }
+            if !key.isEmpty {
+                busCurve = ["--curve-key", key, "--curve-allowed", r["allowed_keys"],
+                            "--bus-public-key", role == .both ? key : r["control_public_key"]]
+            }
             common += busCurve
             let bus = "tcp://\(c):7710"
             out.append(Service(name: "mesh", arguments: ["--listen", "tcp://\(a):7701", "--host-address", a, "--run-dir", "\(d)/mesh",

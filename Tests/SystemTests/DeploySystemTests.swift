@@ -103,6 +103,9 @@ import VIOLINProtocol
             #expect(try run("violin", ["keygen", "--out", scratch.file(name)]).status == 0)
         }
         try FileManager.default.copyItem(atPath: scratch.file("good.pub"), toPath: scratch.file("allowed.pub"))
+        // What the hosts allow: the control node's key.
+        try FileManager.default.createDirectory(atPath: scratch.file("host-allowed"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: scratch.file("control.pub"), toPath: scratch.file("host-allowed/control.pub"))
         func write(_ name: String, _ text: String) throws -> String {
             let path = scratch.file("\(name).yaml")
             try text.write(toFile: path, atomically: true, encoding: .utf8)
@@ -128,6 +131,7 @@ import VIOLINProtocol
                 data_dir: \(scratch.file(name))
                 key: \(scratch.file("\(name).key"))
                 control_public_key: \(scratch.file("control.pub"))
+                allowed_keys: \(scratch.file("host-allowed"))
                 """)
         }
         func node(_ file: String) throws -> Spawned {
@@ -155,5 +159,15 @@ import VIOLINProtocol
         #expect(good.waitForLine(timeout: 60) { $0.contains(" running: ") } != nil, "good host: \(good.stderrText)")
         let inv = try sh("ip netns exec \(ns) '\(binDir)/violin' call tcp://127.0.0.2:7703 inventory --curve-key \(scratch.file("good.key")) --server-key \(scratch.file("control.pub"))")
         #expect(inv.out.contains("\"good\"") && !inv.out.contains("\"rogue\""), "\(inv.out) \(inv.err)")
+        // The host's own services serve over CURVE too: the cluster's status reaches them with
+        // the host's registered key; a client without a key gets nothing.
+        let status = try sh("ip netns exec \(ns) '\(binDir)/violin' cluster status --control 127.0.0.2 --json --curve-key \(scratch.file("good.key")) --server-key \(scratch.file("control.pub"))")
+        #expect(status.status == 0, "\(status.err)")
+        let listed: [JSONValue] = (try? Self.json(status.out))?["nodes"]?.items ?? []
+        let goodNode = listed.first { $0["node"]?.stringValue == "good" }
+        let services: [JSONValue] = goodNode?["services"]?.items ?? []
+        #expect(services.count == 3 && services.allSatisfy { $0["healthy"] == .bool(true) }, "\(status.out)")
+        let plain = try sh("ip netns exec \(ns) '\(binDir)/violin' ping --to tcp://127.0.0.4:7704 --timeout 1")
+        #expect(plain.status == 2, "a plain client got an answer from a CURVE host: \(plain.out)")
     }
 }

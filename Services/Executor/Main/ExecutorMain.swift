@@ -35,6 +35,7 @@ struct Main: AsyncParsableCommand {
         eo.maxMigrations = Int(r["max_migrations"]) ?? 2
         eo.progressInterval = r.double("progress_interval")
         eo.memoryMB = Int(r["memory_mb"]) ?? 0
+        eo.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
         let node: ExecutorNode
         do { node = try ExecutorNode(options: eo, logger: logger) } catch {

@@ -24,6 +24,9 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         /// Memory this host offers to VMs, MiB; 0: what libvirt reports free.
         public var memoryMB = 0
         public var callTimeoutMs = 3000
+        /// This host's CURVE key pair: with it the host's services serve over CURVE, and the
+        /// executor reaches them (and other hosts', with their keys) as a CURVE client.
+        public var keyPair: CurveKeyPair?
         public init(hostID: String, libvirtURI: String, migrationURI: String, mesh: String, database: String) {
             self.hostID = hostID; self.libvirtURI = libvirtURI; self.migrationURI = migrationURI
             self.mesh = mesh; self.database = database
@@ -70,8 +73,11 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
 
     // MARK: - Talking to meshes and executors
 
-    func call(_ endpoint: String, _ type: String, _ body: JSONValue, timeoutMs: Int? = nil) throws(ProtocolError) -> JSONValue {
-        let client = ServiceClient(context: context, endpoint: endpoint, sender: "executor@\(options.hostID)",
+    /// `key`: the server's CURVE public key (nil: this host's own, for its own mesh; "": plain).
+    func call(_ endpoint: String, _ type: String, _ body: JSONValue, key: String? = nil, timeoutMs: Int? = nil) throws(ProtocolError) -> JSONValue {
+        let serverKey = key ?? options.keyPair?.publicKey ?? ""
+        let security = options.keyPair.flatMap { serverKey.isEmpty ? nil : ClientSecurity(keyPair: $0, serverPublicKey: serverKey) }
+        let client = ServiceClient(context: context, endpoint: endpoint, security: security, sender: "executor@\(options.hostID)",
                                    timeoutMs: timeoutMs ?? options.callTimeoutMs)
         defer { client.close() }
         do {
@@ -152,6 +158,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         let facts = VMFacts(domainXML: spec.domainXML)!
         var port = Self.portJSON(facts, vm: spec.name, mac: false).objectValue!
         if let seed = b["seed"] { port["seed"] = seed }
+        if let seedKey = b["seed_key"] { port["seed_key"] = seedKey }
         let added = try call(options.mesh, "add_port_request", .object(port))
         let uuid: String
         do { uuid = try hv.create(xml: spec.domainXML) } catch {
@@ -220,19 +227,21 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
     struct Destination {
         var host: String
         var executor: String
+        var key: String
         var uri: String
         var mesh: String
         var freeMB: Int
     }
 
-    func destination(_ executor: String) throws(ProtocolError) -> Destination {
-        let info = try call(executor, "host_info_request", [:], timeoutMs: 2000)
+    func destination(_ executor: String, key: String) throws(ProtocolError) -> Destination {
+        guard key.isEmpty || CurveKeyPair.isValidKey(key) else { throw ProtocolError(.invalidBody, "to_key must be a CURVE public key") }
+        let info = try call(executor, "host_info_request", [:], key: key, timeoutMs: 2000)
         guard let host = info["host"]?.stringValue, let uri = info["migration_uri"]?.stringValue,
               let mesh = info["mesh"]?.stringValue, let free = info["free_memory_mb"]?.intValue else {
             throw ProtocolError(.unavailable, "\(executor) answered host_info without host, migration_uri, mesh, free_memory_mb")
         }
         guard host != options.hostID else { throw ProtocolError(.conflict, "the destination is this host (\(host))") }
-        return Destination(host: host, executor: executor, uri: uri, mesh: mesh, freeMB: free)
+        return Destination(host: host, executor: executor, key: key, uri: uri, mesh: mesh, freeMB: free)
     }
 
     func newJobID() -> String {
@@ -254,6 +263,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         var job = Journal.Job(id: newJobID(), vm: vm, fromHost: options.hostID, toHost: dest.host, toExecutor: dest.executor)
         job.destinationURI = dest.uri
         job.destinationMesh = dest.mesh
+        job.destinationKey = dest.key
         job.decisionID = b["decision_id"].map { $0.stringValue ?? ($0.intValue.map(String.init) ?? "") } ?? ""
         job.reason = b["reason"]?.stringValue ?? ""
         do { try journal.save(job) } catch { throw ProtocolError(.internalError, "journal: \(error)") }
@@ -295,11 +305,12 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         // The destination's mesh brings the VIOLIN up there (through our mesh) and prepares the port.
         var port = Self.portJSON(facts, vm: job.vm, mac: false).objectValue!
         port["seed"] = .string(options.mesh)
-        do { _ = try call(job.destinationMesh, "add_port_request", .object(port)) } catch {
+        if let mine = options.keyPair?.publicKey { port["seed_key"] = .string(mine) }
+        do { _ = try call(job.destinationMesh, "add_port_request", .object(port), key: job.destinationKey) } catch {
             return fail(.failed, "the destination's mesh could not prepare the port: \(error.message)")
         }
         func removeDestinationPort() {
-            _ = try? call(job.destinationMesh, "remove_port_request", ["vni": vniJSON, "name": .string(portName)])
+            _ = try? call(job.destinationMesh, "remove_port_request", ["vni": vniJSON, "name": .string(portName)], key: job.destinationKey)
         }
         job.state = .migrating
         save()
@@ -386,14 +397,15 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
     func cutOver(_ job: Journal.Job, facts: VMFacts, since: UInt64) -> Int? {
         let portName = VMSpec.portName(job.vm)
         let vni = JSONValue.number(Double(facts.vni))
-        _ = try? call(job.destinationMesh, "announce_request", ["vni": vni, "name": .string(portName), "mac": .string(facts.mac)])
+        _ = try? call(job.destinationMesh, "announce_request", ["vni": vni, "name": .string(portName), "mac": .string(facts.mac)],
+                      key: job.destinationKey)
         let old = try? call(options.mesh, "remove_port_request", ["vni": vni, "name": .string(portName), "mac": .string(facts.mac),
                                                                   "forward_to": .string(job.destinationMesh)])
         // The guest's first frame at the new place may follow the resume by a moment.
         var new: JSONValue?
         let deadline = DispatchTime.now().uptimeNanoseconds + 2_000_000_000
         repeat {
-            new = try? call(job.destinationMesh, "port_stats_request", ["vni": vni, "name": .string(portName)])
+            new = try? call(job.destinationMesh, "port_stats_request", ["vni": vni, "name": .string(portName)], key: job.destinationKey)
             if new?["first_rx_ms"]?.numberValue != nil { break }
             usleep(20_000)
         } while DispatchTime.now().uptimeNanoseconds < deadline
@@ -450,7 +462,9 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
             case .completed:
                 _ = try? call(options.mesh, "remove_port_request", ["vni": vni, "name": name])
             case .rolledBack:
-                if !job.destinationMesh.isEmpty { _ = try? call(job.destinationMesh, "remove_port_request", ["vni": vni, "name": name]) }
+                if !job.destinationMesh.isEmpty {
+                    _ = try? call(job.destinationMesh, "remove_port_request", ["vni": vni, "name": name], key: job.destinationKey)
+                }
             case .wait, .lost: break
             }
         }
@@ -500,7 +514,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
             let o = try jobOptions(b)
             let hv = try libvirt()
             _ = try facts(vm, hv)      // unknown VM: not_found before the destination is asked
-            let dest = try destination(try text(b, "to_executor"))
+            let dest = try destination(try text(b, "to_executor"), key: b["to_key"]?.stringValue ?? "")
             if let to = b["to"]?.stringValue, !to.isEmpty, to != dest.host {
                 throw ProtocolError(.conflict, "to is \(to) but \(dest.executor) is host \(dest.host)")
             }
@@ -519,7 +533,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
             }
             let o = try jobOptions(b)
             let hv = try libvirt()
-            let dest = try destination(try text(b, "to_executor"))
+            let dest = try destination(try text(b, "to_executor"), key: b["to_key"]?.stringValue ?? "")
             let names = ((try? hv.domains()) ?? []).map(\.name).filter { name in
                 !keep.contains(name) && (try? hv.xml(name)).flatMap { VMFacts(domainXML: $0) }?.vni == UInt32(vni)
             }

@@ -15,6 +15,8 @@ public final class Journal: @unchecked Sendable {
         public var toExecutor: String
         public var destinationURI = ""
         public var destinationMesh = ""
+        /// The destination host's CURVE public key ("" when its services are plain).
+        public var destinationKey = ""
         public var state: JobState = .queued
         public var error = ""
         public var elapsedMs: Int?
@@ -50,6 +52,9 @@ public final class Journal: @unchecked Sendable {
                 CREATE INDEX job_state ON job(state);
                 """)
         }
+        migrator.registerMigration("v2-destination-key") { db in
+            try db.execute(sql: "ALTER TABLE job ADD COLUMN destination_key TEXT NOT NULL DEFAULT ''")
+        }
         try migrator.migrate(db)
     }
 
@@ -61,14 +66,14 @@ public final class Journal: @unchecked Sendable {
         if j.createdAt.isEmpty { j.createdAt = j.updatedAt }
         try db.write { db in
             try db.execute(sql: """
-                INSERT INTO job VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO job VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET destination_uri = excluded.destination_uri, destination_mesh = excluded.destination_mesh,
                   state = excluded.state, error = excluded.error, elapsed_ms = excluded.elapsed_ms, downtime_ms = excluded.downtime_ms,
                   blackout_ms = excluded.blackout_ms, processed = excluded.processed, remaining = excluded.remaining,
                   rate = excluded.rate, updated_at = excluded.updated_at
                 """, arguments: [j.id, j.vm, j.fromHost, j.toHost, j.toExecutor, j.destinationURI, j.destinationMesh,
                                  j.state.rawValue, j.error, j.elapsedMs, j.downtimeMs, j.blackoutMs, j.processed, j.remaining,
-                                 j.rate, j.decisionID, j.reason, j.createdAt, j.updatedAt])
+                                 j.rate, j.decisionID, j.reason, j.createdAt, j.updatedAt, j.destinationKey])
         }
     }
 
@@ -76,6 +81,7 @@ public final class Journal: @unchecked Sendable {
         var j = Job(id: row["id"], vm: row["vm"], fromHost: row["from_host"], toHost: row["to_host"], toExecutor: row["to_executor"])
         j.destinationURI = row["destination_uri"]
         j.destinationMesh = row["destination_mesh"]
+        j.destinationKey = row["destination_key"] ?? ""
         j.state = JobState(rawValue: row["state"]) ?? .failed
         j.error = row["error"]
         j.elapsedMs = row["elapsed_ms"]

@@ -27,6 +27,7 @@ struct Main: AsyncParsableCommand {
         po.interval = r.double("evaluate_interval")
         po.policy = r["policy"]
         po.busSecurity = settings.busSecurity
+        po.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
         let node: PolicyNode
         do { node = try PolicyNode(options: po, logger: logger) } catch {

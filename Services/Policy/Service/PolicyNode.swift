@@ -18,6 +18,8 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
         public var executorTimeoutMs = 1000
         /// For a CURVE bus: our key pair and the bus's public key.
         public var busSecurity: ClientSecurity?
+        /// Our key pair, to reach executors that serve over CURVE (with the host's registered key).
+        public var keyPair: CurveKeyPair?
         public init(database: String) { self.database = database }
     }
 
@@ -163,17 +165,27 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
                 failures.append("\(vm): no executor known for its host")
                 continue
             }
-            let client = ServiceClient(context: context, endpoint: executor, sender: "policy", timeoutMs: options.executorTimeoutMs)
+            _ = executor
+            let client = executorClient(from, inv)
             defer { client.close() }
             do {
                 _ = try client.call("migrate_request", body: ["vm": .string(vm), "from": .string(from), "to": .string(to),
                                                               "to_executor": .string(inv.endpoints[to]?.executor ?? ""),
+                                                              "to_key": .string(inv.keys[to] ?? ""),
                                                               "reason": .string(d.reason), "decision_id": .number(Double(id))])
             } catch {
                 failures.append("\(vm): \(error)")
             }
         }
         return failures.isEmpty ? "sent" : "failed: " + failures.joined(separator: "; ")
+    }
+
+    /// A client for a host's executor: over CURVE when both we and the host have keys.
+    func executorClient(_ host: String, _ inv: PolicyStore.Inventory) -> ServiceClient {
+        let key = inv.keys[host] ?? ""
+        let security = options.keyPair.flatMap { key.isEmpty ? nil : ClientSecurity(keyPair: $0, serverPublicKey: key) }
+        return ServiceClient(context: context, endpoint: inv.endpoints[host]?.executor ?? "", security: security,
+                             sender: "policy", timeoutMs: options.executorTimeoutMs)
     }
 
     func kind(_ d: Decision) -> String {
@@ -234,7 +246,9 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
             let id = try text(b, "id"), domain = try text(b, "domain")
             let cores = try positive(b, "cores"), memory = try positive(b, "memory_mb")
             let executor = b["executor"]?.stringValue ?? "", monitor = b["monitor"]?.stringValue ?? ""
-            try storeCall { try store.registerHost(id: id, domain: domain, cores: cores, memoryMB: memory, executor: executor, monitor: monitor) }
+            let key = b["key"]?.stringValue ?? ""
+            guard key.isEmpty || CurveKeyPair.isValidKey(key) else { throw ProtocolError(.invalidBody, "key must be a CURVE public key (40 Z85 characters)") }
+            try storeCall { try store.registerHost(id: id, domain: domain, cores: cores, memoryMB: memory, executor: executor, monitor: monitor, key: key) }
             return Replies.ok(["id": .string(id)])
         case "drain_host_request":
             let id = try text(b, "id")
@@ -245,10 +259,11 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
             for (vm, to) in plan.moves {
                 var outcome = "sent"
                 if let executor = inv.endpoints[id]?.executor, !executor.isEmpty {
-                    let client = ServiceClient(context: context, endpoint: executor, sender: "policy", timeoutMs: options.executorTimeoutMs)
+                    let client = executorClient(id, inv)
                     do {
                         _ = try client.call("migrate_request", body: ["vm": .string(vm), "from": .string(id), "to": .string(to),
                                                                       "to_executor": .string(inv.endpoints[to]?.executor ?? ""),
+                                                                      "to_key": .string(inv.keys[to] ?? ""),
                                                                       "reason": .string("host \(id) is draining")])
                     } catch { outcome = "failed: \(error)" }
                     client.close()
@@ -313,6 +328,7 @@ public final class PolicyNode: RequestHandler, @unchecked Sendable {
                                                  "memory_mb": .number(Double($0.memoryMB)),
                                                  "executor": .string(inv.endpoints[$0.id]?.executor ?? ""),
                                                  "monitor": .string(inv.endpoints[$0.id]?.monitor ?? ""),
+                                                 "key": .string(inv.keys[$0.id] ?? ""),
                                                  "draining": .bool(inv.draining.contains($0.id))] }),
                 "violins": .array(inv.violins.map { ["id": .string($0.id), "home_domain": .string($0.homeDomain), "head": .string($0.head)] }),
                 "vms": .array(inv.vms.map { ["id": .string($0.id), "violin": .string($0.violin), "memory_mb": .number(Double($0.memoryMB)),

@@ -35,6 +35,9 @@ public final class PolicyStore: @unchecked Sendable {
         migrator.registerMigration("v2-draining") { db in
             try db.execute(sql: "ALTER TABLE host ADD COLUMN draining INTEGER NOT NULL DEFAULT 0")
         }
+        migrator.registerMigration("v3-host-key") { db in
+            try db.execute(sql: "ALTER TABLE host ADD COLUMN key TEXT NOT NULL DEFAULT ''")
+        }
         try migrator.migrate(db)
     }
 
@@ -57,7 +60,8 @@ public final class PolicyStore: @unchecked Sendable {
         }
     }
 
-    public func registerHost(id: String, domain: String, cores: Int, memoryMB: Int, executor: String, monitor: String) throws {
+    public func registerHost(id: String, domain: String, cores: Int, memoryMB: Int, executor: String, monitor: String,
+                             key: String = "") throws {
         try db.write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM domain WHERE id = ?", arguments: [domain]) == true else {
                 throw fail(.notFound, "no domain \(domain)")
@@ -65,8 +69,8 @@ public final class PolicyStore: @unchecked Sendable {
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM host WHERE id = ?", arguments: [id]) == true {
                 throw fail(.conflict, "host \(id) exists")
             }
-            try db.execute(sql: "INSERT INTO host(id, domain, cores, memory_mb, executor, monitor) VALUES (?, ?, ?, ?, ?, ?)",
-                           arguments: [id, domain, cores, memoryMB, executor, monitor])
+            try db.execute(sql: "INSERT INTO host(id, domain, cores, memory_mb, executor, monitor, key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [id, domain, cores, memoryMB, executor, monitor, key])
         }
     }
 
@@ -150,6 +154,7 @@ public final class PolicyStore: @unchecked Sendable {
         public var hosts: [PolicyCore.Host] = []
         public var endpoints: [String: (executor: String, monitor: String)] = [:]
         public var draining: Set<String> = []
+        public var keys: [String: String] = [:]        // host -> CURVE public key ("" without)
         public var violins: [Violin] = []
         public var vms: [VM] = []
         public var placement: [VMID: HostID] = [:]
@@ -164,6 +169,7 @@ public final class PolicyStore: @unchecked Sendable {
                 inv.hosts.append(PolicyCore.Host(id: row["id"], domain: row["domain"], cores: row["cores"], memoryMB: row["memory_mb"]))
                 inv.endpoints[row["id"]] = (row["executor"], row["monitor"])
                 if (row["draining"] as Int?) == 1 { inv.draining.insert(row["id"]) }
+                inv.keys[row["id"]] = row["key"] ?? ""
             }
             for row in try Row.fetchAll(db, sql: "SELECT * FROM violin ORDER BY id") {
                 inv.violins.append(Violin(id: row["id"], homeDomain: row["home_domain"], head: row["head"]))
