@@ -5,12 +5,15 @@
 # namespace — what runs here is what a deployment runs. A control node (ctl, 10.77.0.100) and
 # three host nodes in two domains (d1: h1 10.77.0.1, h2 10.77.0.2; d2: h3 10.77.0.3), each host
 # with its own libvirtd (QEMU/TCG, private mount namespace).
-#   lab.sh up RUN                   write the node files and start every node; RUN: a fresh directory
+#   lab.sh up RUN [--keys]          write the node files and start every node; RUN: a fresh directory;
+#                                   --keys: every node gets a CURVE key (RUN/keys/NODE.key; an
+#                                   operator's RUN/keys/admin.key) and serves over CURVE
 #   lab.sh add RUN NODE DOMAIN      add a host node at run time (h4 .. h9, address 10.77.0.N)
 #   lab.sh down RUN                 stop every node, libvirtd and guest; delete the namespaces
 #   lab.sh kill RUN NODE SERVICE    SIGKILL one service (its node restarts it)
 #   lab.sh start RUN NODE SERVICE   wait until the service answers again
 #   lab.sh ns RUN NODE              print the node's namespace name (for ip netns exec)
+#   lab.sh curve RUN NODE           print the operator's CURVE options for NODE's services (if keyed)
 # VIOLIN_BIN names the directory of the executables (default: swift build --show-bin-path).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,11 +23,24 @@ addr() { case $1 in ctl) echo 10.77.0.100 ;; h[1-9]) echo "10.77.0.${1#h}" ;; *)
 port() { case $1 in bus) echo 7700 ;; mesh) echo 7701 ;; monitor) echo 7702 ;; policy) echo 7703 ;; executor) echo 7704 ;; esac; }
 tag() { cat "$run/tag"; }
 
+keyed() { [ -d "$run/keys" ]; }
+# The operator's CURVE options for a service of NODE (none without keys).
+curve() {
+  keyed || return 0
+  local server=$1; [ "$server" = ctl ] || [ -f "$run/keys/$server.pub" ] || server=ctl
+  echo "--curve-key $run/keys/admin.key --server-key $run/keys/$server.pub"
+}
+new_key() {  # node: its key pair, allowed everywhere
+  "$bin/violin" keygen --out "$run/keys/$1" >/dev/null
+  cp "$run/keys/$1.pub" "$run/keys/allowed/"
+}
+
 wait_answer() {  # node service seconds
   local a; a=$(addr "$1")
   local end=$((SECONDS + $3))
   while [ $SECONDS -lt $end ]; do
-    ip netns exec "$(tag)-$1" "$bin/violin" ping --to "tcp://$a:$(port "$2")" --timeout 0.5 >/dev/null 2>&1 && return 0
+    # shellcheck disable=SC2046
+    ip netns exec "$(tag)-$1" "$bin/violin" ping --to "tcp://$a:$(port "$2")" --timeout 0.5 $(curve "$1") >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "lab.sh: $2 on $1 does not answer: $(tail -3 "$run/$1/$2.log" 2>/dev/null)" >&2
@@ -60,6 +76,12 @@ node_run() {
 }
 
 host_file() {  # node domain
+  local keys=
+  if keyed; then
+    keys="key: $run/keys/$1.key
+control_public_key: $run/keys/ctl.pub
+allowed_keys: $run/keys/allowed"
+  fi
   cat >"$run/nodes/$1.yaml" <<YAML
 # Host node $1 of the local lab (compose/lab.sh).
 role: host
@@ -72,6 +94,7 @@ cores: 1
 memory_mb: 2048
 sample_interval: 1
 data_dir: $run/$1
+$keys
 YAML
 }
 
@@ -85,6 +108,14 @@ host_up() {  # node domain
 
 up() {
   mkdir -p "$run/nodes"
+  local keys=
+  if [ "${1:-}" = --keys ]; then
+    mkdir -p "$run/keys/allowed"
+    # Every key up front: the allowed lists are read when the services start.
+    for n in admin ctl h1 h2 h3 h4 h5 h6 h7 h8 h9; do new_key $n; done
+    keys="key: $run/keys/ctl.key
+allowed_keys: $run/keys/allowed"
+  fi
   [ -f "$run/tag" ] || echo "vl$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')" >"$run/tag"
   local t; t=$(tag)
   ip netns add "$t-net"
@@ -99,6 +130,7 @@ address: 10.77.0.100
 policy: paper
 evaluate_interval: 5
 data_dir: $run/ctl
+$keys
 YAML
   node_run ctl
   host_up h1 d1
@@ -125,11 +157,12 @@ down() {
 }
 
 case $cmd in
-  up) up ;;
+  up) up "${3:-}" ;;
   add) host_up "${3:?NODE (h4..h9)}" "${4:?DOMAIN}" ;;
   down) down ;;
   kill) kill -9 "$(cat "$run/${3:?NODE}/${4:?SERVICE}.pid")" ;;
   start) wait_answer "${3:?NODE}" "${4:?SERVICE}" 60 ;;
   ns) echo "$(tag)-${3:?NODE}" ;;
-  *) echo "lab.sh: unknown command $cmd (up, add, down, kill, start, ns)" >&2; exit 64 ;;
+  curve) curve "${3:?NODE}" ;;
+  *) echo "lab.sh: unknown command $cmd (up, add, down, kill, start, ns, curve)" >&2; exit 64 ;;
 esac

@@ -42,14 +42,15 @@ import VIOLINProtocol
     }
 
     @Test(.timeLimit(.minutes(6))) func clusterFromNodeFilesGrowsAndDrains() throws {
-        let lab = try LocalLab("cluster")
+        // With keys: every link between the nodes is CURVE, the drain's migration included.
+        let lab = try LocalLab("cluster", keys: true)
         defer { lab.teardown() }
         let scratch = lab.scratch, run = lab.run, cache = LocalLab.guestCache
         func violin(_ args: String, timeout: Double = 30) throws -> (status: Int32, out: String, err: String) {
             try lab.violin(args, timeout: timeout)
         }
         func status() throws -> [String: JSONValue] {
-            let r = try violin("cluster status --control 10.77.0.100 --json")
+            let r = try violin("cluster status --control 10.77.0.100 --json \(try lab.curve("ctl"))")
             try #require(r.status == 0, "cluster status: \(r.err)")
             var byNode: [String: JSONValue] = [:]
             for n in try Self.json(r.out)["nodes"]?.items ?? [] { byNode[n["node"]?.stringValue ?? "?"] = n }
@@ -72,13 +73,15 @@ import VIOLINProtocol
         // It gets a VM; drained, the VM moves to the other host of d2 and h4 leaves.
         let console = scratch.file("d1.console")
         let created = try violin("""
-            call tcp://10.77.0.4:7704 create_vm '{"name":"d1","vni":88,"mac":"52:54:00:88:00:01","kernel":"\(cache)/vmlinuz",\
+            call tcp://10.77.0.4:7704 \(try lab.curve("h4")) create_vm '{"name":"d1","vni":88,"mac":"52:54:00:88:00:01","kernel":"\(cache)/vmlinuz",\
             "initrd":"\(cache)/initrd.gz","cmdline":"console=ttyS0 quiet","nic_port":21100,"console":"\(console)"}'
             """)
         try #require(created.status == 0, "create_vm: \(created.err)")
-        let inventory = try violin(#"call tcp://10.77.0.100:7703 create_violin '{"id":"V","home_domain":"d2","head":"d1","vms":[{"id":"d1","memory_mb":128,"host":"h4"}]}'"#)
+        let inventory = try violin(#"call tcp://10.77.0.100:7703 "# + (try lab.curve("ctl")) + #" create_violin '{"id":"V","home_domain":"d2","head":"d1","vms":[{"id":"d1","memory_mb":128,"host":"h4"}]}'"#)
         #expect(inventory.status == 0, "\(inventory.err)")
-        let drained = try violin("cluster drain h4 --control 10.77.0.100 --wait 120", timeout: 150)
+        let drained = try violin("cluster drain h4 --control 10.77.0.100 --wait 120 \(try lab.curve("ctl"))", timeout: 150)
+        // A client without a key gets nothing from a host.
+        #expect(try violin("ping --to tcp://10.77.0.1:7704 --timeout 1").status == 2)
         #expect(drained.status == 0, "drain: \(drained.out) \(drained.err)")
         #expect(drained.out.contains("d1 -> h3"), "\(drained.out)")
         let third = try status()

@@ -99,13 +99,14 @@ final class LocalLab {
     let command = "VIOLIN_BIN='\(binDir)' bash '\(packageRoot)/compose/lab.sh'"
     private(set) var controlNamespace = ""
 
-    init(_ name: String) throws {
+    /// `keys`: every node gets a CURVE key and serves over CURVE (`lab.sh up --keys`).
+    init(_ name: String, keys: Bool = false) throws {
         scratch = try Scratch(name)
         run = scratch.file("lab")
         do {
             let built = try sh("bash '\(packageRoot)/compose/lab-libvirt.sh' guest \(Self.guestCache)", timeout: 300)
             guard built.status == 0 else { throw LabError(description: "guest: \(built.err)") }
-            let up = try sh("\(command) up \(run)", timeout: 240)
+            let up = try sh("\(command) up \(run)\(keys ? " --keys" : "")", timeout: 240)
             guard up.status == 0 else {
                 throw LabError(description: "lab: \(up.err) logs: \((try? sh("tail -n 5 \(run)/*/*.log").out) ?? "")")
             }
@@ -124,6 +125,11 @@ final class LocalLab {
     /// `violin ARGS` on the control node.
     func violin(_ args: String, timeout: Double = 30) throws -> (status: Int32, out: String, err: String) {
         try sh("ip netns exec \(controlNamespace) '\(binDir)/violin' \(args)", timeout: timeout)
+    }
+
+    /// The operator's CURVE options for a node's services ("" without keys).
+    func curve(_ node: String) throws -> String {
+        try lab("curve \(run) \(node)").out.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     func teardown() {
