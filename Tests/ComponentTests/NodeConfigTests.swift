@@ -60,7 +60,12 @@ import ZeroMQ
             Issue.record("a host key without the control node's public key was accepted")
         } catch { #expect(error.key == "control_public_key") }
         try KeyFiles.write(try CurveKeyPair.generate(), base: dir + "/control")
-        let c = try parse(host + "key: \(dir)/h1.key\ncontrol_public_key: \(dir)/control.pub\n", checkFiles: true)
+        do {
+            _ = try parse(host + "key: \(dir)/h1.key\ncontrol_public_key: \(dir)/control.pub\n", checkFiles: true)
+            Issue.record("a host key without the keys it allows was accepted")
+        } catch { #expect(error.key == "allowed_keys") }
+        let c = try parse(host + "key: \(dir)/h1.key\ncontrol_public_key: \(dir)/control.pub\nallowed_keys: \(dir)\n", checkFiles: true)
+        #expect(c.services.allSatisfy { $0.arguments.contains("--curve-allowed") })
         #expect(c.services.allSatisfy { $0.arguments.contains("--bus-public-key") })
         // Unchecked, the same file passes (files written for another machine).
         #expect((try? parse(host + "key: /nowhere/h1.key\n", checkFiles: false)) != nil)

@@ -130,4 +130,66 @@ func frame(dst: MAC, src: MAC, payload: String) -> [UInt8] {
         #expect(try #require(qemu3.receive()).prefix(6) == ArraySlice(moved.octets))
         #expect(peer.receive(timeoutMs: 200) == nil)
     }
+
+    /// After a VM migrated away, frames for it that still arrive from a peer are sent on to its
+    /// new host during the grace period (and dropped after it); the port's first and last frame
+    /// times are kept for the blackout measurement, and the removal reports them.
+    @Test func graceForwardingAfterAMigrationAndFrameTimes() throws {
+        var lo: UInt32 = 0
+        _ = vn_parse_ipv4("127.0.0.1", &lo)
+        let tunnel = try TunnelSocket(bind: PeerAddress(addressBE: lo, port: 0))
+        let forwarder = Forwarder(options: .init(vni: 5), tunnel: tunnel)
+        forwarder.start()
+        defer { forwarder.stop() }
+        let controller = SwitchController(forwarder: forwarder)
+        let qemu = try Endpoint(), other = try Endpoint(), newHost = try Endpoint()
+        var f = MessageFactory(sender: "test")
+        func call(_ type: String, _ body: JSONValue) throws -> JSONValue {
+            try #require(try controller.handle(f.request(type, body: body)))
+        }
+        let vm = MAC("02:00:00:00:05:01")!, far = MAC("02:00:00:00:05:02")!
+        let p = try call("add_port", ["name": "vm", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu.address.description)])
+        let port = try #require(PeerAddress(p["port"]?["local"]?.stringValue ?? ""))
+        _ = try call("set_peers", ["peers": [.string(other.address.description), .string(newHost.address.description)]])
+        let before = wallClock()
+        qemu.send(frame(dst: far, src: vm, payload: "first"), to: port)
+        _ = other.receive(); _ = newHost.receive()       // flooded to both peers
+        let stats = try call("stats", [:])
+        let first = try #require(stats["ports"]?["vm"]?["first_rx_ms"]?.numberValue)
+        #expect(first >= before - 1 && first <= wallClock() + 1, "first frame time \(first), test began \(before)")
+
+        // The VM migrated to newHost: its port goes, with 1 s of forwarding to newHost.
+        let removed = try call("remove_port", ["name": "vm", "mac": .string(vm.description),
+                                               "forward_to": .string(newHost.address.description), "grace_s": 1])
+        #expect(removed["last_rx_ms"]?.numberValue == first && removed["rx"]?.intValue == 1, "\(removed)")
+        // A peer that has not heard yet sends a frame for the VM here: it goes on to newHost.
+        let late: [UInt8] = [0x08, 0, 0, 0, 0, 0, 5, 0] + frame(dst: vm, src: far, payload: "late")
+        other.send(late, to: tunnel.local)
+        #expect(newHost.receive() == late, "not forwarded to the VM's new host")
+        #expect(other.receive(timeoutMs: 200) == nil, "never back to where it came from")
+        #expect(try call("stats", [:])["frames"]?["grace_forwarded"]?.intValue == 1)
+        // After the grace period the rule is the paper's again: nothing from a peer goes to a peer.
+        #expect(eventually(timeoutMs: 3000) {
+            other.send(late, to: tunnel.local)
+            return newHost.receive(timeoutMs: 100) == nil
+        })
+        // A bad forwarding request changes nothing.
+        _ = try call("add_port", ["name": "vm2", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu.address.description)])
+        do {
+            _ = try controller.handle(f.request("remove_port", body: ["name": "vm2", "mac": "ff:ff:ff:ff:ff:ff", "forward_to": "127.0.0.1:9"]))
+            Issue.record("a multicast MAC was accepted")
+        } catch { #expect(error.code == .invalidBody) }
+        if case .array(let list)? = try call("ports", [:])["ports"] { #expect(list.count == 1) }
+    }
+}
+
+func wallClock() -> Double { Date().timeIntervalSince1970 * 1000 }
+
+/// Polls `condition` until it holds or `timeoutMs` passes.
+func eventually(timeoutMs: Int, _ condition: () -> Bool) -> Bool {
+    let end = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+    while Date() < end {
+        if condition() { return true }
+    }
+    return false
 }
