@@ -110,5 +110,28 @@ import VIOLINProtocol
         #expect(onSource != onDestination, "x1 running on h1: \(onSource), on h2: \(onDestination)")
         #expect(onDestination == (state == "completed"), "job \(state ?? "?") but x1 on h2: \(onDestination)")
         print("executor killed mid-migration: job ended \(state ?? "?") (\(final["error"]?.stringValue ?? ""))")
+
+        // A migration that cannot finish in time is aborted; one cancelled stops: either way
+        // the VM stays where it was, running, and the destination keeps no copy.
+        let here = onDestination ? 2 : 1, there = onDestination ? 1 : 2
+        func finish(_ job: String) -> JSONValue {
+            var last: JSONValue = .null
+            _ = eventually(timeout: 90) {
+                guard let j = try? Self.json(try call(here, "job", #"{"job":"\#(job)"}"#).out) else { return false }
+                last = j
+                return ["completed", "failed", "cancelled", "rolled_back"].contains(j["state"]?.stringValue ?? "")
+            }
+            return last
+        }
+        let slow = try call(here, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.\#(there):7704","bandwidth_mibps":1,"timeout_s":2}"#)
+        try #require(slow.status == 0, "\(slow.err)")
+        let timedOut = finish(try #require(try Self.json(slow.out)["job"]?.stringValue))
+        #expect(timedOut["state"]?.stringValue == "failed" && (timedOut["error"]?.stringValue ?? "").contains("did not converge"), "\(timedOut)")
+        let again = try call(here, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.\#(there):7704","bandwidth_mibps":1}"#)
+        let againJob = try #require(try Self.json(again.out)["job"]?.stringValue)
+        #expect(eventually(timeout: 30) { (try? Self.json(try call(here, "job", #"{"job":"\#(againJob)"}"#).out))?["state"]?.stringValue == "migrating" })
+        #expect(try call(here, "cancel", #"{"job":"\#(againJob)"}"#).status == 0)
+        #expect(finish(againJob)["state"]?.stringValue == "cancelled")
+        #expect(try running(here == 1 ? "h1" : "h2") && !(try running(there == 1 ? "h1" : "h2")), "x1 must still run where it was, alone")
     }
 }
