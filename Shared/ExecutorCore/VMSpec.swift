@@ -16,6 +16,8 @@ public struct VMSpec: Equatable, Sendable {
     public var initrd: String = ""
     public var cmdline: String = ""
     public var disk: String = ""
+    /// A fresh disk of this size (MiB) in the host's storage pool, instead of `disk`.
+    public var diskMB = 0
     public var nicPort: Int
     public var console: String = ""
 
@@ -45,6 +47,8 @@ public struct VMSpec: Equatable, Sendable {
         }
         guard (16...65_536).contains(memoryMB) else { throw fail("memory_mb must be 16..65536") }
         guard (1...64).contains(vcpus) else { throw fail("vcpus must be 1..64") }
+        guard (0...1_048_576).contains(diskMB) else { throw fail("disk_mb must be 0..1048576") }
+        guard diskMB == 0 || disk.isEmpty else { throw fail("disk_mb and disk exclude each other") }
         guard kernel.hasPrefix("/") else { throw fail("kernel must be an absolute path") }
         for (key, path) in [("initrd", initrd), ("disk", disk), ("console", console)] where !path.isEmpty && !path.hasPrefix("/") {
             throw fail("\(key) must be an absolute path")

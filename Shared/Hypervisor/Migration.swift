@@ -140,3 +140,62 @@ extension LibvirtHypervisor {
         return String(cString: uuid)
     }
 }
+
+/// Disks in a libvirt storage pool of type `dir`: a live migration that copies storage finds
+/// the same pool on the destination, and libvirt creates the disk there before copying it.
+extension LibvirtHypervisor {
+    /// Makes sure the pool exists and runs (creating its directory when needed).
+    public func ensurePool(name: String, path: String) throws(HypervisorError) {
+        if let p = virStoragePoolLookupByName(conn, name) {
+            defer { virStoragePoolFree(p) }
+            if virStoragePoolIsActive(p) != 1, virStoragePoolCreate(p, 0) != 0 { throw Self.failure("start pool \(name)") }
+            return
+        }
+        let xml = "<pool type='dir'><name>\(name)</name><target><path>\(path)</path></target></pool>"
+        guard let p = virStoragePoolCreateXML(conn, xml, VIR_STORAGE_POOL_CREATE_WITH_BUILD.rawValue) else {
+            throw Self.failure("create pool \(name)")
+        }
+        virStoragePoolFree(p)
+    }
+
+    /// A sparse raw volume; returns its path.
+    public func createVolume(pool: String, name: String, capacityMiB: UInt64) throws(HypervisorError) -> String {
+        guard let p = virStoragePoolLookupByName(conn, pool) else { throw Self.failure("pool \(pool)") }
+        defer { virStoragePoolFree(p) }
+        let xml = "<volume><name>\(name)</name><capacity unit='MiB'>\(capacityMiB)</capacity><allocation>0</allocation>"
+            + "<target><format type='raw'/></target></volume>"
+        guard let v = virStorageVolCreateXML(p, xml, 0) else { throw Self.failure("create volume \(name)") }
+        defer { virStorageVolFree(v) }
+        guard let path = virStorageVolGetPath(v) else { throw Self.failure("path of volume \(name)") }
+        defer { free(path) }
+        return String(cString: path)
+    }
+
+    /// Deletes a volume of the pool; a missing one is not an error.
+    public func deleteVolume(pool: String, name: String) {
+        guard let p = virStoragePoolLookupByName(conn, pool) else { return }
+        defer { virStoragePoolFree(p) }
+        _ = virStoragePoolRefresh(p, 0)
+        guard let v = virStorageVolLookupByName(p, name) else { return }
+        defer { virStorageVolFree(v) }
+        _ = virStorageVolDelete(v, 0)
+    }
+
+    /// The names of the pool's volumes.
+    public func volumes(pool: String) -> [String] {
+        guard let p = virStoragePoolLookupByName(conn, pool) else { return [] }
+        defer { virStoragePoolFree(p) }
+        _ = virStoragePoolRefresh(p, 0)
+        var list: UnsafeMutablePointer<virStorageVolPtr?>?
+        let n = virStoragePoolListAllVolumes(p, &list, 0)
+        guard n >= 0, let list else { return [] }
+        defer { free(list) }
+        var out: [String] = []
+        for i in 0..<Int(n) {
+            guard let v = list[i] else { continue }
+            out.append(String(cString: virStorageVolGetName(v)))
+            virStorageVolFree(v)
+        }
+        return out.sorted()
+    }
+}

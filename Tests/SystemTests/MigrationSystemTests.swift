@@ -133,5 +133,23 @@ import VIOLINProtocol
         #expect(try call(here, "cancel", #"{"job":"\#(againJob)"}"#).status == 0)
         #expect(finish(againJob)["state"]?.stringValue == "cancelled")
         #expect(try running(here == 1 ? "h1" : "h2") && !(try running(there == 1 ? "h1" : "h2")), "x1 must still run where it was, alone")
+
+        // Hosts that share no storage (each libvirtd has its own /var/lib/libvirt): a VM with a
+        // disk migrates with copy_storage; the disk is created at the destination and copied,
+        // and the source's copy goes.
+        let withDisk = try call(here, "create_vm", """
+            {"name":"dk","vni":79,"mac":"52:54:00:79:00:01","kernel":"\(Self.cache)/vmlinuz","initrd":"\(Self.cache)/initrd.gz",
+             "nic_port":21020,"disk_mb":16}
+            """)
+        try #require(withDisk.status == 0, "create_vm with a disk: \(withDisk.err)")
+        func volumes(_ host: Int) throws -> String {
+            try sh("virsh -c 'qemu+unix:///system?socket=\(run)/h\(host)/libvirt/sock/libvirt-sock' vol-list violin").out
+        }
+        #expect(try volumes(here).contains("dk.img") && !(try volumes(there).contains("dk.img")))
+        let copy = try call(here, "migrate", #"{"vm":"dk","to_executor":"tcp://10.77.0.\#(there):7704","copy_storage":true}"#)
+        try #require(copy.status == 0, "\(copy.err)")
+        let copied = finish(try #require(try Self.json(copy.out)["job"]?.stringValue))
+        #expect(copied["state"]?.stringValue == "completed", "\(copied)")
+        #expect(try volumes(there).contains("dk.img") && !(try volumes(here).contains("dk.img")), "the disk did not move")
     }
 }

@@ -68,8 +68,17 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         do { connection = try LibvirtHypervisor(uri: options.libvirtURI) } catch {
             throw ProtocolError(.unavailable, "libvirt at \(options.libvirtURI): \(error.message)")
         }
+        // The pool of VM disks, on every host: a migration that copies storage finds it at the
+        // destination, and libvirt creates the disk there first.
+        do { try connection!.ensurePool(name: Self.pool, path: Self.poolPath) } catch {
+            logger.warning("no storage pool: disks cannot be created or copied", metadata: ["error": "\(error.message)"])
+        }
         return connection!
     }
+
+    static let pool = "violin"
+    static let poolPath = "/var/lib/libvirt/images/violin"
+    static func volumeName(_ vm: String) -> String { vm + ".img" }
 
     // MARK: - Talking to meshes and executors
 
@@ -144,6 +153,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         spec.initrd = try text("initrd")
         spec.cmdline = try text("cmdline")
         spec.disk = try text("disk")
+        spec.diskMB = try int("disk_mb", 0)
         spec.console = try text("console")
         do { try spec.validate() } catch { throw ProtocolError(.invalidBody, error.description) }
         for (k, path) in [("kernel", spec.kernel), ("initrd", spec.initrd), ("disk", spec.disk)] where !path.isEmpty {
@@ -155,6 +165,11 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         guard free >= spec.memoryMB else {
             throw ProtocolError(.conflict, "host \(options.hostID) has \(free) MiB free, \(spec.name) needs \(spec.memoryMB)")
         }
+        if spec.diskMB > 0 {
+            do { spec.disk = try hv.createVolume(pool: Self.pool, name: Self.volumeName(spec.name), capacityMiB: UInt64(spec.diskMB)) } catch {
+                throw ProtocolError(.unavailable, "disk for \(spec.name): \(error.message)")
+            }
+        }
         let facts = VMFacts(domainXML: spec.domainXML)!
         var port = Self.portJSON(facts, vm: spec.name, mac: false).objectValue!
         if let seed = b["seed"] { port["seed"] = seed }
@@ -163,6 +178,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         let uuid: String
         do { uuid = try hv.create(xml: spec.domainXML) } catch {
             _ = try? call(options.mesh, "remove_port_request", ["vni": .number(Double(vni)), "name": .string(spec.portName)])
+            if spec.diskMB > 0 { hv.deleteVolume(pool: Self.pool, name: Self.volumeName(spec.name)) }
             throw ProtocolError(.unavailable, "libvirt: \(error.message)")
         }
         logger.info("VM created", metadata: ["vm": "\(spec.name)", "vni": "\(vni)"])
@@ -175,6 +191,7 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         let hv = try libvirt()
         let f = try facts(name, hv)
         do { try hv.destroy(name) } catch { throw ProtocolError(.unavailable, "libvirt: \(error.message)") }
+        hv.deleteVolume(pool: Self.pool, name: Self.volumeName(name))
         _ = try? call(options.mesh, "remove_port_request", ["vni": .number(Double(f.vni)), "name": .string(VMSpec.portName(name))])
         publish("vm_destroyed", ["vm": .string(name)])
         return Replies.ok(["vm": .string(name)])
@@ -379,6 +396,8 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         // The network's cut-over: the destination announces the MAC (sequenced), the switch
         // here stops delivering to the old port and forwards late frames to the new host.
         job.blackoutMs = cutOver(job, facts: facts, since: startedWall)
+        // The disk now lives at the destination: the source's copy goes.
+        if o.migration.copyStorage { watcher.deleteVolume(pool: Self.pool, name: Self.volumeName(vm)) }
         job.state = .completed
         save()
         logger.info("migration completed", metadata: ["job": "\(job.id)", "vm": "\(vm)", "to": "\(job.toHost)",
