@@ -288,8 +288,25 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
         return job
     }
 
-    func start(_ job: Journal.Job, _ o: JobOptions, facts: VMFacts) {
-        let t = Thread { [self] in self.run(job, o, facts: facts) }
+    /// The migrations of one whole-VIOLIN request: each waits, once its VM has moved (or
+    /// failed to), until all have, so the network cuts over for the whole VIOLIN at once.
+    final class CutOverGroup: @unchecked Sendable {
+        private let cond = NSCondition()
+        private var waiting: Int
+        init(_ count: Int) { waiting = count }
+        /// Arrives; returns when all have arrived, or after `timeout` seconds.
+        func arriveAndWait(timeout: Double) {
+            cond.lock()
+            defer { cond.unlock() }
+            waiting -= 1
+            if waiting <= 0 { cond.broadcast(); return }
+            let end = Date().addingTimeInterval(timeout)
+            while waiting > 0, cond.wait(until: end) {}
+        }
+    }
+
+    func start(_ job: Journal.Job, _ o: JobOptions, facts: VMFacts, group: CutOverGroup? = nil) {
+        let t = Thread { [self] in self.run(job, o, facts: facts, group: group) }
         t.name = "migrate-\(job.vm)"
         lock.withLock { threads += 1 }
         t.start()
@@ -297,14 +314,24 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
 
     // MARK: - One migration, on its own thread
 
-    func run(_ initial: Journal.Job, _ o: JobOptions, facts: VMFacts) {
+    func run(_ initial: Journal.Job, _ o: JobOptions, facts: VMFacts, group: CutOverGroup? = nil) {
         var job = initial
+        // Every path through here arrives at the group once (a failure early included).
+        var arrived = false
+        func arrive() {
+            guard !arrived else { return }
+            arrived = true
+            group?.arriveAndWait(timeout: o.timeoutS + 30)
+        }
+        defer { arrive() }
         let control = lock.withLock { controls[job.id] } ?? Control()
         defer {
             lock.withLock { busyVMs[job.vm] = nil; controls[job.id] = nil; threads -= 1 }
         }
         slots.wait()
-        defer { slots.signal() }
+        var slotHeld = true
+        func releaseSlot() { if slotHeld { slotHeld = false; slots.signal() } }
+        defer { releaseSlot() }
         func save() { do { try journal.save(job) } catch { logger.error("journal: \(error)") } }
         func fail(_ state: JobState, _ error: String) {
             job.state = state
@@ -380,6 +407,8 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
             }
         }
         let wallMs = Int((DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
+        releaseSlot()                            // the next migration may start while this one waits
+        if outcome.error == nil { arrive() }    // the whole VIOLIN has moved: one cut-over for all
         if let error = outcome.error {
             removeDestinationPort()
             if let aborted { return fail(aborted == "cancelled" ? .cancelled : .failed, aborted) }
@@ -574,7 +603,8 @@ public final class ExecutorNode: RequestHandler, @unchecked Sendable {
                     throw error
                 }
             }
-            for (job, f) in admitted { start(job, o, facts: f) }
+            let group = CutOverGroup(admitted.count)
+            for (job, f) in admitted { start(job, o, facts: f, group: group) }
             return Replies.ok(["jobs": .array(admitted.map { ["job": .string($0.0.id), "vm": .string($0.0.vm)] })])
         case "job_request":
             let id = try text(b, "job")
