@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import VIOLINProtocol
 
 /// The options every service takes on its command line; each overrides the environment
 /// (VIOLIN_<KEY>) and the configuration file (`--config`, YAML).
@@ -114,5 +115,28 @@ public struct ShutdownHook: Service {
     public func run() async throws {
         try? await gracefulShutdown()
         action()
+    }
+}
+
+/// A service's own logic beside its runtime: it answers requests, publishes events through
+/// `publish`, and stops its threads in `stop`.
+public protocol ServiceNode: RequestHandler, Sendable {
+    var publish: (String, JSONValue) -> Void { get set }
+    func stop()
+}
+
+extension ServiceMain {
+    /// Builds the node (a failure exits 1, naming it), wires its events to a runtime, and runs
+    /// both until SIGINT or SIGTERM; `afterStart` runs once the runtime is up.
+    public static func run<Node: ServiceNode>(_ settings: ServiceSettings, logger: Logger, node make: () throws -> Node,
+                                              afterStart: @escaping (Node) throws -> Void) async throws {
+        let node: Node
+        do { node = try make() } catch {
+            FileHandle.standardError.write(Data("violin-\(settings.service): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
+        node.publish = { [weak runtime] name, body in runtime?.publish(name, body) }
+        await run(runtime, also: [ShutdownHook { node.stop() }], afterStart: { try afterStart(node) })
     }
 }

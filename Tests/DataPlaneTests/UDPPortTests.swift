@@ -37,22 +37,43 @@ func frame(dst: MAC, src: MAC, payload: String) -> [UInt8] {
     dst.octets + src.octets + [0x88, 0xB5] + Array(payload.utf8) + [UInt8](repeating: 0, count: 40)
 }
 
+/// A switch (forwarder and controller) in this process, its tunnel on loopback.
+final class LocalSwitch {
+    let tunnel: TunnelSocket
+    let forwarder: Forwarder
+    let controller: SwitchController
+    private var factory = MessageFactory(sender: "test")
+
+    init(vni: UInt32) throws {
+        var lo: UInt32 = 0
+        _ = vn_parse_ipv4("127.0.0.1", &lo)
+        tunnel = try TunnelSocket(bind: PeerAddress(addressBE: lo, port: 0))
+        forwarder = Forwarder(options: .init(vni: vni), tunnel: tunnel)
+        forwarder.start()
+        controller = SwitchController(forwarder: forwarder)
+    }
+
+    func stop() { forwarder.stop() }
+
+    /// A request as the control socket would take it; nil for an unknown type.
+    func handle(_ type: String, _ body: JSONValue) throws(ProtocolError) -> JSONValue? {
+        try controller.handle(factory.request(type, body: body))
+    }
+
+    func call(_ type: String, _ body: JSONValue) throws -> JSONValue {
+        try #require(try handle(type, body))
+    }
+}
+
 @Suite struct UDPPortTests {
     /// Two "QEMU" UDP ports and one peer on a forwarder in this process: flooding, learning,
     /// unicast, VXLAN towards the peer, and the request interface, with no privileges.
     @Test func qemuUDPPortsAndAPeer() throws {
-        var lo: UInt32 = 0
-        _ = vn_parse_ipv4("127.0.0.1", &lo)
-        let tunnel = try TunnelSocket(bind: PeerAddress(addressBE: lo, port: 0))
-        let forwarder = Forwarder(options: .init(vni: 77), tunnel: tunnel)
-        forwarder.start()
-        defer { forwarder.stop() }
-        let controller = SwitchController(forwarder: forwarder)
+        let sw = try LocalSwitch(vni: 77)
+        defer { sw.stop() }
+        let tunnel = sw.tunnel
         let qemu1 = try Endpoint(), qemu2 = try Endpoint(), peer = try Endpoint()
-        var f = MessageFactory(sender: "test")
-        func call(_ type: String, _ body: JSONValue) throws -> JSONValue {
-            try #require(try controller.handle(f.request(type, body: body)))
-        }
+        let call = sw.call
         let p1 = try call("add_port", ["name": "vm1", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu1.address.description)])
         let p2 = try call("add_port", ["name": "vm2", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu2.address.description)])
         _ = try call("set_peers", ["peers": [.string(peer.address.description)]])
@@ -100,7 +121,7 @@ func frame(dst: MAC, src: MAC, payload: String) -> [UInt8] {
                                    ("set_peers", ["peers": "10.0.0.1"], .invalidBody),
                                    ("add_static", ["mac": "ff:ff:ff:ff:ff:ff", "port": "vm1"], .invalidBody),
                                    ("add_static", ["mac": "02:00:00:00:00:09", "port": "nope"], .notFound)] {
-            do { _ = try controller.handle(f.request(type, body: body)); Issue.record("\(type) \(body) accepted") }
+            do { _ = try sw.handle(type, body); Issue.record("\(type) \(body) accepted") }
             catch { #expect(error.code == code, "\(type) \(body): \(error)") }
         }
         let ports = try call("ports", [:])
@@ -135,18 +156,11 @@ func frame(dst: MAC, src: MAC, payload: String) -> [UInt8] {
     /// new host during the grace period (and dropped after it); the port's first and last frame
     /// times are kept for the blackout measurement, and the removal reports them.
     @Test func graceForwardingAfterAMigrationAndFrameTimes() throws {
-        var lo: UInt32 = 0
-        _ = vn_parse_ipv4("127.0.0.1", &lo)
-        let tunnel = try TunnelSocket(bind: PeerAddress(addressBE: lo, port: 0))
-        let forwarder = Forwarder(options: .init(vni: 5), tunnel: tunnel)
-        forwarder.start()
-        defer { forwarder.stop() }
-        let controller = SwitchController(forwarder: forwarder)
+        let sw = try LocalSwitch(vni: 5)
+        defer { sw.stop() }
+        let tunnel = sw.tunnel
         let qemu = try Endpoint(), other = try Endpoint(), newHost = try Endpoint()
-        var f = MessageFactory(sender: "test")
-        func call(_ type: String, _ body: JSONValue) throws -> JSONValue {
-            try #require(try controller.handle(f.request(type, body: body)))
-        }
+        let call = sw.call
         let vm = MAC("02:00:00:00:05:01")!, far = MAC("02:00:00:00:05:02")!
         let p = try call("add_port", ["name": "vm", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu.address.description)])
         let port = try #require(PeerAddress(p["port"]?["local"]?.stringValue ?? ""))
@@ -176,7 +190,7 @@ func frame(dst: MAC, src: MAC, payload: String) -> [UInt8] {
         // A bad forwarding request changes nothing.
         _ = try call("add_port", ["name": "vm2", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu.address.description)])
         do {
-            _ = try controller.handle(f.request("remove_port", body: ["name": "vm2", "mac": "ff:ff:ff:ff:ff:ff", "forward_to": "127.0.0.1:9"]))
+            _ = try sw.handle("remove_port", ["name": "vm2", "mac": "ff:ff:ff:ff:ff:ff", "forward_to": "127.0.0.1:9"])
             Issue.record("a multicast MAC was accepted")
         } catch { #expect(error.code == .invalidBody) }
         if case .array(let list)? = try call("ports", [:])["ports"] { #expect(list.count == 1) }

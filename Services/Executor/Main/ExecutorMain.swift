@@ -37,13 +37,7 @@ struct Main: AsyncParsableCommand {
         eo.memoryMB = Int(r["memory_mb"]) ?? 0
         eo.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
-        let node: ExecutorNode
-        do { node = try ExecutorNode(options: eo, logger: logger) } catch {
-            FileHandle.standardError.write(Data("violin-executor: \(error)\n".utf8))
-            throw ExitCode(1)
-        }
-        let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
-        node.publish = { [weak runtime] name, body in runtime?.publish(name, body) }
-        await ServiceMain.run(runtime, also: [ShutdownHook { node.stop() }], afterStart: { node.recover() })
+        try await ServiceMain.run(settings, logger: logger, node: { try ExecutorNode(options: eo, logger: logger) },
+                                  afterStart: { $0.recover() })
     }
 }

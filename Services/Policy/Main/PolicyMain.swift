@@ -29,13 +29,7 @@ struct Main: AsyncParsableCommand {
         po.busSecurity = settings.busSecurity
         po.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
-        let node: PolicyNode
-        do { node = try PolicyNode(options: po, logger: logger) } catch {
-            FileHandle.standardError.write(Data("violin-policy: \(error)\n".utf8))
-            throw ExitCode(1)
-        }
-        let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
-        node.publish = { [weak runtime] name, body in runtime?.publish(name, body) }
-        await ServiceMain.run(runtime, also: [ShutdownHook { node.stop() }], afterStart: { try node.start() })
+        try await ServiceMain.run(settings, logger: logger, node: { try PolicyNode(options: po, logger: logger) },
+                                  afterStart: { try $0.start() })
     }
 }
