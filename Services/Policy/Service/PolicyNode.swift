@@ -161,11 +161,10 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
     private func execute(_ d: Decision, id: Int64, inv: PolicyStore.Inventory, state: ClusterState) -> String {
         var failures: [String] = []
         for (vm, to) in d.moves {
-            guard let from = state.placement[vm], let executor = inv.endpoints[from]?.executor, !executor.isEmpty else {
+            guard let from = state.placement[vm], !(inv.endpoints[from]?.executor ?? "").isEmpty else {
                 failures.append("\(vm): no executor known for its host")
                 continue
             }
-            _ = executor
             let client = executorClient(from, inv)
             defer { client.close() }
             do {
@@ -258,7 +257,7 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
             var moves: [JSONValue] = []
             for (vm, to) in plan.moves {
                 var outcome = "sent"
-                if let executor = inv.endpoints[id]?.executor, !executor.isEmpty {
+                if !(inv.endpoints[id]?.executor ?? "").isEmpty {
                     let client = executorClient(id, inv)
                     do {
                         _ = try client.call("migrate_request", body: ["vm": .string(vm), "from": .string(id), "to": .string(to),
