@@ -8,8 +8,7 @@ import ZeroMQ
 /// answers the admin requests on `listen` and publishes its own bus.* events through itself.
 @main
 struct Main: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "violin-bus", abstract: "VIOLIN event bus.",
-        discussion: "Its own keys (also VIOLIN_<KEY> or the --config file):\n" + description.serviceKeysHelp)
+    static let configuration = description.command(abstract: "VIOLIN event bus.")
     static let description = ServiceDescription(name: "bus", defaultListen: "tcp://127.0.0.1:7700", extraKeys: [
         ConfigKey("publishers", default: "tcp://127.0.0.1:7710",
                   help: "Endpoint(s) publishers connect to (XSUB side).", validate: Validate.endpoints),

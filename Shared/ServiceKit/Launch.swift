@@ -140,3 +140,12 @@ extension ServiceMain {
         await run(runtime, also: [ShutdownHook { node.stop() }], afterStart: { try afterStart(node) })
     }
 }
+
+extension ServiceDescription {
+    /// The executable's command configuration: `violin-<name>`, its abstract, and its own keys
+    /// listed in `--help`.
+    public func command(abstract: String) -> CommandConfiguration {
+        CommandConfiguration(commandName: "violin-\(name)", abstract: abstract,
+                             discussion: "Its own keys (also VIOLIN_<KEY> or the --config file):\n" + serviceKeysHelp)
+    }
+}

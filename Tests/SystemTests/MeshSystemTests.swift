@@ -101,12 +101,7 @@ import VIOLINProtocol
         // The member timeout is longer than a mesh restart: the peers never drop host 1.
         for h in 1...2 { meshes[h] = try startMesh(lab, h, timeout: 6) }
         #expect(try eventually(timeout: 10) { (1...2).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
-        _ = try call(lab, 1, "add_port", #"{"vni":9,"name":"\#(lab.prefix)p1"}"#)
-        _ = try call(lab, 2, "add_port", #"{"vni":9,"name":"\#(lab.prefix)p2","seed":"\#(endpoint(lab, 1))"}"#)
-        try lab.waitForDevice("\(lab.prefix)p1", in: lab.host(1))
-        try lab.waitForDevice("\(lab.prefix)p2", in: lab.host(2))
-        try lab.makeVM("\(lab.prefix)-vm1", device: "\(lab.prefix)p1", from: lab.host(1), mac: "02:80:00:00:00:01", ipv4: "10.80.0.1/24")
-        try lab.makeVM("\(lab.prefix)-vm2", device: "\(lab.prefix)p2", from: lab.host(2), mac: "02:80:00:00:00:02", ipv4: "10.80.0.2/24")
+        try violinAcrossTwoHosts(lab, vni: 9, ports: "p", vms: (1, 2))
         #expect(try meshIsFull(lab, [1, 2]))
         let pidBefore = try call(lab, 1, "ports", "{}")["violins"].flatMap { v -> Int? in
             if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } }
@@ -125,12 +120,7 @@ import VIOLINProtocol
         #expect(summary.contains("80 packets transmitted, 80 received"), "no ping lost: \(summary)")
 
         // A second VIOLIN on the same hosts, with the same MACs and IPs: it works, and stays apart.
-        _ = try call(lab, 1, "add_port", #"{"vni":10,"name":"\#(lab.prefix)q1"}"#)
-        _ = try call(lab, 2, "add_port", #"{"vni":10,"name":"\#(lab.prefix)q2","seed":"\#(endpoint(lab, 1))"}"#)
-        try lab.waitForDevice("\(lab.prefix)q1", in: lab.host(1))
-        try lab.waitForDevice("\(lab.prefix)q2", in: lab.host(2))
-        try lab.makeVM("\(lab.prefix)-vm3", device: "\(lab.prefix)q1", from: lab.host(1), mac: "02:80:00:00:00:01", ipv4: "10.80.0.1/24")
-        try lab.makeVM("\(lab.prefix)-vm4", device: "\(lab.prefix)q2", from: lab.host(2), mac: "02:80:00:00:00:02", ipv4: "10.80.0.2/24")
+        try violinAcrossTwoHosts(lab, vni: 10, ports: "q", vms: (3, 4))
         #expect(try eventually(timeout: 15) { try sh("ip netns exec \(lab.prefix)-vm3 ping -c 1 -W 1 10.80.0.2").status == 0 })
         let listeners = try ["vm2", "vm4"].map { vm in
             (vm, try lab.spawn(in: "\(lab.prefix)-\(vm)", "/usr/bin/env", ["python3", l2probe, "listen", "eth0", "--duration", "1.5"]))
@@ -210,5 +200,20 @@ enum KeyFilesForTest {
             throw LabError(description: "no public key in \(path)")
         }
         return key
+    }
+}
+
+extension MeshSystemTests {
+    /// VIOLIN `vni` across hosts 1 and 2 of `lab`: a port on each (`<prefix><ports>1`, `...2`;
+    /// host 2 joins through host 1's mesh) and a "VM" namespace behind each (`<prefix>-vm<n>`),
+    /// 10.80.0.1 and 10.80.0.2 with the same MACs in every VIOLIN.
+    func violinAcrossTwoHosts(_ lab: Lab, vni: Int, ports: String, vms: (Int, Int)) throws {
+        let p1 = "\(lab.prefix)\(ports)1", p2 = "\(lab.prefix)\(ports)2"
+        _ = try call(lab, 1, "add_port", #"{"vni":\#(vni),"name":"\#(p1)"}"#)
+        _ = try call(lab, 2, "add_port", #"{"vni":\#(vni),"name":"\#(p2)","seed":"\#(endpoint(lab, 1))"}"#)
+        try lab.waitForDevice(p1, in: lab.host(1))
+        try lab.waitForDevice(p2, in: lab.host(2))
+        try lab.makeVM("\(lab.prefix)-vm\(vms.0)", device: p1, from: lab.host(1), mac: "02:80:00:00:00:01", ipv4: "10.80.0.1/24")
+        try lab.makeVM("\(lab.prefix)-vm\(vms.1)", device: p2, from: lab.host(2), mac: "02:80:00:00:00:02", ipv4: "10.80.0.2/24")
     }
 }

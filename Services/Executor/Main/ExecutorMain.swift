@@ -6,9 +6,7 @@ import ServiceKit
 /// violin-executor: VMs and their live migration on one host (PROTOCOL.md §8.5).
 @main
 struct Main: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "violin-executor", abstract: "VIOLIN migration executor (one per host).",
-        discussion: "Its own keys (also VIOLIN_<KEY> or the --config file):\n" + description.serviceKeysHelp)
+    static let configuration = description.command(abstract: "VIOLIN migration executor (one per host).")
     static let description = ServiceDescription(name: "executor", defaultListen: "tcp://127.0.0.1:7704", extraKeys: [
         ConfigKey("host_id", default: "", help: "This host's id (default: the hostname)."),
         ConfigKey("libvirt_uri", default: "qemu:///system", help: "The host's libvirt."),

@@ -543,6 +543,11 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         return s
     }
 
+    /// A journal read; a database failure is an internal error, not "no such job".
+    func journalRead<T>(_ body: () throws -> T) throws(ProtocolError) -> T {
+        do { return try body() } catch { throw ProtocolError(.internalError, "journal: \(error)") }
+    }
+
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
         let b = request.body
         switch request.header.msgType {
@@ -608,16 +613,16 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
             return Replies.ok(["jobs": .array(admitted.map { ["job": .string($0.0.id), "vm": .string($0.0.vm)] })])
         case "job_request":
             let id = try text(b, "job")
-            guard let j = try? journal.job(id) else { throw ProtocolError(.notFound, "no job \(id)") }
+            guard let j = try journalRead({ try journal.job(id) }) else { throw ProtocolError(.notFound, "no job \(id)") }
             return Replies.ok(Self.json(j).objectValue!)
         case "jobs_request":
             let limit = b["limit"]?.intValue ?? 50
             guard (1...10_000).contains(limit) else { throw ProtocolError(.invalidBody, "limit must be 1..10000") }
-            let jobs = (try? journal.recent(limit: limit)) ?? []
+            let jobs = try journalRead { try journal.recent(limit: limit) }
             return Replies.ok(["jobs": .array(jobs.map(Self.json))])
         case "cancel_request":
             let id = try text(b, "job")
-            guard let j = try? journal.job(id) else { throw ProtocolError(.notFound, "no job \(id)") }
+            guard let j = try journalRead({ try journal.job(id) }) else { throw ProtocolError(.notFound, "no job \(id)") }
             guard let control = lock.withLock({ controls[id] }) else {
                 throw ProtocolError(.conflict, "job \(id) is \(j.state.rawValue): nothing to cancel")
             }

@@ -7,9 +7,7 @@ import ServiceLifecycle
 /// violin-mesh: the switch control plane of one host (PROTOCOL.md §8.2).
 @main
 struct Main: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "violin-mesh", abstract: "VIOLIN switch control plane (one per host).",
-        discussion: "Its own keys (also VIOLIN_<KEY> or the --config file):\n" + description.serviceKeysHelp)
+    static let configuration = description.command(abstract: "VIOLIN switch control plane (one per host).")
     static let description = ServiceDescription(name: "mesh", defaultListen: "tcp://127.0.0.1:7701", extraKeys: [
         ConfigKey("advertise", default: "", help: "Our mesh endpoint as other hosts reach it (default: the first listen endpoint)."),
         ConfigKey("host_address", default: "127.0.0.1", help: "This host's underlay IPv4 address: where its switches' tunnels listen.",
@@ -35,10 +33,8 @@ struct Main: AsyncParsableCommand {
         mo.timeout = r.double("member_timeout")
         mo.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
-        let node = MeshNode(options: mo, logger: logger)
-        let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
-        node.emit = { [weak runtime] name, body in runtime?.publish(name, body) }
-        await ServiceMain.run(runtime, also: [ShutdownHook { node.stop() }], afterStart: { node.start() })
+        try await ServiceMain.run(settings, logger: logger, node: { MeshNode(options: mo, logger: logger) },
+                                  afterStart: { $0.start() })
     }
 }
 

@@ -11,7 +11,7 @@ import ZeroMQ
 /// Threads: requests are answered on the service's loop thread (joins contact the seed and the
 /// members from there); a heartbeat thread checks the members, the switches' processes and the
 /// peer sets. Each thread has its own sockets; the shared state is behind one lock.
-public final class MeshNode: RequestHandler, @unchecked Sendable {
+public final class MeshNode: ServiceNode, @unchecked Sendable {
     public struct Options: Sendable {
         public var me: String                 // our mesh endpoint, as other hosts reach it
         public var hostAddress: String        // our underlay IPv4 address, for the tunnels
@@ -47,7 +47,7 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
     private var stopping = false
     private let context = ZMQContext()
     private let worker = WorkerThread()
-    public var emit: (String, JSONValue) -> Void = { _, _ in }
+    public var publish: (String, JSONValue) -> Void = { _, _ in }
 
     public init(options: Options, logger: Logger) {
         self.options = options
@@ -76,7 +76,7 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
                 }
                 if p.pid > 0, kill(p.pid, 0) == 0, switchAnswers(vni) {
                     logger.info("adopted switch", metadata: ["vni": "\(vni)", "pid": "\(p.pid)"])
-                    emit("switch_adopted", ["vni": .number(Double(vni)), "pid": .number(Double(p.pid)), "tunnel": .string(p.tunnel)])
+                    publish("switch_adopted", ["vni": .number(Double(vni)), "pid": .number(Double(p.pid)), "tunnel": .string(p.tunnel)])
                 } else {
                     startSwitch(vni)
                 }
@@ -143,7 +143,7 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
             children[vni] = process
             presence[vni]?.pid = process.processIdentifier
         }
-        emit("switch_started", ["vni": .number(Double(vni)), "pid": .number(Double(process.processIdentifier)), "tunnel": .string(p.tunnel)])
+        publish("switch_started", ["vni": .number(Double(vni)), "pid": .number(Double(process.processIdentifier)), "tunnel": .string(p.tunnel)])
         // Wait for its control socket, then hand it its ports and peers.
         let deadline = monotonicMillis() + 5000
         while !switchAnswers(vni) && monotonicMillis() < deadline {}
@@ -162,7 +162,7 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
             restartAt[vni] = Self.now() + b
             return true
         }
-        emit("switch_exited", ["vni": .number(Double(vni)), "status": .number(Double(process.terminationStatus))])
+        publish("switch_exited", ["vni": .number(Double(vni)), "status": .number(Double(process.terminationStatus))])
         if restart { worker.waker.wake() }
     }
 
@@ -208,9 +208,9 @@ public final class MeshNode: RequestHandler, @unchecked Sendable {
     private func announce(_ change: MembershipChange?) {
         guard let change else { return }
         switch change {
-        case .joined(let vni, let member): emit("member_joined", ["vni": .number(Double(vni)), "member": .string(member)])
+        case .joined(let vni, let member): publish("member_joined", ["vni": .number(Double(vni)), "member": .string(member)])
         case .left(let vni, let member, let reason):
-            emit("member_left", ["vni": .number(Double(vni)), "member": .string(member), "reason": .string(reason)])
+            publish("member_left", ["vni": .number(Double(vni)), "member": .string(member), "reason": .string(reason)])
         }
     }
 

@@ -6,9 +6,7 @@ import ServiceKit
 /// violin-policy: the adaptation manager (PROTOCOL.md §8.4).
 @main
 struct Main: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "violin-policy", abstract: "VIOLIN adaptation manager (one per infrastructure).",
-        discussion: "Its own keys (also VIOLIN_<KEY> or the --config file):\n" + description.serviceKeysHelp)
+    static let configuration = description.command(abstract: "VIOLIN adaptation manager (one per infrastructure).")
     static let description = ServiceDescription(name: "policy", defaultListen: "tcp://127.0.0.1:7703", extraKeys: [
         ConfigKey("database", default: "violin-policy.sqlite", help: "SQLite file of the inventory and the decision ledger."),
         ConfigKey("subscribe", default: "tcp://127.0.0.1:7711", help: "The bus's subscriber endpoint (samples), or 'none'."),
