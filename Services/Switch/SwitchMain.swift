@@ -30,6 +30,8 @@ struct Main: AsyncParsableCommand {
     @Option(help: "Seconds an idle MAC entry lives.") var ageing = 300.0
     @Option(help: "Frames per batch.") var batch = 64
     @Option(help: "Microseconds to keep polling after traffic before sleeping (0: never spin).") var spinUs = 0
+    @Option(help: "Scheduling policy of the forwarding thread: batch (SCHED_BATCH, fewer preemptions and wake-up IPIs) or normal.")
+    var sched = "batch"
     @Flag(help: "Turn off the offloads (TAP TSO with virtio_net_hdr, UDP GSO and GRO with coalescing).")
     var noOffload = false
     @OptionGroup var options: ServiceOptions
@@ -39,6 +41,7 @@ struct Main: AsyncParsableCommand {
         guard PeerAddress(tunnel, allowAnyPort: true) != nil else { throw ValidationError("--tunnel must be a.b.c.d:port") }
         for p in peer where PeerAddress(p) == nil { throw ValidationError("--peer \(p) must be a.b.c.d[:port]") }
         guard (68...65_535).contains(mtu) else { throw ValidationError("--mtu must be 68-65535") }
+        guard sched == "batch" || sched == "normal" else { throw ValidationError("--sched must be batch or normal") }
         guard maxMacs > 0, ageing > 0, (1...1024).contains(batch) else {
             throw ValidationError("--max-macs, --ageing must be positive and --batch 1-1024")
         }
@@ -61,6 +64,7 @@ struct Main: AsyncParsableCommand {
         fo.ageingMs = UInt64(ageing * 1000)
         fo.offload = !noOffload
         fo.spinMicros = max(0, spinUs)
+        fo.batchScheduling = sched == "batch"
         let forwarder = Forwarder(options: fo, tunnel: socket)
         let controller = SwitchController(forwarder: forwarder, defaultMTU: mtu)
         do {

@@ -358,3 +358,45 @@ int vn_udp_send(int fd, const uint8_t *data, size_t len, uint32_t addr_be, uint1
         if (errno != EINTR) return -errno;
     }
 }
+
+#include <sys/epoll.h>
+
+int vn_epoll_new(void) {
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int vn_epoll_add(int ep, int fd, uint32_t tag) {
+    struct epoll_event e;
+    memset(&e, 0, sizeof e);
+    e.events = EPOLLIN;
+    e.data.u64 = tag;
+    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) < 0 ? -errno : 0;
+}
+
+int vn_epoll_del(int ep, int fd) {
+    struct epoll_event e;
+    memset(&e, 0, sizeof e);
+    return epoll_ctl(ep, EPOLL_CTL_DEL, fd, &e) < 0 ? -errno : 0;
+}
+
+int vn_epoll_wait(int ep, uint32_t *tags, int max, int timeout_ms) {
+    if (max <= 0 || max > 256) return -EINVAL;
+    struct epoll_event ev[max];
+    for (;;) {
+        int n = epoll_wait(ep, ev, max, timeout_ms);
+        if (n >= 0) {
+            for (int i = 0; i < n; i++) tags[i] = (uint32_t)ev[i].data.u64;
+            return n;
+        }
+        if (errno != EINTR) return -errno;
+    }
+}
+
+#include <sched.h>
+
+int vn_thread_sched_batch(void) {
+    struct sched_param p;
+    memset(&p, 0, sizeof p);
+    return sched_setscheduler(0, SCHED_BATCH, &p) < 0 ? -errno : 0;
+}

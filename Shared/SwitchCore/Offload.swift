@@ -74,6 +74,8 @@ public struct VirtioNetHeader: Equatable, Sendable {
     public static let needsChecksum: UInt8 = 1
     public static let gsoNone: UInt8 = 0
     public static let gsoTCPv4: UInt8 = 1
+    /// UDP segmentation (USO): the kernel cuts the frame into datagrams of `gsoSize` octets.
+    public static let gsoUDPL4: UInt8 = 5
 
     public var flags: UInt8 = 0
     public var gsoType: UInt8 = 0
@@ -236,6 +238,7 @@ public struct Coalescer {
     private var mss = 0
     private var nextSeq: UInt32 = 0
     private var closed = false      // a short segment ends the train
+    private var udp = false         // the open train is of UDP datagrams
 
     public init() {
         header = UnsafeMutableRawPointer.allocate(byteCount: Self.headerCapacity, alignment: 64)
@@ -255,7 +258,56 @@ public struct Coalescer {
     /// False when `f` cannot be merged (the caller flushes and delivers it itself).
     @inline(__always)
     public mutating func offer(_ f: UnsafeRawPointer, length n: Int, target: Int) -> Bool {
-        guard let t = Offload.TCPv4(f, length: n) else { return false }
+        if let t = Offload.TCPv4(f, length: n) {
+            return !udp || segments == 0 ? offerTCP(f, n, t, target) : false
+        }
+        return udp || segments == 0 ? offerUDP(f, n, target) : false
+    }
+
+    /// The most datagrams one USO frame may carry (the kernel's UDP_MAX_SEGMENTS).
+    public static let maxUDPSegments = 128
+    private static let udpHeaders = Ethernet.headerLength + 20 + 8
+
+    /// Consecutive datagrams of one UDP flow (IPv4 without options, not fragmented, equal
+    /// sizes but the last) merged into one frame the TAP's kernel side segments again (USO):
+    /// one write and one wake-up of the receiver for a whole train of small packets.
+    @inline(__always)
+    private mutating func offerUDP(_ f: UnsafeRawPointer, _ n: Int, _ target: Int) -> Bool {
+        let h = Self.udpHeaders
+        guard n > h, be16(f, 12) == 0x0800, f.load(fromByteOffset: 14, as: UInt8.self) == 0x45,
+              f.load(fromByteOffset: 23, as: UInt8.self) == 17, be16(f, 20) & 0x3FFF == 0,
+              Int(be16(f, 16)) + 14 == n, Int(be16(f, 38)) + 34 == n else { return false }
+        let payload = n - h
+        let frame = header + VirtioNetHeader.length
+        if segments == 0 {
+            frame.copyMemory(from: f, byteCount: h)
+            self.target = target
+            udp = true
+            length = n
+            mss = payload
+            segments = 1
+            closed = false
+            pieces[1] = (f + h).assumingMemoryBound(to: UInt8.self)
+            pieceLengths[1] = payload
+            return true
+        }
+        guard !closed, target == self.target, segments < Self.maxUDPSegments, payload <= mss,
+              length - 14 + payload <= 65_535,
+              memcmpEqual(f, frame, 14),                                          // Ethernet
+              f.load(fromByteOffset: 15, as: UInt8.self) == frame.load(fromByteOffset: 15, as: UInt8.self), // TOS
+              memcmpEqual(f + 20, frame + 20, 4),                                 // flags, TTL, protocol
+              memcmpEqual(f + 26, frame + 26, 12)                                 // addresses, ports
+        else { return false }
+        segments += 1
+        pieces[segments] = (f + h).assumingMemoryBound(to: UInt8.self)
+        pieceLengths[segments] = payload
+        length += payload
+        if payload < mss { closed = true }
+        return true
+    }
+
+    @inline(__always)
+    private mutating func offerTCP(_ f: UnsafeRawPointer, _ n: Int, _ t: Offload.TCPv4, _ target: Int) -> Bool {
         let payload = n - t.headersLength
         let flags = f.load(fromByteOffset: t.tcpOffset + 13, as: UInt8.self)
         // Only plain data segments: ACK, optionally PSH; nothing else.
@@ -300,6 +352,7 @@ public struct Coalescer {
     /// Finishes the open train: headers fixed, checksum left partial for the kernel. Returns how
     /// many pieces to write (`pieces`, `pieceLengths`) and the target, then resets.
     public mutating func finish() -> (pieces: Int, target: Int)? {
+        if udp && segments > 0 { return finishUDP() }
         guard segments > 0, let t = layout else { return nil }
         defer { segments = 0; target = -1; layout = nil; closed = false }
         let frame = header + VirtioNetHeader.length
@@ -317,6 +370,28 @@ public struct Coalescer {
         vh.write(to: header)
         pieces[0] = UnsafePointer(header.assumingMemoryBound(to: UInt8.self))
         pieceLengths[0] = VirtioNetHeader.length + t.headersLength
+        return (segments + 1, target)
+    }
+
+    private mutating func finishUDP() -> (pieces: Int, target: Int) {
+        defer { segments = 0; target = -1; udp = false; closed = false }
+        let h = Self.udpHeaders
+        let frame = header + VirtioNetHeader.length
+        put16(frame, 16, UInt16(length - 14))
+        put16(frame, 24, 0)
+        Checksum.store(Checksum.add(frame + 14, 20), at: frame + 24)
+        put16(frame, 38, UInt16(length - 34))
+        // NEEDS_CSUM, as for TCP: the pseudo-header sum over the whole length; the kernel's
+        // segmentation swaps in each datagram's length.
+        frame.storeBytes(of: Checksum.fold(Checksum.pseudoIPv4(frame + 14, protocol: 17, length: length - 34)),
+                         toByteOffset: 40, as: UInt16.self)
+        let vh = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum,
+                                 gsoType: segments > 1 ? VirtioNetHeader.gsoUDPL4 : VirtioNetHeader.gsoNone,
+                                 headerLength: UInt16(h), gsoSize: segments > 1 ? UInt16(mss) : 0,
+                                 checksumStart: 34, checksumOffset: 6)
+        vh.write(to: header)
+        pieces[0] = UnsafePointer(header.assumingMemoryBound(to: UInt8.self))
+        pieceLengths[0] = VirtioNetHeader.length + h
         return (segments + 1, target)
     }
 

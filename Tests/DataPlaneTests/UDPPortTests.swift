@@ -195,6 +195,35 @@ final class LocalSwitch {
         } catch { #expect(error.code == .invalidBody) }
         if case .array(let list)? = try call("ports", [:])["ports"] { #expect(list.count == 1) }
     }
+
+    /// A TAP deleted from outside while the switch holds it (its namespace went away, say):
+    /// the port is counted as failed and no longer read, and the loop goes back to sleeping
+    /// instead of spinning on the error the dead descriptor keeps reporting.
+    @Test func aDeletedTAPIsDroppedNotSpunOn() throws {
+        let sw = try LocalSwitch(vni: 9)
+        defer { sw.stop() }
+        let name = "vdead\(getpid() % 100_000)"
+        _ = try sw.controller.addTAP(name)
+        let del = Process()
+        del.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        del.arguments = ["link", "del", name]
+        try del.run()
+        del.waitUntilExit()
+        #expect(del.terminationStatus == 0)
+        let deadline = Date().addingTimeInterval(5)
+        var stats = sw.forwarder.statistics()
+        while stats?.portFailures != 1 && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.02)
+            stats = sw.forwarder.statistics()
+        }
+        let failed = try #require(stats)
+        #expect(failed.portFailures == 1)
+        // Measured over half a second: an idle switch wakes a few times (its sweep timer, these
+        // requests); one spinning on the dead descriptor would go round hundreds of thousands.
+        Thread.sleep(forTimeInterval: 0.5)
+        let later = try #require(sw.forwarder.statistics())
+        #expect(later.batches - failed.batches < 20, "\(later.batches - failed.batches) wake-ups in 0.5 s")
+    }
 }
 
 func wallClock() -> Double { Date().timeIntervalSince1970 * 1000 }
@@ -206,4 +235,5 @@ func eventually(timeoutMs: Int, _ condition: () -> Bool) -> Bool {
         if condition() { return true }
     }
     return false
+
 }

@@ -33,7 +33,92 @@ func tcpFrame(payload: Int, seq: UInt32 = 1000, flags: UInt8 = 0x18, srcPort: UI
     return f
 }
 
+/// A UDPv4 frame (no IP options) with `payload` octets of pattern data and a full checksum.
+func udpFrame(payload: Int, srcPort: UInt16 = 5001, ipFlags: UInt8 = 0x40, seed: UInt8 = 3) -> [UInt8] {
+    var f: [UInt8] = [0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]
+    let total = 20 + 8 + payload
+    f += [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), seed, 0x34, ipFlags, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]
+    f += [UInt8(srcPort >> 8), UInt8(srcPort & 0xFF), 0x13, 0x89, UInt8((8 + payload) >> 8), UInt8((8 + payload) & 0xFF), 0, 0]
+    f += (0..<payload).map { UInt8(truncatingIfNeeded: $0 &* 5 &+ Int(seed)) }
+    let ip = naiveChecksum(Array(f[14..<34]))
+    f[24] = UInt8(ip >> 8); f[25] = UInt8(ip & 0xFF)
+    let udp = Array(f[34...])
+    let c = naiveChecksum(Array(f[26..<34]) + [0, 17, UInt8(udp.count >> 8), UInt8(udp.count & 0xFF)] + udp)
+    f[40] = UInt8(c >> 8); f[41] = UInt8(c & 0xFF)
+    return f
+}
+
+func udpChecksumIsValid(_ f: [UInt8]) -> Bool {
+    let udp = Array(f[34...])
+    return naiveChecksum(Array(f[26..<34]) + [0, 17, UInt8(udp.count >> 8), UInt8(udp.count & 0xFF)] + udp) == 0
+}
+
 @Suite struct OffloadTests {
+    /// Datagrams of one flow merged into one USO frame; the kernel's segmentation (done here the
+    /// way __udp_gso_segment does it) gives back every datagram with a valid checksum.
+    @Test func udpDatagramsMergeIntoOneUSOFrame() throws {
+        let sizes = Array(repeating: 64, count: 9) + [40]
+        let frames = sizes.enumerated().map { udpFrame(payload: $1, seed: UInt8($0)) }
+        var c = Coalescer()
+        defer { c.deallocate() }
+        for (k, f) in frames.enumerated() {
+            #expect(f.withUnsafeBytes { c.offer($0.baseAddress!, length: $0.count, target: 2) }, "datagram \(k) merges")
+        }
+        let finished = c.finish()
+        let (pieces, target) = try #require(finished)
+        #expect(target == 2 && pieces == frames.count + 1)
+        var merged = c.gathered(pieces)
+        let vh = merged.withUnsafeBytes { VirtioNetHeader($0.baseAddress!) }
+        #expect(vh == VirtioNetHeader(flags: 1, gsoType: VirtioNetHeader.gsoUDPL4, headerLength: 42, gsoSize: 64,
+                                      checksumStart: 34, checksumOffset: 6))
+        merged.removeFirst(VirtioNetHeader.length)
+        #expect(merged.count == 42 + sizes.reduce(0, +))
+        #expect(Int(merged[16]) << 8 | Int(merged[17]) == merged.count - 14 && ipChecksumIsValid(merged))
+        #expect(Int(merged[38]) << 8 | Int(merged[39]) == merged.count - 34)
+        // Segment again: each datagram's header with its own length, the checksum adjusted for it.
+        var offset = 42
+        for (k, size) in sizes.enumerated() {
+            var seg = Array(merged[0..<42]) + Array(merged[offset..<(offset + size)])
+            offset += size
+            seg[16] = UInt8((seg.count - 14) >> 8); seg[17] = UInt8((seg.count - 14) & 0xFF)
+            seg[38] = UInt8((8 + size) >> 8); seg[39] = UInt8((8 + size) & 0xFF)
+            let partial = seg.withUnsafeBytes { Checksum.fold(Checksum.pseudoIPv4($0.baseAddress! + 14, protocol: 17, length: 8 + size)) }
+            withUnsafeBytes(of: partial) { seg[40] = $0[0]; seg[41] = $0[1] }
+            let done = seg.withUnsafeMutableBytes { Offload.completeChecksum($0.baseAddress!, length: $0.count, start: 34, offset: 6) }
+            #expect(done && udpChecksumIsValid(seg), "datagram \(k)")
+            #expect(Array(seg[42...]) == Array(frames[k][42...]), "payload of datagram \(k)")
+        }
+        let again = c.finish()
+        #expect(again == nil)
+    }
+
+    @Test func udpTrainsRefuseWhatTheyMustNotMerge() {
+        var c = Coalescer()
+        defer { c.deallocate() }
+        func offer(_ f: [UInt8], _ target: Int = 0) -> Bool { f.withUnsafeBytes { c.offer($0.baseAddress!, length: $0.count, target: target) } }
+        #expect(offer(udpFrame(payload: 100)))
+        #expect(!offer(udpFrame(payload: 100, srcPort: 7)), "another flow")
+        #expect(!offer(udpFrame(payload: 100), 1), "another port")
+        #expect(!offer(udpFrame(payload: 101)), "larger than the first")
+        #expect(!offer(tcpFrame(payload: 100, seq: 0, flags: 0x10)), "a TCP segment into a UDP train")
+        #expect(!offer(udpFrame(payload: 100, ipFlags: 0x20)), "a fragment")
+        #expect(offer(udpFrame(payload: 30)), "a short datagram ends the train")
+        #expect(!offer(udpFrame(payload: 30)), "nothing after a short one")
+        _ = c.finish()
+        var options = udpFrame(payload: 100)
+        options[14] = 0x46
+        #expect(!offer(options), "IP options")
+        var lying = udpFrame(payload: 100)
+        lying[39] &+= 1
+        #expect(!offer(lying), "a UDP length that does not match")
+        #expect(offer(udpFrame(payload: 8)))
+        for _ in 1..<Coalescer.maxUDPSegments { #expect(offer(udpFrame(payload: 8))) }
+        #expect(!offer(udpFrame(payload: 8)), "at most the kernel's UDP_MAX_SEGMENTS")
+        _ = c.finish()
+        #expect(offer(tcpFrame(payload: 100, seq: 0, flags: 0x10)))
+        #expect(!offer(udpFrame(payload: 100)), "a UDP datagram into a TCP train")
+    }
+
     @Test func checksumMatchesRFC1071() {
         var rng = SplitMix(seed: 9)
         for len in [0, 1, 2, 3, 7, 8, 9, 15, 20, 1499, 1500, 9001] {

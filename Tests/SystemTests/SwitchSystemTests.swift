@@ -170,4 +170,66 @@ func switchStats(_ control: String) throws -> JSONValue {
         let stats = try switchStats(control)
         #expect((stats["drops"]?["unknown_peer"]?.intValue ?? -1) == 0, "the kernel's varying source ports are accepted")
     }
+    /// Bursts of small datagrams of one flow (and some shorter ones among them) between two
+    /// switches: every datagram arrives intact, and the receiving switch merged trains of them
+    /// into single USO writes to its TAP.
+    @Test func smallDatagramsArriveIntactThroughMergedWrites() throws {
+        let lab = try Lab("uso", subnet: "172.31.82")
+        defer { lab.teardown() }
+        var controls: [String] = []
+        for h in 1...2 {
+            try lab.addHost(h)
+            let control = lab.scratch.ipc("sw\(h)")
+            controls.append(control)
+            try lab.spawn(in: lab.host(h), "violin-switch", ["--vni", "77", "--tunnel", "\(lab.hostIP(h)):4789",
+                                                             "--peer", "\(lab.hostIP(3 - h)):4789", "--tap", "\(lab.prefix)t\(h)",
+                                                             "--listen", control, "--bus", "none"])
+        }
+        for h in 1...2 {
+            try lab.waitForDevice("\(lab.prefix)t\(h)", in: lab.host(h))
+            try lab.makeVM("\(lab.prefix)-vm\(h)", device: "\(lab.prefix)t\(h)", from: lab.host(h),
+                           mac: "02:82:00:00:00:0\(h)", ipv4: "10.82.0.\(h)/24")
+        }
+        let pattern = "def body(q):\n n = 40 if q % 100 == 99 else 64\n return q.to_bytes(4, 'big') + bytes((q * 7 + i) & 255 for i in range(n - 4))\n"
+        let receiver = try lab.spawn(in: "\(lab.prefix)-vm2", "/usr/bin/python3", ["-c", pattern + """
+            import socket, json
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)
+            s.bind(('10.82.0.2', 9999))
+            print('ready', flush=True)
+            s.settimeout(20)
+            seen, bad = set(), 0
+            while True:
+                try:
+                    d = s.recv(2048)
+                except socket.timeout:
+                    break
+                s.settimeout(2)
+                q = int.from_bytes(d[:4], 'big')
+                if d == body(q): seen.add(q)
+                else: bad += 1
+            print(json.dumps({'received': len(seen), 'bad': bad}), flush=True)
+            """])
+        #expect(receiver.waitForLine(timeout: 20) { $0 == "ready" } != nil, "receiver up")
+        _ = try sh("ip netns exec \(lab.prefix)-vm1 ping -c 1 -W 2 10.82.0.2", timeout: 10)   // ARP, learning
+        let total = 20_000
+        let sender = try sh("ip netns exec \(lab.prefix)-vm1 python3 -c \"\(pattern)\("""
+            import socket, time
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)
+            for q in range(\(total)):
+                s.sendto(body(q), ('10.82.0.2', 9999))
+                if q % 200 == 199: time.sleep(0.002)
+            """)\"", timeout: 120)
+        #expect(sender.status == 0, "sender: \(sender.err)")
+        let line = receiver.waitForLine(timeout: 40) { $0.hasPrefix("{") }
+        let result = try JSONText.parse(Array((line ?? "{}").utf8))
+        let received = result["received"]?.intValue ?? 0
+        #expect(result["bad"]?.intValue == 0, "no datagram altered: \(line ?? "no result")")
+        #expect(received >= total * 9 / 10, "received \(received) of \(total)")
+        let stats = try switchStats(controls[1])
+        let merged = stats["frames"]?["merged"]?.intValue ?? 0
+        #expect(merged > 0, "the receiving switch merged datagrams: \(stats["frames"] ?? .null)")
+        #expect((stats["drops"]?["malformed"]?.intValue ?? -1) == 0)
+    }
 }

@@ -64,4 +64,15 @@ int vn_udp_send_batch(int fd, vn_batch *b, int count, int timeout_ms);
 int vn_udp_send(int fd, const uint8_t *data, size_t len, uint32_t addr_be, uint16_t port);
 /* connect a UDP socket to addr:port, so plain read/write work on it (QEMU udp ports). */
 int vn_udp_connect(int fd, uint32_t addr_be, uint16_t port);
+/* An epoll set whose entries carry a caller's tag: the forwarding loop waits on it instead of
+ * poll(), so a wake-up does not re-register every descriptor. -errno on failure. */
+int vn_epoll_new(void);
+int vn_epoll_add(int ep, int fd, uint32_t tag);
+int vn_epoll_del(int ep, int fd);
+/* Waits up to timeout_ms; writes the tags of up to `max` (<= 256) ready entries. Count or -errno. */
+int vn_epoll_wait(int ep, uint32_t *tags, int max, int timeout_ms);
+/* Puts the calling thread under SCHED_BATCH: a thread it wakes (the receiver of a frame it
+ * writes) does not preempt it mid-batch, and its own wake-ups do not preempt the thread that
+ * woke it. 0 or -errno. */
+int vn_thread_sched_batch(void);
 #endif
