@@ -85,8 +85,9 @@ public final class Forwarder: @unchecked Sendable {
         /// After traffic, keep polling without sleeping for this long: a reply that comes back
         /// within it is picked up without a thread wake-up (latency), at the price of CPU.
         public var spinMicros = 0
-        /// Run the forwarding thread under SCHED_BATCH (see `vn_thread_sched_batch`): measured
-        /// here to cut the round-trip time and the preemptions after every TAP write.
+        /// Run the forwarding thread under SCHED_BATCH (see `vn_thread_sched_batch`). Measured
+        /// here (overlay-bench, 3 rounds each way): TCP 10 % faster, small packets per second
+        /// 20 % fewer (the receiving application gets less CPU), round trips alike.
         public var batchScheduling = true
         public init(vni: UInt32) { self.vni = vni }
     }

@@ -71,8 +71,7 @@ int vn_epoll_add(int ep, int fd, uint32_t tag);
 int vn_epoll_del(int ep, int fd);
 /* Waits up to timeout_ms; writes the tags of up to `max` (<= 256) ready entries. Count or -errno. */
 int vn_epoll_wait(int ep, uint32_t *tags, int max, int timeout_ms);
-/* Puts the calling thread under SCHED_BATCH: a thread it wakes (the receiver of a frame it
- * writes) does not preempt it mid-batch, and its own wake-ups do not preempt the thread that
- * woke it. 0 or -errno. */
+/* Puts the calling thread under SCHED_BATCH (throughput work to the scheduler: its wake-ups
+ * do not preempt the running thread). 0 or -errno. */
 int vn_thread_sched_batch(void);
 #endif
