@@ -387,7 +387,7 @@ public final class Forwarder: @unchecked Sendable {
         }
     }
 
-    /// A port's descriptor gave an error other than "nothing to read": stop watching it.
+    /// A TAP whose device went away: stop watching its descriptor.
     private func portFailed(_ index: Int) {
         let port = current.ports[index]
         failedPorts.insert(port.id)
@@ -432,7 +432,9 @@ public final class Forwarder: @unchecked Sendable {
             let readAt = slot + (headerRoom - (port.vnet ? VirtioNetHeader.length : 0))
             let got = Int(vn_read(port.fd, readAt.assumingMemoryBound(to: UInt8.self), slotSize - headerRoom))
             if got <= 0 {
-                if got < 0 && got != -Int(EAGAIN) && got != -Int(EINTR) { portFailed(index) }
+                // A TAP whose device is gone answers EBADFD (or EIO) for good. Anything else is
+                // passing: a QEMU UDP port reports ECONNREFUSED once while QEMU is not there yet.
+                if port.kind == .tap && (got == -Int(EBADFD) || got == -Int(EIO)) { portFailed(index) }
                 break
             }
             let frame = slot + headerRoom

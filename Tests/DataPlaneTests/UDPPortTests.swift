@@ -9,10 +9,10 @@ import VIOLINProtocol
 final class Endpoint {
     let fd: Int32
     let address: PeerAddress
-    init() throws {
+    init(port: UInt16 = 0) throws {
         var lo: UInt32 = 0
         _ = vn_parse_ipv4("127.0.0.1", &lo)
-        fd = vn_udp_open(lo, 0, 1 << 20)
+        fd = vn_udp_open(lo, port, 1 << 20)
         guard fd >= 0 else { throw LabError("udp open") }
         address = PeerAddress(addressBE: lo, port: UInt16(vn_udp_local_port(fd)))
     }
@@ -194,6 +194,30 @@ final class LocalSwitch {
             Issue.record("a multicast MAC was accepted")
         } catch { #expect(error.code == .invalidBody) }
         if case .array(let list)? = try call("ports", [:])["ports"] { #expect(list.count == 1) }
+    }
+
+    /// A QEMU UDP port whose QEMU is not there yet: the switch's sends to it come back as
+    /// ECONNREFUSED on the port's socket. That is passing — once QEMU is up, its frames flow.
+    @Test func aQEMUPortWorksOnceQEMUIsThere() throws {
+        let sw = try LocalSwitch(vni: 78)
+        defer { sw.stop() }
+        let peer = try Endpoint()
+        let qemuPort = try Endpoint().address.port      // a free port, closed again at once
+        let p = try sw.call("add_port", ["name": "vm1", "kind": "udp", "local": "127.0.0.1:0",
+                                         "remote": .string("127.0.0.1:\(qemuPort)")])
+        _ = try sw.call("set_peers", ["peers": [.string(peer.address.description)]])
+        let port = try #require(PeerAddress(p["port"]?["local"]?.stringValue ?? ""))
+        let m1 = MAC("02:00:00:00:02:01")!, m2 = MAC("02:00:00:00:02:02")!
+        // Flooded towards the absent QEMU twice: the kernel answers with port unreachable.
+        for _ in 0..<2 {
+            peer.send([0x08, 0, 0, 0, 0, 0, 78, 0] + frame(dst: .broadcast, src: m2, payload: "anyone"), to: sw.tunnel.local)
+        }
+        #expect(eventually(timeoutMs: 3000) { (sw.forwarder.statistics()?.framesToPorts ?? 0) >= 1 })
+        let qemu = try Endpoint(port: qemuPort)
+        qemu.send(frame(dst: m2, src: m1, payload: "up now"), to: port)
+        let atPeer = try #require(peer.receive())
+        #expect(Array(atPeer.dropFirst(8).prefix(12)) == m2.octets + m1.octets)
+        #expect(sw.forwarder.statistics()?.portFailures == 0)
     }
 
     /// A TAP deleted from outside while the switch holds it (its namespace went away, say):
