@@ -228,12 +228,14 @@ final class LocalSwitch {
         defer { sw.stop() }
         let name = "vdead\(getpid() % 100_000)"
         _ = try sw.controller.addTAP(name)
-        let del = Process()
-        del.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        del.arguments = ["link", "del", name]
-        try del.run()
-        del.waitUntilExit()
-        #expect(del.terminationStatus == 0)
+        // posix_spawn, not Foundation's Process (see Spawned in the system tests for why).
+        let words: [String] = ["/usr/sbin/ip", "link", "del", name]
+        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var child: pid_t = 0, raw: Int32 = -1
+        #expect(posix_spawn(&child, "/usr/sbin/ip", nil, nil, argv, environ) == 0)
+        while waitpid(child, &raw, 0) < 0 && errno == EINTR {}
+        #expect(raw == 0, "ip link del \(name): wait status \(raw)")
         let deadline = Date().addingTimeInterval(5)
         var stats = sw.forwarder.statistics()
         while stats?.portFailures != 1 && Date() < deadline {
