@@ -303,6 +303,11 @@ public final class Forwarder: @unchecked Sendable {
             txByID[p.id] = portTx[i]
             timesByID[p.id] = (portFirstRx[i], portLastRx[i])
         }
+        // The epoll set follows the ports; tags are indexes into the new snapshot's ports.
+        for p in current.ports { _ = vn_epoll_del(epoll, p.fd) }
+        for (i, p) in s.ports.enumerated() where !failedPorts.contains(p.id) {
+            _ = vn_epoll_add(epoll, p.fd, Self.firstPortTag + UInt32(i))
+        }
         current = s
         portIndex = Dictionary(uniqueKeysWithValues: s.ports.enumerated().map { ($1.id, $0) })
         peerSet = Set(s.peers)
@@ -323,7 +328,11 @@ public final class Forwarder: @unchecked Sendable {
         var controlPending = true
         let maxEvents = 64
         let tags = UnsafeMutablePointer<UInt32>.allocate(capacity: maxEvents)
-        defer { tags.deallocate(); if epoll >= 0 { _ = vn_close(epoll) } }
+        epoll = vn_epoll_new()
+        precondition(epoll >= 0, "violin-switch: epoll_create1 failed: \(String(cString: strerror(-epoll)))")
+        _ = vn_epoll_add(epoll, tunnel.fd, Self.tunnelTag)
+        _ = vn_epoll_add(epoll, waker.readFD, Self.wakerTag)
+        defer { tags.deallocate(); _ = vn_close(epoll); epoll = -1 }
         while true {
             if controlPending {
                 controlPending = false
@@ -335,7 +344,6 @@ public final class Forwarder: @unchecked Sendable {
                 if snapshot.generation != generation {
                     adopt(snapshot)
                     generation = snapshot.generation
-                    register()
                     adoptedSignal.lock()
                     adopted = generation
                     adoptedSignal.broadcast()
@@ -368,24 +376,13 @@ public final class Forwarder: @unchecked Sendable {
     private static let tunnelTag: UInt32 = 0
     private static let wakerTag: UInt32 = 1
     private static let firstPortTag: UInt32 = 2
-    /// The epoll set of the tunnel, the waker and every working port; rebuilt per snapshot.
+    /// The epoll set of the tunnel, the waker and every working port (kept by `adopt`).
     private var epoll: Int32 = -1
     /// The switch's clock, read once per wake-up (not per frame).
     private var batchNow: UInt64 = 0
     /// Ports whose descriptor failed (the device was deleted under us): out of the epoll set
     /// for good, so a dead TAP cannot turn the loop into a busy one.
     private var failedPorts: Set<UInt32> = []
-
-    private func register() {
-        if epoll >= 0 { _ = vn_close(epoll) }
-        epoll = vn_epoll_new()
-        precondition(epoll >= 0, "epoll_create1 failed: \(-epoll)")
-        _ = vn_epoll_add(epoll, tunnel.fd, Self.tunnelTag)
-        _ = vn_epoll_add(epoll, waker.readFD, Self.wakerTag)
-        for (i, p) in current.ports.enumerated() where !failedPorts.contains(p.id) {
-            _ = vn_epoll_add(epoll, p.fd, Self.firstPortTag + UInt32(i))
-        }
-    }
 
     /// A TAP whose device went away: stop watching its descriptor.
     private func portFailed(_ index: Int) {

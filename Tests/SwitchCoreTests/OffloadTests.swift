@@ -53,6 +53,11 @@ func udpChecksumIsValid(_ f: [UInt8]) -> Bool {
     return naiveChecksum(Array(f[26..<34]) + [0, 17, UInt8(udp.count >> 8), UInt8(udp.count & 0xFF)] + udp) == 0
 }
 
+/// Offers frame `f` to `c` (for the refusal tables).
+func offerTo(_ c: inout Coalescer, _ f: [UInt8], _ target: Int = 0) -> Bool {
+    f.withUnsafeBytes { c.offer($0.baseAddress!, length: $0.count, target: target) }
+}
+
 @Suite struct OffloadTests {
     /// Datagrams of one flow merged into one USO frame; the kernel's segmentation (done here the
     /// way __udp_gso_segment does it) gives back every datagram with a valid checksum.
@@ -95,28 +100,27 @@ func udpChecksumIsValid(_ f: [UInt8]) -> Bool {
     @Test func udpTrainsRefuseWhatTheyMustNotMerge() {
         var c = Coalescer()
         defer { c.deallocate() }
-        func offer(_ f: [UInt8], _ target: Int = 0) -> Bool { f.withUnsafeBytes { c.offer($0.baseAddress!, length: $0.count, target: target) } }
-        #expect(offer(udpFrame(payload: 100)))
-        #expect(!offer(udpFrame(payload: 100, srcPort: 7)), "another flow")
-        #expect(!offer(udpFrame(payload: 100), 1), "another port")
-        #expect(!offer(udpFrame(payload: 101)), "larger than the first")
-        #expect(!offer(tcpFrame(payload: 100, seq: 0, flags: 0x10)), "a TCP segment into a UDP train")
-        #expect(!offer(udpFrame(payload: 100, ipFlags: 0x20)), "a fragment")
-        #expect(offer(udpFrame(payload: 30)), "a short datagram ends the train")
-        #expect(!offer(udpFrame(payload: 30)), "nothing after a short one")
+        #expect(offerTo(&c, udpFrame(payload: 100)))
+        #expect(!offerTo(&c, udpFrame(payload: 100, srcPort: 7)), "another flow")
+        #expect(!offerTo(&c, udpFrame(payload: 100), 1), "another port")
+        #expect(!offerTo(&c, udpFrame(payload: 101)), "larger than the first")
+        #expect(!offerTo(&c, tcpFrame(payload: 100, seq: 0, flags: 0x10)), "a TCP segment into a UDP train")
+        #expect(!offerTo(&c, udpFrame(payload: 100, ipFlags: 0x20)), "a fragment")
+        #expect(offerTo(&c, udpFrame(payload: 30)), "a short datagram ends the train")
+        #expect(!offerTo(&c, udpFrame(payload: 30)), "nothing after a short one")
         _ = c.finish()
         var options = udpFrame(payload: 100)
         options[14] = 0x46
-        #expect(!offer(options), "IP options")
+        #expect(!offerTo(&c, options), "IP options")
         var lying = udpFrame(payload: 100)
         lying[39] &+= 1
-        #expect(!offer(lying), "a UDP length that does not match")
-        #expect(offer(udpFrame(payload: 8)))
-        for _ in 1..<Coalescer.maxUDPSegments { #expect(offer(udpFrame(payload: 8))) }
-        #expect(!offer(udpFrame(payload: 8)), "at most the kernel's UDP_MAX_SEGMENTS")
+        #expect(!offerTo(&c, lying), "a UDP length that does not match")
+        #expect(offerTo(&c, udpFrame(payload: 8)))
+        for _ in 1..<Coalescer.maxUDPSegments { #expect(offerTo(&c, udpFrame(payload: 8))) }
+        #expect(!offerTo(&c, udpFrame(payload: 8)), "at most the kernel's UDP_MAX_SEGMENTS")
         _ = c.finish()
-        #expect(offer(tcpFrame(payload: 100, seq: 0, flags: 0x10)))
-        #expect(!offer(udpFrame(payload: 100)), "a UDP datagram into a TCP train")
+        #expect(offerTo(&c, tcpFrame(payload: 100, seq: 0, flags: 0x10)))
+        #expect(!offerTo(&c, udpFrame(payload: 100)), "a UDP datagram into a TCP train")
     }
 
     @Test func checksumMatchesRFC1071() {
@@ -195,24 +199,23 @@ func udpChecksumIsValid(_ f: [UInt8]) -> Bool {
     @Test func coalescerRefusesWhatItMustNotMerge() {
         var c = Coalescer()
         defer { c.deallocate() }
-        func offer(_ f: [UInt8], _ target: Int = 0) -> Bool { f.withUnsafeBytes { c.offer($0.baseAddress!, length: $0.count, target: target) } }
-        #expect(offer(tcpFrame(payload: 100, seq: 0, flags: 0x10)))
-        #expect(!offer(tcpFrame(payload: 100, seq: 200, flags: 0x10)), "a gap in sequence")
-        #expect(!offer(tcpFrame(payload: 100, seq: 100, flags: 0x10, srcPort: 1)), "another flow")
-        #expect(!offer(tcpFrame(payload: 100, seq: 100, flags: 0x10), 1), "another port")
-        #expect(!offer(tcpFrame(payload: 100, seq: 100, flags: 0x11)), "FIN")
-        #expect(!offer(tcpFrame(payload: 200, seq: 100, flags: 0x10)), "larger than the first segment")
-        #expect(offer(tcpFrame(payload: 50, seq: 100, flags: 0x10)), "a short segment ends the train")
-        #expect(!offer(tcpFrame(payload: 50, seq: 150, flags: 0x10)), "nothing after a short one")
+        #expect(offerTo(&c, tcpFrame(payload: 100, seq: 0, flags: 0x10)))
+        #expect(!offerTo(&c, tcpFrame(payload: 100, seq: 200, flags: 0x10)), "a gap in sequence")
+        #expect(!offerTo(&c, tcpFrame(payload: 100, seq: 100, flags: 0x10, srcPort: 1)), "another flow")
+        #expect(!offerTo(&c, tcpFrame(payload: 100, seq: 100, flags: 0x10), 1), "another port")
+        #expect(!offerTo(&c, tcpFrame(payload: 100, seq: 100, flags: 0x11)), "FIN")
+        #expect(!offerTo(&c, tcpFrame(payload: 200, seq: 100, flags: 0x10)), "larger than the first segment")
+        #expect(offerTo(&c, tcpFrame(payload: 50, seq: 100, flags: 0x10)), "a short segment ends the train")
+        #expect(!offerTo(&c, tcpFrame(payload: 50, seq: 150, flags: 0x10)), "nothing after a short one")
         #expect(c.segments == 2)
         _ = c.finish()
-        #expect(!offer(tcpFrame(payload: 0, seq: 0, flags: 0x10)), "a bare ACK is delivered as it is")
-        #expect(!offer(tcpFrame(payload: 10, seq: 0, flags: 0x02)), "SYN")
+        #expect(!offerTo(&c, tcpFrame(payload: 0, seq: 0, flags: 0x10)), "a bare ACK is delivered as it is")
+        #expect(!offerTo(&c, tcpFrame(payload: 10, seq: 0, flags: 0x02)), "SYN")
         var udp = tcpFrame(payload: 10)
         udp[23] = 17
-        #expect(!offer(udp), "not TCP")
+        #expect(!offerTo(&c, udp), "not TCP")
         var frag = tcpFrame(payload: 10)
         frag[20] = 0x20
-        #expect(!offer(frag), "a fragment")
+        #expect(!offerTo(&c, frag), "a fragment")
     }
 }
