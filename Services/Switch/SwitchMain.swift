@@ -32,6 +32,8 @@ struct Main: AsyncParsableCommand {
     @Option(help: "Microseconds to keep polling after traffic before sleeping (0: never spin).") var spinUs = 0
     @Option(help: "Scheduling policy of the forwarding thread: batch (SCHED_BATCH: more TCP throughput here, fewer small packets per second) or normal.")
     var sched = "batch"
+    @Option(help: "Nice value of the forwarding thread, 0-19: above 0 the host's own work wins the CPU when it is short, and a flood is dropped at the port instead of at the receiver.")
+    var nice: Int32 = 10
     @Flag(help: "Turn off the offloads (TAP TSO with virtio_net_hdr, UDP GSO and GRO with coalescing).")
     var noOffload = false
     @OptionGroup var options: ServiceOptions
@@ -42,6 +44,7 @@ struct Main: AsyncParsableCommand {
         for p in peer where PeerAddress(p) == nil { throw ValidationError("--peer \(p) must be a.b.c.d[:port]") }
         guard (68...65_535).contains(mtu) else { throw ValidationError("--mtu must be 68-65535") }
         guard sched == "batch" || sched == "normal" else { throw ValidationError("--sched must be batch or normal") }
+        guard (0...19).contains(nice) else { throw ValidationError("--nice must be 0-19, not \(nice)") }
         guard maxMacs > 0, ageing > 0, (1...1024).contains(batch) else {
             throw ValidationError("--max-macs, --ageing must be positive and --batch 1-1024")
         }
@@ -65,6 +68,7 @@ struct Main: AsyncParsableCommand {
         fo.offload = !noOffload
         fo.spinMicros = max(0, spinUs)
         fo.batchScheduling = sched == "batch"
+        fo.niceness = nice
         let forwarder = Forwarder(options: fo, tunnel: socket)
         let controller = SwitchController(forwarder: forwarder, defaultMTU: mtu)
         do {

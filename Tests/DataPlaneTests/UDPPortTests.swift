@@ -250,6 +250,33 @@ final class LocalSwitch {
         let later = try #require(sw.forwarder.statistics())
         #expect(later.batches - failed.batches < 20, "\(later.batches - failed.batches) wake-ups in 0.5 s")
     }
+
+    /// The forwarding thread runs under SCHED_BATCH at nice 10 by default (the host's own work
+    /// wins the CPU when it is short), as read back from the kernel.
+    @Test func forwardingThreadYieldsToTheHostsWork() throws {
+        let sw = try LocalSwitch(vni: 11)
+        defer { sw.stop() }
+        /// (nice, policy) of every thread of this process named violin-forward.
+        func forwardingThreads() -> [(nice: Int, policy: Int)] {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+            return tasks.compactMap { tid in
+                guard let comm = try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8),
+                      comm.trimmingCharacters(in: .whitespacesAndNewlines) == "violin-forward",
+                      let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
+                      let close = stat.lastIndex(of: ")") else { return nil }
+                // Fields after the command name start at field 3; nice is field 19, policy 41.
+                let f = stat[stat.index(after: close)...].split(separator: " ")
+                guard f.count > 38, let nice = Int(f[16]), let policy = Int(f[38]) else { return nil }
+                return (nice, policy)
+            }
+        }
+        // Other tests' switches may be starting in this process too: all must get there.
+        let settled = eventually(timeoutMs: 5000) {
+            let t = forwardingThreads()
+            return !t.isEmpty && t.allSatisfy { $0.nice == 10 && $0.policy == 3 /* SCHED_BATCH */ }
+        }
+        #expect(settled, "\(forwardingThreads())")
+    }
 }
 
 func wallClock() -> Double { Date().timeIntervalSince1970 * 1000 }

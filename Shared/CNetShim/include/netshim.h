@@ -74,4 +74,6 @@ int vn_epoll_wait(int ep, uint32_t *tags, int max, int timeout_ms);
 /* Puts the calling thread under SCHED_BATCH (throughput work to the scheduler: its wake-ups
  * do not preempt the running thread). 0 or -errno. */
 int vn_thread_sched_batch(void);
+/* Sets the calling thread's nice value (-20..19; raising it needs no privilege). 0 or -errno. */
+int vn_thread_nice(int nice);
 #endif
