@@ -25,29 +25,22 @@ extension Bench {
 
         func measure(_ n: Int, bin: String) throws -> Double {
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-meshbench-\(UUID().uuidString.prefix(8))").path
-            var procs: [Process] = []
+            var procs: [ChildProcess] = []
             let ctx = ZMQContext()
             defer {
                 procs.forEach { $0.terminate() }
-                procs.forEach { $0.waitUntilExit() }
-                let killer = Process()
-                killer.executableURL = URL(fileURLWithPath: "/usr/bin/pkill")
-                killer.arguments = ["-9", "-f", dir]
-                try? killer.run()
-                killer.waitUntilExit()
+                procs.forEach { $0.wait() }
+                // The meshes' switches outlive them by design.
+                try? ChildProcess("/usr/bin/pkill", ["-9", "-f", dir]).wait()
                 ctx.shutdown(); ctx.terminate()
                 try? FileManager.default.removeItem(atPath: dir)
             }
             let endpoint = { (i: Int) in "tcp://127.0.1.\(i + 1):7950" }
             for i in 0..<n {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: bin + "/violin-mesh")
-                p.arguments = ["--listen", endpoint(i), "--host-address", "127.0.1.\(i + 1)", "--run-dir", "\(dir)/m\(i)",
-                               "--bus", "none", "--member-interval", "\(interval)", "--member-timeout", "\(interval * 5)",
-                               "--log-level", "error"]
-                p.standardOutput = FileHandle.nullDevice
-                p.standardError = FileHandle.nullDevice
-                try p.run()
+                let p = try ChildProcess(bin + "/violin-mesh",
+                    ["--listen", endpoint(i), "--host-address", "127.0.1.\(i + 1)", "--run-dir", "\(dir)/m\(i)",
+                     "--bus", "none", "--member-interval", "\(interval)", "--member-timeout", "\(interval * 5)",
+                     "--log-level", "error"], stdout: .null, stderr: .null)
                 procs.append(p)
             }
             func call(_ i: Int, _ type: String, _ body: JSONValue, timeoutMs: Int = 15_000) throws -> JSONValue {

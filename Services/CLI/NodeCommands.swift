@@ -51,26 +51,16 @@ struct NodeCommand: ParsableCommand {
                 return s
             }
             _ = sources
-            var children: [String: Process] = [:]
+            var children: [String: ChildProcess] = [:]
             func start(_ s: NodeConfig.Service) throws {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: "\(dir)/violin-\(s.name)")
-                p.arguments = s.arguments
                 let log = "\(c.dataDir)/\(s.name).log"
-                if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
-                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-                handle.seekToEndOfFile()
-                p.standardOutput = handle
-                p.standardError = handle
-                p.standardInput = FileHandle.nullDevice
-                try p.run()
-                try? handle.close()
+                let p = try ChildProcess("\(dir)/violin-\(s.name)", s.arguments, stdout: .append(log), stderr: .append(log))
                 children[s.name] = p
-                try? "\(p.processIdentifier)\n".write(toFile: "\(c.dataDir)/\(s.name).pid", atomically: true, encoding: .utf8)
+                try? "\(p.pid)\n".write(toFile: "\(c.dataDir)/\(s.name).pid", atomically: true, encoding: .utf8)
             }
             func stopAll() {
                 for s in c.services.reversed() { children[s.name]?.terminate() }
-                for s in c.services.reversed() { children[s.name]?.waitUntilExit() }
+                for s in c.services.reversed() { children[s.name]?.wait() }
             }
             let ctx = ZMQContext()
             defer { ctx.shutdown(); ctx.terminate() }
@@ -102,7 +92,7 @@ struct NodeCommand: ParsableCommand {
             // Supervise until told to stop.
             while stop.wait(timeout: .now() + .milliseconds(500)) == .timedOut {
                 for s in c.services where children[s.name]?.isRunning == false {
-                    FileHandle.standardError.write(Data("violin node: violin-\(s.name) exited (\(children[s.name]?.terminationStatus ?? -1)); restarting\n".utf8))
+                    FileHandle.standardError.write(Data("violin node: violin-\(s.name) exited (\(children[s.name]?.exitStatus ?? -1)); restarting\n".utf8))
                     try? start(s)
                 }
             }

@@ -1,4 +1,5 @@
 import Foundation
+import ServiceKit
 import Testing
 import ZeroMQ
 
@@ -34,21 +35,16 @@ private let spawnLock = NSLock()
 
 /// A child process with its output collected line by line. Killed by PID when the test ends.
 /// Each pipe is drained by a thread of its own (blocking reads until end of file), so no two
-/// threads ever read one handle.
-///
-/// Started with posix_spawn rather than Foundation's `Process`: on Linux, `Process.run()` in
-/// this toolchain lists /proc/self/fd copying whole 256-byte `d_name` fields and now and then
-/// reads past a page into nothing (swift-corelibs-foundation PR #5472) — the SIGSEGV a test
-/// run hit about once in a dozen.
+/// threads ever read one handle. Started through ServiceKit's `ChildProcess` (posix_spawn, not
+/// Foundation's `Process`: see there why).
 final class Spawned: @unchecked Sendable {
     let name: String
     let pid: pid_t
+    private let child: ChildProcess
     private let changed = NSCondition()
     private var out: [String] = []
     private var err = ""
     private var partial = ""
-    private var status: Int32?
-    private let exited = DispatchSemaphore(value: 0)
     private let drained = DispatchSemaphore(value: 0)
 
     init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
@@ -67,35 +63,15 @@ final class Spawned: @unchecked Sendable {
             throw LabError(description: "pipe: errno \(errno)")
         }
         for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // Its own process group, as Foundation's Process does; default signal handling.
-        var defaults = sigset_t()
-        sigfillset(&defaults)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        var none = sigset_t()
-        sigemptyset(&none)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { for p in argv + envp { free(p) } }
-        var child: pid_t = 0
-        let rc = posix_spawn(&child, path, &actions, &attributes, argv, envp)
-        close(outPipe[1]); close(errPipe[1])
-        guard rc == 0 else {
+        defer { close(outPipe[1]); close(errPipe[1]) }
+        do {
+            child = try ChildProcess(path, arguments, environment: env,
+                                     stdout: .descriptor(outPipe[1]), stderr: .descriptor(errPipe[1]))
+        } catch {
             close(outPipe[0]); close(errPipe[0])
-            throw LabError(description: "spawn \(path): \(String(cString: strerror(rc)))")
+            throw LabError(description: "\(error)")
         }
-        pid = child
+        pid = child.pid
         for (fd, isErr) in [(outPipe[0], false), (errPipe[0], true)] {
             let reader = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
             let t = Thread { [weak self] in
@@ -108,21 +84,9 @@ final class Spawned: @unchecked Sendable {
             }
             t.start()
         }
-        let waiter = Thread { [weak self, child] in
-            var raw: Int32 = 0
-            while waitpid(child, &raw, 0) < 0 && errno == EINTR {}
-            // Exit code, or the signal that ended it (as Foundation's terminationStatus).
-            let code = raw & 0x7F == 0 ? (raw >> 8) & 0xFF : raw & 0x7F
-            guard let self else { return }
-            self.changed.lock()
-            self.status = code
-            self.changed.unlock()
-            self.exited.signal()
-        }
-        waiter.start()
     }
 
-    var isRunning: Bool { changed.lock(); defer { changed.unlock() }; return status == nil }
+    var isRunning: Bool { child.isRunning }
 
     private func append(_ data: Data, toErr: Bool) {
         changed.lock()
@@ -165,7 +129,7 @@ final class Spawned: @unchecked Sendable {
         let already = reaped
         changed.unlock()
         if !already {
-            guard exited.wait(timeout: .now() + timeout) == .success else { return nil }
+            guard child.wait(timeout: timeout) != nil else { return nil }
             // Output still in the pipes (unless a child of the process holds them open).
             _ = drained.wait(timeout: .now() + 2)
             _ = drained.wait(timeout: .now() + 2)
@@ -173,12 +137,10 @@ final class Spawned: @unchecked Sendable {
             reaped = true
             changed.unlock()
         }
-        changed.lock()
-        defer { changed.unlock() }
-        return status ?? -1
+        return child.exitStatus ?? -1
     }
 
-    func signal(_ sig: Int32) { if isRunning { kill(pid, sig) } }
+    func signal(_ sig: Int32) { child.terminate(sig) }
 
     /// SIGKILL if still running, then reap.
     func destroy() {

@@ -41,7 +41,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     private let lock = NSLockLite()
     private var membership: Membership
     private var presence: [UInt32: Presence] = [:]
-    private var children: [UInt32: Process] = [:]
+    private var children: [UInt32: ChildProcess] = [:]
     private var restartAt: [UInt32: Double] = [:]
     private var backoff: [UInt32: Double] = [:]
     private var stopping = false
@@ -121,29 +121,32 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     /// Starts (or restarts) the VIOLIN's switch and gives it its ports and peers.
     private func startSwitch(_ vni: UInt32) {
         guard let p = lock.withLock({ presence[vni] }) else { return }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: options.switchBinary)
-        process.arguments = ["--vni", "\(vni)", "--tunnel", p.tunnel, "--listen", control(vni), "--bus", "none",
-                             "--log-level", "warning"]
-        process.standardInput = FileHandle.nullDevice
         // The switch outlives the mesh: it must not hold the mesh's own output open.
         let log = options.runDirectory + "/switch-\(vni).log"
-        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
-        let handle = FileHandle(forWritingAtPath: log)
-        handle?.seekToEndOfFile()
-        process.standardOutput = handle ?? FileHandle.nullDevice
-        process.standardError = handle ?? FileHandle.nullDevice
-        process.terminationHandler = { [weak self] proc in self?.switchExited(vni, proc) }
-        do { try process.run() } catch {
+        let arguments = ["--vni", "\(vni)", "--tunnel", p.tunnel, "--listen", control(vni), "--bus", "none",
+                         "--log-level", "warning"]
+        // Started under the lock that `switchExited` takes: a switch that dies at once is
+        // seen as this VIOLIN's child, and restarted.
+        let started: Result<ChildProcess, Error> = lock.withLock {
+            do {
+                let process = try ChildProcess(options.switchBinary, arguments, stdout: .append(log), stderr: .append(log),
+                                               onExit: { [weak self] child in self?.switchExited(vni, child) })
+                children[vni] = process
+                presence[vni]?.pid = process.pid
+                return .success(process)
+            } catch {
+                restartAt[vni] = Self.now() + 1
+                return .failure(error)
+            }
+        }
+        let process: ChildProcess
+        switch started {
+        case .success(let child): process = child
+        case .failure(let error):
             logger.error("cannot start violin-switch", metadata: ["vni": "\(vni)", "error": "\(error)"])
-            lock.withLock { restartAt[vni] = Self.now() + 1 }
             return
         }
-        lock.withLock {
-            children[vni] = process
-            presence[vni]?.pid = process.processIdentifier
-        }
-        publish("switch_started", ["vni": .number(Double(vni)), "pid": .number(Double(process.processIdentifier)), "tunnel": .string(p.tunnel)])
+        publish("switch_started", ["vni": .number(Double(vni)), "pid": .number(Double(process.pid)), "tunnel": .string(p.tunnel)])
         // Wait for its control socket, then hand it its ports and peers.
         let deadline = monotonicMillis() + 5000
         while !switchAnswers(vni) && monotonicMillis() < deadline {}
@@ -152,7 +155,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         save()
     }
 
-    private func switchExited(_ vni: UInt32, _ process: Process) {
+    private func switchExited(_ vni: UInt32, _ process: ChildProcess) {
         let restart: Bool = lock.withLock {
             guard children[vni] === process else { return false }
             children[vni] = nil
@@ -162,7 +165,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             restartAt[vni] = Self.now() + b
             return true
         }
-        publish("switch_exited", ["vni": .number(Double(vni)), "status": .number(Double(process.terminationStatus))])
+        publish("switch_exited", ["vni": .number(Double(vni)), "status": .number(Double(process.exitStatus ?? -1))])
         if restart { worker.waker.wake() }
     }
 
@@ -257,7 +260,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     }
 
     func leave(_ vni: UInt32) throws(ProtocolError) {
-        let (members, child): ([Member], Process?) = lock.withLock {
+        let (members, child): ([Member], ChildProcess?) = lock.withLock {
             guard presence.removeValue(forKey: vni) != nil else { return ([], nil) }
             restartAt[vni] = nil
             return (membership.absent(vni), children.removeValue(forKey: vni))
