@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "ExecutorTests", dependencies: ["ExecutorCore", "ExecutorService"], path: "Tests/ExecutorTests"),
         .testTarget(name: "PolicyCoreTests", dependencies: ["PolicyCore"], path: "Tests/PolicyCoreTests"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore"], path: "Tests/SwitchCoreTests"),
-        .testTarget(name: "DataPlaneTests", dependencies: ["SwitchDataPlane", "SwitchCore", "CNetShim", "VIOLINProtocol"],
+        .testTarget(name: "DataPlaneTests", dependencies: ["SwitchDataPlane", "SwitchCore", "CNetShim", "VIOLINProtocol", "ServiceKit"],
                     path: "Tests/DataPlaneTests"),
         .testTarget(name: "ComponentTests", dependencies: ["ZeroMQ", "ServiceKit", "VIOLINProtocol", "MonitorService", "Hypervisor",
                                                           "PolicyService"],

@@ -78,6 +78,9 @@ struct Main: AsyncParsableCommand {
             throw ExitCode(1)
         }
         forwarder.start()
+        if let error = forwarder.schedulingError() {
+            logger.warning("forwarding thread runs without its scheduling", metadata: ["sched": "\(sched)", "nice": "\(nice)", "error": "\(error)"])
+        }
         let handler = SwitchHandler(controller: controller)
         let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: handler)
         controller.emit = { [weak runtime] name, body in runtime?.publish(name, body) }

@@ -394,17 +394,16 @@ int vn_epoll_wait(int ep, uint32_t *tags, int max, int timeout_ms) {
 }
 
 #include <sched.h>
-
 #include <sys/resource.h>
 #include <sys/syscall.h>
 
-int vn_thread_nice(int nice) {
+int vn_thread_schedule(int batch, int nice) {
     if (nice < -20 || nice > 19) return -EINVAL;
-    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) < 0 ? -errno : 0;
-}
-
-int vn_thread_sched_batch(void) {
-    struct sched_param p;
-    memset(&p, 0, sizeof p);
-    return sched_setscheduler(0, SCHED_BATCH, &p) < 0 ? -errno : 0;
+    if (batch) {
+        struct sched_param p;
+        memset(&p, 0, sizeof p);
+        if (sched_setscheduler(0, SCHED_BATCH, &p) < 0) return -errno;
+    }
+    if (nice != 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) < 0) return -errno;
+    return 0;
 }

@@ -21,7 +21,6 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     public let pid: pid_t
-    public let path: String
     private let changed = NSCondition()
     private var status: Int32?
 
@@ -30,7 +29,6 @@ public final class ChildProcess: @unchecked Sendable {
     public init(_ path: String, _ arguments: [String], environment: [String: String]? = nil,
                 stdout: Stream = .inherit, stderr: Stream = .inherit,
                 onExit: (@Sendable (ChildProcess) -> Void)? = nil) throws {
-        self.path = path
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -108,7 +106,6 @@ public final class ChildProcess: @unchecked Sendable {
 }
 
 public struct ChildProcessError: Error, CustomStringConvertible {
-    public let path: String
     public let code: Int32
     public var description: String { "cannot start \(path): \(String(cString: strerror(code)))" }
 }

@@ -85,7 +85,7 @@ public final class Forwarder: @unchecked Sendable {
         /// After traffic, keep polling without sleeping for this long: a reply that comes back
         /// within it is picked up without a thread wake-up (latency), at the price of CPU.
         public var spinMicros = 0
-        /// Run the forwarding thread under SCHED_BATCH (see `vn_thread_sched_batch`). Measured
+        /// Run the forwarding thread under SCHED_BATCH (see `vn_thread_schedule`). Measured
         /// here (overlay-bench, 3 rounds each way): TCP 10 % faster, small packets per second
         /// 20 % fewer (the receiving application gets less CPU), round trips alike.
         public var batchScheduling = true
@@ -272,11 +272,21 @@ public final class Forwarder: @unchecked Sendable {
         return box.value
     }
 
+    /// What the forwarding thread's `vn_thread_schedule` returned (0 or -errno); its own.
+    private var schedulingResult: Int32 = 0
+
+    /// Why the forwarding thread runs without the scheduling its options ask for
+    /// (`batchScheduling`, `niceness`); nil when it has it (or did not answer in time). Asked of
+    /// the thread itself, so it is the thread's own word.
+    public func schedulingError(timeoutMs: Int = 2000) -> String? {
+        guard let rc = perform(timeoutMs: timeoutMs, { [self] in schedulingResult }), rc != 0 else { return nil }
+        return String(cString: strerror(-rc))
+    }
+
     public func start() {
         let t = Thread { [self] in
             setThreadName("violin-forward")   // what top -H and perf show
-            if self.options.batchScheduling { _ = vn_thread_sched_batch() }
-            if self.options.niceness != 0 { _ = vn_thread_nice(self.options.niceness) }
+            self.schedulingResult = vn_thread_schedule(self.options.batchScheduling ? 1 : 0, self.options.niceness)
             self.loop()
             self.done.signal()
         }

@@ -1,5 +1,6 @@
 import CNetShim
 import Foundation
+import ServiceKit
 import Testing
 import SwitchCore
 import SwitchDataPlane
@@ -65,7 +66,8 @@ final class LocalSwitch {
     }
 }
 
-@Suite struct UDPPortTests {
+// One test at a time: one test reads back the scheduling of every forwarding thread in this process.
+@Suite(.serialized) struct UDPPortTests {
     /// Two "QEMU" UDP ports and one peer on a forwarder in this process: flooding, learning,
     /// unicast, VXLAN towards the peer, and the request interface, with no privileges.
     @Test func qemuUDPPortsAndAPeer() throws {
@@ -228,14 +230,8 @@ final class LocalSwitch {
         defer { sw.stop() }
         let name = "vdead\(getpid() % 100_000)"
         _ = try sw.controller.addTAP(name)
-        // posix_spawn, not Foundation's Process (see Spawned in the system tests for why).
-        let words: [String] = ["/usr/sbin/ip", "link", "del", name]
-        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
-        var child: pid_t = 0, raw: Int32 = -1
-        #expect(posix_spawn(&child, "/usr/sbin/ip", nil, nil, argv, environ) == 0)
-        while waitpid(child, &raw, 0) < 0 && errno == EINTR {}
-        #expect(raw == 0, "ip link del \(name): wait status \(raw)")
+        let status = try ChildProcess("/usr/sbin/ip", ["link", "del", name]).wait(timeout: 10)
+        #expect(status == 0, "ip link del \(name): exit status \(String(describing: status))")
         let deadline = Date().addingTimeInterval(5)
         var stats = sw.forwarder.statistics()
         while stats?.portFailures != 1 && Date() < deadline {
@@ -270,12 +266,28 @@ final class LocalSwitch {
                 return (nice, policy)
             }
         }
-        // Other tests' switches may be starting in this process too: all must get there.
+        // Every forwarding thread of this process (the suite runs one test at a time).
         let settled = eventually(timeoutMs: 5000) {
             let t = forwardingThreads()
             return !t.isEmpty && t.allSatisfy { $0.nice == 10 && $0.policy == 3 /* SCHED_BATCH */ }
         }
         #expect(settled, "\(forwardingThreads())")
+        #expect(sw.forwarder.schedulingError() == nil)
+    }
+
+    /// Scheduling the kernel refuses is reported by the forwarder, not passed over: the switch
+    /// logs it. The thread still forwards.
+    @Test func refusedSchedulingIsReported() throws {
+        var o = Forwarder.Options(vni: 12)
+        o.niceness = 25
+        var lo: UInt32 = 0
+        _ = vn_parse_ipv4("127.0.0.1", &lo)
+        let f = Forwarder(options: o, tunnel: try TunnelSocket(bind: PeerAddress(addressBE: lo, port: 0)))
+        f.start()
+        defer { f.stop() }
+        let error = f.schedulingError()
+        #expect(error != nil && error!.contains("Invalid argument"), "\(String(describing: error))")
+        #expect(f.statistics() != nil, "the loop runs")
     }
 }
 

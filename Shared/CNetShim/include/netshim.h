@@ -71,9 +71,8 @@ int vn_epoll_add(int ep, int fd, uint32_t tag);
 int vn_epoll_del(int ep, int fd);
 /* Waits up to timeout_ms; writes the tags of up to `max` (<= 256) ready entries. Count or -errno. */
 int vn_epoll_wait(int ep, uint32_t *tags, int max, int timeout_ms);
-/* Puts the calling thread under SCHED_BATCH (throughput work to the scheduler: its wake-ups
- * do not preempt the running thread). 0 or -errno. */
-int vn_thread_sched_batch(void);
-/* Sets the calling thread's nice value (-20..19; raising it needs no privilege). 0 or -errno. */
-int vn_thread_nice(int nice);
+/* Schedules the calling thread: SCHED_BATCH if `batch` (throughput work: its wake-ups do not
+ * preempt the running thread), and the nice value `nice` (-20..19; raising it needs no
+ * privilege). 0, or -errno of the first step that failed. */
+int vn_thread_schedule(int batch, int nice);
 #endif
