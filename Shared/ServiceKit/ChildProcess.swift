@@ -106,6 +106,7 @@ public final class ChildProcess: @unchecked Sendable {
 }
 
 public struct ChildProcessError: Error, CustomStringConvertible {
+    public let path: String
     public let code: Int32
     public var description: String { "cannot start \(path): \(String(cString: strerror(code)))" }
 }
