@@ -226,7 +226,12 @@ func switchStats(_ control: String) throws -> JSONValue {
         let result = try JSONText.parse(Array((line ?? "{}").utf8))
         let received = result["received"]?.intValue ?? 0
         #expect(result["bad"]?.intValue == 0, "no datagram altered: \(line ?? "no result")")
-        #expect(received >= total * 9 / 10, "received \(received) of \(total)")
+        // What the sending switch never read was dropped at its TAP's queue by the kernel, which
+        // depends on how busy the machine is (the switch yields the CPU at nice 10); of what it
+        // read and carried, nearly all must arrive.
+        let carried = try switchStats(controls[0])["frames"]?["from_ports"]?.intValue ?? 0
+        #expect(received >= carried * 9 / 10 - 10 && received >= total / 4,
+                "received \(received) of \(total) sent, \(carried) carried by the sending switch")
         let stats = try switchStats(controls[1])
         let merged = stats["frames"]?["merged"]?.intValue ?? 0
         #expect(merged > 0, "the receiving switch merged datagrams: \(stats["frames"] ?? .null)")
