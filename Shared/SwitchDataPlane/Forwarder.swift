@@ -603,6 +603,7 @@ public final class Forwarder: @unchecked Sendable {
         }
         let frame = buffer + VXLAN.headerLength
         let n = len - VXLAN.headerLength
+        if Offload.checkInner(frame, length: n) == .corrupt { drop(.badChecksum); return }
         let dst = MAC(UnsafeRawPointer(frame)), src = MAC(UnsafeRawPointer(frame + 6))
         let source = Location.peer(peer)
         if table.learn(src, at: source, nowMs: now) == .invalidSource { drop(.badSource); return }
@@ -741,6 +742,7 @@ enum DropReasonIndex {
         case .misdirected: 5
         case .noRoute: 6
         case .congested: 7
+        case .badChecksum: 8
         }
     }
 }
