@@ -483,7 +483,7 @@ public final class Forwarder: @unchecked Sendable {
             case .peer(let peer):
                 guard peerSet.contains(peer) else { drop(.noRoute); continue }
                 if tso {
-                    queueSegmented(frame, n, mss: Int(vh.gsoSize), peers: CollectionOfOne(peer))
+                    if queueTrain(frame, n, mss: Int(vh.gsoSize), to: peer) { slotsUsed += 1 }
                 } else {
                     VXLAN.write(vni: options.vni, to: frame - VXLAN.headerLength)
                     queueTunnel(frame - VXLAN.headerLength, n + VXLAN.headerLength, peer)
@@ -530,10 +530,105 @@ public final class Forwarder: @unchecked Sendable {
         }
     }
 
+    // The train: segments of consecutive TSO frames to one peer, waiting to go out together.
+    // One UDP send carries at most 64 KB, so a 64 KB TSO frame alone needs two (44 segments and
+    // 2, at MTU 1500); carried on into the next frame's, its tail shares that one's send.
+    private var trainPeer = PeerAddress(addressBE: 0, port: 0)
+    private var trainSegmentSize = 0
+    /// Segments in the train; their gather pieces are the first 2 * trainCount entries.
+    private var trainCount = 0
+    /// Segment header slots in use (they stay put until the train is empty).
+    private var trainHeaders = 0
+
+    /// Cuts a TSO frame for one peer into VXLAN datagrams without copying its payload, adds
+    /// them to the train, and sends every full UDP GSO load of it. True when segments of this
+    /// frame are still waiting, so its slot must be kept until `sendTrain()`.
+    private func queueTrain(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, to peer: PeerAddress) -> Bool {
+        sendQueued()   // what is queued goes first: a flow's frames keep their order
+        guard let t = Offload.TCPv4(frame, length: n), n > t.headersLength, mss > 0 else { drop(.malformed); return false }
+        let segmentSize = VXLAN.headerLength + t.headersLength + mss
+        let count = (n - t.headersLength + mss - 1) / mss
+        if trainCount > 0 && (peer != trainPeer || segmentSize != trainSegmentSize || trainHeaders + count > maxSegments) {
+            sendTrain()
+        }
+        guard trainHeaders + count <= maxSegments else { queueSegmented(frame, n, mss: mss, peers: CollectionOfOne(peer)); return false }
+        trainPeer = peer
+        trainSegmentSize = segmentSize
+        let vni = options.vni
+        let pieces = gatherPieces + 2 * trainCount, lengths = gatherLengths + 2 * trainCount
+        var last = 0
+        let cut = Offload.segmentInPlace(frame, length: n, mss: mss, headroom: VXLAN.headerLength,
+                                         headers: segmentHeaders + trainHeaders * segmentHeaderStride,
+                                         headerStride: segmentHeaderStride,
+                                         headerCapacity: segmentHeaderStride * (maxSegments - trainHeaders),
+                                         writeHeadroom: { VXLAN.write(vni: vni, to: $0) }) { k, h, hl, data, len in
+            pieces[2 * k] = h.assumingMemoryBound(to: UInt8.self)
+            lengths[2 * k] = hl
+            pieces[2 * k + 1] = data.assumingMemoryBound(to: UInt8.self)
+            lengths[2 * k + 1] = len
+            last = hl + len
+        }
+        guard cut == count else { drop(.malformed); return false }
+        trainCount += count
+        trainHeaders += count
+        let perSend = max(1, min(maxUDPPayload / segmentSize, 512))
+        // Full loads go now; a short last segment ends what can share a send.
+        var sent = 0
+        while trainCount - sent >= perSend {
+            sendGather(from: sent, count: perSend)
+            sent += perSend
+        }
+        if last < segmentSize {
+            while sent < trainCount {
+                let m = min(perSend, trainCount - sent)
+                sendGather(from: sent, count: m)
+                sent += m
+            }
+        }
+        if sent == trainCount {
+            trainCount = 0
+            trainHeaders = 0
+            return false
+        }
+        if sent > 0 {
+            // The rest moves to the front of the gather list (its headers stay where they are).
+            let rest = trainCount - sent
+            for e in 0..<(2 * rest) {   // forwards: the ranges may overlap
+                gatherPieces[e] = gatherPieces[2 * sent + e]
+                gatherLengths[e] = gatherLengths[2 * sent + e]
+            }
+            trainCount = rest
+        }
+        return true
+    }
+
+    /// One UDP GSO send of `count` train segments from gather entry `from`.
+    @inline(__always)
+    private func sendGather(from k: Int, count m: Int) {
+        let rc = vn_udp_send_gather(tunnel.fd, gatherPieces + 2 * k, gatherLengths + 2 * k, Int32(2 * m),
+                                    trainPeer.addressBE, trainPeer.port, m > 1 ? UInt16(trainSegmentSize) : 0, 50)
+        if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += m } else { stats.framesToPeers += m }
+    }
+
+    /// Sends what waits in the train.
+    private func sendTrain() {
+        guard trainCount > 0 else { return }
+        let perSend = max(1, min(maxUDPPayload / trainSegmentSize, 512))
+        var sent = 0
+        while sent < trainCount {
+            let m = min(perSend, trainCount - sent)
+            sendGather(from: sent, count: m)
+            sent += m
+        }
+        trainCount = 0
+        trainHeaders = 0
+    }
+
     /// Cuts a TSO frame into VXLAN datagrams without copying its payload and sends them to each
     /// peer as UDP GSO sends gathered from the segment headers and the frame itself.
     private func queueSegmented<C: Collection>(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, peers: C)
         where C.Element == PeerAddress {
+        sendTrain()    // and the train: its segments use the same gather list and headers
         sendQueued()   // what is queued goes first: a flow's frames keep their order
         let vni = options.vni
         var segmentSize = 0
@@ -672,6 +767,7 @@ public final class Forwarder: @unchecked Sendable {
 
     @inline(__always)
     private func queueTunnel(_ data: UnsafeMutableRawPointer, _ len: Int, _ peer: PeerAddress) {
+        if trainCount > 0 { sendTrain() }   // the train's segments were queued first
         if txCount == txCapacity { sendQueued() }
         txPointers[txCount] = UnsafePointer(data.assumingMemoryBound(to: UInt8.self))
         txLengths[txCount] = len
@@ -724,6 +820,7 @@ public final class Forwarder: @unchecked Sendable {
 
     /// Sends what is queued; the slots and segment buffers are free again afterwards.
     private func flushTunnel() {
+        sendTrain()
         sendQueued()
         slotsUsed = 0
         gsoUsed = 0

@@ -164,29 +164,7 @@ func switchStats(_ control: String) throws -> JSONValue {
         // device, which the veth never finishes: the switch finishes them (before, every TCP
         // segment from the kernel's side was dropped by the receiving stack as corrupt).
         for (from, to, ip) in [("vm1", "vm2", "10.78.0.2"), ("vm2", "vm1", "10.78.0.1")] {
-            let receiver = try lab.spawn(in: "\(lab.prefix)-\(to)", "/usr/bin/python3", ["-c", """
-                import socket, hashlib
-                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(('\(ip)', 5201)); s.listen(1); print('ready', flush=True)
-                c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
-                while True:
-                    d = c.recv(1 << 20)
-                    if not d: break
-                    h.update(d); n += len(d)
-                print(n, h.hexdigest(), flush=True)
-                """])
-            #expect(receiver.waitForLine(timeout: 20) { $0 == "ready" } != nil, "TCP receiver in \(to)")
-            let send = try sh("""
-                ip netns exec \(lab.prefix)-\(from) python3 -c "
-                import socket, hashlib
-                data = bytes((i * 31 + i // 4096) & 255 for i in range(8 << 20))
-                s = socket.create_connection(('\(ip)', 5201), timeout=30); s.sendall(data); s.close()
-                print(len(data), hashlib.sha256(data).hexdigest())"
-                """, timeout: 90)
-            #expect(send.status == 0, "TCP \(from) -> \(to): \(send.err)")
-            let got = receiver.waitForLine(timeout: 60) { $0.split(separator: " ").count == 2 }
-            #expect(got != nil && got == send.out.trimmingCharacters(in: .whitespacesAndNewlines),
-                    "8 MB over TCP \(from) -> \(to) arrive intact: sent \(send.out), received \(got ?? "nothing")")
+            try tcpTransferArrivesIntact(lab, from: "\(lab.prefix)-\(from)", to: "\(lab.prefix)-\(to)", ip: ip)
         }
 
         let decoded = try sh("tshark -r \(capture) -d udp.port==4789,vxlan -T fields -e ip.src -e vxlan.vni -e vxlan.flags", timeout: 60)
@@ -203,7 +181,7 @@ func switchStats(_ control: String) throws -> JSONValue {
     /// Bursts of small datagrams of one flow (and some shorter ones among them) between two
     /// switches: every datagram arrives intact, and the receiving switch merged trains of them
     /// into single USO writes to its TAP.
-    @Test func smallDatagramsArriveIntactThroughMergedWrites() throws {
+    @Test func smallDatagramsAndBulkTCPArriveIntact() throws {
         let lab = try Lab("uso", subnet: "172.31.82")
         defer { lab.teardown() }
         var controls: [String] = []
@@ -266,5 +244,42 @@ func switchStats(_ control: String) throws -> JSONValue {
         let merged = stats["frames"]?["merged"]?.intValue ?? 0
         #expect(merged > 0, "the receiving switch merged datagrams: \(stats["frames"] ?? .null)")
         #expect((stats["drops"]?["malformed"]?.intValue ?? -1) == 0)
+
+        // Bulk TCP both ways between the two switches: TSO frames cut into trains whose UDP
+        // sends span frames, merged again on the far side; every byte arrives as sent.
+        try tcpTransferArrivesIntact(lab, from: "\(lab.prefix)-vm1", to: "\(lab.prefix)-vm2", ip: "10.82.0.2")
+        try tcpTransferArrivesIntact(lab, from: "\(lab.prefix)-vm2", to: "\(lab.prefix)-vm1", ip: "10.82.0.1")
+        for control in controls {
+            let drops = try switchStats(control)["drops"]
+            #expect((drops?["bad_checksum"]?.intValue ?? -1) == 0 && (drops?["malformed"]?.intValue ?? -1) == 0, "\(drops ?? .null)")
+        }
     }
+}
+
+/// 8 MB over TCP from namespace `from` to a receiver at `ip` in `to`, content-checked (SHA-256
+/// of what was sent against what arrived).
+func tcpTransferArrivesIntact(_ lab: Lab, from: String, to: String, ip: String) throws {
+    let receiver = try lab.spawn(in: to, "/usr/bin/python3", ["-c", """
+        import socket, hashlib
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(('\(ip)', 5201)); s.listen(1); print('ready', flush=True)
+        c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
+        while True:
+            d = c.recv(1 << 20)
+            if not d: break
+            h.update(d); n += len(d)
+        print(n, h.hexdigest(), flush=True)
+        """])
+    #expect(receiver.waitForLine(timeout: 20) { $0 == "ready" } != nil, "TCP receiver in \(to)")
+    let send = try sh("""
+        ip netns exec \(from) python3 -c "
+        import socket, hashlib
+        data = bytes((i * 31 + i // 4096) & 255 for i in range(8 << 20))
+        s = socket.create_connection(('\(ip)', 5201), timeout=30); s.sendall(data); s.close()
+        print(len(data), hashlib.sha256(data).hexdigest())"
+        """, timeout: 90)
+    #expect(send.status == 0, "TCP \(from) -> \(to): \(send.err)")
+    let got = receiver.waitForLine(timeout: 60) { $0.split(separator: " ").count == 2 }
+    #expect(got != nil && got == send.out.trimmingCharacters(in: .whitespacesAndNewlines),
+            "8 MB over TCP \(from) -> \(to) arrive intact: sent \(send.out), received \(got ?? "nothing")")
 }
