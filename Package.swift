@@ -47,9 +47,11 @@ let package = Package(
         ], path: "Shared/ServiceKit"),
         // The data plane's syscalls: TAP, UDP, recvmmsg/sendmmsg batches.
         .target(name: "CNetShim", path: "Shared/CNetShim"),
+        // The Internet checksum's inner loop in C, so it can use AVX2 where the CPU has it.
+        .target(name: "CChecksum", path: "Shared/CChecksum"),
         // Pure switching: frames, VXLAN header, MAC table, the forwarding decision.
         // Exclusivity is checked statically; the dynamic check costs the hot path ~1 % (measured).
-        .target(name: "SwitchCore", path: "Shared/SwitchCore",
+        .target(name: "SwitchCore", dependencies: ["CChecksum"], path: "Shared/SwitchCore",
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         // The forwarding loop and ports, on top of the core and the shim.
         .target(name: "SwitchDataPlane", dependencies: ["SwitchCore", "CNetShim", "ZeroMQ", "VIOLINProtocol"],

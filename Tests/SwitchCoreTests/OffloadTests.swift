@@ -130,11 +130,23 @@ func offerTo(_ c: inout Coalescer, _ f: [UInt8], _ target: Int = 0) -> Bool {
 
     @Test func checksumMatchesRFC1071() {
         var rng = SplitMix(seed: 9)
-        for len in [0, 1, 2, 3, 7, 8, 9, 15, 20, 1499, 1500, 9001] {
-            let bytes = (0..<len).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            let fast = bytes.withUnsafeBytes { ~Checksum.fold(Checksum.add($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, len)) }
-            let stored = withUnsafeBytes(of: fast) { [$0[0], $0[1]] }     // native store = network bytes
-            #expect(UInt16(stored[0]) << 8 | UInt16(stored[1]) == naiveChecksum(bytes), "length \(len)")
+        // Lengths around the vector steps (64 octets with AVX2, 32 without, 128 where it starts),
+        // at every alignment of the start.
+        for len in [0, 1, 2, 3, 7, 8, 9, 15, 20, 31, 32, 33, 63, 64, 65, 127, 128, 129, 191, 255, 1499, 1500, 9001] {
+            for shift in [0, 1, 3, 7] {
+                let bytes = (0..<(len + shift)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                let fast = bytes.withUnsafeBytes {
+                    ~Checksum.fold(Checksum.add(($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!) + shift, len))
+                }
+                let stored = withUnsafeBytes(of: fast) { [$0[0], $0[1]] }     // native store = network bytes
+                #expect(UInt16(stored[0]) << 8 | UInt16(stored[1]) == naiveChecksum(Array(bytes[shift...])), "length \(len), shift \(shift)")
+            }
+        }
+        // An initial sum carries on: two halves summed in turn equal the whole (even split).
+        let whole = (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+        whole.withUnsafeBytes { b in
+            #expect(Checksum.fold(Checksum.add(b.baseAddress! + 1400, 1600, Checksum.add(b.baseAddress!, 1400)))
+                    == Checksum.fold(Checksum.add(b.baseAddress!, 3000)))
         }
     }
 
