@@ -571,19 +571,14 @@ public final class Forwarder: @unchecked Sendable {
         guard cut == count else { drop(.malformed); return false }
         trainCount += count
         trainHeaders += count
+        // A short last segment ends what can share a send: all of it goes.
+        if last < segmentSize { sendTrain(); return false }
+        // Otherwise the full loads go now, and the rest waits for the next frame.
         let perSend = max(1, min(maxUDPPayload / segmentSize, 512))
-        // Full loads go now; a short last segment ends what can share a send.
         var sent = 0
         while trainCount - sent >= perSend {
             sendGather(from: sent, count: perSend)
             sent += perSend
-        }
-        if last < segmentSize {
-            while sent < trainCount {
-                let m = min(perSend, trainCount - sent)
-                sendGather(from: sent, count: m)
-                sent += m
-            }
         }
         if sent == trainCount {
             trainCount = 0

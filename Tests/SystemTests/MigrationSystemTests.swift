@@ -30,7 +30,12 @@ import VIOLINProtocol
             #expect(m["to"]?.stringValue == "h3", "\(m)")
             if let survived = m["tcp_survived"]?.boolValue { #expect(survived, "TCP did not survive: \(m)") }
             if let lost = m["pings_lost"]?.intValue, let downtime = m["downtime_ms"]?.numberValue {
-                #expect(Double(lost) <= downtime / 10 + 2, "pings lost \(lost) > downtime \(downtime) ms / 10 ms + 2")
+                // The outage is the VM's own silence: the hypervisor's downtime, or — when the
+                // guest (TCG, on a machine the parallel tests keep busy) is slow to speak after
+                // it resumes — the gap its ports saw. Frames the network lost beyond that fail.
+                let silence = max(downtime, m["blackout_ms"]?.numberValue ?? 0)
+                #expect(Double(lost) <= silence / 10 + 2,
+                        "pings lost \(lost) > max(downtime \(downtime), blackout \(m["blackout_ms"] ?? .null)) ms / 10 ms + 2")
             }
             print("migration \(m["vm"]?.stringValue ?? "?"): elapsed \(m["elapsed_ms"]?.intValue ?? -1) ms, downtime \(m["downtime_ms"]?.intValue ?? -1) ms, blackout \(m["blackout_ms"]?.intValue ?? -1) ms, pings lost \(m["pings_lost"]?.intValue ?? -1)")
         }
