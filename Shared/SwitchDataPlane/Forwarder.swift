@@ -540,116 +540,102 @@ public final class Forwarder: @unchecked Sendable {
     /// Segment header slots in use (they stay put until the train is empty).
     private var trainHeaders = 0
 
-    /// Cuts a TSO frame for one peer into VXLAN datagrams without copying its payload, adds
-    /// them to the train, and sends every full UDP GSO load of it. True when segments of this
-    /// frame are still waiting, so its slot must be kept until `sendTrain()`.
-    private func queueTrain(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, to peer: PeerAddress) -> Bool {
-        sendQueued()   // what is queued goes first: a flow's frames keep their order
-        guard let t = Offload.TCPv4(frame, length: n), n > t.headersLength, mss > 0 else { drop(.malformed); return false }
-        let segmentSize = VXLAN.headerLength + t.headersLength + mss
-        let count = (n - t.headersLength + mss - 1) / mss
-        if trainCount > 0 && (peer != trainPeer || segmentSize != trainSegmentSize || trainHeaders + count > maxSegments) {
-            sendTrain()
-        }
-        guard trainHeaders + count <= maxSegments else { queueSegmented(frame, n, mss: mss, peers: CollectionOfOne(peer)); return false }
-        trainPeer = peer
-        trainSegmentSize = segmentSize
+    /// The VXLAN datagram size and count a TSO frame is cut into; nil unless it is TCPv4.
+    private static func layout(_ frame: UnsafeRawPointer, _ n: Int, mss: Int) -> (segmentSize: Int, count: Int)? {
+        guard mss > 0, let t = Offload.TCPv4(frame, length: n), n > t.headersLength else { return nil }
+        return (VXLAN.headerLength + t.headersLength + mss, (n - t.headersLength + mss - 1) / mss)
+    }
+
+    /// Cuts a TSO frame into VXLAN datagrams without copying its payload, appended to the
+    /// train's gather list (headers after the train's). Returns whether its last segment is
+    /// short (which ends what can share a send); nil, the train unchanged, if it cannot be cut.
+    private func cut(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int) -> Bool? {
+        guard let (segmentSize, count) = Self.layout(frame, n, mss: mss), trainHeaders + count <= maxSegments else { return nil }
         let vni = options.vni
         let pieces = gatherPieces + 2 * trainCount, lengths = gatherLengths + 2 * trainCount
         var last = 0
-        let cut = Offload.segmentInPlace(frame, length: n, mss: mss, headroom: VXLAN.headerLength,
-                                         headers: segmentHeaders + trainHeaders * segmentHeaderStride,
-                                         headerStride: segmentHeaderStride,
-                                         headerCapacity: segmentHeaderStride * (maxSegments - trainHeaders),
-                                         writeHeadroom: { VXLAN.write(vni: vni, to: $0) }) { k, h, hl, data, len in
+        let made = Offload.segmentInPlace(frame, length: n, mss: mss, headroom: VXLAN.headerLength,
+                                          headers: segmentHeaders + trainHeaders * segmentHeaderStride,
+                                          headerStride: segmentHeaderStride,
+                                          headerCapacity: segmentHeaderStride * (maxSegments - trainHeaders),
+                                          writeHeadroom: { VXLAN.write(vni: vni, to: $0) }) { k, h, hl, data, len in
             pieces[2 * k] = h.assumingMemoryBound(to: UInt8.self)
             lengths[2 * k] = hl
             pieces[2 * k + 1] = data.assumingMemoryBound(to: UInt8.self)
             lengths[2 * k + 1] = len
             last = hl + len
         }
-        guard cut == count else { drop(.malformed); return false }
+        guard made == count else { return nil }
+        trainSegmentSize = segmentSize
         trainCount += count
         trainHeaders += count
+        return last < segmentSize
+    }
+
+    /// How many train segments one UDP GSO send may carry.
+    private var perSend: Int { max(1, min(maxUDPPayload / trainSegmentSize, 512)) }
+
+    /// A TSO frame for one peer joins the train, and every full load of the train goes out.
+    /// True when segments of this frame are still waiting, so its slot must be kept until
+    /// `sendTrain()`.
+    private func queueTrain(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, to peer: PeerAddress) -> Bool {
+        sendQueued()   // what is queued goes first: a flow's frames keep their order
+        guard let (segmentSize, count) = Self.layout(frame, n, mss: mss) else { drop(.malformed); return false }
+        // One train: one peer, one datagram size, within the header area.
+        if trainCount > 0 && (peer != trainPeer || segmentSize != trainSegmentSize || trainHeaders + count > maxSegments) {
+            sendTrain()
+        }
+        guard let shortLast = cut(frame, n, mss: mss) else { drop(.malformed); return false }
+        trainPeer = peer
         // A short last segment ends what can share a send: all of it goes.
-        if last < segmentSize { sendTrain(); return false }
+        if shortLast { sendTrain(); return false }
         // Otherwise the full loads go now, and the rest waits for the next frame.
-        let perSend = max(1, min(maxUDPPayload / segmentSize, 512))
-        var sent = 0
-        while trainCount - sent >= perSend {
-            sendGather(from: sent, count: perSend)
-            sent += perSend
-        }
-        if sent == trainCount {
-            trainCount = 0
-            trainHeaders = 0
-            return false
-        }
-        if sent > 0 {
-            // The rest moves to the front of the gather list (its headers stay where they are).
-            let rest = trainCount - sent
-            for e in 0..<(2 * rest) {   // forwards: the ranges may overlap
-                gatherPieces[e] = gatherPieces[2 * sent + e]
-                gatherLengths[e] = gatherLengths[2 * sent + e]
-            }
-            trainCount = rest
-        }
+        let full = trainCount / perSend * perSend
+        sendLoads(to: peer, count: full)
+        if full == trainCount { trainCount = 0; trainHeaders = 0; return false }
+        shiftTrain(by: full)
         return true
     }
 
-    /// One UDP GSO send of `count` train segments from gather entry `from`.
-    @inline(__always)
-    private func sendGather(from k: Int, count m: Int) {
-        let rc = vn_udp_send_gather(tunnel.fd, gatherPieces + 2 * k, gatherLengths + 2 * k, Int32(2 * m),
-                                    trainPeer.addressBE, trainPeer.port, m > 1 ? UInt16(trainSegmentSize) : 0, 50)
-        if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += m } else { stats.framesToPeers += m }
+    /// Sends the first `count` train segments to `peer`, in loads of `perSend`.
+    private func sendLoads(to peer: PeerAddress, count: Int) {
+        var k = 0
+        while k < count {
+            let m = min(perSend, count - k)
+            let rc = vn_udp_send_gather(tunnel.fd, gatherPieces + 2 * k, gatherLengths + 2 * k, Int32(2 * m),
+                                        peer.addressBE, peer.port, m > 1 ? UInt16(trainSegmentSize) : 0, 50)
+            if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += m } else { stats.framesToPeers += m }
+            k += m
+        }
+    }
+
+    /// Drops the first `sent` segments from the gather list (their headers stay where they are).
+    private func shiftTrain(by sent: Int) {
+        guard sent > 0 else { return }
+        let rest = trainCount - sent
+        for e in 0..<(2 * rest) {   // forwards: the ranges may overlap
+            gatherPieces[e] = gatherPieces[2 * sent + e]
+            gatherLengths[e] = gatherLengths[2 * sent + e]
+        }
+        trainCount = rest
     }
 
     /// Sends what waits in the train.
     private func sendTrain() {
-        guard trainCount > 0 else { return }
-        let perSend = max(1, min(maxUDPPayload / trainSegmentSize, 512))
-        var sent = 0
-        while sent < trainCount {
-            let m = min(perSend, trainCount - sent)
-            sendGather(from: sent, count: m)
-            sent += m
-        }
+        sendLoads(to: trainPeer, count: trainCount)
         trainCount = 0
         trainHeaders = 0
     }
 
-    /// Cuts a TSO frame into VXLAN datagrams without copying its payload and sends them to each
-    /// peer as UDP GSO sends gathered from the segment headers and the frame itself.
+    /// A TSO frame to several peers (a flood): cut once, every peer sent the whole of it.
     private func queueSegmented<C: Collection>(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, peers: C)
         where C.Element == PeerAddress {
-        sendTrain()    // and the train: its segments use the same gather list and headers
+        sendTrain()    // its segments use the same gather list and headers
         sendQueued()   // what is queued goes first: a flow's frames keep their order
-        let vni = options.vni
-        var segmentSize = 0
-        let pieces = gatherPieces, lengths = gatherLengths
-        let count = Offload.segmentInPlace(frame, length: n, mss: mss, headroom: VXLAN.headerLength,
-                                           headers: segmentHeaders, headerStride: segmentHeaderStride,
-                                           headerCapacity: segmentHeaderStride * maxSegments,
-                                           writeHeadroom: { VXLAN.write(vni: vni, to: $0) }) { k, h, hl, data, len in
-            pieces[2 * k] = h.assumingMemoryBound(to: UInt8.self)
-            lengths[2 * k] = hl
-            pieces[2 * k + 1] = data.assumingMemoryBound(to: UInt8.self)
-            lengths[2 * k + 1] = len
-            if k == 0 { segmentSize = hl + len }
-        }
-        guard let count else { drop(.malformed); return }
-        let perSend = max(1, min(maxUDPPayload / segmentSize, 512))
-        for peer in peers {
-            var k = 0
-            while k < count {
-                let m = min(perSend, count - k)
-                let rc = vn_udp_send_gather(tunnel.fd, pieces + 2 * k, lengths + 2 * k, Int32(2 * m), peer.addressBE,
-                                            peer.port, m > 1 ? UInt16(segmentSize) : 0, 50)
-                if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += m } else { stats.framesToPeers += m }
-                k += m
-            }
-        }
+        guard cut(frame, n, mss: mss) != nil else { drop(.malformed); return }
+        for peer in peers { sendLoads(to: peer, count: trainCount) }
+        trainCount = 0
+        trainHeaders = 0
     }
 
     /// Every datagram queued on the tunnel socket, in batches; with GRO, a slot may hold a
