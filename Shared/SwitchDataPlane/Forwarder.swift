@@ -727,12 +727,6 @@ public final class Forwarder: @unchecked Sendable {
         stats.framesToPorts += 1
     }
 
-    @inline(__always)
-    private func toPort(_ id: UInt32, _ frame: UnsafeMutableRawPointer, _ n: Int) {
-        guard let i = portIndex[id] else { drop(.noRoute); return }
-        writePort(i, frame, n)
-    }
-
     /// One plain frame (complete checksums, no GSO) to a port.
     @inline(__always)
     private func writePort(_ i: Int, _ frame: UnsafeMutableRawPointer, _ n: Int) {
