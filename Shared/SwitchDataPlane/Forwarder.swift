@@ -230,13 +230,13 @@ public final class Forwarder: @unchecked Sendable {
         }
     }
 
+    /// The switch's clock (ms), for deadlines in snapshots.
+    public var now: UInt64 { clock() }
+
     /// Announces that `mac` now lives behind local port `portID` (a VM arrived here): the table
     /// learns it, and every peer gets a RARP announcement from it — the same frame a hypervisor
     /// sends after a live migration — carrying a sequence number, so peers relearn at once.
     /// Returns the sequence number, or nil if the forwarding thread did not answer.
-    /// The switch's clock (ms), for deadlines in snapshots.
-    public var now: UInt64 { clock() }
-
     public func announceMove(_ mac: MAC, portID: UInt32) -> UInt32? {
         perform(timeoutMs: 2000) { [unowned self] in
             self.moveSequence &+= 1
