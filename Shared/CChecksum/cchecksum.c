@@ -62,6 +62,5 @@ uint64_t vn_csum_add(const void *p, size_t len, uint64_t initial) {
     static adder chosen;   /* a benign race: every thread chooses the same */
     adder f = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
     if (!f) { f = choose(); __atomic_store_n(&chosen, f, __ATOMIC_RELAXED); }
-    /* Short runs (headers) are not worth the vector set-up. */
-    return len >= 128 ? f((const uint8_t *)p, len, initial) : add_portable((const uint8_t *)p, len, initial);
+    return f((const uint8_t *)p, len, initial);
 }

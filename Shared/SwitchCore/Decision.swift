@@ -19,7 +19,7 @@ public enum DropReason: String, CaseIterable, Sendable {
     case misdirected          // from a peer, for an address behind another peer
     case noRoute = "no_route" // known location that no longer exists
     case congested            // a port or the socket could not take it
-    case badChecksum = "bad_checksum"      // inner IPv4/TCP/UDP checksum wrong (checked before merging)
+    case badChecksum = "bad_checksum"      // from a peer, with a wrong inner IPv4/TCP/UDP checksum
 }
 
 public enum Forwarding {

@@ -287,8 +287,8 @@ public enum Offload {
 }
 
 /// Merges consecutive TCPv4 segments of one flow, as they come off the tunnel, into one frame
-/// (the caller has checked their checksums with `Offload.checkInner`)
-/// with a virtio_net_hdr (GSO_TCPV4, NEEDS_CSUM) that a TAP takes whole. The merged frame is
+/// with a virtio_net_hdr (GSO_TCPV4, NEEDS_CSUM) that a TAP takes whole. It does not check
+/// checksums: the caller has (`Offload.checkInner`), since the kernel trusts NEEDS_CSUM. The merged frame is
 /// gathered, not copied: piece 0 is the virtio_net_hdr and the first segment's headers (in the
 /// coalescer's own buffer), the other pieces are the segments' payloads where they lie, which
 /// must stay in place until `finish()`.

@@ -546,11 +546,13 @@ public final class Forwarder: @unchecked Sendable {
         return (VXLAN.headerLength + t.headersLength + mss, (n - t.headersLength + mss - 1) / mss)
     }
 
-    /// Cuts a TSO frame into VXLAN datagrams without copying its payload, appended to the
-    /// train's gather list (headers after the train's). Returns whether its last segment is
-    /// short (which ends what can share a send); nil, the train unchanged, if it cannot be cut.
-    private func cut(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int) -> Bool? {
-        guard let (segmentSize, count) = Self.layout(frame, n, mss: mss), trainHeaders + count <= maxSegments else { return nil }
+    /// Cuts a TSO frame of `layout` into VXLAN datagrams without copying its payload, appended
+    /// to the train's gather list (headers after the train's). Returns whether its last segment
+    /// is short (which ends what can share a send); nil, the train unchanged, if it cannot be cut.
+    private func cut(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int,
+                     layout: (segmentSize: Int, count: Int)) -> Bool? {
+        let (segmentSize, count) = layout
+        guard trainHeaders + count <= maxSegments else { return nil }
         let vni = options.vni
         let pieces = gatherPieces + 2 * trainCount, lengths = gatherLengths + 2 * trainCount
         var last = 0
@@ -580,12 +582,13 @@ public final class Forwarder: @unchecked Sendable {
     /// `sendTrain()`.
     private func queueTrain(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, to peer: PeerAddress) -> Bool {
         sendQueued()   // what is queued goes first: a flow's frames keep their order
-        guard let (segmentSize, count) = Self.layout(frame, n, mss: mss) else { drop(.malformed); return false }
+        guard let layout = Self.layout(frame, n, mss: mss) else { drop(.malformed); return false }
         // One train: one peer, one datagram size, within the header area.
-        if trainCount > 0 && (peer != trainPeer || segmentSize != trainSegmentSize || trainHeaders + count > maxSegments) {
+        if trainCount > 0 && (peer != trainPeer || layout.segmentSize != trainSegmentSize
+                              || trainHeaders + layout.count > maxSegments) {
             sendTrain()
         }
-        guard let shortLast = cut(frame, n, mss: mss) else { drop(.malformed); return false }
+        guard let shortLast = cut(frame, n, mss: mss, layout: layout) else { drop(.malformed); return false }
         trainPeer = peer
         // A short last segment ends what can share a send: all of it goes.
         if shortLast { sendTrain(); return false }
@@ -632,7 +635,9 @@ public final class Forwarder: @unchecked Sendable {
         where C.Element == PeerAddress {
         sendTrain()    // its segments use the same gather list and headers
         sendQueued()   // what is queued goes first: a flow's frames keep their order
-        guard cut(frame, n, mss: mss) != nil else { drop(.malformed); return }
+        guard let layout = Self.layout(frame, n, mss: mss), cut(frame, n, mss: mss, layout: layout) != nil else {
+            drop(.malformed); return
+        }
         for peer in peers { sendLoads(to: peer, count: trainCount) }
         trainCount = 0
         trainHeaders = 0

@@ -180,7 +180,7 @@ func switchStats(_ control: String) throws -> JSONValue {
     }
     /// Bursts of small datagrams of one flow (and some shorter ones among them) between two
     /// switches: every datagram arrives intact, and the receiving switch merged trains of them
-    /// into single USO writes to its TAP.
+    /// into single USO writes to its TAP. Then bulk TCP each way arrives byte for byte.
     @Test func smallDatagramsAndBulkTCPArriveIntact() throws {
         let lab = try Lab("uso", subnet: "172.31.82")
         defer { lab.teardown() }
