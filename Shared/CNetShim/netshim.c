@@ -397,13 +397,31 @@ int vn_epoll_wait(int ep, uint32_t *tags, int max, int timeout_ms) {
 #include <sys/resource.h>
 #include <sys/syscall.h>
 
-int vn_thread_schedule(int batch, int nice) {
+/* struct sched_attr (glibc 2.36 has neither it nor a sched_setattr wrapper). */
+struct vn_sched_attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+};
+
+int vn_thread_schedule(int batch, int nice, unsigned slice_us) {
     if (nice < -20 || nice > 19) return -EINVAL;
-    if (batch) {
-        struct sched_param p;
-        memset(&p, 0, sizeof p);
-        if (sched_setscheduler(0, SCHED_BATCH, &p) < 0) return -errno;
-    }
-    if (nice != 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) < 0) return -errno;
-    return 0;
+    if (slice_us != 0 && (slice_us < 100 || slice_us > 100000)) return -EINVAL;
+    struct vn_sched_attr a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.policy = batch ? SCHED_BATCH : SCHED_OTHER;
+    a.nice = nice;
+    a.runtime = (uint64_t)slice_us * 1000;   /* 0: the kernel's slice */
+    return syscall(SYS_sched_setattr, 0, &a, 0) < 0 ? -errno : 0;
 }
+
+int vn_thread_slice_us(int tid) {
+    struct vn_sched_attr a;
+    memset(&a, 0, sizeof a);
+    if (syscall(SYS_sched_getattr, tid, &a, sizeof a, 0) < 0) return -errno;
+    return (int)(a.runtime / 1000);
+}
+

@@ -97,6 +97,12 @@ public final class Forwarder: @unchecked Sendable {
         /// 120-123 k/s at 0, 140-147 k at 5, 188-199 k at 10, 219-232 k at 19; TCP and round
         /// trips within their run-to-run spread at 10, TCP lower at 19.
         public var niceness: Int32 = 10
+        /// The forwarding thread's EEVDF time slice in microseconds, 100-100,000 (0: the
+        /// kernel's, 0.75 ms scaled by the core count). With a short slice and `SCHED_OTHER` at
+        /// nice 0, its wake-ups preempt busy threads at once: on a host whose cores are busy,
+        /// round trips of ~0.1-0.2 ms instead of several ms; on an idle one, longer (measured
+        /// in Tests/Benchmarks/results/README.md). So it is an option, off by default.
+        public var sliceMicros: UInt32 = 0
         public init(vni: UInt32) { self.vni = vni }
     }
 
@@ -276,7 +282,7 @@ public final class Forwarder: @unchecked Sendable {
     private var schedulingResult: Int32 = 0
 
     /// Why the forwarding thread runs without the scheduling its options ask for
-    /// (`batchScheduling`, `niceness`); nil when it has it (or did not answer in time). Asked of
+    /// (`batchScheduling`, `niceness`, `sliceMicros`); nil when it has it (or did not answer in time). Asked of
     /// the thread itself, so it is the thread's own word.
     public func schedulingError(timeoutMs: Int = 2000) -> String? {
         guard let rc = perform(timeoutMs: timeoutMs, { [self] in schedulingResult }), rc != 0 else { return nil }
@@ -286,7 +292,8 @@ public final class Forwarder: @unchecked Sendable {
     public func start() {
         let t = Thread { [self] in
             setThreadName("violin-forward")   // what top -H and perf show
-            self.schedulingResult = vn_thread_schedule(self.options.batchScheduling ? 1 : 0, self.options.niceness)
+            self.schedulingResult = vn_thread_schedule(self.options.batchScheduling ? 1 : 0, self.options.niceness,
+                                                       self.options.sliceMicros)
             self.loop()
             self.done.signal()
         }

@@ -247,25 +247,27 @@ final class LocalSwitch {
         #expect(later.batches - failed.batches < 20, "\(later.batches - failed.batches) wake-ups in 0.5 s")
     }
 
+    /// (tid, nice, policy) of every thread of this process named violin-forward.
+    private func forwardingThreads() -> [(tid: Int32, nice: Int, policy: Int)] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return tasks.compactMap { tid in
+            guard let id = Int32(tid),
+                  let comm = try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8),
+                  comm.trimmingCharacters(in: .whitespacesAndNewlines) == "violin-forward",
+                  let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return nil }
+            // Fields after the command name start at field 3; nice is field 19, policy 41.
+            let f = stat[stat.index(after: close)...].split(separator: " ")
+            guard f.count > 38, let nice = Int(f[16]), let policy = Int(f[38]) else { return nil }
+            return (id, nice, policy)
+        }
+    }
+
     /// The forwarding thread runs under SCHED_BATCH at nice 10 by default (the host's own work
     /// wins the CPU when it is short), as read back from the kernel.
     @Test func forwardingThreadYieldsToTheHostsWork() throws {
         let sw = try LocalSwitch(vni: 11)
         defer { sw.stop() }
-        /// (nice, policy) of every thread of this process named violin-forward.
-        func forwardingThreads() -> [(nice: Int, policy: Int)] {
-            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-            return tasks.compactMap { tid in
-                guard let comm = try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8),
-                      comm.trimmingCharacters(in: .whitespacesAndNewlines) == "violin-forward",
-                      let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
-                      let close = stat.lastIndex(of: ")") else { return nil }
-                // Fields after the command name start at field 3; nice is field 19, policy 41.
-                let f = stat[stat.index(after: close)...].split(separator: " ")
-                guard f.count > 38, let nice = Int(f[16]), let policy = Int(f[38]) else { return nil }
-                return (nice, policy)
-            }
-        }
         // Every forwarding thread of this process (the suite runs one test at a time).
         let settled = eventually(timeoutMs: 5000) {
             let t = forwardingThreads()
@@ -275,11 +277,35 @@ final class LocalSwitch {
         #expect(sw.forwarder.schedulingError() == nil)
     }
 
+    /// For a busy host: SCHED_OTHER at nice 0 with a 100 us slice, as the kernel reports it for
+    /// the forwarding thread.
+    @Test func aShortSliceIsTheThreadsOwn() throws {
+        var o = Forwarder.Options(vni: 13)
+        o.batchScheduling = false
+        o.niceness = 0
+        o.sliceMicros = 100
+        var lo: UInt32 = 0
+        _ = vn_parse_ipv4("127.0.0.1", &lo)
+        let f = Forwarder(options: o, tunnel: try TunnelSocket(bind: PeerAddress(addressBE: lo, port: 0)))
+        f.start()
+        defer { f.stop() }
+        #expect(f.schedulingError() == nil)
+        let threads = forwardingThreads()
+        #expect(threads.count == 1, "\(threads)")
+        for t in threads {
+            #expect(t.nice == 0 && t.policy == 0 /* SCHED_OTHER */, "\(t)")
+            #expect(vn_thread_slice_us(t.tid) == 100)
+        }
+        #expect(f.statistics() != nil, "the loop runs")
+    }
+
     /// Scheduling the kernel refuses is reported by the forwarder, not passed over: the switch
     /// logs it. The thread still forwards.
-    @Test func refusedSchedulingIsReported() throws {
+    @Test(arguments: [(Int32(25), UInt32(0)), (0, 50), (0, 200_000)])
+    func refusedSchedulingIsReported(nice: Int32, slice: UInt32) throws {
         var o = Forwarder.Options(vni: 12)
-        o.niceness = 25
+        o.niceness = nice
+        o.sliceMicros = slice
         var lo: UInt32 = 0
         _ = vn_parse_ipv4("127.0.0.1", &lo)
         let f = Forwarder(options: o, tunnel: try TunnelSocket(bind: PeerAddress(addressBE: lo, port: 0)))

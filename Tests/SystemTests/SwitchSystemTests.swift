@@ -44,6 +44,18 @@ func switchStats(_ control: String) throws -> JSONValue {
         }
     }
 
+    /// Scheduling flags out of range are refused before the switch starts, with a message
+    /// naming the flag (no TAP, no socket is made).
+    @Test(arguments: [(["--slice-us", "50"], "--slice-us must be 0 or 100-100000"),
+                      (["--slice-us", "100001"], "--slice-us must be 0 or 100-100000"),
+                      (["--nice", "20"], "--nice must be 0-19"),
+                      (["--sched", "fifo"], "--sched must be batch or normal")])
+    func badSchedulingFlagsAreRefused(flags: [String], message: String) throws {
+        let r = try run("violin-switch", ["--vni", "5", "--tunnel", "127.0.0.1:0"] + flags, timeout: 20)
+        #expect(r.status == 64, "\(r.status): \(r.err)")
+        #expect(r.err.contains(message), "\(r.err)")
+    }
+
     /// Pings every other VM of the same VIOLIN from `v`; returns the targets that did not answer.
     func unreachable(_ lab: Lab, _ violin: String, from v: Int, targets: [String]) throws -> [String] {
         let script = targets.map { "ping -c 1 -W 3 \($0) >/dev/null 2>&1 || echo \($0)" }.joined(separator: "; ")

@@ -72,7 +72,11 @@ int vn_epoll_del(int ep, int fd);
 /* Waits up to timeout_ms; writes the tags of up to `max` (<= 256) ready entries. Count or -errno. */
 int vn_epoll_wait(int ep, uint32_t *tags, int max, int timeout_ms);
 /* Schedules the calling thread: SCHED_BATCH if `batch` (throughput work: its wake-ups do not
- * preempt the running thread), and the nice value `nice` (-20..19; raising it needs no
- * privilege). 0, or -errno of the first step that failed. */
-int vn_thread_schedule(int batch, int nice);
+ * preempt the running thread) or SCHED_OTHER, the nice value `nice` (-20..19; raising it needs
+ * no privilege) and, unless `slice_us` is 0, an EEVDF time slice of `slice_us` microseconds
+ * (100-100,000; Linux 6.12+: with a shorter slice its wake-ups preempt busy threads sooner).
+ * 0 or -errno. */
+int vn_thread_schedule(int batch, int nice, unsigned slice_us);
+/* Thread `tid`'s time slice in microseconds as the kernel reports it (sched_getattr), or -errno. */
+int vn_thread_slice_us(int tid);
 #endif
