@@ -98,6 +98,11 @@ int vn_udp_send_gather(int fd, const uint8_t *const *ptrs, const size_t *lens, i
     }
 }
 
+int vn_udp_send_gso(int fd, const uint8_t *buf, size_t len, uint32_t addr_be, uint16_t port,
+                    uint16_t segment, int timeout_ms) {
+    return vn_udp_send_gather(fd, &buf, &len, 1, addr_be, port, segment, timeout_ms);
+}
+
 int vn_writev2(int fd, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
     struct iovec iov[2] = { { (void *)a, alen }, { (void *)b, blen } };
     for (;;) {

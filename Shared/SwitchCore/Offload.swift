@@ -19,6 +19,16 @@ public enum Checksum {
         len >= 128 ? vn_csum_add(p, len, initial) : addInline(p, len, initial)
     }
 
+    /// Copies `len` octets from `src` to `dst` (not overlapping) and adds them as `add` would,
+    /// in one pass over the data.
+    @inline(__always)
+    public static func copy(_ dst: UnsafeMutableRawPointer, _ src: UnsafeRawPointer, _ len: Int,
+                            _ initial: UInt64 = 0) -> UInt64 {
+        if len >= 128 { return vn_csum_copy(dst, src, len, initial) }
+        dst.copyMemory(from: src, byteCount: len)
+        return addInline(dst, len, initial)
+    }
+
     /// Short runs (headers), inlined where they are summed.
     @inline(__always)
     static func addInline(_ p: UnsafeRawPointer, _ len: Int, _ initial: UInt64 = 0) -> UInt64 {
@@ -216,33 +226,33 @@ public enum Offload {
         }
     }
 
-    /// Cuts a TCPv4 TSO frame into segments of `mss` payload octets without moving the payload:
-    /// for segment k it writes `headroom` octets (e.g. a VXLAN header, by `writeHeadroom`) and
-    /// the segment's own headers at `headers + k * headerStride` — IP length, id and checksum,
-    /// TCP sequence number, flags and full checksum over the payload where it lies — and calls
-    /// `emit(k, header, headerLength, payload, payloadLength)`. Returns the segment count, or
-    /// nil if the frame is not TCPv4 or the header area is too small.
-    @discardableResult
-    public static func segmentInPlace(_ f: UnsafeRawPointer, length: Int, mss: Int, headroom: Int,
-                                      headers: UnsafeMutableRawPointer, headerStride: Int, headerCapacity: Int,
-                                      writeHeadroom: (UnsafeMutableRawPointer) -> Void,
-                                      emit: (Int, UnsafeRawPointer, Int, UnsafeRawPointer, Int) -> Void) -> Int? {
-        guard mss > 0, let t = TCPv4(f, length: length) else { return nil }
+    /// Cuts a TCPv4 TSO frame into segments of `mss` payload octets, one after another in `out`:
+    /// segment k starts at `out + k * segmentSize` with `headroom` octets (e.g. a VXLAN header,
+    /// by `writeHeadroom`), then its own headers — IP length, id and checksum, TCP sequence
+    /// number, flags and full checksum — and its payload, copied and summed in one pass. Every
+    /// segment but the last is `segmentSize` octets, so a run of them goes out as one UDP GSO
+    /// send from one contiguous buffer (the kernel copies that far faster than a gather list of
+    /// headers and payloads: measured, a third of the sending switch's copy cost). Returns
+    /// (segmentSize, count, total octets), or nil if the frame is not TCPv4 or does not fit.
+    public static func segment(_ f: UnsafeRawPointer, length: Int, mss: Int, headroom: Int,
+                               out: UnsafeMutableRawPointer, capacity: Int,
+                               writeHeadroom: (UnsafeMutableRawPointer) -> Void) -> (segmentSize: Int, count: Int, total: Int)? {
+        guard mss > 0, let t = TCPv4(f, length: length), length > t.headersLength else { return nil }
         let hdr = t.headersLength
         let payload = length - hdr
-        guard payload > 0, headroom + hdr <= headerStride else { return nil }
+        let segmentSize = headroom + hdr + mss
         let count = (payload + mss - 1) / mss
-        guard count * headerStride <= headerCapacity else { return nil }
+        let total = (count - 1) * segmentSize + headroom + hdr + (payload - (count - 1) * mss)
+        guard total <= capacity else { return nil }
         let seq0 = be32(f, t.tcpOffset + 4)
         let id0 = be16(f, 18)
         let flags = f.load(fromByteOffset: t.tcpOffset + 13, as: UInt8.self)
         let tcp = t.tcpOffset
         for k in 0..<count {
-            let o = headers + k * headerStride
+            let o = out + k * segmentSize
             writeHeadroom(o)
             let s = o + headroom
             let len = min(mss, payload - k * mss)
-            let data = f + hdr + k * mss
             s.copyMemory(from: f, byteCount: hdr)
             // IPv4: total length, id, header checksum.
             put16(s, 16, UInt16(t.ipHeaderLength + t.tcpHeaderLength + len))
@@ -258,30 +268,9 @@ public enum Offload {
             put16(s, tcp + 16, 0)
             let tcpLength = t.tcpHeaderLength + len
             let sum = Checksum.pseudoIPv4(s + 14, protocol: 6, length: tcpLength)
-                &+ Checksum.add(s + tcp, t.tcpHeaderLength) &+ Checksum.add(data, len)
+                &+ Checksum.add(s + tcp, t.tcpHeaderLength) &+ Checksum.copy(s + hdr, f + hdr + k * mss, len)
             Checksum.store(sum, at: s + tcp + 16)
-            emit(k, UnsafeRawPointer(o), headroom + hdr, data, len)
         }
-        return count
-    }
-
-    /// The same, copied into one contiguous buffer: every segment but the last is
-    /// `segmentSize` octets, so the result can go out as one UDP GSO send or be written segment
-    /// by segment. Returns (segmentSize, count, total), or nil.
-    public static func segment(_ f: UnsafeRawPointer, length: Int, mss: Int, headroom: Int,
-                               out: UnsafeMutableRawPointer, capacity: Int,
-                               writeHeadroom: (UnsafeMutableRawPointer) -> Void) -> (segmentSize: Int, count: Int, total: Int)? {
-        guard mss > 0, let t = TCPv4(f, length: length), length > t.headersLength else { return nil }
-        let segmentSize = headroom + t.headersLength + mss
-        var total = 0
-        let count = segmentInPlace(f, length: length, mss: mss, headroom: headroom, headers: out,
-                                   headerStride: segmentSize, headerCapacity: capacity,
-                                   writeHeadroom: writeHeadroom) { _, header, headerLength, data, len in
-            // The header was written where the segment starts; the payload follows it.
-            UnsafeMutableRawPointer(mutating: header + headerLength).copyMemory(from: data, byteCount: len)
-            total = UnsafeRawPointer(out).distance(to: header) + headerLength + len
-        }
-        guard let count else { return nil }
         return (segmentSize, count, total)
     }
 }

@@ -151,12 +151,9 @@ public final class Forwarder: @unchecked Sendable {
     private let gsoBufferCount = 8
     private var gsoUsed = 0
     private var coalescer = Coalescer()
-    // Headers of the segments of one TSO frame, and the gather list that sends them.
-    private let maxSegments = 1024
-    private let segmentHeaderStride = 160
-    private let segmentHeaders: UnsafeMutableRawPointer
-    private let gatherPieces: UnsafeMutablePointer<UnsafePointer<UInt8>?>
-    private let gatherLengths: UnsafeMutablePointer<Int>
+    /// The train's datagrams (see `cut`): room for four 64 KB frames' segments.
+    private let trainBuffer: UnsafeMutableRawPointer
+    private let trainCapacity = 4 * (65_536 + 64 * 160)
     private let zeroHeader = UnsafeMutableRawPointer.allocate(byteCount: VirtioNetHeader.length, alignment: 8)
     /// The largest UDP payload one send may carry (IPv4).
     private let maxUDPPayload = 65_507
@@ -180,9 +177,7 @@ public final class Forwarder: @unchecked Sendable {
         slots = UnsafeMutableRawPointer.allocate(byteCount: slotSize * options.batch, alignment: 64)
         gsoBuffers = UnsafeMutableRawPointer.allocate(byteCount: gsoBufferSize * gsoBufferCount, alignment: 64)
         zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.length)
-        segmentHeaders = .allocate(byteCount: segmentHeaderStride * maxSegments, alignment: 64)
-        gatherPieces = .allocate(capacity: 2 * maxSegments)
-        gatherLengths = .allocate(capacity: 2 * maxSegments)
+        trainBuffer = .allocate(byteCount: trainCapacity, alignment: 64)
     }
 
     deinit {
@@ -192,9 +187,7 @@ public final class Forwarder: @unchecked Sendable {
         gsoBuffers.deallocate()
         coalescer.deallocate()
         zeroHeader.deallocate()
-        segmentHeaders.deallocate()
-        gatherPieces.deallocate()
-        gatherLengths.deallocate()
+        trainBuffer.deallocate()
         txPointers.deallocate()
         txLengths.deallocate()
         txPeers.deallocate()
@@ -490,7 +483,7 @@ public final class Forwarder: @unchecked Sendable {
             case .peer(let peer):
                 guard peerSet.contains(peer) else { drop(.noRoute); continue }
                 if tso {
-                    if queueTrain(frame, n, mss: Int(vh.gsoSize), to: peer) { slotsUsed += 1 }
+                    queueTrain(frame, n, mss: Int(vh.gsoSize), to: peer)
                 } else {
                     VXLAN.write(vni: options.vni, to: frame - VXLAN.headerLength)
                     queueTunnel(frame - VXLAN.headerLength, n + VXLAN.headerLength, peer)
@@ -537,117 +530,109 @@ public final class Forwarder: @unchecked Sendable {
         }
     }
 
-    // The train: segments of consecutive TSO frames to one peer, waiting to go out together.
+    // The train: segments of consecutive TSO frames to one peer, waiting to go out together,
+    // laid one after another in `trainBuffer` so that a load goes out from one contiguous range.
     // One UDP send carries at most 64 KB, so a 64 KB TSO frame alone needs two (44 segments and
     // 2, at MTU 1500); carried on into the next frame's, its tail shares that one's send.
     private var trainPeer = PeerAddress(addressBE: 0, port: 0)
     private var trainSegmentSize = 0
-    /// Segments in the train; their gather pieces are the first 2 * trainCount entries.
+    /// Where the train starts in `trainBuffer`, and how many segments it holds (all of
+    /// `trainSegmentSize` octets but a short last one, which ends it: the train then goes).
+    private var trainStart = 0
     private var trainCount = 0
-    /// Segment header slots in use (they stay put until the train is empty).
-    private var trainHeaders = 0
+    private var trainBytes = 0
 
-    /// The VXLAN datagram size and count a TSO frame is cut into; nil unless it is TCPv4.
-    private static func layout(_ frame: UnsafeRawPointer, _ n: Int, mss: Int) -> (segmentSize: Int, count: Int)? {
-        guard mss > 0, let t = Offload.TCPv4(frame, length: n), n > t.headersLength else { return nil }
-        return (VXLAN.headerLength + t.headersLength + mss, (n - t.headersLength + mss - 1) / mss)
-    }
-
-    /// Cuts a TSO frame of `layout` into VXLAN datagrams without copying its payload, appended
-    /// to the train's gather list (headers after the train's). Returns whether its last segment
-    /// is short (which ends what can share a send); nil, the train unchanged, if it cannot be cut.
-    private func cut(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int,
-                     layout: (segmentSize: Int, count: Int)) -> Bool? {
-        let (segmentSize, count) = layout
-        guard trainHeaders + count <= maxSegments else { return nil }
+    /// Cuts a TSO frame into VXLAN datagrams at the end of the train (moving the train to the
+    /// front of its buffer first when it would not fit behind it, or sending it when it would
+    /// not fit at all). Returns whether its last segment is short (which ends what can share a
+    /// send); nil, the train unchanged, if the frame cannot be cut.
+    private func cut(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int) -> Bool? {
         let vni = options.vni
-        let pieces = gatherPieces + 2 * trainCount, lengths = gatherLengths + 2 * trainCount
-        var last = 0
-        let made = Offload.segmentInPlace(frame, length: n, mss: mss, headroom: VXLAN.headerLength,
-                                          headers: segmentHeaders + trainHeaders * segmentHeaderStride,
-                                          headerStride: segmentHeaderStride,
-                                          headerCapacity: segmentHeaderStride * (maxSegments - trainHeaders),
-                                          writeHeadroom: { VXLAN.write(vni: vni, to: $0) }) { k, h, hl, data, len in
-            pieces[2 * k] = h.assumingMemoryBound(to: UInt8.self)
-            lengths[2 * k] = hl
-            pieces[2 * k + 1] = data.assumingMemoryBound(to: UInt8.self)
-            lengths[2 * k + 1] = len
-            last = hl + len
+        func cutAt(_ offset: Int) -> (segmentSize: Int, count: Int, total: Int)? {
+            Offload.segment(frame, length: n, mss: mss, headroom: VXLAN.headerLength, out: trainBuffer + offset,
+                            capacity: trainCapacity - offset, writeHeadroom: { VXLAN.write(vni: vni, to: $0) })
         }
-        guard made == count else { return nil }
-        trainSegmentSize = segmentSize
-        trainCount += count
-        trainHeaders += count
-        return last < segmentSize
+        let end = trainStart + trainBytes
+        var r = cutAt(end)
+        if r == nil && trainStart > 0 {
+            // The rest of the train (less than one load) moves to the front; the frame follows it.
+            trainBuffer.copyMemory(from: trainBuffer + trainStart, byteCount: trainBytes)
+            trainStart = 0
+            r = cutAt(trainBytes)
+        }
+        guard let r else { return nil }
+        trainSegmentSize = r.segmentSize
+        trainCount += r.count
+        trainBytes += r.total
+        return r.total < r.count * r.segmentSize
     }
 
-    /// How many train segments one UDP GSO send may carry.
-    private var perSend: Int { max(1, min(maxUDPPayload / trainSegmentSize, 512)) }
+    /// How many train segments one UDP GSO send may carry (64 KB, and the kernel's segment limit).
+    private var perSend: Int { max(1, min(maxUDPPayload / trainSegmentSize, 64)) }
+
+    /// The datagram size of the segments `frame` would be cut into; nil unless it is TCPv4.
+    private static func segmentSize(_ frame: UnsafeRawPointer, _ n: Int, mss: Int) -> Int? {
+        guard mss > 0, let t = Offload.TCPv4(frame, length: n), n > t.headersLength else { return nil }
+        return VXLAN.headerLength + t.headersLength + mss
+    }
 
     /// A TSO frame for one peer joins the train, and every full load of the train goes out.
-    /// True when segments of this frame are still waiting, so its slot must be kept until
-    /// `sendTrain()`.
-    private func queueTrain(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, to peer: PeerAddress) -> Bool {
+    private func queueTrain(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, to peer: PeerAddress) {
         sendQueued()   // what is queued goes first: a flow's frames keep their order
-        guard let layout = Self.layout(frame, n, mss: mss) else { drop(.malformed); return false }
-        // One train: one peer, one datagram size, within the header area.
-        if trainCount > 0 && (peer != trainPeer || layout.segmentSize != trainSegmentSize
-                              || trainHeaders + layout.count > maxSegments) {
+        guard let size = Self.segmentSize(frame, n, mss: mss) else { drop(.malformed); return }
+        // One train: one peer, one datagram size.
+        if trainCount > 0 && (peer != trainPeer || size != trainSegmentSize) { sendTrain() }
+        var shortLast = cut(frame, n, mss: mss)
+        if shortLast == nil && trainCount > 0 {   // no room behind the train: it goes first
             sendTrain()
+            shortLast = cut(frame, n, mss: mss)
         }
-        guard let shortLast = cut(frame, n, mss: mss, layout: layout) else { drop(.malformed); return false }
+        guard let shortLast else { drop(.malformed); return }
         trainPeer = peer
         // A short last segment ends what can share a send: all of it goes.
-        if shortLast { sendTrain(); return false }
+        if shortLast { sendTrain(); return }
         // Otherwise the full loads go now, and the rest waits for the next frame.
         let full = trainCount / perSend * perSend
         sendLoads(to: peer, count: full)
-        if full == trainCount { trainCount = 0; trainHeaders = 0; return false }
-        shiftTrain(by: full)
-        return true
+        trainStart += full * trainSegmentSize
+        trainBytes -= full * trainSegmentSize
+        trainCount -= full
+        if trainCount == 0 { trainStart = 0 }
     }
 
-    /// Sends the first `count` train segments to `peer`, in loads of `perSend`.
+    /// Sends the first `count` train segments to `peer`, in loads of `perSend` (the last load
+    /// may end in the train's short segment).
     private func sendLoads(to peer: PeerAddress, count: Int) {
         var k = 0
         while k < count {
             let m = min(perSend, count - k)
-            let rc = vn_udp_send_gather(tunnel.fd, gatherPieces + 2 * k, gatherLengths + 2 * k, Int32(2 * m),
-                                        peer.addressBE, peer.port, m > 1 ? UInt16(trainSegmentSize) : 0, 50)
+            let from = k * trainSegmentSize
+            let bytes = min(m * trainSegmentSize, trainBytes - from)
+            let rc = vn_udp_send_gso(tunnel.fd, (trainBuffer + trainStart + from).assumingMemoryBound(to: UInt8.self),
+                                     bytes, peer.addressBE, peer.port, m > 1 ? UInt16(trainSegmentSize) : 0, 50)
             if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += m } else { stats.framesToPeers += m }
             k += m
         }
     }
 
-    /// Drops the first `sent` segments from the gather list (their headers stay where they are).
-    private func shiftTrain(by sent: Int) {
-        guard sent > 0 else { return }
-        let rest = trainCount - sent
-        for e in 0..<(2 * rest) {   // forwards: the ranges may overlap
-            gatherPieces[e] = gatherPieces[2 * sent + e]
-            gatherLengths[e] = gatherLengths[2 * sent + e]
-        }
-        trainCount = rest
-    }
-
     /// Sends what waits in the train.
     private func sendTrain() {
         sendLoads(to: trainPeer, count: trainCount)
+        trainStart = 0
         trainCount = 0
-        trainHeaders = 0
+        trainBytes = 0
     }
 
     /// A TSO frame to several peers (a flood): cut once, every peer sent the whole of it.
     private func queueSegmented<C: Collection>(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, peers: C)
         where C.Element == PeerAddress {
-        sendTrain()    // its segments use the same gather list and headers
+        sendTrain()    // its segments use the same buffer
         sendQueued()   // what is queued goes first: a flow's frames keep their order
-        guard let layout = Self.layout(frame, n, mss: mss), cut(frame, n, mss: mss, layout: layout) != nil else {
-            drop(.malformed); return
-        }
+        guard cut(frame, n, mss: mss) != nil else { drop(.malformed); return }
         for peer in peers { sendLoads(to: peer, count: trainCount) }
+        trainStart = 0
         trainCount = 0
-        trainHeaders = 0
+        trainBytes = 0
     }
 
     /// Every datagram queued on the tunnel socket, in batches; with GRO, a slot may hold a

@@ -140,6 +140,17 @@ func offerTo(_ c: inout Coalescer, _ f: [UInt8], _ target: Int = 0) -> Bool {
                 }
                 let stored = withUnsafeBytes(of: fast) { [$0[0], $0[1]] }     // native store = network bytes
                 #expect(UInt16(stored[0]) << 8 | UInt16(stored[1]) == naiveChecksum(Array(bytes[shift...])), "length \(len), shift \(shift)")
+                // The copy that sums as it goes: the same sum, the same bytes, at another alignment
+                // of the destination, and nothing written past its end.
+                var dst = [UInt8](repeating: 0xA5, count: len + 5 + 8)
+                let copied = bytes.withUnsafeBytes { src in
+                    dst.withUnsafeMutableBytes { d in
+                        Checksum.copy(d.baseAddress! + 5, (src.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!) + shift, len)
+                    }
+                }
+                #expect(Checksum.fold(copied) == ~fast, "copy sum, length \(len), shift \(shift)")
+                #expect(Array(dst[5..<(5 + len)]) == Array(bytes[shift...]), "copied bytes, length \(len), shift \(shift)")
+                #expect(dst.prefix(5).allSatisfy { $0 == 0xA5 } && dst.suffix(8).allSatisfy { $0 == 0xA5 })
             }
         }
         // An initial sum carries on: two halves summed in turn equal the whole (even split).
@@ -190,6 +201,14 @@ func offerTo(_ c: inout Coalescer, _ f: [UInt8], _ target: Int = 0) -> Bool {
             #expect(f[47] == (k == r.count - 1 ? 0x18 : 0x10), "PSH on the last segment only")
             segments.append(f)
         }
+        // One octet short of room for the last segment: refused, not written past the end.
+        let tight = original.withUnsafeBytes { src in
+            out.withUnsafeMutableBytes { dst in
+                Offload.segment(src.baseAddress!, length: src.count, mss: mss, headroom: 8, out: dst.baseAddress!,
+                                capacity: r.total - 1, writeHeadroom: { VXLAN.write(vni: 5, to: $0) })
+            }
+        }
+        #expect(tight == nil)
         var c = Coalescer()
         defer { c.deallocate() }
         for (k, f) in segments.enumerated() {

@@ -19,6 +19,10 @@ int vn_writev(int fd, const uint8_t *const *ptrs, const size_t *lens, int count)
  * kernel cuts it into datagrams of that size (UDP_SEGMENT). Retries on EAGAIN up to timeout_ms. */
 int vn_udp_send_gather(int fd, const uint8_t *const *ptrs, const size_t *lens, int count,
                        uint32_t addr_be, uint16_t port, uint16_t segment, int timeout_ms);
+/* One UDP send of `len` octets from one buffer, as datagrams of `segment` octets (UDP GSO) when
+ * `segment` > 0 and the buffer is longer; waits up to `timeout_ms` for room. Octets sent or -errno. */
+int vn_udp_send_gso(int fd, const uint8_t *buf, size_t len, uint32_t addr_be, uint16_t port,
+                    uint16_t segment, int timeout_ms);
 /* writev of two pieces: a virtio_net_hdr and a frame, as one TAP packet. */
 int vn_writev2(int fd, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
 /* Sets a link up with an MTU (0: leave it) and, if mac is not NULL, its 6-byte address. */
