@@ -146,12 +146,12 @@ public final class Forwarder: @unchecked Sendable {
     private var txCount = 0
     private var slotsUsed = 0
     // Segmented TSO frames waiting in the send batch: each buffer holds one frame's segments.
-    private let gsoBuffers: UnsafeMutableRawPointer
-    private let gsoBufferSize = 2 * 65_536 + 8_192
-    private let gsoBufferCount = 8
-    private var gsoUsed = 0
+    /// A TSO frame's segments for a port without offloads (written out at once).
+    private let segmentBuffer: UnsafeMutableRawPointer
+    private let segmentBufferSize = 2 * 65_536 + 8_192
     private var coalescer = Coalescer()
-    /// The train's datagrams (see `cut`): room for four 64 KB frames' segments.
+    /// The train's datagrams (see `cut`): four 64 KB frames, each with room for the VXLAN and
+    /// inner headers (up to 160 octets) of 64 segments.
     private let trainBuffer: UnsafeMutableRawPointer
     private let trainCapacity = 4 * (65_536 + 64 * 160)
     private let zeroHeader = UnsafeMutableRawPointer.allocate(byteCount: VirtioNetHeader.length, alignment: 8)
@@ -175,7 +175,7 @@ public final class Forwarder: @unchecked Sendable {
         txPeers.initialize(repeating: PeerAddress(addressBE: 0, port: 0), count: options.batch * 8)
         tx = vn_batch_new(Int32(txCapacity), 0)
         slots = UnsafeMutableRawPointer.allocate(byteCount: slotSize * options.batch, alignment: 64)
-        gsoBuffers = UnsafeMutableRawPointer.allocate(byteCount: gsoBufferSize * gsoBufferCount, alignment: 64)
+        segmentBuffer = UnsafeMutableRawPointer.allocate(byteCount: segmentBufferSize, alignment: 64)
         zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.length)
         trainBuffer = .allocate(byteCount: trainCapacity, alignment: 64)
     }
@@ -184,7 +184,7 @@ public final class Forwarder: @unchecked Sendable {
         vn_batch_free(rx)
         vn_batch_free(tx)
         slots.deallocate()
-        gsoBuffers.deallocate()
+        segmentBuffer.deallocate()
         coalescer.deallocate()
         zeroHeader.deallocate()
         trainBuffer.deallocate()
@@ -443,7 +443,7 @@ public final class Forwarder: @unchecked Sendable {
         }
         let headerRoom = port.vnet ? VirtioNetHeader.length : VXLAN.headerLength
         for _ in 0..<options.batch {
-            if slotsUsed == options.batch || gsoUsed == gsoBufferCount { flushTunnel() }
+            if slotsUsed == options.batch { flushTunnel() }
             let slot = slots + slotsUsed * slotSize
             let readAt = slot + (headerRoom - (port.vnet ? VirtioNetHeader.length : 0))
             let got = Int(vn_read(port.fd, readAt.assumingMemoryBound(to: UInt8.self), slotSize - headerRoom))
@@ -520,10 +520,9 @@ public final class Forwarder: @unchecked Sendable {
             stats.framesToPorts += 1
             return
         }
-        if gsoUsed == gsoBufferCount { flushTunnel() }
-        let out = gsoBuffers + gsoUsed * gsoBufferSize
+        let out = segmentBuffer
         guard let r = Offload.segment(frame, length: n, mss: Int(vh.gsoSize), headroom: 0, out: out,
-                                      capacity: gsoBufferSize, writeHeadroom: { _ in }) else { drop(.malformed); return }
+                                      capacity: segmentBufferSize, writeHeadroom: { _ in }) else { drop(.malformed); return }
         for k in 0..<r.count {
             let len = k < r.count - 1 ? r.segmentSize : r.total - k * r.segmentSize
             writePort(j, out + k * r.segmentSize, len)
@@ -542,52 +541,52 @@ public final class Forwarder: @unchecked Sendable {
     private var trainCount = 0
     private var trainBytes = 0
 
-    /// Cuts a TSO frame into VXLAN datagrams at the end of the train (moving the train to the
-    /// front of its buffer first when it would not fit behind it, or sending it when it would
-    /// not fit at all). Returns whether its last segment is short (which ends what can share a
-    /// send); nil, the train unchanged, if the frame cannot be cut.
+    /// Cuts a TSO frame into VXLAN datagrams behind the train. When they would not fit, the
+    /// train's rest (less than one load) moves to the front of the buffer, or, if that is not
+    /// enough, the train goes first; when the train's datagrams are of another size, it goes
+    /// alone. Returns whether the frame's last segment is short (which ends what can share a
+    /// send); nil, nothing of the frame queued, if it cannot be cut. The frame's layout is
+    /// parsed once, by `Offload.segment`.
     private func cut(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int) -> Bool? {
         let vni = options.vni
         func cutAt(_ offset: Int) -> (segmentSize: Int, count: Int, total: Int)? {
             Offload.segment(frame, length: n, mss: mss, headroom: VXLAN.headerLength, out: trainBuffer + offset,
                             capacity: trainCapacity - offset, writeHeadroom: { VXLAN.write(vni: vni, to: $0) })
         }
-        let end = trainStart + trainBytes
-        var r = cutAt(end)
+        var r = cutAt(trainStart + trainBytes)
         if r == nil && trainStart > 0 {
-            // The rest of the train (less than one load) moves to the front; the frame follows it.
             trainBuffer.copyMemory(from: trainBuffer + trainStart, byteCount: trainBytes)
             trainStart = 0
             r = cutAt(trainBytes)
         }
+        if r == nil && trainCount > 0 {
+            sendTrain()
+            r = cutAt(0)
+        }
         guard let r else { return nil }
+        if trainCount > 0 && r.segmentSize != trainSegmentSize {
+            // The frame's datagrams were cut right behind the train's: the train goes, the
+            // frame's segments stay where they are and start the next one.
+            sendLoads(to: trainPeer, count: trainCount)
+            trainStart += trainBytes
+            trainCount = 0
+            trainBytes = 0
+        }
         trainSegmentSize = r.segmentSize
         trainCount += r.count
         trainBytes += r.total
         return r.total < r.count * r.segmentSize
     }
 
-    /// How many train segments one UDP GSO send may carry (64 KB, and the kernel's segment limit).
+    /// How many train segments one UDP GSO send may carry: 64 KB, and at most 64 datagrams
+    /// (UDP_MAX_SEGMENTS was 64 before Linux raised it to 128).
     private var perSend: Int { max(1, min(maxUDPPayload / trainSegmentSize, 64)) }
-
-    /// The datagram size of the segments `frame` would be cut into; nil unless it is TCPv4.
-    private static func segmentSize(_ frame: UnsafeRawPointer, _ n: Int, mss: Int) -> Int? {
-        guard mss > 0, let t = Offload.TCPv4(frame, length: n), n > t.headersLength else { return nil }
-        return VXLAN.headerLength + t.headersLength + mss
-    }
 
     /// A TSO frame for one peer joins the train, and every full load of the train goes out.
     private func queueTrain(_ frame: UnsafeMutableRawPointer, _ n: Int, mss: Int, to peer: PeerAddress) {
         sendQueued()   // what is queued goes first: a flow's frames keep their order
-        guard let size = Self.segmentSize(frame, n, mss: mss) else { drop(.malformed); return }
-        // One train: one peer, one datagram size.
-        if trainCount > 0 && (peer != trainPeer || size != trainSegmentSize) { sendTrain() }
-        var shortLast = cut(frame, n, mss: mss)
-        if shortLast == nil && trainCount > 0 {   // no room behind the train: it goes first
-            sendTrain()
-            shortLast = cut(frame, n, mss: mss)
-        }
-        guard let shortLast else { drop(.malformed); return }
+        if trainCount > 0 && peer != trainPeer { sendTrain() }   // one train, one peer
+        guard let shortLast = cut(frame, n, mss: mss) else { drop(.malformed); return }
         trainPeer = peer
         // A short last segment ends what can share a send: all of it goes.
         if shortLast { sendTrain(); return }
@@ -615,9 +614,13 @@ public final class Forwarder: @unchecked Sendable {
         }
     }
 
-    /// Sends what waits in the train.
+    /// Sends what waits in the train; the buffer is free again afterwards.
     private func sendTrain() {
         sendLoads(to: trainPeer, count: trainCount)
+        emptyTrain()
+    }
+
+    private func emptyTrain() {
         trainStart = 0
         trainCount = 0
         trainBytes = 0
@@ -630,9 +633,7 @@ public final class Forwarder: @unchecked Sendable {
         sendQueued()   // what is queued goes first: a flow's frames keep their order
         guard cut(frame, n, mss: mss) != nil else { drop(.malformed); return }
         for peer in peers { sendLoads(to: peer, count: trainCount) }
-        trainStart = 0
-        trainCount = 0
-        trainBytes = 0
+        emptyTrain()
     }
 
     /// Every datagram queued on the tunnel socket, in batches; with GRO, a slot may hold a
@@ -790,12 +791,11 @@ public final class Forwarder: @unchecked Sendable {
         from = end
     }
 
-    /// Sends what is queued; the slots and segment buffers are free again afterwards.
+    /// Sends what is queued; the slots and the train's buffer are free again afterwards.
     private func flushTunnel() {
         sendTrain()
         sendQueued()
         slotsUsed = 0
-        gsoUsed = 0
     }
 }
 
