@@ -91,20 +91,21 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Services/CLI"),
 
-        // Tests.
+        // Tests. TestSupport: what every test target shares (the one `eventually`).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ProtocolTests", dependencies: ["VIOLINProtocol"],
                     path: "Tests/ProtocolTests", resources: [.copy("Golden")]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor"], path: "Tests/HypervisorTests"),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"], path: "Tests/MeshCoreTests"),
-        .testTarget(name: "ExecutorTests", dependencies: ["ExecutorCore", "ExecutorService"], path: "Tests/ExecutorTests"),
+        .testTarget(name: "ExecutorTests", dependencies: ["TestSupport", "ExecutorCore", "ExecutorService"], path: "Tests/ExecutorTests"),
         .testTarget(name: "PolicyCoreTests", dependencies: ["PolicyCore"], path: "Tests/PolicyCoreTests"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore"], path: "Tests/SwitchCoreTests"),
-        .testTarget(name: "DataPlaneTests", dependencies: ["SwitchDataPlane", "SwitchCore", "CNetShim", "VIOLINProtocol", "ServiceKit"],
+        .testTarget(name: "DataPlaneTests", dependencies: ["TestSupport", "SwitchDataPlane", "SwitchCore", "CNetShim", "VIOLINProtocol", "ServiceKit"],
                     path: "Tests/DataPlaneTests"),
-        .testTarget(name: "ComponentTests", dependencies: ["ZeroMQ", "ServiceKit", "VIOLINProtocol", "MonitorService", "Hypervisor",
+        .testTarget(name: "ComponentTests", dependencies: ["TestSupport", "ZeroMQ", "ServiceKit", "VIOLINProtocol", "MonitorService", "Hypervisor",
                                                           "PolicyService"],
                     path: "Tests/ComponentTests"),
-        .testTarget(name: "SystemTests", dependencies: ["VIOLINProtocol", "ZeroMQ", "ServiceKit"],
+        .testTarget(name: "SystemTests", dependencies: ["TestSupport", "VIOLINProtocol", "ZeroMQ", "ServiceKit"],
                     path: "Tests/SystemTests",
                     exclude: ["interop_client.py", "l2probe.py"]),   // helpers the tests run, not sources
     ],

@@ -19,6 +19,7 @@ public struct Recovery: Equatable, Sendable {
     public var destroySource = false
     public var destroyDestination = false
     public var resumeSource = false
+    public var resumeDestination = false
     public var why: String
 
     /// The VM must end running in exactly one place. `migrationActive`: libvirt on the source
@@ -40,7 +41,9 @@ public struct Recovery: Equatable, Sendable {
             return Recovery(outcome: .rolledBack, destroyDestination: true,
                             why: "the source still runs the VM; the destination's copy is destroyed")
         case (.absent, .paused):
-            return Recovery(outcome: .completed, why: "only the destination holds the VM (paused): left for post-copy to finish")
+            // libvirt no longer migrates: nothing will resume it but us.
+            return Recovery(outcome: .completed, resumeDestination: true,
+                            why: "only the destination holds the VM (paused): resumed there")
         case (.paused, .paused):
             return Recovery(outcome: .rolledBack, destroyDestination: true, resumeSource: true,
                             why: "both copies paused: the destination's destroyed, the source resumed")

@@ -7,11 +7,14 @@ public enum Catalogue {
 
     /// Events every service publishes, as `<service>.<event>`.
     public static let serviceEvents = ["started", "heartbeat", "stopping"]
+    /// Published by a service serving over CURVE when it refuses a client (PROTOCOL.md).
+    public static let securityEvents = ["auth_refused"]
 
     /// Requests of `violin-switch`'s control socket (PROTOCOL.md §8.1).
     public static let switchRequests = [
         "stats_request", "fdb_request", "ports_request", "add_port_request", "remove_port_request",
         "set_peers_request", "add_peer_request", "remove_peer_request", "add_static_request", "remove_static_request",
+        "announce_request",
     ]
     public static let switchEvents = ["switch.port_added", "switch.port_removed", "switch.peers_changed"]
 
@@ -23,14 +26,25 @@ public enum Catalogue {
     public static let policyRequests = [
         "register_domain_request", "register_host_request", "remove_host_request", "create_violin_request",
         "destroy_violin_request", "set_mode_request", "evaluate_request", "explain_request", "decisions_request",
-        "inventory_request",
+        "inventory_request", "drain_host_request",
     ]
-    public static let policyEvents = ["policy.decided", "policy.mode_changed"]
+    public static let policyEvents = ["policy.decided", "policy.mode_changed", "policy.host_draining"]
+
+    /// Requests and events of `violin-executor` (PROTOCOL.md §8.5).
+    public static let executorRequests = [
+        "create_vm_request", "destroy_vm_request", "vms_request", "host_info_request", "migrate_request",
+        "migrate_violin_request", "job_request", "jobs_request", "cancel_request",
+    ]
+    public static let executorEvents = [
+        "executor.vm_created", "executor.vm_destroyed", "executor.migration_started", "executor.migration_progress",
+        "executor.migration_completed", "executor.migration_failed", "executor.job_recovered",
+    ]
 
     /// Requests of `violin-mesh` (PROTOCOL.md §8.2).
     public static let meshRequests = [
         "join_violin_request", "leave_violin_request", "add_port_request", "remove_port_request", "members_request",
         "ports_request", "member_join_request", "member_announce_request", "member_leave_request", "member_heartbeat_request",
+        "announce_request", "port_stats_request",
     ]
     public static let meshEvents = ["mesh.member_joined", "mesh.member_left", "mesh.switch_started", "mesh.switch_adopted",
                                     "mesh.switch_exited"]
@@ -38,7 +52,8 @@ public enum Catalogue {
     /// Every message type named in the catalogue, with `<service>` standing for any service.
     public static let allTypes: [String] =
         adminRequests + adminRequests.map { $0.replacingSuffix("_request", with: "_reply") }
-        + ["error_reply"] + serviceEvents.map { "<service>.\($0)" } + switchRequests + switchEvents + meshRequests + meshEvents + monitorRequests + monitorEvents + policyRequests + policyEvents
+        + ["error_reply"] + (serviceEvents + securityEvents).map { "<service>.\($0)" } + switchRequests + switchEvents + meshRequests + meshEvents + monitorRequests + monitorEvents + policyRequests + policyEvents
+        + executorRequests + executorEvents
 }
 
 extension String {

@@ -1,6 +1,7 @@
 import CNetShim
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 import SwitchCore
 import SwitchDataPlane
@@ -121,7 +122,7 @@ extension UDPPortTests {
         // of another MSS (the waiting ones go alone: one train, one datagram size), then 29 with
         // a short last one (which sends everything).
         peerA.send([0x08, 0, 0, 0, 0, 0, 41, 0] + frame(dst: vm, src: far, payload: "here"), to: sw.tunnel.local)
-        #expect(eventually(timeoutMs: 2000) { sw.forwarder.fdb()?.contains { $0.mac == far } == true },
+        #expect(eventually(deadline: 2) { sw.forwarder.fdb()?.contains { $0.mac == far } == true },
                 "learned behind peer A")
         let plan: [(payload: Int, mss: Int)] = [(46 * mss, mss), (46 * mss, mss), (30 * 1_000, 1_000), (40_000, mss)]
         var frames: [[UInt8]] = [], expectedSeq: [UInt32] = [], expectedFlags: [UInt8] = []
@@ -140,7 +141,14 @@ extension UDPPortTests {
         #expect(firstDifference(got.map(sequence), expectedSeq) == nil, "sequence numbers")
         #expect(firstDifference(got.flatMap { $0.dropFirst(54) }, frames.flatMap { $0.dropFirst(54) }) == nil, "payload")
         #expect(firstDifference(got.map { $0[47] }, expectedFlags) == nil, "PSH on each frame's last segment only")
-        #expect(segments(at: peerB, vni: 41, count: 1, timeoutMs: 200).isEmpty)
+        // Then a frame for an unknown MAC, flooded: its segments must be the first peer B gets,
+        // so none of the frames for `far` went there.
+        let stranger = MAC("02:00:00:00:41:09")!
+        try injector.sendTSO(tsoFrame(dst: stranger, src: vm, seq: 900_000, payload: 2 * mss), mss: mss)
+        let atB = segments(at: peerB, vni: 41, count: 2)
+        #expect(atB.count == 2 && atB.allSatisfy { Array($0.prefix(6)) == stranger.octets },
+                "peer B got segments meant for peer A alone: \(atB.map { Array($0.prefix(6)) })")
+        #expect(segments(at: peerA, vni: 41, count: 2).count == 2)
 
         // They came as TSO frames (five reads, not 180), cut by the switch.
         let after = try #require(sw.forwarder.statistics())

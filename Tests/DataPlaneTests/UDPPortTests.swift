@@ -1,6 +1,7 @@
 import CNetShim
 import Foundation
 import ServiceKit
+import TestSupport
 import Testing
 import SwitchCore
 import SwitchDataPlane
@@ -95,7 +96,12 @@ final class LocalSwitch {
         qemu2.send(frame(dst: m1, src: m2, payload: "reply"), to: port2)
         let atVM1 = try #require(qemu1.receive())
         #expect(Array(atVM1.prefix(12)) == m1.octets + m2.octets)
-        #expect(peer.receive(timeoutMs: 200) == nil)
+        // Then a broadcast from vm2, which the peer must get: it must be the peer's next datagram
+        // (one port's frames go out in order), so the unicast never went there.
+        qemu2.send(frame(dst: .broadcast, src: m2, payload: "marker-1"), to: port2)
+        #expect(try #require(peer.receive()).dropFirst(8).prefix(12) == ArraySlice(MAC.broadcast.octets + m2.octets),
+                "the peer got the unicast for vm1")
+        _ = try #require(qemu1.receive())   // the marker, at vm1
 
         // From the peer, for vm2: delivered to vm2 alone, never back to the mesh.
         let m3 = MAC("02:00:00:00:01:03")!
@@ -105,7 +111,9 @@ final class LocalSwitch {
         // The same with another VNI: dropped and counted.
         vx[6] = 78
         peer.send(vx, to: tunnel.local)
-        #expect(qemu2.receive(timeoutMs: 200) == nil)
+        // A good datagram behind it must be vm2's next frame.
+        peer.send([0x08, 0, 0, 0, 0, 0, 77, 0] + frame(dst: m2, src: m3, payload: "marker-2"), to: tunnel.local)
+        #expect(try #require(qemu2.receive()).dropFirst(14).prefix(8) == ArraySlice("marker-2".utf8), "the wrong VNI got through")
 
         let fdb = try call("fdb", [:])
         guard case .array(let entries)? = fdb["entries"] else { Issue.record("no entries"); return }
@@ -113,7 +121,7 @@ final class LocalSwitch {
         #expect(places[m1.description] == "vm1" && places[m2.description] == "vm2" && places[m3.description] == peer.address.description)
         let stats = try call("stats", [:])
         #expect(stats["drops"]?["wrong_vni"]?.intValue == 1)
-        #expect(stats["ports"]?["vm1"]?["rx"]?.intValue == 1 && stats["ports"]?["vm2"]?["tx"]?.intValue == 2)
+        #expect(stats["ports"]?["vm1"]?["rx"]?.intValue == 1 && stats["ports"]?["vm2"]?["tx"]?.intValue == 3)
 
         // Bad requests get clear errors and change nothing.
         for (type, body, code) in [("add_port", ["name": "vm1", "kind": "udp", "local": "127.0.0.1:0", "remote": "127.0.0.1:9"] as JSONValue, ErrorCode.conflict),
@@ -133,7 +141,10 @@ final class LocalSwitch {
         _ = try call("add_static", ["mac": "02:00:00:00:00:09", "port": "vm1"])
         qemu2.send(frame(dst: MAC("02:00:00:00:00:09")!, src: m2, payload: "to-static"), to: port2)
         #expect(try #require(qemu1.receive()).prefix(6) == ArraySlice(MAC("02:00:00:00:00:09")!.octets))
-        #expect(peer.receive(timeoutMs: 200) == nil)
+        qemu2.send(frame(dst: .broadcast, src: m2, payload: "marker-3"), to: port2)
+        #expect(try #require(peer.receive()).dropFirst(8).prefix(6) == ArraySlice(MAC.broadcast.octets),
+                "the frame for the static MAC went to the peer too")
+        _ = try #require(qemu1.receive())
         _ = try call("remove_port", ["name": "vm1"])
         if case .array(let list)? = try call("ports", [:])["ports"] { #expect(list.count == 1) }
 
@@ -151,7 +162,9 @@ final class LocalSwitch {
         // The table already knows the VM is here: a frame for it goes straight to its port.
         qemu2.send(frame(dst: moved, src: m2, payload: "to-moved"), to: port2)
         #expect(try #require(qemu3.receive()).prefix(6) == ArraySlice(moved.octets))
-        #expect(peer.receive(timeoutMs: 200) == nil)
+        qemu2.send(frame(dst: .broadcast, src: m2, payload: "marker-4"), to: port2)
+        #expect(try #require(peer.receive()).dropFirst(8).prefix(6) == ArraySlice(MAC.broadcast.octets),
+                "the frame for the moved VM was flooded to the peer")
     }
 
     /// After a VM migrated away, frames for it that still arrive from a peer are sent on to its
@@ -182,15 +195,30 @@ final class LocalSwitch {
         let late: [UInt8] = [0x08, 0, 0, 0, 0, 0, 5, 0] + frame(dst: vm, src: far, payload: "late")
         other.send(late, to: tunnel.local)
         #expect(newHost.receive() == late, "not forwarded to the VM's new host")
-        #expect(other.receive(timeoutMs: 200) == nil, "never back to where it came from")
+        // A frame from another VM of this switch floods to both peers: `other`'s next datagram
+        // must be that one, not the late frame sent back.
+        let p2 = try call("add_port", ["name": "vm2", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu.address.description)])
+        let port2 = try #require(PeerAddress(p2["port"]?["local"]?.stringValue ?? ""))
+        qemu.send(frame(dst: .broadcast, src: MAC("02:00:00:00:05:03")!, payload: "marker-5"), to: port2)
+        #expect(try #require(other.receive()).dropFirst(8).prefix(6) == ArraySlice(MAC.broadcast.octets),
+                "the late frame went back to where it came from")
+        _ = try #require(newHost.receive())
         #expect(try call("stats", [:])["frames"]?["grace_forwarded"]?.intValue == 1)
         // After the grace period the rule is the paper's again: nothing from a peer goes to a peer.
-        #expect(eventually(timeoutMs: 3000) {
+        // Each round: the late frame, then a broadcast from vm2 that reaches newHost anyway;
+        // once the grace is over, the broadcast is the first thing newHost gets.
+        #expect(eventually(deadline: 3) {
             other.send(late, to: tunnel.local)
-            return newHost.receive(timeoutMs: 100) == nil
-        })
+            qemu.send(frame(dst: .broadcast, src: MAC("02:00:00:00:05:03")!, payload: "marker-6"), to: port2)
+            _ = other.receive()
+            var lateArrived = false
+            while let d = newHost.receive() {
+                if d == late { lateArrived = true; continue }
+                break
+            }
+            return !lateArrived
+        }, "frames from a peer still go to a peer after the grace period")
         // A bad forwarding request changes nothing.
-        _ = try call("add_port", ["name": "vm2", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu.address.description)])
         do {
             _ = try sw.handle("remove_port", ["name": "vm2", "mac": "ff:ff:ff:ff:ff:ff", "forward_to": "127.0.0.1:9"])
             Issue.record("a multicast MAC was accepted")
@@ -214,7 +242,7 @@ final class LocalSwitch {
         for _ in 0..<2 {
             peer.send([0x08, 0, 0, 0, 0, 0, 78, 0] + frame(dst: .broadcast, src: m2, payload: "anyone"), to: sw.tunnel.local)
         }
-        #expect(eventually(timeoutMs: 3000) { (sw.forwarder.statistics()?.framesToPorts ?? 0) >= 1 })
+        #expect(eventually(deadline: 3) { (sw.forwarder.statistics()?.framesToPorts ?? 0) >= 1 })
         let qemu = try Endpoint(port: qemuPort)
         qemu.send(frame(dst: m2, src: m1, payload: "up now"), to: port)
         let atPeer = try #require(peer.receive())
@@ -269,7 +297,7 @@ final class LocalSwitch {
         let sw = try LocalSwitch(vni: 11)
         defer { sw.stop() }
         // Every forwarding thread of this process (the suite runs one test at a time).
-        let settled = eventually(timeoutMs: 5000) {
+        let settled = eventually(deadline: 5) {
             let t = forwardingThreads()
             return !t.isEmpty && t.allSatisfy { $0.nice == 10 && $0.policy == 3 /* SCHED_BATCH */ }
         }
@@ -318,13 +346,3 @@ final class LocalSwitch {
 }
 
 func wallClock() -> Double { Date().timeIntervalSince1970 * 1000 }
-
-/// Polls `condition` until it holds or `timeoutMs` passes.
-func eventually(timeoutMs: Int, _ condition: () -> Bool) -> Bool {
-    let end = Date().addingTimeInterval(Double(timeoutMs) / 1000)
-    while Date() < end {
-        if condition() { return true }
-    }
-    return false
-
-}

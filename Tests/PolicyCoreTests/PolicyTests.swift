@@ -69,20 +69,29 @@ func many(_ violin: String, _ n: Int, on host: String, cpu: Double, from: Int = 
     }
 
     @Test func headNodeNeverLeavesHome() {
-        // Only the head of e1 is high-demand on a full domain; it cannot go to x.
-        let head = Violin(id: "e1", homeDomain: "d1", head: "e1-0")
-        var place = many("e1", 1, on: "a", cpu: 95)
-        for (i, h) in ["a", "b", "c"].enumerated() { place += many("e9", 5, on: h, cpu: 95, from: 10 * i) }
-        let s = world(place, violins: [head, Violin(id: "e9", homeDomain: "d1", head: "e9-0")])
-        for d in policy.decide(s) { for (vm, to) in d.moves where vm == "e1-0" { #expect(s.hosts[to]!.domain == "d1") } }
+        // Domain d1 is full (every host above one high-demand VM per core) and x in d2 is idle:
+        // the policy moves a whole VIOLIN out. e1's head, e1-0, is high-demand on a like the
+        // rest of e1: the VIOLIN goes, the head stays in d1.
+        var place = many("e1", 5, on: "a", cpu: 95)
+        for (i, h) in ["b", "c"].enumerated() { place += many("e9", 5, on: h, cpu: 95, from: 10 * i) }
+        let s = world(place, violins: [Violin(id: "e1", homeDomain: "d1", head: "e1-0"),
+                                       Violin(id: "e9", homeDomain: "d1", head: "e9-0")])
+        let d = policy.decide(s)
+        let moves = d.flatMap(\.moves)
+        #expect(moves.contains { $0.0.hasPrefix("e1-") && $0.1 == "x" }, "e1 moved to d2: \(d)")
+        #expect(!moves.isEmpty && moves.allSatisfy { $0.0 != "e1-0" || s.hosts[$0.1]!.domain == "d1" }, "\(d)")
     }
 
     @Test func memoryIsNeverOvercommitted() {
-        // b and c are full of memory: nothing fits there, x is in another domain.
-        let s = world(many("e1", 8, on: "a", cpu: 95) + many("e2", 4, on: "b", cpu: 10) + many("e3", 4, on: "c", cpu: 10),
-                      memoryMB: 4096, vmMB: 1024)
+        // a is hot; b is full of memory and c has room for exactly one 1 GB VM; x is in another
+        // domain. Exactly one VM moves, to c.
+        let s = world(many("e1", 6, on: "a", cpu: 95) + many("e2", 8, on: "b", cpu: 10) + many("e3", 7, on: "c", cpu: 10),
+                      memoryMB: 8192, vmMB: 1024)
         let d = policy.decide(s)
-        for decision in d { for (_, to) in decision.moves { #expect(to != "b" && to != "c") } }
+        #expect(d.flatMap(\.moves).map(\.1) == ["c"], "one VM to c, none to the full b: \(d)")
+        var model = Oracle(s)
+        for decision in d { model.apply(decision) }
+        #expect(model.hosts.keys.allSatisfy { model.freeMemoryMB($0) >= 0 })
     }
 
     @Test func cooldownAndConcurrency() {
@@ -104,30 +113,73 @@ func many(_ violin: String, _ n: Int, on host: String, cpu: Double, from: Int = 
     }
 }
 
+/// An independent model of the paper's rules (§2.2.2), written from the paper rather than
+/// from PolicyCore: high demand is above 75 % CPU, a host's score is high-demand VMs per core,
+/// the deviation is the population standard deviation of all hosts' scores.
+struct Oracle {
+    let hosts: [HostID: Host]
+    let vms: [VMID: VM]
+    let cpu: [VMID: Double]
+    var placement: [VMID: HostID]
+
+    init(_ state: ClusterState) {
+        hosts = state.hosts; vms = state.vms; cpu = state.cpu; placement = state.placement
+    }
+
+    func score(_ host: HostID) -> Double {
+        let high = placement.filter { $0.value == host && (cpu[$0.key] ?? 0) > 75 }.count
+        return Double(high) / Double(hosts[host]!.cores)
+    }
+
+    var deviation: Double {
+        let scores = hosts.keys.map(score)
+        let mean = scores.reduce(0, +) / Double(scores.count)
+        return (scores.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(scores.count)).squareRoot()
+    }
+
+    func freeMemoryMB(_ host: HostID) -> Int {
+        hosts[host]!.memoryMB - placement.filter { $0.value == host }.map { vms[$0.key]!.memoryMB }.reduce(0, +)
+    }
+
+    mutating func apply(_ d: Decision) { for (vm, to) in d.moves { placement[vm] = to } }
+}
+
 @Suite struct PolicyPropertyTests {
-    /// Over random infrastructures: no decision raises the deviation, sends a head node out of its
-    /// home domain, or overcommits memory; the paper's policy within its concurrency limit.
-    @Test(arguments: 1...12)
-    func invariantsHold(seed: Int) {
-        let state = PolicyBench.state(hosts: 30, vms: 400, violins: 40, domains: 3, seed: UInt64(seed))
-        for policy in [PaperPolicy(), CostBenefitPolicy()] as [AdaptationPolicy] {
-            let decisions = policy.decide(state)
-            var scores = Scores(state)
-            for d in decisions {
-                let before = scores.deviation
-                for (vm, to) in d.moves {
-                    let violin = state.violins[state.vms[vm]!.violin]!
-                    if vm == violin.head { #expect(state.hosts[to]!.domain == violin.homeDomain, "\(policy.name): head \(vm)") }
-                    scores.move(vm, to: to, state: state)
-                    #expect(scores.freeMemory(to, state: state) >= 0, "\(policy.name): memory on \(to)")
+    /// Over random infrastructures, judged by `Oracle`: no decision sends a head node out of its
+    /// home domain or overcommits memory; every decision of the paper's policy lowers the
+    /// deviation; both policies keep to their concurrency limits. The decisions checked are
+    /// counted: a run that judged too few fails.
+    @Test func invariantsHold() {
+        var judged: [String: Int] = [:]
+        for seed in 1...12 {
+            let state = PolicyBench.state(hosts: 30, vms: 400, violins: 40, domains: 3, seed: UInt64(seed))
+            for policy in [PaperPolicy(), CostBenefitPolicy()] as [AdaptationPolicy] {
+                let decisions = policy.decide(state)
+                var model = Oracle(state)
+                for d in decisions {
+                    let before = model.deviation
+                    model.apply(d)
+                    for (vm, to) in d.moves {
+                        let violin = state.violins[state.vms[vm]!.violin]!
+                        if vm == violin.head {
+                            #expect(state.hosts[to]!.domain == violin.homeDomain, "\(policy.name) seed \(seed): head \(vm) to \(to)")
+                        }
+                        #expect(model.freeMemoryMB(to) >= 0, "\(policy.name) seed \(seed): memory on \(to)")
+                    }
+                    if policy is PaperPolicy {
+                        #expect(model.deviation < before - 1e-12, "paper seed \(seed): deviation \(before) -> \(model.deviation)")
+                    }
+                    judged[policy.name, default: 0] += 1
                 }
-                if policy is PaperPolicy { #expect(scores.deviation < before + 1e-12, "paper: deviation rose") }
+                let single = decisions.filter { if case .migrateVM = $0 { true } else { false } }
+                let limit = (policy as? PaperPolicy)?.maxConcurrent ?? (policy as? CostBenefitPolicy)?.maxConcurrent ?? 0
+                #expect(limit > 0 && single.count <= limit, "\(policy.name): at most \(limit) concurrent single-VM migrations")
+                #expect(decisions.filter { if case .migrateViolin = $0 { true } else { false } }.count <= 1)
             }
-            let single = decisions.filter { if case .migrateVM = $0 { true } else { false } }
-            let limit = (policy as? PaperPolicy)?.maxConcurrent ?? (policy as? CostBenefitPolicy)?.maxConcurrent ?? 0
-            #expect(single.count <= limit, "\(policy.name): at most \(limit) concurrent single-VM migrations")
-            #expect(decisions.filter { if case .migrateViolin = $0 { true } else { false } }.count <= 1)
         }
+        print("policy properties: decisions judged \(judged)")
+        #expect(judged["paper", default: 0] >= 36, "the paper's policy decided too little to prove anything: \(judged)")
+        #expect(judged["cost-benefit", default: 0] >= 36, "the cost-benefit policy decided too little: \(judged)")
     }
 }
 

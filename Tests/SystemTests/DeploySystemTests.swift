@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 import VIOLINProtocol
 
@@ -59,7 +60,10 @@ import VIOLINProtocol
         let first = try status()
         #expect(Set(first.keys) == ["control", "h1", "h2", "h3"])
         for (name, n) in first {
-            for s in n["services"]?.items ?? [] { #expect(s["healthy"] == .bool(true), "\(name) \(s)") }
+            // The control node runs the bus and the policy; a host its mesh, monitor and executor.
+            let services = try #require(n["services"]?.items, "\(name) lists no services: \(n)")
+            #expect(services.count == (name == "control" ? 2 : 3), "\(name): \(services)")
+            for s in services { #expect(s["healthy"] == .bool(true), "\(name) \(s)") }
         }
         #expect(first["h3"]?["domain"]?.stringValue == "d2")
 
@@ -68,7 +72,8 @@ import VIOLINProtocol
         try #require(added.status == 0, "add: \(added.err)")
         let second = try status()
         #expect(second["h4"]?["domain"]?.stringValue == "d2", "\(second.keys.sorted())")
-        #expect((second["h4"]?["services"]?.items ?? []).allSatisfy { $0["healthy"] == .bool(true) })
+        let h4Services = try #require(second["h4"]?["services"]?.items, "h4 lists no services")
+        #expect(h4Services.count == 3 && h4Services.allSatisfy { $0["healthy"] == .bool(true) }, "\(h4Services)")
 
         // It gets a VM; drained, the VM moves to the other host of d2 and h4 leaves.
         let console = scratch.file("d1.console")
@@ -149,11 +154,13 @@ import VIOLINProtocol
                                                  "--curve-key", scratch.file("good.key"), "--server-key", scratch.file("control.pub"),
                                                  "bus.auth_refused", "policy.auth_refused", "--timeout", "60"])
         nodes.append(watch)
-        _ = eventually(timeout: 10) {
+        let subscribed = eventually(deadline: 10) {
             (try? sh("ip netns exec \(ns) '\(binDir)/violin' metrics --to tcp://127.0.0.2:7700 --curve-key \(scratch.file("good.key")) --server-key \(scratch.file("control.pub"))").out.contains("\"bus_subscriptions_forwarded\" : 1")) ?? false
         }
+        try #require(subscribed, "the watcher's subscription never reached the bus")
         let rogue = try node(try host("rogue", "127.0.0.3"))
-        #expect(rogue.waitExit(timeout: 60) != 0, "the rogue host ran")
+        let rogueExit = rogue.waitExit(timeout: 60)
+        #expect(rogueExit != nil && rogueExit != 0, "the rogue host ran (exit \(rogueExit.map(String.init) ?? "none: still running after 60 s"))")
         #expect(rogue.stderrText.contains("cannot register"), "\(rogue.stderrText)")
         let refused = watch.waitForLine(timeout: 30) { $0.contains("auth_refused") }
         #expect(refused != nil, "no auth_refused event")

@@ -1,5 +1,6 @@
 import Foundation
 import ServiceKit
+import TestSupport
 import Testing
 import ZeroMQ
 
@@ -169,14 +170,4 @@ func freeTCPEndpoint() throws -> String {
     let endpoint = try s.lastEndpoint()
     s.close()
     return endpoint
-}
-
-/// Waits until `condition` holds, checking every 20 ms, up to `timeout` seconds.
-func eventually(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(timeout)
-    while Date() < deadline {
-        if try condition() { return true }
-        usleep(20_000)
-    }
-    return try condition()
 }

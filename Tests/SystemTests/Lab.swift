@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Runs `/bin/sh -c command` to completion within `timeout` seconds.
@@ -68,7 +69,7 @@ final class Lab {
 
     /// Waits until `device` exists in namespace `ns`.
     func waitForDevice(_ device: String, in ns: String, timeout: Double = 10) throws {
-        let ok = try eventually(timeout: timeout) { try sh("ip -n \(ns) link show \(device)").status == 0 }
+        let ok = try eventually(deadline: timeout) { try sh("ip -n \(ns) link show \(device)").status == 0 }
         if !ok { throw LabError(description: "\(device) did not appear in \(ns)") }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 import VIOLINProtocol
 
@@ -35,7 +36,7 @@ import VIOLINProtocol
     /// Waits until every host in `hosts` peers with exactly the others.
     func meshIsFull(_ lab: Lab, _ hosts: [Int], timeout: Double = 20) throws -> Bool {
         let t = tunnels(lab, hosts)
-        return try eventually(timeout: timeout) {
+        return try eventually(deadline: timeout) {
             hosts.allSatisfy { h in switchPeers(lab, h) == Set(hosts.filter { $0 != h }.map { t[$0]! }) }
         }
     }
@@ -46,7 +47,7 @@ import VIOLINProtocol
         for h in 1...4 { try lab.addHost(h) }
         var meshes: [Int: Spawned] = [:]
         for h in 1...4 { meshes[h] = try startMesh(lab, h) }
-        #expect(try eventually(timeout: 10) { (1...4).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
+        #expect(try eventually(deadline: 10) { (1...4).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
 
         // Three hosts join through host 1 alone.
         _ = try call(lab, 1, "join_violin", #"{"vni":9}"#)
@@ -61,10 +62,11 @@ import VIOLINProtocol
 
         // Host 4's mesh and switch die: the others drop it after the timeout ...
         let pid4 = try #require(try call(lab, 4, "ports", "{}")["violins"].flatMap { v -> Int? in
-            if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } })
+            if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } }.flatMap(Int32.init(exactly:)))
+        try #require(pid4 > 1, "switch pid \(pid4)")
         meshes[4]!.signal(SIGKILL)
         _ = meshes[4]!.waitExit(timeout: 10)
-        kill(Int32(pid4), SIGKILL)
+        #expect(kill(pid4, SIGKILL) == 0)
         #expect(try meshIsFull(lab, [1, 2]), "host 4 dropped after the timeout")
         let members = try call(lab, 1, "members", #"{"vni":9}"#)
         #expect(JSONText.string(members["members"] ?? .null).contains(#""alive":false"#))
@@ -75,7 +77,7 @@ import VIOLINProtocol
         // A second VIOLIN on the same hosts has a mesh, a switch and a tunnel port of its own.
         _ = try call(lab, 1, "join_violin", #"{"vni":10}"#)
         _ = try call(lab, 2, "join_violin", #"{"vni":10,"seed":"\#(endpoint(lab, 1))"}"#)
-        #expect(try eventually(timeout: 10) {
+        #expect(try eventually(deadline: 10) {
             guard let r = try? run("violin", ["switch", "stats", "--to", "ipc://\(lab.scratch.file("m1"))/switch-10.sock"]),
                   let v = try? JSONText.parse(Array(r.out.utf8)) else { return false }
             return JSONText.string(v["peers"] ?? .null) == #"["\#(lab.hostIP(2)):4790"]"#
@@ -100,7 +102,7 @@ import VIOLINProtocol
         var meshes: [Int: Spawned] = [:]
         // The member timeout is longer than a mesh restart: the peers never drop host 1.
         for h in 1...2 { meshes[h] = try startMesh(lab, h, timeout: 6) }
-        #expect(try eventually(timeout: 10) { (1...2).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
+        #expect(try eventually(deadline: 10) { (1...2).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
         try violinAcrossTwoHosts(lab, vni: 9, ports: "p", vms: (1, 2))
         #expect(try meshIsFull(lab, [1, 2]))
         let pidBefore = try call(lab, 1, "ports", "{}")["violins"].flatMap { v -> Int? in
@@ -111,30 +113,39 @@ import VIOLINProtocol
         meshes[1]!.signal(SIGKILL)
         _ = meshes[1]!.waitExit(timeout: 10)
         meshes[1] = try startMesh(lab, 1, timeout: 6)
-        #expect(try eventually(timeout: 10) { (try? call(lab, 1, "ping", "{}")) != nil })
+        #expect(try eventually(deadline: 10) { (try? call(lab, 1, "ping", "{}")) != nil })
         let pidAfter = try call(lab, 1, "ports", "{}")["violins"].flatMap { v -> Int? in
             if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } }
         #expect(pidBefore != nil && pidBefore == pidAfter, "the switch was adopted, not restarted")
+        // A pid of 0 or 1 would signal the runner's process group or init.
+        let switchPid = try #require(pidAfter.flatMap(Int32.init(exactly:)), "the mesh reports no switch pid")
+        try #require(switchPid > 1, "switch pid \(switchPid)")
         #expect(ping.waitExit(timeout: 30) == 0)
         let summary = ping.lines.first { $0.contains("packets transmitted") } ?? ""
         #expect(summary.contains("80 packets transmitted, 80 received"), "no ping lost: \(summary)")
 
         // A second VIOLIN on the same hosts, with the same MACs and IPs: it works, and stays apart.
         try violinAcrossTwoHosts(lab, vni: 10, ports: "q", vms: (3, 4))
-        #expect(try eventually(timeout: 15) { try sh("ip netns exec \(lab.prefix)-vm3 ping -c 1 -W 1 10.80.0.2").status == 0 })
-        let listeners = try ["vm2", "vm4"].map { vm in
-            (vm, try lab.spawn(in: "\(lab.prefix)-\(vm)", "/usr/bin/env", ["python3", l2probe, "listen", "eth0", "--duration", "1.5"]))
+        #expect(try eventually(deadline: 15) { try sh("ip netns exec \(lab.prefix)-vm3 ping -c 1 -W 1 10.80.0.2").status == 0 })
+        // vm2 (VIOLIN 9) and vm4 (VIOLIN 10, same MAC and IP as vm2) listen, each until an end
+        // marker of its own VIOLIN; vm1's broadcast must reach vm2 only.
+        let listeners = try [("vm2", "end-9"), ("vm4", "end-10")].map { vm, marker in
+            (vm, try lab.spawn(in: "\(lab.prefix)-\(vm)", "/usr/bin/env",
+                               ["python3", l2probe, "listen", "eth0", "--until", marker, "--duration", "30"]))
         }
-        for (_, p) in listeners { #expect(p.waitForLine(timeout: 10) { $0 == "ready" } != nil) }
+        for (_, p) in listeners { try #require(p.waitForLine(timeout: 10) { $0 == "ready" } != nil) }
         try lab.must("ip netns exec \(lab.prefix)-vm1 python3 \(l2probe) send eth0 --payload violin-9")
+        #expect(listeners[0].1.waitForLine(timeout: 15) { $0 == "frame violin-9" } != nil, "vm2 got no broadcast")
+        try lab.must("ip netns exec \(lab.prefix)-vm1 python3 \(l2probe) send eth0 --payload end-9")
+        try lab.must("ip netns exec \(lab.prefix)-vm3 python3 \(l2probe) send eth0 --payload end-10")
         for (vm, p) in listeners {
-            let line = p.waitForLine(timeout: 15) { $0.hasPrefix("count ") }
+            let line = p.waitForLine(timeout: 15) { $0.contains("count ") }
             #expect(line == (vm == "vm2" ? "count 1 violin-9" : "count 0 "), "\(vm): \(line ?? "nothing")")
         }
 
         // The switch alone dies: the mesh starts a new one, with its port and peers.
-        kill(Int32(pidAfter ?? 0), SIGKILL)   // VIOLIN 9's switch
-        #expect(try eventually(timeout: 20) {
+        #expect(kill(switchPid, SIGKILL) == 0)   // VIOLIN 9's switch
+        #expect(try eventually(deadline: 20) {
             let pid = try call(lab, 1, "ports", "{}")["violins"].flatMap { v -> Int? in
                 if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } }
             return pid != nil && pid != pidAfter && switchPeers(lab, 1) == ["\(lab.hostIP(2)):4789"]
@@ -174,7 +185,7 @@ import VIOLINProtocol
                                              "--server-key", "\(keys)/h\(server ?? h).pub"])
             return (r.status, r.out + r.err)
         }
-        #expect(try eventually(timeout: 10) { try call(1, "ping", "{}").0 == 0 && call(2, "ping", "{}").0 == 0 })
+        #expect(try eventually(deadline: 10) { try call(1, "ping", "{}").0 == 0 && call(2, "ping", "{}").0 == 0 })
         let seedKey = try KeyFilesForTest.publicKey("\(keys)/h1.pub")
         #expect(try call(1, "join_violin", #"{"vni":9}"#).0 == 0)
         let joined = try call(2, "join_violin", #"{"vni":9,"seed":"\#(endpoint(1))","seed_key":"\#(seedKey)"}"#)

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 import VIOLINProtocol
 
@@ -64,7 +65,7 @@ import VIOLINProtocol
              "cmdline":"console=ttyS0 quiet violin.ip=10.7.0.1/24","nic_port":21000,"console":"\(console)"}
             """)
         try #require(created.status == 0, "create_vm: \(created.err)")
-        #expect(eventually(timeout: 90) { ((try? String(contentsOfFile: console, encoding: .utf8)) ?? "").contains("VIOLIN-GUEST-UP") })
+        #expect(eventually(deadline: 90) { ((try? String(contentsOfFile: console, encoding: .utf8)) ?? "").contains("VIOLIN-GUEST-UP") })
         // Bad requests leave the VM alone, with a clear error.
         let unknown = try call(1, "migrate", #"{"vm":"nobody","to_executor":"tcp://10.77.0.2:7704"}"#)
         #expect(unknown.status == 1 && unknown.err.contains("not_found"), "\(unknown.err)")
@@ -88,7 +89,7 @@ import VIOLINProtocol
         let started = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704","bandwidth_mibps":2}"#)
         try #require(started.status == 0, "migrate: \(started.err)")
         let job = try #require(try Self.json(started.out)["job"]?.stringValue)
-        let migrating = eventually(timeout: 60) {
+        let migrating = eventually(deadline: 60) {
             guard let j = try? Self.json(try call(1, "job", #"{"job":"\#(job)"}"#).out) else { return false }
             return j["state"]?.stringValue == "migrating" && (j["processed_bytes"]?.intValue ?? 0) > 0
         }
@@ -98,7 +99,7 @@ import VIOLINProtocol
         let restarted = try lab.lab("start \(run) h1 executor", timeout: 90)
         try #require(restarted.status == 0, "restart: \(restarted.err)")
         var final: JSONValue = .null
-        let ended = eventually(timeout: 120) {
+        let ended = eventually(deadline: 120) {
             guard let j = try? Self.json(try call(1, "job", #"{"job":"\#(job)"}"#).out) else { return false }
             final = j
             return ["completed", "rolled_back", "failed"].contains(j["state"]?.stringValue ?? "")
@@ -121,11 +122,12 @@ import VIOLINProtocol
         let here = onDestination ? 2 : 1, there = onDestination ? 1 : 2
         func finish(_ job: String) -> JSONValue {
             var last: JSONValue = .null
-            _ = eventually(timeout: 90) {
+            let ended = eventually(deadline: 90) {
                 guard let j = try? Self.json(try call(here, "job", #"{"job":"\#(job)"}"#).out) else { return false }
                 last = j
                 return ["completed", "failed", "cancelled", "rolled_back"].contains(j["state"]?.stringValue ?? "")
             }
+            if !ended { Issue.record("job \(job) did not end within 90 s: \(last)") }
             return last
         }
         let slow = try call(here, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.\#(there):7704","bandwidth_mibps":1,"timeout_s":2}"#)
@@ -134,7 +136,7 @@ import VIOLINProtocol
         #expect(timedOut["state"]?.stringValue == "failed" && (timedOut["error"]?.stringValue ?? "").contains("did not converge"), "\(timedOut)")
         let again = try call(here, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.\#(there):7704","bandwidth_mibps":1}"#)
         let againJob = try #require(try Self.json(again.out)["job"]?.stringValue)
-        #expect(eventually(timeout: 30) { (try? Self.json(try call(here, "job", #"{"job":"\#(againJob)"}"#).out))?["state"]?.stringValue == "migrating" })
+        #expect(eventually(deadline: 30) { (try? Self.json(try call(here, "job", #"{"job":"\#(againJob)"}"#).out))?["state"]?.stringValue == "migrating" })
         #expect(try call(here, "cancel", #"{"job":"\#(againJob)"}"#).status == 0)
         #expect(finish(againJob)["state"]?.stringValue == "cancelled")
         #expect(try running(here == 1 ? "h1" : "h2") && !(try running(there == 1 ? "h1" : "h2")), "x1 must still run where it was, alone")

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 import ServiceKit
 import VIOLINProtocol
@@ -28,11 +29,11 @@ import ZeroMQ
         defer { procs.forEach { $0.destroy() }; scratch.cleanup() }
         let bus = try startBus(scratch)
         procs.append(bus)
-        #expect(try eventually(timeout: 10) { try busCounter(scratch, "requests_total") >= 0 }, "the bus answers")
+        #expect(try eventually(deadline: 10) { try busCounter(scratch, "requests_total") >= 0 }, "the bus answers")
 
         let watch = try Spawned("violin", ["watch", "--bus", scratch.ipc("sub"), "--timeout", "20"])
         procs.append(watch)
-        #expect(try eventually(timeout: 10) { try busCounter(scratch, "bus_subscriptions_forwarded") >= 1 },
+        #expect(try eventually(deadline: 10) { try busCounter(scratch, "bus_subscriptions_forwarded") >= 1 },
                 "the watcher's subscription reached the bus")
 
         for (name, exe) in Self.services {
@@ -108,7 +109,7 @@ import ZeroMQ
                                                "--curve-allowed", scratch.file("client.pub")])
         procs.append(mesh)
         let keys = ["--server-key", scratch.file("server.pub")]
-        #expect(try eventually(timeout: 10) {
+        #expect(try eventually(deadline: 10) {
             try run("violin", ["ping", "--to", endpoint, "--timeout", "1", "--curve-key", scratch.file("client.key")] + keys).status == 0
         })
         let stranger = try run("violin", ["ping", "--to", endpoint, "--timeout", "1",
@@ -137,7 +138,7 @@ import ZeroMQ
         #expect(f.err.contains("heartbeat_intervall") && f.err.contains("line 2"))
         let busy = try Spawned("violin-mesh", ["--listen", scratch.ipc("m"), "--bus", "none"])
         defer { busy.destroy() }
-        #expect(try eventually(timeout: 10) { try run("violin", ["ping", "--to", scratch.ipc("m")]).status == 0 })
+        #expect(try eventually(deadline: 10) { try run("violin", ["ping", "--to", scratch.ipc("m")]).status == 0 })
         let badJSON = try run("violin", ["call", scratch.ipc("m"), "ping", "{oops"])
         #expect(badJSON.status == 64 && badJSON.err.contains("not valid JSON"))
     }

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Raw Ethernet helpers for the switch's system tests, run inside a "VM" namespace.
 
-listen IFACE --ethertype 0x88b5 --duration S   print 'ready', then count matching frames for S
-                                                seconds after the first one (or S in all)
+listen IFACE --ethertype 0x88b5 --until PREFIX --duration S
+                                                print 'ready', then 'frame PAYLOAD' for each matching
+                                                frame as it comes, until one whose payload starts
+                                                with PREFIX (the sender's end marker, not counted);
+                                                then 'count N PAYLOADS'. If S seconds pass first:
+                                                'deadline count N PAYLOADS'.
 send IFACE --ethertype 0x88b5 --payload TEXT [--dst MAC]   send one frame
 garp IFACE --ip A.B.C.D --timeout S            send a gratuitous ARP, then wait for the first
                                                 IPv4 frame addressed to this interface; print
@@ -45,9 +49,14 @@ def listen(a):
             continue
         if struct.unpack("!H", frame[12:14])[0] != et:
             continue
+        payload = frame[14:].rstrip(b"\0").decode(errors="replace")
+        if a.until and payload.startswith(a.until):
+            print(f"count {count} {' '.join(sorted(set(payloads)))}", flush=True)
+            return
         count += 1
-        payloads.append(frame[14:].rstrip(b"\0").decode(errors="replace"))
-    print(f"count {count} {' '.join(sorted(set(payloads)))}", flush=True)
+        payloads.append(payload)
+        print(f"frame {payload}", flush=True)
+    print(f"deadline count {count} {' '.join(sorted(set(payloads)))}", flush=True)
 
 
 def send(a):
@@ -113,7 +122,7 @@ def flood(a):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("listen"); p.add_argument("iface"); p.add_argument("--ethertype", default="0x88b5"); p.add_argument("--duration", type=float, default=2)
+    p = sub.add_parser("listen"); p.add_argument("iface"); p.add_argument("--ethertype", default="0x88b5"); p.add_argument("--duration", type=float, default=30); p.add_argument("--until", default="")
     p = sub.add_parser("send"); p.add_argument("iface"); p.add_argument("--ethertype", default="0x88b5"); p.add_argument("--payload", default="x"); p.add_argument("--dst", default="ff:ff:ff:ff:ff:ff")
     p = sub.add_parser("garp"); p.add_argument("iface"); p.add_argument("--ip", required=True); p.add_argument("--timeout", type=float, default=10)
     p = sub.add_parser("flood"); p.add_argument("host"); p.add_argument("port", type=int); p.add_argument("--count", type=int, default=100000); p.add_argument("--vni", type=int, required=True); p.add_argument("--seed", type=int, default=1)

@@ -504,6 +504,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         if decision.destroySource { try? local?.destroy(job.vm) }
         if decision.destroyDestination { try? remote?.destroy(job.vm) }
         if decision.resumeSource { try? local?.resume(job.vm) }
+        if decision.resumeDestination { try? remote?.resume(job.vm) }
         if let facts {
             let vni = JSONValue.number(Double(facts.vni)), name = JSONValue.string(VMSpec.portName(job.vm))
             switch decision.outcome {
