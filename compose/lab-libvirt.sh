@@ -9,7 +9,9 @@
 #   lab-libvirt.sh daemon DIR [ADDR]      start libvirtd (QEMU driver, TCG) in a private mount
 #                                          namespace, its socket at DIR/sock/libvirt-sock; with ADDR
 #                                          it also listens on tcp ADDR:16509 and migrates on ADDR
-#                                          (run it inside the host's network namespace); prints its pid
+#                                          (run it inside the host's network namespace); prints its pid.
+#                                          VIOLIN_LAB_CGROUPS=cpu puts each guest in a cgroup v1
+#                                          "cpu" group, so CPU weights take effect (default: none)
 #   lab-libvirt.sh boot DIR CACHE NAME    define and start guest NAME (128 MiB, 1 vCPU, burning)
 #   lab-libvirt.sh stop DIR               destroy the guests, stop libvirtd, kill what is left
 set -euo pipefail
@@ -86,7 +88,7 @@ group = "root"
 dynamic_ownership = 0
 remember_owner = 0
 security_driver = "none"
-cgroup_controllers = [ ]
+cgroup_controllers = [ $([ "${VIOLIN_LAB_CGROUPS:-}" = cpu ] && echo '"cpu"' || true) ]
 namespaces = [ ]
 stdio_handler = "file"
 CONF
@@ -97,12 +99,16 @@ CONF
   grep -q '^kvm:' "$dir/group" || echo 'kvm:x:64056:' >> "$dir/group"
   mkdir -p /var/lib/libvirt /var/log/libvirt /var/cache/libvirt /etc/libvirt
   local listen=; [ -n "$addr" ] && listen=--listen
+  # With cgroups: libvirt picks cgroup v2 when it sees the hybrid layout's empty unified
+  # hierarchy; hidden in the daemon's own mount namespace, it uses v1's cpu controller.
+  local cgroup_step=
+  [ "${VIOLIN_LAB_CGROUPS:-}" = cpu ] && cgroup_step='{ ! mountpoint -q /sys/fs/cgroup/unified || umount /sys/fs/cgroup/unified; } &&'
   # The daemon outlives this script: it must hold none of our caller's descriptors (a test
   # harness waits for its pipes to close).
   (
   for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done
   exec unshare -m --propagation private sh -c "
-    mount --bind '$dir/run' /run && mkdir -p /run/libvirt &&
+    mount --bind '$dir/run' /run && mkdir -p /run/libvirt && $cgroup_step
     mount --bind '$dir/etc' /etc/libvirt && mount --bind '$dir/lib' /var/lib/libvirt &&
     mount --bind '$dir/log' /var/log/libvirt && mount --bind '$dir/cache' /var/cache/libvirt &&
     mount --bind '$dir/passwd' /etc/passwd && mount --bind '$dir/group' /etc/group &&

@@ -33,13 +33,13 @@ func dom(_ name: String, cpu: UInt64, vcpus: Int = 2, running: Bool = true) -> D
         let target = test.maxMemoryKiB / 2
         #expect(try hv.setMemory("test", kib: target) == target)
         #expect(try hv.domains().first { $0.name == "test" }?.memoryKiB == target)
-        // The set goes through libvirt's scheduler API; the reply is the weight libvirt then
-        // reports. (The test driver accepts the call but keeps its fixed weight of 50; QEMU
-        // applies it as cpu_shares.)
-        let inForce = try hv.setCPUWeight("test", 300)
-        #expect(inForce == (try hv.cpuWeight("test")) && inForce > 0)
+        // The reply is the weight libvirt reports after the set, not the one asked for: the
+        // test driver accepts the call but keeps its fixed weight of 50. (That a weight takes
+        // effect is shown on QEMU, in QemuMonitorTests, through the guest's cgroup.)
+        #expect(try hv.setCPUWeight("test", 300) == 50)
         #expect(throws: HypervisorError.self) { try hv.setMemory("nope", kib: 1) }
-        do { _ = try hv.setMemory("test", kib: test.maxMemoryKiB * 4) } catch { #expect(error.kind == .invalid) }
-        do { _ = try hv.cpuWeight("nope") } catch { #expect(error.kind == .notFound) }
+        #expect { _ = try hv.setMemory("test", kib: test.maxMemoryKiB * 4) } throws: { ($0 as? HypervisorError)?.kind == .invalid }
+        #expect { _ = try hv.cpuWeight("nope") } throws: { ($0 as? HypervisorError)?.kind == .notFound }
+        #expect { _ = try hv.setCPUWeight("nope", 10) } throws: { ($0 as? HypervisorError)?.kind == .notFound }
     }
 }

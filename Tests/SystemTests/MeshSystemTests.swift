@@ -85,10 +85,12 @@ import VIOLINProtocol
         #expect(try meshIsFull(lab, [1, 2, 4], timeout: 5), "VIOLIN 9 unchanged")
 
         // Bad and unknown control messages are refused; the mesh is unchanged.
-        for (type, body) in [("join_violin", #"{"vni":"nine"}"#), ("member_join", #"{"vni":9,"endpoint":"nowhere","tunnel":"x"}"#),
-                             ("members", #"{"vni":12345}"#), ("member_announce", #"{"vni":9}"#), ("frob", "{}")] {
+        for (type, body, code) in [("join_violin", #"{"vni":"nine"}"#, "invalid_body"),
+                                   ("member_join", #"{"vni":9,"endpoint":"nowhere","tunnel":"x"}"#, "invalid_body"),
+                                   ("members", #"{"vni":12345}"#, "not_found"), ("member_announce", #"{"vni":9}"#, "invalid_body"),
+                                   ("frob", "{}", "unknown_message_type")] {
             let r = try run("/usr/sbin/ip", ["netns", "exec", lab.host(1), "\(binDir)/violin", "call", endpoint(lab, 1), type, body])
-            #expect(r.status == 1, "\(type) \(body) refused: \(r.out)")
+            #expect(r.status == 1 && r.err.contains(code), "\(type) \(body) refused with \(code): \(r.out) \(r.err)")
         }
         let raw = try sh("ip netns exec \(lab.host(1)) python3 -c \"import zmq; c=zmq.Context(); s=c.socket(zmq.REQ); s.connect('\(endpoint(lab, 1))'.replace('tcp://','tcp://')); s.send_multipart([b'garbage']); print(s.poll(5000)); print(s.recv_multipart()[2])\"", timeout: 20)
         #expect(raw.out.contains("malformed_message"), "\(raw.out) \(raw.err)")
@@ -194,12 +196,14 @@ import VIOLINProtocol
         #expect(members.1.contains(lab.hostIP(2) + ":4789"), "\(members.1)")
         // h3's key is not allowed: its join gets no answer from the seed.
         let refused = try call(3, "join_violin", #"{"vni":9,"seed":"\#(endpoint(1))","seed_key":"\#(seedKey)"}"#, as: "admin", server: 3)
-        #expect(refused.0 != 0, "h3 refused: \(refused.1)")
+        // h3's own mesh answers (the admin key is allowed there): the seed did not.
+        #expect(refused.0 == 1 && refused.1.contains("unavailable"), "h3 refused by the seed: \(refused.1)")
         // A client without a key gets nothing at all.
         let plain = try run("/usr/sbin/ip", ["netns", "exec", lab.host(1), "\(binDir)/violin", "ping", "--to", endpoint(1), "--timeout", "1"])
         #expect(plain.status == 2)
         let after = try call(1, "members", #"{"vni":9}"#)
-        #expect(!after.1.contains(lab.hostIP(3)), "the mesh is unchanged: \(after.1)")
+        #expect(after.0 == 0 && after.1.contains(lab.hostIP(2) + ":4789") && !after.1.contains(lab.hostIP(3)),
+                "the mesh is unchanged: \(after.1)")
     }
 }
 

@@ -17,7 +17,8 @@ import VIOLINProtocol
         }
         let built = try sh("bash \(Self.script) guest \(Self.cache)", timeout: 300)
         try #require(built.status == 0, "guest: \(built.err)")
-        let daemon = try sh("mkdir -p \(lab) && bash \(Self.script) daemon \(lab)", timeout: 120)
+        // With the cgroup v1 cpu controller, so a CPU weight has somewhere to take effect.
+        let daemon = try sh("mkdir -p \(lab) && VIOLIN_LAB_CGROUPS=cpu bash \(Self.script) daemon \(lab)", timeout: 120)
         let log = (try? String(contentsOfFile: lab + "/libvirtd.out", encoding: .utf8)) ?? "(no log)"
         try #require(daemon.status == 0, "libvirtd: \(daemon.err) \(log.suffix(600))")
         let booted = try sh("bash \(Self.script) boot \(lab) \(Self.cache) burner", timeout: 60)
@@ -27,7 +28,7 @@ import VIOLINProtocol
         let bus = try Spawned("violin-bus", ["--listen", scratch.ipc("bus"), "--publishers", scratch.ipc("pub"),
                                              "--subscribers", scratch.ipc("sub")])
         defer { bus.destroy() }
-        let watch = try Spawned("violin", ["watch", "--bus", scratch.ipc("sub"), "monitor.sampled", "--timeout", "60"])
+        let watch = try Spawned("violin", ["watch", "--bus", scratch.ipc("sub"), "monitor.", "--timeout", "120"])
         defer { watch.destroy() }
         let monitor = try Spawned("violin-monitor", ["--listen", scratch.ipc("monitor"), "--bus", scratch.ipc("pub"),
                                                      "--libvirt-uri", uri, "--sample-interval", "0.5"])
@@ -50,11 +51,25 @@ import VIOLINProtocol
         #expect(shrunk != nil, "the balloon did not reach 96 MiB")
         let dominfo = try sh("virsh -c '\(uri)' dominfo burner")
         #expect(dominfo.out.contains("98304 KiB"), "\(dominfo.out)")
-        // CPU weight needs a cgroup CPU controller, which this lab's libvirtd has none of:
-        // a clear error, not a crash.
-        let w = try run("violin", ["call", scratch.ipc("monitor"), "set_cpu_weight", #"{"vm":"burner","weight":512}"#])
-        #expect(w.status == 0 || w.err.contains("unavailable"), "\(w.out) \(w.err)")
+        // CPU weight: libvirt sets the guest's cgroup cpu.shares, which the kernel reads back.
+        let group = try sh("ls -d /sys/fs/cgroup/cpu/machine/qemu-*-burner.libvirt-qemu")
+        let groupDir = group.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(group.status == 0 && !groupDir.isEmpty && !groupDir.contains("\n"), "the guest's cpu cgroup: \(group.out) \(group.err)")
+        for weight in [512, 2048] {
+            let w = try run("violin", ["call", scratch.ipc("monitor"), "set_cpu_weight", #"{"vm":"burner","weight":\#(weight)}"#])
+            #expect(w.status == 0 && w.out.contains(#""weight" : \#(weight)"#), "\(w.out) \(w.err)")
+            let shares = try String(contentsOfFile: groupDir + "/cpu.shares", encoding: .utf8)
+            #expect(Int(shares.trimmingCharacters(in: .whitespacesAndNewlines)) == weight, "cpu.shares \(shares) after weight \(weight)")
+        }
         let unknown = try run("violin", ["call", scratch.ipc("monitor"), "set_balloon", #"{"vm":"nobody","memory_mb":64}"#])
         #expect(unknown.status == 1 && unknown.err.contains("not_found"))
+
+        // The guest goes: the monitor says so on the bus.
+        #expect(try sh("virsh -c '\(uri)' destroy burner").status == 0)
+        let gone = watch.waitForLine(timeout: 30) { line in
+            guard let v = try? JSONText.parse(Array(line.utf8)) else { return false }
+            return v["topic"] == "monitor.vm_disappeared" && v["body"]?["vm"] == "burner"
+        }
+        #expect(gone != nil, "no monitor.vm_disappeared for the destroyed guest")
     }
 }

@@ -63,7 +63,8 @@ import ZeroMQ
         }
         #expect(watch.stderrText.contains("missed") == false, "no event was lost: \(watch.stderrText)")
 
-        // The policy keeps an inventory and a ledger: a hot host, then `violin policy decisions`.
+        // The policy keeps an inventory and a ledger: what is registered shows in `inventory`;
+        // no samples have come, so no VM is high-demand and the ledger stays empty.
         for (type, body) in [("register_domain", #"{"id":"d1"}"#),
                              ("register_host", #"{"id":"a","domain":"d1","cores":1,"memory_mb":4096}"#),
                              ("register_host", #"{"id":"b","domain":"d1","cores":1,"memory_mb":4096}"#),
@@ -71,8 +72,12 @@ import ZeroMQ
             let r = try run("violin", ["call", scratch.ipc("policy"), type, body])
             #expect(r.status == 0, "\(type): \(r.err)")
         }
+        let inventory = try run("violin", ["call", scratch.ipc("policy"), "inventory", "{}"])
+        let inv = try JSONText.parse(Array(inventory.out.utf8))
+        #expect(Set(inv["hosts"]?.items.compactMap { $0["id"]?.stringValue } ?? []) == ["a", "b"], "\(inventory.out)")
+        #expect(Set(inv["vms"]?.items.compactMap { $0["id"]?.stringValue } ?? []) == ["x0", "x1"], "\(inventory.out)")
         let empty = try run("violin", ["policy", "decisions", "--to", scratch.ipc("policy")])
-        #expect(empty.status == 0 && empty.out.isEmpty)
+        #expect(empty.status == 0 && empty.out.isEmpty, "\(empty.out) \(empty.err)")
 
         // Kill one service: ping fails within its timeout, with a clear message.
         let mesh = procs[2]
