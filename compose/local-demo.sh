@@ -14,6 +14,7 @@
 #     --json  print one JSON object with the figures (progress goes to stderr)
 #     --keep  leave everything running at the end (Ctrl-C stops and cleans up)
 #   VIOLIN_BIN=DIR  use these executables instead of building (the system test does)
+#   VIOLIN_DEMO_DIR=DIR  keep the run's files there (removed at the end like the rest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -22,7 +23,7 @@ for a in "$@"; do
   case $a in
     --json) json=1 ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "local-demo.sh: unknown option $a (--json, --keep)" >&2; exit 64 ;;
   esac
 done
@@ -36,7 +37,9 @@ if [ -z "${VIOLIN_BIN:-}" ]; then
 fi
 bin=$VIOLIN_BIN
 cache=/var/cache/violin-test-guest
-run=$(mktemp -d /tmp/violin-demo.XXXXXX)
+# VIOLIN_DEMO_DIR: where the run keeps its files (the system test reads the raw ping output there).
+run=${VIOLIN_DEMO_DIR:-$(mktemp -d /tmp/violin-demo.XXXXXX)}
+mkdir -p "$run"
 export VIOLIN_BIN
 cleanup() {
   trap - EXIT INT TERM
