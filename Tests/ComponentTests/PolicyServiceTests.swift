@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import TestSupport
 import Testing
 import PolicyService
 import ServiceKit
@@ -97,7 +98,12 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             // Four more busy VMs arrive on host a (the first four are in their cooldown now).
             _ = try client.call("create_violin", body: ["id": "e2", "home_domain": "d1", "head": "vm4",
                                                         "vms": .array((4..<8).map { ["id": .string("vm\($0)"), "memory_mb": 512, "host": "a"] })])
+            let policyEvents = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0],
+                                                   topics: ["policy.mode_changed", "policy.host_draining"])
+            defer { policyEvents.close() }
             _ = try client.call("set_mode", body: ["mode": "automatic"])
+            let modeChanged = try policyEvents.waitFor(timeoutMs: 5000) { $0.topic == "policy.mode_changed" }
+            #expect(modeChanged?.body["mode"] == "automatic", "no policy.mode_changed")
             // The next round commands a migration.
             let automatic = try client.call("evaluate")
             guard case .array(let second)? = automatic["decisions"], let c = second.first else {
@@ -111,6 +117,25 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(Set(got.compactMap { $0["vm"]?.stringValue }) == Set(second.compactMap { $0["decision"]?["vm"]?.stringValue }))
             #expect(got.allSatisfy { $0["from"] == "a" && $0["to"] == "b" && $0["to_executor"] == .string(deadExecutor)
                 && ["vm4", "vm5", "vm6", "vm7"].contains($0["vm"]?.stringValue ?? "") }, "\(got)")
+            // The executor reports the first migration done: the inventory follows it to b.
+            let executorBus = try makeRuntime("executor", bus: proxy.frontendEndpoints[0])
+            defer { executorBus.stop() }
+            let movedVM = try #require(got.first?["vm"]?.stringValue)
+            func hostOf(_ vm: String) throws -> String? {
+                try client.call("inventory")["vms"]?.items.first { $0["id"]?.stringValue == vm }?["host"]?.stringValue
+            }
+            #expect(try eventually(deadline: 10) {
+                executorBus.publish("migration_completed", ["job": "job-1", "vm": .string(movedVM), "from": "a", "to": "b"])
+                return try hostOf(movedVM) == "b"
+            }, "the inventory did not follow \(movedVM) to b")
+            // Draining b: its VM is sent back to a through b's executor, which does not answer
+            // (the one-second executor timeout); the outcome says so, and the bus hears of it.
+            let drain = try client.call("drain_host", body: ["id": "b"])
+            let moves = drain["moves"]?.items ?? []
+            #expect(moves.count == 1 && moves.first?["vm"] == .string(movedVM) && moves.first?["to"] == "a", "\(drain)")
+            #expect((moves.first?["outcome"]?.stringValue ?? "").hasPrefix("failed:"), "\(drain)")
+            let draining = try policyEvents.waitFor(timeoutMs: 5000) { $0.topic == "policy.host_draining" }
+            #expect(draining?.body["id"] == "b" && draining?.body["moves"]?.items.count == 1, "no policy.host_draining")
             runtime.stop()
             policy.stop()
             client.close()
@@ -123,12 +148,16 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             defer { c2.close() }
             let inv = try c2.call("inventory")
             #expect(inv["mode"] == "automatic")
-            if case .array(let list)? = inv["vms"] { #expect(list.count == 8) } else { Issue.record("no VMs") }
+            #expect(inv["vms"]?.items.count == 8, "\(inv)")
             let ledger = try c2.call("decisions", body: ["limit": 10])
             if case .array(let list)? = ledger["decisions"] {
                 #expect(list.count >= 2)
                 #expect(list.contains { $0["outcome"] == "recommended" } && list.contains { $0["outcome"] == "sent" }, "\(list)")
             } else { Issue.record("no ledger") }
+            // A VIOLIN destroyed leaves the inventory; a second time it is not found.
+            _ = try c2.call("destroy_violin", body: ["id": "e2"])
+            #expect(Set(try c2.call("inventory")["vms"]?.items.compactMap { $0["id"]?.stringValue } ?? []) == ["vm0", "vm1", "vm2", "vm3"])
+            #expect(try c2.send("destroy_violin", body: ["id": "e2"]).body["code"] == "not_found")
         }
     }
 }

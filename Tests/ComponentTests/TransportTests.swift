@@ -119,6 +119,36 @@ import ZeroMQ
     }
 }
 
+extension ServiceRuntimeTests {
+    /// A message over four times max_message_bytes never reaches the service: libzmq drops it
+    /// (ZMQ_MAXMSGSIZE) with the connection, so nothing is decoded or counted, and the service
+    /// goes on answering. (Between one and four times, the service answers message_too_large.)
+    @Test func aMessageOverFourTimesTheLimitIsDroppedBeforeTheService() throws {
+        let runtime = try makeRuntime(maxBytes: 4096)
+        defer { runtime.stop() }
+        try withContext { ctx in
+            let dealer = try ZMQSocket(ctx, .dealer)
+            defer { dealer.close() }
+            try dealer.connect(runtime.endpoints[0])
+            let header = Array(#"{"msg_id":"big","msg_type":"ping_request"}"#.utf8)
+            try dealer.send([[], Array("VIOLIN/1".utf8), header, Array(repeating: 0x20, count: 4 * 4096 + 100)])
+            // One just under the limit on another connection is answered, and counted.
+            let near = try ZMQSocket(ctx, .dealer)
+            defer { near.close() }
+            try near.connect(runtime.endpoints[0])
+            try near.send([[], Array("VIOLIN/1".utf8), header, Array(repeating: 0x20, count: 4 * 4096 - 200)])
+            let reply = try #require(try near.receive(timeoutMs: 3000), "no reply to a message under 4x the limit")
+            #expect(try Codec.decode(Array(reply.dropFirst())).body["code"] == "message_too_large")
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 2000)
+            defer { client.close() }
+            #expect(try client.call("ping_request")["service"] == "mesh")
+            let metrics = try JSONText.view(MetricsReply.self, of: try client.call("metrics_request"))
+            #expect(metrics.counters["bad_messages.message_too_large"] == 1, "only the smaller one reached the service: \(metrics.counters)")
+            #expect(metrics.counters["bad_messages_total"] == 1, "\(metrics.counters)")
+        }
+    }
+}
+
 @Suite struct BusTests {
     /// A proxy in-process, a runtime publishing into it, a subscriber reading through it.
     @Test func eventsFlowThroughTheProxyInSequence() throws {

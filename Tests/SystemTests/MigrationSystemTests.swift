@@ -73,7 +73,7 @@ import VIOLINProtocol
 
         // The operator's migrations, as h2's executor journaled them: a2 alone (m1), then
         // VIOLIN B but its head b1 (m2), all to h3, completed.
-        let jobs = try call(executor("h2"), "jobs").items
+        let jobs = try call(executor("h2"), "jobs")["jobs"]?.items ?? []
         #expect(Set(jobs.compactMap { $0["vm"]?.stringValue }) == ["a2", "b2", "b3"], "\(jobs)")
         for j in jobs {
             #expect(j["state"] == "completed" && j["from"] == "h2" && j["to"] == "h3", "\(j)")
@@ -102,7 +102,7 @@ import VIOLINProtocol
         // has commands sent, and h3's executor ran them to completion.
         let ledger = try call("tcp://10.77.0.100:7703", "decisions", #"{"limit":50}"#)["decisions"]?.items ?? []
         #expect(ledger.contains { $0["outcome"] == "sent" && $0["mode"] == "automatic" }, "the policy sent nothing: \(ledger)")
-        let byPolicy = try call(executor("h3"), "jobs").items.filter { $0["from"] == "h3" }
+        let byPolicy = (try call(executor("h3"), "jobs")["jobs"]?.items ?? []).filter { $0["from"] == "h3" }
         #expect(!byPolicy.isEmpty && byPolicy.allSatisfy { $0["state"] == "completed" }, "jobs from h3: \(byPolicy)")
         #expect(byPolicy.allSatisfy { ["h1", "h2"].contains($0["to"]?.stringValue ?? "") }, "back to domain d1: \(byPolicy)")
     }
