@@ -116,12 +116,30 @@ import VIOLINProtocol
         func call(_ host: Int, _ type: String, _ body: String) throws -> (status: Int32, out: String, err: String) {
             try lab.violin("call tcp://10.77.0.\(host):7704 \(type) '\(body)'")
         }
+        // The executors' events, watched from the control node.
+        func subscriptions() -> Int {
+            let out = (try? lab.violin("metrics --to tcp://10.77.0.100:7700"))?.out ?? ""
+            guard let r = out.range(of: "\"bus_subscriptions_forwarded\" : ") else { return -1 }
+            return Int(out[r.upperBound...].prefix { $0.isNumber }) ?? -1
+        }
+        let subscribedBefore = subscriptions()
+        let executorEvents = try Spawned("/usr/sbin/ip", ["netns", "exec", lab.controlNamespace, "\(binDir)/violin", "watch",
+                                                           "--bus", "tcp://10.77.0.100:7711", "executor.", "--timeout", "280"])
+        defer { executorEvents.destroy() }
+        #expect(subscribedBefore >= 0 && eventually(deadline: 20) { subscriptions() > subscribedBefore }, "the watcher did not subscribe")
+        func event(_ topic: String, _ match: @escaping (JSONValue) -> Bool) -> JSONValue? {
+            executorEvents.waitForLine(timeout: 60) { line in
+                guard let v = try? Self.json(line) else { return false }
+                return v["topic"]?.stringValue == topic && match(v["body"] ?? .null)
+            }.flatMap { try? Self.json($0) }
+        }
         let console = scratch.file("x1.console")
         let created = try call(1, "create_vm", """
             {"name":"x1","vni":77,"mac":"52:54:00:77:00:01","kernel":"\(Self.cache)/vmlinuz","initrd":"\(Self.cache)/initrd.gz",
              "cmdline":"console=ttyS0 quiet violin.ip=10.7.0.1/24","nic_port":21000,"console":"\(console)"}
             """)
         try #require(created.status == 0, "create_vm: \(created.err)")
+        #expect(event("executor.vm_created") { $0["vm"] == "x1" && $0["vni"]?.intValue == 77 } != nil, "no executor.vm_created for x1")
         #expect(eventually(deadline: 90) { ((try? String(contentsOfFile: console, encoding: .utf8)) ?? "").contains("VIOLIN-GUEST-UP") })
         // Bad requests leave the VM alone, with a clear error.
         let unknown = try call(1, "migrate", #"{"vm":"nobody","to_executor":"tcp://10.77.0.2:7704"}"#)
@@ -139,6 +157,7 @@ import VIOLINProtocol
         let full = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704"}"#)
         #expect(full.status == 1 && full.err.contains("conflict") && full.err.contains("MiB free"), "\(full.err)")
         #expect(try call(2, "destroy_vm", #"{"name":"big"}"#).status == 0)
+        #expect(event("executor.vm_destroyed") { $0["vm"] == "big" } != nil, "no executor.vm_destroyed for big")
         let jobs = try Self.json(try call(1, "jobs", "{}").out)
         #expect(jobs["jobs"]?.items.isEmpty == true, "a refused migration left a job: \(jobs)")
 
@@ -155,16 +174,6 @@ import VIOLINProtocol
         let twice = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704"}"#)
         #expect(twice.status == 1 && twice.err.contains("conflict"), "\(twice.err)")
         // The recovery is announced on the bus: watched from the control node.
-        func subscriptions() -> Int {
-            let out = (try? lab.violin("metrics --to tcp://10.77.0.100:7700"))?.out ?? ""
-            guard let r = out.range(of: "\"bus_subscriptions_forwarded\" : ") else { return -1 }
-            return Int(out[r.upperBound...].prefix { $0.isNumber }) ?? -1
-        }
-        let subscribedBefore = subscriptions()
-        let recoveredEvents = try Spawned("/usr/sbin/ip", ["netns", "exec", lab.controlNamespace, "\(binDir)/violin", "watch",
-                                                           "--bus", "tcp://10.77.0.100:7711", "executor.job_recovered", "--timeout", "200"])
-        defer { recoveredEvents.destroy() }
-        #expect(subscribedBefore >= 0 && eventually(deadline: 20) { subscriptions() > subscribedBefore }, "the watcher did not subscribe")
         #expect(try lab.lab("kill \(run) h1 executor").status == 0)
         // Its node restarts it; the new executor finds the job in its journal.
         let restarted = try lab.lab("start \(run) h1 executor", timeout: 90)
@@ -178,9 +187,8 @@ import VIOLINProtocol
         try #require(ended, "the job was not recovered: \(final)")
         let state = final["state"]?.stringValue
         #expect(state == "completed" || state == "rolled_back", "\(final)")
-        let announced = recoveredEvents.waitForLine(timeout: 30) { $0.contains(job) }
-        let event = try #require(announced.flatMap { try? Self.json($0) }, "no executor.job_recovered for \(job)")
-        #expect(event["body"]?["state"]?.stringValue == state && event["body"]?["vm"] == "x1", "\(event)")
+        let recovered = try #require(event("executor.job_recovered") { $0["job"] == .string(job) }, "no executor.job_recovered for \(job)")
+        #expect(recovered["body"]?["state"]?.stringValue == state && recovered["body"]?["vm"] == "x1", "\(recovered)")
         // Exactly one running copy, where the job's outcome says.
         func running(_ host: String) throws -> Bool {
             try sh("virsh -c 'qemu+unix:///system?socket=\(run)/\(host)/libvirt/sock/libvirt-sock' list --name --state-running")

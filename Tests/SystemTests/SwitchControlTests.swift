@@ -128,11 +128,28 @@ final class LoopbackUDP {
         // Every frame above has been handled once a last one, behind them on vm1, arrives.
         qemu1.send(frame(dst: "ff:ff:ff:ff:ff:ff", src: m1, "last"), to: portAddress["vm1"]!)
         #expect(peerA.receive().map { String(decoding: $0.dropFirst(22).prefix(4), as: UTF8.self) } == "last")
+        #expect(qemu2.receive().map { String(decoding: $0.dropFirst(14).prefix(4), as: UTF8.self) } == "last")
         let drops = try #require(try switchStats(control)["drops"])
         for reason in ["bad_source", "same_port", "misdirected"] {
             #expect(drops[reason]?.intValue == 1, "\(reason): \(drops)")
         }
         #expect(drops["no_route"]?.intValue == 0 && drops["unknown_peer"]?.intValue == 0, "\(drops)")
+        // A VM that arrived by migration announces itself: each remaining peer hears a RARP
+        // from its MAC with the next sequence number, and the table has the MAC at its port.
+        let arrived = "02:42:00:00:00:a1"
+        let announced = try call("announce", #"{"port":"vm2","mac":"\#(arrived)"}"#)
+        #expect(announced.status == 0 && announced.out["announced"]?["seq"]?.intValue == 1, "\(announced)")
+        let rarp = try #require(peerA.receive(), "no announcement at peer A")
+        #expect(Array(rarp[8..<20]) == mac("ff:ff:ff:ff:ff:ff") + mac(arrived) && rarp[20] == 0x80 && rarp[21] == 0x35, "\(rarp.prefix(24))")
+        qemu1.send(frame(dst: arrived, src: m1, "to-arrived"), to: portAddress["vm1"]!)
+        #expect(qemu2.receive().map { Array($0.prefix(6)) } == mac(arrived), "the announced MAC is at vm2")
+        let second = try call("announce", #"{"port":"vm2","mac":"\#(arrived)"}"#)
+        #expect(second.out["announced"]?["seq"]?.intValue == 2, "\(second)")
+        _ = peerA.receive()
+        for body in [#"{"port":"nope","mac":"\#(arrived)"}"#, #"{"port":"vm2","mac":"ff:ff:ff:ff:ff:ff"}"#] {
+            let r = try call("announce", body)
+            #expect(r.status == 1 && (r.err.contains("not_found") || r.err.contains("invalid_body")), "announce \(body): \(r.err)")
+        }
         #expect(try call("remove_port", #"{"name":"vm2"}"#).status == 0)
 
         // The bus carried each change, in order.
