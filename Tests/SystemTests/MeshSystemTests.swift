@@ -9,10 +9,33 @@ import VIOLINProtocol
     func endpoint(_ lab: Lab, _ h: Int) -> String { "tcp://\(lab.hostIP(h)):7701" }
 
     @discardableResult
-    func startMesh(_ lab: Lab, _ h: Int, timeout: Double = 1.5) throws -> Spawned {
+    func startMesh(_ lab: Lab, _ h: Int, timeout: Double = 1.5, bus: String = "none") throws -> Spawned {
         try lab.spawn(in: lab.host(h), "violin-mesh", [
             "--listen", endpoint(lab, h), "--host-address", lab.hostIP(h), "--run-dir", lab.scratch.file("m\(h)"),
-            "--bus", "none", "--member-interval", "0.3", "--member-timeout", "\(timeout)", "--log-level", "warning"])
+            "--bus", bus, "--member-interval", "0.3", "--member-timeout", "\(timeout)", "--log-level", "warning"])
+    }
+
+    /// A bus in host 1's namespace that every host's mesh publishes to, and a watcher of its
+    /// `mesh.` events, subscribed before it returns.
+    func meshBus(_ lab: Lab) throws -> (publishers: String, watch: Spawned) {
+        let ip = lab.hostIP(1)
+        try lab.spawn(in: lab.host(1), "violin-bus", ["--listen", "tcp://\(ip):7700", "--publishers", "tcp://\(ip):7710",
+                                                     "--subscribers", "tcp://\(ip):7711"])
+        let watch = try lab.spawn(in: lab.host(1), "violin", ["watch", "--bus", "tcp://\(ip):7711", "mesh.", "--timeout", "120"])
+        let subscribed = eventually(deadline: 20) {
+            let r = try? run("/usr/sbin/ip", ["netns", "exec", lab.host(1), "\(binDir)/violin", "metrics", "--to", "tcp://\(ip):7700"])
+            return r?.out.contains("\"bus_subscriptions_forwarded\" : 1") == true
+        }
+        try #require(subscribed, "the watcher did not subscribe to the mesh bus")
+        return ("tcp://\(ip):7710", watch)
+    }
+
+    /// The first `mesh.<event>` the watcher printed whose body satisfies `match`.
+    func meshEvent(_ watch: Spawned, _ event: String, timeout: Double = 20, _ match: @escaping (JSONValue) -> Bool) -> JSONValue? {
+        watch.waitForLine(timeout: timeout) { line in
+            guard let v = try? JSONText.parse(Array(line.utf8)) else { return false }
+            return v["topic"]?.stringValue == "mesh.\(event)" && match(v["body"] ?? .null)
+        }.flatMap { try? JSONText.parse(Array($0.utf8)) }
     }
 
     func call(_ lab: Lab, _ h: Int, _ type: String, _ body: String) throws -> JSONValue {
@@ -45,20 +68,31 @@ import VIOLINProtocol
         let lab = try Lab("mesh", subnet: "172.31.79")
         defer { lab.teardown() }
         for h in 1...4 { try lab.addHost(h) }
+        let (bus, events) = try meshBus(lab)
         var meshes: [Int: Spawned] = [:]
-        for h in 1...4 { meshes[h] = try startMesh(lab, h) }
+        for h in 1...4 { meshes[h] = try startMesh(lab, h, bus: bus) }
         #expect(try eventually(deadline: 10) { (1...4).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
 
         // Three hosts join through host 1 alone.
         _ = try call(lab, 1, "join_violin", #"{"vni":9}"#)
         for h in 2...3 { _ = try call(lab, h, "join_violin", #"{"vni":9,"seed":"\#(endpoint(lab, 1))"}"#) }
         #expect(try meshIsFull(lab, [1, 2, 3]), "three switches peer with each other")
+        // The bus heard it: each host started VIOLIN 9's switch, and hosts 2 and 3 joined.
+        for h in [2, 3] {
+            #expect(meshEvent(events, "member_joined") { $0["vni"]?.intValue == 9 && $0["member"]?.stringValue == endpoint(lab, h) } != nil,
+                    "no mesh.member_joined for host \(h)")
+        }
+        #expect(eventually(deadline: 10) {
+            events.lines.filter { $0.contains("\"mesh.switch_started\"") && $0.contains("\"vni\":9") }.count >= 3
+        }, "three mesh.switch_started for VIOLIN 9: \(events.lines.filter { $0.contains("switch_started") })")
         // A fourth joins later, through host 2.
         _ = try call(lab, 4, "join_violin", #"{"vni":9,"seed":"\#(endpoint(lab, 2))"}"#)
         #expect(try meshIsFull(lab, [1, 2, 3, 4]), "the mesh stays full")
         // Host 3 leaves: it disappears from every peer set.
         _ = try call(lab, 3, "leave_violin", #"{"vni":9}"#)
         #expect(try meshIsFull(lab, [1, 2, 4]))
+        #expect(meshEvent(events, "member_left") { $0["member"]?.stringValue == endpoint(lab, 3) && $0["reason"] == "left" } != nil,
+                "no mesh.member_left (left) for host 3")
 
         // Host 4's mesh and switch die: the others drop it after the timeout ...
         let pid4 = try #require(try call(lab, 4, "ports", "{}")["violins"].flatMap { v -> Int? in
@@ -68,10 +102,12 @@ import VIOLINProtocol
         _ = meshes[4]!.waitExit(timeout: 10)
         #expect(kill(pid4, SIGKILL) == 0)
         #expect(try meshIsFull(lab, [1, 2]), "host 4 dropped after the timeout")
+        #expect(meshEvent(events, "member_left") { $0["member"]?.stringValue == endpoint(lab, 4) && $0["reason"] == "timeout" } != nil,
+                "no mesh.member_left (timeout) for host 4")
         let members = try call(lab, 1, "members", #"{"vni":9}"#)
         #expect(JSONText.string(members["members"] ?? .null).contains(#""alive":false"#))
         // ... and when it comes back (same state directory) it is re-admitted everywhere.
-        meshes[4] = try startMesh(lab, 4)
+        meshes[4] = try startMesh(lab, 4, bus: bus)
         #expect(try meshIsFull(lab, [1, 2, 4]), "host 4 re-admitted")
 
         // A second VIOLIN on the same hosts has a mesh, a switch and a tunnel port of its own.
@@ -101,9 +137,10 @@ import VIOLINProtocol
         let lab = try Lab("adopt", subnet: "172.31.80")
         defer { lab.teardown() }
         for h in 1...2 { try lab.addHost(h) }
+        let (bus, events) = try meshBus(lab)
         var meshes: [Int: Spawned] = [:]
         // The member timeout is longer than a mesh restart: the peers never drop host 1.
-        for h in 1...2 { meshes[h] = try startMesh(lab, h, timeout: 6) }
+        for h in 1...2 { meshes[h] = try startMesh(lab, h, timeout: 6, bus: bus) }
         #expect(try eventually(deadline: 10) { (1...2).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
         try violinAcrossTwoHosts(lab, vni: 9, ports: "p", vms: (1, 2))
         #expect(try meshIsFull(lab, [1, 2]))
@@ -114,11 +151,13 @@ import VIOLINProtocol
         #expect(ping.waitForLine(timeout: 10) { $0.contains("bytes from") } != nil)
         meshes[1]!.signal(SIGKILL)
         _ = meshes[1]!.waitExit(timeout: 10)
-        meshes[1] = try startMesh(lab, 1, timeout: 6)
+        meshes[1] = try startMesh(lab, 1, timeout: 6, bus: bus)
         #expect(try eventually(deadline: 10) { (try? call(lab, 1, "ping", "{}")) != nil })
         let pidAfter = try call(lab, 1, "ports", "{}")["violins"].flatMap { v -> Int? in
             if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } }
         #expect(pidBefore != nil && pidBefore == pidAfter, "the switch was adopted, not restarted")
+        #expect(meshEvent(events, "switch_adopted") { $0["vni"]?.intValue == 9 && $0["pid"]?.intValue == pidAfter } != nil,
+                "no mesh.switch_adopted for VIOLIN 9's switch")
         // A pid of 0 or 1 would signal the runner's process group or init.
         let switchPid = try #require(pidAfter.flatMap(Int32.init(exactly:)), "the mesh reports no switch pid")
         try #require(switchPid > 1, "switch pid \(switchPid)")
@@ -153,6 +192,10 @@ import VIOLINProtocol
             return pid != nil && pid != pidAfter && switchPeers(lab, 1) == ["\(lab.hostIP(2)):4789"]
         }, "restarted with its peers")
         try lab.waitForDevice("\(lab.prefix)p1", in: lab.host(1))
+        #expect(meshEvent(events, "switch_exited") { $0["vni"]?.intValue == 9 && $0["status"]?.intValue == -1 } != nil, "no mesh.switch_exited")
+        #expect(eventually(deadline: 10) {
+            events.lines.filter { $0.contains("\"mesh.switch_started\"") && $0.contains("\"vni\":9") }.count >= 3
+        }, "the restarted switch was announced (two at the start, one now)")
         let cli = try run("/usr/sbin/ip", ["netns", "exec", lab.host(2), "\(binDir)/violin", "mesh", "members", "9",
                                            "--to", endpoint(lab, 2)])
         #expect(cli.status == 0 && cli.out.contains(endpoint(lab, 1)) && cli.out.contains("yes"), "\(cli.out)")

@@ -303,15 +303,19 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             for vni in Set(expired.compactMap { if case .left(let v, _, _) = $0 { v } else { nil } }) { pushPeers(vni) }
             if !expired.isEmpty { save() }
             // Switches due for a restart, and adopted ones that died.
-            let due: [UInt32] = lock.withLock {
+            let (due, adoptedDead): ([UInt32], [UInt32]) = lock.withLock {
                 let now = Self.now()
                 var list = restartAt.filter { $0.value <= now }.map(\.key)
+                var dead: [UInt32] = []
                 for (vni, p) in presence where children[vni] == nil && restartAt[vni] == nil && p.pid > 0 && kill(p.pid, 0) != 0 {
-                    list.append(vni)
+                    dead.append(vni)
                 }
+                list += dead
                 list.forEach { restartAt[$0] = nil }
-                return list.sorted()
+                return (list.sorted(), dead.sorted())
             }
+            // An adopted switch is not our child: its exit status is not ours to read.
+            for vni in adoptedDead { publish("switch_exited", ["vni": .number(Double(vni)), "status": .number(-1)]) }
             for vni in due { startSwitch(vni) }
             _ = try? poll(&items, timeoutMs: Int(options.interval * 1000))
             if items[0].readable { worker.waker.drain() }
