@@ -164,6 +164,14 @@ import VIOLINProtocol
         #expect(ping.waitExit(timeout: 30) == 0)
         let summary = ping.lines.first { $0.contains("packets transmitted") } ?? ""
         #expect(summary.contains("80 packets transmitted, 80 received"), "no ping lost: \(summary)")
+        // The port's counters through the mesh (what the executor reads for the blackout): the
+        // 80 echo requests went out of vm1's port and the 80 replies came in.
+        let stats = try call(lab, 1, "port_stats", #"{"vni":9,"name":"\#(lab.prefix)p1"}"#)
+        #expect((stats["rx"]?.intValue ?? 0) >= 80 && (stats["tx"]?.intValue ?? 0) >= 80, "\(stats)")
+        for (body, code) in [(#"{"vni":9,"name":"nope"}"#, "not_found"), (#"{"vni":12,"name":"x"}"#, "not_found"), (#"{"vni":9}"#, "invalid_body")] {
+            let r = try run("/usr/sbin/ip", ["netns", "exec", lab.host(1), "\(binDir)/violin", "call", endpoint(lab, 1), "port_stats", body])
+            #expect(r.status == 1 && r.err.contains(code), "port_stats \(body): \(r.err)")
+        }
 
         // A second VIOLIN on the same hosts, with the same MACs and IPs: it works, and stays apart.
         try violinAcrossTwoHosts(lab, vni: 10, ports: "q", vms: (3, 4))
