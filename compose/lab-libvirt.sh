@@ -3,7 +3,8 @@
 # local demo and the system tests:
 #   lab-libvirt.sh guest CACHE            build (once) a tiny guest: Debian cloud kernel + busybox
 #                                          initramfs with virtio net/balloon (kernel command line:
-#                                          violin.ip=A.B.C.D/N sets eth0, violin.burn=1 burns CPU;
+#                                          violin.ip=A.B.C.D/N sets eth0, violin.burn=1 burns CPU,
+#                                          violin.dirty=1 rewrites 32 MiB of memory over and over;
 #                                          with an address it serves TCP echo on 5000 and a shell
 #                                          on 2323 — a lab guest inside an isolated VIOLIN)
 #   lab-libvirt.sh daemon DIR [ADDR]      start libvirtd (QEMU driver, TCG) in a private mount
@@ -16,7 +17,7 @@
 #   lab-libvirt.sh stop DIR               destroy the guests, stop libvirtd, kill what is left
 set -euo pipefail
 cmd=$1; shift
-GUEST_VERSION=2
+GUEST_VERSION=3
 CAPS=/var/cache/violin-test-guest/libvirt-caps
 
 guest() {
@@ -47,9 +48,9 @@ guest() {
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 for m in $mods; do insmod /lib/\$m.ko 2>/dev/null; done
-ip=; burn=
+ip=; burn=; dirty=
 for x in \$(cat /proc/cmdline); do
-  case \$x in violin.ip=*) ip=\${x#violin.ip=} ;; violin.burn=1) burn=1 ;; esac
+  case \$x in violin.ip=*) ip=\${x#violin.ip=} ;; violin.burn=1) burn=1 ;; violin.dirty=1) dirty=1 ;; esac
 done
 ip link set lo up
 if [ -n "\$ip" ]; then
@@ -58,6 +59,8 @@ if [ -n "\$ip" ]; then
   nc -ll -p 2323 -e /bin/sh &
 fi
 echo VIOLIN-GUEST-UP
+# A guest whose memory changes faster than a slow link can copy it (for post-copy).
+[ -n "\$dirty" ] && while :; do dd if=/dev/urandom of=/tmp/dirty bs=1M count=32 2>/dev/null; done
 [ -n "\$burn" ] && while :; do :; done
 while :; do sleep 3600; done
 INIT

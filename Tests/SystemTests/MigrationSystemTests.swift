@@ -246,4 +246,77 @@ import VIOLINProtocol
         #expect(copied["state"]?.stringValue == "completed", "\(copied)")
         #expect(try volumes(there).contains("dk.img") && !(try volumes(here).contains("dk.img")), "the disk did not move")
     }
+
+    /// The executor runs at most max_migrations (2) migrations at once: a third waits queued,
+    /// and a cancel ends each (the queued one too) with the VMs where they were. A guest whose
+    /// memory changes faster than the link copies it finishes by post-copy; auto-converge
+    /// moves another.
+    @Test(.timeLimit(.minutes(8))) func migrationSlotsCancelAndPostCopy() throws {
+        let lab = try LocalLab("slots")
+        defer { lab.teardown() }
+        let run = lab.run
+        func call(_ host: Int, _ type: String, _ body: String) throws -> (status: Int32, out: String, err: String) {
+            try lab.violin("call tcp://10.77.0.\(host):7704 \(type) '\(body)'")
+        }
+        func state(_ host: Int, _ job: String) -> String {
+            (try? Self.json(try call(host, "job", #"{"job":"\#(job)"}"#).out))?["state"]?.stringValue ?? "?"
+        }
+        func names(_ host: Int, all: Bool = false) throws -> Set<String> {
+            let r = try sh("virsh -c 'qemu+unix:///system?socket=\(run)/h\(host)/libvirt/sock/libvirt-sock' list --name \(all ? "--all" : "--state-running")")
+            return Set(r.out.split(separator: "\n").map(String.init))
+        }
+        let events = try Spawned("/usr/sbin/ip", ["netns", "exec", lab.controlNamespace, "\(binDir)/violin", "watch",
+                                                  "--bus", "tcp://10.77.0.100:7711", "executor.migration_progress", "--timeout", "400"])
+        defer { events.destroy() }
+        for (i, name) in ["s1", "s2", "s3"].enumerated() {
+            let cmdline = name == "s3" ? "console=ttyS0 quiet violin.dirty=1" : "console=ttyS0 quiet"
+            let created = try call(1, "create_vm", """
+                {"name":"\(name)","vni":80,"mac":"52:54:00:80:00:0\(i + 1)","kernel":"\(Self.cache)/vmlinuz",\
+                "initrd":"\(Self.cache)/initrd.gz","cmdline":"\(cmdline)","nic_port":\(21200 + 2 * i)}
+                """)
+            try #require(created.status == 0, "create_vm \(name): \(created.err)")
+        }
+        // Three at 1 MiB/s: two migrate, the third waits its turn.
+        var jobs: [String] = []
+        for name in ["s1", "s2", "s3"] {
+            let r = try call(1, "migrate", #"{"vm":"\#(name)","to_executor":"tcp://10.77.0.2:7704","bandwidth_mibps":1}"#)
+            jobs.append(try #require(try Self.json(r.out)["job"]?.stringValue, "migrate \(name): \(r.err)"))
+        }
+        var most = 0
+        let twoAndOneQueued = eventually(deadline: 60) {
+            let states = jobs.map { state(1, $0) }
+            most = max(most, states.filter { $0 == "preparing" || $0 == "migrating" }.count)
+            return states.filter { $0 == "migrating" }.count == 2 && states.filter { $0 == "queued" }.count == 1
+        }
+        #expect(twoAndOneQueued, "states: \(jobs.map { state(1, $0) })")
+        #expect(most <= 2, "\(most) migrations at once")
+        // Cancelled, all three: each ends cancelled, the VMs run on h1 and h2 has no copy.
+        for job in jobs { #expect(try call(1, "cancel", #"{"job":"\#(job)"}"#).status == 0) }
+        #expect(eventually(deadline: 90) { jobs.allSatisfy { state(1, $0) == "cancelled" } }, "\(jobs.map { state(1, $0) })")
+        let onH1 = try names(1), onH2 = try names(2, all: true)
+        #expect(onH1 == ["s1", "s2", "s3"] && onH2.isDisjoint(with: ["s1", "s2", "s3"]), "h1: \(onH1), h2: \(onH2)")
+
+        // s3 rewrites its memory faster than 16 MiB/s can copy it: pre-copy alone would not end;
+        // with post-copy the executor switches over after the first pass, and it completes.
+        let post = try call(1, "migrate", #"{"vm":"s3","to_executor":"tcp://10.77.0.2:7704","bandwidth_mibps":16,"postcopy":true,"timeout_s":120}"#)
+        let postJob = try #require(try Self.json(post.out)["job"]?.stringValue, "\(post.err)")
+        #expect(eventually(deadline: 150) { ["completed", "failed", "cancelled"].contains(state(1, postJob)) })
+        let postFinal = try call(1, "job", #"{"job":"\#(postJob)"}"#).out
+        #expect(state(1, postJob) == "completed", "\(postFinal)")
+        let switched = events.waitForLine(timeout: 5) { $0.contains(postJob) && $0.contains(#""phase":"postcopy""#) }
+        #expect(switched != nil, "no migration_progress in phase postcopy for \(postJob)")
+        let s3Here = try names(2).contains("s3"), s3There = try names(1, all: true).contains("s3")
+        #expect(s3Here && !s3There, "s3 runs on h2 alone")
+        // auto_converge: s2 moves with the option on.
+        let auto = try call(1, "migrate", #"{"vm":"s2","to_executor":"tcp://10.77.0.2:7704","auto_converge":true}"#)
+        let autoJob = try #require(try Self.json(auto.out)["job"]?.stringValue, "\(auto.err)")
+        let autoDone = eventually(deadline: 90) { state(1, autoJob) == "completed" }
+        let autoFinal = try call(1, "job", #"{"job":"\#(autoJob)"}"#).out
+        #expect(autoDone, "\(autoFinal)")
+        let s2Here = try names(2).contains("s2"), s2There = try names(1, all: true).contains("s2")
+        #expect(s2Here && !s2There, "s2 runs on h2 alone")
+        let badFlag = try call(1, "migrate", #"{"vm":"s1","to_executor":"tcp://10.77.0.2:7704","postcopy":"yes"}"#)
+        #expect(badFlag.status == 1 && badFlag.err.contains("invalid_body"), "\(badFlag.err)")
+    }
+
 }
