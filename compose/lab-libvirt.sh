@@ -59,7 +59,7 @@ if [ -n "\$ip" ]; then
   nc -ll -p 2323 -e /bin/sh &
 fi
 echo VIOLIN-GUEST-UP
-# A guest whose memory changes faster than a slow link can copy it (for post-copy).
+# A guest that keeps rewriting its memory (for post-copy).
 [ -n "\$dirty" ] && while :; do dd if=/dev/urandom of=/tmp/dirty bs=1M count=32 2>/dev/null; done
 [ -n "\$burn" ] && while :; do :; done
 while :; do sleep 3600; done
