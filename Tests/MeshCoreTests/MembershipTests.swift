@@ -36,3 +36,19 @@ import Testing
         #expect(m.peers(1) == ["10.0.0.2:4789", "10.0.0.3:4789"])
     }
 }
+
+@Suite struct RestartBackoffTests {
+    /// A switch that keeps dying waits 0.5, 1, 2, 4, 8, then 10 s at most; one that had run for
+    /// 30 s or more starts again at 0.5 s.
+    @Test func doublesUpToTenAndStartsOverAfterAStableRun() {
+        var wait: Double?
+        var waits: [Double] = []
+        for _ in 0..<7 {
+            wait = RestartBackoff.next(previous: wait, ranSeconds: 0.1)
+            waits.append(wait!)
+        }
+        #expect(waits == [0.5, 1, 2, 4, 8, 10, 10])
+        #expect(RestartBackoff.next(previous: 10, ranSeconds: 29.9) == 10)
+        #expect(RestartBackoff.next(previous: 10, ranSeconds: 30) == 0.5)
+    }
+}

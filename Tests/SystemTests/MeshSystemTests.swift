@@ -204,6 +204,22 @@ import VIOLINProtocol
         #expect(eventually(deadline: 10) {
             events.lines.filter { $0.contains("\"mesh.switch_started\"") && $0.contains("\"vni\":9") }.count >= 3
         }, "the restarted switch was announced (two at the start, one now)")
+        // The restarted switch is the mesh's child: killed again and again, it comes back after
+        // a back-off that doubles (0.5 s, then 1 s; the test measures at least that much).
+        var waits: [Double] = []
+        for _ in 0..<2 {
+            let pid = try #require(try call(lab, 1, "ports", "{}")["violins"]?.items.first?["pid"]?.intValue.flatMap(Int32.init(exactly:)))
+            try #require(pid > 1, "switch pid \(pid)")
+            let killedAt = Date()
+            #expect(kill(pid, SIGKILL) == 0)
+            let back = try eventually(deadline: 20) {
+                let now = try call(lab, 1, "ports", "{}")["violins"]?.items.first?["pid"]?.intValue
+                return now != nil && now != Int(pid) && switchPeers(lab, 1) == ["\(lab.hostIP(2)):4789"]
+            }
+            #expect(back, "the switch did not come back")
+            waits.append(Date().timeIntervalSince(killedAt))
+        }
+        #expect(waits.count == 2 && waits[0] >= 0.45 && waits[1] >= 0.95, "restarted after \(waits) s")
         let cli = try run("/usr/sbin/ip", ["netns", "exec", lab.host(2), "\(binDir)/violin", "mesh", "members", "9",
                                            "--to", endpoint(lab, 2)])
         #expect(cli.status == 0 && cli.out.contains(endpoint(lab, 1)) && cli.out.contains("yes"), "\(cli.out)")

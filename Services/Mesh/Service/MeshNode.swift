@@ -44,6 +44,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     private var children: [UInt32: ChildProcess] = [:]
     private var restartAt: [UInt32: Double] = [:]
     private var backoff: [UInt32: Double] = [:]
+    private var startedAt: [UInt32: Double] = [:]
     private var stopping = false
     private let context = ZMQContext()
     private let worker = WorkerThread()
@@ -132,6 +133,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
                 let process = try ChildProcess(options.switchBinary, arguments, stdout: .append(log), stderr: .append(log),
                                                onExit: { [weak self] child in self?.switchExited(vni, child) })
                 children[vni] = process
+                startedAt[vni] = Self.now()
                 presence[vni]?.pid = process.pid
                 return .success(process)
             } catch {
@@ -160,7 +162,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             guard children[vni] === process else { return false }
             children[vni] = nil
             guard !stopping, presence[vni] != nil else { return false }
-            let b = min(10, (backoff[vni] ?? 0.25) * 2)
+            let b = RestartBackoff.next(previous: backoff[vni], ranSeconds: Self.now() - (startedAt[vni] ?? 0))
             backoff[vni] = b
             restartAt[vni] = Self.now() + b
             return true
