@@ -52,6 +52,55 @@ import ZeroMQ
     }
 }
 
+/// A handler that takes `slow_thing_request` slowly and counts how many it got.
+final class SlowHandler: RequestHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    var count: Int { lock.withLock { n } }
+    var state: JSONValue { [:] }
+    func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
+        guard request.header.msgType == "slow_thing_request" else { return nil }
+        lock.withLock { n += 1 }
+        usleep(600_000)
+        return Replies.ok()
+    }
+}
+
+extension LazyPirateTests {
+    /// A request that timed out is not sent again unless the caller asked for retries: a
+    /// service client (the policy's, the CLI's by default) never repeats a command that may
+    /// have been carried out; with retries (the CLI's --retries, for idempotent requests) the
+    /// service does get it again.
+    @Test func aTimedOutRequestIsResentOnlyWhenRetriesAreAsked() throws {
+        let slow = SlowHandler()
+        let runtime = try makeRuntime(handler: slow)
+        defer { runtime.stop() }
+        try withContext { ctx in
+            for (retries, attempts) in [(0, 1), (2, 3)] {
+                let before = slow.count
+                let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 150, retries: retries)
+                do {
+                    _ = try client.call("slow_thing_request")
+                    Issue.record("a reply within 150 ms from a handler that takes 600 ms")
+                } catch let failure as ServiceClient.Failure {
+                    guard case .noReply(.timedOut(_, let n, _)) = failure else { Issue.record("\(failure)"); return }
+                    #expect(n == attempts)
+                }
+                client.close()
+                // The service handles one request at a time: once a ping behind them is answered,
+                // every attempt sent has been handled.
+                let pinger = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 10_000)
+                defer { pinger.close() }
+                _ = try pinger.call("ping_request")
+                // With retries, an attempt still queued when its socket is closed may be dropped
+                // by libzmq with it: at least two arrive, never more than were sent.
+                let got = slow.count - before
+                #expect(retries == 0 ? got == 1 : (2...attempts).contains(got), "retries \(retries): the service got \(got)")
+            }
+        }
+    }
+}
+
 @Suite struct ServiceRuntimeTests {
     @Test func answersAdminRequests() throws {
         let runtime = try makeRuntime()
