@@ -89,7 +89,7 @@ struct Main: AsyncParsableCommand {
         }
         let handler = SwitchHandler(controller: controller)
         let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: handler)
-        controller.emit = { [weak runtime] name, body in runtime?.publish(name, body) }
+        controller.emit = { [weak runtime] event in runtime?.publish(type(of: event).event, event.json) }
         logger.info("switch up", metadata: ["vni": "\(vni)", "tunnel": "\(socket.local)",
                                             "ports": "\(controller.portList.map(\.name))", "peers": "\(controller.peerList)"])
         await ServiceMain.run(runtime, also: [ShutdownHook { forwarder.stop() }])
@@ -110,10 +110,9 @@ struct Main: AsyncParsableCommand {
         for spec in `static` {
             let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw ValidationError("--static \(spec): expected MAC=PORT or MAC=ADDR:PORT") }
-            var body: [String: JSONValue] = ["mac": .string(parts[0])]
-            body[PeerAddress(parts[1]) != nil && parts[1].contains(".") ? "peer" : "port"] = .string(parts[1])
-            var f = MessageFactory(sender: "cli")
-            _ = try c.handle(f.request("add_static", body: .object(body)))
+            guard let mac = MACAddress(parts[0]), mac.isUnicast else { throw ValidationError("--static \(spec): \(parts[0]) is not a unicast MAC") }
+            let at: SwitchAPI.AddStatic.Location = PeerAddress(parts[1]) != nil && parts[1].contains(".") ? .peer(parts[1]) : .port(parts[1])
+            _ = try c.requests.call(SwitchAPI.AddStatic(mac: mac, at: at))
         }
     }
 }

@@ -14,8 +14,8 @@ public final class SwitchController: @unchecked Sendable {
     private var moved: [MAC: MovedMAC] = [:]
     private var nextPortID: UInt32 = 1
     private var generation: UInt64 = 0
-    /// Events to publish (`switch.<name>`); set by the service.
-    public var emit: (String, JSONValue) -> Void = { _, _ in }
+    /// Events to publish; set by the service.
+    public var emit: (any EventBody) -> Void = { _ in }
 
     public init(forwarder: Forwarder, defaultMTU: Int = 1450) {
         self.forwarder = forwarder
@@ -63,7 +63,7 @@ public final class SwitchController: @unchecked Sendable {
         nextPortID += 1
         ports.append(port)
         commit()
-        emit("port_added", ["vni": .number(Double(forwarder.options.vni)), "port": describe(port)])
+        emit(SwitchAPI.PortAdded(vni: forwarder.options.vni, port: describe(port)))
         return port
     }
 
@@ -75,7 +75,7 @@ public final class SwitchController: @unchecked Sendable {
         ports.remove(at: i)
         statics = statics.filter { $0.value != .port(id) }
         commit()   // the fd closes once the forwarder lets go of the old snapshot
-        emit("port_removed", ["vni": .number(Double(forwarder.options.vni)), "name": .string(name)])
+        emit(SwitchAPI.PortRemoved(vni: forwarder.options.vni, name: name))
     }
 
     public func setPeers(_ list: [PeerAddress]) {
@@ -83,7 +83,7 @@ public final class SwitchController: @unchecked Sendable {
         peers = list.filter { $0 != forwarder.tunnelAddress && seen.insert($0).inserted }
         statics = statics.filter { if case .peer(let p) = $0.value { return seen.contains(p) } else { return true } }
         commit()
-        emit("peers_changed", ["vni": .number(Double(forwarder.options.vni)), "peers": .array(peers.map { .string($0.description) })])
+        emit(SwitchAPI.PeersChanged(vni: forwarder.options.vni, peers: peers.map(\.description)))
     }
 
     public var portList: [PortHandle] { ports }
@@ -91,124 +91,109 @@ public final class SwitchController: @unchecked Sendable {
 
     // MARK: - Requests
 
-    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
-        let b = request.body
-        switch request.header.msgType {
-        case "stats_request": return try stats()
-        case "fdb_request": return try fdb()
-        case "ports_request": return Replies.ok(["ports": .array(ports.map(describe))])
-        case "add_port_request":
-            let name = try field(b, "name")
-            let vmMAC = b["mac"] == nil ? nil : try macField(b)
-            let port: PortHandle
-            switch b["kind"]?.stringValue ?? "tap" {
-            case "tap":
-                let mtu = b["mtu"]?.intValue
-                if let mtu, !(68...65_535).contains(mtu) { throw ProtocolError(.invalidBody, "mtu must be 68-65535") }
-                port = try addTAP(name, mtu: mtu)
-            case "udp":
-                port = try addUDP(name, local: try address(b, "local", port: 0), remote: try address(b, "remote"))
-            default:
-                throw ProtocolError(.invalidBody, "kind must be tap or udp")
-            }
-            var reply: [String: JSONValue] = ["port": describe(port)]
-            // The VM behind the port is known (it arrives by migration): tell the peers now.
-            if let vmMAC, let seq = forwarder.announceMove(vmMAC, portID: port.id) {
-                reply["announced"] = ["mac": .string(vmMAC.description), "seq": .number(Double(seq))]
-            }
-            return Replies.ok(reply)
-        case "remove_port_request":
-            let name = try field(b, "name")
-            // The VM behind it migrated: late frames for its MAC go on to its new host for a while.
-            var forward: (MAC, PeerAddress, Double)?
-            if b["forward_to"] != nil {
-                let grace = b["grace_s"]?.numberValue ?? 10
-                guard grace >= 0, grace <= 3600 else { throw ProtocolError(.invalidBody, "grace_s must be 0..3600") }
-                forward = (try macField(b), try address(b, "forward_to"), grace)
-            }
-            guard ports.contains(where: { $0.name == name }) else { throw ProtocolError(.notFound, "no port named \(name)") }
-            // The port's last counters, for the caller's blackout measurement.
-            let last = forwarder.statistics()?.perPort[name]
-            if let (mac, peer, grace) = forward { moved[mac] = MovedMAC(peer: peer, untilMs: forwarder.now + UInt64(grace * 1000)) }
-            try removePort(name)
-            var reply: [String: JSONValue] = ["removed": .string(name)]
-            if let last { reply.merge(Self.portCounters(last).objectValue!) { a, _ in a } }
-            return Replies.ok(reply)
-        case "announce_request":
-            let name = try field(b, "port")
-            let mac = try macField(b)
-            guard let port = ports.first(where: { $0.name == name }) else { throw ProtocolError(.notFound, "no port named \(name)") }
-            guard let seq = forwarder.announceMove(mac, portID: port.id) else {
+    /// The requests of PROTOCOL.md §8.1, one handler per type.
+    public private(set) lazy var requests: RequestTable = {
+        var t = RequestTable()
+        t.on(SwitchAPI.Stats.self) { [unowned self] _ in try self.stats() }
+        t.on(SwitchAPI.FDB.self) { [unowned self] _ in try self.fdb() }
+        t.on(SwitchAPI.Ports.self) { [unowned self] _ in Replies.ok(["ports": .array(self.ports.map(self.describe))]) }
+        t.on(SwitchAPI.AddPort.self) { [unowned self] r in try self.addPort(r) }
+        t.on(SwitchAPI.RemovePort.self) { [unowned self] r in try self.removePort(r) }
+        t.on(SwitchAPI.Announce.self) { [unowned self] r in
+            let mac = try Self.mac(r.mac)
+            guard let port = self.ports.first(where: { $0.name == r.port }) else { throw ProtocolError(.notFound, "no port named \(r.port)") }
+            guard let seq = self.forwarder.announceMove(mac, portID: port.id) else {
                 throw ProtocolError(.unavailable, "the forwarding thread did not answer")
             }
             return Replies.ok(["announced": ["mac": .string(mac.description), "seq": .number(Double(seq))]])
-        case "set_peers_request":
-            guard case .array(let items) = b["peers"] ?? .null else {
-                throw ProtocolError(.invalidBody, "peers must be a list of \"a.b.c.d:port\"")
-            }
-            var list: [PeerAddress] = []
-            for item in items {
-                guard let text = item.stringValue, let p = PeerAddress(text) else {
-                    throw ProtocolError(.invalidBody, "bad peer address \(JSONText.string(item))")
-                }
-                list.append(p)
-            }
-            setPeers(list)
-            return peersReply()
-        case "add_peer_request":
-            let p = try address(b, "peer")
-            if !peers.contains(p) { setPeers(peers + [p]) }
-            return peersReply()
-        case "remove_peer_request":
-            let p = try address(b, "peer")
-            guard peers.contains(p) else { throw ProtocolError(.notFound, "\(p) is not a peer") }
-            setPeers(peers.filter { $0 != p })
-            return peersReply()
-        case "add_static_request":
-            let mac = try macField(b)
-            let location: Location
-            if let name = b["port"]?.stringValue {
-                guard let port = ports.first(where: { $0.name == name }) else { throw ProtocolError(.notFound, "no port named \(name)") }
-                location = .port(port.id)
-            } else if b["peer"] != nil {
-                let p = try address(b, "peer")
-                guard peers.contains(p) else { throw ProtocolError(.notFound, "\(p) is not a peer") }
-                location = .peer(p)
-            } else {
-                throw ProtocolError(.invalidBody, "give port (a name) or peer (an address)")
-            }
-            statics[mac] = location
-            commit()
-            return Replies.ok(["mac": .string(mac.description)])
-        case "remove_static_request":
-            let mac = try macField(b)
-            guard statics.removeValue(forKey: mac) != nil else { throw ProtocolError(.notFound, "no static entry for \(mac)") }
-            commit()
-            return Replies.ok(["mac": .string(mac.description)])
-        default:
-            return nil
         }
+        t.on(SwitchAPI.SetPeers.self) { [unowned self] r in
+            var list: [PeerAddress] = []
+            for text in r.peers { list.append(try Self.address(text)) }
+            self.setPeers(list)
+            return self.peersReply()
+        }
+        t.on(SwitchAPI.AddPeer.self) { [unowned self] r in
+            let p = try Self.address(r.peer)
+            if !self.peers.contains(p) { self.setPeers(self.peers + [p]) }
+            return self.peersReply()
+        }
+        t.on(SwitchAPI.RemovePeer.self) { [unowned self] r in
+            let p = try Self.address(r.peer)
+            guard self.peers.contains(p) else { throw ProtocolError(.notFound, "\(p) is not a peer") }
+            self.setPeers(self.peers.filter { $0 != p })
+            return self.peersReply()
+        }
+        t.on(SwitchAPI.AddStatic.self) { [unowned self] r in
+            let mac = try Self.mac(r.mac)
+            let location: Location
+            switch r.at {
+            case .port(let name):
+                guard let port = self.ports.first(where: { $0.name == name }) else { throw ProtocolError(.notFound, "no port named \(name)") }
+                location = .port(port.id)
+            case .peer(let text):
+                let p = try Self.address(text)
+                guard self.peers.contains(p) else { throw ProtocolError(.notFound, "\(p) is not a peer") }
+                location = .peer(p)
+            }
+            self.statics[mac] = location
+            self.commit()
+            return Replies.ok(["mac": .string(mac.description)])
+        }
+        t.on(SwitchAPI.RemoveStatic.self) { [unowned self] r in
+            let mac = try Self.mac(r.mac)
+            guard self.statics.removeValue(forKey: mac) != nil else { throw ProtocolError(.notFound, "no static entry for \(mac)") }
+            self.commit()
+            return Replies.ok(["mac": .string(mac.description)])
+        }
+        return t
+    }()
+
+    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try requests.handle(request) }
+
+    private func addPort(_ r: SwitchAPI.AddPort) throws(ProtocolError) -> JSONValue {
+        let vmMAC = try r.mac.map { m throws(ProtocolError) in try Self.mac(m) }
+        let port: PortHandle
+        switch r.kind {
+        case .tap(let mtu): port = try addTAP(r.name, mtu: mtu)
+        case .udp(let local, let remote):
+            port = try addUDP(r.name, local: try Self.address(local, port: 0), remote: try Self.address(remote))
+        }
+        var reply: [String: JSONValue] = ["port": describe(port)]
+        // The VM behind the port is known (it arrives by migration): tell the peers now.
+        if let vmMAC, let seq = forwarder.announceMove(vmMAC, portID: port.id) {
+            reply["announced"] = ["mac": .string(vmMAC.description), "seq": .number(Double(seq))]
+        }
+        return Replies.ok(reply)
+    }
+
+    private func removePort(_ r: SwitchAPI.RemovePort) throws(ProtocolError) -> JSONValue {
+        // The VM behind it migrated: late frames for its MAC go on to its new host for a while.
+        var forward: (MAC, PeerAddress, Double)?
+        if let f = r.forward { forward = (try Self.mac(f.mac), try Self.address(f.to), f.graceS) }
+        guard ports.contains(where: { $0.name == r.name }) else { throw ProtocolError(.notFound, "no port named \(r.name)") }
+        // The port's last counters, for the caller's blackout measurement.
+        let last = forwarder.statistics()?.perPort[r.name]
+        if let (mac, peer, grace) = forward { moved[mac] = MovedMAC(peer: peer, untilMs: forwarder.now + UInt64(grace * 1000)) }
+        try removePort(r.name)
+        var reply: [String: JSONValue] = ["removed": .string(r.name)]
+        if let last { reply.merge(Self.portCounters(last).objectValue!) { a, _ in a } }
+        return Replies.ok(reply)
     }
 
     private func peersReply() -> JSONValue { Replies.ok(["peers": .array(peers.map { .string($0.description) })]) }
 
-    private func field(_ b: JSONValue, _ key: String) throws(ProtocolError) -> String {
-        guard let v = b[key]?.stringValue, !v.isEmpty else { throw ProtocolError(.invalidBody, "\(key) (a string) is required") }
-        return v
-    }
-
-    private func address(_ b: JSONValue, _ key: String, port: UInt16 = VXLAN.defaultPort) throws(ProtocolError) -> PeerAddress {
-        let text = try field(b, key)
+    /// A validated protocol address as the data plane's (a missing port is VXLAN's; 0 only where
+    /// `port` is 0, which lets the kernel choose).
+    private static func address(_ text: String, port: UInt16 = VXLAN.defaultPort) throws(ProtocolError) -> PeerAddress {
         guard let a = PeerAddress(text, defaultPort: port, allowAnyPort: port == 0) else {
-            throw ProtocolError(.invalidBody, "\(key) must be an IPv4 address with a port, e.g. 10.0.0.1:4789")
+            throw ProtocolError(.invalidBody, "\(text) is not an IPv4 address with a port, e.g. 10.0.0.1:4789")
         }
         return a
     }
 
-    private func macField(_ b: JSONValue) throws(ProtocolError) -> MAC {
-        guard let mac = MAC(try field(b, "mac")), !mac.isMulticast, !mac.isZero else {
-            throw ProtocolError(.invalidBody, "mac must be a unicast address like 02:00:00:00:00:01")
-        }
+    private static func mac(_ m: MACAddress) throws(ProtocolError) -> MAC {
+        guard let mac = MAC(m.description) else { throw ProtocolError(.invalidBody, "\(m) is not a MAC address") }
         return mac
     }
 

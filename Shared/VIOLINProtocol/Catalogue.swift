@@ -10,13 +10,9 @@ public enum Catalogue {
     /// Published by a service serving over CURVE when it refuses a client (PROTOCOL.md).
     public static let securityEvents = ["auth_refused"]
 
-    /// Requests of `violin-switch`'s control socket (PROTOCOL.md §8.1).
-    public static let switchRequests = [
-        "stats_request", "fdb_request", "ports_request", "add_port_request", "remove_port_request",
-        "set_peers_request", "add_peer_request", "remove_peer_request", "add_static_request", "remove_static_request",
-        "announce_request",
-    ]
-    public static let switchEvents = ["switch.port_added", "switch.port_removed", "switch.peers_changed"]
+    /// Requests and events of `violin-switch`'s control socket (PROTOCOL.md §8.1): from its types.
+    public static let switchRequests = SwitchAPI.requests.map { $0.msgType }
+    public static let switchEvents = SwitchAPI.events.map { $0.topic }
 
     /// Requests and events of `violin-monitor` (PROTOCOL.md §8.3).
     public static let monitorRequests = ["samples_request", "set_balloon_request", "set_cpu_weight_request"]

@@ -1,0 +1,223 @@
+/// Typed messages: each request and event of the catalogue is a type that lists its fields
+/// (name, kind, range, required), is decoded and validated once, against that list, and is
+/// encoded by the only code that builds its body. PROTOCOL.md's tables and these lists are
+/// held equal by a test; so is every field's refusal (`invalid_body` naming the field).
+
+/// One field of a body, as PROTOCOL.md lists it.
+public struct FieldSpec: Sendable, Equatable {
+    public indirect enum Kind: Sendable, Equatable {
+        /// A non-empty string.
+        case text
+        /// One of these strings.
+        case choice([String])
+        case integer(ClosedRange<Int>)
+        case number(ClosedRange<Double>)
+        case flag
+        /// A VIOLIN id, 1-16,777,215.
+        case vni
+        /// A unicast MAC address, "aa:bb:cc:dd:ee:ff".
+        case mac
+        /// An IPv4 address with an optional port, "a.b.c.d[:port]"; the port 1-65535, or 0
+        /// (any) where `anyPort`.
+        case address(anyPort: Bool)
+        case list(Kind)
+        /// A JSON object (its own fields are described in the text).
+        case object
+    }
+
+    public let name: String
+    public let kind: Kind
+    public let required: Bool
+
+    public static func required(_ name: String, _ kind: Kind) -> FieldSpec { FieldSpec(name: name, kind: kind, required: true) }
+    public static func optional(_ name: String, _ kind: Kind) -> FieldSpec { FieldSpec(name: name, kind: kind, required: false) }
+}
+
+extension FieldSpec.Kind {
+    /// What a refusal says the field must be.
+    public var expected: String {
+        switch self {
+        case .text: "a non-empty string"
+        case .choice(let options): "one of " + options.joined(separator: ", ")
+        case .integer(let r): "an integer \(r.lowerBound)-\(r.upperBound)"
+        case .number(let r): "a number \(Self.plain(r.lowerBound))-\(Self.plain(r.upperBound))"
+        case .flag: "true or false"
+        case .vni: "a VNI, an integer 1-16777215"
+        case .mac: "a unicast MAC address like 02:00:00:00:00:01"
+        case .address(let any): "an IPv4 address with an optional port, e.g. 10.0.0.1:4789" + (any ? " (port 0: any)" : "")
+        case .list(let k): "a list, each " + k.expected
+        case .object: "an object"
+        }
+    }
+
+    private static func plain(_ x: Double) -> String { x == x.rounded() ? String(Int(x)) : String(x) }
+
+    /// Whether `value` is a valid value of this kind.
+    public func accepts(_ value: JSONValue) -> Bool {
+        switch self {
+        case .text: return !(value.stringValue ?? "").isEmpty
+        case .choice(let options): return value.stringValue.map(options.contains) ?? false
+        case .integer(let r): return Self.integer(value).map(r.contains) ?? false
+        case .number(let r):
+            guard case .number(let x) = value, x.isFinite else { return false }
+            return r.contains(x)
+        case .flag: return value.boolValue != nil
+        case .vni: return Self.integer(value).map((1...0xFF_FFFF).contains) ?? false
+        case .mac: return value.stringValue.flatMap(MACAddress.init).map(\.isUnicast) ?? false
+        case .address(let any): return value.stringValue.map { IPv4Address.isValid($0, anyPort: any) } ?? false
+        case .list(let k):
+            guard case .array(let items) = value else { return false }
+            return items.allSatisfy(k.accepts)
+        case .object:
+            if case .object = value { return true }
+            return false
+        }
+    }
+
+    /// A JSON number that is a whole number within Int's range (never converted with a trap).
+    static func integer(_ value: JSONValue) -> Int? {
+        guard case .number(let x) = value, x.isFinite, x == x.rounded(), abs(x) < 9.0e15 else { return nil }
+        return Int(x)
+    }
+}
+
+/// A body validated against its field list; its accessors read what validation vouched for.
+public struct Body: Sendable {
+    public let value: JSONValue
+
+    /// Checks every listed field: present when required, of its kind and range when present.
+    /// Fields not listed are ignored (a newer client may send more).
+    public init(validating value: JSONValue, against fields: [FieldSpec]) throws(ProtocolError) {
+        guard case .object(let o) = value else { throw ProtocolError(.invalidBody, "the body must be a JSON object") }
+        for f in fields {
+            guard let v = o[f.name], v != .null else {
+                if f.required { throw ProtocolError(.invalidBody, "\(f.name) is required: \(f.kind.expected)") }
+                continue
+            }
+            guard f.kind.accepts(v) else { throw ProtocolError(.invalidBody, "\(f.name) must be \(f.kind.expected)") }
+        }
+        self.value = value
+    }
+
+    public func has(_ name: String) -> Bool { value[name] != nil && value[name] != .null }
+    public func text(_ name: String) -> String? { has(name) ? value[name]?.stringValue : nil }
+    public func integer(_ name: String) -> Int? { value[name].flatMap(FieldSpec.Kind.integer) }
+    public func number(_ name: String) -> Double? { has(name) ? value[name]?.numberValue : nil }
+    public func flag(_ name: String) -> Bool? { has(name) ? value[name]?.boolValue : nil }
+    public func vni(_ name: String = "vni") -> UInt32? { integer(name).map { UInt32($0) } }
+    public func mac(_ name: String = "mac") -> MACAddress? { text(name).flatMap(MACAddress.init) }
+    public func texts(_ name: String) -> [String]? {
+        guard has(name), case .array(let items)? = value[name] else { return nil }
+        return items.compactMap(\.stringValue)
+    }
+}
+
+/// A request's body as a type.
+public protocol RequestBody: Sendable, Equatable {
+    /// The wire type, `<name>_request`.
+    static var msgType: String { get }
+    static var fields: [FieldSpec] { get }
+    /// The top-level fields of its ok reply (besides `status`), as PROTOCOL.md lists them.
+    static var replyFields: [String] { get }
+    /// Whether sending it twice does no more than sending it once (such requests are retried).
+    static var idempotent: Bool { get }
+    /// A valid instance (the tests build every refusal from it).
+    static var example: Self { get }
+    /// From a validated body; throws `invalid_body` only for rules across fields.
+    init(_ body: Body) throws(ProtocolError)
+    /// The body as it travels.
+    var json: JSONValue { get }
+}
+
+extension RequestBody {
+    public static func decode(_ value: JSONValue) throws(ProtocolError) -> Self {
+        try Self(Body(validating: value, against: fields))
+    }
+}
+
+/// An event's body as a type.
+public protocol EventBody: Sendable, Equatable {
+    /// `<service>.<event>`.
+    static var topic: String { get }
+    static var fields: [FieldSpec] { get }
+    var json: JSONValue { get }
+}
+
+extension EventBody {
+    /// The event name without the service, as `publish` takes it.
+    public static var event: String { String(topic.split(separator: ".", maxSplits: 1).last ?? "") }
+}
+
+/// A service's requests, one handler per type: the runtime's `handle` looks the type up here
+/// and calls the handler with the decoded body; no service compares type strings.
+public struct RequestTable {
+    public typealias Handler = (JSONValue) throws -> JSONValue
+    private var handlers: [String: Handler] = [:]
+    public private(set) var types: [any RequestBody.Type] = []
+
+    public init() {}
+
+    /// `handle` throws `ProtocolError`s (anything else becomes `internal_error`).
+    public mutating func on<R: RequestBody>(_ type: R.Type, _ handle: @escaping (R) throws -> JSONValue) {
+        precondition(handlers[R.msgType] == nil, "two handlers for \(R.msgType)")
+        handlers[R.msgType] = { value in try handle(try R.decode(value)) }
+        types.append(type)
+    }
+
+    /// The reply body, or nil when the table has no handler for the message's type.
+    public func handle(_ message: Message) throws(ProtocolError) -> JSONValue? {
+        guard let h = handlers[message.header.msgType] else { return nil }
+        do { return try h(message.body) } catch let e as ProtocolError { throw e } catch {
+            throw ProtocolError(.internalError, "\(error)")
+        }
+    }
+
+    /// A request made in-process (command-line configuration), through the same handler.
+    public func call<R: RequestBody>(_ request: R) throws(ProtocolError) -> JSONValue {
+        guard let h = handlers[R.msgType] else { throw ProtocolError(.unknownMessageType, "no handler for \(R.msgType)") }
+        do { return try h(request.json) } catch let e as ProtocolError { throw e } catch {
+            throw ProtocolError(.internalError, "\(error)")
+        }
+    }
+
+    public var msgTypes: [String] { types.map { $0.msgType } }
+}
+
+// MARK: - Values the protocol checks once
+
+/// A MAC address, parsed from "aa:bb:cc:dd:ee:ff".
+public struct MACAddress: Sendable, Hashable, CustomStringConvertible {
+    public let octets: [UInt8]
+
+    public init?(_ text: String) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 6 else { return nil }
+        var o: [UInt8] = []
+        for p in parts {
+            guard p.count == 2, let b = UInt8(p, radix: 16) else { return nil }
+            o.append(b)
+        }
+        octets = o
+    }
+
+    /// Neither multicast (nor broadcast) nor all zeros.
+    public var isUnicast: Bool { octets[0] & 1 == 0 && octets.contains { $0 != 0 } }
+
+    public var description: String {
+        octets.map { b in let s = String(b, radix: 16); return s.count == 1 ? "0" + s : s }.joined(separator: ":")
+    }
+}
+
+/// IPv4 "a.b.c.d[:port]" as fields carry it.
+public enum IPv4Address {
+    public static func isValid(_ text: String, anyPort: Bool) -> Bool {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 1 || parts.count == 2 else { return false }
+        let octets = parts[0].split(separator: ".", omittingEmptySubsequences: false)
+        guard octets.count == 4, octets.allSatisfy({ $0.count <= 3 && UInt8($0) != nil }) else { return false }
+        if parts.count == 2 {
+            guard let p = UInt16(parts[1]), p > 0 || anyPort else { return false }
+        }
+        return true
+    }
+}
