@@ -1,0 +1,127 @@
+import Foundation
+import Testing
+@testable import VIOLINProtocol
+
+/// The typed services so far (the others still decode by hand; see PROTOCOL.md's changelog).
+let typedRequests: [(section: String, types: [any RequestBody.Type])] = [("8.1", SwitchAPI.requests)]
+let typedEvents: [(section: String, types: [any EventBody.Type])] = [("8.1", SwitchAPI.events)]
+
+/// What each way of getting a field wrong looks like: missing, of another type, out of range.
+func wrongValues(_ kind: FieldSpec.Kind) -> [(what: String, value: JSONValue)] {
+    var out: [(String, JSONValue)] = []
+    switch kind {
+    case .text: out = [("a number", 5), ("empty", ""), ("a list", ["x"])]
+    case .choice(let options): out = [("a number", 1), ("another word", .string(options.joined() + "-not"))]
+    case .integer(let r): out = [("text", "5"), ("a fraction", .number(Double(r.lowerBound) + 0.5)),
+                                 ("too small", .number(Double(r.lowerBound) - 1)), ("too large", .number(Double(r.upperBound) + 1))]
+    case .number(let r): out = [("text", "5"), ("too small", .number(r.lowerBound - 1)), ("too large", .number(r.upperBound + 1))]
+    case .flag: out = [("text", "yes"), ("a number", 1)]
+    case .vni: out = [("text", "9"), ("zero", 0), ("too large", 16_777_216), ("negative", -1), ("huge", 1e300)]
+    case .mac: out = [("a number", 2), ("multicast", "01:00:5e:00:00:01"), ("broadcast", "ff:ff:ff:ff:ff:ff"),
+                      ("zero", "00:00:00:00:00:00"), ("short", "02:00:00:00:01")]
+    case .address(let any): out = [("a number", 4789), ("not an address", "host.example:1"), ("octet too large", "10.0.0.256:4789"),
+                                    ("port too large", "10.0.0.1:65536")] + (any ? [] : [("port zero", "10.0.0.1:0")])
+    case .list(let k): out = [("text", "x")] + wrongValues(k).prefix(1).map { ("an element \($0.what)", .array([$0.value])) }
+    case .object: out = [("text", "x"), ("a list", [])]
+    }
+    return out
+}
+
+func withField(_ body: JSONValue, _ name: String, _ value: JSONValue?) -> JSONValue {
+    var o = body.objectValue ?? [:]
+    o[name] = value
+    return .object(o)
+}
+
+@Suite struct TypedMessageTests {
+    func roundTrip<R: RequestBody>(_ type: R.Type) throws -> Bool {
+        try R.decode(R.example.json) == R.example
+    }
+
+    /// Every request type: its example survives encoding and decoding; each field, made wrong
+    /// in every way its kind allows, gets `invalid_body` naming that field; a required one
+    /// left out too. Generated from the types, not listed by hand.
+    @Test func everyFieldIsRefusedByName() throws {
+        var refusals = 0
+        for (_, types) in typedRequests {
+            for type in types {
+                #expect(try roundTrip(type), "\(type.msgType): the example does not survive a round trip")
+                let valid = type.example.json
+                for field in type.fields {
+                    var cases = wrongValues(field.kind).map { ("\($0.what)", Optional($0.value)) }
+                    if field.required { cases.append(("missing", nil)) }
+                    for (what, value) in cases {
+                        do {
+                            _ = try type.decode(withField(valid, field.name, value))
+                            Issue.record("\(type.msgType): \(field.name) \(what) (\(value.map { JSONText.string($0) } ?? "absent")) accepted")
+                        } catch {
+                            #expect(error.code == .invalidBody && error.message.hasPrefix(field.name + " "),
+                                    "\(type.msgType): \(field.name) \(what): \(error)")
+                        }
+                        refusals += 1
+                    }
+                }
+                for body: JSONValue in [[], "x", 3, .null] {
+                    #expect(throws: ProtocolError.self) { _ = try type.decode(body) }
+                }
+            }
+        }
+        #expect(refusals > 60, "only \(refusals) refusals tried")
+    }
+
+    @Test func catalogueComesFromTheTypes() {
+        #expect(Catalogue.switchRequests == SwitchAPI.requests.map { $0.msgType })
+        #expect(Set(Catalogue.switchRequests).count == Catalogue.switchRequests.count, "a type listed twice")
+    }
+
+    /// PROTOCOL.md's tables and the types, both ways: the document's rows for a typed section
+    /// name exactly the types, a request's body column names exactly its fields (and the
+    /// words of its choices), its reply column every reply field; an event's row its fields.
+    @Test func theDocumentsTablesMatchTheTypes() throws {
+        let doc = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../Shared/VIOLINProtocol/PROTOCOL.md")
+        let text = try String(contentsOf: doc, encoding: .utf8)
+        for (section, types) in typedRequests {
+            let rows = tableRows(text, section: section)
+            let requestRows = rows.filter { $0.first?.contains("_request`") == true }
+            var documented: [String: (body: Set<String>, reply: Set<String>)] = [:]
+            for row in requestRows where row.count >= 3 {
+                for name in backticked(row[0]) where name.hasSuffix("_request") {
+                    documented[name] = (backticked(row[1]), backticked(row[2]))
+                }
+            }
+            #expect(Set(documented.keys) == Set(types.map { $0.msgType }), "§\(section): document \(documented.keys.sorted()) vs types")
+            for type in types {
+                guard let d = documented[type.msgType] else { continue }
+                let choices = Set(type.fields.flatMap { f -> [String] in if case .choice(let o) = f.kind { o } else { [] } })
+                #expect(d.body.subtracting(choices).subtracting(["{}"]) == Set(type.fields.map(\.name)),
+                        "§\(section) \(type.msgType): document \(d.body.sorted()), type \(type.fields.map(\.name))")
+                #expect(Set(type.replyFields).isSubset(of: d.reply),
+                        "§\(section) \(type.msgType): reply fields \(type.replyFields) not all in \(d.reply.sorted())")
+            }
+        }
+        for (section, types) in typedEvents {
+            let rows = tableRows(text, section: section).filter { $0.count == 2 && $0[0].contains(".") }
+            var documented: [String: Set<String>] = [:]
+            for row in rows { if let topic = backticked(row[0]).first { documented[topic] = backticked(row[1]) } }
+            #expect(Set(documented.keys) == Set(types.map { $0.topic }), "§\(section) events")
+            for type in types {
+                #expect(documented[type.topic] == Set(type.fields.map(\.name)), "\(type.topic): \(documented[type.topic] ?? [])")
+            }
+        }
+    }
+
+    /// The cells of the table rows of section `section` ("8.1": from its heading to the next).
+    func tableRows(_ text: String, section: String) -> [[String]] {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard let start = lines.firstIndex(where: { $0.hasPrefix("### \(section) ") }) else { return [] }
+        let end = lines[(start + 1)...].firstIndex { $0.hasPrefix("#") } ?? lines.count
+        return lines[start..<end].filter { $0.hasPrefix("| ") && !$0.hasPrefix("|---") }.map { line in
+            line.split(separator: "|", omittingEmptySubsequences: true).map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+    }
+
+    func backticked(_ cell: String) -> Set<String> {
+        Set(cell.split(separator: "`", omittingEmptySubsequences: false).enumerated().filter { $0.offset % 2 == 1 }.map { String($0.element) })
+    }
+}
