@@ -30,12 +30,13 @@ public final class ServiceClient {
 
     public func close() { client.close() }
 
-    /// Sends `<name>_request` and returns the whole reply (ok or error).
-    public func send(_ msgType: String, body: JSONValue = [:]) throws(Failure) -> Message {
+    /// Sends `<name>_request` and returns the whole reply (ok or error). `retries`: this
+    /// request's own (default: the client's).
+    public func send(_ msgType: String, body: JSONValue = [:], retries: Int? = nil) throws(Failure) -> Message {
         let request = factory.request(msgType, body: body)
         var decoded: Result<Message, ProtocolError> = .failure(ProtocolError(.internalError, "no reply"))
         do {
-            _ = try client.request(Codec.encode(request)) { reply in
+            _ = try client.request(Codec.encode(request), retries: retries) { reply in
                 do {
                     let m = try Codec.decode(reply, maxBytes: .max)
                     // A reply to an earlier, timed-out request is not ours.
@@ -59,9 +60,16 @@ public final class ServiceClient {
         }
     }
 
+    /// Sends a typed request; returns the body of an ok reply, throws on an error reply. An
+    /// idempotent request is resent after a timeout (twice, unless the client was made with
+    /// more); any other only if the client was made with retries.
+    public func call<R: RequestBody>(_ request: R) throws(Failure) -> JSONValue {
+        try call(R.msgType, body: request.json, retries: R.idempotent ? max(client.retries, 2) : nil)
+    }
+
     /// Sends a request; returns the body of an ok reply, throws on an error reply.
-    public func call(_ msgType: String, body: JSONValue = [:]) throws(Failure) -> JSONValue {
-        let reply = try send(msgType, body: body)
+    public func call(_ msgType: String, body: JSONValue = [:], retries: Int? = nil) throws(Failure) -> JSONValue {
+        let reply = try send(msgType, body: body, retries: retries)
         switch Replies.result(of: reply.body) {
         case .success(let b): return b
         case .failure(let e): throw .error(e)

@@ -51,7 +51,9 @@ public final class RequestClient {
     }
 
     /// Sends `frames`, waits for the reply; `accept` may reject a stale reply (wrong parent).
-    public func request(_ frames: [Frame], accept: ([Frame]) -> Bool = { _ in true }) throws(RequestFailure) -> [Frame] {
+    /// `retries`: this request's own number of retries (default: the client's).
+    public func request(_ frames: [Frame], retries: Int? = nil, accept: ([Frame]) -> Bool = { _ in true }) throws(RequestFailure) -> [Frame] {
+        let retries = max(0, retries ?? self.retries)
         for _ in 0...retries {
             do {
                 let s = try open()

@@ -152,7 +152,9 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         // Wait for its control socket, then hand it its ports and peers.
         let deadline = monotonicMillis() + 5000
         while !switchAnswers(vni) && monotonicMillis() < deadline {}
-        for (_, body) in p.ports.sorted(by: { $0.key < $1.key }) { _ = try? switchCall(vni, "add_port_request", body) }
+        for (_, body) in p.ports.sorted(by: { $0.key < $1.key }) {
+            if let port = try? SwitchAPI.AddPort.decode(body) { _ = try? switchCall(vni, port) }
+        }
         pushPeers(vni)
         save()
     }
@@ -173,10 +175,10 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
 
     /// One request to the VIOLIN's switch, from whichever thread calls (a client per call).
     @discardableResult
-    func switchCall(_ vni: UInt32, _ type: String, _ body: JSONValue, timeoutMs: Int = 2000) throws(ProtocolError) -> JSONValue {
+    func switchCall<R: RequestBody>(_ vni: UInt32, _ request: R, timeoutMs: Int = 2000) throws(ProtocolError) -> JSONValue {
         let client = ServiceClient(context: context, endpoint: control(vni), sender: options.me, timeoutMs: timeoutMs)
         defer { client.close() }
-        do { return try client.call(type, body: body) } catch {
+        do { return try client.call(request) } catch {
             switch error {
             case .error(let e): throw e
             default: throw ProtocolError(.unavailable, "switch of VIOLIN \(vni): \(error)")
@@ -185,12 +187,12 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     }
 
     private func switchAnswers(_ vni: UInt32) -> Bool {
-        (try? switchCall(vni, "ping_request", [:], timeoutMs: 300)) != nil
+        (try? switchCall(vni, AdminAPI.Ping(), timeoutMs: 300)) != nil
     }
 
     private func pushPeers(_ vni: UInt32) {
         let peers = lock.withLock { membership.peers(vni) }
-        _ = try? switchCall(vni, "set_peers_request", ["peers": .array(peers.map { .string($0) })])
+        _ = try? switchCall(vni, SwitchAPI.SetPeers(peers: peers))
     }
 
     // MARK: - Talking to other meshes
@@ -271,7 +273,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             _ = try? meshCall(m.endpoint, "member_leave_request", ["vni": .number(Double(vni)), "endpoint": .string(options.me)],
                               timeoutMs: 500)
         }
-        if let child, child.isRunning { child.terminate() } else { _ = try? switchCall(vni, "ping_request", [:], timeoutMs: 200) }
+        if let child, child.isRunning { child.terminate() } else { _ = try? switchCall(vni, AdminAPI.Ping(), timeoutMs: 200) }
         save()
     }
 
@@ -332,6 +334,13 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         }
     }
 
+    private func macField(_ b: JSONValue) throws(ProtocolError) -> MACAddress {
+        guard let mac = b["mac"]?.stringValue.flatMap(MACAddress.init), mac.isUnicast else {
+            throw ProtocolError(.invalidBody, "mac must be a unicast MAC address like 02:00:00:00:00:01")
+        }
+        return mac
+    }
+
     private func vniField(_ b: JSONValue) throws(ProtocolError) -> UInt32 {
         guard let n = b["vni"]?.intValue, (1...0xFF_FFFF).contains(n) else {
             throw ProtocolError(.invalidBody, "vni (1-16777215) is required")
@@ -385,15 +394,16 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             body["vni"] = nil
             body["seed"] = nil
             body["seed_key"] = nil
-            let reply = try switchCall(vni, "add_port_request", .object(body))
-            lock.withLock { presence[vni]?.ports[name] = .object(body) }
+            let port = try SwitchAPI.AddPort.decode(.object(body))
+            let reply = try switchCall(vni, port)
+            lock.withLock { presence[vni]?.ports[name] = port.json }
             save()
             return Replies.ok(["vni": .number(Double(vni)), "port": reply["port"] ?? .null])
         case "remove_port_request":
             let vni = try vniField(b)
             let name = try text(b, "name")
             try requirePresent(vni)
-            var body: [String: JSONValue] = ["name": .string(name)]
+            var request = SwitchAPI.RemovePort(name: name)
             // The VM behind the port migrated to the member `forward_to` (its mesh endpoint): the
             // switch sends late frames for `mac` on to that member's switch for a grace period.
             if let to = b["forward_to"] {
@@ -401,11 +411,11 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
                       let tunnel = lock.withLock({ membership.members[vni]?[endpoint]?.tunnel }) else {
                     throw ProtocolError(.notFound, "forward_to must be the mesh endpoint of a member of VIOLIN \(vni)")
                 }
-                body["forward_to"] = .string(tunnel)
-                body["mac"] = b["mac"] ?? .null
-                if let g = b["grace_s"] { body["grace_s"] = g }
+                let grace = b["grace_s"]?.numberValue ?? 10
+                guard (0...3600).contains(grace) else { throw ProtocolError(.invalidBody, "grace_s must be 0-3600") }
+                request.forward = .init(mac: try macField(b), to: tunnel, graceS: grace)
             }
-            let removed = try switchCall(vni, "remove_port_request", .object(body))
+            let removed = try switchCall(vni, request)
             let empty = lock.withLock { () -> Bool in
                 presence[vni]?.ports[name] = nil
                 return presence[vni]?.ports.isEmpty ?? true
@@ -418,13 +428,13 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         case "announce_request":
             let vni = try vniField(b)
             try requirePresent(vni)
-            let reply = try switchCall(vni, "announce_request", ["port": .string(try text(b, "name")), "mac": b["mac"] ?? .null])
+            let reply = try switchCall(vni, SwitchAPI.Announce(port: try text(b, "name"), mac: try macField(b)))
             return Replies.ok(["vni": .number(Double(vni)), "announced": reply["announced"] ?? .null])
         case "port_stats_request":
             let vni = try vniField(b)
             let name = try text(b, "name")
             try requirePresent(vni)
-            let stats = try switchCall(vni, "stats_request", [:])
+            let stats = try switchCall(vni, SwitchAPI.Stats())
             guard case .object(var port)? = stats["ports"]?[name] else { throw ProtocolError(.notFound, "no port \(name) in VIOLIN \(vni)") }
             port["vni"] = .number(Double(vni))
             port["name"] = .string(name)
