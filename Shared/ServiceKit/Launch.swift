@@ -125,6 +125,11 @@ public protocol ServiceNode: RequestHandler, Sendable {
     func stop()
 }
 
+extension ServiceNode {
+    /// Publishes a typed event (the only way a service's own events are built).
+    public func emit(_ event: some EventBody) { publish(type(of: event).event, event.json) }
+}
+
 extension ServiceMain {
     /// Builds the node (a failure exits 1, naming it), wires its events to a runtime, and runs
     /// both until SIGINT or SIGTERM; `afterStart` runs once the runtime is up.

@@ -3,7 +3,7 @@
 /// two in step.
 public enum Catalogue {
     /// Requests every service answers.
-    public static let adminRequests = ["ping_request", "status_request", "metrics_request"]
+    public static let adminRequests = AdminAPI.requests.map { $0.msgType }
 
     /// Events every service publishes, as `<service>.<event>`.
     public static let serviceEvents = ["started", "heartbeat", "stopping"]
@@ -15,8 +15,8 @@ public enum Catalogue {
     public static let switchEvents = SwitchAPI.events.map { $0.topic }
 
     /// Requests and events of `violin-monitor` (PROTOCOL.md §8.3).
-    public static let monitorRequests = ["samples_request", "set_balloon_request", "set_cpu_weight_request"]
-    public static let monitorEvents = ["monitor.sampled", "monitor.vm_appeared", "monitor.vm_disappeared"]
+    public static let monitorRequests = MonitorAPI.requests.map { $0.msgType }
+    public static let monitorEvents = MonitorAPI.events.map { $0.topic }
 
     /// Requests and events of `violin-policy` (PROTOCOL.md §8.4).
     public static let policyRequests = [

@@ -3,8 +3,10 @@ import Testing
 @testable import VIOLINProtocol
 
 /// The typed services so far (the others still decode by hand; see PROTOCOL.md's changelog).
-let typedRequests: [(section: String, types: [any RequestBody.Type])] = [("8.1", SwitchAPI.requests)]
-let typedEvents: [(section: String, types: [any EventBody.Type])] = [("8.1", SwitchAPI.events)]
+let typedRequests: [(section: String, types: [any RequestBody.Type])] = [
+    ("5.", AdminAPI.requests), ("8.1", SwitchAPI.requests), ("8.3", MonitorAPI.requests),
+]
+let typedEvents: [(section: String, types: [any EventBody.Type])] = [("8.1", SwitchAPI.events), ("8.3", MonitorAPI.events)]
 
 /// What each way of getting a field wrong looks like: missing, of another type, out of range.
 func wrongValues(_ kind: FieldSpec.Kind) -> [(what: String, value: JSONValue)] {
@@ -87,7 +89,7 @@ func withField(_ body: JSONValue, _ name: String, _ value: JSONValue?) -> JSONVa
             var documented: [String: (body: Set<String>, reply: Set<String>)] = [:]
             for row in requestRows where row.count >= 3 {
                 for name in backticked(row[0]) where name.hasSuffix("_request") {
-                    documented[name] = (backticked(row[1]), backticked(row[2]))
+                    documented[name] = (topLevel(row[1]), backticked(row[row.count - 1]))
                 }
             }
             #expect(Set(documented.keys) == Set(types.map { $0.msgType }), "§\(section): document \(documented.keys.sorted()) vs types")
@@ -103,7 +105,7 @@ func withField(_ body: JSONValue, _ name: String, _ value: JSONValue?) -> JSONVa
         for (section, types) in typedEvents {
             let rows = tableRows(text, section: section).filter { $0.count == 2 && $0[0].contains(".") }
             var documented: [String: Set<String>] = [:]
-            for row in rows { if let topic = backticked(row[0]).first { documented[topic] = backticked(row[1]) } }
+            for row in rows { if let topic = backticked(row[0]).first { documented[topic] = topLevel(row[1]) } }
             #expect(Set(documented.keys) == Set(types.map { $0.topic }), "§\(section) events")
             for type in types {
                 #expect(documented[type.topic] == Set(type.fields.map(\.name)), "\(type.topic): \(documented[type.topic] ?? [])")
@@ -114,11 +116,22 @@ func withField(_ body: JSONValue, _ name: String, _ value: JSONValue?) -> JSONVa
     /// The cells of the table rows of section `section` ("8.1": from its heading to the next).
     func tableRows(_ text: String, section: String) -> [[String]] {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        guard let start = lines.firstIndex(where: { $0.hasPrefix("### \(section) ") }) else { return [] }
+        guard let start = lines.firstIndex(where: { $0.hasPrefix("#") && $0.contains(" \(section) ") }) else { return [] }
         let end = lines[(start + 1)...].firstIndex { $0.hasPrefix("#") } ?? lines.count
         return lines[start..<end].filter { $0.hasPrefix("| ") && !$0.hasPrefix("|---") }.map { line in
             line.split(separator: "|", omittingEmptySubsequences: true).map { $0.trimmingCharacters(in: .whitespaces) }
         }
+    }
+
+    /// The field names a cell gives at its top level: what is in parentheses describes a field,
+    /// and after "list of" come the fields of its elements.
+    func topLevel(_ cell: String) -> Set<String> {
+        var text = "", depth = 0
+        for c in cell {
+            if c == "(" { depth += 1 } else if c == ")" { depth = max(0, depth - 1) } else if depth == 0 { text.append(c) }
+        }
+        if let r = text.range(of: "list of") { text = String(text[..<r.lowerBound]) }
+        return backticked(text)
     }
 
     func backticked(_ cell: String) -> Set<String> {

@@ -40,19 +40,14 @@ public final class MonitorNode: ServiceNode, @unchecked Sendable {
             do {
                 let host = try hv.host()
                 let round = sampler.sample(try hv.domains(), atNs: UInt64(monotonicMillis()) * 1_000_000)
-                for vm in round.appeared { publish("vm_appeared", ["vm": .string(vm)]) }
-                for vm in round.disappeared { publish("vm_disappeared", ["vm": .string(vm)]) }
-                let body: JSONValue = [
-                    "host": ["cpus": .number(Double(host.cpus)), "memory_mb": .number(Double(host.memoryKiB / 1024))],
-                    "vms": .array(round.samples.map { s in
-                        ["name": .string(s.name), "uuid": .string(s.uuid),
-                         "cpu_percent": s.cpuPercent.map { .number(($0 * 10).rounded() / 10) } ?? .null,
-                         "vcpus": .number(Double(s.vcpus)), "memory_mb": .number(Double(s.memoryKiB / 1024)),
-                         "max_memory_mb": .number(Double(s.maxMemoryKiB / 1024))]
-                    }),
-                ]
-                lock.withLock { latest = body }
-                publish("sampled", body)
+                for vm in round.appeared { emit(MonitorAPI.VMAppeared(vm: vm)) }
+                for vm in round.disappeared { emit(MonitorAPI.VMDisappeared(vm: vm)) }
+                let sampled = MonitorAPI.Sampled(hostCPUs: host.cpus, hostMemoryMB: Int(host.memoryKiB / 1024), vms: round.samples.map { s in
+                    MonitorAPI.VMSample(name: s.name, uuid: s.uuid, cpuPercent: s.cpuPercent, vcpus: s.vcpus,
+                                        memoryMB: Int(s.memoryKiB / 1024), maxMemoryMB: Int(s.maxMemoryKiB / 1024))
+                })
+                lock.withLock { latest = sampled.json }
+                emit(sampled)
             } catch {
                 logger.warning("sampling failed", metadata: ["error": "\(error)"])
             }
@@ -71,32 +66,25 @@ public final class MonitorNode: ServiceNode, @unchecked Sendable {
         }
     }
 
-    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
-        let b = request.body
-        switch request.header.msgType {
-        case "samples_request":
-            return Replies.ok(lock.withLock { latest.objectValue ?? [:] })
-        case "set_balloon_request":
-            guard let vm = b["vm"]?.stringValue, !vm.isEmpty else { throw ProtocolError(.invalidBody, "vm (a name) is required") }
-            guard let mb = b["memory_mb"]?.intValue, mb > 0, mb < 1 << 30 else {
-                throw ProtocolError(.invalidBody, "memory_mb must be a positive integer")
-            }
+    /// The requests of PROTOCOL.md §8.3, one handler per type.
+    private lazy var table: RequestTable = {
+        var t = RequestTable()
+        t.on(MonitorAPI.Samples.self) { [unowned self] _ in Replies.ok(self.lock.withLock { self.latest.objectValue ?? [:] }) }
+        t.on(MonitorAPI.SetBalloon.self) { [unowned self] r in
             do {
-                let kib = try requests.setMemory(vm, kib: UInt64(mb) * 1024)
+                let kib = try self.requests.setMemory(r.vm, kib: UInt64(r.memoryMB) * 1024)
                 // The guest's balloon driver gets there over the next moments; samples show it.
-                return Replies.ok(["vm": .string(vm), "target_mb": .number(Double(mb)), "memory_mb": .number(Double(kib / 1024))])
-            } catch { throw failure(error) }
-        case "set_cpu_weight_request":
-            guard let vm = b["vm"]?.stringValue, !vm.isEmpty else { throw ProtocolError(.invalidBody, "vm (a name) is required") }
-            guard let w = b["weight"]?.intValue, (1...10_000).contains(w) else {
-                throw ProtocolError(.invalidBody, "weight must be an integer 1-10000")
-            }
-            do {
-                let now = try requests.setCPUWeight(vm, UInt64(w))
-                return Replies.ok(["vm": .string(vm), "weight": .number(Double(now))])
-            } catch { throw failure(error) }
-        default:
-            return nil
+                return Replies.ok(["vm": .string(r.vm), "target_mb": .number(Double(r.memoryMB)), "memory_mb": .number(Double(kib / 1024))])
+            } catch let e as HypervisorError { throw self.failure(e) }
         }
-    }
+        t.on(MonitorAPI.SetCPUWeight.self) { [unowned self] r in
+            do {
+                let now = try self.requests.setCPUWeight(r.vm, UInt64(r.weight))
+                return Replies.ok(["vm": .string(r.vm), "weight": .number(Double(now))])
+            } catch let e as HypervisorError { throw self.failure(e) }
+        }
+        return t
+    }()
+
+    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
 }

@@ -96,11 +96,11 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
     /// One `monitor.sampled` body: the smoothed CPU use of every VM it names. A VM whose smoothed
     /// use crosses the high-demand threshold (either way) makes the next round start at once.
     public func ingest(_ body: JSONValue) {
-        guard case .array(let vms)? = body["vms"] else { return }
+        guard case .array = body["vms"] else { return }
+        let readings = MonitorAPI.Sampled.cpuReadings(body)
         lock.withLock {
             ingested += 1
-            for vm in vms {
-                guard let name = vm["name"]?.stringValue, let cpu = vm["cpu_percent"]?.numberValue else { continue }
+            for (name, cpu) in readings {
                 smoother.add(name, cpu: cpu)
                 let isHigh = (smoother.averages[name] ?? 0) > 75
                 if isHigh != high.contains(name) {
