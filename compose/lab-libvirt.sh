@@ -4,7 +4,8 @@
 #   lab-libvirt.sh guest CACHE            build (once) a tiny guest: Debian cloud kernel + busybox
 #                                          initramfs with virtio net/balloon (kernel command line:
 #                                          violin.ip=A.B.C.D/N sets eth0, violin.burn=1 burns CPU,
-#                                          violin.dirty=1 rewrites 32 MiB of memory over and over;
+#                                          violin.dirty=1 rewrites 32 MiB of memory over and over
+#                                          (saying VIOLIN-DIRTYING on its console first);
 #                                          with an address it serves TCP echo on 5000 and a shell
 #                                          on 2323 — a lab guest inside an isolated VIOLIN)
 #   lab-libvirt.sh daemon DIR [ADDR]      start libvirtd (QEMU driver, TCG) in a private mount
@@ -17,7 +18,7 @@
 #   lab-libvirt.sh stop DIR               destroy the guests, stop libvirtd, kill what is left
 set -euo pipefail
 cmd=$1; shift
-GUEST_VERSION=3
+GUEST_VERSION=6
 CAPS=/var/cache/violin-test-guest/libvirt-caps
 
 guest() {
@@ -60,7 +61,15 @@ if [ -n "\$ip" ]; then
 fi
 echo VIOLIN-GUEST-UP
 # A guest that keeps rewriting its memory (for post-copy).
-[ -n "\$dirty" ] && while :; do dd if=/dev/urandom of=/tmp/dirty bs=1M count=32 2>/dev/null; done
+# 16 MiB of random bytes copied back and forth: memory rewritten fast, and not zero pages
+# (which a migration sends as mere markers).
+# (/dev/urandom is slow under TCG: 1 MiB of it, repeated.)
+if [ -n "\$dirty" ]; then
+  dd if=/dev/urandom of=/tmp/r bs=1M count=1 2>/dev/null
+  cat /tmp/r /tmp/r /tmp/r /tmp/r > /tmp/q && cat /tmp/q /tmp/q /tmp/q /tmp/q > /tmp/a
+  echo VIOLIN-DIRTYING
+  while :; do cp /tmp/a /tmp/b; cp /tmp/b /tmp/a; done
+fi
 [ -n "\$burn" ] && while :; do :; done
 while :; do sleep 3600; done
 INIT

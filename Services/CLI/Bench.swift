@@ -22,12 +22,12 @@ struct Bench: ParsableCommand {
             let ctx = ZMQContext()
             let client = ServiceClient(context: ctx, endpoint: to, timeoutMs: 2000)
             defer { client.close(); ctx.shutdown(); ctx.terminate() }
-            for _ in 0..<200 { _ = try? client.call("ping_request") }   // warm up
+            for _ in 0..<200 { _ = try? client.call(AdminAPI.Ping(), retries: 0) }   // warm up
             var n = 0
             let start = monotonicMillis()
             let end = start + Int64(seconds * 1000)
             while monotonicMillis() < end {
-                do { _ = try client.call("ping_request") } catch {
+                do { _ = try client.call(AdminAPI.Ping(), retries: 0) } catch {
                     throw fail("bench stopped: \(error)", code: Exit.noReply)
                 }
                 n += 1

@@ -43,29 +43,29 @@ extension Bench {
                      "--log-level", "error"], stdout: .null, stderr: .null)
                 procs.append(p)
             }
-            func call(_ i: Int, _ type: String, _ body: JSONValue, timeoutMs: Int = 15_000) throws -> JSONValue {
+            func call<R: RequestBody>(_ i: Int, _ request: R, timeoutMs: Int = 15_000) throws -> JSONValue {
                 let c = ServiceClient(context: ctx, endpoint: endpoint(i), timeoutMs: timeoutMs)
                 defer { c.close() }
-                return try c.call(type, body: body)
+                return try c.call(request, retries: 0)
             }
             for i in 0..<n {   // every mesh answers
                 let deadline = monotonicMillis() + 20_000
-                while (try? call(i, "ping_request", [:], timeoutMs: 300)) == nil {
+                while (try? call(i, AdminAPI.Ping(), timeoutMs: 300)) == nil {
                     guard monotonicMillis() < deadline else { throw fail("mesh \(i) did not start", code: Exit.noReply) }
                 }
             }
-            _ = try call(0, "join_violin_request", ["vni": 9])
-            for i in 1..<(n - 1) { _ = try call(i, "join_violin_request", ["vni": 9, "seed": .string(endpoint(0))]) }
+            _ = try call(0, MeshAPI.JoinViolin(vni: 9))
+            for i in 1..<(n - 1) { _ = try call(i, MeshAPI.JoinViolin(vni: 9, seed: endpoint(0))) }
             // The measured join: the last host, through the first.
             let start = monotonicMillis()
-            _ = try call(n - 1, "join_violin_request", ["vni": 9, "seed": .string(endpoint(0))])
+            _ = try call(n - 1, MeshAPI.JoinViolin(vni: 9, seed: endpoint(0)))
             let newcomer = "127.0.1.\(n):4789"
             var pending = Set(0..<(n - 1))
             let deadline = start + 60_000
             while !pending.isEmpty && monotonicMillis() < deadline {
                 for i in pending.sorted() {
                     let c = ServiceClient(context: ctx, endpoint: "ipc://\(dir)/m\(i)/switch-9.sock", timeoutMs: 1000)
-                    if let stats = try? c.call("stats_request"), case .array(let peers)? = stats["peers"],
+                    if let stats = try? c.call(SwitchAPI.Stats(), retries: 0), case .array(let peers)? = stats["peers"],
                        peers.contains(.string(newcomer)) { pending.remove(i) }
                     c.close()
                 }

@@ -16,7 +16,8 @@ struct MeshCommand: ParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() throws {
-            try request(connection, to: to, "members_request", body: ["vni": .number(Double(vni))]) { body in
+            guard let id = UInt32(exactly: vni), (1...0xFF_FFFF).contains(id) else { throw fail("the VNI must be 1-16777215", code: Exit.usage) }
+            try request(connection, to: to, MeshAPI.Members(vni: id)) { body in
                 if json { printJSON(body); return }
                 print(" member                               tunnel                 alive")
                 if case .array(let list)? = body["members"] {
@@ -34,6 +35,6 @@ struct MeshCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The VIOLINs present on the host, their switches and ports, as JSON.")
         @Option(help: "The mesh's endpoint.") var to = "tcp://127.0.0.1:7701"
         @OptionGroup var connection: ConnectionOptions
-        func run() throws { try request(connection, to: to, "ports_request") }
+        func run() throws { try request(connection, to: to, MeshAPI.Ports()) }
     }
 }

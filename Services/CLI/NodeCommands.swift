@@ -70,7 +70,7 @@ struct NodeCommand: ParsableCommand {
                     if children[s.name]?.isRunning == false { return false }
                     let client = ServiceClient(context: ctx, endpoint: "tcp://\(c.address):\(s.port)", security: security(c, s), timeoutMs: 500)
                     defer { client.close() }
-                    if (try? client.call("ping_request")) != nil { return true }
+                    if (try? client.call(AdminAPI.Ping(), retries: 0)) != nil { return true }
                     usleep(100_000)
                 }
                 return false
@@ -122,17 +122,15 @@ struct NodeCommand: ParsableCommand {
             }
             let client = ServiceClient(context: ctx, endpoint: c.policyEndpoint, security: sec, timeoutMs: 3000)
             defer { client.close() }
-            func tolerate(_ type: String, _ body: JSONValue) throws {
-                do { _ = try client.call(type, body: body) } catch .error(let e) where e.code == .conflict {
+            func tolerate<R: RequestBody>(_ request: R) throws {
+                do { _ = try client.call(request) } catch .error(let e) where e.code == .conflict {
                 } catch {
                     throw fail("cannot register with the control node at \(c.policyEndpoint): \(error)", code: 1)
                 }
             }
-            try tolerate("register_domain_request", ["id": .string(c.domain)])
-            try tolerate("register_host_request", ["id": .string(c.node), "domain": .string(c.domain), "cores": .number(Double(max(1, cores))),
-                                                   "memory_mb": .number(Double(max(1, memory))),
-                                                   "executor": .string("tcp://\(c.address):7704"), "monitor": .string("tcp://\(c.address):7702"),
-                                                   "key": .string(ownKey)])
+            try tolerate(PolicyAPI.RegisterDomain(id: c.domain))
+            try tolerate(PolicyAPI.RegisterHost(id: c.node, domain: c.domain, cores: max(1, cores), memoryMB: max(1, memory),
+                                                executor: "tcp://\(c.address):7704", monitor: "tcp://\(c.address):7702", key: ownKey))
         }
     }
 }
@@ -155,19 +153,19 @@ struct ClusterCommand: ParsableCommand {
             defer { ctx.shutdown(); ctx.terminate() }
             let sec = try connection.security()
             /// `key`: the server's public key; nil: the control node's (from --server-key).
-            func call(_ endpoint: String, _ type: String, key: String? = nil) -> (JSONValue?, Double) {
+            func call<R: RequestBody>(_ endpoint: String, _ request: R, key: String? = nil) -> (JSONValue?, Double) {
                 var security = sec
                 if let key { security = key.isEmpty ? nil : sec.map { ClientSecurity(keyPair: $0.keyPair, serverPublicKey: key) } }
                 let client = ServiceClient(context: ctx, endpoint: endpoint, security: security,
                                            timeoutMs: Int(connection.timeout * 1000))
                 defer { client.close() }
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                let r = try? client.call(type)
+                let r = try? client.call(request, retries: 0)
                 return (r, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
             }
             func service(_ name: String, _ endpoint: String, key: String? = nil) -> JSONValue {
-                let (ping, rtt) = call(endpoint, "ping_request", key: key)
-                let (status, _) = ping == nil ? (nil, 0) : call(endpoint, "status_request", key: key)
+                let (ping, rtt) = call(endpoint, AdminAPI.Ping(), key: key)
+                let (status, _) = ping == nil ? (nil, 0) : call(endpoint, AdminAPI.Status(), key: key)
                 return ["service": .string(name), "endpoint": .string(endpoint), "healthy": .bool(ping != nil),
                         "rtt_ms": ping == nil ? .null : .number((rtt * 10).rounded() / 10),
                         "version": status?["version"] ?? .null, "uptime_s": status?["uptime_s"] ?? .null]
@@ -176,7 +174,7 @@ struct ClusterCommand: ParsableCommand {
             var nodes: [JSONValue] = [["node": "control", "role": "control", "domain": .null, "address": .string(control),
                                        "services": [service("bus", "tcp://\(control):7700"),
                                                     service("policy", policyEP)]]]
-            let (inventory, _) = call(policyEP, "inventory_request")
+            let (inventory, _) = call(policyEP, PolicyAPI.Inventory())
             guard let inventory else { throw fail("the control node's policy at \(policyEP) does not answer", code: Exit.noReply) }
             var violinOf: [String: String] = [:]
             if case .array(let vms)? = inventory["vms"] { for v in vms { violinOf[v["id"]?.stringValue ?? ""] = v["violin"]?.stringValue } }
@@ -185,7 +183,7 @@ struct ClusterCommand: ParsableCommand {
                     let executor = h["executor"]?.stringValue ?? ""
                     let address = executor.replacingOccurrences(of: "tcp://", with: "").split(separator: ":").first.map(String.init) ?? ""
                     let key = h["key"]?.stringValue ?? ""
-                    let (vmsReply, _) = call(executor, "vms_request", key: key)
+                    let (vmsReply, _) = call(executor, ExecutorAPI.VMs(), key: key)
                     var vms: [JSONValue] = []
                     var vnis = Set<Int>()
                     if case .array(let list)? = vmsReply?["vms"] {
@@ -238,7 +236,7 @@ struct ClusterCommand: ParsableCommand {
         func run() throws {
             let policyEP = "tcp://\(control):7703"
             let plan = try connection.with(policyEP) { client in
-                do { return try client.call("drain_host_request", body: ["id": .string(host)]) } catch {
+                do { return try client.call(PolicyAPI.DrainHost(id: host), retries: connection.retries) } catch {
                     throw fail("drain: \(error)", code: Exit.errorReply)
                 }
             }
@@ -250,7 +248,7 @@ struct ClusterCommand: ParsableCommand {
             }
             let end = Date().addingTimeInterval(wait)
             while true {
-                let inv = try connection.with(policyEP) { client in try? client.call("inventory_request") }
+                let inv = try connection.with(policyEP) { client in try? client.call(PolicyAPI.Inventory(), retries: connection.retries) }
                 let left = (inv?["vms"]?.items ?? [])
                     .filter { $0["host"]?.stringValue == host }.compactMap { $0["id"]?.stringValue }
                 if left.isEmpty { break }
@@ -258,7 +256,7 @@ struct ClusterCommand: ParsableCommand {
                 usleep(200_000)
             }
             try connection.with(policyEP) { client in
-                do { _ = try client.call("remove_host_request", body: ["id": .string(host)]) } catch {
+                do { _ = try client.call(PolicyAPI.RemoveHost(id: host), retries: connection.retries) } catch {
                     throw fail("remove \(host): \(error)", code: Exit.errorReply)
                 }
             }

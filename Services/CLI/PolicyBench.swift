@@ -40,7 +40,7 @@ extension Bench {
             node.publish = { runtime.publish($0, $1) }
             try node.start()
             defer { node.stop() }
-            let decided = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["policy.decided"])
+            let decided = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: [PolicyAPI.Decided.topic])
             defer { decided.close() }
             let pub = try ZMQSocket(ctx, .pub)
             defer { pub.close() }
@@ -48,8 +48,9 @@ extension Bench {
             try pub.connect(proxy.frontendEndpoints[0])
             var f = MessageFactory(sender: "bench-monitor")
             func sample(_ cpu: Double, count: Int) -> [Frame] {
-                Codec.encode(f.event("monitor.sampled", body: ["host": ["cpus": 8],
-                    "vms": .array((0..<count).map { ["name": .string("vm\($0)"), "cpu_percent": .number(cpu)] })]))
+                let s = MonitorAPI.Sampled(hostCPUs: 8, hostMemoryMB: 16_384, vms: (0..<count).map {
+                    MonitorAPI.VMSample(name: "vm\($0)", uuid: "", cpuPercent: cpu, vcpus: 1, memoryMB: 512, maxMemoryMB: 512) })
+                return Codec.encode(f.event(MonitorAPI.Sampled.topic, body: s.json))
             }
             // Wait until the policy's subscription has crossed the bus.
             let warm = monotonicMillis() + 5000
@@ -71,10 +72,11 @@ extension Bench {
             // 2. Threshold-to-decision latency: 4 VMs on a 2-core host turn busy.
             let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 5000)
             defer { client.close() }
-            _ = try client.call("register_domain", body: ["id": "d1"])
-            for h in ["a", "b"] { _ = try client.call("register_host", body: ["id": .string(h), "domain": "d1", "cores": 2, "memory_mb": 8192]) }
-            _ = try client.call("create_violin", body: ["id": "e1", "home_domain": "d1", "head": "vm0",
-                                                        "vms": .array((0..<4).map { ["id": .string("vm\($0)"), "memory_mb": 512, "host": "a"] })])
+            let violin = PolicyAPI.CreateViolin(id: "e1", homeDomain: "d1", head: "vm0",
+                                                vms: (0..<4).map { .init(id: "vm\($0)", memoryMB: 512, host: "a") })
+            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
+            for h in ["a", "b"] { _ = try client.call(PolicyAPI.RegisterHost(id: h, domain: "d1", cores: 2, memoryMB: 8192)) }
+            _ = try client.call(violin)
             // The policy's view of vm0, replayed here from every sample it was sent.
             var s = DemandSmoother(weight: o.smoothing)
             for _ in 0..<(node.ingested) { s.add("vm0", cpu: 10) }
@@ -95,9 +97,8 @@ extension Bench {
                 }
                 for _ in 0..<40 { s.add("vm0", cpu: 5); try pub.send(sample(5, count: 4)) }   // cool down again
                 while (try? decided.next(timeoutMs: 300)).map({ if case .event = $0 { true } else { false } }) == true {}
-                _ = try client.call("destroy_violin", body: ["id": "e1"])
-                _ = try client.call("create_violin", body: ["id": "e1", "home_domain": "d1", "head": "vm0",
-                                                            "vms": .array((0..<4).map { ["id": .string("vm\($0)"), "memory_mb": 512, "host": "a"] })])
+                _ = try client.call(PolicyAPI.DestroyViolin(id: "e1"))
+                _ = try client.call(violin)
             }
             let sorted = latencies.sorted()
             print(String(format: "policy_threshold_to_decision_ms median %.1f (n=%d, min %.1f, max %.1f)",

@@ -20,7 +20,7 @@ struct PolicyCommand: ParsableCommand {
         @OptionGroup var target: Target
         @Option(help: "How many.") var limit = 20
         func run() throws {
-            try request(target.connection, to: target.to, "decisions_request", body: ["limit": .number(Double(limit))]) { body in
+            try request(target.connection, to: target.to, PolicyAPI.Decisions(limit: limit)) { body in
                 if target.json { printJSON(body); return }
                 guard case .array(let list)? = body["decisions"] else { return }
                 for d in list {
@@ -36,12 +36,12 @@ struct PolicyCommand: ParsableCommand {
     struct Explain: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Scores per host and their deviation, as JSON.")
         @OptionGroup var target: Target
-        func run() throws { try request(target.connection, to: target.to, "explain_request") }
+        func run() throws { try request(target.connection, to: target.to, PolicyAPI.Explain()) }
     }
 
     struct Inventory: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Domains, hosts, VIOLINs, VMs, mode, as JSON.")
         @OptionGroup var target: Target
-        func run() throws { try request(target.connection, to: target.to, "inventory_request") }
+        func run() throws { try request(target.connection, to: target.to, PolicyAPI.Inventory()) }
     }
 }

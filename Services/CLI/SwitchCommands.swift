@@ -26,7 +26,7 @@ struct SwitchCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The MAC table: address, where, age.")
         @OptionGroup var target: Target
         func run() throws {
-            try request(target.connection, to: try target.endpoint(), "fdb_request") { body in
+            try request(target.connection, to: try target.endpoint(), SwitchAPI.FDB()) { body in
                 if target.json { printJSON(body); return }
                 print(" where                  MAC                age  static")
                 var entries: [JSONValue] = []
@@ -43,12 +43,12 @@ struct SwitchCommand: ParsableCommand {
     struct Stats: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Frame, drop and MAC table counters, as JSON.")
         @OptionGroup var target: Target
-        func run() throws { try request(target.connection, to: try target.endpoint(), "stats_request") }
+        func run() throws { try request(target.connection, to: try target.endpoint(), SwitchAPI.Stats()) }
     }
 
     struct Ports: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The switch's ports, as JSON.")
         @OptionGroup var target: Target
-        func run() throws { try request(target.connection, to: try target.endpoint(), "ports_request") }
+        func run() throws { try request(target.connection, to: try target.endpoint(), SwitchAPI.Ports()) }
     }
 }

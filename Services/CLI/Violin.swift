@@ -66,12 +66,13 @@ func printJSON(_ value: JSONValue, pretty: Bool = true) {
     print(JSONText.string(value, pretty: pretty))
 }
 
-/// Sends one request and prints the reply body; maps failures to exit codes.
-func request(_ options: ConnectionOptions, to endpoint: String, _ msgType: String, body: JSONValue = [:],
-             show: (JSONValue) -> Void = { printJSON($0) }) throws {
+/// Sends one typed request and prints the reply body; maps failures to exit codes. Resends
+/// only as `--retries` says (within `--timeout` in all).
+func request<R: RequestBody>(_ options: ConnectionOptions, to endpoint: String, _ r: R,
+                             show: (JSONValue) -> Void = { printJSON($0) }) throws {
     try options.with(endpoint) { client in
         do {
-            show(try client.call(msgType, body: body))
+            show(try client.call(r, retries: options.retries))
         } catch let error as ServiceClient.Failure {
             switch error {
             case .noReply: throw fail(error.description, code: Exit.noReply)
@@ -89,7 +90,7 @@ struct Ping: ParsableCommand {
 
     func run() throws {
         let start = monotonicMillis()
-        try request(connection, to: to, "ping_request") { body in
+        try request(connection, to: to, AdminAPI.Ping()) { body in
             let rtt = monotonicMillis() - start
             print("\(body["service"]?.stringValue ?? "?") \(body["instance"]?.stringValue ?? "?") replied in \(rtt) ms")
         }
@@ -100,14 +101,14 @@ struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show a service's status as JSON.")
     @Option(help: "The service's endpoint.") var to: String
     @OptionGroup var connection: ConnectionOptions
-    func run() throws { try request(connection, to: to, "status_request") }
+    func run() throws { try request(connection, to: to, AdminAPI.Status()) }
 }
 
 struct Metrics: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show a service's counters as JSON.")
     @Option(help: "The service's endpoint.") var to: String
     @OptionGroup var connection: ConnectionOptions
-    func run() throws { try request(connection, to: to, "metrics_request") }
+    func run() throws { try request(connection, to: to, AdminAPI.Metrics()) }
 }
 
 struct Call: ParsableCommand {
@@ -126,7 +127,7 @@ struct Call: ParsableCommand {
             throw fail("the body is not valid JSON: \(body)", code: Exit.usage)
         }
         guard case .object = parsed else { throw fail("the body must be a JSON object", code: Exit.usage) }
-        let type = msgType.hasSuffix("_request") ? msgType : msgType + "_request"
+        let type = MessageKind.requestType(msgType)
         try connection.with(address) { client in
             let reply: Message
             do { reply = try client.send(type, body: parsed) } catch let error as ServiceClient.Failure {

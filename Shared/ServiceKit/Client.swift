@@ -63,8 +63,8 @@ public final class ServiceClient {
     /// Sends a typed request; returns the body of an ok reply, throws on an error reply. An
     /// idempotent request is resent after a timeout (twice, unless the client was made with
     /// more); any other only if the client was made with retries.
-    public func call<R: RequestBody>(_ request: R) throws(Failure) -> JSONValue {
-        try call(R.msgType, body: request.json, retries: R.idempotent ? max(client.retries, 2) : nil)
+    public func call<R: RequestBody>(_ request: R, retries: Int? = nil) throws(Failure) -> JSONValue {
+        try call(R.msgType, body: request.json, retries: retries ?? (R.idempotent ? max(client.retries, 2) : nil))
     }
 
     /// Sends a request; returns the body of an ok reply, throws on an error reply.

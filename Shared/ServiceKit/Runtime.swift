@@ -75,7 +75,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         }
         // Every refusal is also an event, `<service>.auth_refused`, so an operator sees it on the bus.
         refusals.report = { [weak self] address, key, mechanism in
-            self?.publish("auth_refused", ["address": .string(address), "key": .string(key), "mechanism": .string(mechanism)])
+            self?.publish(AuthRefused.event, typed: AuthRefused(address: address, key: key, mechanism: mechanism))
         }
     }
 
@@ -92,7 +92,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
 
     /// Queues an event `<service>.<name>`; it leaves on the loop thread.
     public func publish(_ name: String, _ body: JSONValue) {
-        lock.withLock { outbox.append(("\(settings.service).\(name)", body)) }
+        lock.withLock { outbox.append((Topic.of(settings.service, name), body)) }
         waker.wake()
     }
 
@@ -115,7 +115,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
             try events.connect(bus)
         }
         lock.withLock { bound = endpoints }
-        publish("started", typed: ServiceStarted(
+        publish(ServiceStarted.event, typed: ServiceStarted(
             service: settings.service, instance: settings.instance, version: version,
             pid: Int(getpid()), endpoints: endpointMap(endpoints)))
         let t = Thread { [self] in
@@ -135,7 +135,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
     public func stop(reason: String = "shutdown") {
         guard thread != nil else { teardown(); return }
         lock.withLock { stopReason = reason }
-        publish("stopping", typed: ServiceStopping(service: settings.service, instance: settings.instance, reason: reason))
+        publish(ServiceStopping.event, typed: ServiceStopping(service: settings.service, instance: settings.instance, reason: reason))
         exited.wait()
         thread = nil
         teardown()
@@ -202,7 +202,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
             if t >= readyDeadline { ready = true }
             if t >= nextHeartbeat {
                 nextHeartbeat = t + heartbeatMs
-                publish("heartbeat", typed: Heartbeat(service: settings.service, instance: settings.instance,
+                publish(Heartbeat.event, typed: Heartbeat(service: settings.service, instance: settings.instance,
                                                         uptimeS: uptime, requestsHandled: counters["requests_total"]))
                 waker.drain()
             }
@@ -259,7 +259,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
                 .unknownMessageType, "'\(request.header.msgType)' is not a request (request types end in _request)"))
         }
         do {
-            var body = admin(request)
+            var body = try adminRequests.handle(request)
             if body == nil, let handler { body = try handler.handle(request) }
             guard let body else {
                 counters.add("replies_error")
@@ -278,29 +278,31 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         }
     }
 
-    private func admin(_ request: Message) -> JSONValue? {
-        switch request.header.msgType {
-        case "ping_request":
+    /// The requests every service answers (PROTOCOL.md §5), before the service's own.
+    private lazy var adminRequests: RequestTable = {
+        var t = RequestTable()
+        t.on(AdminAPI.Ping.self) { [unowned self] _ in
             // Built by hand: ping is the request load balancers and benchmarks send most.
-            return ["status": "ok", "service": .string(settings.service), "instance": .string(settings.instance),
-                    "time": .string(MessageFactory.now())]
-        case "status_request":
+            ["status": "ok", "service": .string(self.settings.service), "instance": .string(self.settings.instance),
+             "time": .string(MessageFactory.now())]
+        }
+        t.on(AdminAPI.Status.self) { [unowned self] _ in
             let iso = ISO8601DateFormatter()
             return JSONText.value(of: StatusReply(
-                service: settings.service, instance: settings.instance, version: version, pid: Int(getpid()),
-                uptimeS: uptime, startedAt: iso.string(from: startedAt), endpoints: endpointMap(endpoints),
-                state: handler?.state ?? [:]))
-        case "metrics_request":
-            var counters = self.counters.snapshot
-            for (k, v) in extraCounters() { counters[k] = v }
-            if let zap { (counters["curve_accepted"], counters["curve_refused"]) = zap.counts }
-            var gauges = extraGauges()
-            gauges["uptime_s"] = uptime
-            return JSONText.value(of: MetricsReply(service: settings.service, counters: counters, gauges: gauges))
-        default:
-            return nil
+                service: self.settings.service, instance: self.settings.instance, version: self.version, pid: Int(getpid()),
+                uptimeS: self.uptime, startedAt: iso.string(from: self.startedAt), endpoints: self.endpointMap(self.endpoints),
+                state: self.handler?.state ?? [:]))
         }
-    }
+        t.on(AdminAPI.Metrics.self) { [unowned self] _ in
+            var counters = self.counters.snapshot
+            for (k, v) in self.extraCounters() { counters[k] = v }
+            if let zap = self.zap { (counters["curve_accepted"], counters["curve_refused"]) = zap.counts }
+            var gauges = self.extraGauges()
+            gauges["uptime_s"] = self.uptime
+            return JSONText.value(of: MetricsReply(service: self.settings.service, counters: counters, gauges: gauges))
+        }
+        return t
+    }()
 }
 
 /// The version every executable reports.

@@ -6,9 +6,9 @@ public enum Catalogue {
     public static let adminRequests = AdminAPI.requests.map { $0.msgType }
 
     /// Events every service publishes, as `<service>.<event>`.
-    public static let serviceEvents = ["started", "heartbeat", "stopping"]
+    public static let serviceEvents = [ServiceStarted.event, Heartbeat.event, ServiceStopping.event]
     /// Published by a service serving over CURVE when it refuses a client (PROTOCOL.md).
-    public static let securityEvents = ["auth_refused"]
+    public static let securityEvents = [AuthRefused.event]
 
     /// Requests and events of `violin-switch`'s control socket (PROTOCOL.md §8.1): from its types.
     public static let switchRequests = SwitchAPI.requests.map { $0.msgType }
@@ -18,32 +18,17 @@ public enum Catalogue {
     public static let monitorRequests = MonitorAPI.requests.map { $0.msgType }
     public static let monitorEvents = MonitorAPI.events.map { $0.topic }
 
-    /// Requests and events of `violin-policy` (PROTOCOL.md §8.4).
-    public static let policyRequests = [
-        "register_domain_request", "register_host_request", "remove_host_request", "create_violin_request",
-        "destroy_violin_request", "set_mode_request", "evaluate_request", "explain_request", "decisions_request",
-        "inventory_request", "drain_host_request",
-    ]
-    public static let policyEvents = ["policy.decided", "policy.mode_changed", "policy.host_draining"]
+    /// Requests and events of `violin-policy` (PROTOCOL.md §8.4): from its types.
+    public static let policyRequests = PolicyAPI.requests.map { $0.msgType }
+    public static let policyEvents = PolicyAPI.events.map { $0.topic }
 
-    /// Requests and events of `violin-executor` (PROTOCOL.md §8.5).
-    public static let executorRequests = [
-        "create_vm_request", "destroy_vm_request", "vms_request", "host_info_request", "migrate_request",
-        "migrate_violin_request", "job_request", "jobs_request", "cancel_request",
-    ]
-    public static let executorEvents = [
-        "executor.vm_created", "executor.vm_destroyed", "executor.migration_started", "executor.migration_progress",
-        "executor.migration_completed", "executor.migration_failed", "executor.job_recovered",
-    ]
+    /// Requests and events of `violin-executor` (PROTOCOL.md §8.5): from its types.
+    public static let executorRequests = ExecutorAPI.requests.map { $0.msgType }
+    public static let executorEvents = ExecutorAPI.events.map { $0.topic }
 
-    /// Requests of `violin-mesh` (PROTOCOL.md §8.2).
-    public static let meshRequests = [
-        "join_violin_request", "leave_violin_request", "add_port_request", "remove_port_request", "members_request",
-        "ports_request", "member_join_request", "member_announce_request", "member_leave_request", "member_heartbeat_request",
-        "announce_request", "port_stats_request",
-    ]
-    public static let meshEvents = ["mesh.member_joined", "mesh.member_left", "mesh.switch_started", "mesh.switch_adopted",
-                                    "mesh.switch_exited"]
+    /// Requests and events of `violin-mesh` (PROTOCOL.md §8.2): from its types.
+    public static let meshRequests = MeshAPI.requests.map { $0.msgType }
+    public static let meshEvents = MeshAPI.events.map { $0.topic }
 
     /// Every message type named in the catalogue, with `<service>` standing for any service.
     public static let allTypes: [String] =
@@ -103,7 +88,22 @@ public struct MetricsReply: Codable, Equatable, Sendable {
     }
 }
 
+/// The topic of a service's event: `<service>.<event>`.
+public enum Topic {
+    public static func of(_ service: String, _ event: String) -> String { service + "." + event }
+}
+
+/// `<service>.auth_refused`: a client refused by CURVE (PROTOCOL.md §8.6).
+public struct AuthRefused: Codable, Equatable, Sendable {
+    public static let event = "auth_refused"
+    public var address: String
+    public var key: String
+    public var mechanism: String
+    public init(address: String, key: String, mechanism: String) { self.address = address; self.key = key; self.mechanism = mechanism }
+}
+
 public struct ServiceStarted: Codable, Equatable, Sendable {
+    public static let event = "started"
     public var service: String
     public var instance: String
     public var version: String
@@ -116,6 +116,7 @@ public struct ServiceStarted: Codable, Equatable, Sendable {
 }
 
 public struct Heartbeat: Codable, Equatable, Sendable {
+    public static let event = "heartbeat"
     public var service: String
     public var instance: String
     public var uptimeS: Double
@@ -130,6 +131,7 @@ public struct Heartbeat: Codable, Equatable, Sendable {
 }
 
 public struct ServiceStopping: Codable, Equatable, Sendable {
+    public static let event = "stopping"
     public var service: String
     public var instance: String
     public var reason: String

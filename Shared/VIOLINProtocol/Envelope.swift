@@ -116,6 +116,11 @@ public enum MessageKind: Equatable, Sendable {
             self = .unknown
         }
     }
+
+    /// A request type as a person may type it: `ping` or `ping_request` both mean `ping_request`.
+    public static func requestType(_ name: String) -> String {
+        name.hasSuffix("_request") ? name : name + "_request"
+    }
 }
 
 /// Stable error codes carried by `status: error` replies.

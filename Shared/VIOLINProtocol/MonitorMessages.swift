@@ -3,15 +3,11 @@ public enum MonitorAPI {
     public static let requests: [any RequestBody.Type] = [Samples.self, SetBalloon.self, SetCPUWeight.self]
     public static let events: [any EventBody.Type] = [Sampled.self, VMAppeared.self, VMDisappeared.self]
 
-    public struct Samples: RequestBody {
+    public struct Samples: EmptyRequest {
         public static let msgType = "samples_request"
-        public static let fields: [FieldSpec] = []
         public static let replyFields = ["host", "vms"]
         public static let idempotent = true
-        public static let example = Samples()
         public init() {}
-        public init(_ body: Body) {}
-        public var json: JSONValue { [:] }
     }
 
     public struct SetBalloon: RequestBody {

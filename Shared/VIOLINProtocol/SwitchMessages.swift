@@ -7,37 +7,25 @@ public enum SwitchAPI {
     ]
     public static let events: [any EventBody.Type] = [PortAdded.self, PortRemoved.self, PeersChanged.self]
 
-    public struct Stats: RequestBody {
+    public struct Stats: EmptyRequest {
         public static let msgType = "stats_request"
-        public static let fields: [FieldSpec] = []
         public static let replyFields = ["vni", "tunnel", "frames", "port_failures", "bytes", "drops", "ports", "mac_table", "peers"]
         public static let idempotent = true
-        public static let example = Stats()
         public init() {}
-        public init(_ body: Body) {}
-        public var json: JSONValue { [:] }
     }
 
-    public struct FDB: RequestBody {
+    public struct FDB: EmptyRequest {
         public static let msgType = "fdb_request"
-        public static let fields: [FieldSpec] = []
         public static let replyFields = ["entries"]
         public static let idempotent = true
-        public static let example = FDB()
         public init() {}
-        public init(_ body: Body) {}
-        public var json: JSONValue { [:] }
     }
 
-    public struct Ports: RequestBody {
+    public struct Ports: EmptyRequest {
         public static let msgType = "ports_request"
-        public static let fields: [FieldSpec] = []
         public static let replyFields = ["ports"]
         public static let idempotent = true
-        public static let example = Ports()
         public init() {}
-        public init(_ body: Body) {}
-        public var json: JSONValue { [:] }
     }
 
     public struct AddPort: RequestBody {

@@ -8,6 +8,10 @@ public struct FieldSpec: Sendable, Equatable {
     public indirect enum Kind: Sendable, Equatable {
         /// A non-empty string.
         case text
+        /// Any string, empty included (empty: not given).
+        case string
+        /// A string or a whole number, kept as text (ids that some senders send as numbers).
+        case label
         /// One of these strings.
         case choice([String])
         case integer(ClosedRange<Int>)
@@ -21,6 +25,10 @@ public struct FieldSpec: Sendable, Equatable {
         /// (any) where `anyPort`.
         case address(anyPort: Bool)
         case list(Kind)
+        /// A ZeroMQ endpoint, "tcp://..." or "ipc://...".
+        case endpoint
+        /// A CURVE public key: 40 Z85 characters ("" for none).
+        case curveKey
         /// A JSON object (its own fields are described in the text).
         case object
     }
@@ -38,6 +46,8 @@ extension FieldSpec.Kind {
     public var expected: String {
         switch self {
         case .text: "a non-empty string"
+        case .string: "a string"
+        case .label: "a string or a whole number"
         case .choice(let options): "one of " + options.joined(separator: ", ")
         case .integer(let r): "an integer \(r.lowerBound)-\(r.upperBound)"
         case .number(let r): "a number \(Self.plain(r.lowerBound))-\(Self.plain(r.upperBound))"
@@ -46,6 +56,8 @@ extension FieldSpec.Kind {
         case .mac: "a unicast MAC address like 02:00:00:00:00:01"
         case .address(let any): "an IPv4 address with an optional port, e.g. 10.0.0.1:4789" + (any ? " (port 0: any)" : "")
         case .list(let k): "a list, each " + k.expected
+        case .endpoint: "a ZeroMQ endpoint (tcp:// or ipc://)"
+        case .curveKey: "a CURVE public key (40 Z85 characters)"
         case .object: "an object"
         }
     }
@@ -56,6 +68,8 @@ extension FieldSpec.Kind {
     public func accepts(_ value: JSONValue) -> Bool {
         switch self {
         case .text: return !(value.stringValue ?? "").isEmpty
+        case .string: return value.stringValue != nil
+        case .label: return value.stringValue != nil || Self.integer(value) != nil
         case .choice(let options): return value.stringValue.map(options.contains) ?? false
         case .integer(let r): return Self.integer(value).map(r.contains) ?? false
         case .number(let r):
@@ -68,11 +82,19 @@ extension FieldSpec.Kind {
         case .list(let k):
             guard case .array(let items) = value else { return false }
             return items.allSatisfy(k.accepts)
+        case .endpoint:
+            guard let e = value.stringValue else { return false }
+            return (e.hasPrefix("tcp://") || e.hasPrefix("ipc://")) && e.count > 6
+        case .curveKey:
+            guard let k = value.stringValue else { return false }
+            return k.isEmpty || (k.utf8.count == 40 && k.allSatisfy { Self.z85.contains($0) })
         case .object:
             if case .object = value { return true }
             return false
         }
     }
+
+    static let z85 = Set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
 
     /// A JSON number that is a whole number within Int's range (never converted with a trap).
     static func integer(_ value: JSONValue) -> Int? {
@@ -101,6 +123,8 @@ public struct Body: Sendable {
 
     public func has(_ name: String) -> Bool { value[name] != nil && value[name] != .null }
     public func text(_ name: String) -> String? { has(name) ? value[name]?.stringValue : nil }
+    /// A `label` field as text.
+    public func label(_ name: String) -> String? { text(name) ?? integer(name).map(String.init) }
     public func integer(_ name: String) -> Int? { value[name].flatMap(FieldSpec.Kind.integer) }
     public func number(_ name: String) -> Double? { has(name) ? value[name]?.numberValue : nil }
     public func flag(_ name: String) -> Bool? { has(name) ? value[name]?.boolValue : nil }
@@ -133,6 +157,16 @@ extension RequestBody {
     public static func decode(_ value: JSONValue) throws(ProtocolError) -> Self {
         try Self(Body(validating: value, against: fields))
     }
+}
+
+/// A request with no fields.
+public protocol EmptyRequest: RequestBody { init() }
+
+extension EmptyRequest {
+    public static var fields: [FieldSpec] { [] }
+    public static var example: Self { Self() }
+    public init(_ body: Body) { self.init() }
+    public var json: JSONValue { [:] }
 }
 
 /// An event's body as a type.

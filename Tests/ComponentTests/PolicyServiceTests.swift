@@ -111,11 +111,12 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             }
             #expect(c["mode"] == "automatic")
             #expect(second.allSatisfy { $0["outcome"] == "sent" }, "host a's executor took the commands: \(second)")
-            // What the executor got: each decided VM, from a to b, with b's executor to send it to.
+            // What the executor (host a's: the VMs' source) got: each decided VM, to b, with b's
+            // executor to send it to.
             let got = fake.migrations
             #expect(got.count == second.count && !got.isEmpty, "\(got.count) migrate requests for \(second.count) decisions")
             #expect(Set(got.compactMap { $0["vm"]?.stringValue }) == Set(second.compactMap { $0["decision"]?["vm"]?.stringValue }))
-            #expect(got.allSatisfy { $0["from"] == "a" && $0["to"] == "b" && $0["to_executor"] == .string(deadExecutor)
+            #expect(got.allSatisfy { $0["to"] == "b" && $0["to_executor"] == .string(deadExecutor)
                 && ["vm4", "vm5", "vm6", "vm7"].contains($0["vm"]?.stringValue ?? "") }, "\(got)")
             // The executor reports the first migration done: the inventory follows it to b.
             let executorBus = try makeRuntime("executor", bus: proxy.frontendEndpoints[0])

@@ -2,17 +2,23 @@ import Foundation
 import Testing
 @testable import VIOLINProtocol
 
-/// The typed services so far (the others still decode by hand; see PROTOCOL.md's changelog).
+/// Every service's requests and events, by the PROTOCOL.md section that documents them.
 let typedRequests: [(section: String, types: [any RequestBody.Type])] = [
-    ("5.", AdminAPI.requests), ("8.1", SwitchAPI.requests), ("8.3", MonitorAPI.requests),
+    ("5.", AdminAPI.requests), ("8.1", SwitchAPI.requests), ("8.2", MeshAPI.requests), ("8.3", MonitorAPI.requests),
+    ("8.4", PolicyAPI.requests), ("8.5", ExecutorAPI.requests),
 ]
-let typedEvents: [(section: String, types: [any EventBody.Type])] = [("8.1", SwitchAPI.events), ("8.3", MonitorAPI.events)]
+let typedEvents: [(section: String, types: [any EventBody.Type])] = [
+    ("8.1", SwitchAPI.events), ("8.2", MeshAPI.events), ("8.3", MonitorAPI.events), ("8.4", PolicyAPI.events),
+    ("8.5", ExecutorAPI.events),
+]
 
 /// What each way of getting a field wrong looks like: missing, of another type, out of range.
 func wrongValues(_ kind: FieldSpec.Kind) -> [(what: String, value: JSONValue)] {
     var out: [(String, JSONValue)] = []
     switch kind {
     case .text: out = [("a number", 5), ("empty", ""), ("a list", ["x"])]
+    case .string: out = [("a number", 5), ("a list", ["x"])]
+    case .label: out = [("a fraction", 1.5), ("a list", ["x"]), ("true", true)]
     case .choice(let options): out = [("a number", 1), ("another word", .string(options.joined() + "-not"))]
     case .integer(let r): out = [("text", "5"), ("a fraction", .number(Double(r.lowerBound) + 0.5)),
                                  ("too small", .number(Double(r.lowerBound) - 1)), ("too large", .number(Double(r.upperBound) + 1))]
@@ -24,6 +30,8 @@ func wrongValues(_ kind: FieldSpec.Kind) -> [(what: String, value: JSONValue)] {
     case .address(let any): out = [("a number", 4789), ("not an address", "host.example:1"), ("octet too large", "10.0.0.256:4789"),
                                     ("port too large", "10.0.0.1:65536")] + (any ? [] : [("port zero", "10.0.0.1:0")])
     case .list(let k): out = [("text", "x")] + wrongValues(k).prefix(1).map { ("an element \($0.what)", .array([$0.value])) }
+    case .endpoint: out = [("a number", 7701), ("no scheme", "10.0.0.1:7701"), ("another scheme", "http://x")]
+    case .curveKey: out = [("a number", 5), ("short", "abc"), ("a character outside Z85", .string(String(repeating: "~", count: 40)))]
     case .object: out = [("text", "x"), ("a list", [])]
     }
     return out
@@ -96,11 +104,22 @@ func withField(_ body: JSONValue, _ name: String, _ value: JSONValue?) -> JSONVa
             for type in types {
                 guard let d = documented[type.msgType] else { continue }
                 let choices = Set(type.fields.flatMap { f -> [String] in if case .choice(let o) = f.kind { o } else { [] } })
-                #expect(d.body.subtracting(choices).subtracting(["{}"]) == Set(type.fields.map(\.name)),
+                let named = d.body.subtracting(choices).subtracting(["{}"]).filter { !$0.hasSuffix("_request") }
+                #expect(named == Set(type.fields.map(\.name)),
                         "§\(section) \(type.msgType): document \(d.body.sorted()), type \(type.fields.map(\.name))")
                 #expect(Set(type.replyFields).isSubset(of: d.reply),
                         "§\(section) \(type.msgType): reply fields \(type.replyFields) not all in \(d.reply.sorted())")
             }
+        }
+        // Each section says which of its requests are idempotent: exactly those whose type says so.
+        for (section, types) in typedRequests {
+            let lines = sectionLines(text, section: section)
+            guard let start = lines.firstIndex(where: { $0.hasPrefix("Idempotent") }) else {
+                Issue.record("§\(section) does not say which requests are idempotent"); continue
+            }
+            let paragraph = lines[start...].prefix { !$0.isEmpty }.joined(separator: " ")
+            let documented = backticked(paragraph)
+            #expect(documented == Set(types.filter { $0.idempotent }.map { $0.msgType }), "§\(section): idempotent per the document \(documented.sorted())")
         }
         for (section, types) in typedEvents {
             let rows = tableRows(text, section: section).filter { $0.count == 2 && $0[0].contains(".") }
@@ -113,12 +132,17 @@ func withField(_ body: JSONValue, _ name: String, _ value: JSONValue?) -> JSONVa
         }
     }
 
-    /// The cells of the table rows of section `section` ("8.1": from its heading to the next).
-    func tableRows(_ text: String, section: String) -> [[String]] {
+    /// The lines of section `section` ("8.1": from its heading to the next heading).
+    func sectionLines(_ text: String, section: String) -> [String] {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         guard let start = lines.firstIndex(where: { $0.hasPrefix("#") && $0.contains(" \(section) ") }) else { return [] }
         let end = lines[(start + 1)...].firstIndex { $0.hasPrefix("#") } ?? lines.count
-        return lines[start..<end].filter { $0.hasPrefix("| ") && !$0.hasPrefix("|---") }.map { line in
+        return Array(lines[start..<end])
+    }
+
+    /// The cells of the table rows of section `section`.
+    func tableRows(_ text: String, section: String) -> [[String]] {
+        sectionLines(text, section: section).filter { $0.hasPrefix("| ") && !$0.hasPrefix("|---") }.map { line in
             line.split(separator: "|", omittingEmptySubsequences: true).map { $0.trimmingCharacters(in: .whitespaces) }
         }
     }

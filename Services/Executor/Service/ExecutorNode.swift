@@ -83,26 +83,26 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
     // MARK: - Talking to meshes and executors
 
     /// `key`: the server's CURVE public key (nil: this host's own, for its own mesh; "": plain).
-    func call(_ endpoint: String, _ type: String, _ body: JSONValue, key: String? = nil, timeoutMs: Int? = nil) throws(ProtocolError) -> JSONValue {
+    func call<R: RequestBody>(_ endpoint: String, _ request: R, key: String? = nil, timeoutMs: Int? = nil,
+                              retries: Int? = nil) throws(ProtocolError) -> JSONValue {
         let serverKey = key ?? options.keyPair?.publicKey ?? ""
         let security = options.keyPair.flatMap { serverKey.isEmpty ? nil : ClientSecurity(keyPair: $0, serverPublicKey: serverKey) }
         let client = ServiceClient(context: context, endpoint: endpoint, security: security, sender: "executor@\(options.hostID)",
                                    timeoutMs: timeoutMs ?? options.callTimeoutMs)
         defer { client.close() }
         do {
-            return try client.call(type, body: body)
+            return try client.call(request, retries: retries)
         } catch .error(let e) {
             throw ProtocolError(e.code, "\(endpoint): \(e.message)")
         } catch {
-            throw ProtocolError(.unavailable, "\(endpoint) \(type): \(error)")
+            throw ProtocolError(.unavailable, "\(endpoint) \(R.msgType): \(error)")
         }
     }
 
-    static func portJSON(_ facts: VMFacts, vm: String, mac: Bool) -> JSONValue {
-        var b = facts.portBody(vm: vm).mapValues { JSONValue.string($0) }
-        if !mac { b["mac"] = nil }
-        b["vni"] = .number(Double(facts.vni))
-        return .object(b)
+    /// The VM's port on its VIOLIN's switch: QEMU's UDP netdev on this host's loopback.
+    static func switchPort(_ facts: VMFacts, vm: String) -> SwitchAPI.AddPort {
+        let b = facts.portBody(vm: vm)
+        return SwitchAPI.AddPort(name: b["name"] ?? VMSpec.portName(vm), kind: .udp(local: b["local"] ?? "", remote: b["remote"] ?? ""))
     }
 
     // MARK: - VMs
@@ -127,34 +127,16 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         return min(libvirtFree, options.memoryMB - usedMemoryMB(hv))
     }
 
-    func createVM(_ b: JSONValue) throws(ProtocolError) -> JSONValue {
-        func text(_ k: String, required: Bool = false) throws(ProtocolError) -> String {
-            guard let v = b[k] else {
-                if required { throw ProtocolError(.invalidBody, "\(k) is required") }
-                return ""
-            }
-            guard let s = v.stringValue else { throw ProtocolError(.invalidBody, "\(k) must be a string") }
-            return s
-        }
-        func int(_ k: String, _ def: Int?) throws(ProtocolError) -> Int {
-            guard let v = b[k] else {
-                guard let def else { throw ProtocolError(.invalidBody, "\(k) is required") }
-                return def
-            }
-            guard let i = v.intValue else { throw ProtocolError(.invalidBody, "\(k) must be an integer") }
-            return i
-        }
-        let vni = try int("vni", nil)
-        guard vni > 0, vni < 1 << 24 else { throw ProtocolError(.invalidBody, "vni must be 1..16777215") }
-        var spec = VMSpec(name: try text("name", required: true), vni: UInt32(vni), mac: try text("mac", required: true),
-                          kernel: try text("kernel", required: true), nicPort: try int("nic_port", nil))
-        spec.memoryMB = try int("memory_mb", 128)
-        spec.vcpus = try int("vcpus", 1)
-        spec.initrd = try text("initrd")
-        spec.cmdline = try text("cmdline")
-        spec.disk = try text("disk")
-        spec.diskMB = try int("disk_mb", 0)
-        spec.console = try text("console")
+    func createVM(_ r: ExecutorAPI.CreateVM) throws(ProtocolError) -> JSONValue {
+        let vni = Int(r.vni)
+        var spec = VMSpec(name: r.name, vni: r.vni, mac: r.mac.description, kernel: r.kernel, nicPort: r.nicPort)
+        spec.memoryMB = r.memoryMB
+        spec.vcpus = r.vcpus
+        spec.initrd = r.initrd
+        spec.cmdline = r.cmdline
+        spec.disk = r.disk
+        spec.diskMB = r.diskMB
+        spec.console = r.console
         do { try spec.validate() } catch { throw ProtocolError(.invalidBody, error.description) }
         for (k, path) in [("kernel", spec.kernel), ("initrd", spec.initrd), ("disk", spec.disk)] where !path.isEmpty {
             guard FileManager.default.fileExists(atPath: path) else { throw ProtocolError(.invalidBody, "\(k) \(path) does not exist") }
@@ -171,18 +153,16 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
             }
         }
         let facts = VMFacts(domainXML: spec.domainXML)!
-        var port = Self.portJSON(facts, vm: spec.name, mac: false).objectValue!
-        if let seed = b["seed"] { port["seed"] = seed }
-        if let seedKey = b["seed_key"] { port["seed_key"] = seedKey }
-        let added = try call(options.mesh, "add_port_request", .object(port))
+        let added = try call(options.mesh, MeshAPI.AddPort(vni: facts.vni, port: Self.switchPort(facts, vm: spec.name),
+                                                           seed: r.seed, seedKey: r.seedKey))
         let uuid: String
         do { uuid = try hv.create(xml: spec.domainXML) } catch {
-            _ = try? call(options.mesh, "remove_port_request", ["vni": .number(Double(vni)), "name": .string(spec.portName)])
+            _ = try? call(options.mesh, MeshAPI.RemovePort(vni: UInt32(vni), name: spec.portName))
             if spec.diskMB > 0 { hv.deleteVolume(pool: Self.pool, name: Self.volumeName(spec.name)) }
             throw ProtocolError(.unavailable, "libvirt: \(error.message)")
         }
         logger.info("VM created", metadata: ["vm": "\(spec.name)", "vni": "\(vni)"])
-        publish("vm_created", ["vm": .string(spec.name), "vni": .number(Double(vni)), "uuid": .string(uuid)])
+        emit(ExecutorAPI.VMCreated(vm: spec.name, vni: spec.vni, uuid: uuid))
         return Replies.ok(["vm": .string(spec.name), "uuid": .string(uuid), "port": added["port"] ?? .null])
     }
 
@@ -192,8 +172,8 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         let f = try facts(name, hv)
         do { try hv.destroy(name) } catch { throw ProtocolError(.unavailable, "libvirt: \(error.message)") }
         hv.deleteVolume(pool: Self.pool, name: Self.volumeName(name))
-        _ = try? call(options.mesh, "remove_port_request", ["vni": .number(Double(f.vni)), "name": .string(VMSpec.portName(name))])
-        publish("vm_destroyed", ["vm": .string(name)])
+        _ = try? call(options.mesh, MeshAPI.RemovePort(vni: f.vni, name: VMSpec.portName(name)))
+        emit(ExecutorAPI.VMDestroyed(vm: name))
         return Replies.ok(["vm": .string(name)])
     }
 
@@ -220,24 +200,13 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         var timeoutS = 120.0
     }
 
-    func jobOptions(_ b: JSONValue) throws(ProtocolError) -> JobOptions {
+    func jobOptions(_ m: ExecutorAPI.MigrationOptions) -> JobOptions {
         var o = JobOptions()
-        func flag(_ k: String) throws(ProtocolError) -> Bool {
-            guard let v = b[k] else { return false }
-            guard let x = v.boolValue else { throw ProtocolError(.invalidBody, "\(k) must be true or false") }
-            return x
-        }
-        o.migration.autoConverge = try flag("auto_converge")
-        o.migration.postcopy = try flag("postcopy")
-        o.migration.copyStorage = try flag("copy_storage")
-        if let v = b["bandwidth_mibps"] {
-            guard let n = v.intValue, n >= 0 else { throw ProtocolError(.invalidBody, "bandwidth_mibps must be an integer >= 0") }
-            o.migration.bandwidthMiBps = UInt64(n)
-        }
-        if let v = b["timeout_s"] {
-            guard let n = v.numberValue, n > 0, n <= 86_400 else { throw ProtocolError(.invalidBody, "timeout_s must be a number of seconds in (0, 86400]") }
-            o.timeoutS = n
-        }
+        o.migration.autoConverge = m.autoConverge
+        o.migration.postcopy = m.postcopy
+        o.migration.copyStorage = m.copyStorage
+        o.migration.bandwidthMiBps = UInt64(m.bandwidthMiBps)
+        o.timeoutS = m.timeoutS
         return o
     }
 
@@ -252,7 +221,8 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
 
     func destination(_ executor: String, key: String) throws(ProtocolError) -> Destination {
         guard key.isEmpty || CurveKeyPair.isValidKey(key) else { throw ProtocolError(.invalidBody, "to_key must be a CURVE public key") }
-        let info = try call(executor, "host_info_request", [:], key: key, timeoutMs: 2000)
+        // Asked once: an unreachable destination is reported at once, not after resends.
+        let info = try call(executor, ExecutorAPI.HostInfo(), key: key, timeoutMs: 2000, retries: 0)
         guard let host = info["host"]?.stringValue, let uri = info["migration_uri"]?.stringValue,
               let mesh = info["mesh"]?.stringValue, let free = info["free_memory_mb"]?.intValue else {
             throw ProtocolError(.unavailable, "\(executor) answered host_info without host, migration_uri, mesh, free_memory_mb")
@@ -267,7 +237,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
     }
 
     /// Checks a migration of `vm` and journals it; the caller starts it.
-    func admit(_ vm: String, to dest: Destination, _ b: JSONValue, memoryClaimed: inout Int) throws(ProtocolError) -> Journal.Job {
+    func admit(_ vm: String, to dest: Destination, _ o: ExecutorAPI.MigrationOptions, memoryClaimed: inout Int) throws(ProtocolError) -> Journal.Job {
         let hv = try libvirt()
         let f = try facts(vm, hv)
         let state = hv.state(vm)
@@ -281,8 +251,8 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         job.destinationURI = dest.uri
         job.destinationMesh = dest.mesh
         job.destinationKey = dest.key
-        job.decisionID = b["decision_id"].map { $0.stringValue ?? ($0.intValue.map(String.init) ?? "") } ?? ""
-        job.reason = b["reason"]?.stringValue ?? ""
+        job.decisionID = o.decisionID
+        job.reason = o.reason
         do { try journal.save(job) } catch { throw ProtocolError(.internalError, "journal: \(error)") }
         lock.withLock { busyVMs[vm] = job.id; controls[job.id] = Control() }
         return job
@@ -338,23 +308,22 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
             job.error = error
             save()
             logger.warning("migration failed", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "error": "\(error)"])
-            publish("migration_failed", ["job": .string(job.id), "vm": .string(job.vm), "state": .string(state.rawValue), "error": .string(error)])
+            emit(ExecutorAPI.MigrationFailed(job: job.id, vm: job.vm, state: state.rawValue, error: error))
         }
         let portName = VMSpec.portName(job.vm)
         let vniJSON = JSONValue.number(Double(facts.vni))
         if control.cancelled { return fail(.cancelled, "cancelled before it started") }
         job.state = .preparing
         save()
-        publish("migration_started", ["job": .string(job.id), "vm": .string(job.vm), "from": .string(job.fromHost), "to": .string(job.toHost)])
+        emit(ExecutorAPI.MigrationStarted(job: job.id, vm: job.vm, from: job.fromHost, to: job.toHost))
         // The destination's mesh brings the VIOLIN up there (through our mesh) and prepares the port.
-        var port = Self.portJSON(facts, vm: job.vm, mac: false).objectValue!
-        port["seed"] = .string(options.mesh)
-        if let mine = options.keyPair?.publicKey { port["seed_key"] = .string(mine) }
-        do { _ = try call(job.destinationMesh, "add_port_request", .object(port), key: job.destinationKey) } catch {
+        let port = MeshAPI.AddPort(vni: facts.vni, port: Self.switchPort(facts, vm: job.vm), seed: options.mesh,
+                                   seedKey: options.keyPair?.publicKey)
+        do { _ = try call(job.destinationMesh, port, key: job.destinationKey) } catch {
             return fail(.failed, "the destination's mesh could not prepare the port: \(error.message)")
         }
         func removeDestinationPort() {
-            _ = try? call(job.destinationMesh, "remove_port_request", ["vni": vniJSON, "name": .string(portName)], key: job.destinationKey)
+            _ = try? call(job.destinationMesh, MeshAPI.RemovePort(vni: facts.vni, name: portName), key: job.destinationKey)
         }
         job.state = .migrating
         save()
@@ -399,11 +368,9 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
             if let s = stats, s.active {
                 job.processed = Int(s.processed); job.remaining = Int(s.remaining); job.rate = Int(s.bytesPerSecond)
                 save()
-                publish("migration_progress", ["job": .string(job.id), "vm": .string(vm),
-                                               "phase": .string(aborted != nil ? "aborting" : postcopy ? "postcopy" : "precopy"),
-                                               "processed_bytes": .number(Double(s.processed)), "remaining_bytes": .number(Double(s.remaining)),
-                                               "total_bytes": .number(Double(s.total)), "rate_bps": .number(Double(s.bytesPerSecond)),
-                                               "elapsed_ms": .number(Double(s.elapsedMs))])
+                emit(ExecutorAPI.MigrationProgress(job: job.id, vm: vm, phase: aborted != nil ? .aborting : postcopy ? .postcopy : .precopy,
+                                                   processedBytes: UInt64(s.processed), remainingBytes: UInt64(s.remaining),
+                                                   totalBytes: UInt64(s.total), rateBps: UInt64(s.bytesPerSecond), elapsedMs: UInt64(s.elapsedMs)))
             }
         }
         let wallMs = Int((DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
@@ -431,10 +398,8 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         save()
         logger.info("migration completed", metadata: ["job": "\(job.id)", "vm": "\(vm)", "to": "\(job.toHost)",
                                                       "elapsed_ms": "\(job.elapsedMs ?? 0)", "downtime_ms": "\(job.downtimeMs ?? -1)"])
-        publish("migration_completed", ["job": .string(job.id), "vm": .string(vm), "from": .string(job.fromHost), "to": .string(job.toHost),
-                                        "elapsed_ms": job.elapsedMs.map { .number(Double($0)) } ?? .null,
-                                        "downtime_ms": job.downtimeMs.map { .number(Double($0)) } ?? .null,
-                                        "blackout_ms": job.blackoutMs.map { .number(Double($0)) } ?? .null])
+        emit(ExecutorAPI.MigrationCompleted(job: job.id, vm: vm, from: job.fromHost, to: job.toHost,
+                                            elapsedMs: job.elapsedMs, downtimeMs: job.downtimeMs, blackoutMs: job.blackoutMs))
     }
 
     /// After a successful migration: the source port goes (with a grace period of forwarding to
@@ -444,16 +409,15 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
     /// `since`); for a silent VM there is no blackout to measure (nil).
     func cutOver(_ job: Journal.Job, facts: VMFacts, since: UInt64) -> Int? {
         let portName = VMSpec.portName(job.vm)
-        let vni = JSONValue.number(Double(facts.vni))
-        _ = try? call(job.destinationMesh, "announce_request", ["vni": vni, "name": .string(portName), "mac": .string(facts.mac)],
-                      key: job.destinationKey)
-        let old = try? call(options.mesh, "remove_port_request", ["vni": vni, "name": .string(portName), "mac": .string(facts.mac),
-                                                                  "forward_to": .string(job.destinationMesh)])
+        let mac = MACAddress(facts.mac)
+        if let mac { _ = try? call(job.destinationMesh, MeshAPI.Announce(vni: facts.vni, name: portName, mac: mac), key: job.destinationKey) }
+        let old = try? call(options.mesh, MeshAPI.RemovePort(vni: facts.vni, name: portName,
+                                                             forward: mac.map { .init(mac: $0, to: job.destinationMesh) }))
         // The guest's first frame at the new place may follow the resume by a moment.
         var new: JSONValue?
         let deadline = DispatchTime.now().uptimeNanoseconds + 2_000_000_000
         repeat {
-            new = try? call(job.destinationMesh, "port_stats_request", ["vni": vni, "name": .string(portName)], key: job.destinationKey)
+            new = try? call(job.destinationMesh, MeshAPI.PortStats(vni: facts.vni, name: portName), key: job.destinationKey, retries: 0)
             if new?["first_rx_ms"]?.numberValue != nil { break }
             usleep(20_000)
         } while DispatchTime.now().uptimeNanoseconds < deadline
@@ -506,13 +470,13 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         if decision.resumeSource { try? local?.resume(job.vm) }
         if decision.resumeDestination { try? remote?.resume(job.vm) }
         if let facts {
-            let vni = JSONValue.number(Double(facts.vni)), name = JSONValue.string(VMSpec.portName(job.vm))
+            let remove = MeshAPI.RemovePort(vni: facts.vni, name: VMSpec.portName(job.vm))
             switch decision.outcome {
             case .completed:
-                _ = try? call(options.mesh, "remove_port_request", ["vni": vni, "name": name])
+                _ = try? call(options.mesh, remove)
             case .rolledBack:
                 if !job.destinationMesh.isEmpty {
-                    _ = try? call(job.destinationMesh, "remove_port_request", ["vni": vni, "name": name], key: job.destinationKey)
+                    _ = try? call(job.destinationMesh, remove, key: job.destinationKey)
                 }
             case .wait, .lost: break
             }
@@ -525,7 +489,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         if job.error.isEmpty { job.error = "recovered after a restart: " + decision.why }
         do { try journal.save(job) } catch { logger.error("journal: \(error)") }
         logger.notice("job recovered", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "state": "\(job.state.rawValue)", "why": "\(decision.why)"])
-        publish("job_recovered", ["job": .string(job.id), "vm": .string(job.vm), "state": .string(job.state.rawValue), "why": .string(decision.why)])
+        emit(ExecutorAPI.JobRecovered(job: job.id, vm: job.vm, state: job.state.rawValue, why: decision.why))
     }
 
     // MARK: - Requests
@@ -539,99 +503,89 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
                 "created_at": .string(j.createdAt), "updated_at": .string(j.updatedAt)]
     }
 
-    func text(_ b: JSONValue, _ key: String) throws(ProtocolError) -> String {
-        guard let s = b[key]?.stringValue, !s.isEmpty else { throw ProtocolError(.invalidBody, "\(key) is required (a string)") }
-        return s
-    }
-
     /// A journal read; a database failure is an internal error, not "no such job".
     func journalRead<T>(_ body: () throws -> T) throws(ProtocolError) -> T {
         do { return try body() } catch { throw ProtocolError(.internalError, "journal: \(error)") }
     }
 
-    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
-        let b = request.body
-        switch request.header.msgType {
-        case "create_vm_request":
-            return try createVM(b)
-        case "destroy_vm_request":
-            return try destroyVM(try text(b, "name"))
-        case "vms_request":
-            return try vmsJSON()
-        case "host_info_request":
-            let running = lock.withLock { busyVMs.count }
-            return Replies.ok(["host": .string(options.hostID), "migration_uri": .string(options.migrationURI),
-                               "mesh": .string(options.mesh), "free_memory_mb": .number(Double(try freeMemoryMB())),
+    /// The requests of PROTOCOL.md §8.5, one handler per type.
+    private lazy var table: RequestTable = {
+        var t = RequestTable()
+        t.on(ExecutorAPI.CreateVM.self) { [unowned self] r in try self.createVM(r) }
+        t.on(ExecutorAPI.DestroyVM.self) { [unowned self] r in try self.destroyVM(r.name) }
+        t.on(ExecutorAPI.VMs.self) { [unowned self] _ in try self.vmsJSON() }
+        t.on(ExecutorAPI.HostInfo.self) { [unowned self] _ in
+            let running = self.lock.withLock { self.busyVMs.count }
+            return Replies.ok(["host": .string(self.options.hostID), "migration_uri": .string(self.options.migrationURI),
+                               "mesh": .string(self.options.mesh), "free_memory_mb": .number(Double(try self.freeMemoryMB())),
                                "migrations_running": .number(Double(running))])
-        case "migrate_request":
-            let vm = try text(b, "vm")
-            let o = try jobOptions(b)
-            let hv = try libvirt()
-            _ = try facts(vm, hv)      // unknown VM: not_found before the destination is asked
-            let dest = try destination(try text(b, "to_executor"), key: b["to_key"]?.stringValue ?? "")
-            if let to = b["to"]?.stringValue, !to.isEmpty, to != dest.host {
-                throw ProtocolError(.conflict, "to is \(to) but \(dest.executor) is host \(dest.host)")
-            }
-            var claimed = 0
-            let job = try admit(vm, to: dest, b, memoryClaimed: &claimed)
-            start(job, o, facts: try facts(vm, hv))
-            return Replies.ok(["job": .string(job.id), "state": .string(JobState.queued.rawValue)])
-        case "migrate_violin_request":
-            guard let vni = b["vni"]?.intValue, vni > 0 else { throw ProtocolError(.invalidBody, "vni is required (an integer)") }
-            var keep = Set<String>()
-            if let k = b["keep"] {
-                guard case .array(let list) = k, list.allSatisfy({ $0.stringValue != nil }) else {
-                    throw ProtocolError(.invalidBody, "keep must be a list of VM names")
-                }
-                keep = Set(list.compactMap(\.stringValue))
-            }
-            let o = try jobOptions(b)
-            let hv = try libvirt()
-            let dest = try destination(try text(b, "to_executor"), key: b["to_key"]?.stringValue ?? "")
-            let names = ((try? hv.domains()) ?? []).map(\.name).filter { name in
-                !keep.contains(name) && (try? hv.xml(name)).flatMap { VMFacts(domainXML: $0) }?.vni == UInt32(vni)
-            }
-            guard !names.isEmpty else { throw ProtocolError(.notFound, "no movable VM of VIOLIN \(vni) on host \(options.hostID)") }
-            var claimed = 0
-            var admitted: [(Journal.Job, VMFacts)] = []
-            for name in names {
-                do {
-                    admitted.append((try admit(name, to: dest, b, memoryClaimed: &claimed), try facts(name, hv)))
-                } catch {
-                    // All or nothing: the ones admitted so far are withdrawn.
-                    for (j, _) in admitted {
-                        var dropped = j
-                        dropped.state = .cancelled
-                        dropped.error = "withdrawn: \(error.message)"
-                        try? journal.save(dropped)
-                        lock.withLock { busyVMs[j.vm] = nil; controls[j.id] = nil }
-                    }
-                    throw error
-                }
-            }
-            let group = CutOverGroup(admitted.count)
-            for (job, f) in admitted { start(job, o, facts: f, group: group) }
-            return Replies.ok(["jobs": .array(admitted.map { ["job": .string($0.0.id), "vm": .string($0.0.vm)] })])
-        case "job_request":
-            let id = try text(b, "job")
-            guard let j = try journalRead({ try journal.job(id) }) else { throw ProtocolError(.notFound, "no job \(id)") }
-            return Replies.ok(Self.json(j).objectValue!)
-        case "jobs_request":
-            let limit = b["limit"]?.intValue ?? 50
-            guard (1...10_000).contains(limit) else { throw ProtocolError(.invalidBody, "limit must be 1..10000") }
-            let jobs = try journalRead { try journal.recent(limit: limit) }
-            return Replies.ok(["jobs": .array(jobs.map(Self.json))])
-        case "cancel_request":
-            let id = try text(b, "job")
-            guard let j = try journalRead({ try journal.job(id) }) else { throw ProtocolError(.notFound, "no job \(id)") }
-            guard let control = lock.withLock({ controls[id] }) else {
-                throw ProtocolError(.conflict, "job \(id) is \(j.state.rawValue): nothing to cancel")
-            }
-            lock.withLock { control.cancelled = true }
-            return Replies.ok(["job": .string(id), "state": .string("cancelling")])
-        default:
-            return nil
         }
+        t.on(ExecutorAPI.Migrate.self) { [unowned self] r in try self.migrate(r) }
+        t.on(ExecutorAPI.MigrateViolin.self) { [unowned self] r in try self.migrateViolin(r) }
+        t.on(ExecutorAPI.Job.self) { [unowned self] r in
+            guard let j = try self.journalRead({ try self.journal.job(r.job) }) else { throw ProtocolError(.notFound, "no job \(r.job)") }
+            return Replies.ok(Self.json(j).objectValue!)
+        }
+        t.on(ExecutorAPI.Jobs.self) { [unowned self] r in
+            let jobs = try self.journalRead { try self.journal.recent(limit: r.limit) }
+            return Replies.ok(["jobs": .array(jobs.map(Self.json))])
+        }
+        t.on(ExecutorAPI.Cancel.self) { [unowned self] r in
+            guard let j = try self.journalRead({ try self.journal.job(r.job) }) else { throw ProtocolError(.notFound, "no job \(r.job)") }
+            guard let control = self.lock.withLock({ self.controls[r.job] }) else {
+                throw ProtocolError(.conflict, "job \(r.job) is \(j.state.rawValue): nothing to cancel")
+            }
+            self.lock.withLock { control.cancelled = true }
+            return Replies.ok(["job": .string(r.job), "state": .string("cancelling")])
+        }
+        return t
+    }()
+
+    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
+
+    func migrate(_ r: ExecutorAPI.Migrate) throws(ProtocolError) -> JSONValue {
+        let o = jobOptions(r.options)
+        let hv = try libvirt()
+        _ = try facts(r.vm, hv)      // unknown VM: not_found before the destination is asked
+        let dest = try destination(r.options.toExecutor, key: r.options.toKey)
+        if !r.options.to.isEmpty, r.options.to != dest.host {
+            throw ProtocolError(.conflict, "to is \(r.options.to) but \(dest.executor) is host \(dest.host)")
+        }
+        var claimed = 0
+        let job = try admit(r.vm, to: dest, r.options, memoryClaimed: &claimed)
+        start(job, o, facts: try facts(r.vm, hv))
+        return Replies.ok(["job": .string(job.id), "state": .string(JobState.queued.rawValue)])
+    }
+
+    func migrateViolin(_ r: ExecutorAPI.MigrateViolin) throws(ProtocolError) -> JSONValue {
+        let keep = Set(r.keep)
+        let o = jobOptions(r.options)
+        let hv = try libvirt()
+        let dest = try destination(r.options.toExecutor, key: r.options.toKey)
+        let names = ((try? hv.domains()) ?? []).map(\.name).filter { name in
+            !keep.contains(name) && (try? hv.xml(name)).flatMap { VMFacts(domainXML: $0) }?.vni == r.vni
+        }
+        guard !names.isEmpty else { throw ProtocolError(.notFound, "no movable VM of VIOLIN \(r.vni) on host \(options.hostID)") }
+        var claimed = 0
+        var admitted: [(Journal.Job, VMFacts)] = []
+        for name in names {
+            do {
+                admitted.append((try admit(name, to: dest, r.options, memoryClaimed: &claimed), try facts(name, hv)))
+            } catch {
+                // All or nothing: the ones admitted so far are withdrawn.
+                for (j, _) in admitted {
+                    var dropped = j
+                    dropped.state = .cancelled
+                    dropped.error = "withdrawn: \(error.message)"
+                    try? journal.save(dropped)
+                    lock.withLock { busyVMs[j.vm] = nil; controls[j.id] = nil }
+                }
+                throw error
+            }
+        }
+        let group = CutOverGroup(admitted.count)
+        for (job, f) in admitted { start(job, o, facts: f, group: group) }
+        return Replies.ok(["jobs": .array(admitted.map { ["job": .string($0.0.id), "vm": .string($0.0.vm)] })])
     }
 
     public var state: JSONValue {

@@ -77,7 +77,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
                 }
                 if p.pid > 0, kill(p.pid, 0) == 0, switchAnswers(vni) {
                     logger.info("adopted switch", metadata: ["vni": "\(vni)", "pid": "\(p.pid)"])
-                    publish("switch_adopted", ["vni": .number(Double(vni)), "pid": .number(Double(p.pid)), "tunnel": .string(p.tunnel)])
+                    emit(MeshAPI.SwitchAdopted(vni: vni, pid: p.pid, tunnel: p.tunnel))
                 } else {
                     startSwitch(vni)
                 }
@@ -148,7 +148,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             logger.error("cannot start violin-switch", metadata: ["vni": "\(vni)", "error": "\(error)"])
             return
         }
-        publish("switch_started", ["vni": .number(Double(vni)), "pid": .number(Double(process.pid)), "tunnel": .string(p.tunnel)])
+        emit(MeshAPI.SwitchStarted(vni: vni, pid: process.pid, tunnel: p.tunnel))
         // Wait for its control socket, then hand it its ports and peers.
         let deadline = monotonicMillis() + 5000
         while !switchAnswers(vni) && monotonicMillis() < deadline {}
@@ -169,7 +169,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             restartAt[vni] = Self.now() + b
             return true
         }
-        publish("switch_exited", ["vni": .number(Double(vni)), "status": .number(Double(process.exitStatus ?? -1))])
+        emit(MeshAPI.SwitchExited(vni: vni, status: Int(process.exitStatus ?? -1)))
         if restart { worker.waker.wake() }
     }
 
@@ -199,8 +199,8 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
 
     private var myKey: String { options.keyPair?.publicKey ?? "" }
 
-    private func meshCall(_ endpoint: String, _ type: String, _ body: JSONValue, key: String? = nil,
-                          timeoutMs: Int = 1500) throws(ServiceClient.Failure) -> JSONValue {
+    private func meshCall<R: RequestBody>(_ endpoint: String, _ request: R, key: String? = nil, timeoutMs: Int = 1500,
+                                          retries: Int? = nil) throws(ServiceClient.Failure) -> JSONValue {
         var security: ClientSecurity?
         if let pair = options.keyPair {
             let server = key ?? lock.withLock { membership.key(of: endpoint) }
@@ -209,15 +209,14 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         let client = ServiceClient(context: context, endpoint: endpoint, security: security, sender: options.me,
                                    timeoutMs: timeoutMs)
         defer { client.close() }
-        return try client.call(type, body: body)
+        return try client.call(request, retries: retries)
     }
 
     private func announce(_ change: MembershipChange?) {
         guard let change else { return }
         switch change {
-        case .joined(let vni, let member): publish("member_joined", ["vni": .number(Double(vni)), "member": .string(member)])
-        case .left(let vni, let member, let reason):
-            publish("member_left", ["vni": .number(Double(vni)), "member": .string(member), "reason": .string(reason)])
+        case .joined(let vni, let member): emit(MeshAPI.MemberJoined(vni: vni, member: member))
+        case .left(let vni, let member, let reason): emit(MeshAPI.MemberLeft(vni: vni, member: member, reason: reason))
         }
     }
 
@@ -237,9 +236,8 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         if let seed, seed != options.me {
             let reply: JSONValue
             do {
-                reply = try meshCall(seed, "member_join_request",
-                                     ["vni": .number(Double(vni)), "endpoint": .string(options.me), "tunnel": .string(tunnel),
-                                      "key": .string(myKey)], key: seedKey)
+                reply = try meshCall(seed, MeshAPI.MemberJoin(member: .init(vni: vni, endpoint: options.me, tunnel: tunnel, key: myKey)),
+                                     key: seedKey)
             } catch { throw ProtocolError(.unavailable, "seed \(seed): \(error)") }
             var others: [(String, String)] = []
             if case .array(let list)? = reply["members"] {
@@ -253,9 +251,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             }
             // Announce ourselves to every member the seed named.
             for (e, _) in others {
-                _ = try? meshCall(e, "member_announce_request",
-                                  ["vni": .number(Double(vni)), "endpoint": .string(options.me), "tunnel": .string(tunnel),
-                                   "key": .string(myKey)])
+                _ = try? meshCall(e, MeshAPI.MemberAnnounce(member: .init(vni: vni, endpoint: options.me, tunnel: tunnel, key: myKey)))
             }
         }
         pushPeers(vni)
@@ -270,7 +266,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             return (membership.absent(vni), children.removeValue(forKey: vni))
         }
         for m in members {
-            _ = try? meshCall(m.endpoint, "member_leave_request", ["vni": .number(Double(vni)), "endpoint": .string(options.me)],
+            _ = try? meshCall(m.endpoint, MeshAPI.MemberLeave(vni: vni, endpoint: options.me),
                               timeoutMs: 500)
         }
         if let child, child.isRunning { child.terminate() } else { _ = try? switchCall(vni, AdminAPI.Ping(), timeoutMs: 200) }
@@ -294,8 +290,9 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         while !worker.isStopping {
             let contacts = lock.withLock { membership.contacts }
             for endpoint in contacts {
-                let ok = (try? meshCall(endpoint, "member_heartbeat_request", ["endpoint": .string(options.me)],
-                                        timeoutMs: Int(options.interval * 500))) != nil
+                // No resend: a heartbeat that goes unanswered is the news.
+                let ok = (try? meshCall(endpoint, MeshAPI.MemberHeartbeat(endpoint: options.me),
+                                        timeoutMs: Int(options.interval * 500), retries: 0)) != nil
                 if ok {
                     let changes = lock.withLock { membership.heard(endpoint, now: Self.now()) }
                     changes.forEach(announce)
@@ -319,7 +316,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
                 return (list.sorted(), dead.sorted())
             }
             // An adopted switch is not our child: its exit status is not ours to read.
-            for vni in adoptedDead { publish("switch_exited", ["vni": .number(Double(vni)), "status": .number(-1)]) }
+            for vni in adoptedDead { emit(MeshAPI.SwitchExited(vni: vni, status: -1)) }
             for vni in due { startSwitch(vni) }
             _ = try? poll(&items, timeoutMs: Int(options.interval * 1000))
             if items[0].readable { worker.waker.drain() }
@@ -334,156 +331,115 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         }
     }
 
-    private func macField(_ b: JSONValue) throws(ProtocolError) -> MACAddress {
-        guard let mac = b["mac"]?.stringValue.flatMap(MACAddress.init), mac.isUnicast else {
-            throw ProtocolError(.invalidBody, "mac must be a unicast MAC address like 02:00:00:00:00:01")
-        }
-        return mac
-    }
-
-    private func vniField(_ b: JSONValue) throws(ProtocolError) -> UInt32 {
-        guard let n = b["vni"]?.intValue, (1...0xFF_FFFF).contains(n) else {
-            throw ProtocolError(.invalidBody, "vni (1-16777215) is required")
-        }
-        return UInt32(n)
-    }
-
-    private func text(_ b: JSONValue, _ key: String) throws(ProtocolError) -> String {
-        guard let v = b[key]?.stringValue, !v.isEmpty else { throw ProtocolError(.invalidBody, "\(key) (a string) is required") }
-        return v
-    }
-
-    private func endpointField(_ b: JSONValue, _ key: String) throws(ProtocolError) -> String {
-        let e = try text(b, key)
-        guard e.hasPrefix("tcp://") || e.hasPrefix("ipc://") else {
-            throw ProtocolError(.invalidBody, "\(key) must be a ZeroMQ endpoint (tcp:// or ipc://)")
-        }
-        return e
-    }
-
-    private func keyField(_ b: JSONValue, _ key: String) throws(ProtocolError) -> String? {
-        guard let v = b[key] else { return nil }
-        guard let k = v.stringValue, k.isEmpty || CurveKeyPair.isValidKey(k) else {
-            throw ProtocolError(.invalidBody, "\(key) must be a CURVE public key (40 Z85 characters)")
-        }
-        return k.isEmpty ? nil : k
-    }
-
     private func requirePresent(_ vni: UInt32) throws(ProtocolError) {
         guard lock.withLock({ presence[vni] != nil }) else { throw ProtocolError(.notFound, "VIOLIN \(vni) is not present here") }
     }
 
-    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
-        let b = request.body
-        switch request.header.msgType {
-        case "join_violin_request":
-            let seed = b["seed"] == nil ? nil : try endpointField(b, "seed")
-            return try join(try vniField(b), seed: seed, seedKey: try keyField(b, "seed_key"))
-        case "leave_violin_request":
-            let vni = try vniField(b)
-            try requirePresent(vni)
-            try leave(vni)
-            return Replies.ok(["vni": .number(Double(vni))])
-        case "add_port_request":
-            let vni = try vniField(b)
-            let name = try text(b, "name")
-            if lock.withLock({ presence[vni] == nil }) {
-                _ = try join(vni, seed: b["seed"] == nil ? nil : try endpointField(b, "seed"), seedKey: try keyField(b, "seed_key"))
+    /// The requests of PROTOCOL.md §8.2, one handler per type.
+    private lazy var table: RequestTable = {
+        var t = RequestTable()
+        t.on(MeshAPI.JoinViolin.self) { [unowned self] r in try self.join(r.vni, seed: r.seed, seedKey: Self.key(r.seedKey)) }
+        t.on(MeshAPI.LeaveViolin.self) { [unowned self] r in
+            try self.requirePresent(r.vni)
+            try self.leave(r.vni)
+            return Replies.ok(["vni": .number(Double(r.vni))])
+        }
+        t.on(MeshAPI.AddPort.self) { [unowned self] r in
+            if self.lock.withLock({ self.presence[r.vni] == nil }) {
+                _ = try self.join(r.vni, seed: r.seed, seedKey: Self.key(r.seedKey))
             }
-            var body = b.objectValue ?? [:]
-            body["vni"] = nil
-            body["seed"] = nil
-            body["seed_key"] = nil
-            let port = try SwitchAPI.AddPort.decode(.object(body))
-            let reply = try switchCall(vni, port)
-            lock.withLock { presence[vni]?.ports[name] = port.json }
-            save()
-            return Replies.ok(["vni": .number(Double(vni)), "port": reply["port"] ?? .null])
-        case "remove_port_request":
-            let vni = try vniField(b)
-            let name = try text(b, "name")
-            try requirePresent(vni)
-            var request = SwitchAPI.RemovePort(name: name)
-            // The VM behind the port migrated to the member `forward_to` (its mesh endpoint): the
-            // switch sends late frames for `mac` on to that member's switch for a grace period.
-            if let to = b["forward_to"] {
-                guard let endpoint = to.stringValue,
-                      let tunnel = lock.withLock({ membership.members[vni]?[endpoint]?.tunnel }) else {
-                    throw ProtocolError(.notFound, "forward_to must be the mesh endpoint of a member of VIOLIN \(vni)")
-                }
-                let grace = b["grace_s"]?.numberValue ?? 10
-                guard (0...3600).contains(grace) else { throw ProtocolError(.invalidBody, "grace_s must be 0-3600") }
-                request.forward = .init(mac: try macField(b), to: tunnel, graceS: grace)
-            }
-            let removed = try switchCall(vni, request)
-            let empty = lock.withLock { () -> Bool in
-                presence[vni]?.ports[name] = nil
-                return presence[vni]?.ports.isEmpty ?? true
-            }
-            if empty { try leave(vni) } else { save() }
-            var reply = removed.objectValue ?? [:]
-            reply["status"] = nil
-            reply["vni"] = .number(Double(vni))
-            return Replies.ok(reply)
-        case "announce_request":
-            let vni = try vniField(b)
-            try requirePresent(vni)
-            let reply = try switchCall(vni, SwitchAPI.Announce(port: try text(b, "name"), mac: try macField(b)))
-            return Replies.ok(["vni": .number(Double(vni)), "announced": reply["announced"] ?? .null])
-        case "port_stats_request":
-            let vni = try vniField(b)
-            let name = try text(b, "name")
-            try requirePresent(vni)
-            let stats = try switchCall(vni, SwitchAPI.Stats())
-            guard case .object(var port)? = stats["ports"]?[name] else { throw ProtocolError(.notFound, "no port \(name) in VIOLIN \(vni)") }
-            port["vni"] = .number(Double(vni))
-            port["name"] = .string(name)
+            let reply = try self.switchCall(r.vni, r.port)
+            self.lock.withLock { self.presence[r.vni]?.ports[r.port.name] = r.port.json }
+            self.save()
+            return Replies.ok(["vni": .number(Double(r.vni)), "port": reply["port"] ?? .null])
+        }
+        t.on(MeshAPI.RemovePort.self) { [unowned self] r in try self.removePort(r) }
+        t.on(MeshAPI.Announce.self) { [unowned self] r in
+            try self.requirePresent(r.vni)
+            let reply = try self.switchCall(r.vni, SwitchAPI.Announce(port: r.name, mac: r.mac))
+            return Replies.ok(["vni": .number(Double(r.vni)), "announced": reply["announced"] ?? .null])
+        }
+        t.on(MeshAPI.PortStats.self) { [unowned self] r in
+            try self.requirePresent(r.vni)
+            let stats = try self.switchCall(r.vni, SwitchAPI.Stats())
+            guard case .object(var port)? = stats["ports"]?[r.name] else { throw ProtocolError(.notFound, "no port \(r.name) in VIOLIN \(r.vni)") }
+            port["vni"] = .number(Double(r.vni))
+            port["name"] = .string(r.name)
             return Replies.ok(port)
-        case "members_request":
-            let vni = try vniField(b)
-            try requirePresent(vni)
-            let peers = lock.withLock { membership.peers(vni) }
-            return Replies.ok(["vni": .number(Double(vni)), "members": membersJSON(vni), "peers": .array(peers.map { .string($0) })])
-        case "ports_request":
-            let list: [JSONValue] = lock.withLock {
-                presence.keys.sorted().map { vni in
-                    let p = presence[vni]!
-                    return ["vni": .number(Double(vni)), "tunnel": .string(p.tunnel), "switch": .string(control(vni)),
+        }
+        t.on(MeshAPI.Members.self) { [unowned self] r in
+            try self.requirePresent(r.vni)
+            let peers = self.lock.withLock { self.membership.peers(r.vni) }
+            return Replies.ok(["vni": .number(Double(r.vni)), "members": self.membersJSON(r.vni), "peers": .array(peers.map { .string($0) })])
+        }
+        t.on(MeshAPI.Ports.self) { [unowned self] _ in
+            let list: [JSONValue] = self.lock.withLock {
+                self.presence.keys.sorted().map { vni in
+                    let p = self.presence[vni]!
+                    return ["vni": .number(Double(vni)), "tunnel": .string(p.tunnel), "switch": .string(self.control(vni)),
                             "pid": .number(Double(p.pid)), "ports": .array(p.ports.keys.sorted().map { .string($0) })]
                 }
             }
             return Replies.ok(["violins": .array(list)])
-        case "member_join_request", "member_announce_request":
-            let vni = try vniField(b)
-            let endpoint = try endpointField(b, "endpoint")
-            let tunnel = try text(b, "tunnel")
-            let key = try keyField(b, "key") ?? ""
-            try requirePresent(vni)
-            let change = lock.withLock { membership.admit(vni, endpoint: endpoint, tunnel: tunnel, now: Self.now(), key: key) }
-            announce(change)
-            pushPeers(vni)
-            save()
-            if request.header.msgType == "member_join_request" {
-                let list = lock.withLock { membership.list(vni, myKey: myKey) }.filter { $0.endpoint != endpoint }
-                return Replies.ok(["members": .array(list.map {
-                    ["endpoint": .string($0.endpoint), "tunnel": .string($0.tunnel), "key": .string($0.key)] })])
-            }
-            return Replies.ok()
-        case "member_leave_request":
-            let vni = try vniField(b)
-            let endpoint = try endpointField(b, "endpoint")
-            let change = lock.withLock { membership.remove(vni, endpoint: endpoint) }
-            announce(change)
-            if change != nil { pushPeers(vni); save() }
-            return Replies.ok()
-        case "member_heartbeat_request":
-            let endpoint = try endpointField(b, "endpoint")
-            let (changes, vnis) = lock.withLock { (membership.heard(endpoint, now: Self.now()), membership.violins) }
-            changes.forEach(announce)
-            for case .joined(let vni, _) in changes { pushPeers(vni) }
-            return Replies.ok(["violins": .array(vnis.map { .number(Double($0)) })])
-        default:
-            return nil
         }
+        t.on(MeshAPI.MemberJoin.self) { [unowned self] r in
+            try self.admit(r.member)
+            let list = self.lock.withLock { self.membership.list(r.member.vni, myKey: self.myKey) }.filter { $0.endpoint != r.member.endpoint }
+            return Replies.ok(["members": .array(list.map {
+                ["endpoint": .string($0.endpoint), "tunnel": .string($0.tunnel), "key": .string($0.key)] })])
+        }
+        t.on(MeshAPI.MemberAnnounce.self) { [unowned self] r in
+            try self.admit(r.member)
+            return Replies.ok()
+        }
+        t.on(MeshAPI.MemberLeave.self) { [unowned self] r in
+            let change = self.lock.withLock { self.membership.remove(r.vni, endpoint: r.endpoint) }
+            self.announce(change)
+            if change != nil { self.pushPeers(r.vni); self.save() }
+            return Replies.ok()
+        }
+        t.on(MeshAPI.MemberHeartbeat.self) { [unowned self] r in
+            let (changes, vnis) = self.lock.withLock { (self.membership.heard(r.endpoint, now: Self.now()), self.membership.violins) }
+            changes.forEach(self.announce)
+            for case .joined(let vni, _) in changes { self.pushPeers(vni) }
+            return Replies.ok(["violins": .array(vnis.map { .number(Double($0)) })])
+        }
+        return t
+    }()
+
+    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
+
+    /// A key field: empty means none.
+    private static func key(_ k: String?) -> String? { (k ?? "").isEmpty ? nil : k }
+
+    private func admit(_ m: MeshAPI.Member) throws(ProtocolError) {
+        try requirePresent(m.vni)
+        let change = lock.withLock { membership.admit(m.vni, endpoint: m.endpoint, tunnel: m.tunnel, now: Self.now(), key: m.key) }
+        announce(change)
+        pushPeers(m.vni)
+        save()
+    }
+
+    private func removePort(_ r: MeshAPI.RemovePort) throws(ProtocolError) -> JSONValue {
+        try requirePresent(r.vni)
+        var request = SwitchAPI.RemovePort(name: r.name)
+        // The VM behind the port migrated to the member `forward_to` (its mesh endpoint): the
+        // switch sends late frames for `mac` on to that member's switch for a grace period.
+        if let f = r.forward {
+            guard let tunnel = lock.withLock({ membership.members[r.vni]?[f.to]?.tunnel }) else {
+                throw ProtocolError(.notFound, "forward_to must be the mesh endpoint of a member of VIOLIN \(r.vni)")
+            }
+            request.forward = .init(mac: f.mac, to: tunnel, graceS: f.graceS)
+        }
+        let removed = try switchCall(r.vni, request)
+        let empty = lock.withLock { () -> Bool in
+            presence[r.vni]?.ports[r.name] = nil
+            return presence[r.vni]?.ports.isEmpty ?? true
+        }
+        if empty { try leave(r.vni) } else { save() }
+        var reply = removed.objectValue ?? [:]
+        reply["status"] = nil
+        reply["vni"] = .number(Double(r.vni))
+        return Replies.ok(reply)
     }
 }

@@ -58,7 +58,7 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
 
     public func start() throws {
         let sub: EventSubscriber? = try options.subscribe.map {
-            try EventSubscriber(context: context, endpoint: $0, topics: ["monitor.sampled", "executor.migration_completed"],
+            try EventSubscriber(context: context, endpoint: $0, topics: [MonitorAPI.Sampled.topic, ExecutorAPI.MigrationCompleted.topic],
                                 security: options.busSecurity)
         }
         worker.start(name: "policy-worker") { [self] in
@@ -82,7 +82,7 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
             if items[0].readable { worker.waker.drain() }
             if let sub, items.count > 1, items[1].readable {
                 while case .event(let m, _)? = try? sub.next(timeoutMs: 0) {
-                    if m.header.msgType == "executor.migration_completed" { migrated(m.body) } else { ingest(m.body) }
+                    if m.header.msgType == ExecutorAPI.MigrationCompleted.topic { migrated(m.body) } else { ingest(m.body) }
                 }
             }
             let due = lock.withLock { defer { roundDue = false }; return roundDue }
@@ -113,7 +113,7 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
 
     /// An executor moved a VM: the inventory follows (the VM's new host, as the executor names it).
     public func migrated(_ body: JSONValue) {
-        guard let vm = body["vm"]?.stringValue, let to = body["to"]?.stringValue else { return }
+        guard let (vm, to) = ExecutorAPI.MigrationCompleted.moved(body) else { return }
         do { try store.place(vm: vm, on: to) } catch {
             logger.warning("migration of an unknown VM or to an unknown host", metadata: ["vm": "\(vm)", "to": "\(to)", "error": "\(error)"])
         }
@@ -149,10 +149,9 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
                 outcome = execute(d, id: id, inv: inv, state: state)
                 try store.setOutcome(id, outcome)
             }
-            let entry: JSONValue = ["id": .number(Double(id)), "kind": .string(kind(d)), "decision": body,
-                                    "reason": .string(d.reason), "mode": .string(mode), "outcome": .string(outcome)]
-            publish("decided", entry)
-            out.append(entry)
+            let decided = PolicyAPI.Decided(id: Int(id), kind: kind(d), decision: body, reason: d.reason, mode: mode, outcome: outcome)
+            emit(decided)
+            out.append(decided.json)
         }
         return out
     }
@@ -168,15 +167,22 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
             let client = executorClient(from, inv)
             defer { client.close() }
             do {
-                _ = try client.call("migrate_request", body: ["vm": .string(vm), "from": .string(from), "to": .string(to),
-                                                              "to_executor": .string(inv.endpoints[to]?.executor ?? ""),
-                                                              "to_key": .string(inv.keys[to] ?? ""),
-                                                              "reason": .string(d.reason), "decision_id": .number(Double(id))])
+                _ = try client.call(Self.migration(vm, to: to, inv, reason: d.reason, decisionID: String(id)))
             } catch {
                 failures.append("\(vm): \(error)")
             }
         }
         return failures.isEmpty ? "sent" : "failed: " + failures.joined(separator: "; ")
+    }
+
+    /// The command that moves `vm` to host `to`, sent to the executor of the VM's host.
+    static func migration(_ vm: String, to: String, _ inv: PolicyStore.Inventory, reason: String, decisionID: String = "") -> ExecutorAPI.Migrate {
+        var o = ExecutorAPI.MigrationOptions(toExecutor: inv.endpoints[to]?.executor ?? "")
+        o.toKey = inv.keys[to] ?? ""
+        o.to = to
+        o.reason = reason
+        o.decisionID = decisionID
+        return ExecutorAPI.Migrate(vm: vm, options: o)
     }
 
     /// A client for a host's executor: over CURVE when both we and the host have keys.
@@ -212,16 +218,6 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
 
     public var state: JSONValue { ["mode": .string(mode), "policy": .string(policy.name)] }
 
-    private func text(_ b: JSONValue, _ key: String) throws(ProtocolError) -> String {
-        guard let v = b[key]?.stringValue, !v.isEmpty else { throw ProtocolError(.invalidBody, "\(key) (a string) is required") }
-        return v
-    }
-
-    private func positive(_ b: JSONValue, _ key: String) throws(ProtocolError) -> Int {
-        guard let v = b[key]?.intValue, v > 0 else { throw ProtocolError(.invalidBody, "\(key) (a positive integer) is required") }
-        return v
-    }
-
     private func storeCall<T>(_ body: () throws -> T) throws(ProtocolError) -> T {
         do { return try body() } catch let f as PolicyStore.Failure {
             switch f.kind {
@@ -234,108 +230,109 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
         }
     }
 
-    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
-        let b = request.body
-        switch request.header.msgType {
-        case "register_domain_request":
-            let id = try text(b, "id")
-            try storeCall { try store.registerDomain(id) }
-            return Replies.ok(["id": .string(id)])
-        case "register_host_request":
-            let id = try text(b, "id"), domain = try text(b, "domain")
-            let cores = try positive(b, "cores"), memory = try positive(b, "memory_mb")
-            let executor = b["executor"]?.stringValue ?? "", monitor = b["monitor"]?.stringValue ?? ""
-            let key = b["key"]?.stringValue ?? ""
-            guard key.isEmpty || CurveKeyPair.isValidKey(key) else { throw ProtocolError(.invalidBody, "key must be a CURVE public key (40 Z85 characters)") }
-            try storeCall { try store.registerHost(id: id, domain: domain, cores: cores, memoryMB: memory, executor: executor, monitor: monitor, key: key) }
-            return Replies.ok(["id": .string(id)])
-        case "drain_host_request":
-            let id = try text(b, "id")
-            try storeCall { try store.setDraining(id) }
-            let (state, inv) = try storeCall { try self.clusterState() }
-            let plan = Drain.plan(state, host: id, draining: inv.draining)
-            var moves: [JSONValue] = []
-            for (vm, to) in plan.moves {
-                var outcome = "sent"
-                if !(inv.endpoints[id]?.executor ?? "").isEmpty {
-                    let client = executorClient(id, inv)
-                    do {
-                        _ = try client.call("migrate_request", body: ["vm": .string(vm), "from": .string(id), "to": .string(to),
-                                                                      "to_executor": .string(inv.endpoints[to]?.executor ?? ""),
-                                                                      "to_key": .string(inv.keys[to] ?? ""),
-                                                                      "reason": .string("host \(id) is draining")])
-                    } catch { outcome = "failed: \(error)" }
-                    client.close()
-                } else {
-                    outcome = "failed: no executor known for host \(id)"
-                }
-                moves.append(["vm": .string(vm), "to": .string(to), "outcome": .string(outcome)])
-            }
-            let body: [String: JSONValue] = ["id": .string(id), "moves": .array(moves), "stuck": .array(plan.stuck.map { .string($0) })]
-            publish("host_draining", .object(body))
-            return Replies.ok(body)
-        case "remove_host_request":
-            let id = try text(b, "id")
-            try storeCall { try store.removeHost(id) }
-            return Replies.ok(["id": .string(id)])
-        case "create_violin_request":
-            let id = try text(b, "id"), home = try text(b, "home_domain"), head = try text(b, "head")
-            guard case .array(let list)? = b["vms"], !list.isEmpty else { throw ProtocolError(.invalidBody, "vms (a non-empty list) is required") }
-            var vms: [PolicyStore.NewVM] = []
-            for v in list { vms.append(.init(id: try text(v, "id"), memoryMB: try positive(v, "memory_mb"), host: try text(v, "host"))) }
-            try storeCall { try store.createViolin(id: id, homeDomain: home, head: head, vms: vms) }
-            return Replies.ok(["id": .string(id)])
-        case "destroy_violin_request":
-            let id = try text(b, "id")
-            try storeCall { try store.destroyViolin(id) }
-            return Replies.ok(["id": .string(id)])
-        case "set_mode_request":
-            let m = try text(b, "mode")
-            guard m == "recommend" || m == "automatic" else { throw ProtocolError(.invalidBody, "mode must be recommend or automatic") }
-            try storeCall { try store.setSetting("mode", m) }
-            publish("mode_changed", ["mode": .string(m)])
-            return Replies.ok(["mode": .string(m)])
-        case "evaluate_request":
-            let decisions = try storeCall { try evaluate() }
-            return Replies.ok(["decisions": .array(decisions)])
-        case "explain_request":
-            let (state, inv) = try storeCall { try self.clusterState() }
-            let scores = Scores(state)
-            return Replies.ok([
-                "hosts": .array(inv.hosts.map { h in
-                    ["id": .string(h.id), "domain": .string(h.domain), "cores": .number(Double(h.cores)),
-                     "score": .number((scores.score(h.id) * 1000).rounded() / 1000),
-                     "high_demand_vms": .number(Double(scores.high[h.id] ?? 0)),
-                     "load": .number(((scores.load[h.id] ?? 0) * 100).rounded() / 100)]
-                }),
-                "deviation": .number((scores.deviation * 1000).rounded() / 1000),
-            ])
-        case "decisions_request":
-            let limit = b["limit"]?.intValue ?? 50
-            guard (1...10_000).contains(limit) else { throw ProtocolError(.invalidBody, "limit must be 1-10000") }
-            let rows = try storeCall { try store.decisions(limit: limit) }
-            return Replies.ok(["decisions": .array(rows.map { r in
-                ["id": .number(Double(r["id"] as Int64)), "time": .string(r["time"]), "kind": .string(r["kind"]),
-                 "decision": (try? JSONText.parse(Array((r["body"] as String).utf8))) ?? .null,
-                 "reason": .string(r["reason"]), "mode": .string(r["mode"]), "outcome": .string(r["outcome"])]
-            })])
-        case "inventory_request":
-            let inv = try storeCall { try store.inventory() }
-            return Replies.ok([
-                "domains": .array(inv.domains.map { .string($0) }),
-                "hosts": .array(inv.hosts.map { ["id": .string($0.id), "domain": .string($0.domain), "cores": .number(Double($0.cores)),
-                                                 "memory_mb": .number(Double($0.memoryMB)),
-                                                 "executor": .string(inv.endpoints[$0.id]?.executor ?? ""),
-                                                 "monitor": .string(inv.endpoints[$0.id]?.monitor ?? ""),
-                                                 "key": .string(inv.keys[$0.id] ?? ""),
-                                                 "draining": .bool(inv.draining.contains($0.id))] }),
-                "violins": .array(inv.violins.map { ["id": .string($0.id), "home_domain": .string($0.homeDomain), "head": .string($0.head)] }),
-                "vms": .array(inv.vms.map { ["id": .string($0.id), "violin": .string($0.violin), "memory_mb": .number(Double($0.memoryMB)),
-                                             "host": .string(inv.placement[$0.id] ?? "")] }),
-                "mode": .string(mode), "policy": .string(policy.name),
-            ])
-        default:
-            return nil
+    /// The requests of PROTOCOL.md §8.4, one handler per type.
+    private lazy var table: RequestTable = {
+        var t = RequestTable()
+        t.on(PolicyAPI.RegisterDomain.self) { [unowned self] r in
+            try self.storeCall { try self.store.registerDomain(r.id) }
+            return Replies.ok(["id": .string(r.id)])
         }
+        t.on(PolicyAPI.RegisterHost.self) { [unowned self] r in
+            try self.storeCall { try self.store.registerHost(id: r.id, domain: r.domain, cores: r.cores, memoryMB: r.memoryMB,
+                                                             executor: r.executor, monitor: r.monitor, key: r.key) }
+            return Replies.ok(["id": .string(r.id)])
+        }
+        t.on(PolicyAPI.DrainHost.self) { [unowned self] r in try self.drain(r.id) }
+        t.on(PolicyAPI.RemoveHost.self) { [unowned self] r in
+            try self.storeCall { try self.store.removeHost(r.id) }
+            return Replies.ok(["id": .string(r.id)])
+        }
+        t.on(PolicyAPI.CreateViolin.self) { [unowned self] r in
+            let vms = r.vms.map { PolicyStore.NewVM(id: $0.id, memoryMB: $0.memoryMB, host: $0.host) }
+            try self.storeCall { try self.store.createViolin(id: r.id, homeDomain: r.homeDomain, head: r.head, vms: vms) }
+            return Replies.ok(["id": .string(r.id)])
+        }
+        t.on(PolicyAPI.DestroyViolin.self) { [unowned self] r in
+            try self.storeCall { try self.store.destroyViolin(r.id) }
+            return Replies.ok(["id": .string(r.id)])
+        }
+        t.on(PolicyAPI.SetMode.self) { [unowned self] r in
+            try self.storeCall { try self.store.setSetting("mode", r.mode.rawValue) }
+            self.emit(PolicyAPI.ModeChanged(mode: r.mode))
+            return Replies.ok(["mode": .string(r.mode.rawValue)])
+        }
+        t.on(PolicyAPI.Evaluate.self) { [unowned self] _ in
+            let decisions = try self.storeCall { try self.evaluate() }
+            return Replies.ok(["decisions": .array(decisions)])
+        }
+        t.on(PolicyAPI.Explain.self) { [unowned self] _ in try self.explain() }
+        t.on(PolicyAPI.Decisions.self) { [unowned self] r in try self.decisions(limit: r.limit) }
+        t.on(PolicyAPI.Inventory.self) { [unowned self] _ in try self.inventoryReply() }
+        return t
+    }()
+
+    public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
+
+    func drain(_ id: String) throws(ProtocolError) -> JSONValue {
+        try storeCall { try store.setDraining(id) }
+        let (state, inv) = try storeCall { try self.clusterState() }
+        let plan = Drain.plan(state, host: id, draining: inv.draining)
+        var moves: [JSONValue] = []
+        for (vm, to) in plan.moves {
+            var outcome = "sent"
+            if !(inv.endpoints[id]?.executor ?? "").isEmpty {
+                let client = executorClient(id, inv)
+                do {
+                    _ = try client.call(Self.migration(vm, to: to, inv, reason: "host \(id) is draining"))
+                } catch { outcome = "failed: \(error)" }
+                client.close()
+            } else {
+                outcome = "failed: no executor known for host \(id)"
+            }
+            moves.append(["vm": .string(vm), "to": .string(to), "outcome": .string(outcome)])
+        }
+        let event = PolicyAPI.HostDraining(id: id, moves: moves, stuck: plan.stuck)
+        emit(event)
+        return Replies.ok(event.json.objectValue ?? [:])
+    }
+
+    func explain() throws(ProtocolError) -> JSONValue {
+        let (state, inv) = try storeCall { try self.clusterState() }
+        let scores = Scores(state)
+        return Replies.ok([
+            "hosts": .array(inv.hosts.map { h in
+                ["id": .string(h.id), "domain": .string(h.domain), "cores": .number(Double(h.cores)),
+                 "score": .number((scores.score(h.id) * 1000).rounded() / 1000),
+                 "high_demand_vms": .number(Double(scores.high[h.id] ?? 0)),
+                 "load": .number(((scores.load[h.id] ?? 0) * 100).rounded() / 100)]
+            }),
+            "deviation": .number((scores.deviation * 1000).rounded() / 1000),
+        ])
+    }
+
+    func decisions(limit: Int) throws(ProtocolError) -> JSONValue {
+        let rows = try storeCall { try store.decisions(limit: limit) }
+        return Replies.ok(["decisions": .array(rows.map { r in
+            ["id": .number(Double(r["id"] as Int64)), "time": .string(r["time"]), "kind": .string(r["kind"]),
+             "decision": (try? JSONText.parse(Array((r["body"] as String).utf8))) ?? .null,
+             "reason": .string(r["reason"]), "mode": .string(r["mode"]), "outcome": .string(r["outcome"])]
+        })])
+    }
+
+    func inventoryReply() throws(ProtocolError) -> JSONValue {
+        let inv = try storeCall { try store.inventory() }
+        return Replies.ok([
+            "domains": .array(inv.domains.map { .string($0) }),
+            "hosts": .array(inv.hosts.map { ["id": .string($0.id), "domain": .string($0.domain), "cores": .number(Double($0.cores)),
+                                             "memory_mb": .number(Double($0.memoryMB)),
+                                             "executor": .string(inv.endpoints[$0.id]?.executor ?? ""),
+                                             "monitor": .string(inv.endpoints[$0.id]?.monitor ?? ""),
+                                             "key": .string(inv.keys[$0.id] ?? ""),
+                                             "draining": .bool(inv.draining.contains($0.id))] }),
+            "violins": .array(inv.violins.map { ["id": .string($0.id), "home_domain": .string($0.homeDomain), "head": .string($0.head)] }),
+            "vms": .array(inv.vms.map { ["id": .string($0.id), "violin": .string($0.violin), "memory_mb": .number(Double($0.memoryMB)),
+                                         "host": .string(inv.placement[$0.id] ?? "")] }),
+            "mode": .string(mode), "policy": .string(policy.name),
+        ])
     }
 }

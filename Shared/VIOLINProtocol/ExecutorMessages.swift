@@ -1,0 +1,302 @@
+/// `violin-executor`'s requests and events (PROTOCOL.md §8.5).
+public enum ExecutorAPI {
+    public static let requests: [any RequestBody.Type] = [
+        CreateVM.self, DestroyVM.self, VMs.self, HostInfo.self, Migrate.self, MigrateViolin.self, Job.self, Jobs.self, Cancel.self,
+    ]
+    public static let events: [any EventBody.Type] = [
+        VMCreated.self, VMDestroyed.self, MigrationStarted.self, MigrationProgress.self, MigrationCompleted.self,
+        MigrationFailed.self, JobRecovered.self,
+    ]
+
+    public struct CreateVM: RequestBody {
+        public static let msgType = "create_vm_request"
+        public static let fields: [FieldSpec] = [
+            .required("name", .text), .required("vni", .vni), .required("mac", .mac), .required("kernel", .text),
+            .required("nic_port", .integer(1024...65_534)), .optional("memory_mb", .integer(16...65_536)), .optional("vcpus", .integer(1...64)),
+            .optional("initrd", .string), .optional("cmdline", .string), .optional("disk", .string),
+            .optional("disk_mb", .integer(0...1_048_576)), .optional("console", .string),
+            .optional("seed", .text), .optional("seed_key", .string),
+        ]
+        public static let replyFields = ["vm", "uuid", "port"]
+        public static let idempotent = false
+        public static let example = CreateVM(name: "a1", vni: 101, mac: MACAddress("52:54:00:0a:00:01")!, kernel: "/boot/vmlinuz", nicPort: 20000)
+        public var name: String
+        public var vni: UInt32
+        public var mac: MACAddress
+        public var kernel: String
+        public var nicPort: Int
+        public var memoryMB = 128
+        public var vcpus = 1
+        public var initrd = "", cmdline = "", disk = "", console = ""
+        public var diskMB = 0
+        /// The mesh endpoint through which this host's mesh joins the VIOLIN, and its key.
+        public var seed: String?
+        public var seedKey: String?
+
+        public init(name: String, vni: UInt32, mac: MACAddress, kernel: String, nicPort: Int) {
+            self.name = name; self.vni = vni; self.mac = mac; self.kernel = kernel; self.nicPort = nicPort
+        }
+
+        public init(_ b: Body) {
+            self.init(name: b.text("name")!, vni: b.vni()!, mac: b.mac()!, kernel: b.text("kernel")!, nicPort: b.integer("nic_port")!)
+            memoryMB = b.integer("memory_mb") ?? 128
+            vcpus = b.integer("vcpus") ?? 1
+            initrd = b.text("initrd") ?? ""; cmdline = b.text("cmdline") ?? ""; disk = b.text("disk") ?? ""
+            console = b.text("console") ?? ""
+            diskMB = b.integer("disk_mb") ?? 0
+            seed = b.text("seed"); seedKey = b.text("seed_key")
+        }
+
+        public var json: JSONValue {
+            var o: [String: JSONValue] = ["name": .string(name), "vni": .number(Double(vni)), "mac": .string(mac.description),
+                                          "kernel": .string(kernel), "nic_port": .number(Double(nicPort)),
+                                          "memory_mb": .number(Double(memoryMB)), "vcpus": .number(Double(vcpus))]
+            for (k, v) in [("initrd", initrd), ("cmdline", cmdline), ("disk", disk), ("console", console)] where !v.isEmpty { o[k] = .string(v) }
+            if diskMB > 0 { o["disk_mb"] = .number(Double(diskMB)) }
+            if let seed { o["seed"] = .string(seed) }
+            if let seedKey { o["seed_key"] = .string(seedKey) }
+            return .object(o)
+        }
+    }
+
+    public struct DestroyVM: RequestBody {
+        public static let msgType = "destroy_vm_request"
+        public static let fields: [FieldSpec] = [.required("name", .text)]
+        public static let replyFields = ["vm"]
+        public static let idempotent = false
+        public static let example = DestroyVM(name: "a1")
+        public var name: String
+        public init(name: String) { self.name = name }
+        public init(_ b: Body) { name = b.text("name")! }
+        public var json: JSONValue { ["name": .string(name)] }
+    }
+
+    public struct VMs: EmptyRequest {
+        public static let msgType = "vms_request"
+        public static let replyFields = ["host", "vms"]
+        public static let idempotent = true
+        public init() {}
+    }
+
+    public struct HostInfo: EmptyRequest {
+        public static let msgType = "host_info_request"
+        public static let replyFields = ["host", "migration_uri", "mesh", "free_memory_mb", "migrations_running"]
+        public static let idempotent = true
+        public init() {}
+    }
+
+    /// Where a migration goes and how: the fields `migrate_request` and `migrate_violin_request` share.
+    public struct MigrationOptions: Sendable, Equatable {
+        public var toExecutor: String
+        /// The destination host's CURVE public key ("" without CURVE).
+        public var toKey = ""
+        /// The destination's host id, as the sender believes it (checked against the executor's answer).
+        public var to = ""
+        /// MiB/s; 0: no limit.
+        public var bandwidthMiBps = 0
+        public var autoConverge = false, postcopy = false, copyStorage = false
+        public var timeoutS = 120.0
+        public var reason = ""
+        public var decisionID = ""
+        public init(toExecutor: String) { self.toExecutor = toExecutor }
+
+        static let fields: [FieldSpec] = [
+            .required("to_executor", .text), .optional("to_key", .string), .optional("to", .string),
+            .optional("bandwidth_mibps", .integer(0...1_000_000)), .optional("auto_converge", .flag), .optional("postcopy", .flag),
+            .optional("copy_storage", .flag), .optional("timeout_s", .number(0...86_400)), .optional("reason", .string),
+            .optional("decision_id", .label),
+        ]
+
+        init(_ b: Body) throws(ProtocolError) {
+            toExecutor = b.text("to_executor")!
+            toKey = b.text("to_key") ?? ""; to = b.text("to") ?? ""
+            bandwidthMiBps = b.integer("bandwidth_mibps") ?? 0
+            autoConverge = b.flag("auto_converge") ?? false; postcopy = b.flag("postcopy") ?? false
+            copyStorage = b.flag("copy_storage") ?? false
+            timeoutS = b.number("timeout_s") ?? 120
+            guard timeoutS > 0 else { throw ProtocolError(.invalidBody, "timeout_s must be a number of seconds in (0, 86400]") }
+            reason = b.text("reason") ?? ""; decisionID = b.label("decision_id") ?? ""
+        }
+
+        func encode(into o: inout [String: JSONValue]) {
+            o["to_executor"] = .string(toExecutor)
+            if !toKey.isEmpty { o["to_key"] = .string(toKey) }
+            if !to.isEmpty { o["to"] = .string(to) }
+            if bandwidthMiBps > 0 { o["bandwidth_mibps"] = .number(Double(bandwidthMiBps)) }
+            if autoConverge { o["auto_converge"] = true }
+            if postcopy { o["postcopy"] = true }
+            if copyStorage { o["copy_storage"] = true }
+            if timeoutS != 120 { o["timeout_s"] = .number(timeoutS) }
+            if !reason.isEmpty { o["reason"] = .string(reason) }
+            if !decisionID.isEmpty { o["decision_id"] = .string(decisionID) }
+        }
+    }
+
+    public struct Migrate: RequestBody {
+        public static let msgType = "migrate_request"
+        public static let fields: [FieldSpec] = [.required("vm", .text)] + MigrationOptions.fields
+        public static let replyFields = ["job", "state"]
+        public static let idempotent = false
+        public static let example: Migrate = {
+            var o = MigrationOptions(toExecutor: "tcp://10.0.0.2:7704")
+            o.to = "h2"; o.bandwidthMiBps = 50; o.postcopy = true; o.timeoutS = 60; o.reason = "test"; o.decisionID = "7"
+            return Migrate(vm: "a1", options: o)
+        }()
+        public var vm: String
+        public var options: MigrationOptions
+        public init(vm: String, options: MigrationOptions) { self.vm = vm; self.options = options }
+        public init(_ b: Body) throws(ProtocolError) { vm = b.text("vm")!; options = try MigrationOptions(b) }
+        public var json: JSONValue {
+            var o: [String: JSONValue] = ["vm": .string(vm)]
+            options.encode(into: &o)
+            return .object(o)
+        }
+    }
+
+    public struct MigrateViolin: RequestBody {
+        public static let msgType = "migrate_violin_request"
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .optional("keep", .list(.text))] + MigrationOptions.fields
+        public static let replyFields = ["jobs"]
+        public static let idempotent = false
+        public static let example = MigrateViolin(vni: 102, keep: ["b1"], options: MigrationOptions(toExecutor: "tcp://10.0.0.3:7704"))
+        public var vni: UInt32
+        /// VMs that stay (the head node).
+        public var keep: [String]
+        public var options: MigrationOptions
+        public init(vni: UInt32, keep: [String] = [], options: MigrationOptions) { self.vni = vni; self.keep = keep; self.options = options }
+        public init(_ b: Body) throws(ProtocolError) { vni = b.vni()!; keep = b.texts("keep") ?? []; options = try MigrationOptions(b) }
+        public var json: JSONValue {
+            var o: [String: JSONValue] = ["vni": .number(Double(vni))]
+            if !keep.isEmpty { o["keep"] = .array(keep.map { .string($0) }) }
+            options.encode(into: &o)
+            return .object(o)
+        }
+    }
+
+    public struct Job: RequestBody {
+        public static let msgType = "job_request"
+        public static let fields: [FieldSpec] = [.required("job", .text)]
+        public static let replyFields = ["job", "vm", "from", "to", "state", "error", "elapsed_ms", "downtime_ms", "blackout_ms",
+                                         "processed_bytes", "remaining_bytes", "rate_bps", "created_at", "updated_at"]
+        public static let idempotent = true
+        public static let example = Job(job: "job-1")
+        public var job: String
+        public init(job: String) { self.job = job }
+        public init(_ b: Body) { job = b.text("job")! }
+        public var json: JSONValue { ["job": .string(job)] }
+    }
+
+    public struct Jobs: RequestBody {
+        public static let msgType = "jobs_request"
+        public static let fields: [FieldSpec] = [.optional("limit", .integer(1...10_000))]
+        public static let replyFields = ["jobs"]
+        public static let idempotent = true
+        public static let example = Jobs(limit: 10)
+        public var limit: Int
+        public init(limit: Int = 50) { self.limit = limit }
+        public init(_ b: Body) { limit = b.integer("limit") ?? 50 }
+        public var json: JSONValue { ["limit": .number(Double(limit))] }
+    }
+
+    public struct Cancel: RequestBody {
+        public static let msgType = "cancel_request"
+        public static let fields: [FieldSpec] = [.required("job", .text)]
+        public static let replyFields = ["job", "state"]
+        public static let idempotent = true
+        public static let example = Cancel(job: "job-1")
+        public var job: String
+        public init(job: String) { self.job = job }
+        public init(_ b: Body) { job = b.text("job")! }
+        public var json: JSONValue { ["job": .string(job)] }
+    }
+
+    // MARK: Events
+
+    static let byteCount = FieldSpec.Kind.integer(0...(1 << 53))
+
+    public struct VMCreated: EventBody {
+        public static let topic = "executor.vm_created"
+        public static let fields: [FieldSpec] = [.required("vm", .text), .required("vni", .vni), .required("uuid", .text)]
+        public var vm: String, vni: UInt32, uuid: String
+        public init(vm: String, vni: UInt32, uuid: String) { self.vm = vm; self.vni = vni; self.uuid = uuid }
+        public var json: JSONValue { ["vm": .string(vm), "vni": .number(Double(vni)), "uuid": .string(uuid)] }
+    }
+
+    public struct VMDestroyed: EventBody {
+        public static let topic = "executor.vm_destroyed"
+        public static let fields: [FieldSpec] = [.required("vm", .text)]
+        public var vm: String
+        public init(vm: String) { self.vm = vm }
+        public var json: JSONValue { ["vm": .string(vm)] }
+    }
+
+    public struct MigrationStarted: EventBody {
+        public static let topic = "executor.migration_started"
+        public static let fields: [FieldSpec] = [.required("job", .text), .required("vm", .text), .required("from", .text), .required("to", .text)]
+        public var job: String, vm: String, from: String, to: String
+        public init(job: String, vm: String, from: String, to: String) { self.job = job; self.vm = vm; self.from = from; self.to = to }
+        public var json: JSONValue { ["job": .string(job), "vm": .string(vm), "from": .string(from), "to": .string(to)] }
+    }
+
+    public struct MigrationProgress: EventBody {
+        public enum Phase: String, Sendable { case precopy, postcopy, aborting }
+        public static let topic = "executor.migration_progress"
+        public static let fields: [FieldSpec] = [
+            .required("job", .text), .required("vm", .text), .required("phase", .choice(["precopy", "postcopy", "aborting"])),
+            .required("processed_bytes", ExecutorAPI.byteCount), .required("remaining_bytes", ExecutorAPI.byteCount), .required("total_bytes", ExecutorAPI.byteCount),
+            .required("rate_bps", ExecutorAPI.byteCount), .required("elapsed_ms", ExecutorAPI.byteCount),
+        ]
+        public var job: String, vm: String, phase: Phase
+        public var processedBytes: UInt64, remainingBytes: UInt64, totalBytes: UInt64, rateBps: UInt64, elapsedMs: UInt64
+        public init(job: String, vm: String, phase: Phase, processedBytes: UInt64, remainingBytes: UInt64, totalBytes: UInt64,
+                    rateBps: UInt64, elapsedMs: UInt64) {
+            self.job = job; self.vm = vm; self.phase = phase; self.processedBytes = processedBytes; self.remainingBytes = remainingBytes
+            self.totalBytes = totalBytes; self.rateBps = rateBps; self.elapsedMs = elapsedMs
+        }
+        public var json: JSONValue {
+            ["job": .string(job), "vm": .string(vm), "phase": .string(phase.rawValue),
+             "processed_bytes": .number(Double(processedBytes)), "remaining_bytes": .number(Double(remainingBytes)),
+             "total_bytes": .number(Double(totalBytes)), "rate_bps": .number(Double(rateBps)), "elapsed_ms": .number(Double(elapsedMs))]
+        }
+    }
+
+    public struct MigrationCompleted: EventBody {
+        public static let topic = "executor.migration_completed"
+        public static let fields: [FieldSpec] = [
+            .required("job", .text), .required("vm", .text), .required("from", .text), .required("to", .text),
+            .optional("elapsed_ms", ExecutorAPI.byteCount), .optional("downtime_ms", ExecutorAPI.byteCount), .optional("blackout_ms", ExecutorAPI.byteCount),
+        ]
+        public var job: String, vm: String, from: String, to: String
+        public var elapsedMs: Int?, downtimeMs: Int?, blackoutMs: Int?
+        public init(job: String, vm: String, from: String, to: String, elapsedMs: Int?, downtimeMs: Int?, blackoutMs: Int?) {
+            self.job = job; self.vm = vm; self.from = from; self.to = to
+            self.elapsedMs = elapsedMs; self.downtimeMs = downtimeMs; self.blackoutMs = blackoutMs
+        }
+        public var json: JSONValue {
+            func n(_ v: Int?) -> JSONValue { v.map { .number(Double($0)) } ?? .null }
+            return ["job": .string(job), "vm": .string(vm), "from": .string(from), "to": .string(to),
+                    "elapsed_ms": n(elapsedMs), "downtime_ms": n(downtimeMs), "blackout_ms": n(blackoutMs)]
+        }
+        /// The fields a subscriber needs (the policy's inventory), from a received body.
+        public static func moved(_ body: JSONValue) -> (vm: String, to: String)? {
+            guard let vm = body["vm"]?.stringValue, !vm.isEmpty, let to = body["to"]?.stringValue, !to.isEmpty else { return nil }
+            return (vm, to)
+        }
+    }
+
+    public struct MigrationFailed: EventBody {
+        public static let topic = "executor.migration_failed"
+        public static let fields: [FieldSpec] = [.required("job", .text), .required("vm", .text), .required("state", .text), .required("error", .string)]
+        public var job: String, vm: String, state: String, error: String
+        public init(job: String, vm: String, state: String, error: String) { self.job = job; self.vm = vm; self.state = state; self.error = error }
+        public var json: JSONValue { ["job": .string(job), "vm": .string(vm), "state": .string(state), "error": .string(error)] }
+    }
+
+    public struct JobRecovered: EventBody {
+        public static let topic = "executor.job_recovered"
+        public static let fields: [FieldSpec] = [.required("job", .text), .required("vm", .text), .required("state", .text), .required("why", .string)]
+        public var job: String, vm: String, state: String, why: String
+        public init(job: String, vm: String, state: String, why: String) { self.job = job; self.vm = vm; self.state = state; self.why = why }
+        public var json: JSONValue { ["job": .string(job), "vm": .string(vm), "state": .string(state), "why": .string(why)] }
+    }
+}

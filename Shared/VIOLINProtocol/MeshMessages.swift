@@ -1,0 +1,272 @@
+/// `violin-mesh`'s requests and events (PROTOCOL.md §8.2).
+public enum MeshAPI {
+    public static let requests: [any RequestBody.Type] = [
+        JoinViolin.self, LeaveViolin.self, AddPort.self, RemovePort.self, Announce.self, PortStats.self, Members.self,
+        Ports.self, MemberJoin.self, MemberAnnounce.self, MemberLeave.self, MemberHeartbeat.self,
+    ]
+    public static let events: [any EventBody.Type] = [
+        MemberJoined.self, MemberLeft.self, SwitchStarted.self, SwitchAdopted.self, SwitchExited.self,
+    ]
+
+    static let seedFields: [FieldSpec] = [.optional("seed", .endpoint), .optional("seed_key", .curveKey)]
+
+    public struct JoinViolin: RequestBody {
+        public static let msgType = "join_violin_request"
+        public static let fields: [FieldSpec] = [.required("vni", .vni)] + seedFields
+        public static let replyFields = ["vni", "tunnel", "members"]
+        public static let idempotent = false
+        public static let example = JoinViolin(vni: 9, seed: "tcp://10.0.0.1:7701")
+        public var vni: UInt32
+        /// A member's mesh endpoint to join through (none: this host starts the VIOLIN), and its key.
+        public var seed: String?
+        public var seedKey: String?
+        public init(vni: UInt32, seed: String? = nil, seedKey: String? = nil) { self.vni = vni; self.seed = seed; self.seedKey = seedKey }
+        public init(_ b: Body) { vni = b.vni()!; seed = b.text("seed"); seedKey = b.text("seed_key") }
+        public var json: JSONValue {
+            var o: [String: JSONValue] = ["vni": .number(Double(vni))]
+            if let seed { o["seed"] = .string(seed) }
+            if let seedKey { o["seed_key"] = .string(seedKey) }
+            return .object(o)
+        }
+    }
+
+    public struct LeaveViolin: RequestBody {
+        public static let msgType = "leave_violin_request"
+        public static let fields: [FieldSpec] = [.required("vni", .vni)]
+        public static let replyFields = ["vni"]
+        public static let idempotent = false
+        public static let example = LeaveViolin(vni: 9)
+        public var vni: UInt32
+        public init(vni: UInt32) { self.vni = vni }
+        public init(_ b: Body) { vni = b.vni()! }
+        public var json: JSONValue { ["vni": .number(Double(vni))] }
+    }
+
+    /// A port on the VIOLIN's switch here (the VIOLIN is joined first, through `seed`, if it is
+    /// not present): the switch's own `add_port_request` with the VIOLIN's id.
+    public struct AddPort: RequestBody {
+        public static let msgType = "add_port_request"
+        public static let fields: [FieldSpec] = [.required("vni", .vni)] + SwitchAPI.AddPort.fields + seedFields
+        public static let replyFields = ["vni", "port"]
+        public static let idempotent = false
+        public static let example = AddPort(vni: 9, port: SwitchAPI.AddPort.example, seed: "tcp://10.0.0.1:7701")
+        public var vni: UInt32
+        public var port: SwitchAPI.AddPort
+        public var seed: String?
+        public var seedKey: String?
+        public init(vni: UInt32, port: SwitchAPI.AddPort, seed: String? = nil, seedKey: String? = nil) {
+            self.vni = vni; self.port = port; self.seed = seed; self.seedKey = seedKey
+        }
+        public init(_ b: Body) throws(ProtocolError) {
+            vni = b.vni()!
+            port = try SwitchAPI.AddPort(b)
+            seed = b.text("seed"); seedKey = b.text("seed_key")
+        }
+        public var json: JSONValue {
+            var o = port.json.objectValue ?? [:]
+            o["vni"] = .number(Double(vni))
+            if let seed { o["seed"] = .string(seed) }
+            if let seedKey { o["seed_key"] = .string(seedKey) }
+            return .object(o)
+        }
+    }
+
+    public struct RemovePort: RequestBody {
+        /// After a migration: frames for `mac` go on to the member `to` (here its mesh endpoint;
+        /// the mesh hands its switch that member's tunnel).
+        public typealias Forward = SwitchAPI.RemovePort.Forward
+        public static let msgType = "remove_port_request"
+        public static let fields: [FieldSpec] = [
+            .required("vni", .vni), .required("name", .text), .optional("mac", .mac), .optional("forward_to", .endpoint),
+            .optional("grace_s", .number(0...3600)),
+        ]
+        public static let replyFields = ["vni", "removed", "rx", "tx", "first_rx_ms", "last_rx_ms"]
+        public static let idempotent = false
+        public static let example = RemovePort(vni: 9, name: "vm-a1",
+                                               forward: Forward(mac: MACAddress("52:54:00:0a:00:01")!, to: "tcp://10.0.0.2:7701", graceS: 5))
+        public var vni: UInt32
+        public var name: String
+        public var forward: Forward?
+        public init(vni: UInt32, name: String, forward: Forward? = nil) { self.vni = vni; self.name = name; self.forward = forward }
+        public init(_ b: Body) throws(ProtocolError) {
+            vni = b.vni()!
+            name = b.text("name")!
+            if let to = b.text("forward_to") {
+                guard let mac = b.mac() else { throw ProtocolError(.invalidBody, "mac is required with forward_to") }
+                forward = Forward(mac: mac, to: to, graceS: b.number("grace_s") ?? 10)
+            }
+        }
+        public var json: JSONValue {
+            var o: [String: JSONValue] = ["vni": .number(Double(vni)), "name": .string(name)]
+            if let forward {
+                o["mac"] = .string(forward.mac.description); o["forward_to"] = .string(forward.to); o["grace_s"] = .number(forward.graceS)
+            }
+            return .object(o)
+        }
+    }
+
+    public struct Announce: RequestBody {
+        public static let msgType = "announce_request"
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("name", .text), .required("mac", .mac)]
+        public static let replyFields = ["vni", "announced"]
+        public static let idempotent = false
+        public static let example = Announce(vni: 9, name: "vm-a1", mac: MACAddress("52:54:00:0a:00:01")!)
+        public var vni: UInt32
+        public var name: String
+        public var mac: MACAddress
+        public init(vni: UInt32, name: String, mac: MACAddress) { self.vni = vni; self.name = name; self.mac = mac }
+        public init(_ b: Body) { vni = b.vni()!; name = b.text("name")!; mac = b.mac()! }
+        public var json: JSONValue { ["vni": .number(Double(vni)), "name": .string(name), "mac": .string(mac.description)] }
+    }
+
+    public struct PortStats: RequestBody {
+        public static let msgType = "port_stats_request"
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("name", .text)]
+        public static let replyFields = ["vni", "name", "rx", "tx", "first_rx_ms", "last_rx_ms"]
+        public static let idempotent = true
+        public static let example = PortStats(vni: 9, name: "vm-a1")
+        public var vni: UInt32
+        public var name: String
+        public init(vni: UInt32, name: String) { self.vni = vni; self.name = name }
+        public init(_ b: Body) { vni = b.vni()!; name = b.text("name")! }
+        public var json: JSONValue { ["vni": .number(Double(vni)), "name": .string(name)] }
+    }
+
+    public struct Members: RequestBody {
+        public static let msgType = "members_request"
+        public static let fields: [FieldSpec] = [.required("vni", .vni)]
+        public static let replyFields = ["members", "peers"]
+        public static let idempotent = true
+        public static let example = Members(vni: 9)
+        public var vni: UInt32
+        public init(vni: UInt32) { self.vni = vni }
+        public init(_ b: Body) { vni = b.vni()! }
+        public var json: JSONValue { ["vni": .number(Double(vni))] }
+    }
+
+    public struct Ports: EmptyRequest {
+        public static let msgType = "ports_request"
+        public static let replyFields = ["violins"]
+        public static let idempotent = true
+        public init() {}
+    }
+
+    static let memberFields: [FieldSpec] = [.required("vni", .vni), .required("endpoint", .endpoint), .required("tunnel", .text),
+                                            .optional("key", .curveKey)]
+
+    /// Mesh to mesh: a host joining asks a member for the member list.
+    public struct MemberJoin: RequestBody {
+        public static let msgType = "member_join_request"
+        public static let fields = memberFields
+        public static let replyFields = ["members"]
+        public static let idempotent = true
+        public static let example = MemberJoin(member: .example)
+        public var member: Member
+        public init(member: Member) { self.member = member }
+        public init(_ b: Body) { member = Member(b) }
+        public var json: JSONValue { member.json }
+    }
+
+    /// Mesh to mesh: a host that joined announces itself to each member.
+    public struct MemberAnnounce: RequestBody {
+        public static let msgType = "member_announce_request"
+        public static let fields = memberFields
+        public static let replyFields: [String] = []
+        public static let idempotent = true
+        public static let example = MemberAnnounce(member: .example)
+        public var member: Member
+        public init(member: Member) { self.member = member }
+        public init(_ b: Body) { member = Member(b) }
+        public var json: JSONValue { member.json }
+    }
+
+    /// A member of a VIOLIN's mesh, as the member requests carry it.
+    public struct Member: Sendable, Equatable {
+        public var vni: UInt32
+        /// Its mesh endpoint: its identity.
+        public var endpoint: String
+        /// Its switch's tunnel address.
+        public var tunnel: String
+        /// Its CURVE public key ("" without CURVE).
+        public var key: String
+        public init(vni: UInt32, endpoint: String, tunnel: String, key: String = "") {
+            self.vni = vni; self.endpoint = endpoint; self.tunnel = tunnel; self.key = key
+        }
+        init(_ b: Body) { self.init(vni: b.vni()!, endpoint: b.text("endpoint")!, tunnel: b.text("tunnel")!, key: b.text("key") ?? "") }
+        static let example = Member(vni: 9, endpoint: "tcp://10.0.0.2:7701", tunnel: "10.0.0.2:4789")
+        var json: JSONValue {
+            var o: [String: JSONValue] = ["vni": .number(Double(vni)), "endpoint": .string(endpoint), "tunnel": .string(tunnel)]
+            if !key.isEmpty { o["key"] = .string(key) }
+            return .object(o)
+        }
+    }
+
+    public struct MemberLeave: RequestBody {
+        public static let msgType = "member_leave_request"
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("endpoint", .endpoint)]
+        public static let replyFields: [String] = []
+        public static let idempotent = true
+        public static let example = MemberLeave(vni: 9, endpoint: "tcp://10.0.0.2:7701")
+        public var vni: UInt32
+        public var endpoint: String
+        public init(vni: UInt32, endpoint: String) { self.vni = vni; self.endpoint = endpoint }
+        public init(_ b: Body) { vni = b.vni()!; endpoint = b.text("endpoint")! }
+        public var json: JSONValue { ["vni": .number(Double(vni)), "endpoint": .string(endpoint)] }
+    }
+
+    public struct MemberHeartbeat: RequestBody {
+        public static let msgType = "member_heartbeat_request"
+        public static let fields: [FieldSpec] = [.required("endpoint", .endpoint)]
+        public static let replyFields = ["violins"]
+        public static let idempotent = true
+        public static let example = MemberHeartbeat(endpoint: "tcp://10.0.0.2:7701")
+        public var endpoint: String
+        public init(endpoint: String) { self.endpoint = endpoint }
+        public init(_ b: Body) { endpoint = b.text("endpoint")! }
+        public var json: JSONValue { ["endpoint": .string(endpoint)] }
+    }
+
+    // MARK: Events
+
+    public struct MemberJoined: EventBody {
+        public static let topic = "mesh.member_joined"
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("member", .endpoint)]
+        public var vni: UInt32, member: String
+        public init(vni: UInt32, member: String) { self.vni = vni; self.member = member }
+        public var json: JSONValue { ["vni": .number(Double(vni)), "member": .string(member)] }
+    }
+
+    public struct MemberLeft: EventBody {
+        public static let topic = "mesh.member_left"
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("member", .endpoint), .required("reason", .choice(["left", "timeout"]))]
+        public var vni: UInt32, member: String, reason: String
+        public init(vni: UInt32, member: String, reason: String) { self.vni = vni; self.member = member; self.reason = reason }
+        public var json: JSONValue { ["vni": .number(Double(vni)), "member": .string(member), "reason": .string(reason)] }
+    }
+
+    public struct SwitchStarted: EventBody {
+        public static let topic = "mesh.switch_started"
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("pid", .integer(1...Int(Int32.max))), .required("tunnel", .text)]
+        public var vni: UInt32, pid: Int32, tunnel: String
+        public init(vni: UInt32, pid: Int32, tunnel: String) { self.vni = vni; self.pid = pid; self.tunnel = tunnel }
+        public var json: JSONValue { ["vni": .number(Double(vni)), "pid": .number(Double(pid)), "tunnel": .string(tunnel)] }
+    }
+
+    public struct SwitchAdopted: EventBody {
+        public static let topic = "mesh.switch_adopted"
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("pid", .integer(1...Int(Int32.max))), .required("tunnel", .text)]
+        public var vni: UInt32, pid: Int32, tunnel: String
+        public init(vni: UInt32, pid: Int32, tunnel: String) { self.vni = vni; self.pid = pid; self.tunnel = tunnel }
+        public var json: JSONValue { ["vni": .number(Double(vni)), "pid": .number(Double(pid)), "tunnel": .string(tunnel)] }
+    }
+
+    public struct SwitchExited: EventBody {
+        public static let topic = "mesh.switch_exited"
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("status", .integer(-1...255))]
+        public var vni: UInt32
+        /// Its exit status; -1 for an adopted switch (not the mesh's child).
+        public var status: Int
+        public init(vni: UInt32, status: Int) { self.vni = vni; self.status = status }
+        public var json: JSONValue { ["vni": .number(Double(vni)), "status": .number(Double(status))] }
+    }
+}

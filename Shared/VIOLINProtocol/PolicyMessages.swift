@@ -1,0 +1,211 @@
+/// `violin-policy`'s requests and events (PROTOCOL.md §8.4).
+public enum PolicyAPI {
+    public static let requests: [any RequestBody.Type] = [
+        RegisterDomain.self, RegisterHost.self, RemoveHost.self, CreateViolin.self, DestroyViolin.self, SetMode.self,
+        Evaluate.self, Explain.self, Decisions.self, Inventory.self, DrainHost.self,
+    ]
+    public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self]
+
+    /// The two ways the policy acts on its decisions.
+    public enum Mode: String, Sendable, CaseIterable { case recommend, automatic }
+
+    static let positive = FieldSpec.Kind.integer(1...(1 << 30))
+
+    public struct RegisterDomain: RequestBody {
+        public static let msgType = "register_domain_request"
+        public static let fields: [FieldSpec] = [.required("id", .text)]
+        public static let replyFields = ["id"]
+        public static let idempotent = false
+        public static let example = RegisterDomain(id: "d1")
+        public var id: String
+        public init(id: String) { self.id = id }
+        public init(_ b: Body) { id = b.text("id")! }
+        public var json: JSONValue { ["id": .string(id)] }
+    }
+
+    public struct RegisterHost: RequestBody {
+        public static let msgType = "register_host_request"
+        public static let fields: [FieldSpec] = [
+            .required("id", .text), .required("domain", .text), .required("cores", positive), .required("memory_mb", positive),
+            .optional("executor", .string), .optional("monitor", .string), .optional("key", .curveKey),
+        ]
+        public static let replyFields = ["id"]
+        public static let idempotent = true
+        public static let example = RegisterHost(id: "h1", domain: "d1", cores: 2, memoryMB: 4096, executor: "tcp://10.0.0.1:7704")
+        public var id: String, domain: String
+        public var cores: Int, memoryMB: Int
+        public var executor: String, monitor: String, key: String
+        public init(id: String, domain: String, cores: Int, memoryMB: Int, executor: String = "", monitor: String = "", key: String = "") {
+            self.id = id; self.domain = domain; self.cores = cores; self.memoryMB = memoryMB
+            self.executor = executor; self.monitor = monitor; self.key = key
+        }
+        public init(_ b: Body) {
+            self.init(id: b.text("id")!, domain: b.text("domain")!, cores: b.integer("cores")!, memoryMB: b.integer("memory_mb")!,
+                      executor: b.text("executor") ?? "", monitor: b.text("monitor") ?? "", key: b.text("key") ?? "")
+        }
+        public var json: JSONValue {
+            var o: [String: JSONValue] = ["id": .string(id), "domain": .string(domain), "cores": .number(Double(cores)),
+                                          "memory_mb": .number(Double(memoryMB))]
+            if !executor.isEmpty { o["executor"] = .string(executor) }
+            if !monitor.isEmpty { o["monitor"] = .string(monitor) }
+            if !key.isEmpty { o["key"] = .string(key) }
+            return .object(o)
+        }
+    }
+
+    public struct RemoveHost: RequestBody {
+        public static let msgType = "remove_host_request"
+        public static let fields: [FieldSpec] = [.required("id", .text)]
+        public static let replyFields = ["id"]
+        public static let idempotent = false
+        public static let example = RemoveHost(id: "h1")
+        public var id: String
+        public init(id: String) { self.id = id }
+        public init(_ b: Body) { id = b.text("id")! }
+        public var json: JSONValue { ["id": .string(id)] }
+    }
+
+    public struct CreateViolin: RequestBody {
+        /// A VM of the VIOLIN, where it runs now.
+        public struct VM: Sendable, Equatable {
+            public var id: String, memoryMB: Int, host: String
+            public init(id: String, memoryMB: Int, host: String) { self.id = id; self.memoryMB = memoryMB; self.host = host }
+        }
+        public static let msgType = "create_violin_request"
+        public static let fields: [FieldSpec] = [
+            .required("id", .text), .required("home_domain", .text), .required("head", .text), .required("vms", .list(.object)),
+        ]
+        public static let replyFields = ["id"]
+        public static let idempotent = false
+        public static let example = CreateViolin(id: "A", homeDomain: "d1", head: "a1",
+                                                 vms: [VM(id: "a1", memoryMB: 128, host: "h1"), VM(id: "a2", memoryMB: 128, host: "h2")])
+        public var id: String, homeDomain: String, head: String
+        public var vms: [VM]
+        public init(id: String, homeDomain: String, head: String, vms: [VM]) {
+            self.id = id; self.homeDomain = homeDomain; self.head = head; self.vms = vms
+        }
+        public init(_ b: Body) throws(ProtocolError) {
+            id = b.text("id")!; homeDomain = b.text("home_domain")!; head = b.text("head")!
+            let items = b.value["vms"]?.items ?? []
+            guard !items.isEmpty else { throw ProtocolError(.invalidBody, "vms must be a non-empty list") }
+            vms = []
+            for (i, item) in items.enumerated() {
+                let v: Body
+                do { v = try Body(validating: item, against: [.required("id", .text), .required("memory_mb", positive), .required("host", .text)]) } catch {
+                    throw ProtocolError(.invalidBody, "vms[\(i)]: \(error.message)")
+                }
+                vms.append(VM(id: v.text("id")!, memoryMB: v.integer("memory_mb")!, host: v.text("host")!))
+            }
+        }
+        public var json: JSONValue {
+            ["id": .string(id), "home_domain": .string(homeDomain), "head": .string(head),
+             "vms": .array(vms.map { ["id": .string($0.id), "memory_mb": .number(Double($0.memoryMB)), "host": .string($0.host)] })]
+        }
+    }
+
+    public struct DestroyViolin: RequestBody {
+        public static let msgType = "destroy_violin_request"
+        public static let fields: [FieldSpec] = [.required("id", .text)]
+        public static let replyFields = ["id"]
+        public static let idempotent = false
+        public static let example = DestroyViolin(id: "A")
+        public var id: String
+        public init(id: String) { self.id = id }
+        public init(_ b: Body) { id = b.text("id")! }
+        public var json: JSONValue { ["id": .string(id)] }
+    }
+
+    public struct SetMode: RequestBody {
+        public static let msgType = "set_mode_request"
+        public static let fields: [FieldSpec] = [.required("mode", .choice(Mode.allCases.map(\.rawValue)))]
+        public static let replyFields = ["mode"]
+        public static let idempotent = true
+        public static let example = SetMode(mode: .automatic)
+        public var mode: Mode
+        public init(mode: Mode) { self.mode = mode }
+        public init(_ b: Body) { mode = Mode(rawValue: b.text("mode")!)! }
+        public var json: JSONValue { ["mode": .string(mode.rawValue)] }
+    }
+
+    public struct Evaluate: EmptyRequest {
+        public static let msgType = "evaluate_request"
+        public static let replyFields = ["decisions"]
+        public static let idempotent = false
+        public init() {}
+    }
+
+    public struct Explain: EmptyRequest {
+        public static let msgType = "explain_request"
+        public static let replyFields = ["hosts", "deviation"]
+        public static let idempotent = true
+        public init() {}
+    }
+
+    public struct Decisions: RequestBody {
+        public static let msgType = "decisions_request"
+        public static let fields: [FieldSpec] = [.optional("limit", .integer(1...10_000))]
+        public static let replyFields = ["decisions"]
+        public static let idempotent = true
+        public static let example = Decisions(limit: 10)
+        public var limit: Int
+        public init(limit: Int = 50) { self.limit = limit }
+        public init(_ b: Body) { limit = b.integer("limit") ?? 50 }
+        public var json: JSONValue { ["limit": .number(Double(limit))] }
+    }
+
+    public struct Inventory: EmptyRequest {
+        public static let msgType = "inventory_request"
+        public static let replyFields = ["domains", "hosts", "violins", "vms", "mode", "policy"]
+        public static let idempotent = true
+        public init() {}
+    }
+
+    public struct DrainHost: RequestBody {
+        public static let msgType = "drain_host_request"
+        public static let fields: [FieldSpec] = [.required("id", .text)]
+        public static let replyFields = ["id", "moves", "stuck"]
+        public static let idempotent = false
+        public static let example = DrainHost(id: "h4")
+        public var id: String
+        public init(id: String) { self.id = id }
+        public init(_ b: Body) { id = b.text("id")! }
+        public var json: JSONValue { ["id": .string(id)] }
+    }
+
+    // MARK: Events
+
+    public struct Decided: EventBody {
+        public static let topic = "policy.decided"
+        public static let fields: [FieldSpec] = [
+            .required("id", .integer(1...(1 << 53))), .required("kind", .text), .required("decision", .object),
+            .required("reason", .string), .required("mode", .choice(Mode.allCases.map(\.rawValue))), .required("outcome", .string),
+        ]
+        public var id: Int, kind: String, decision: JSONValue, reason: String, mode: String, outcome: String
+        public init(id: Int, kind: String, decision: JSONValue, reason: String, mode: String, outcome: String) {
+            self.id = id; self.kind = kind; self.decision = decision; self.reason = reason; self.mode = mode; self.outcome = outcome
+        }
+        public var json: JSONValue {
+            ["id": .number(Double(id)), "kind": .string(kind), "decision": decision, "reason": .string(reason),
+             "mode": .string(mode), "outcome": .string(outcome)]
+        }
+    }
+
+    public struct ModeChanged: EventBody {
+        public static let topic = "policy.mode_changed"
+        public static let fields: [FieldSpec] = [.required("mode", .choice(Mode.allCases.map(\.rawValue)))]
+        public var mode: Mode
+        public init(mode: Mode) { self.mode = mode }
+        public var json: JSONValue { ["mode": .string(mode.rawValue)] }
+    }
+
+    public struct HostDraining: EventBody {
+        public static let topic = "policy.host_draining"
+        public static let fields: [FieldSpec] = [.required("id", .text), .required("moves", .list(.object)), .required("stuck", .list(.text))]
+        public var id: String
+        /// Each: `vm`, `to`, `outcome`.
+        public var moves: [JSONValue]
+        public var stuck: [String]
+        public init(id: String, moves: [JSONValue], stuck: [String]) { self.id = id; self.moves = moves; self.stuck = stuck }
+        public var json: JSONValue { ["id": .string(id), "moves": .array(moves), "stuck": .array(stuck.map { .string($0) })] }
+    }
+}
