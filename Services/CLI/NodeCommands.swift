@@ -37,10 +37,8 @@ struct NodeCommand: ParsableCommand {
         @Argument(help: "The node's configuration file.") var file: String
         @Option(help: "Directory of the violin-* executables (default: beside violin).") var bin: String?
 
-        func run() throws {
-            let c = try NodeCommand.load(file)
-            let dir = bin ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-            try FileManager.default.createDirectory(atPath: c.dataDir, withIntermediateDirectories: true)
+        /// SIGINT or SIGTERM signals the semaphore (keep the sources alive while waiting on it).
+        static func stopOnSignal() -> (DispatchSemaphore, [DispatchSourceSignal]) {
             signal(SIGINT, SIG_IGN)
             signal(SIGTERM, SIG_IGN)
             let stop = DispatchSemaphore(value: 0)
@@ -50,6 +48,14 @@ struct NodeCommand: ParsableCommand {
                 s.resume()
                 return s
             }
+            return (stop, sources)
+        }
+
+        func run() throws {
+            let c = try NodeCommand.load(file)
+            let dir = bin ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+            try FileManager.default.createDirectory(atPath: c.dataDir, withIntermediateDirectories: true)
+            let (stop, sources) = Self.stopOnSignal()
             _ = sources
             var children: [String: ChildProcess] = [:]
             func start(_ s: NodeConfig.Service) throws {
@@ -204,6 +210,11 @@ struct ClusterCommand: ParsableCommand {
             }
             let all: JSONValue = ["nodes": .array(nodes), "mode": inventory["mode"] ?? .null, "policy": inventory["policy"] ?? .null]
             if json { printJSON(all); return }
+            Self.printTable(nodes)
+        }
+
+        /// One line per service, the node's columns on its first.
+        static func printTable(_ nodes: [JSONValue]) {
             print("NODE      ROLE     DOMAIN  SERVICE   HEALTH  RTT ms  VERSION   UPTIME s  VIOLINs / VMs")
             for n in nodes {
                 guard case .array(let services)? = n["services"] else { continue }
@@ -219,7 +230,7 @@ struct ClusterCommand: ParsableCommand {
                     print(col(nodeName, 10) + col(first ? n["role"]?.stringValue ?? "" : "", 9) + col(first ? n["domain"]?.stringValue ?? "-" : "", 8)
                           + col(s["service"]?.stringValue ?? "", 10) + col(s["healthy"]?.boolValue == true ? "ok" : "DOWN", 8)
                           + col(s["rtt_ms"]?.numberValue.map { String($0) } ?? "-", 8) + col(s["version"]?.stringValue ?? "-", 10)
-                          + col(s["uptime_s"]?.numberValue.map { String(Int($0)) } ?? "-", 10) + extra)
+                          + col(s["uptime_s"]?.numberValue.flatMap { $0.isFinite && abs($0) < 1e15 ? String(Int($0)) : nil } ?? "-", 10) + extra)
                 }
             }
         }

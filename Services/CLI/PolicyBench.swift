@@ -47,62 +47,72 @@ extension Bench {
             try pub.setOption(ZMQ_SNDHWM, Int32(0))
             try pub.connect(proxy.frontendEndpoints[0])
             var f = MessageFactory(sender: "bench-monitor")
-            func sample(_ cpu: Double, count: Int) -> [Frame] {
+            func sample(_ cpu: Double, _ count: Int) -> [Frame] {
                 let s = MonitorAPI.Sampled(hostCPUs: 8, hostMemoryMB: 16_384, vms: (0..<count).map {
                     MonitorAPI.VMSample(name: "vm\($0)", uuid: "", cpuPercent: cpu, vcpus: 1, memoryMB: 512, maxMemoryMB: 512) })
                 return Codec.encode(f.event(MonitorAPI.Sampled.topic, body: s.json))
             }
             // Wait until the policy's subscription has crossed the bus.
             let warm = monotonicMillis() + 5000
-            while node.ingested == 0 && monotonicMillis() < warm { try pub.send(sample(10, count: 1)) ; usleep(1000) }
+            while node.ingested == 0 && monotonicMillis() < warm { try pub.send(sample(10, 1)) ; usleep(1000) }
 
-            // 1. Ingest rate.
-            let base = node.ingested
-            let t0 = monotonicMillis()
-            for _ in 0..<samples { try pub.send(sample(10, count: vms)) }
-            var last = node.ingested, idle = monotonicMillis()
-            while node.ingested - base < samples && monotonicMillis() - idle < 2000 {
-                if node.ingested != last { last = node.ingested; idle = monotonicMillis() }
-            }
-            let got = node.ingested - base
-            let seconds = Double(max(1, monotonicMillis() - t0 - (got < samples ? 2000 : 0))) / 1000
-            print(String(format: "policy_ingest_samples_per_s %.0f (%d of %d samples of %d VMs, %.2f s)",
-                         Double(got) / seconds, got, samples, vms, seconds))
+            try measureIngest(node, pub, sample)
+            try measureLatency(node, ctx: ctx, endpoint: runtime.endpoints[0], decided: decided, pub: pub,
+                               smoothing: o.smoothing, sample)
+        }
 
-            // 2. Threshold-to-decision latency: 4 VMs on a 2-core host turn busy.
-            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 5000)
-            defer { client.close() }
-            let violin = PolicyAPI.CreateViolin(id: "e1", homeDomain: "d1", head: "vm0",
-                                                vms: (0..<4).map { .init(id: "vm\($0)", memoryMB: 512, host: "a") })
-            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
-            for h in ["a", "b"] { _ = try client.call(PolicyAPI.RegisterHost(id: h, domain: "d1", cores: 2, memoryMB: 8192)) }
-            _ = try client.call(violin)
-            // The policy's view of vm0, replayed here from every sample it was sent.
-            var s = DemandSmoother(weight: o.smoothing)
-            for _ in 0..<(node.ingested) { s.add("vm0", cpu: 10) }
-            var latencies: [Double] = []
-            for _ in 0..<5 {
-                // Each round: heat up until the decision comes, then cool down.
-                var crossing: Int64 = 0
-                for _ in 0..<40 {
-                    s.add("vm0", cpu: 97)
-                    let sent = monotonicMillis()
-                    try pub.send(sample(97, count: 4))
-                    if crossing == 0 && (s.averages["vm0"] ?? 0) > 75 { crossing = sent }
-                    if crossing != 0, let m = try decided.waitFor(timeoutMs: 200, { _ in true }) {
-                        _ = m
-                        latencies.append(Double(monotonicMillis() - crossing))
-                        break
-                    }
+        /// 1. Ingest rate: samples of `vms` VMs published as fast as the socket takes them.
+        func measureIngest(_ node: PolicyNode, _ pub: ZMQSocket, _ sample: (Double, Int) -> [Frame]) throws {
+        let base = node.ingested
+        let t0 = monotonicMillis()
+        for _ in 0..<samples { try pub.send(sample(10, vms)) }
+        var last = node.ingested, idle = monotonicMillis()
+        while node.ingested - base < samples && monotonicMillis() - idle < 2000 {
+            if node.ingested != last { last = node.ingested; idle = monotonicMillis() }
+        }
+        let got = node.ingested - base
+        let seconds = Double(max(1, monotonicMillis() - t0 - (got < samples ? 2000 : 0))) / 1000
+        print(String(format: "policy_ingest_samples_per_s %.0f (%d of %d samples of %d VMs, %.2f s)",
+                     Double(got) / seconds, got, samples, vms, seconds))
+
+        }
+
+        /// 2. Threshold-to-decision latency: 4 VMs on a 2-core host turn busy, five times.
+        func measureLatency(_ node: PolicyNode, ctx: ZMQContext, endpoint: String, decided: EventSubscriber, pub: ZMQSocket,
+                            smoothing: Double, _ sample: (Double, Int) -> [Frame]) throws {
+        let client = ServiceClient(context: ctx, endpoint: endpoint, timeoutMs: 5000)
+        defer { client.close() }
+        let violin = PolicyAPI.CreateViolin(id: "e1", homeDomain: "d1", head: "vm0",
+                                            vms: (0..<4).map { .init(id: "vm\($0)", memoryMB: 512, host: "a") })
+        _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
+        for h in ["a", "b"] { _ = try client.call(PolicyAPI.RegisterHost(id: h, domain: "d1", cores: 2, memoryMB: 8192)) }
+        _ = try client.call(violin)
+        // The policy's view of vm0, replayed here from every sample it was sent.
+        var s = DemandSmoother(weight: smoothing)
+        for _ in 0..<(node.ingested) { s.add("vm0", cpu: 10) }
+        var latencies: [Double] = []
+        for _ in 0..<5 {
+            // Each round: heat up until the decision comes, then cool down.
+            var crossing: Int64 = 0
+            for _ in 0..<40 {
+                s.add("vm0", cpu: 97)
+                let sent = monotonicMillis()
+                try pub.send(sample(97, 4))
+                if crossing == 0 && (s.averages["vm0"] ?? 0) > 75 { crossing = sent }
+                if crossing != 0, let m = try decided.waitFor(timeoutMs: 200, { _ in true }) {
+                    _ = m
+                    latencies.append(Double(monotonicMillis() - crossing))
+                    break
                 }
-                for _ in 0..<40 { s.add("vm0", cpu: 5); try pub.send(sample(5, count: 4)) }   // cool down again
-                while (try? decided.next(timeoutMs: 300)).map({ if case .event = $0 { true } else { false } }) == true {}
-                _ = try client.call(PolicyAPI.DestroyViolin(id: "e1"))
-                _ = try client.call(violin)
             }
-            let sorted = latencies.sorted()
-            print(String(format: "policy_threshold_to_decision_ms median %.1f (n=%d, min %.1f, max %.1f)",
-                         sorted.isEmpty ? -1 : sorted[sorted.count / 2], sorted.count, sorted.first ?? -1, sorted.last ?? -1))
+            for _ in 0..<40 { s.add("vm0", cpu: 5); try pub.send(sample(5, 4)) }   // cool down again
+            while (try? decided.next(timeoutMs: 300)).map({ if case .event = $0 { true } else { false } }) == true {}
+            _ = try client.call(PolicyAPI.DestroyViolin(id: "e1"))
+            _ = try client.call(violin)
+        }
+        let sorted = latencies.sorted()
+        print(String(format: "policy_threshold_to_decision_ms median %.1f (n=%d, min %.1f, max %.1f)",
+                     sorted.isEmpty ? -1 : sorted[sorted.count / 2], sorted.count, sorted.first ?? -1, sorted.last ?? -1))
         }
     }
 }

@@ -302,7 +302,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         var slotHeld = true
         func releaseSlot() { if slotHeld { slotHeld = false; slots.signal() } }
         defer { releaseSlot() }
-        func save() { do { try journal.save(job) } catch { logger.error("journal: \(error)") } }
+        func save() { saveJob(job) }
         func fail(_ state: JobState, _ error: String) {
             job.state = state
             job.error = error
@@ -311,15 +311,11 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
             emit(ExecutorAPI.MigrationFailed(job: job.id, vm: job.vm, state: state.rawValue, error: error))
         }
         let portName = VMSpec.portName(job.vm)
-        let vniJSON = JSONValue.number(Double(facts.vni))
         if control.cancelled { return fail(.cancelled, "cancelled before it started") }
         job.state = .preparing
         save()
         emit(ExecutorAPI.MigrationStarted(job: job.id, vm: job.vm, from: job.fromHost, to: job.toHost))
-        // The destination's mesh brings the VIOLIN up there (through our mesh) and prepares the port.
-        let port = MeshAPI.AddPort(vni: facts.vni, port: Self.switchPort(facts, vm: job.vm), seed: options.mesh,
-                                   seedKey: options.keyPair?.publicKey)
-        do { _ = try call(job.destinationMesh, port, key: job.destinationKey) } catch {
+        do { try prepareDestinationPort(job, facts) } catch {
             return fail(.failed, "the destination's mesh could not prepare the port: \(error.message)")
         }
         func removeDestinationPort() {
@@ -333,12 +329,37 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
             return fail(.failed, "libvirt: \(error.message)")
         }
         // libvirt's call blocks until the end: it runs on a helper thread, this one watches it.
-        final class Outcome: @unchecked Sendable { var error: HypervisorError?; var finished = false }
-        let outcome = Outcome()
-        let done = DispatchSemaphore(value: 0)
-        let uri = options.libvirtURI, vm = job.vm, dest = job.destinationURI, mo = o.migration
         let started = DispatchTime.now().uptimeNanoseconds
         let startedWall = wallClockMillis()
+        let (outcome, done) = migrateInBackground(job.vm, to: job.destinationURI, o.migration)
+        let aborted = watch(&job, o, control: control, watcher: watcher, done: done, started: started)
+        let wallMs = Int((DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
+        releaseSlot()                            // the next migration may start while this one waits
+        if outcome.error == nil { arrive() }    // the whole VIOLIN has moved: one cut-over for all
+        if let error = outcome.error {
+            removeDestinationPort()
+            if let aborted { return fail(aborted == "cancelled" ? .cancelled : .failed, aborted) }
+            return fail(.failed, "libvirt: \(error.message)")
+        }
+        complete(&job, o, facts: facts, watcher: watcher, wallMs: wallMs, since: startedWall)
+    }
+
+    /// The destination's mesh brings the VIOLIN up there (through our mesh) and prepares the port.
+    private func prepareDestinationPort(_ job: Journal.Job, _ facts: VMFacts) throws(ProtocolError) {
+        let port = MeshAPI.AddPort(vni: facts.vni, port: Self.switchPort(facts, vm: job.vm), seed: options.mesh,
+                                   seedKey: options.keyPair?.publicKey)
+        _ = try call(job.destinationMesh, port, key: job.destinationKey)
+    }
+
+    /// What libvirt's migrate call ended with, filled in by its helper thread.
+    final class Outcome: @unchecked Sendable { var error: HypervisorError? }
+
+    /// Starts libvirt's blocking migrate on a helper thread (its own connection); `done` is
+    /// signalled when it returns.
+    private func migrateInBackground(_ vm: String, to dest: String, _ mo: MigrationOptions) -> (Outcome, DispatchSemaphore) {
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        let uri = options.libvirtURI
         let helper = Thread {
             do {
                 let conn = try LibvirtHypervisor(uri: uri)
@@ -350,6 +371,15 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         }
         helper.name = "libvirt-migrate"
         helper.start()
+        return (outcome, done)
+    }
+
+    /// Watches a running migration until `done`: aborts it when cancelled or past its timeout,
+    /// switches to post-copy once the first pass is done (with that option), journals and
+    /// publishes its progress. Returns why it was aborted, if it was.
+    private func watch(_ job: inout Journal.Job, _ o: JobOptions, control: Control, watcher: LibvirtHypervisor,
+                       done: DispatchSemaphore, started: UInt64) -> String? {
+        let vm = job.vm
         var aborted: String?
         var postcopy = false
         while done.wait(timeout: .now() + .milliseconds(Int(options.progressInterval * 1000))) == .timedOut {
@@ -359,31 +389,28 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
                 aborted = "did not converge within \(o.timeoutS) s: aborted"
                 try? watcher.abortJob(vm)
             }
-            let stats = try? watcher.jobStats(vm)
+            guard let s = try? watcher.jobStats(vm), s.active else { continue }
             // Post-copy: once the first pass over memory is done, the guest runs at the
             // destination and pulls the rest on demand (a migration that cannot converge ends).
-            if o.migration.postcopy, !postcopy, aborted == nil, let s = stats, s.active, s.iteration >= 2 {
+            if o.migration.postcopy, !postcopy, aborted == nil, s.iteration >= 2 {
                 postcopy = (try? watcher.startPostCopy(vm)) != nil
             }
-            if let s = stats, s.active {
-                job.processed = Int(s.processed); job.remaining = Int(s.remaining); job.rate = Int(s.bytesPerSecond)
-                save()
-                emit(ExecutorAPI.MigrationProgress(job: job.id, vm: vm, phase: aborted != nil ? .aborting : postcopy ? .postcopy : .precopy,
-                                                   processedBytes: UInt64(s.processed), remainingBytes: UInt64(s.remaining),
-                                                   totalBytes: UInt64(s.total), rateBps: UInt64(s.bytesPerSecond), elapsedMs: UInt64(s.elapsedMs)))
-            }
+            job.processed = Int(s.processed); job.remaining = Int(s.remaining); job.rate = Int(s.bytesPerSecond)
+            saveJob(job)
+            emit(ExecutorAPI.MigrationProgress(job: job.id, vm: vm, phase: aborted != nil ? .aborting : postcopy ? .postcopy : .precopy,
+                                               processedBytes: UInt64(s.processed), remainingBytes: UInt64(s.remaining),
+                                               totalBytes: UInt64(s.total), rateBps: UInt64(s.bytesPerSecond), elapsedMs: UInt64(s.elapsedMs)))
         }
-        let wallMs = Int((DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
-        releaseSlot()                            // the next migration may start while this one waits
-        if outcome.error == nil { arrive() }    // the whole VIOLIN has moved: one cut-over for all
-        if let error = outcome.error {
-            removeDestinationPort()
-            if let aborted { return fail(aborted == "cancelled" ? .cancelled : .failed, aborted) }
-            return fail(.failed, "libvirt: \(error.message)")
-        }
-        // Done: the hypervisor's own figures, kept by the destination's libvirt.
+        return aborted
+    }
+
+    /// A migration libvirt finished: its own figures (kept by the destination), the network's
+    /// cut-over, the source's disk removed after a storage copy; journaled and announced.
+    private func complete(_ job: inout Journal.Job, _ o: JobOptions, facts: VMFacts, watcher: LibvirtHypervisor,
+                          wallMs: Int, since: UInt64) {
+        let vm = job.vm
         job.elapsedMs = wallMs
-        if let d = try? LibvirtHypervisor(uri: dest), let s = try? d.jobStats(vm, completed: true) {
+        if let d = try? LibvirtHypervisor(uri: job.destinationURI), let s = try? d.jobStats(vm, completed: true) {
             if s.elapsedMs > 0 { job.elapsedMs = Int(s.elapsedMs) }
             job.downtimeMs = s.downtimeMs.map { Int($0) }
             job.processed = Int(s.processed)
@@ -391,15 +418,19 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         }
         // The network's cut-over: the destination announces the MAC (sequenced), the switch
         // here stops delivering to the old port and forwards late frames to the new host.
-        job.blackoutMs = cutOver(job, facts: facts, since: startedWall)
+        job.blackoutMs = cutOver(job, facts: facts, since: since)
         // The disk now lives at the destination: the source's copy goes.
         if o.migration.copyStorage { watcher.deleteVolume(pool: Self.pool, name: Self.volumeName(vm)) }
         job.state = .completed
-        save()
+        saveJob(job)
         logger.info("migration completed", metadata: ["job": "\(job.id)", "vm": "\(vm)", "to": "\(job.toHost)",
                                                       "elapsed_ms": "\(job.elapsedMs ?? 0)", "downtime_ms": "\(job.downtimeMs ?? -1)"])
         emit(ExecutorAPI.MigrationCompleted(job: job.id, vm: vm, from: job.fromHost, to: job.toHost,
                                             elapsedMs: job.elapsedMs, downtimeMs: job.downtimeMs, blackoutMs: job.blackoutMs))
+    }
+
+    private func saveJob(_ job: Journal.Job) {
+        do { try journal.save(job) } catch { logger.error("journal: \(error)") }
     }
 
     /// After a successful migration: the source port goes (with a grace period of forwarding to

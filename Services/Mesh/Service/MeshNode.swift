@@ -338,6 +338,13 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     /// The requests of PROTOCOL.md §8.2, one handler per type.
     private lazy var table: RequestTable = {
         var t = RequestTable()
+        onViolinRequests(&t)
+        onMemberRequests(&t)
+        return t
+    }()
+
+    /// What operators and the executor ask: VIOLINs, ports, members.
+    private func onViolinRequests(_ t: inout RequestTable) {
         t.on(MeshAPI.JoinViolin.self) { [unowned self] r in try self.join(r.vni, seed: r.seed, seedKey: Self.key(r.seedKey)) }
         t.on(MeshAPI.LeaveViolin.self) { [unowned self] r in
             try self.requirePresent(r.vni)
@@ -382,6 +389,10 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             }
             return Replies.ok(["violins": .array(list)])
         }
+    }
+
+    /// What the other hosts' meshes ask (PROTOCOL.md §8.2, mesh to mesh).
+    private func onMemberRequests(_ t: inout RequestTable) {
         t.on(MeshAPI.MemberJoin.self) { [unowned self] r in
             try self.admit(r.member)
             let list = self.lock.withLock { self.membership.list(r.member.vni, myKey: self.myKey) }.filter { $0.endpoint != r.member.endpoint }
@@ -404,8 +415,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             for case .joined(let vni, _) in changes { self.pushPeers(vni) }
             return Replies.ok(["violins": .array(vnis.map { .number(Double($0)) })])
         }
-        return t
-    }()
+    }
 
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
 
