@@ -187,7 +187,6 @@ extension EventBody {
 public struct RequestTable {
     public typealias Handler = (JSONValue) throws -> JSONValue
     private var handlers: [String: Handler] = [:]
-    public private(set) var types: [any RequestBody.Type] = []
 
     public init() {}
 
@@ -195,7 +194,6 @@ public struct RequestTable {
     public mutating func on<R: RequestBody>(_ type: R.Type, _ handle: @escaping (R) throws -> JSONValue) {
         precondition(handlers[R.msgType] == nil, "two handlers for \(R.msgType)")
         handlers[R.msgType] = { value in try handle(try R.decode(value)) }
-        types.append(type)
     }
 
     /// The reply body, or nil when the table has no handler for the message's type.
@@ -214,7 +212,8 @@ public struct RequestTable {
         }
     }
 
-    public var msgTypes: [String] { types.map { $0.msgType } }
+    /// The request types the table answers.
+    public var msgTypes: Set<String> { Set(handlers.keys) }
 }
 
 // MARK: - Values the protocol checks once

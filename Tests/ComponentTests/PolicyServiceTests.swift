@@ -15,8 +15,8 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
     var state: JSONValue { [:] }
     func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
         guard request.header.msgType == "migrate_request" else { return nil }
-        lock.withLock { got.append(request.body) }
-        return Replies.ok(["job": .string("job-\(migrations.count)")])
+        let n = lock.withLock { got.append(request.body); return got.count }
+        return Replies.ok(["job": .string("job-\(n)")])
     }
 }
 

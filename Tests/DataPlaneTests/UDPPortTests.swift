@@ -77,6 +77,7 @@ final class LocalSwitch {
         let tunnel = sw.tunnel
         let qemu1 = try Endpoint(), qemu2 = try Endpoint(), peer = try Endpoint()
         let call = sw.call
+        #expect(sw.controller.requests.msgTypes == Set(SwitchAPI.requests.map { $0.msgType }), "a switch request without a handler")
         let p1 = try call("add_port", ["name": "vm1", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu1.address.description)])
         let p2 = try call("add_port", ["name": "vm2", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(qemu2.address.description)])
         _ = try call("set_peers", ["peers": [.string(peer.address.description)]])

@@ -157,8 +157,7 @@ import VIOLINProtocol
         // (At least the watcher's: "at least", since what else subscribes is not this test's.)
         let subscribed = eventually(deadline: 10) {
             let out = (try? sh("ip netns exec \(ns) '\(binDir)/violin' metrics --to tcp://127.0.0.2:7700 --curve-key \(scratch.file("good.key")) --server-key \(scratch.file("control.pub"))").out) ?? ""
-            guard let r = out.range(of: "\"bus_subscriptions_forwarded\" : ") else { return false }
-            return (Int(out[r.upperBound...].prefix { $0.isNumber }) ?? 0) >= 1
+            return (metricsCounter(out, "bus_subscriptions_forwarded") ?? 0) >= 1
         }
         try #require(subscribed, "the watcher's subscription never reached the bus")
         let rogue = try node(try host("rogue", "127.0.0.3"))

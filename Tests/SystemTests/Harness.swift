@@ -2,6 +2,7 @@ import Foundation
 import ServiceKit
 import TestSupport
 import Testing
+import VIOLINProtocol
 import ZeroMQ
 
 /// Where the built executables are: VIOLIN_BIN_DIR, else beside the test bundle, else .build/debug.
@@ -170,4 +171,10 @@ func freeTCPEndpoint() throws -> String {
     let endpoint = try s.lastEndpoint()
     s.close()
     return endpoint
+}
+
+/// A counter from the output of `violin metrics` (nil when it is not a metrics reply).
+func metricsCounter(_ output: String, _ name: String) -> Int? {
+    guard let v = try? JSONText.parse(Array(output.utf8)) else { return nil }
+    return v["counters"]?[name]?.intValue
 }

@@ -24,7 +24,7 @@ import VIOLINProtocol
         let watch = try lab.spawn(in: lab.host(1), "violin", ["watch", "--bus", "tcp://\(ip):7711", "mesh.", "--timeout", "120"])
         let subscribed = eventually(deadline: 20) {
             let r = try? run("/usr/sbin/ip", ["netns", "exec", lab.host(1), "\(binDir)/violin", "metrics", "--to", "tcp://\(ip):7700"])
-            return r?.out.contains("\"bus_subscriptions_forwarded\" : 1") == true
+            return (r.flatMap { metricsCounter($0.out, "bus_subscriptions_forwarded") } ?? 0) >= 1
         }
         try #require(subscribed, "the watcher did not subscribe to the mesh bus")
         return ("tcp://\(ip):7710", watch)

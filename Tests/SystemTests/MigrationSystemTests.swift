@@ -119,8 +119,7 @@ import VIOLINProtocol
         // The executors' events, watched from the control node.
         func subscriptions() -> Int {
             let out = (try? lab.violin("metrics --to tcp://10.77.0.100:7700"))?.out ?? ""
-            guard let r = out.range(of: "\"bus_subscriptions_forwarded\" : ") else { return -1 }
-            return Int(out[r.upperBound...].prefix { $0.isNumber }) ?? -1
+            return metricsCounter(out, "bus_subscriptions_forwarded") ?? -1
         }
         let subscribedBefore = subscriptions()
         let executorEvents = try Spawned("/usr/sbin/ip", ["netns", "exec", lab.controlNamespace, "\(binDir)/violin", "watch",

@@ -14,8 +14,8 @@ import ZeroMQ
     /// Bus counters, read with `violin metrics`.
     func busCounter(_ scratch: Scratch, _ name: String) throws -> Int {
         let r = try run("violin", ["metrics", "--to", scratch.ipc("bus"), "--timeout", "2"])
-        guard r.status == 0, let v = try? JSONText.parse(Array(r.out.utf8)) else { return -1 }
-        return v["counters"]?[name]?.intValue ?? 0
+        guard r.status == 0 else { return -1 }
+        return metricsCounter(r.out, name) ?? 0
     }
 
     func startBus(_ scratch: Scratch) throws -> Spawned {

@@ -67,7 +67,7 @@ final class LoopbackUDP {
         defer { watch.destroy() }
         // The watcher's subscription has reached the bus before anything is published.
         #expect(eventually(deadline: 20) {
-            ((try? run("violin", ["metrics", "--to", scratch.ipc("bus")]))?.out ?? "").contains("\"bus_subscriptions_forwarded\" : 1")
+            (metricsCounter((try? run("violin", ["metrics", "--to", scratch.ipc("bus")]))?.out ?? "", "bus_subscriptions_forwarded") ?? 0) >= 1
         }, "the watcher did not subscribe")
         let control = scratch.ipc("sw")
         let sw = try Spawned("violin-switch", ["--vni", "\(Self.vni)", "--tunnel", "127.0.0.1:0", "--listen", control,
