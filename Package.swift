@@ -35,8 +35,13 @@ let package = Package(
         // Pure: the envelope, the message catalogue and the codec. No I/O.
         .target(name: "VIOLINProtocol", path: "Shared/VIOLINProtocol",
                 exclude: ["PROTOCOL.md"]),
-        // Thin layer over libzmq: sockets, poll, Lazy Pirate client, proxy, CURVE + ZAP.
-        .target(name: "ZeroMQ", dependencies: ["CZeroMQ"], path: "Shared/ZeroMQ"),
+        // Locks, the eventfd waker, worker threads and clocks: what the ZeroMQ layer and the data
+        // plane share, so the data plane does not link libzmq.
+        .target(name: "CSystem", path: "Shared/CSystem"),
+        .target(name: "Primitives", dependencies: ["CSystem"], path: "Shared/Primitives"),
+        // Thin layer over libzmq: sockets, poll, Lazy Pirate client, proxy, CURVE + ZAP. The only
+        // module that imports CZeroMQ.
+        .target(name: "ZeroMQ", dependencies: ["CZeroMQ", "Primitives"], path: "Shared/ZeroMQ"),
         // What every service shares: configuration, logging, lifecycle, admin requests.
         .target(name: "ServiceKit", dependencies: [
             "VIOLINProtocol", "ZeroMQ",
@@ -54,7 +59,7 @@ let package = Package(
         .target(name: "SwitchCore", dependencies: ["CChecksum"], path: "Shared/SwitchCore",
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         // The forwarding loop and ports, on top of the core and the shim.
-        .target(name: "SwitchDataPlane", dependencies: ["SwitchCore", "CNetShim", "ZeroMQ", "VIOLINProtocol"],
+        .target(name: "SwitchDataPlane", dependencies: ["SwitchCore", "CNetShim", "Primitives", "VIOLINProtocol"],
                 path: "Shared/SwitchDataPlane",
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         // Pure: membership of the switch meshes (join, announce, leave, liveness).

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CZeroMQ
 import Foundation
 import ServiceKit
 import VIOLINProtocol
@@ -50,10 +49,10 @@ struct Bench: ParsableCommand {
             let topic = "bench.ticked"
             let sub = try EventSubscriber(context: ctx, endpoint: subscribers, topics: [topic])
             defer { sub.close() }
-            try sub.socket.setOption(ZMQ_RCVHWM, Int32(0))
+            try sub.socket.setHighWaterMarks(receive: 0)
             let pub = try ZMQSocket(ctx, .pub)
             defer { pub.close() }
-            try pub.setOption(ZMQ_SNDHWM, Int32(0))
+            try pub.setHighWaterMarks(send: 0)
             try pub.connect(publishers)
             var factory = MessageFactory(sender: "bench")
             // Wait until the subscription has reached the publisher through the bus.

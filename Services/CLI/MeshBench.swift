@@ -43,7 +43,7 @@ extension Bench {
                      "--log-level", "error"], stdout: .null, stderr: .null)
                 procs.append(p)
             }
-            func call<R: RequestBody>(_ i: Int, _ request: R, timeoutMs: Int = 15_000) throws -> JSONValue {
+            func call<R: RequestBody>(_ i: Int, _ request: R, timeoutMs: Int = 15_000) throws -> R.Reply {
                 let c = ServiceClient(context: ctx, endpoint: endpoint(i), timeoutMs: timeoutMs)
                 defer { c.close() }
                 return try c.call(request, retries: 0)
@@ -65,8 +65,7 @@ extension Bench {
             while !pending.isEmpty && monotonicMillis() < deadline {
                 for i in pending.sorted() {
                     let c = ServiceClient(context: ctx, endpoint: "ipc://\(dir)/m\(i)/switch-9.sock", timeoutMs: 1000)
-                    if let stats = try? c.call(SwitchAPI.Stats(), retries: 0), case .array(let peers)? = stats["peers"],
-                       peers.contains(.string(newcomer)) { pending.remove(i) }
+                    if let stats = try? c.call(SwitchAPI.Stats(), retries: 0), stats.peers.contains(newcomer) { pending.remove(i) }
                     c.close()
                 }
             }

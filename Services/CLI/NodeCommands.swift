@@ -159,7 +159,7 @@ struct ClusterCommand: ParsableCommand {
             defer { ctx.shutdown(); ctx.terminate() }
             let sec = try connection.security()
             /// `key`: the server's public key; nil: the control node's (from --server-key).
-            func call<R: RequestBody>(_ endpoint: String, _ request: R, key: String? = nil) -> (JSONValue?, Double) {
+            func call<R: RequestBody>(_ endpoint: String, _ request: R, key: String? = nil) -> (R.Reply?, Double) {
                 var security = sec
                 if let key { security = key.isEmpty ? nil : sec.map { ClientSecurity(keyPair: $0.keyPair, serverPublicKey: key) } }
                 let client = ServiceClient(context: ctx, endpoint: endpoint, security: security,
@@ -174,7 +174,7 @@ struct ClusterCommand: ParsableCommand {
                 let (status, _) = ping == nil ? (nil, 0) : call(endpoint, AdminAPI.Status(), key: key)
                 return ["service": .string(name), "endpoint": .string(endpoint), "healthy": .bool(ping != nil),
                         "rtt_ms": ping == nil ? .null : .number((rtt * 10).rounded() / 10),
-                        "version": status?["version"] ?? .null, "uptime_s": status?["uptime_s"] ?? .null]
+                        "version": status.map { .string($0.version) } ?? .null, "uptime_s": status.map { .number($0.uptimeS) } ?? .null]
             }
             let policyEP = "tcp://\(control):7703"
             var nodes: [JSONValue] = [["node": "control", "role": "control", "domain": .null, "address": .string(control),
@@ -183,32 +183,24 @@ struct ClusterCommand: ParsableCommand {
             let (inventory, _) = call(policyEP, PolicyAPI.Inventory())
             guard let inventory else { throw fail("the control node's policy at \(policyEP) does not answer", code: Exit.noReply) }
             var violinOf: [String: String] = [:]
-            if case .array(let vms)? = inventory["vms"] { for v in vms { violinOf[v["id"]?.stringValue ?? ""] = v["violin"]?.stringValue } }
-            if case .array(let hosts)? = inventory["hosts"] {
-                for h in hosts {
-                    let executor = h["executor"]?.stringValue ?? ""
-                    let address = executor.replacingOccurrences(of: "tcp://", with: "").split(separator: ":").first.map(String.init) ?? ""
-                    let key = h["key"]?.stringValue ?? ""
-                    let (vmsReply, _) = call(executor, ExecutorAPI.VMs(), key: key)
-                    var vms: [JSONValue] = []
-                    var vnis = Set<Int>()
-                    if case .array(let list)? = vmsReply?["vms"] {
-                        for v in list {
-                            let name = v["name"]?.stringValue ?? "?"
-                            vms.append(["name": .string(name), "state": v["state"] ?? .null, "vni": v["vni"] ?? .null,
-                                        "violin": violinOf[name].map { .string($0) } ?? .null])
-                            if let vni = v["vni"]?.intValue { vnis.insert(vni) }
-                        }
-                    }
-                    nodes.append(["node": h["id"] ?? .null, "role": "host", "domain": h["domain"] ?? .null, "address": .string(address),
-                                  "draining": h["draining"] ?? .bool(false),
-                                  "services": [service("mesh", "tcp://\(address):7701", key: key),
-                                               service("monitor", "tcp://\(address):7702", key: key),
-                                               service("executor", executor, key: key)],
-                                  "vms": .array(vms), "violins": .array(vnis.sorted().map { .number(Double($0)) })])
+            for v in inventory.vms { violinOf[v.id] = v.violin }
+            for h in inventory.hosts {
+                let address = h.executor.replacingOccurrences(of: "tcp://", with: "").split(separator: ":").first.map(String.init) ?? ""
+                let (vmsReply, _) = call(h.executor, ExecutorAPI.VMs(), key: h.key)
+                var vms: [JSONValue] = []
+                var vnis = Set<UInt32>()
+                for v in vmsReply?.vms ?? [] {
+                    vms.append(["name": .string(v.name), "state": .string(v.state), "vni": v.vni.map { .number(Double($0)) } ?? .null,
+                                "violin": violinOf[v.name].map { .string($0) } ?? .null])
+                    if let vni = v.vni { vnis.insert(vni) }
                 }
+                let services: JSONValue = [service("mesh", "tcp://\(address):7701", key: h.key), service("monitor", "tcp://\(address):7702", key: h.key),
+                                           service("executor", h.executor, key: h.key)]
+                nodes.append(["node": .string(h.id), "role": "host", "domain": .string(h.domain), "address": .string(address),
+                              "draining": .bool(h.draining), "services": services,
+                              "vms": .array(vms), "violins": .array(vnis.sorted().map { .number(Double($0)) })])
             }
-            let all: JSONValue = ["nodes": .array(nodes), "mode": inventory["mode"] ?? .null, "policy": inventory["policy"] ?? .null]
+            let all: JSONValue = ["nodes": .array(nodes), "mode": .string(inventory.mode), "policy": .string(inventory.policy)]
             if json { printJSON(all); return }
             Self.printTable(nodes)
         }
@@ -251,17 +243,14 @@ struct ClusterCommand: ParsableCommand {
                     throw fail("drain: \(error)", code: Exit.errorReply)
                 }
             }
-            if case .array(let moves)? = plan["moves"] {
-                for m in moves { print("  \(m["vm"]?.stringValue ?? "?") -> \(m["to"]?.stringValue ?? "?"): \(m["outcome"]?.stringValue ?? "")") }
-            }
-            if case .array(let stuck)? = plan["stuck"], !stuck.isEmpty {
-                throw fail("no host can take \(stuck.compactMap(\.stringValue).joined(separator: ", ")); \(host) stays (draining)", code: Exit.errorReply)
+            for m in plan.moves { print("  \(m.vm) -> \(m.to): \(m.outcome)") }
+            if !plan.stuck.isEmpty {
+                throw fail("no host can take \(plan.stuck.joined(separator: ", ")); \(host) stays (draining)", code: Exit.errorReply)
             }
             let end = Date().addingTimeInterval(wait)
             while true {
                 let inv = try connection.with(policyEP) { client in try? client.call(PolicyAPI.Inventory(), retries: connection.retries) }
-                let left = (inv?["vms"]?.items ?? [])
-                    .filter { $0["host"]?.stringValue == host }.compactMap { $0["id"]?.stringValue }
+                let left = (inv?.vms ?? []).filter { $0.host == host }.map(\.id)
                 if left.isEmpty { break }
                 guard Date() < end else { throw fail("\(host) still holds \(left.joined(separator: ", ")) after \(Int(wait)) s", code: Exit.noReply) }
                 usleep(200_000)

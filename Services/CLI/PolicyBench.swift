@@ -1,5 +1,4 @@
 import ArgumentParser
-import CZeroMQ
 import Foundation
 import Logging
 import PolicyCore
@@ -44,7 +43,7 @@ extension Bench {
             defer { decided.close() }
             let pub = try ZMQSocket(ctx, .pub)
             defer { pub.close() }
-            try pub.setOption(ZMQ_SNDHWM, Int32(0))
+            try pub.setHighWaterMarks(send: 0)
             try pub.connect(proxy.frontendEndpoints[0])
             var f = MessageFactory(sender: "bench-monitor")
             func sample(_ cpu: Double, _ count: Int) -> [Frame] {

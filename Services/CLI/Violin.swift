@@ -72,7 +72,7 @@ func request<R: RequestBody>(_ options: ConnectionOptions, to endpoint: String, 
                              show: (JSONValue) -> Void = { printJSON($0) }) throws {
     try options.with(endpoint) { client in
         do {
-            show(try client.call(r, retries: options.retries))
+            show(try client.exchange(r, retries: options.retries).body)
         } catch let error as ServiceClient.Failure {
             switch error {
             case .noReply: throw fail(error.description, code: Exit.noReply)

@@ -60,11 +60,18 @@ public final class ServiceClient {
         }
     }
 
-    /// Sends a typed request; returns the body of an ok reply, throws on an error reply. An
-    /// idempotent request is resent after a timeout (twice, unless the client was made with
-    /// more); any other only if the client was made with retries.
-    public func call<R: RequestBody>(_ request: R, retries: Int? = nil) throws(Failure) -> JSONValue {
-        try call(R.msgType, body: request.json, retries: retries ?? (R.idempotent ? max(client.retries, 2) : nil))
+    /// Sends a typed request; returns its ok reply, validated and read as the request's reply
+    /// type; throws on an error reply (`.error`) or on one that is not what the type says
+    /// (`.badReply`). An idempotent request is resent after a timeout (twice, unless the client
+    /// was made with more); any other only if the client was made with retries.
+    public func call<R: RequestBody>(_ request: R, retries: Int? = nil) throws(Failure) -> R.Reply {
+        try exchange(request, retries: retries).reply
+    }
+
+    /// As `call`, with the reply's body as it came (the command-line tool prints it whole).
+    public func exchange<R: RequestBody>(_ request: R, retries: Int? = nil) throws(Failure) -> (reply: R.Reply, body: JSONValue) {
+        let body = try call(R.msgType, body: request.json, retries: retries ?? (R.idempotent ? max(client.retries, 2) : nil))
+        do { return (try R.Reply.decode(body), body) } catch { throw .badReply(error) }
     }
 
     /// Sends a request; returns the body of an ok reply, throws on an error reply.

@@ -1,4 +1,3 @@
-import CZeroMQ
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -101,8 +100,8 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
     /// Binds and connects, then starts the loop thread. Throws when an endpoint cannot be bound.
     public func start() throws {
         let router = try ZMQSocket(context, .router)
-        try router.setOption(ZMQ_MAXMSGSIZE, Int64(settings.maxMessageBytes) * 4)
-        try router.setOption(ZMQ_ROUTER_MANDATORY, Int32(0))
+        try router.setMaxMessageSize(Int64(settings.maxMessageBytes) * 4)
+        try router.setRouterMandatory(false)
         var endpoints: [String] = []
         for endpoint in settings.listen {
             if let server = settings.server, isNetworkEndpoint(endpoint) { try router.makeCurveServer(server) }
@@ -210,7 +209,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
             if ready || stopping { flush(events, factory: &factory) }
             if stopping {
                 // A bounded linger lets the last events leave; every other socket keeps LINGER 0.
-                try? events.setOption(ZMQ_LINGER, Int32(200))
+                try? events.setLinger(ms: 200)
                 return
             }
         }
@@ -281,17 +280,17 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
     /// The requests every service answers (PROTOCOL.md §5), before the service's own.
     private lazy var adminRequests: RequestTable = {
         var t = RequestTable()
-        t.on(AdminAPI.Ping.self) { [unowned self] _ in
+        t.raw(AdminAPI.Ping.self) { [unowned self] _ in
             // Built by hand: ping is the request load balancers and benchmarks send most.
             ["status": "ok", "service": .string(self.settings.service), "instance": .string(self.settings.instance),
              "time": .string(MessageFactory.now())]
         }
         t.on(AdminAPI.Status.self) { [unowned self] _ in
             let iso = ISO8601DateFormatter()
-            return JSONText.value(of: StatusReply(
+            return StatusReply(
                 service: self.settings.service, instance: self.settings.instance, version: self.version, pid: Int(getpid()),
                 uptimeS: self.uptime, startedAt: iso.string(from: self.startedAt), endpoints: self.endpointMap(self.endpoints),
-                state: self.handler?.state ?? [:]))
+                state: self.handler?.state ?? [:])
         }
         t.on(AdminAPI.Metrics.self) { [unowned self] _ in
             var counters = self.counters.snapshot
@@ -299,7 +298,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
             if let zap = self.zap { (counters["curve_accepted"], counters["curve_refused"]) = zap.counts }
             var gauges = self.extraGauges()
             gauges["uptime_s"] = self.uptime
-            return JSONText.value(of: MetricsReply(service: self.settings.service, counters: counters, gauges: gauges))
+            return MetricsReply(service: self.settings.service, counters: counters, gauges: gauges)
         }
         return t
     }()

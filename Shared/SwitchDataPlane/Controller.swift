@@ -96,7 +96,7 @@ public final class SwitchController: @unchecked Sendable {
         var t = RequestTable()
         t.on(SwitchAPI.Stats.self) { [unowned self] _ in try self.stats() }
         t.on(SwitchAPI.FDB.self) { [unowned self] _ in try self.fdb() }
-        t.on(SwitchAPI.Ports.self) { [unowned self] _ in Replies.ok(["ports": .array(self.ports.map(self.describe))]) }
+        t.on(SwitchAPI.Ports.self) { [unowned self] _ in SwitchAPI.PortsReply(ports: self.ports.map(self.describe)) }
         t.on(SwitchAPI.AddPort.self) { [unowned self] r in try self.addPort(r) }
         t.on(SwitchAPI.RemovePort.self) { [unowned self] r in try self.removePort(r) }
         t.on(SwitchAPI.Announce.self) { [unowned self] r in
@@ -105,7 +105,7 @@ public final class SwitchController: @unchecked Sendable {
             guard let seq = self.forwarder.announceMove(mac, portID: port.id) else {
                 throw ProtocolError(.unavailable, "the forwarding thread did not answer")
             }
-            return Replies.ok(["announced": ["mac": .string(mac.description), "seq": .number(Double(seq))]])
+            return SwitchAPI.AnnounceReply(announced: .init(mac: mac.description, seq: Int(seq)))
         }
         t.on(SwitchAPI.SetPeers.self) { [unowned self] r in
             var list: [PeerAddress] = []
@@ -138,20 +138,20 @@ public final class SwitchController: @unchecked Sendable {
             }
             self.statics[mac] = location
             self.commit()
-            return Replies.ok(["mac": .string(mac.description)])
+            return SwitchAPI.MACReply(mac: mac.description)
         }
         t.on(SwitchAPI.RemoveStatic.self) { [unowned self] r in
             let mac = try Self.mac(r.mac)
             guard self.statics.removeValue(forKey: mac) != nil else { throw ProtocolError(.notFound, "no static entry for \(mac)") }
             self.commit()
-            return Replies.ok(["mac": .string(mac.description)])
+            return SwitchAPI.MACReply(mac: mac.description)
         }
         return t
     }()
 
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try requests.handle(request) }
 
-    private func addPort(_ r: SwitchAPI.AddPort) throws(ProtocolError) -> JSONValue {
+    private func addPort(_ r: SwitchAPI.AddPort) throws(ProtocolError) -> SwitchAPI.AddPortReply {
         let vmMAC = try r.mac.map { m throws(ProtocolError) in try Self.mac(m) }
         let port: PortHandle
         switch r.kind {
@@ -159,15 +159,15 @@ public final class SwitchController: @unchecked Sendable {
         case .udp(let local, let remote):
             port = try addUDP(r.name, local: try Self.address(local, port: 0), remote: try Self.address(remote))
         }
-        var reply: [String: JSONValue] = ["port": describe(port)]
+        var reply = SwitchAPI.AddPortReply(port: describe(port))
         // The VM behind the port is known (it arrives by migration): tell the peers now.
         if let vmMAC, let seq = forwarder.announceMove(vmMAC, portID: port.id) {
-            reply["announced"] = ["mac": .string(vmMAC.description), "seq": .number(Double(seq))]
+            reply.announced = .init(mac: vmMAC.description, seq: Int(seq))
         }
-        return Replies.ok(reply)
+        return reply
     }
 
-    private func removePort(_ r: SwitchAPI.RemovePort) throws(ProtocolError) -> JSONValue {
+    private func removePort(_ r: SwitchAPI.RemovePort) throws(ProtocolError) -> SwitchAPI.RemovePortReply {
         // The VM behind it migrated: late frames for its MAC go on to its new host for a while.
         var forward: (MAC, PeerAddress, Double)?
         if let f = r.forward { forward = (try Self.mac(f.mac), try Self.address(f.to), f.graceS) }
@@ -176,12 +176,10 @@ public final class SwitchController: @unchecked Sendable {
         let last = forwarder.statistics()?.perPort[r.name]
         if let (mac, peer, grace) = forward { moved[mac] = MovedMAC(peer: peer, untilMs: forwarder.now + UInt64(grace * 1000)) }
         try removePort(r.name)
-        var reply: [String: JSONValue] = ["removed": .string(r.name)]
-        if let last { reply.merge(Self.portCounters(last).objectValue!) { a, _ in a } }
-        return Replies.ok(reply)
+        return SwitchAPI.RemovePortReply(removed: r.name, last: last.map(Self.portCounters))
     }
 
-    private func peersReply() -> JSONValue { Replies.ok(["peers": .array(peers.map { .string($0.description) })]) }
+    private func peersReply() -> SwitchAPI.PeersReply { SwitchAPI.PeersReply(peers: peers.map(\.description)) }
 
     /// A validated protocol address as the data plane's (a missing port is VXLAN's; 0 only where
     /// `port` is 0, which lets the kernel choose).
@@ -197,59 +195,46 @@ public final class SwitchController: @unchecked Sendable {
         return mac
     }
 
-    public func describe(_ p: PortHandle) -> JSONValue {
-        var o: [String: JSONValue] = ["name": .string(p.name), "kind": .string(p.kind.name)]
-        if let mac = p.mac { o["mac"] = .string(mac.description) }
+    public func describe(_ p: PortHandle) -> SwitchAPI.PortInfo {
+        var info = SwitchAPI.PortInfo(name: p.name, kind: p.kind.name, mac: p.mac?.description)
         if case .udp(let local, let remote) = p.kind {
-            o["local"] = .string(local.description)
-            o["remote"] = .string(remote.description)
+            info.local = local.description
+            info.remote = remote.description
         }
-        return .object(o)
+        return info
     }
 
-    private func locationJSON(_ l: Location) -> (String, JSONValue) {
-        switch l {
-        case .port(let id): return ("port", .string(ports.first { $0.id == id }?.name ?? "#\(id)"))
-        case .peer(let p): return ("peer", .string(p.description))
-        }
-    }
-
-    private func fdb() throws(ProtocolError) -> JSONValue {
+    private func fdb() throws(ProtocolError) -> SwitchAPI.FDBReply {
         guard let entries = forwarder.fdb() else { throw ProtocolError(.unavailable, "the forwarding thread did not answer") }
-        return Replies.ok(["entries": .array(entries.map { e in
-            let (k, v) = locationJSON(e.location)
-            return .object(["mac": .string(e.mac.description), k: v, "age_s": .number((e.ageS * 10).rounded() / 10),
-                            "static": .bool(e.isStatic)])
-        })])
+        return SwitchAPI.FDBReply(entries: entries.map { e in
+            var port: String?, peer: String?
+            switch e.location {
+            case .port(let id): port = ports.first { $0.id == id }?.name ?? "#\(id)"
+            case .peer(let p): peer = p.description
+            }
+            return .init(mac: e.mac.description, port: port, peer: peer, ageS: (e.ageS * 10).rounded() / 10, static: e.isStatic)
+        })
     }
 
-    public func stats() throws(ProtocolError) -> JSONValue {
+    public func stats() throws(ProtocolError) -> SwitchAPI.StatsReply {
         guard let s = forwarder.statistics() else { throw ProtocolError(.unavailable, "the forwarding thread did not answer") }
-        var drops: [String: JSONValue] = [:]
-        for r in DropReason.allCases { drops[r.rawValue] = .number(Double(s.drops[r.rawValue] ?? 0)) }
-        var perPort: [String: JSONValue] = [:]
-        for (name, c) in s.perPort { perPort[name] = Self.portCounters(c) }
-        return Replies.ok([
-            "vni": .number(Double(forwarder.options.vni)),
-            "tunnel": .string(forwarder.tunnelAddress.description),
-            "frames": ["from_ports": .number(Double(s.framesFromPorts)), "from_peers": .number(Double(s.framesFromPeers)),
-                       "to_ports": .number(Double(s.framesToPorts)), "to_peers": .number(Double(s.framesToPeers)),
-                       "floods": .number(Double(s.floods)), "grace_forwarded": .number(Double(s.graceForwarded)),
-                       "merged": .number(Double(s.merged))],
-            "port_failures": .number(Double(s.portFailures)),
-            "bytes": ["from_ports": .number(Double(s.bytesFromPorts)), "from_peers": .number(Double(s.bytesFromPeers))],
-            "drops": .object(drops),
-            "ports": .object(perPort),
-            "mac_table": ["size": .number(Double(s.tableSize)), "max": .number(Double(forwarder.options.maxMACs)),
-                          "learned": .number(Double(s.table.learned)), "moved": .number(Double(s.table.moved)),
-                          "expired": .number(Double(s.table.expired)), "refused": .number(Double(s.table.refused))],
-            "peers": .array(peers.map { .string($0.description) }),
-        ])
+        var drops: [String: Int] = [:]
+        for r in DropReason.allCases { drops[r.rawValue] = Int(s.drops[r.rawValue] ?? 0) }
+        return SwitchAPI.StatsReply(
+            vni: forwarder.options.vni, tunnel: forwarder.tunnelAddress.description,
+            frames: ["from_ports": Int(s.framesFromPorts), "from_peers": Int(s.framesFromPeers), "to_ports": Int(s.framesToPorts),
+                     "to_peers": Int(s.framesToPeers), "floods": Int(s.floods), "grace_forwarded": Int(s.graceForwarded),
+                     "merged": Int(s.merged)],
+            portFailures: Int(s.portFailures),
+            bytes: ["from_ports": Int(s.bytesFromPorts), "from_peers": Int(s.bytesFromPeers)],
+            drops: drops, ports: s.perPort.mapValues(Self.portCounters),
+            macTable: ["size": Int(s.tableSize), "max": Int(forwarder.options.maxMACs), "learned": Int(s.table.learned),
+                       "moved": Int(s.table.moved), "expired": Int(s.table.expired), "refused": Int(s.table.refused)],
+            peers: peers.map(\.description))
     }
 
-    static func portCounters(_ c: SwitchStats.PortCounters) -> JSONValue {
-        ["rx": .number(Double(c.rx)), "tx": .number(Double(c.tx)),
-         "first_rx_ms": c.firstRxMs == 0 ? .null : .number(Double(c.firstRxMs)),
-         "last_rx_ms": c.lastRxMs == 0 ? .null : .number(Double(c.lastRxMs))]
+    static func portCounters(_ c: SwitchStats.PortCounters) -> SwitchAPI.PortCounters {
+        SwitchAPI.PortCounters(rx: Int(c.rx), tx: Int(c.tx), firstRxMs: c.firstRxMs == 0 ? nil : Int(c.firstRxMs),
+                               lastRxMs: c.lastRxMs == 0 ? nil : Int(c.lastRxMs))
     }
 }

@@ -1,7 +1,7 @@
 import CNetShim
 import Foundation
 import SwitchCore
-import ZeroMQ
+import Primitives
 
 /// What the control side wants the data plane to be. Immutable; swapped whole.
 public final class SwitchSnapshot: @unchecked Sendable {

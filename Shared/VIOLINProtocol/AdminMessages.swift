@@ -4,21 +4,21 @@ public enum AdminAPI {
 
     public struct Ping: EmptyRequest {
         public static let msgType = "ping_request"
-        public static let replyFields = ["service", "instance", "time"]
+        public typealias Reply = PingReply
         public static let idempotent = true
         public init() {}
     }
 
     public struct Status: EmptyRequest {
         public static let msgType = "status_request"
-        public static let replyFields = ["service", "instance", "version", "pid", "uptime_s", "started_at", "endpoints", "state"]
+        public typealias Reply = StatusReply
         public static let idempotent = true
         public init() {}
     }
 
     public struct Metrics: EmptyRequest {
         public static let msgType = "metrics_request"
-        public static let replyFields = ["service", "counters", "gauges"]
+        public typealias Reply = MetricsReply
         public static let idempotent = true
         public init() {}
     }

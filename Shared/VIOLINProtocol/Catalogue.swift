@@ -45,7 +45,8 @@ extension String {
 
 // MARK: - Bodies (typed views; readers ignore unknown fields)
 
-public struct PingReply: Codable, Equatable, Sendable {
+public struct PingReply: ReplyBody {
+    public static let fields: [FieldSpec] = [.required("service", .text), .required("instance", .text), .required("time", .text)]
     public var status: String
     public var service: String
     public var instance: String
@@ -55,7 +56,11 @@ public struct PingReply: Codable, Equatable, Sendable {
     }
 }
 
-public struct StatusReply: Codable, Equatable, Sendable {
+public struct StatusReply: ReplyBody {
+    public static let fields: [FieldSpec] = [
+        .required("service", .text), .required("instance", .text), .required("version", .text), .required("pid", .count),
+        .required("uptime_s", .number(0...1e12)), .required("started_at", .text), .required("endpoints", .object), .required("state", .object),
+    ]
     public var status: String
     public var service: String
     public var instance: String
@@ -78,7 +83,8 @@ public struct StatusReply: Codable, Equatable, Sendable {
     }
 }
 
-public struct MetricsReply: Codable, Equatable, Sendable {
+public struct MetricsReply: ReplyBody {
+    public static let fields: [FieldSpec] = [.required("service", .text), .required("counters", .object), .required("gauges", .object)]
     public var status: String
     public var service: String
     public var counters: [String: Int]

@@ -138,6 +138,9 @@ public enum Replies {
         return .object(f)
     }
 
+    /// A typed reply's body with `status: ok`.
+    public static func ok(_ reply: some ReplyBody) -> JSONValue { ok(reply.json.objectValue ?? [:]) }
+
     public static func error(_ code: ErrorCode, _ message: String) -> JSONValue {
         ["status": "error", "code": .string(code.rawValue), "message": .string(message)]
     }

@@ -17,7 +17,7 @@ public enum ExecutorAPI {
             .optional("disk_mb", .integer(0...1_048_576)), .optional("console", .string),
             .optional("seed", .text), .optional("seed_key", .string),
         ]
-        public static let replyFields = ["vm", "uuid", "port"]
+        public typealias Reply = CreateVMReply
         public static let idempotent = false
         public static let example = CreateVM(name: "a1", vni: 101, mac: MACAddress("52:54:00:0a:00:01")!, kernel: "/boot/vmlinuz", nicPort: 20000)
         public var name: String
@@ -62,7 +62,7 @@ public enum ExecutorAPI {
     public struct DestroyVM: RequestBody {
         public static let msgType = "destroy_vm_request"
         public static let fields: [FieldSpec] = [.required("name", .text)]
-        public static let replyFields = ["vm"]
+        public typealias Reply = VMReply
         public static let idempotent = false
         public static let example = DestroyVM(name: "a1")
         public var name: String
@@ -73,14 +73,14 @@ public enum ExecutorAPI {
 
     public struct VMs: EmptyRequest {
         public static let msgType = "vms_request"
-        public static let replyFields = ["host", "vms"]
+        public typealias Reply = VMsReply
         public static let idempotent = true
         public init() {}
     }
 
     public struct HostInfo: EmptyRequest {
         public static let msgType = "host_info_request"
-        public static let replyFields = ["host", "migration_uri", "mesh", "free_memory_mb", "migrations_running"]
+        public typealias Reply = HostInfoReply
         public static let idempotent = true
         public init() {}
     }
@@ -135,7 +135,7 @@ public enum ExecutorAPI {
     public struct Migrate: RequestBody {
         public static let msgType = "migrate_request"
         public static let fields: [FieldSpec] = [.required("vm", .text)] + MigrationOptions.fields
-        public static let replyFields = ["job", "state"]
+        public typealias Reply = JobState
         public static let idempotent = false
         public static let example: Migrate = {
             var o = MigrationOptions(toExecutor: "tcp://10.0.0.2:7704")
@@ -156,7 +156,7 @@ public enum ExecutorAPI {
     public struct MigrateViolin: RequestBody {
         public static let msgType = "migrate_violin_request"
         public static let fields: [FieldSpec] = [.required("vni", .vni), .optional("keep", .list(.text))] + MigrationOptions.fields
-        public static let replyFields = ["jobs"]
+        public typealias Reply = ViolinJobsReply
         public static let idempotent = false
         public static let example = MigrateViolin(vni: 102, keep: ["b1"], options: MigrationOptions(toExecutor: "tcp://10.0.0.3:7704"))
         public var vni: UInt32
@@ -176,8 +176,7 @@ public enum ExecutorAPI {
     public struct Job: RequestBody {
         public static let msgType = "job_request"
         public static let fields: [FieldSpec] = [.required("job", .text)]
-        public static let replyFields = ["job", "vm", "from", "to", "state", "error", "elapsed_ms", "downtime_ms", "blackout_ms",
-                                         "processed_bytes", "remaining_bytes", "rate_bps", "created_at", "updated_at"]
+        public typealias Reply = JobReport
         public static let idempotent = true
         public static let example = Job(job: "job-1")
         public var job: String
@@ -189,7 +188,7 @@ public enum ExecutorAPI {
     public struct Jobs: RequestBody {
         public static let msgType = "jobs_request"
         public static let fields: [FieldSpec] = [.optional("limit", .integer(1...10_000))]
-        public static let replyFields = ["jobs"]
+        public typealias Reply = JobsReply
         public static let idempotent = true
         public static let example = Jobs(limit: 10)
         public var limit: Int
@@ -201,13 +200,141 @@ public enum ExecutorAPI {
     public struct Cancel: RequestBody {
         public static let msgType = "cancel_request"
         public static let fields: [FieldSpec] = [.required("job", .text)]
-        public static let replyFields = ["job", "state"]
+        public typealias Reply = JobState
         public static let idempotent = true
         public static let example = Cancel(job: "job-1")
         public var job: String
         public init(job: String) { self.job = job }
         public init(_ b: Body) { job = b.text("job")! }
         public var json: JSONValue { ["job": .string(job)] }
+    }
+
+    // MARK: Replies
+
+    public struct CreateVMReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vm", .text), .required("uuid", .text), .required("port", .object)]
+        public var vm: String, uuid: String
+        /// The switch port, as the switch's `ports_request` describes it.
+        public var port: SwitchAPI.PortInfo
+        public init(vm: String, uuid: String, port: SwitchAPI.PortInfo) { self.vm = vm; self.uuid = uuid; self.port = port }
+    }
+
+    public struct VMReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vm", .text)]
+        public var vm: String
+        public init(vm: String) { self.vm = vm }
+    }
+
+    public struct VMsReply: ReplyBody {
+        public struct VM: Codable, Sendable, Equatable {
+            public var name: String, state: String
+            public var memoryMB: Int
+            /// From the domain's description; absent for a domain VIOLIN did not make.
+            public var vni: UInt32?, mac: String?, nicPort: Int?
+            public init(name: String, state: String, memoryMB: Int, vni: UInt32? = nil, mac: String? = nil, nicPort: Int? = nil) {
+                self.name = name; self.state = state; self.memoryMB = memoryMB; self.vni = vni; self.mac = mac; self.nicPort = nicPort
+            }
+            enum CodingKeys: String, CodingKey { case name, state, memoryMB = "memory_mb", vni, mac, nicPort = "nic_port" }
+        }
+        public static let fields: [FieldSpec] = [.required("host", .text), .required("vms", .list(.object))]
+        public var host: String
+        public var vms: [VM]
+        public init(host: String, vms: [VM]) { self.host = host; self.vms = vms }
+    }
+
+    public struct HostInfoReply: ReplyBody {
+        public static let fields: [FieldSpec] = [
+            .required("host", .text), .required("migration_uri", .text), .required("mesh", .string),
+            .required("free_memory_mb", .count), .required("migrations_running", .count),
+        ]
+        public var host: String
+        public var migrationURI: String
+        /// This host's mesh endpoint.
+        public var mesh: String
+        public var freeMemoryMB: Int
+        public var migrationsRunning: Int
+        public init(host: String, migrationURI: String, mesh: String, freeMemoryMB: Int, migrationsRunning: Int) {
+            self.host = host; self.migrationURI = migrationURI; self.mesh = mesh; self.freeMemoryMB = freeMemoryMB
+            self.migrationsRunning = migrationsRunning
+        }
+        enum CodingKeys: String, CodingKey {
+            case host, migrationURI = "migration_uri", mesh, freeMemoryMB = "free_memory_mb", migrationsRunning = "migrations_running"
+        }
+    }
+
+    /// A job and its state: `migrate_request` (`queued`) and `cancel_request` (`cancelling`) answer it.
+    public struct JobState: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("job", .text), .required("state", .text)]
+        public var job: String, state: String
+        public init(job: String, state: String) { self.job = job; self.state = state }
+    }
+
+    public struct ViolinJobsReply: ReplyBody {
+        public struct Started: Codable, Sendable, Equatable {
+            public var job: String, vm: String
+            public init(job: String, vm: String) { self.job = job; self.vm = vm }
+        }
+        public static let fields: [FieldSpec] = [.required("jobs", .list(.object))]
+        public var jobs: [Started]
+        public init(jobs: [Started]) { self.jobs = jobs }
+    }
+
+    /// A migration job as the journal holds it.
+    public struct JobReport: ReplyBody {
+        public static let fields: [FieldSpec] = [
+            .required("job", .text), .required("vm", .text), .required("from", .string), .required("to", .string),
+            .required("state", .choice(["queued", "preparing", "migrating", "completed", "failed", "cancelled", "rolled_back"])),
+            .required("error", .string), .optional("elapsed_ms", .count), .optional("downtime_ms", .count), .optional("blackout_ms", .count),
+            .optional("processed_bytes", .count), .optional("remaining_bytes", .count), .optional("rate_bps", .count),
+            .optional("decision_id", .string), .required("created_at", .text), .required("updated_at", .text),
+        ]
+        public var job: String, vm: String, from: String, to: String, state: String, error: String
+        /// Null until known.
+        public var elapsedMs: Int?, downtimeMs: Int?, blackoutMs: Int?, processedBytes: Int?, remainingBytes: Int?, rateBps: Int?
+        public var decisionID: String
+        public var createdAt: String, updatedAt: String
+        public init(job: String, vm: String, from: String, to: String, state: String, error: String, elapsedMs: Int?, downtimeMs: Int?,
+                    blackoutMs: Int?, processedBytes: Int?, remainingBytes: Int?, rateBps: Int?, decisionID: String, createdAt: String,
+                    updatedAt: String) {
+            self.job = job; self.vm = vm; self.from = from; self.to = to; self.state = state; self.error = error
+            self.elapsedMs = elapsedMs; self.downtimeMs = downtimeMs; self.blackoutMs = blackoutMs
+            self.processedBytes = processedBytes; self.remainingBytes = remainingBytes; self.rateBps = rateBps
+            self.decisionID = decisionID; self.createdAt = createdAt; self.updatedAt = updatedAt
+        }
+        enum CodingKeys: String, CodingKey {
+            case job, vm, from, to, state, error, elapsedMs = "elapsed_ms", downtimeMs = "downtime_ms", blackoutMs = "blackout_ms"
+            case processedBytes = "processed_bytes", remainingBytes = "remaining_bytes", rateBps = "rate_bps"
+            case decisionID = "decision_id", createdAt = "created_at", updatedAt = "updated_at"
+        }
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            job = try c.decode(String.self, forKey: .job); vm = try c.decode(String.self, forKey: .vm)
+            from = try c.decode(String.self, forKey: .from); to = try c.decode(String.self, forKey: .to)
+            state = try c.decode(String.self, forKey: .state); error = try c.decode(String.self, forKey: .error)
+            elapsedMs = try c.decodeIfPresent(Int.self, forKey: .elapsedMs); downtimeMs = try c.decodeIfPresent(Int.self, forKey: .downtimeMs)
+            blackoutMs = try c.decodeIfPresent(Int.self, forKey: .blackoutMs)
+            processedBytes = try c.decodeIfPresent(Int.self, forKey: .processedBytes)
+            remainingBytes = try c.decodeIfPresent(Int.self, forKey: .remainingBytes); rateBps = try c.decodeIfPresent(Int.self, forKey: .rateBps)
+            decisionID = try c.decodeIfPresent(String.self, forKey: .decisionID) ?? ""
+            createdAt = try c.decode(String.self, forKey: .createdAt); updatedAt = try c.decode(String.self, forKey: .updatedAt)
+        }
+        /// Unknown figures are written as null, as the document says.
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(job, forKey: .job); try c.encode(vm, forKey: .vm); try c.encode(from, forKey: .from); try c.encode(to, forKey: .to)
+            try c.encode(state, forKey: .state); try c.encode(error, forKey: .error)
+            try c.encode(elapsedMs, forKey: .elapsedMs); try c.encode(downtimeMs, forKey: .downtimeMs); try c.encode(blackoutMs, forKey: .blackoutMs)
+            try c.encode(processedBytes, forKey: .processedBytes); try c.encode(remainingBytes, forKey: .remainingBytes)
+            try c.encode(rateBps, forKey: .rateBps); try c.encode(decisionID, forKey: .decisionID)
+            try c.encode(createdAt, forKey: .createdAt); try c.encode(updatedAt, forKey: .updatedAt)
+        }
+    }
+
+    public struct JobsReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("jobs", .list(.object))]
+        /// Newest first.
+        public var jobs: [JobReport]
+        public init(jobs: [JobReport]) { self.jobs = jobs }
     }
 
     // MARK: Events

@@ -13,7 +13,7 @@ public enum MeshAPI {
     public struct JoinViolin: RequestBody {
         public static let msgType = "join_violin_request"
         public static let fields: [FieldSpec] = [.required("vni", .vni)] + seedFields
-        public static let replyFields = ["vni", "tunnel", "members"]
+        public typealias Reply = JoinReply
         public static let idempotent = false
         public static let example = JoinViolin(vni: 9, seed: "tcp://10.0.0.1:7701")
         public var vni: UInt32
@@ -33,7 +33,7 @@ public enum MeshAPI {
     public struct LeaveViolin: RequestBody {
         public static let msgType = "leave_violin_request"
         public static let fields: [FieldSpec] = [.required("vni", .vni)]
-        public static let replyFields = ["vni"]
+        public typealias Reply = VNIReply
         public static let idempotent = false
         public static let example = LeaveViolin(vni: 9)
         public var vni: UInt32
@@ -47,7 +47,7 @@ public enum MeshAPI {
     public struct AddPort: RequestBody {
         public static let msgType = "add_port_request"
         public static let fields: [FieldSpec] = [.required("vni", .vni)] + SwitchAPI.AddPort.fields + seedFields
-        public static let replyFields = ["vni", "port"]
+        public typealias Reply = AddPortReply
         public static let idempotent = false
         public static let example = AddPort(vni: 9, port: SwitchAPI.AddPort.example, seed: "tcp://10.0.0.1:7701")
         public var vni: UInt32
@@ -80,7 +80,7 @@ public enum MeshAPI {
             .required("vni", .vni), .required("name", .text), .optional("mac", .mac), .optional("forward_to", .endpoint),
             .optional("grace_s", .number(0...3600)),
         ]
-        public static let replyFields = ["vni", "removed", "rx", "tx", "first_rx_ms", "last_rx_ms"]
+        public typealias Reply = RemovePortReply
         public static let idempotent = false
         public static let example = RemovePort(vni: 9, name: "vm-a1",
                                                forward: Forward(mac: MACAddress("52:54:00:0a:00:01")!, to: "tcp://10.0.0.2:7701", graceS: 5))
@@ -108,7 +108,7 @@ public enum MeshAPI {
     public struct Announce: RequestBody {
         public static let msgType = "announce_request"
         public static let fields: [FieldSpec] = [.required("vni", .vni), .required("name", .text), .required("mac", .mac)]
-        public static let replyFields = ["vni", "announced"]
+        public typealias Reply = AnnounceReply
         public static let idempotent = false
         public static let example = Announce(vni: 9, name: "vm-a1", mac: MACAddress("52:54:00:0a:00:01")!)
         public var vni: UInt32
@@ -122,7 +122,7 @@ public enum MeshAPI {
     public struct PortStats: RequestBody {
         public static let msgType = "port_stats_request"
         public static let fields: [FieldSpec] = [.required("vni", .vni), .required("name", .text)]
-        public static let replyFields = ["vni", "name", "rx", "tx", "first_rx_ms", "last_rx_ms"]
+        public typealias Reply = PortStatsReply
         public static let idempotent = true
         public static let example = PortStats(vni: 9, name: "vm-a1")
         public var vni: UInt32
@@ -135,7 +135,7 @@ public enum MeshAPI {
     public struct Members: RequestBody {
         public static let msgType = "members_request"
         public static let fields: [FieldSpec] = [.required("vni", .vni)]
-        public static let replyFields = ["members", "peers"]
+        public typealias Reply = MembersReply
         public static let idempotent = true
         public static let example = Members(vni: 9)
         public var vni: UInt32
@@ -146,7 +146,7 @@ public enum MeshAPI {
 
     public struct Ports: EmptyRequest {
         public static let msgType = "ports_request"
-        public static let replyFields = ["violins"]
+        public typealias Reply = PortsReply
         public static let idempotent = true
         public init() {}
     }
@@ -158,7 +158,7 @@ public enum MeshAPI {
     public struct MemberJoin: RequestBody {
         public static let msgType = "member_join_request"
         public static let fields = memberFields
-        public static let replyFields = ["members"]
+        public typealias Reply = MemberJoinReply
         public static let idempotent = true
         public static let example = MemberJoin(member: .example)
         public var member: Member
@@ -171,7 +171,7 @@ public enum MeshAPI {
     public struct MemberAnnounce: RequestBody {
         public static let msgType = "member_announce_request"
         public static let fields = memberFields
-        public static let replyFields: [String] = []
+        public typealias Reply = EmptyReply
         public static let idempotent = true
         public static let example = MemberAnnounce(member: .example)
         public var member: Member
@@ -204,7 +204,7 @@ public enum MeshAPI {
     public struct MemberLeave: RequestBody {
         public static let msgType = "member_leave_request"
         public static let fields: [FieldSpec] = [.required("vni", .vni), .required("endpoint", .endpoint)]
-        public static let replyFields: [String] = []
+        public typealias Reply = EmptyReply
         public static let idempotent = true
         public static let example = MemberLeave(vni: 9, endpoint: "tcp://10.0.0.2:7701")
         public var vni: UInt32
@@ -217,13 +217,132 @@ public enum MeshAPI {
     public struct MemberHeartbeat: RequestBody {
         public static let msgType = "member_heartbeat_request"
         public static let fields: [FieldSpec] = [.required("endpoint", .endpoint)]
-        public static let replyFields = ["violins"]
+        public typealias Reply = HeartbeatReply
         public static let idempotent = true
         public static let example = MemberHeartbeat(endpoint: "tcp://10.0.0.2:7701")
         public var endpoint: String
         public init(endpoint: String) { self.endpoint = endpoint }
         public init(_ b: Body) { endpoint = b.text("endpoint")! }
         public var json: JSONValue { ["endpoint": .string(endpoint)] }
+    }
+
+    // MARK: Replies
+
+    /// A member as `join_violin_request` and `members_request` list it.
+    public struct MemberInfo: Codable, Sendable, Equatable {
+        public var endpoint: String
+        public var tunnel: String
+        /// Whether its heartbeats arrive (absent in `member_join_request`'s list: all are).
+        public var alive: Bool?
+        public var key: String?
+        public init(endpoint: String, tunnel: String, alive: Bool? = nil, key: String? = nil) {
+            self.endpoint = endpoint; self.tunnel = tunnel; self.alive = alive; self.key = key
+        }
+    }
+
+    public struct JoinReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("tunnel", .text), .required("members", .list(.object))]
+        public var vni: UInt32
+        public var tunnel: String
+        public var members: [MemberInfo]
+        public init(vni: UInt32, tunnel: String, members: [MemberInfo]) { self.vni = vni; self.tunnel = tunnel; self.members = members }
+    }
+
+    public struct VNIReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vni", .vni)]
+        public var vni: UInt32
+        public init(vni: UInt32) { self.vni = vni }
+    }
+
+    public struct AddPortReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("port", .object)]
+        public var vni: UInt32
+        public var port: SwitchAPI.PortInfo
+        public init(vni: UInt32, port: SwitchAPI.PortInfo) { self.vni = vni; self.port = port }
+    }
+
+    /// The switch's reply with the VIOLIN's id.
+    public struct RemovePortReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vni", .vni)] + SwitchAPI.RemovePortReply.fields
+        public var vni: UInt32
+        public var port: SwitchAPI.RemovePortReply
+        public init(vni: UInt32, port: SwitchAPI.RemovePortReply) { self.vni = vni; self.port = port }
+        enum CodingKeys: String, CodingKey { case vni }
+        public init(from decoder: Decoder) throws {
+            vni = try decoder.container(keyedBy: CodingKeys.self).decode(UInt32.self, forKey: .vni)
+            port = try SwitchAPI.RemovePortReply(from: decoder)
+        }
+        public func encode(to encoder: Encoder) throws {
+            try port.encode(to: encoder)
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(vni, forKey: .vni)
+        }
+    }
+
+    public struct AnnounceReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("announced", .object)]
+        public var vni: UInt32
+        public var announced: SwitchAPI.Announced
+        public init(vni: UInt32, announced: SwitchAPI.Announced) { self.vni = vni; self.announced = announced }
+    }
+
+    public struct PortStatsReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("name", .text)] + SwitchAPI.PortCounters.fields
+        public var vni: UInt32
+        public var name: String
+        public var counters: SwitchAPI.PortCounters
+        public init(vni: UInt32, name: String, counters: SwitchAPI.PortCounters) { self.vni = vni; self.name = name; self.counters = counters }
+        enum CodingKeys: String, CodingKey { case vni, name }
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            vni = try c.decode(UInt32.self, forKey: .vni); name = try c.decode(String.self, forKey: .name)
+            counters = try SwitchAPI.PortCounters(from: decoder)
+        }
+        public func encode(to encoder: Encoder) throws {
+            try counters.encode(to: encoder)
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(vni, forKey: .vni); try c.encode(name, forKey: .name)
+        }
+    }
+
+    public struct MembersReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("members", .list(.object)),
+                                                 .required("peers", .list(.address(anyPort: false)))]
+        public var vni: UInt32
+        public var members: [MemberInfo]
+        /// The tunnel addresses the switch forwards to.
+        public var peers: [String]
+        public init(vni: UInt32, members: [MemberInfo], peers: [String]) { self.vni = vni; self.members = members; self.peers = peers }
+    }
+
+    public struct PortsReply: ReplyBody {
+        public struct Violin: Codable, Sendable, Equatable {
+            public var vni: UInt32
+            public var tunnel: String
+            /// The switch's control endpoint.
+            public var `switch`: String
+            public var pid: Int
+            public var ports: [String]
+            public init(vni: UInt32, tunnel: String, switch control: String, pid: Int, ports: [String]) {
+                self.vni = vni; self.tunnel = tunnel; self.switch = control; self.pid = pid; self.ports = ports
+            }
+        }
+        public static let fields: [FieldSpec] = [.required("violins", .list(.object))]
+        public var violins: [Violin]
+        public init(violins: [Violin]) { self.violins = violins }
+    }
+
+    public struct MemberJoinReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("members", .list(.object))]
+        public var members: [MemberInfo]
+        public init(members: [MemberInfo]) { self.members = members }
+    }
+
+    public struct HeartbeatReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("violins", .list(.vni))]
+        /// The VIOLINs present on the answering host.
+        public var violins: [UInt32]
+        public init(violins: [UInt32]) { self.violins = violins }
     }
 
     // MARK: Events

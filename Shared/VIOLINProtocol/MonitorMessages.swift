@@ -5,7 +5,7 @@ public enum MonitorAPI {
 
     public struct Samples: EmptyRequest {
         public static let msgType = "samples_request"
-        public static let replyFields = ["host", "vms"]
+        public typealias Reply = SamplesReply
         public static let idempotent = true
         public init() {}
     }
@@ -13,7 +13,7 @@ public enum MonitorAPI {
     public struct SetBalloon: RequestBody {
         public static let msgType = "set_balloon_request"
         public static let fields: [FieldSpec] = [.required("vm", .text), .required("memory_mb", .integer(1...(1 << 30) - 1))]
-        public static let replyFields = ["vm", "target_mb", "memory_mb"]
+        public typealias Reply = BalloonReply
         public static let idempotent = true
         public static let example = SetBalloon(vm: "a1", memoryMB: 96)
         public var vm: String
@@ -26,7 +26,7 @@ public enum MonitorAPI {
     public struct SetCPUWeight: RequestBody {
         public static let msgType = "set_cpu_weight_request"
         public static let fields: [FieldSpec] = [.required("vm", .text), .required("weight", .integer(1...10_000))]
-        public static let replyFields = ["vm", "weight"]
+        public typealias Reply = CPUWeightReply
         public static let idempotent = true
         public static let example = SetCPUWeight(vm: "a1", weight: 512)
         public var vm: String
@@ -34,6 +34,39 @@ public enum MonitorAPI {
         public init(vm: String, weight: Int) { self.vm = vm; self.weight = weight }
         public init(_ b: Body) { vm = b.text("vm")!; weight = b.integer("weight")! }
         public var json: JSONValue { ["vm": .string(vm), "weight": .number(Double(weight))] }
+    }
+
+    // MARK: Replies
+
+    public struct SamplesReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("host", .object), .required("vms", .list(.object))]
+        /// As in `monitor.sampled`: `cpus`, `memory_mb`; per VM `name`, `uuid`, `cpu_percent`, ...
+        public var host: JSONValue
+        public var vms: [JSONValue]
+        public init(host: JSONValue, vms: [JSONValue]) { self.host = host; self.vms = vms }
+        /// The latest sample as it was published.
+        public init(_ sampled: Sampled) {
+            self.init(host: sampled.json["host"] ?? [:], vms: sampled.vms.map(\.json))
+        }
+    }
+
+    public struct BalloonReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vm", .text), .required("target_mb", .count), .required("memory_mb", .count)]
+        public var vm: String
+        /// What was accepted.
+        public var targetMB: Int
+        /// libvirt's reading now (a guest's balloon reaches the target over the next moments).
+        public var memoryMB: Int
+        public init(vm: String, targetMB: Int, memoryMB: Int) { self.vm = vm; self.targetMB = targetMB; self.memoryMB = memoryMB }
+        enum CodingKeys: String, CodingKey { case vm, targetMB = "target_mb", memoryMB = "memory_mb" }
+    }
+
+    public struct CPUWeightReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vm", .text), .required("weight", .count)]
+        public var vm: String
+        /// As libvirt reports it now.
+        public var weight: Int
+        public init(vm: String, weight: Int) { self.vm = vm; self.weight = weight }
     }
 
     // MARK: Events

@@ -7,14 +7,14 @@ public enum PolicyAPI {
     public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self]
 
     /// The two ways the policy acts on its decisions.
-    public enum Mode: String, Sendable, CaseIterable { case recommend, automatic }
+    public enum Mode: String, Sendable, CaseIterable, Codable { case recommend, automatic }
 
     static let positive = FieldSpec.Kind.integer(1...(1 << 30))
 
     public struct RegisterDomain: RequestBody {
         public static let msgType = "register_domain_request"
         public static let fields: [FieldSpec] = [.required("id", .text)]
-        public static let replyFields = ["id"]
+        public typealias Reply = IDReply
         public static let idempotent = false
         public static let example = RegisterDomain(id: "d1")
         public var id: String
@@ -29,7 +29,7 @@ public enum PolicyAPI {
             .required("id", .text), .required("domain", .text), .required("cores", positive), .required("memory_mb", positive),
             .optional("executor", .string), .optional("monitor", .string), .optional("key", .curveKey),
         ]
-        public static let replyFields = ["id"]
+        public typealias Reply = IDReply
         public static let idempotent = true
         public static let example = RegisterHost(id: "h1", domain: "d1", cores: 2, memoryMB: 4096, executor: "tcp://10.0.0.1:7704")
         public var id: String, domain: String
@@ -56,7 +56,7 @@ public enum PolicyAPI {
     public struct RemoveHost: RequestBody {
         public static let msgType = "remove_host_request"
         public static let fields: [FieldSpec] = [.required("id", .text)]
-        public static let replyFields = ["id"]
+        public typealias Reply = IDReply
         public static let idempotent = false
         public static let example = RemoveHost(id: "h1")
         public var id: String
@@ -75,7 +75,7 @@ public enum PolicyAPI {
         public static let fields: [FieldSpec] = [
             .required("id", .text), .required("home_domain", .text), .required("head", .text), .required("vms", .list(.object)),
         ]
-        public static let replyFields = ["id"]
+        public typealias Reply = IDReply
         public static let idempotent = false
         public static let example = CreateViolin(id: "A", homeDomain: "d1", head: "a1",
                                                  vms: [VM(id: "a1", memoryMB: 128, host: "h1"), VM(id: "a2", memoryMB: 128, host: "h2")])
@@ -106,7 +106,7 @@ public enum PolicyAPI {
     public struct DestroyViolin: RequestBody {
         public static let msgType = "destroy_violin_request"
         public static let fields: [FieldSpec] = [.required("id", .text)]
-        public static let replyFields = ["id"]
+        public typealias Reply = IDReply
         public static let idempotent = false
         public static let example = DestroyViolin(id: "A")
         public var id: String
@@ -118,7 +118,7 @@ public enum PolicyAPI {
     public struct SetMode: RequestBody {
         public static let msgType = "set_mode_request"
         public static let fields: [FieldSpec] = [.required("mode", .choice(Mode.allCases.map(\.rawValue)))]
-        public static let replyFields = ["mode"]
+        public typealias Reply = ModeReply
         public static let idempotent = true
         public static let example = SetMode(mode: .automatic)
         public var mode: Mode
@@ -129,14 +129,14 @@ public enum PolicyAPI {
 
     public struct Evaluate: EmptyRequest {
         public static let msgType = "evaluate_request"
-        public static let replyFields = ["decisions"]
+        public typealias Reply = DecisionsReply
         public static let idempotent = false
         public init() {}
     }
 
     public struct Explain: EmptyRequest {
         public static let msgType = "explain_request"
-        public static let replyFields = ["hosts", "deviation"]
+        public typealias Reply = ExplainReply
         public static let idempotent = true
         public init() {}
     }
@@ -144,7 +144,7 @@ public enum PolicyAPI {
     public struct Decisions: RequestBody {
         public static let msgType = "decisions_request"
         public static let fields: [FieldSpec] = [.optional("limit", .integer(1...10_000))]
-        public static let replyFields = ["decisions"]
+        public typealias Reply = DecisionsReply
         public static let idempotent = true
         public static let example = Decisions(limit: 10)
         public var limit: Int
@@ -155,7 +155,7 @@ public enum PolicyAPI {
 
     public struct Inventory: EmptyRequest {
         public static let msgType = "inventory_request"
-        public static let replyFields = ["domains", "hosts", "violins", "vms", "mode", "policy"]
+        public typealias Reply = InventoryReply
         public static let idempotent = true
         public init() {}
     }
@@ -163,13 +163,112 @@ public enum PolicyAPI {
     public struct DrainHost: RequestBody {
         public static let msgType = "drain_host_request"
         public static let fields: [FieldSpec] = [.required("id", .text)]
-        public static let replyFields = ["id", "moves", "stuck"]
+        public typealias Reply = DrainReply
         public static let idempotent = false
         public static let example = DrainHost(id: "h4")
         public var id: String
         public init(id: String) { self.id = id }
         public init(_ b: Body) { id = b.text("id")! }
         public var json: JSONValue { ["id": .string(id)] }
+    }
+
+    // MARK: Replies
+
+    /// The id of what was registered, removed, created or destroyed.
+    public struct IDReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("id", .text)]
+        public var id: String
+        public init(id: String) { self.id = id }
+    }
+
+    public struct ModeReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("mode", .choice(Mode.allCases.map(\.rawValue)))]
+        public var mode: Mode
+        public init(mode: Mode) { self.mode = mode }
+    }
+
+    public struct DecisionsReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("decisions", .list(.object))]
+        /// As the ledger holds them (`id`, `time`, `kind`, `decision`, `reason`, `mode`, `outcome`),
+        /// or as `evaluate` made them.
+        public var decisions: [JSONValue]
+        public init(decisions: [JSONValue]) { self.decisions = decisions }
+    }
+
+    public struct ExplainReply: ReplyBody {
+        public struct Host: Codable, Sendable, Equatable {
+            public var id: String, domain: String
+            public var cores: Int
+            public var score: Double
+            public var highDemandVMs: Int
+            public var load: Double
+            public init(id: String, domain: String, cores: Int, score: Double, highDemandVMs: Int, load: Double) {
+                self.id = id; self.domain = domain; self.cores = cores; self.score = score; self.highDemandVMs = highDemandVMs; self.load = load
+            }
+            enum CodingKeys: String, CodingKey { case id, domain, cores, score, highDemandVMs = "high_demand_vms", load }
+        }
+        public static let fields: [FieldSpec] = [.required("hosts", .list(.object)), .required("deviation", .anyNumber)]
+        public var hosts: [Host]
+        public var deviation: Double
+        public init(hosts: [Host], deviation: Double) { self.hosts = hosts; self.deviation = deviation }
+    }
+
+    public struct InventoryReply: ReplyBody {
+        public struct Host: Codable, Sendable, Equatable {
+            public var id: String, domain: String
+            public var cores: Int, memoryMB: Int
+            /// Endpoints and CURVE key ("" when not known).
+            public var executor: String, monitor: String, key: String
+            public var draining: Bool
+            public init(id: String, domain: String, cores: Int, memoryMB: Int, executor: String, monitor: String, key: String, draining: Bool) {
+                self.id = id; self.domain = domain; self.cores = cores; self.memoryMB = memoryMB
+                self.executor = executor; self.monitor = monitor; self.key = key; self.draining = draining
+            }
+            enum CodingKeys: String, CodingKey { case id, domain, cores, memoryMB = "memory_mb", executor, monitor, key, draining }
+        }
+        public struct Violin: Codable, Sendable, Equatable {
+            public var id: String, homeDomain: String, head: String
+            public init(id: String, homeDomain: String, head: String) { self.id = id; self.homeDomain = homeDomain; self.head = head }
+            enum CodingKeys: String, CodingKey { case id, homeDomain = "home_domain", head }
+        }
+        public struct VM: Codable, Sendable, Equatable {
+            public var id: String, violin: String
+            public var memoryMB: Int
+            /// "" while placed nowhere.
+            public var host: String
+            public init(id: String, violin: String, memoryMB: Int, host: String) { self.id = id; self.violin = violin; self.memoryMB = memoryMB; self.host = host }
+            enum CodingKeys: String, CodingKey { case id, violin, memoryMB = "memory_mb", host }
+        }
+        public static let fields: [FieldSpec] = [
+            .required("domains", .list(.text)), .required("hosts", .list(.object)), .required("violins", .list(.object)),
+            .required("vms", .list(.object)), .required("mode", .choice(Mode.allCases.map(\.rawValue))), .required("policy", .text),
+        ]
+        public var domains: [String]
+        public var hosts: [Host]
+        public var violins: [Violin]
+        public var vms: [VM]
+        public var mode: String
+        public var policy: String
+        public init(domains: [String], hosts: [Host], violins: [Violin], vms: [VM], mode: String, policy: String) {
+            self.domains = domains; self.hosts = hosts; self.violins = violins; self.vms = vms; self.mode = mode; self.policy = policy
+        }
+    }
+
+    /// One VM a drain sends away.
+    public struct Move: Codable, Sendable, Equatable {
+        public var vm: String, to: String
+        /// `sent` or `failed: ...`.
+        public var outcome: String
+        public init(vm: String, to: String, outcome: String) { self.vm = vm; self.to = to; self.outcome = outcome }
+    }
+
+    public struct DrainReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("id", .text), .required("moves", .list(.object)), .required("stuck", .list(.text))]
+        public var id: String
+        public var moves: [Move]
+        /// VMs no other host can take.
+        public var stuck: [String]
+        public init(id: String, moves: [Move], stuck: [String]) { self.id = id; self.moves = moves; self.stuck = stuck }
     }
 
     // MARK: Events
@@ -202,10 +301,9 @@ public enum PolicyAPI {
         public static let topic = "policy.host_draining"
         public static let fields: [FieldSpec] = [.required("id", .text), .required("moves", .list(.object)), .required("stuck", .list(.text))]
         public var id: String
-        /// Each: `vm`, `to`, `outcome`.
-        public var moves: [JSONValue]
+        public var moves: [Move]
         public var stuck: [String]
-        public init(id: String, moves: [JSONValue], stuck: [String]) { self.id = id; self.moves = moves; self.stuck = stuck }
-        public var json: JSONValue { ["id": .string(id), "moves": .array(moves), "stuck": .array(stuck.map { .string($0) })] }
+        public init(id: String, moves: [Move], stuck: [String]) { self.id = id; self.moves = moves; self.stuck = stuck }
+        public var json: JSONValue { DrainReply(id: id, moves: moves, stuck: stuck).json }
     }
 }

@@ -9,21 +9,21 @@ public enum SwitchAPI {
 
     public struct Stats: EmptyRequest {
         public static let msgType = "stats_request"
-        public static let replyFields = ["vni", "tunnel", "frames", "port_failures", "bytes", "drops", "ports", "mac_table", "peers"]
+        public typealias Reply = StatsReply
         public static let idempotent = true
         public init() {}
     }
 
     public struct FDB: EmptyRequest {
         public static let msgType = "fdb_request"
-        public static let replyFields = ["entries"]
+        public typealias Reply = FDBReply
         public static let idempotent = true
         public init() {}
     }
 
     public struct Ports: EmptyRequest {
         public static let msgType = "ports_request"
-        public static let replyFields = ["ports"]
+        public typealias Reply = PortsReply
         public static let idempotent = true
         public init() {}
     }
@@ -39,7 +39,7 @@ public enum SwitchAPI {
             .required("name", .text), .optional("kind", .choice(["tap", "udp"])), .optional("mtu", .integer(68...65_535)),
             .optional("local", .address(anyPort: true)), .optional("remote", .address(anyPort: false)), .optional("mac", .mac),
         ]
-        public static let replyFields = ["port", "announced"]
+        public typealias Reply = AddPortReply
         public static let idempotent = false
         public static let example = AddPort(name: "vm1", kind: .udp(local: "127.0.0.1:0", remote: "127.0.0.1:20001"),
                                             mac: MACAddress("02:00:00:00:00:01"))
@@ -89,7 +89,7 @@ public enum SwitchAPI {
             .required("name", .text), .optional("mac", .mac), .optional("forward_to", .address(anyPort: false)),
             .optional("grace_s", .number(0...3600)),
         ]
-        public static let replyFields = ["removed", "rx", "tx", "first_rx_ms", "last_rx_ms"]
+        public typealias Reply = RemovePortReply
         public static let idempotent = false
         public static let example = RemovePort(name: "vm1", forward: Forward(mac: MACAddress("02:00:00:00:00:01")!, to: "10.0.0.2:4789", graceS: 5))
         public var name: String
@@ -118,7 +118,7 @@ public enum SwitchAPI {
     public struct Announce: RequestBody {
         public static let msgType = "announce_request"
         public static let fields: [FieldSpec] = [.required("port", .text), .required("mac", .mac)]
-        public static let replyFields = ["announced"]
+        public typealias Reply = AnnounceReply
         public static let idempotent = false
         public static let example = Announce(port: "vm1", mac: MACAddress("02:00:00:00:00:01")!)
         public var port: String
@@ -131,7 +131,7 @@ public enum SwitchAPI {
     public struct SetPeers: RequestBody {
         public static let msgType = "set_peers_request"
         public static let fields: [FieldSpec] = [.required("peers", .list(.address(anyPort: false)))]
-        public static let replyFields = ["peers"]
+        public typealias Reply = PeersReply
         public static let idempotent = true
         public static let example = SetPeers(peers: ["10.0.0.2:4789", "10.0.0.3"])
         public var peers: [String]
@@ -143,7 +143,7 @@ public enum SwitchAPI {
     public struct AddPeer: RequestBody {
         public static let msgType = "add_peer_request"
         public static let fields: [FieldSpec] = [.required("peer", .address(anyPort: false))]
-        public static let replyFields = ["peers"]
+        public typealias Reply = PeersReply
         public static let idempotent = true
         public static let example = AddPeer(peer: "10.0.0.2:4789")
         public var peer: String
@@ -155,7 +155,7 @@ public enum SwitchAPI {
     public struct RemovePeer: RequestBody {
         public static let msgType = "remove_peer_request"
         public static let fields: [FieldSpec] = [.required("peer", .address(anyPort: false))]
-        public static let replyFields = ["peers"]
+        public typealias Reply = PeersReply
         public static let idempotent = false
         public static let example = RemovePeer(peer: "10.0.0.2:4789")
         public var peer: String
@@ -168,7 +168,7 @@ public enum SwitchAPI {
         public enum Location: Sendable, Equatable { case port(String), peer(String) }
         public static let msgType = "add_static_request"
         public static let fields: [FieldSpec] = [.required("mac", .mac), .optional("port", .text), .optional("peer", .address(anyPort: false))]
-        public static let replyFields = ["mac"]
+        public typealias Reply = MACReply
         public static let idempotent = true
         public static let example = AddStatic(mac: MACAddress("02:00:00:00:00:09")!, at: .port("vm1"))
         public var mac: MACAddress
@@ -191,13 +191,148 @@ public enum SwitchAPI {
     public struct RemoveStatic: RequestBody {
         public static let msgType = "remove_static_request"
         public static let fields: [FieldSpec] = [.required("mac", .mac)]
-        public static let replyFields = ["mac"]
+        public typealias Reply = MACReply
         public static let idempotent = false
         public static let example = RemoveStatic(mac: MACAddress("02:00:00:00:00:09")!)
         public var mac: MACAddress
         public init(mac: MACAddress) { self.mac = mac }
         public init(_ b: Body) { mac = b.mac()! }
         public var json: JSONValue { ["mac": .string(mac.description)] }
+    }
+
+    // MARK: Replies
+
+    /// A port's counters: frames each way and the wall-clock ms of its first and latest frame
+    /// (null before one).
+    public struct PortCounters: Codable, Sendable, Equatable {
+        public var rx: Int
+        public var tx: Int
+        public var firstRxMs: Int?
+        public var lastRxMs: Int?
+        public init(rx: Int, tx: Int, firstRxMs: Int?, lastRxMs: Int?) { self.rx = rx; self.tx = tx; self.firstRxMs = firstRxMs; self.lastRxMs = lastRxMs }
+        enum CodingKeys: String, CodingKey { case rx, tx, firstRxMs = "first_rx_ms", lastRxMs = "last_rx_ms" }
+        /// Written with nulls, as the document says.
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(rx, forKey: .rx); try c.encode(tx, forKey: .tx)
+            try c.encode(firstRxMs, forKey: .firstRxMs); try c.encode(lastRxMs, forKey: .lastRxMs)
+        }
+        static let fields: [FieldSpec] = [.optional("rx", .count), .optional("tx", .count), .optional("first_rx_ms", .count),
+                                          .optional("last_rx_ms", .count)]
+    }
+
+    public struct StatsReply: ReplyBody {
+        public static let fields: [FieldSpec] = [
+            .required("vni", .vni), .required("tunnel", .text), .required("frames", .object), .required("port_failures", .count),
+            .required("bytes", .object), .required("drops", .object), .required("ports", .object), .required("mac_table", .object),
+            .required("peers", .list(.address(anyPort: false))),
+        ]
+        public var vni: UInt32
+        public var tunnel: String
+        /// `from_ports`, `from_peers`, `to_ports`, `to_peers`, `floods`, `grace_forwarded`, `merged`.
+        public var frames: [String: Int]
+        public var portFailures: Int
+        /// `from_ports`, `from_peers`.
+        public var bytes: [String: Int]
+        /// Reason -> count.
+        public var drops: [String: Int]
+        public var ports: [String: PortCounters]
+        /// `size`, `max`, `learned`, `moved`, `expired`, `refused`.
+        public var macTable: [String: Int]
+        public var peers: [String]
+        public init(vni: UInt32, tunnel: String, frames: [String: Int], portFailures: Int, bytes: [String: Int], drops: [String: Int],
+                    ports: [String: PortCounters], macTable: [String: Int], peers: [String]) {
+            self.vni = vni; self.tunnel = tunnel; self.frames = frames; self.portFailures = portFailures; self.bytes = bytes
+            self.drops = drops; self.ports = ports; self.macTable = macTable; self.peers = peers
+        }
+        enum CodingKeys: String, CodingKey { case vni, tunnel, frames, portFailures = "port_failures", bytes, drops, ports, macTable = "mac_table", peers }
+    }
+
+    public struct FDBReply: ReplyBody {
+        public struct Entry: Codable, Sendable, Equatable {
+            public var mac: String
+            /// Where it lives: a port (its name) or a peer (its address).
+            public var port: String?
+            public var peer: String?
+            public var ageS: Double
+            public var `static`: Bool
+            public init(mac: String, port: String?, peer: String?, ageS: Double, static isStatic: Bool) {
+                self.mac = mac; self.port = port; self.peer = peer; self.ageS = ageS; self.static = isStatic
+            }
+            enum CodingKeys: String, CodingKey { case mac, port, peer, ageS = "age_s", `static` }
+        }
+        public static let fields: [FieldSpec] = [.required("entries", .list(.object))]
+        public var entries: [Entry]
+        public init(entries: [Entry]) { self.entries = entries }
+    }
+
+    /// A port as `ports_request` describes it.
+    public struct PortInfo: Codable, Sendable, Equatable {
+        public var name: String
+        /// `tap` or `udp`.
+        public var kind: String
+        public var mac: String?
+        public var local: String?
+        public var remote: String?
+        public init(name: String, kind: String, mac: String? = nil, local: String? = nil, remote: String? = nil) {
+            self.name = name; self.kind = kind; self.mac = mac; self.local = local; self.remote = remote
+        }
+    }
+
+    public struct PortsReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("ports", .list(.object))]
+        public var ports: [PortInfo]
+        public init(ports: [PortInfo]) { self.ports = ports }
+    }
+
+    /// A sequenced announcement of a MAC to every peer.
+    public struct Announced: Codable, Sendable, Equatable {
+        public var mac: String
+        public var seq: Int
+        public init(mac: String, seq: Int) { self.mac = mac; self.seq = seq }
+    }
+
+    public struct AddPortReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("port", .object), .optional("announced", .object)]
+        public var port: PortInfo
+        public var announced: Announced?
+        public init(port: PortInfo, announced: Announced? = nil) { self.port = port; self.announced = announced }
+    }
+
+    public struct RemovePortReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("removed", .text)] + PortCounters.fields
+        /// The port's name.
+        public var removed: String
+        /// Its last counters (absent when the forwarding thread did not answer).
+        public var rx: Int?, tx: Int?, firstRxMs: Int?, lastRxMs: Int?
+        public init(removed: String, last: PortCounters?) {
+            self.removed = removed; rx = last?.rx; tx = last?.tx; firstRxMs = last?.firstRxMs; lastRxMs = last?.lastRxMs
+        }
+        public var last: PortCounters? { rx.map { PortCounters(rx: $0, tx: tx ?? 0, firstRxMs: firstRxMs, lastRxMs: lastRxMs) } }
+        enum CodingKeys: String, CodingKey { case removed, rx, tx, firstRxMs = "first_rx_ms", lastRxMs = "last_rx_ms" }
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(removed, forKey: .removed)
+            if let last { try last.encode(to: encoder) }
+        }
+    }
+
+    public struct AnnounceReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("announced", .object)]
+        public var announced: Announced
+        public init(announced: Announced) { self.announced = announced }
+    }
+
+    public struct PeersReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("peers", .list(.address(anyPort: false)))]
+        public var peers: [String]
+        public init(peers: [String]) { self.peers = peers }
+    }
+
+    public struct MACReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("mac", .mac)]
+        public var mac: String
+        public init(mac: String) { self.mac = mac }
     }
 
     // MARK: Events
@@ -207,9 +342,9 @@ public enum SwitchAPI {
         public static let fields: [FieldSpec] = [.required("vni", .vni), .required("port", .object)]
         public var vni: UInt32
         /// The port as `ports_request` describes it.
-        public var port: JSONValue
-        public init(vni: UInt32, port: JSONValue) { self.vni = vni; self.port = port }
-        public var json: JSONValue { ["vni": .number(Double(vni)), "port": port] }
+        public var port: PortInfo
+        public init(vni: UInt32, port: PortInfo) { self.vni = vni; self.port = port }
+        public var json: JSONValue { ["vni": .number(Double(vni)), "port": JSONText.value(of: port)] }
     }
 
     public struct PortRemoved: EventBody {

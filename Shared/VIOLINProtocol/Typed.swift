@@ -50,7 +50,7 @@ extension FieldSpec.Kind {
         case .label: "a string or a whole number"
         case .choice(let options): "one of " + options.joined(separator: ", ")
         case .integer(let r): "an integer \(r.lowerBound)-\(r.upperBound)"
-        case .number(let r): "a number \(Self.plain(r.lowerBound))-\(Self.plain(r.upperBound))"
+        case .number(let r): r == Self.anyNumberRange ? "a number" : "a number \(Self.plain(r.lowerBound))-\(Self.plain(r.upperBound))"
         case .flag: "true or false"
         case .vni: "a VNI, an integer 1-16777215"
         case .mac: "a unicast MAC address like 02:00:00:00:00:01"
@@ -62,7 +62,7 @@ extension FieldSpec.Kind {
         }
     }
 
-    private static func plain(_ x: Double) -> String { x == x.rounded() ? String(Int(x)) : String(x) }
+    private static func plain(_ x: Double) -> String { x == x.rounded() && abs(x) < 9.0e15 ? String(Int(x)) : String(x) }
 
     /// Whether `value` is a valid value of this kind.
     public func accepts(_ value: JSONValue) -> Bool {
@@ -93,6 +93,12 @@ extension FieldSpec.Kind {
             return false
         }
     }
+
+    /// A count or a byte figure: a whole number 0-2^53.
+    public static let count: Self = .integer(0...(1 << 53))
+    /// Any finite number.
+    public static let anyNumber: Self = .number(anyNumberRange)
+    static let anyNumberRange = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude
 
     static let z85 = Set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
 
@@ -141,8 +147,8 @@ public protocol RequestBody: Sendable, Equatable {
     /// The wire type, `<name>_request`.
     static var msgType: String { get }
     static var fields: [FieldSpec] { get }
-    /// The top-level fields of its ok reply (besides `status`), as PROTOCOL.md lists them.
-    static var replyFields: [String] { get }
+    /// Its ok reply.
+    associatedtype Reply: ReplyBody
     /// Whether sending it twice does no more than sending it once (such requests are retried).
     static var idempotent: Bool { get }
     /// A valid instance (the tests build every refusal from it).
@@ -157,6 +163,35 @@ extension RequestBody {
     public static func decode(_ value: JSONValue) throws(ProtocolError) -> Self {
         try Self(Body(validating: value, against: fields))
     }
+
+    /// The top-level fields of its ok reply (besides `status`), as PROTOCOL.md lists them.
+    public static var replyFields: [String] { Reply.fields.map(\.name) }
+}
+
+/// An ok reply's body as a type (`status` aside, which the runtime adds). Its field list is
+/// checked before its Codable properties are read, so ranges and required fields hold for
+/// every reply a client accepts; fields not listed are ignored (a newer service may send more).
+public protocol ReplyBody: Codable, Sendable, Equatable {
+    static var fields: [FieldSpec] { get }
+}
+
+extension ReplyBody {
+    /// Validates an ok reply's body against the field list, then reads it.
+    public static func decode(_ value: JSONValue) throws(ProtocolError) -> Self {
+        _ = try Body(validating: value, against: fields)
+        do { return try JSONText.view(Self.self, of: value) } catch {
+            throw ProtocolError(.invalidBody, "the reply does not read as \(Self.self): \(error)")
+        }
+    }
+
+    /// The body as it travels, without `status`.
+    public var json: JSONValue { JSONText.value(of: self) }
+}
+
+/// The reply of a request that answers with nothing but `status`.
+public struct EmptyReply: ReplyBody {
+    public static let fields: [FieldSpec] = []
+    public init() {}
 }
 
 /// A request with no fields.
@@ -191,7 +226,13 @@ public struct RequestTable {
     public init() {}
 
     /// `handle` throws `ProtocolError`s (anything else becomes `internal_error`).
-    public mutating func on<R: RequestBody>(_ type: R.Type, _ handle: @escaping (R) throws -> JSONValue) {
+    public mutating func on<R: RequestBody>(_ type: R.Type, _ handle: @escaping (R) throws -> R.Reply) {
+        raw(type) { r in Replies.ok(try handle(r)) }
+    }
+
+    /// A handler that builds its reply body itself, `status` included (the hottest request,
+    /// `ping`, skips the encoder); the reply type still says what it must hold.
+    public mutating func raw<R: RequestBody>(_ type: R.Type, _ handle: @escaping (R) throws -> JSONValue) {
         precondition(handlers[R.msgType] == nil, "two handlers for \(R.msgType)")
         handlers[R.msgType] = { value in try handle(try R.decode(value)) }
     }
@@ -205,11 +246,13 @@ public struct RequestTable {
     }
 
     /// A request made in-process (command-line configuration), through the same handler.
-    public func call<R: RequestBody>(_ request: R) throws(ProtocolError) -> JSONValue {
+    public func call<R: RequestBody>(_ request: R) throws(ProtocolError) -> R.Reply {
         guard let h = handlers[R.msgType] else { throw ProtocolError(.unknownMessageType, "no handler for \(R.msgType)") }
-        do { return try h(request.json) } catch let e as ProtocolError { throw e } catch {
+        let body: JSONValue
+        do { body = try h(request.json) } catch let e as ProtocolError { throw e } catch {
             throw ProtocolError(.internalError, "\(error)")
         }
+        return try R.Reply.decode(body)
     }
 
     /// The request types the table answers.

@@ -1,4 +1,5 @@
 import CZeroMQ
+@_exported import Primitives
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -115,6 +116,21 @@ public final class ZMQSocket {
         if zmq_setsockopt(try live("setsockopt"), option, &v, MemoryLayout<Int64>.size) != 0 {
             throw ZMQError.last("zmq_setsockopt(\(option))")
         }
+    }
+
+    /// The largest message the socket accepts; a peer that sends a larger one is disconnected.
+    public func setMaxMessageSize(_ bytes: Int64) throws { try setOption(ZMQ_MAXMSGSIZE, bytes) }
+
+    /// Whether a ROUTER reports a message to an unknown peer as an error (otherwise drops it).
+    public func setRouterMandatory(_ on: Bool) throws { try setOption(ZMQ_ROUTER_MANDATORY, Int32(on ? 1 : 0)) }
+
+    /// How long `close` may keep undelivered messages, in milliseconds.
+    public func setLinger(ms: Int32) throws { try setOption(ZMQ_LINGER, ms) }
+
+    /// Queue limits in messages; 0: no limit (benchmarks that must not drop).
+    public func setHighWaterMarks(send: Int32? = nil, receive: Int32? = nil) throws {
+        if let send { try setOption(ZMQ_SNDHWM, send) }
+        if let receive { try setOption(ZMQ_RCVHWM, receive) }
     }
 
     public func setOption(_ option: Int32, bytes: [UInt8]) throws {

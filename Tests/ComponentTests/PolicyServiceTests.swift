@@ -16,7 +16,7 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
     func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
         guard request.header.msgType == "migrate_request" else { return nil }
         let n = lock.withLock { got.append(request.body); return got.count }
-        return Replies.ok(["job": .string("job-\(n)")])
+        return Replies.ok(["job": .string("job-\(n)"), "state": "queued"])
     }
 }
 

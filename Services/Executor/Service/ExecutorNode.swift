@@ -84,7 +84,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
 
     /// `key`: the server's CURVE public key (nil: this host's own, for its own mesh; "": plain).
     func call<R: RequestBody>(_ endpoint: String, _ request: R, key: String? = nil, timeoutMs: Int? = nil,
-                              retries: Int? = nil) throws(ProtocolError) -> JSONValue {
+                              retries: Int? = nil) throws(ProtocolError) -> R.Reply {
         let serverKey = key ?? options.keyPair?.publicKey ?? ""
         let security = options.keyPair.flatMap { serverKey.isEmpty ? nil : ClientSecurity(keyPair: $0, serverPublicKey: serverKey) }
         let client = ServiceClient(context: context, endpoint: endpoint, security: security, sender: "executor@\(options.hostID)",
@@ -127,7 +127,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         return min(libvirtFree, options.memoryMB - usedMemoryMB(hv))
     }
 
-    func createVM(_ r: ExecutorAPI.CreateVM) throws(ProtocolError) -> JSONValue {
+    func createVM(_ r: ExecutorAPI.CreateVM) throws(ProtocolError) -> ExecutorAPI.CreateVMReply {
         let vni = Int(r.vni)
         var spec = VMSpec(name: r.name, vni: r.vni, mac: r.mac.description, kernel: r.kernel, nicPort: r.nicPort)
         spec.memoryMB = r.memoryMB
@@ -163,10 +163,10 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         }
         logger.info("VM created", metadata: ["vm": "\(spec.name)", "vni": "\(vni)"])
         emit(ExecutorAPI.VMCreated(vm: spec.name, vni: spec.vni, uuid: uuid))
-        return Replies.ok(["vm": .string(spec.name), "uuid": .string(uuid), "port": added["port"] ?? .null])
+        return ExecutorAPI.CreateVMReply(vm: spec.name, uuid: uuid, port: added.port)
     }
 
-    func destroyVM(_ name: String) throws(ProtocolError) -> JSONValue {
+    func destroyVM(_ name: String) throws(ProtocolError) -> ExecutorAPI.VMReply {
         if let job = lock.withLock({ busyVMs[name] }) { throw ProtocolError(.conflict, "VM \(name) is migrating (job \(job))") }
         let hv = try libvirt()
         let f = try facts(name, hv)
@@ -174,23 +174,19 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         hv.deleteVolume(pool: Self.pool, name: Self.volumeName(name))
         _ = try? call(options.mesh, MeshAPI.RemovePort(vni: f.vni, name: VMSpec.portName(name)))
         emit(ExecutorAPI.VMDestroyed(vm: name))
-        return Replies.ok(["vm": .string(name)])
+        return ExecutorAPI.VMReply(vm: name)
     }
 
-    func vmsJSON() throws(ProtocolError) -> JSONValue {
+    func vms() throws(ProtocolError) -> ExecutorAPI.VMsReply {
         let hv = try libvirt()
         let list: [DomainStats]
         do { list = try hv.domains() } catch { throw ProtocolError(.unavailable, "libvirt: \(error.message)") }
-        let vms: [JSONValue] = list.map { d in
+        let vms: [ExecutorAPI.VMsReply.VM] = list.map { d in
             let f = (try? hv.xml(d.name)).flatMap { VMFacts(domainXML: $0) }
-            var o: [String: JSONValue] = ["name": .string(d.name), "state": .string(hv.state(d.name).rawValue),
-                                          "memory_mb": .number(Double(d.maxMemoryKiB / 1024))]
-            if let f {
-                o["vni"] = .number(Double(f.vni)); o["mac"] = .string(f.mac); o["nic_port"] = .number(Double(f.nicPort))
-            }
-            return .object(o)
+            return .init(name: d.name, state: hv.state(d.name).rawValue, memoryMB: Int(d.maxMemoryKiB / 1024), vni: f?.vni, mac: f?.mac,
+                         nicPort: f.map { Int($0.nicPort) })
         }
-        return Replies.ok(["host": .string(options.hostID), "vms": .array(vms)])
+        return ExecutorAPI.VMsReply(host: options.hostID, vms: vms)
     }
 
     // MARK: - Migration requests
@@ -223,10 +219,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         guard key.isEmpty || CurveKeyPair.isValidKey(key) else { throw ProtocolError(.invalidBody, "to_key must be a CURVE public key") }
         // Asked once: an unreachable destination is reported at once, not after resends.
         let info = try call(executor, ExecutorAPI.HostInfo(), key: key, timeoutMs: 2000, retries: 0)
-        guard let host = info["host"]?.stringValue, let uri = info["migration_uri"]?.stringValue,
-              let mesh = info["mesh"]?.stringValue, let free = info["free_memory_mb"]?.intValue else {
-            throw ProtocolError(.unavailable, "\(executor) answered host_info without host, migration_uri, mesh, free_memory_mb")
-        }
+        let (host, uri, mesh, free) = (info.host, info.migrationURI, info.mesh, info.freeMemoryMB)
         guard host != options.hostID else { throw ProtocolError(.conflict, "the destination is this host (\(host))") }
         return Destination(host: host, executor: executor, key: key, uri: uri, mesh: mesh, freeMB: free)
     }
@@ -445,16 +438,16 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         let old = try? call(options.mesh, MeshAPI.RemovePort(vni: facts.vni, name: portName,
                                                              forward: mac.map { .init(mac: $0, to: job.destinationMesh) }))
         // The guest's first frame at the new place may follow the resume by a moment.
-        var new: JSONValue?
+        var first: Int?
         let deadline = DispatchTime.now().uptimeNanoseconds + 2_000_000_000
         repeat {
-            new = try? call(job.destinationMesh, MeshAPI.PortStats(vni: facts.vni, name: portName), key: job.destinationKey, retries: 0)
-            if new?["first_rx_ms"]?.numberValue != nil { break }
+            first = (try? call(job.destinationMesh, MeshAPI.PortStats(vni: facts.vni, name: portName), key: job.destinationKey,
+                               retries: 0))?.counters.firstRxMs
+            if first != nil { break }
             usleep(20_000)
         } while DispatchTime.now().uptimeNanoseconds < deadline
-        guard let last = old?["last_rx_ms"]?.numberValue, last >= Double(since),
-              let first = new?["first_rx_ms"]?.numberValue, first >= last else { return nil }
-        return Int(first - last)
+        guard let last = old?.port.lastRxMs, last >= since, let first, first >= last else { return nil }
+        return first - last
     }
 
     // MARK: - Recovery after a restart
@@ -525,13 +518,11 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
 
     // MARK: - Requests
 
-    static func json(_ j: Journal.Job) -> JSONValue {
-        func n(_ v: Int?) -> JSONValue { v.map { .number(Double($0)) } ?? .null }
-        return ["job": .string(j.id), "vm": .string(j.vm), "from": .string(j.fromHost), "to": .string(j.toHost),
-                "state": .string(j.state.rawValue), "error": .string(j.error), "elapsed_ms": n(j.elapsedMs),
-                "downtime_ms": n(j.downtimeMs), "blackout_ms": n(j.blackoutMs), "processed_bytes": n(j.processed),
-                "remaining_bytes": n(j.remaining), "rate_bps": n(j.rate), "decision_id": .string(j.decisionID),
-                "created_at": .string(j.createdAt), "updated_at": .string(j.updatedAt)]
+    static func report(_ j: Journal.Job) -> ExecutorAPI.JobReport {
+        ExecutorAPI.JobReport(job: j.id, vm: j.vm, from: j.fromHost, to: j.toHost, state: j.state.rawValue, error: j.error,
+                              elapsedMs: j.elapsedMs, downtimeMs: j.downtimeMs, blackoutMs: j.blackoutMs, processedBytes: j.processed,
+                              remainingBytes: j.remaining, rateBps: j.rate, decisionID: j.decisionID, createdAt: j.createdAt,
+                              updatedAt: j.updatedAt)
     }
 
     /// A journal read; a database failure is an internal error, not "no such job".
@@ -544,22 +535,21 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         var t = RequestTable()
         t.on(ExecutorAPI.CreateVM.self) { [unowned self] r in try self.createVM(r) }
         t.on(ExecutorAPI.DestroyVM.self) { [unowned self] r in try self.destroyVM(r.name) }
-        t.on(ExecutorAPI.VMs.self) { [unowned self] _ in try self.vmsJSON() }
+        t.on(ExecutorAPI.VMs.self) { [unowned self] _ in try self.vms() }
         t.on(ExecutorAPI.HostInfo.self) { [unowned self] _ in
             let running = self.lock.withLock { self.busyVMs.count }
-            return Replies.ok(["host": .string(self.options.hostID), "migration_uri": .string(self.options.migrationURI),
-                               "mesh": .string(self.options.mesh), "free_memory_mb": .number(Double(try self.freeMemoryMB())),
-                               "migrations_running": .number(Double(running))])
+            return ExecutorAPI.HostInfoReply(host: self.options.hostID, migrationURI: self.options.migrationURI, mesh: self.options.mesh,
+                                             freeMemoryMB: try self.freeMemoryMB(), migrationsRunning: running)
         }
         t.on(ExecutorAPI.Migrate.self) { [unowned self] r in try self.migrate(r) }
         t.on(ExecutorAPI.MigrateViolin.self) { [unowned self] r in try self.migrateViolin(r) }
         t.on(ExecutorAPI.Job.self) { [unowned self] r in
             guard let j = try self.journalRead({ try self.journal.job(r.job) }) else { throw ProtocolError(.notFound, "no job \(r.job)") }
-            return Replies.ok(Self.json(j).objectValue!)
+            return Self.report(j)
         }
         t.on(ExecutorAPI.Jobs.self) { [unowned self] r in
             let jobs = try self.journalRead { try self.journal.recent(limit: r.limit) }
-            return Replies.ok(["jobs": .array(jobs.map(Self.json))])
+            return ExecutorAPI.JobsReply(jobs: jobs.map(Self.report))
         }
         t.on(ExecutorAPI.Cancel.self) { [unowned self] r in
             guard let j = try self.journalRead({ try self.journal.job(r.job) }) else { throw ProtocolError(.notFound, "no job \(r.job)") }
@@ -567,14 +557,14 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
                 throw ProtocolError(.conflict, "job \(r.job) is \(j.state.rawValue): nothing to cancel")
             }
             self.lock.withLock { control.cancelled = true }
-            return Replies.ok(["job": .string(r.job), "state": .string("cancelling")])
+            return ExecutorAPI.JobState(job: r.job, state: "cancelling")
         }
         return t
     }()
 
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
 
-    func migrate(_ r: ExecutorAPI.Migrate) throws(ProtocolError) -> JSONValue {
+    func migrate(_ r: ExecutorAPI.Migrate) throws(ProtocolError) -> ExecutorAPI.JobState {
         let o = jobOptions(r.options)
         let hv = try libvirt()
         _ = try facts(r.vm, hv)      // unknown VM: not_found before the destination is asked
@@ -585,10 +575,10 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         var claimed = 0
         let job = try admit(r.vm, to: dest, r.options, memoryClaimed: &claimed)
         start(job, o, facts: try facts(r.vm, hv))
-        return Replies.ok(["job": .string(job.id), "state": .string(JobState.queued.rawValue)])
+        return ExecutorAPI.JobState(job: job.id, state: JobState.queued.rawValue)
     }
 
-    func migrateViolin(_ r: ExecutorAPI.MigrateViolin) throws(ProtocolError) -> JSONValue {
+    func migrateViolin(_ r: ExecutorAPI.MigrateViolin) throws(ProtocolError) -> ExecutorAPI.ViolinJobsReply {
         let keep = Set(r.keep)
         let o = jobOptions(r.options)
         let hv = try libvirt()
@@ -616,7 +606,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         }
         let group = CutOverGroup(admitted.count)
         for (job, f) in admitted { start(job, o, facts: f, group: group) }
-        return Replies.ok(["jobs": .array(admitted.map { ["job": .string($0.0.id), "vm": .string($0.0.vm)] })])
+        return ExecutorAPI.ViolinJobsReply(jobs: admitted.map { .init(job: $0.0.id, vm: $0.0.vm) })
     }
 
     public var state: JSONValue {

@@ -175,7 +175,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
 
     /// One request to the VIOLIN's switch, from whichever thread calls (a client per call).
     @discardableResult
-    func switchCall<R: RequestBody>(_ vni: UInt32, _ request: R, timeoutMs: Int = 2000) throws(ProtocolError) -> JSONValue {
+    func switchCall<R: RequestBody>(_ vni: UInt32, _ request: R, timeoutMs: Int = 2000) throws(ProtocolError) -> R.Reply {
         let client = ServiceClient(context: context, endpoint: control(vni), sender: options.me, timeoutMs: timeoutMs)
         defer { client.close() }
         do { return try client.call(request) } catch {
@@ -200,7 +200,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     private var myKey: String { options.keyPair?.publicKey ?? "" }
 
     private func meshCall<R: RequestBody>(_ endpoint: String, _ request: R, key: String? = nil, timeoutMs: Int = 1500,
-                                          retries: Int? = nil) throws(ServiceClient.Failure) -> JSONValue {
+                                          retries: Int? = nil) throws(ServiceClient.Failure) -> R.Reply {
         var security: ClientSecurity?
         if let pair = options.keyPair {
             let server = key ?? lock.withLock { membership.key(of: endpoint) }
@@ -223,7 +223,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     // MARK: - Presence
 
     /// Makes the VIOLIN present here (switch up) and joins its mesh through `seed`.
-    func join(_ vni: UInt32, seed: String?, seedKey: String? = nil) throws(ProtocolError) -> JSONValue {
+    func join(_ vni: UInt32, seed: String?, seedKey: String? = nil) throws(ProtocolError) -> MeshAPI.JoinReply {
         let isNew: Bool = lock.withLock {
             if presence[vni] != nil { return false }
             let tunnel = "\(options.hostAddress):\(freePort())"
@@ -234,20 +234,18 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         if isNew { startSwitch(vni) }
         let tunnel = lock.withLock { presence[vni]!.tunnel }
         if let seed, seed != options.me {
-            let reply: JSONValue
+            let reply: MeshAPI.MemberJoinReply
             do {
                 reply = try meshCall(seed, MeshAPI.MemberJoin(member: .init(vni: vni, endpoint: options.me, tunnel: tunnel, key: myKey)),
                                      key: seedKey)
             } catch { throw ProtocolError(.unavailable, "seed \(seed): \(error)") }
             var others: [(String, String)] = []
-            if case .array(let list)? = reply["members"] {
-                for m in list {
-                    guard let e = m["endpoint"]?.stringValue, let t = m["tunnel"]?.stringValue else { continue }
-                    let k = m["key"]?.stringValue ?? (e == seed ? seedKey ?? "" : "")
-                    let change = lock.withLock { membership.admit(vni, endpoint: e, tunnel: t, now: Self.now(), key: k) }
-                    announce(change)
-                    if e != seed && e != options.me { others.append((e, t)) }
-                }
+            for m in reply.members {
+                let (e, t) = (m.endpoint, m.tunnel)
+                let k = m.key ?? (e == seed ? seedKey ?? "" : "")
+                let change = lock.withLock { membership.admit(vni, endpoint: e, tunnel: t, now: Self.now(), key: k) }
+                announce(change)
+                if e != seed && e != options.me { others.append((e, t)) }
             }
             // Announce ourselves to every member the seed named.
             for (e, _) in others {
@@ -256,7 +254,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         }
         pushPeers(vni)
         save()
-        return Replies.ok(["vni": .number(Double(vni)), "tunnel": .string(tunnel), "members": membersJSON(vni)])
+        return MeshAPI.JoinReply(vni: vni, tunnel: tunnel, members: members(vni))
     }
 
     func leave(_ vni: UInt32) throws(ProtocolError) {
@@ -273,14 +271,13 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         save()
     }
 
-    func membersJSON(_ vni: UInt32) -> JSONValue {
+    func members(_ vni: UInt32) -> [MeshAPI.MemberInfo] {
         let (list, all) = lock.withLock { (membership.list(vni, myKey: myKey), membership.members[vni] ?? [:]) }
-        var out: [JSONValue] = list.map { ["endpoint": .string($0.endpoint), "tunnel": .string($0.tunnel), "alive": true,
-                                           "key": .string($0.key)] }
+        var out = list.map { MeshAPI.MemberInfo(endpoint: $0.endpoint, tunnel: $0.tunnel, alive: true, key: $0.key) }
         for m in all.values.filter({ !$0.alive }).sorted(by: { $0.endpoint < $1.endpoint }) {
-            out.append(["endpoint": .string(m.endpoint), "tunnel": .string(m.tunnel), "alive": false])
+            out.append(MeshAPI.MemberInfo(endpoint: m.endpoint, tunnel: m.tunnel, alive: false))
         }
-        return .array(out)
+        return out
     }
 
     // MARK: - Heartbeats and supervision
@@ -349,7 +346,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         t.on(MeshAPI.LeaveViolin.self) { [unowned self] r in
             try self.requirePresent(r.vni)
             try self.leave(r.vni)
-            return Replies.ok(["vni": .number(Double(r.vni))])
+            return MeshAPI.VNIReply(vni: r.vni)
         }
         t.on(MeshAPI.AddPort.self) { [unowned self] r in
             if self.lock.withLock({ self.presence[r.vni] == nil }) {
@@ -358,36 +355,33 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             let reply = try self.switchCall(r.vni, r.port)
             self.lock.withLock { self.presence[r.vni]?.ports[r.port.name] = r.port.json }
             self.save()
-            return Replies.ok(["vni": .number(Double(r.vni)), "port": reply["port"] ?? .null])
+            return MeshAPI.AddPortReply(vni: r.vni, port: reply.port)
         }
         t.on(MeshAPI.RemovePort.self) { [unowned self] r in try self.removePort(r) }
         t.on(MeshAPI.Announce.self) { [unowned self] r in
             try self.requirePresent(r.vni)
             let reply = try self.switchCall(r.vni, SwitchAPI.Announce(port: r.name, mac: r.mac))
-            return Replies.ok(["vni": .number(Double(r.vni)), "announced": reply["announced"] ?? .null])
+            return MeshAPI.AnnounceReply(vni: r.vni, announced: reply.announced)
         }
         t.on(MeshAPI.PortStats.self) { [unowned self] r in
             try self.requirePresent(r.vni)
             let stats = try self.switchCall(r.vni, SwitchAPI.Stats())
-            guard case .object(var port)? = stats["ports"]?[r.name] else { throw ProtocolError(.notFound, "no port \(r.name) in VIOLIN \(r.vni)") }
-            port["vni"] = .number(Double(r.vni))
-            port["name"] = .string(r.name)
-            return Replies.ok(port)
+            guard let port = stats.ports[r.name] else { throw ProtocolError(.notFound, "no port \(r.name) in VIOLIN \(r.vni)") }
+            return MeshAPI.PortStatsReply(vni: r.vni, name: r.name, counters: port)
         }
         t.on(MeshAPI.Members.self) { [unowned self] r in
             try self.requirePresent(r.vni)
             let peers = self.lock.withLock { self.membership.peers(r.vni) }
-            return Replies.ok(["vni": .number(Double(r.vni)), "members": self.membersJSON(r.vni), "peers": .array(peers.map { .string($0) })])
+            return MeshAPI.MembersReply(vni: r.vni, members: self.members(r.vni), peers: peers)
         }
         t.on(MeshAPI.Ports.self) { [unowned self] _ in
-            let list: [JSONValue] = self.lock.withLock {
+            let list: [MeshAPI.PortsReply.Violin] = self.lock.withLock {
                 self.presence.keys.sorted().map { vni in
                     let p = self.presence[vni]!
-                    return ["vni": .number(Double(vni)), "tunnel": .string(p.tunnel), "switch": .string(self.control(vni)),
-                            "pid": .number(Double(p.pid)), "ports": .array(p.ports.keys.sorted().map { .string($0) })]
+                    return .init(vni: vni, tunnel: p.tunnel, switch: self.control(vni), pid: Int(p.pid), ports: p.ports.keys.sorted())
                 }
             }
-            return Replies.ok(["violins": .array(list)])
+            return MeshAPI.PortsReply(violins: list)
         }
     }
 
@@ -396,24 +390,23 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         t.on(MeshAPI.MemberJoin.self) { [unowned self] r in
             try self.admit(r.member)
             let list = self.lock.withLock { self.membership.list(r.member.vni, myKey: self.myKey) }.filter { $0.endpoint != r.member.endpoint }
-            return Replies.ok(["members": .array(list.map {
-                ["endpoint": .string($0.endpoint), "tunnel": .string($0.tunnel), "key": .string($0.key)] })])
+            return MeshAPI.MemberJoinReply(members: list.map { .init(endpoint: $0.endpoint, tunnel: $0.tunnel, key: $0.key) })
         }
         t.on(MeshAPI.MemberAnnounce.self) { [unowned self] r in
             try self.admit(r.member)
-            return Replies.ok()
+            return EmptyReply()
         }
         t.on(MeshAPI.MemberLeave.self) { [unowned self] r in
             let change = self.lock.withLock { self.membership.remove(r.vni, endpoint: r.endpoint) }
             self.announce(change)
             if change != nil { self.pushPeers(r.vni); self.save() }
-            return Replies.ok()
+            return EmptyReply()
         }
         t.on(MeshAPI.MemberHeartbeat.self) { [unowned self] r in
             let (changes, vnis) = self.lock.withLock { (self.membership.heard(r.endpoint, now: Self.now()), self.membership.violins) }
             changes.forEach(self.announce)
             for case .joined(let vni, _) in changes { self.pushPeers(vni) }
-            return Replies.ok(["violins": .array(vnis.map { .number(Double($0)) })])
+            return MeshAPI.HeartbeatReply(violins: vnis.sorted())
         }
     }
 
@@ -430,7 +423,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         save()
     }
 
-    private func removePort(_ r: MeshAPI.RemovePort) throws(ProtocolError) -> JSONValue {
+    private func removePort(_ r: MeshAPI.RemovePort) throws(ProtocolError) -> MeshAPI.RemovePortReply {
         try requirePresent(r.vni)
         var request = SwitchAPI.RemovePort(name: r.name)
         // The VM behind the port migrated to the member `forward_to` (its mesh endpoint): the
@@ -447,9 +440,6 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             return presence[r.vni]?.ports.isEmpty ?? true
         }
         if empty { try leave(r.vni) } else { save() }
-        var reply = removed.objectValue ?? [:]
-        reply["status"] = nil
-        reply["vni"] = .number(Double(r.vni))
-        return Replies.ok(reply)
+        return MeshAPI.RemovePortReply(vni: r.vni, port: removed)
     }
 }

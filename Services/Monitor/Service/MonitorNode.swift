@@ -14,7 +14,7 @@ public final class MonitorNode: ServiceNode, @unchecked Sendable {
     private let interval: Double
     private let logger: Logger
     private let lock = NSLockLite()
-    private var latest: JSONValue = ["host": [:], "vms": []]
+    private var latest = MonitorAPI.SamplesReply(host: [:], vms: [])
     private let worker = WorkerThread()
     public var publish: (String, JSONValue) -> Void = { _, _ in }
 
@@ -46,7 +46,7 @@ public final class MonitorNode: ServiceNode, @unchecked Sendable {
                     MonitorAPI.VMSample(name: s.name, uuid: s.uuid, cpuPercent: s.cpuPercent, vcpus: s.vcpus,
                                         memoryMB: Int(s.memoryKiB / 1024), maxMemoryMB: Int(s.maxMemoryKiB / 1024))
                 })
-                lock.withLock { latest = sampled.json }
+                lock.withLock { latest = MonitorAPI.SamplesReply(sampled) }
                 emit(sampled)
             } catch {
                 logger.warning("sampling failed", metadata: ["error": "\(error)"])
@@ -56,7 +56,7 @@ public final class MonitorNode: ServiceNode, @unchecked Sendable {
         }
     }
 
-    public var state: JSONValue { lock.withLock { ["vms": .number(Double((latest["vms"].flatMap { if case .array(let a) = $0 { a.count } else { nil } }) ?? 0))] } }
+    public var state: JSONValue { lock.withLock { ["vms": .number(Double(latest.vms.count))] } }
 
     private func failure(_ e: HypervisorError) -> ProtocolError {
         switch e.kind {
@@ -69,18 +69,18 @@ public final class MonitorNode: ServiceNode, @unchecked Sendable {
     /// The requests of PROTOCOL.md §8.3, one handler per type.
     private lazy var table: RequestTable = {
         var t = RequestTable()
-        t.on(MonitorAPI.Samples.self) { [unowned self] _ in Replies.ok(self.lock.withLock { self.latest.objectValue ?? [:] }) }
+        t.on(MonitorAPI.Samples.self) { [unowned self] _ in self.lock.withLock { self.latest } }
         t.on(MonitorAPI.SetBalloon.self) { [unowned self] r in
             do {
                 let kib = try self.requests.setMemory(r.vm, kib: UInt64(r.memoryMB) * 1024)
                 // The guest's balloon driver gets there over the next moments; samples show it.
-                return Replies.ok(["vm": .string(r.vm), "target_mb": .number(Double(r.memoryMB)), "memory_mb": .number(Double(kib / 1024))])
+                return MonitorAPI.BalloonReply(vm: r.vm, targetMB: r.memoryMB, memoryMB: Int(kib / 1024))
             } catch let e as HypervisorError { throw self.failure(e) }
         }
         t.on(MonitorAPI.SetCPUWeight.self) { [unowned self] r in
             do {
                 let now = try self.requests.setCPUWeight(r.vm, UInt64(r.weight))
-                return Replies.ok(["vm": .string(r.vm), "weight": .number(Double(now))])
+                return MonitorAPI.CPUWeightReply(vm: r.vm, weight: Int(clamping: now))
             } catch let e as HypervisorError { throw self.failure(e) }
         }
         return t

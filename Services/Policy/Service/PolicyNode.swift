@@ -235,35 +235,35 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
         var t = RequestTable()
         t.on(PolicyAPI.RegisterDomain.self) { [unowned self] r in
             try self.storeCall { try self.store.registerDomain(r.id) }
-            return Replies.ok(["id": .string(r.id)])
+            return PolicyAPI.IDReply(id: r.id)
         }
         t.on(PolicyAPI.RegisterHost.self) { [unowned self] r in
             try self.storeCall { try self.store.registerHost(id: r.id, domain: r.domain, cores: r.cores, memoryMB: r.memoryMB,
                                                              executor: r.executor, monitor: r.monitor, key: r.key) }
-            return Replies.ok(["id": .string(r.id)])
+            return PolicyAPI.IDReply(id: r.id)
         }
         t.on(PolicyAPI.DrainHost.self) { [unowned self] r in try self.drain(r.id) }
         t.on(PolicyAPI.RemoveHost.self) { [unowned self] r in
             try self.storeCall { try self.store.removeHost(r.id) }
-            return Replies.ok(["id": .string(r.id)])
+            return PolicyAPI.IDReply(id: r.id)
         }
         t.on(PolicyAPI.CreateViolin.self) { [unowned self] r in
             let vms = r.vms.map { PolicyStore.NewVM(id: $0.id, memoryMB: $0.memoryMB, host: $0.host) }
             try self.storeCall { try self.store.createViolin(id: r.id, homeDomain: r.homeDomain, head: r.head, vms: vms) }
-            return Replies.ok(["id": .string(r.id)])
+            return PolicyAPI.IDReply(id: r.id)
         }
         t.on(PolicyAPI.DestroyViolin.self) { [unowned self] r in
             try self.storeCall { try self.store.destroyViolin(r.id) }
-            return Replies.ok(["id": .string(r.id)])
+            return PolicyAPI.IDReply(id: r.id)
         }
         t.on(PolicyAPI.SetMode.self) { [unowned self] r in
             try self.storeCall { try self.store.setSetting("mode", r.mode.rawValue) }
             self.emit(PolicyAPI.ModeChanged(mode: r.mode))
-            return Replies.ok(["mode": .string(r.mode.rawValue)])
+            return PolicyAPI.ModeReply(mode: r.mode)
         }
         t.on(PolicyAPI.Evaluate.self) { [unowned self] _ in
             let decisions = try self.storeCall { try self.evaluate() }
-            return Replies.ok(["decisions": .array(decisions)])
+            return PolicyAPI.DecisionsReply(decisions: decisions)
         }
         t.on(PolicyAPI.Explain.self) { [unowned self] _ in try self.explain() }
         t.on(PolicyAPI.Decisions.self) { [unowned self] r in try self.decisions(limit: r.limit) }
@@ -273,11 +273,11 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
 
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
 
-    func drain(_ id: String) throws(ProtocolError) -> JSONValue {
+    func drain(_ id: String) throws(ProtocolError) -> PolicyAPI.DrainReply {
         try storeCall { try store.setDraining(id) }
         let (state, inv) = try storeCall { try self.clusterState() }
         let plan = Drain.plan(state, host: id, draining: inv.draining)
-        var moves: [JSONValue] = []
+        var moves: [PolicyAPI.Move] = []
         for (vm, to) in plan.moves {
             var outcome = "sent"
             if !(inv.endpoints[id]?.executor ?? "").isEmpty {
@@ -289,50 +289,42 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
             } else {
                 outcome = "failed: no executor known for host \(id)"
             }
-            moves.append(["vm": .string(vm), "to": .string(to), "outcome": .string(outcome)])
+            moves.append(PolicyAPI.Move(vm: vm, to: to, outcome: outcome))
         }
         let event = PolicyAPI.HostDraining(id: id, moves: moves, stuck: plan.stuck)
         emit(event)
-        return Replies.ok(event.json.objectValue ?? [:])
+        return PolicyAPI.DrainReply(id: id, moves: moves, stuck: plan.stuck)
     }
 
-    func explain() throws(ProtocolError) -> JSONValue {
+    func explain() throws(ProtocolError) -> PolicyAPI.ExplainReply {
         let (state, inv) = try storeCall { try self.clusterState() }
         let scores = Scores(state)
-        return Replies.ok([
-            "hosts": .array(inv.hosts.map { h in
-                ["id": .string(h.id), "domain": .string(h.domain), "cores": .number(Double(h.cores)),
-                 "score": .number((scores.score(h.id) * 1000).rounded() / 1000),
-                 "high_demand_vms": .number(Double(scores.high[h.id] ?? 0)),
-                 "load": .number(((scores.load[h.id] ?? 0) * 100).rounded() / 100)]
-            }),
-            "deviation": .number((scores.deviation * 1000).rounded() / 1000),
-        ])
+        return PolicyAPI.ExplainReply(
+            hosts: inv.hosts.map { h in
+                .init(id: h.id, domain: h.domain, cores: h.cores, score: (scores.score(h.id) * 1000).rounded() / 1000,
+                      highDemandVMs: scores.high[h.id] ?? 0, load: ((scores.load[h.id] ?? 0) * 100).rounded() / 100)
+            },
+            deviation: (scores.deviation * 1000).rounded() / 1000)
     }
 
-    func decisions(limit: Int) throws(ProtocolError) -> JSONValue {
+    func decisions(limit: Int) throws(ProtocolError) -> PolicyAPI.DecisionsReply {
         let rows = try storeCall { try store.decisions(limit: limit) }
-        return Replies.ok(["decisions": .array(rows.map { r in
+        return PolicyAPI.DecisionsReply(decisions: rows.map { r in
             ["id": .number(Double(r["id"] as Int64)), "time": .string(r["time"]), "kind": .string(r["kind"]),
              "decision": (try? JSONText.parse(Array((r["body"] as String).utf8))) ?? .null,
              "reason": .string(r["reason"]), "mode": .string(r["mode"]), "outcome": .string(r["outcome"])]
-        })])
+        })
     }
 
-    func inventoryReply() throws(ProtocolError) -> JSONValue {
+    func inventoryReply() throws(ProtocolError) -> PolicyAPI.InventoryReply {
         let inv = try storeCall { try store.inventory() }
-        return Replies.ok([
-            "domains": .array(inv.domains.map { .string($0) }),
-            "hosts": .array(inv.hosts.map { ["id": .string($0.id), "domain": .string($0.domain), "cores": .number(Double($0.cores)),
-                                             "memory_mb": .number(Double($0.memoryMB)),
-                                             "executor": .string(inv.endpoints[$0.id]?.executor ?? ""),
-                                             "monitor": .string(inv.endpoints[$0.id]?.monitor ?? ""),
-                                             "key": .string(inv.keys[$0.id] ?? ""),
-                                             "draining": .bool(inv.draining.contains($0.id))] }),
-            "violins": .array(inv.violins.map { ["id": .string($0.id), "home_domain": .string($0.homeDomain), "head": .string($0.head)] }),
-            "vms": .array(inv.vms.map { ["id": .string($0.id), "violin": .string($0.violin), "memory_mb": .number(Double($0.memoryMB)),
-                                         "host": .string(inv.placement[$0.id] ?? "")] }),
-            "mode": .string(mode), "policy": .string(policy.name),
-        ])
+        return PolicyAPI.InventoryReply(
+            domains: inv.domains,
+            hosts: inv.hosts.map { .init(id: $0.id, domain: $0.domain, cores: $0.cores, memoryMB: $0.memoryMB,
+                                         executor: inv.endpoints[$0.id]?.executor ?? "", monitor: inv.endpoints[$0.id]?.monitor ?? "",
+                                         key: inv.keys[$0.id] ?? "", draining: inv.draining.contains($0.id)) },
+            violins: inv.violins.map { .init(id: $0.id, homeDomain: $0.homeDomain, head: $0.head) },
+            vms: inv.vms.map { .init(id: $0.id, violin: $0.violin, memoryMB: $0.memoryMB, host: inv.placement[$0.id] ?? "") },
+            mode: mode, policy: policy.name)
     }
 }

@@ -1,9 +1,11 @@
-import CZeroMQ
+/// Thread primitives and clocks shared by the ZeroMQ layer and the data plane: neither needs
+/// the other to lock, wake a poll loop or read the time.
+import CSystem
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A small mutex (pthread), so the layer needs no Foundation.
+/// A small mutex (pthread), so the modules below Foundation need none.
 public final class NSLockLite: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     public init() { pthread_mutex_init(&mutex, nil) }
