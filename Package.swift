@@ -92,7 +92,7 @@ let package = Package(
         .executableTarget(name: "violin-executor", dependencies: ["ServiceKit", "ExecutorService"],
                           path: "Services/Executor/Main"),
         .executableTarget(name: "violin", dependencies: [
-            "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor", "PolicyCore", "PolicyService",
+            "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor", "PolicyCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Services/CLI"),
 

@@ -49,9 +49,8 @@ extension Bench {
                 return try c.call(request, retries: 0)
             }
             for i in 0..<n {   // every mesh answers
-                let deadline = monotonicMillis() + 20_000
-                while (try? call(i, AdminAPI.Ping(), timeoutMs: 300)) == nil {
-                    guard monotonicMillis() < deadline else { throw fail("mesh \(i) did not start", code: Exit.noReply) }
+                guard ServiceClient.waitUntilAnswers(context: ctx, endpoint: endpoint(i), within: 20) else {
+                    throw fail("mesh \(i) did not start", code: Exit.noReply)
                 }
             }
             _ = try call(0, MeshAPI.JoinViolin(vni: 9))

@@ -71,15 +71,8 @@ struct NodeCommand: ParsableCommand {
             let ctx = ZMQContext()
             defer { ctx.shutdown(); ctx.terminate() }
             func answers(_ s: NodeConfig.Service, deadline: Double) -> Bool {
-                let end = Date().addingTimeInterval(deadline)
-                while Date() < end {
-                    if children[s.name]?.isRunning == false { return false }
-                    let client = ServiceClient(context: ctx, endpoint: "tcp://\(c.address):\(s.port)", security: security(c, s), timeoutMs: 500)
-                    defer { client.close() }
-                    if (try? client.call(AdminAPI.Ping(), retries: 0)) != nil { return true }
-                    usleep(100_000)
-                }
-                return false
+                ServiceClient.waitUntilAnswers(context: ctx, endpoint: "tcp://\(c.address):\(s.port)", security: security(c, s),
+                                               within: deadline, attemptMs: 500, alive: { children[s.name]?.isRunning != false })
             }
             do {
                 for s in c.services {

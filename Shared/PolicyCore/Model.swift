@@ -125,9 +125,11 @@ public protocol AdaptationPolicy: Sendable {
 
 /// Exponentially weighted moving average of each VM's CPU use, so a spike does not move VMs.
 public struct DemandSmoother: Sendable {
+    /// The newest sample's weight that the service and the simulator use unless told otherwise.
+    public static let defaultWeight = 0.3
     public let weight: Double   // of the newest sample
     public private(set) var averages: [VMID: Double] = [:]
-    public init(weight: Double = 0.3) { self.weight = min(1, max(0.01, weight)) }
+    public init(weight: Double = defaultWeight) { self.weight = min(1, max(0.01, weight)) }
     public mutating func add(_ vm: VMID, cpu: Double) {
         let x = min(100, max(0, cpu))
         averages[vm] = averages[vm].map { $0 + weight * (x - $0) } ?? x

@@ -7,7 +7,7 @@
 /// a VM is not moved again within its cooldown, and at most `maxConcurrent` migrations run.
 public struct PaperPolicy: AdaptationPolicy {
     public var name: String { "paper" }
-    public var highThreshold = 75.0
+    public var highThreshold = highDemandThreshold
     public var lowThreshold = 25.0
     public var cooldownSeconds = 120.0
     public var maxConcurrent = 4

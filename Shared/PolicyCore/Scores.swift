@@ -1,3 +1,7 @@
+/// Smoothed CPU use (percent of a VM's vCPUs) above which a VM is high-demand (paper §2.2.2):
+/// the one threshold the policies, the scores and the service's "round now" trigger share.
+public let highDemandThreshold = 75.0
+
 /// Host scores as the paper defines them, with planned moves applied incrementally so a policy
 /// can ask "what would the deviation be if…" in O(1).
 public struct Scores: Sendable {
@@ -10,7 +14,7 @@ public struct Scores: Sendable {
     private var sum = 0.0, sumSquares = 0.0
     private let count: Double
 
-    public init(_ state: ClusterState, highThreshold: Double = 75) {
+    public init(_ state: ClusterState, highThreshold: Double = highDemandThreshold) {
         self.highThreshold = highThreshold
         placement = state.placement
         cores = state.hosts.mapValues(\.cores)

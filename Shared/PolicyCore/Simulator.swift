@@ -94,7 +94,7 @@ public enum Workload {
 public struct Simulator {
     public var step = 5.0
     public var policyPeriod = 30.0
-    public var smoothing = 0.3
+    public var smoothing = DemandSmoother.defaultWeight
     public var progress: ((String, Double) -> Void)?
 
     public init() {}

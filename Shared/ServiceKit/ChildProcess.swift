@@ -95,9 +95,14 @@ public final class ChildProcess: @unchecked Sendable {
     /// Waits for the child to end: its exit status, or nil if `timeout` seconds passed first.
     @discardableResult
     public func wait(timeout: Double = .infinity) -> Int32? {
-        let deadline = timeout.isFinite ? Date().addingTimeInterval(timeout) : Date.distantFuture
         changed.lock()
         defer { changed.unlock() }
+        // Foundation's NSCondition traps on `wait(until: .distantFuture)`: no deadline, no date.
+        guard timeout.isFinite else {
+            while status == nil { changed.wait() }
+            return status
+        }
+        let deadline = Date().addingTimeInterval(timeout)
         while status == nil {
             if !changed.wait(until: deadline) { return status }
         }

@@ -134,3 +134,22 @@ public final class EventSubscriber {
         }
     }
 }
+
+extension ServiceClient {
+    /// Asks `endpoint` for `ping` until it answers or `seconds` pass — the one "wait until it
+    /// answers" of every starter (node run, the mesh starting a switch, the benchmarks). Each
+    /// attempt waits `attemptMs` for its reply (the wait between attempts); `alive` is asked
+    /// first each time, so a process that died is reported at once (false) instead of at the
+    /// deadline.
+    public static func waitUntilAnswers(context: ZMQContext, endpoint: String, security: ClientSecurity? = nil,
+                                        within seconds: Double, attemptMs: Int = 300, alive: () -> Bool = { true }) -> Bool {
+        let end = monotonicMillis() + Int64(seconds * 1000)
+        repeat {
+            guard alive() else { return false }
+            let client = ServiceClient(context: context, endpoint: endpoint, security: security, timeoutMs: attemptMs)
+            defer { client.close() }
+            if (try? client.call(AdminAPI.Ping(), retries: 0)) != nil { return true }
+        } while monotonicMillis() < end
+        return false
+    }
+}

@@ -10,6 +10,12 @@ public protocol RequestHandler: AnyObject {
     func handle(_ request: Message) throws(ProtocolError) -> JSONValue?
     /// Service-specific state shown by `status`.
     var state: JSONValue { get }
+    /// Service-specific counters shown by `metrics`, besides the runtime's own.
+    var counters: [String: Int] { get }
+}
+
+extension RequestHandler {
+    public var counters: [String: Int] { [:] }
 }
 
 /// Counters a service reports through `metrics`. Thread-safe.
@@ -295,6 +301,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         t.on(AdminAPI.Metrics.self) { [unowned self] _ in
             var counters = self.counters.snapshot
             for (k, v) in self.extraCounters() { counters[k] = v }
+            for (k, v) in self.handler?.counters ?? [:] { counters[k] = v }
             if let zap = self.zap { (counters["curve_accepted"], counters["curve_refused"]) = zap.counts }
             var gauges = self.extraGauges()
             gauges["uptime_s"] = self.uptime

@@ -150,8 +150,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
         }
         emit(MeshAPI.SwitchStarted(vni: vni, pid: process.pid, tunnel: p.tunnel))
         // Wait for its control socket, then hand it its ports and peers.
-        let deadline = monotonicMillis() + 5000
-        while !switchAnswers(vni) && monotonicMillis() < deadline {}
+        _ = ServiceClient.waitUntilAnswers(context: context, endpoint: control(vni), within: 5, alive: { process.isRunning })
         for (_, body) in p.ports.sorted(by: { $0.key < $1.key }) {
             if let port = try? SwitchAPI.AddPort.decode(body) { _ = try? switchCall(vni, port) }
         }
@@ -187,7 +186,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     }
 
     private func switchAnswers(_ vni: UInt32) -> Bool {
-        (try? switchCall(vni, AdminAPI.Ping(), timeoutMs: 300)) != nil
+        ServiceClient.waitUntilAnswers(context: context, endpoint: control(vni), within: 0)
     }
 
     private func pushPeers(_ vni: UInt32) {

@@ -14,7 +14,7 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
         public var subscribe: String?
         public var interval = 30.0
         public var policy = "paper"
-        public var smoothing = 0.3
+        public var smoothing = DemandSmoother.defaultWeight
         public var executorTimeoutMs = 1000
         /// For a CURVE bus: our key pair and the bus's public key.
         public var busSecurity: ClientSecurity?
@@ -32,8 +32,9 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
     /// VMs above the high-demand threshold after the last sample: a change triggers a round at once.
     private var high = Set<String>()
     private var roundDue = false
-    /// Samples ingested so far (`metrics`, the benchmark).
+    /// Samples ingested so far (`metrics`: `samples_ingested`; the benchmark reads it).
     public private(set) var ingested = 0
+    public var counters: [String: Int] { lock.withLock { ["samples_ingested": ingested] } }
     private let context = ZMQContext()
     private let worker = WorkerThread()
     public var publish: (String, JSONValue) -> Void = { _, _ in }
@@ -102,7 +103,7 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
             ingested += 1
             for (name, cpu) in readings {
                 smoother.add(name, cpu: cpu)
-                let isHigh = (smoother.averages[name] ?? 0) > 75
+                let isHigh = (smoother.averages[name] ?? 0) > highDemandThreshold
                 if isHigh != high.contains(name) {
                     if isHigh { high.insert(name) } else { high.remove(name) }
                     roundDue = true
