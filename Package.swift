@@ -73,8 +73,9 @@ let package = Package(
 
         // Processes.
         .executableTarget(name: "violin-bus", dependencies: ["ServiceKit"], path: "Services/Bus"),
-        .executableTarget(name: "violin-switch", dependencies: ["ServiceKit", "SwitchDataPlane"],
-                          path: "Services/Switch"),
+        .target(name: "SwitchService", dependencies: ["ServiceKit", "SwitchCore", "SwitchDataPlane", "VIOLINProtocol"],
+                path: "Services/Switch/Service"),
+        .executableTarget(name: "violin-switch", dependencies: ["ServiceKit", "SwitchService"], path: "Services/Switch/Main"),
         .target(name: "MeshService", dependencies: ["MeshCore", "ServiceKit", "VIOLINProtocol", "ZeroMQ"],
                 path: "Services/Mesh/Service"),
         .executableTarget(name: "violin-mesh", dependencies: ["ServiceKit", "MeshService"], path: "Services/Mesh/Main"),

@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import ServiceKit
+import SwitchService
+import ServiceLifecycle
+
+/// violin-switch: the data plane of one VIOLIN on one host. Forwards Ethernet frames between
+/// its local ports (TAP devices, QEMU UDP sockets) and the same VIOLIN's switches on other
+/// hosts (VXLAN over UDP). Stays in the foreground; its control socket speaks PROTOCOL.md §8.1.
+@main
+struct Main: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "violin-switch", abstract: "VIOLIN data plane: one per VIOLIN per host.",
+        discussion: """
+            Standalone: violin-switch --vni 42 --tunnel 10.0.0.1:4789 --peer 10.0.0.2:4789 --tap vtap0
+            The control socket (--listen, default ipc:///tmp/violin-switch-<vni>.sock) changes ports,
+            peers and static entries at run time; `violin switch fdb|stats|ports --to ENDPOINT` reads it.
+            """)
+
+    @Option(help: "The VIOLIN's id: the VXLAN network identifier (1-16777215).") var vni: UInt32
+    @Option(help: "Underlay address:port of the tunnel socket.") var tunnel = "0.0.0.0:4789"
+    @Option(help: "A peer switch's address:port (repeatable).") var peer: [String] = []
+    @Option(help: "Create a TAP port with this name (repeatable).") var tap: [String] = []
+    @Option(help: "A QEMU UDP port: NAME=LOCAL_ADDR:PORT,REMOTE_ADDR:PORT (repeatable).") var udpPort: [String] = []
+    @Option(help: "A static MAC entry: MAC=PORTNAME or MAC=PEER_ADDR:PORT (repeatable).") var `static`: [String] = []
+    @Option(help: "MTU of the TAP ports.") var mtu = 1450
+    @Option(help: "Most MAC addresses learned.") var maxMacs = 8192
+    @Option(help: "Seconds an idle MAC entry lives.") var ageing = 300.0
+    @Option(help: "Frames per batch.") var batch = 64
+    @Option(help: "Microseconds to keep polling after traffic before sleeping (0: never spin).") var spinUs = 0
+    @Option(help: "Scheduling policy of the forwarding thread: batch (SCHED_BATCH: more TCP throughput here, fewer small packets per second) or normal.")
+    var sched = "batch"
+    @Option(help: "Nice value of the forwarding thread, 0-19: above 0 the host's own work wins the CPU when it is short, and a flood is dropped at the port instead of at the receiver.")
+    var nice: Int32 = 10
+    @Option(help: "Time slice of the forwarding thread in microseconds, 100-100000 (0: the kernel's). On a host whose cores are busy, '--sched normal --nice 0 --slice-us 100' keeps round trips short (Linux 6.12+).")
+    var sliceUs: UInt32 = 0
+    @Flag(help: "Turn off the offloads (TAP TSO with virtio_net_hdr, UDP GSO and GRO with coalescing).")
+    var noOffload = false
+    @OptionGroup var options: ServiceOptions
+
+    var settings: SwitchServer.Settings {
+        var s = SwitchServer.Settings(vni: vni)
+        s.tunnel = tunnel; s.peers = peer; s.taps = tap; s.udpPorts = udpPort; s.statics = `static`; s.mtu = mtu
+        s.forwarding.batch = batch
+        s.forwarding.maxMACs = maxMacs
+        s.forwarding.ageingMs = UInt64(max(0, ageing) * 1000)
+        s.forwarding.offload = !noOffload
+        s.forwarding.spinMicros = max(0, spinUs)
+        s.forwarding.batchScheduling = sched == "batch"
+        s.forwarding.niceness = nice
+        s.forwarding.sliceMicros = sliceUs
+        return s
+    }
+
+    func validate() throws {
+        guard sched == "batch" || sched == "normal" else { throw ValidationError("--sched must be batch or normal") }
+        guard ageing > 0, ageing < 1e9 else { throw ValidationError("--ageing must be a positive number of seconds") }
+        if let problem = settings.problem { throw ValidationError(problem) }
+    }
+
+    func run() async throws {
+        let description = ServiceDescription(name: "switch", defaultListen: "ipc:///tmp/violin-switch-\(vni).sock")
+        var opts = options
+        if opts.bus == nil && ProcessInfo.processInfo.environment["VIOLIN_BUS"] == nil { opts.bus = "none" }
+        let serviceSettings = ServiceMain.settings(description, opts)
+        let logger = ServiceMain.logger(serviceSettings)
+        let server: SwitchServer
+        do { server = try SwitchServer(settings) } catch {
+            FileHandle.standardError.write(Data("violin-switch: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        if let error = server.start() {
+            logger.warning("forwarding thread runs without its scheduling", metadata: ["sched": "\(sched)", "nice": "\(nice)", "slice-us": "\(sliceUs)", "error": "\(error)"])
+        }
+        let runtime = try ServiceRuntime(settings: serviceSettings, logger: logger, handler: server)
+        server.controller.emit = { [weak runtime] event in runtime?.publish(type(of: event).event, event.json) }
+        logger.info("switch up", metadata: ["vni": "\(vni)", "tunnel": "\(server.tunnel)",
+                                            "ports": "\(server.controller.portList.map(\.name))", "peers": "\(server.controller.peerList)"])
+        await ServiceMain.run(runtime, also: [ShutdownHook { server.stop() }])
+    }
+}
