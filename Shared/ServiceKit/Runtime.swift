@@ -12,10 +12,13 @@ public protocol RequestHandler: AnyObject {
     var state: JSONValue { get }
     /// Service-specific counters shown by `metrics`, besides the runtime's own.
     var counters: [String: Int] { get }
+    /// Whether a request of this type runs on the service's worker (`RequestTable.Lane`).
+    func lane(of msgType: String) -> RequestTable.Lane
 }
 
 extension RequestHandler {
     public var counters: [String: Int] { [:] }
+    public func lane(of msgType: String) -> RequestTable.Lane { .quick }
 }
 
 /// Counters a service reports through `metrics`. Thread-safe.
@@ -45,6 +48,10 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
     private let waker = Waker()
     private let lock = NSLockLite()
     private var outbox: [(String, JSONValue)] = []
+    /// Replies of long requests, made on the worker; they leave on the loop thread.
+    private var finished: [[Frame]] = []
+    /// Runs long requests one after another (the order they came in), off the request thread.
+    private lazy var worker = DispatchQueue(label: "\(settings.service)-long")
     private var stopReason: String?
     private var thread: Thread?
     private let exited = DispatchSemaphore(value: 0)
@@ -203,6 +210,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
                     serve(frames, on: router, factory: &factory)
                 }
             }
+            sendFinished(on: router)
             let t = monotonicMillis()
             if t >= readyDeadline { ready = true }
             if t >= nextHeartbeat {
@@ -239,14 +247,44 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         let envelopeLength = frames.count >= 2 && frames[1].isEmpty ? 2 : 1
         let envelope = Array(frames.prefix(envelopeLength))
         let payload = Array(frames.dropFirst(envelopeLength))
-        let reply = answer(payload, factory: &factory)
+        let reply: Message
+        switch decode(payload, factory: &factory) {
+        case .failure(let refusal): reply = refusal.message
+        case .success(let request):
+            if let handler, handler.lane(of: request.header.msgType) == .long {
+                // Answered from the worker; the loop goes on with the next request.
+                worker.async { [self] in
+                    var own = MessageFactory(sender: settings.instance)
+                    let frames = envelope + Codec.encode(dispatch(request, factory: &own))
+                    lock.withLock { finished.append(frames) }
+                    waker.wake()
+                }
+                return
+            }
+            reply = dispatch(request, factory: &factory)
+        }
         if (try? router.send(envelope + Codec.encode(reply), dontWait: true)) != true {
+            counters.add("replies_undeliverable")
+        }
+    }
+
+    private func sendFinished(on router: ZMQSocket) {
+        let ready: [[Frame]] = lock.withLock { defer { finished.removeAll() }; return finished }
+        for frames in ready where (try? router.send(frames, dontWait: true)) != true {
             counters.add("replies_undeliverable")
         }
     }
 
     /// Turns one request into its reply. Never throws: every failure is an error reply.
     func answer(_ payload: [Frame], factory: inout MessageFactory) -> Message {
+        switch decode(payload, factory: &factory) {
+        case .failure(let refusal): return refusal.message
+        case .success(let request): return dispatch(request, factory: &factory)
+        }
+    }
+
+    /// A request, or the error reply that refuses it.
+    private func decode(_ payload: [Frame], factory: inout MessageFactory) -> Result<Message, RefusalReply> {
         counters.add("requests_total")
         let request: Message
         do {
@@ -255,14 +293,19 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
             counters.add("bad_messages_total")
             counters.add("bad_messages.\(error.code.rawValue)")
             logger.debug("bad message", metadata: ["error": "\(error)"])
-            return factory.errorReply(to: nil, error)
+            return .failure(RefusalReply(factory.errorReply(to: nil, error)))
         }
         guard case .request = request.kind else {
             counters.add("bad_messages_total")
             counters.add("bad_messages.unknown_message_type")
-            return factory.errorReply(to: request.header, ProtocolError(
-                .unknownMessageType, "'\(request.header.msgType)' is not a request (request types end in _request)"))
+            return .failure(RefusalReply(factory.errorReply(to: request.header, ProtocolError(
+                .unknownMessageType, "'\(request.header.msgType)' is not a request (request types end in _request)"))))
         }
+        return .success(request)
+    }
+
+    /// The reply to a decoded request: the admin table's, else the service's.
+    private func dispatch(_ request: Message, factory: inout MessageFactory) -> Message {
         do {
             var body = try adminRequests.handle(request)
             if body == nil, let handler { body = try handler.handle(request) }
@@ -309,6 +352,12 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         }
         return t
     }()
+}
+
+/// An error reply standing for a request that could not be read.
+private struct RefusalReply: Error {
+    let message: Message
+    init(_ m: Message) { message = m }
 }
 
 /// The version every executable reports.

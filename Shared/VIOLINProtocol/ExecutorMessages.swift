@@ -19,6 +19,7 @@ public enum ExecutorAPI {
         ]
         public typealias Reply = CreateVMReply
         public static let idempotent = false
+        public static let lane = RequestLane.long
         public static let example = CreateVM(name: "a1", vni: 101, mac: MACAddress("52:54:00:0a:00:01")!, kernel: "/boot/vmlinuz", nicPort: 20000)
         public var name: String
         public var vni: UInt32
@@ -64,6 +65,7 @@ public enum ExecutorAPI {
         public static let fields: [FieldSpec] = [.required("name", .text)]
         public typealias Reply = VMReply
         public static let idempotent = false
+        public static let lane = RequestLane.long
         public static let example = DestroyVM(name: "a1")
         public var name: String
         public init(name: String) { self.name = name }
@@ -137,6 +139,7 @@ public enum ExecutorAPI {
         public static let fields: [FieldSpec] = [.required("vm", .text)] + MigrationOptions.fields
         public typealias Reply = JobState
         public static let idempotent = false
+        public static let lane = RequestLane.long
         public static let example: Migrate = {
             var o = MigrationOptions(toExecutor: "tcp://10.0.0.2:7704")
             o.to = "h2"; o.bandwidthMiBps = 50; o.postcopy = true; o.timeoutS = 60; o.reason = "test"; o.decisionID = "7"
@@ -158,6 +161,7 @@ public enum ExecutorAPI {
         public static let fields: [FieldSpec] = [.required("vni", .vni), .optional("keep", .list(.text))] + MigrationOptions.fields
         public typealias Reply = ViolinJobsReply
         public static let idempotent = false
+        public static let lane = RequestLane.long
         public static let example = MigrateViolin(vni: 102, keep: ["b1"], options: MigrationOptions(toExecutor: "tcp://10.0.0.3:7704"))
         public var vni: UInt32
         /// VMs that stay (the head node).

@@ -15,6 +15,7 @@ public enum MeshAPI {
         public static let fields: [FieldSpec] = [.required("vni", .vni)] + seedFields
         public typealias Reply = JoinReply
         public static let idempotent = false
+        public static let lane = RequestLane.long
         public static let example = JoinViolin(vni: 9, seed: "tcp://10.0.0.1:7701")
         public var vni: UInt32
         /// A member's mesh endpoint to join through (none: this host starts the VIOLIN), and its key.
@@ -35,6 +36,7 @@ public enum MeshAPI {
         public static let fields: [FieldSpec] = [.required("vni", .vni)]
         public typealias Reply = VNIReply
         public static let idempotent = false
+        public static let lane = RequestLane.long
         public static let example = LeaveViolin(vni: 9)
         public var vni: UInt32
         public init(vni: UInt32) { self.vni = vni }
@@ -49,6 +51,7 @@ public enum MeshAPI {
         public static let fields: [FieldSpec] = [.required("vni", .vni)] + SwitchAPI.AddPort.fields + seedFields
         public typealias Reply = AddPortReply
         public static let idempotent = false
+        public static let lane = RequestLane.long
         public static let example = AddPort(vni: 9, port: SwitchAPI.AddPort.example, seed: "tcp://10.0.0.1:7701")
         public var vni: UInt32
         public var port: SwitchAPI.AddPort
@@ -82,6 +85,7 @@ public enum MeshAPI {
         ]
         public typealias Reply = RemovePortReply
         public static let idempotent = false
+        public static let lane = RequestLane.long
         public static let example = RemovePort(vni: 9, name: "vm-a1",
                                                forward: Forward(mac: MACAddress("52:54:00:0a:00:01")!, to: "tcp://10.0.0.2:7701", graceS: 5))
         public var vni: UInt32

@@ -131,6 +131,7 @@ public enum PolicyAPI {
         public static let msgType = "evaluate_request"
         public typealias Reply = DecisionsReply
         public static let idempotent = false
+        public static let lane = RequestLane.long
         public init() {}
     }
 
@@ -165,6 +166,7 @@ public enum PolicyAPI {
         public static let fields: [FieldSpec] = [.required("id", .text)]
         public typealias Reply = DrainReply
         public static let idempotent = false
+        public static let lane = RequestLane.long
         public static let example = DrainHost(id: "h4")
         public var id: String
         public init(id: String) { self.id = id }

@@ -151,6 +151,8 @@ public protocol RequestBody: Sendable, Equatable {
     associatedtype Reply: ReplyBody
     /// Whether sending it twice does no more than sending it once (such requests are retried).
     static var idempotent: Bool { get }
+    /// Where the service runs it (`quick` unless the type says otherwise).
+    static var lane: RequestLane { get }
     /// A valid instance (the tests build every refusal from it).
     static var example: Self { get }
     /// From a validated body; throws `invalid_body` only for rules across fields.
@@ -166,7 +168,16 @@ extension RequestBody {
 
     /// The top-level fields of its ok reply (besides `status`), as PROTOCOL.md lists them.
     public static var replyFields: [String] { Reply.fields.map(\.name) }
+
+    public static var lane: RequestLane { .quick }
 }
+
+/// Where a service runs a request. `quick`: on its request thread, between other requests —
+/// anything answered from memory or from a local call of a few milliseconds. `long`: on its
+/// worker, one long request after another, so `ping`, `status` and every quick request are
+/// answered meanwhile — anything that starts a process, calls another host or may wait
+/// seconds. The client waits for a long request's reply as for any other (PROTOCOL.md §4).
+public enum RequestLane: Sendable { case quick, long }
 
 /// An ok reply's body as a type (`status` aside, which the runtime adds). Its field list is
 /// checked before its Codable properties are read, so ranges and required fields hold for
@@ -222,6 +233,8 @@ extension EventBody {
 public struct RequestTable {
     public typealias Handler = (JSONValue) throws -> JSONValue
     private var handlers: [String: Handler] = [:]
+    private var long: Set<String> = []
+    public typealias Lane = RequestLane
 
     public init() {}
 
@@ -235,7 +248,11 @@ public struct RequestTable {
     public mutating func raw<R: RequestBody>(_ type: R.Type, _ handle: @escaping (R) throws -> JSONValue) {
         precondition(handlers[R.msgType] == nil, "two handlers for \(R.msgType)")
         handlers[R.msgType] = { value in try handle(try R.decode(value)) }
+        if R.lane == .long { long.insert(R.msgType) }
     }
+
+    /// The lane of a request type (unknown types are quick: they are refused at once).
+    public func lane(of msgType: String) -> Lane { long.contains(msgType) ? .long : .quick }
 
     /// The reply body, or nil when the table has no handler for the message's type.
     public func handle(_ message: Message) throws(ProtocolError) -> JSONValue? {

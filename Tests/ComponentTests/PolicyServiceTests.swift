@@ -7,15 +7,23 @@ import ServiceKit
 import VIOLINProtocol
 import ZeroMQ
 
-/// An executor that takes every migrate request and remembers it.
+/// An executor that takes every migrate request and remembers it. `gated`: its replies wait
+/// until `open()` (each migrate is on the executor's worker, as the real one's).
 final class FakeExecutor: RequestHandler, @unchecked Sendable {
     private let lock = NSLock()
     private var got: [JSONValue] = []
+    private let gated: Bool
+    private let gate = DispatchSemaphore(value: 0)
+    init(gated: Bool = false) { self.gated = gated }
     var migrations: [JSONValue] { lock.withLock { got } }
     var state: JSONValue { [:] }
+    func lane(of msgType: String) -> RequestTable.Lane { gated ? .long : .quick }
+    /// Lets every held migrate through, now and later.
+    func open() { for _ in 0..<64 { gate.signal() } }
     func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
         guard request.header.msgType == "migrate_request" else { return nil }
         let n = lock.withLock { got.append(request.body); return got.count }
+        if gated { gate.wait(); gate.signal() }
         return Replies.ok(["job": .string("job-\(n)"), "state": "queued"])
     }
 }
@@ -161,4 +169,58 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(try c2.send("destroy_violin", body: ["id": "e2"]).body["code"] == "not_found")
         }
     }
+
+    /// A drain runs on the policy's worker: while the executor holds the drain's migrations at
+    /// a gate, the policy still answers `ping` and `inventory`; the drain ends only after the
+    /// gate opens, with every move sent.
+    @Test func answersPingWhileADrainWaitsForTheExecutor() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-policy-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try withContext { ctx in
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            var o = PolicyNode.Options(database: dir + "/policy.sqlite")
+            o.interval = 3600
+            o.executorTimeoutMs = 60_000   // the gate, not a timeout, ends the executor's wait
+            let policy = try PolicyNode(options: o, logger: logger)
+            let runtime = try makeRuntime("policy", handler: policy)
+            defer { runtime.stop() }
+            let gated = FakeExecutor(gated: true)
+            let executor = try makeRuntime("executor", handler: gated)
+            defer { gated.open(); executor.stop() }
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 5000)
+            defer { client.close() }
+            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
+            _ = try client.call(PolicyAPI.RegisterHost(id: "a", domain: "d1", cores: 2, memoryMB: 8192, executor: executor.endpoints[0]))
+            _ = try client.call(PolicyAPI.RegisterHost(id: "b", domain: "d1", cores: 2, memoryMB: 8192))
+            _ = try client.call(PolicyAPI.CreateViolin(id: "e1", homeDomain: "d1", head: "vm0",
+                                                       vms: (0..<2).map { .init(id: "vm\($0)", memoryMB: 512, host: "a") }))
+
+            let drain = Pending()
+            Thread {
+                let c = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 60_000)
+                defer { c.close() }
+                do { drain.finish(.success(try c.call(PolicyAPI.DrainHost(id: "a"), retries: 0).json)) } catch { drain.finish(.failure(error)) }
+            }.start()
+            try #require(try eventually(deadline: 20) { gated.migrations.count >= 1 }, "the drain never reached the executor")
+            #expect(try client.call(AdminAPI.Ping(), retries: 0).service == "policy")
+            #expect(try client.call(PolicyAPI.Inventory(), retries: 0).hosts.first { $0.id == "a" }?.draining == true)
+            #expect(drain.value == nil, "ping and inventory were answered while the drain waited for the executor")
+
+            gated.open()
+            try #require(try eventually(deadline: 30) { drain.value != nil }, "the drain never finished")
+            guard case .success(let reply) = drain.value! else { Issue.record("drain failed: \(drain.value!)"); return }
+            let moves = try PolicyAPI.DrainHost.Reply.decode(reply).moves
+            #expect(moves.count == 2 && moves.allSatisfy { $0.outcome == "sent" }, "\(moves)")
+        }
+    }
+}
+
+/// What one call in the background ended with; nil while it runs.
+final class Pending: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: Result<JSONValue, Error>?
+    var value: Result<JSONValue, Error>? { lock.withLock { result } }
+    func finish(_ r: Result<JSONValue, Error>) { lock.withLock { result = r } }
 }

@@ -211,6 +211,11 @@ func withField(_ body: JSONValue, _ name: String, _ value: JSONValue?) -> JSONVa
             let paragraph = lines[start...].prefix { !$0.isEmpty }.joined(separator: " ")
             let documented = backticked(paragraph)
             #expect(documented == Set(types.filter { $0.idempotent }.map { $0.msgType }), "§\(section): idempotent per the document \(documented.sorted())")
+            // And which are long (§4): exactly those whose type says so; a section with none says nothing.
+            let long = Set(types.filter { $0.lane == .long }.map { $0.msgType })
+            let longLine = lines.firstIndex(where: { $0.hasPrefix("Long (") })
+            let documentedLong = longLine.map { backticked(lines[$0...].prefix { !$0.isEmpty }.joined(separator: " ")) } ?? []
+            #expect(documentedLong == long, "§\(section): long per the document \(documentedLong.sorted()), per the types \(long.sorted())")
         }
         for (section, types) in typedEvents {
             let rows = tableRows(text, section: section).filter { $0.count == 2 && $0[0].contains(".") }

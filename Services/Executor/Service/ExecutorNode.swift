@@ -563,6 +563,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
     }()
 
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
+    public func lane(of msgType: String) -> RequestTable.Lane { table.lane(of: msgType) }
 
     func migrate(_ r: ExecutorAPI.Migrate) throws(ProtocolError) -> ExecutorAPI.JobState {
         let o = jobOptions(r.options)

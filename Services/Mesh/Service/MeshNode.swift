@@ -43,6 +43,10 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     private var presence: [UInt32: Presence] = [:]
     private var children: [UInt32: ChildProcess] = [:]
     private var restartAt: [UInt32: Double] = [:]
+    /// Restarts run here, one at a time, so a switch that takes seconds to come up never
+    /// holds up the heartbeats; `restarting` keeps a VIOLIN from being queued twice.
+    private let restarts = DispatchQueue(label: "mesh-switch-restarts")
+    private var restarting: Set<UInt32> = []
     private var backoff: [UInt32: Double] = [:]
     private var startedAt: [UInt32: Double] = [:]
     private var stopping = false
@@ -304,16 +308,23 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
                 let now = Self.now()
                 var list = restartAt.filter { $0.value <= now }.map(\.key)
                 var dead: [UInt32] = []
-                for (vni, p) in presence where children[vni] == nil && restartAt[vni] == nil && p.pid > 0 && kill(p.pid, 0) != 0 {
+                for (vni, p) in presence where children[vni] == nil && restartAt[vni] == nil && !restarting.contains(vni)
+                    && p.pid > 0 && kill(p.pid, 0) != 0 {
                     dead.append(vni)
                 }
                 list += dead
-                list.forEach { restartAt[$0] = nil }
+                list = list.filter { !restarting.contains($0) }
+                list.forEach { restartAt[$0] = nil; restarting.insert($0) }
                 return (list.sorted(), dead.sorted())
             }
             // An adopted switch is not our child: its exit status is not ours to read.
             for vni in adoptedDead { emit(MeshAPI.SwitchExited(vni: vni, status: -1)) }
-            for vni in due { startSwitch(vni) }
+            for vni in due {
+                restarts.async { [self] in
+                    startSwitch(vni)
+                    lock.withLock { _ = restarting.remove(vni) }
+                }
+            }
             _ = try? poll(&items, timeoutMs: Int(options.interval * 1000))
             if items[0].readable { worker.waker.drain() }
         }
@@ -410,6 +421,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     }
 
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
+    public func lane(of msgType: String) -> RequestTable.Lane { table.lane(of: msgType) }
 
     /// A key field: empty means none.
     private static func key(_ k: String?) -> String? { (k ?? "").isEmpty ? nil : k }

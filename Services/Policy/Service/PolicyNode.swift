@@ -136,6 +136,14 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
     /// source host's executor), and is published.
     @discardableResult
     public func evaluate() throws -> [JSONValue] {
+        // One round at a time (the timer, a threshold crossing and `evaluate_request` may ask
+        // at once): a round must see the cooldowns the previous one recorded.
+        try rounds.withLock { try evaluateOnce() }
+    }
+
+    private let rounds = NSLockLite()
+
+    private func evaluateOnce() throws -> [JSONValue] {
         let (state, inv) = try self.clusterState()
         let mode = self.mode
         var out: [JSONValue] = []
@@ -273,25 +281,37 @@ public final class PolicyNode: ServiceNode, @unchecked Sendable {
     }()
 
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
+    public func lane(of msgType: String) -> RequestTable.Lane { table.lane(of: msgType) }
+
+    /// What each of several calls made at once ended with.
+    private final class Outcomes: @unchecked Sendable {
+        private let lock = NSLockLite()
+        private var list: [String]
+        init(_ n: Int) { list = Array(repeating: "", count: n) }
+        func set(_ i: Int, _ outcome: String) { lock.withLock { list[i] = outcome } }
+        var values: [String] { lock.withLock { list } }
+    }
 
     func drain(_ id: String) throws(ProtocolError) -> PolicyAPI.DrainReply {
         try storeCall { try store.setDraining(id) }
         let (state, inv) = try storeCall { try self.clusterState() }
         let plan = Drain.plan(state, host: id, draining: inv.draining)
-        var moves: [PolicyAPI.Move] = []
-        for (vm, to) in plan.moves {
-            var outcome = "sent"
-            if !(inv.endpoints[id]?.executor ?? "").isEmpty {
-                let client = executorClient(id, inv)
-                do {
-                    _ = try client.call(Self.migration(vm, to: to, inv, reason: "host \(id) is draining"))
-                } catch { outcome = "failed: \(error)" }
-                client.close()
-            } else {
-                outcome = "failed: no executor known for host \(id)"
+        // Sent all at once, each with the executor timeout: a dead executor costs one timeout,
+        // not one per VM.
+        let outcomes = Outcomes(plan.moves.count)
+        DispatchQueue.concurrentPerform(iterations: plan.moves.count) { i in
+            let (vm, to) = plan.moves[i]
+            guard !(inv.endpoints[id]?.executor ?? "").isEmpty else {
+                return outcomes.set(i, "failed: no executor known for host \(id)")
             }
-            moves.append(PolicyAPI.Move(vm: vm, to: to, outcome: outcome))
+            let client = executorClient(id, inv)
+            defer { client.close() }
+            do {
+                _ = try client.call(Self.migration(vm, to: to, inv, reason: "host \(id) is draining"))
+                outcomes.set(i, "sent")
+            } catch { outcomes.set(i, "failed: \(error)") }
         }
+        let moves = plan.moves.enumerated().map { i, m in PolicyAPI.Move(vm: m.0, to: m.1, outcome: outcomes.values[i]) }
         let event = PolicyAPI.HostDraining(id: id, moves: moves, stuck: plan.stuck)
         emit(event)
         return PolicyAPI.DrainReply(id: id, moves: moves, stuck: plan.stuck)
