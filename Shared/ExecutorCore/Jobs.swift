@@ -1,7 +1,9 @@
 /// Migration jobs: their states, and what a restarted executor does with one it finds
 /// unfinished in its journal. Pure: the executor feeds in what libvirt says.
 public enum JobState: String, Sendable, Equatable, CaseIterable {
-    case queued, preparing, migrating, completed, failed, cancelled
+    /// `postcopy`: the guest runs at the destination and pulls the rest of its memory from the
+    /// source; from here on the source is never resumed.
+    case queued, preparing, migrating, postcopy, completed, failed, cancelled
     case rolledBack = "rolled_back"
 
     public var isFinal: Bool { self == .completed || self == .failed || self == .cancelled || self == .rolledBack }
@@ -25,8 +27,9 @@ public struct Recovery: Equatable, Sendable {
     /// The VM must end running in exactly one place. `migrationActive`: libvirt on the source
     /// still runs the migration job (libvirtd drives a peer-to-peer migration itself, so it can
     /// outlive the executor that asked for it).
-    public static func decide(source: Presence, destination: Presence, migrationActive: Bool) -> Recovery {
+    public static func decide(source: Presence, destination: Presence, migrationActive: Bool, state: JobState = .migrating) -> Recovery {
         if migrationActive { return Recovery(outcome: .wait, why: "the migration is still running in libvirt") }
+        if state == .postcopy { return afterPostCopy(source: source, destination: destination) }
         switch (source, destination) {
         case (.running, .absent):
             return Recovery(outcome: .rolledBack, why: "the VM runs on the source only")
@@ -51,6 +54,26 @@ public struct Recovery: Equatable, Sendable {
             return Recovery(outcome: .lost, why: "the VM is on neither host")
         case (.unknown, _), (_, .unknown):
             return Recovery(outcome: .wait, why: "a host's libvirt does not answer")
+        }
+    }
+}
+
+extension Recovery {
+    /// The executor died during post-copy: the destination holds the only current copy of the
+    /// guest's memory (with what it had not yet pulled lost with the source's process, if that
+    /// died too). The source's copy is stale: it is destroyed, never resumed.
+    static func afterPostCopy(source: Presence, destination: Presence) -> Recovery {
+        let destroy = source == .running || source == .paused
+        switch destination {
+        case .running:
+            return Recovery(outcome: .completed, destroySource: destroy, why: "post-copy: the destination runs the VM; the stale source copy is destroyed")
+        case .paused:
+            return Recovery(outcome: .completed, destroySource: destroy, resumeDestination: true,
+                            why: "post-copy: the destination holds the VM (paused): resumed there; the stale source copy is destroyed")
+        case .absent:
+            return Recovery(outcome: .lost, why: "post-copy: the destination lost the VM; the source's copy is stale and is not resumed")
+        case .unknown:
+            return Recovery(outcome: .wait, why: "post-copy: the destination's libvirt does not answer")
         }
     }
 }

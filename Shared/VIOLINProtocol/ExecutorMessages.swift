@@ -287,7 +287,7 @@ public enum ExecutorAPI {
     public struct JobReport: ReplyBody {
         public static let fields: [FieldSpec] = [
             .required("job", .text), .required("vm", .text), .required("from", .string), .required("to", .string),
-            .required("state", .choice(["queued", "preparing", "migrating", "completed", "failed", "cancelled", "rolled_back"])),
+            .required("state", .choice(["queued", "preparing", "migrating", "postcopy", "completed", "failed", "cancelled", "rolled_back"])),
             .required("error", .string), .optional("elapsed_ms", .count), .optional("downtime_ms", .count), .optional("blackout_ms", .count),
             .optional("processed_bytes", .count), .optional("remaining_bytes", .count), .optional("rate_bps", .count),
             .optional("decision_id", .string), .required("created_at", .text), .required("updated_at", .text),

@@ -39,16 +39,16 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
 
     public let options: Options
     public let journal: Journal
-    private let logger: Logger
+    let logger: Logger
     /// The loop thread's libvirt connection, opened on first use (and again after a failure),
     /// so the executor starts and answers even while libvirt is not up.
     private var connection: LibvirtHypervisor?
     private let context = ZMQContext()
-    private let lock = NSLockLite()
-    private var controls: [String: Control] = [:]      // job id -> its control, while it runs
-    private var busyVMs: [String: String] = [:]         // vm -> job id
-    private var threads = 0
-    private let slots: DispatchSemaphore
+    let lock = NSLockLite()
+    var controls: [String: Control] = [:]      // job id -> its control, while it runs
+    var busyVMs: [String: String] = [:]         // vm -> job id
+    var threads = 0
+    let slots: DispatchSemaphore
     public var publish: (String, JSONValue) -> Void = { _, _ in }
 
     public init(options: Options, logger: Logger) throws {
@@ -269,76 +269,14 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
     }
 
     func start(_ job: Journal.Job, _ o: JobOptions, facts: VMFacts, group: CutOverGroup? = nil) {
-        let t = Thread { [self] in self.run(job, o, facts: facts, group: group) }
+        let t = Thread { [self] in MigrationRunner(self, job, o, facts: facts, group: group).run() }
         t.name = "migrate-\(job.vm)"
         lock.withLock { threads += 1 }
         t.start()
     }
 
-    // MARK: - One migration, on its own thread
-
-    func run(_ initial: Journal.Job, _ o: JobOptions, facts: VMFacts, group: CutOverGroup? = nil) {
-        var job = initial
-        // Every path through here arrives at the group once (a failure early included).
-        var arrived = false
-        func arrive() {
-            guard !arrived else { return }
-            arrived = true
-            group?.arriveAndWait(timeout: o.timeoutS + 30)
-        }
-        defer { arrive() }
-        let control = lock.withLock { controls[job.id] } ?? Control()
-        defer {
-            lock.withLock { busyVMs[job.vm] = nil; controls[job.id] = nil; threads -= 1 }
-        }
-        slots.wait()
-        var slotHeld = true
-        func releaseSlot() { if slotHeld { slotHeld = false; slots.signal() } }
-        defer { releaseSlot() }
-        func save() { saveJob(job) }
-        func fail(_ state: JobState, _ error: String) {
-            job.state = state
-            job.error = error
-            save()
-            logger.warning("migration failed", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "error": "\(error)"])
-            emit(ExecutorAPI.MigrationFailed(job: job.id, vm: job.vm, state: state.rawValue, error: error))
-        }
-        let portName = VMSpec.portName(job.vm)
-        if control.cancelled { return fail(.cancelled, "cancelled before it started") }
-        job.state = .preparing
-        save()
-        emit(ExecutorAPI.MigrationStarted(job: job.id, vm: job.vm, from: job.fromHost, to: job.toHost))
-        do { try prepareDestinationPort(job, facts) } catch {
-            return fail(.failed, "the destination's mesh could not prepare the port: \(error.message)")
-        }
-        func removeDestinationPort() {
-            _ = try? call(job.destinationMesh, MeshAPI.RemovePort(vni: facts.vni, name: portName), key: job.destinationKey)
-        }
-        job.state = .migrating
-        save()
-        let watcher: LibvirtHypervisor
-        do { watcher = try LibvirtHypervisor(uri: options.libvirtURI) } catch {
-            removeDestinationPort()
-            return fail(.failed, "libvirt: \(error.message)")
-        }
-        // libvirt's call blocks until the end: it runs on a helper thread, this one watches it.
-        let started = DispatchTime.now().uptimeNanoseconds
-        let startedWall = wallClockMillis()
-        let (outcome, done) = migrateInBackground(job.vm, to: job.destinationURI, o.migration)
-        let aborted = watch(&job, o, control: control, watcher: watcher, done: done, started: started)
-        let wallMs = Int((DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
-        releaseSlot()                            // the next migration may start while this one waits
-        if outcome.error == nil { arrive() }    // the whole VIOLIN has moved: one cut-over for all
-        if let error = outcome.error {
-            removeDestinationPort()
-            if let aborted { return fail(aborted == "cancelled" ? .cancelled : .failed, aborted) }
-            return fail(.failed, "libvirt: \(error.message)")
-        }
-        complete(&job, o, facts: facts, watcher: watcher, wallMs: wallMs, since: startedWall)
-    }
-
     /// The destination's mesh brings the VIOLIN up there (through our mesh) and prepares the port.
-    private func prepareDestinationPort(_ job: Journal.Job, _ facts: VMFacts) throws(ProtocolError) {
+    func prepareDestinationPort(_ job: Journal.Job, _ facts: VMFacts) throws(ProtocolError) {
         let port = MeshAPI.AddPort(vni: facts.vni, port: Self.switchPort(facts, vm: job.vm), seed: options.mesh,
                                    seedKey: options.keyPair?.publicKey)
         _ = try call(job.destinationMesh, port, key: job.destinationKey)
@@ -349,7 +287,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
 
     /// Starts libvirt's blocking migrate on a helper thread (its own connection); `done` is
     /// signalled when it returns.
-    private func migrateInBackground(_ vm: String, to dest: String, _ mo: MigrationOptions) -> (Outcome, DispatchSemaphore) {
+    func migrateInBackground(_ vm: String, to dest: String, _ mo: MigrationOptions) -> (Outcome, DispatchSemaphore) {
         let outcome = Outcome()
         let done = DispatchSemaphore(value: 0)
         let uri = options.libvirtURI
@@ -367,62 +305,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         return (outcome, done)
     }
 
-    /// Watches a running migration until `done`: aborts it when cancelled or past its timeout,
-    /// switches to post-copy once the first pass is done (with that option), journals and
-    /// publishes its progress. Returns why it was aborted, if it was.
-    private func watch(_ job: inout Journal.Job, _ o: JobOptions, control: Control, watcher: LibvirtHypervisor,
-                       done: DispatchSemaphore, started: UInt64) -> String? {
-        let vm = job.vm
-        var aborted: String?
-        var postcopy = false
-        while done.wait(timeout: .now() + .milliseconds(Int(options.progressInterval * 1000))) == .timedOut {
-            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-            if aborted == nil, control.cancelled { aborted = "cancelled"; try? watcher.abortJob(vm) }
-            if aborted == nil, elapsed > o.timeoutS {
-                aborted = "did not converge within \(o.timeoutS) s: aborted"
-                try? watcher.abortJob(vm)
-            }
-            guard let s = try? watcher.jobStats(vm), s.active else { continue }
-            // Post-copy: once the first pass over memory is done, the guest runs at the
-            // destination and pulls the rest on demand (a migration that cannot converge ends).
-            if o.migration.postcopy, !postcopy, aborted == nil, s.iteration >= 2 {
-                postcopy = (try? watcher.startPostCopy(vm)) != nil
-            }
-            job.processed = Int(s.processed); job.remaining = Int(s.remaining); job.rate = Int(s.bytesPerSecond)
-            saveJob(job)
-            emit(ExecutorAPI.MigrationProgress(job: job.id, vm: vm, phase: aborted != nil ? .aborting : postcopy ? .postcopy : .precopy,
-                                               processedBytes: UInt64(s.processed), remainingBytes: UInt64(s.remaining),
-                                               totalBytes: UInt64(s.total), rateBps: UInt64(s.bytesPerSecond), elapsedMs: UInt64(s.elapsedMs)))
-        }
-        return aborted
-    }
-
-    /// A migration libvirt finished: its own figures (kept by the destination), the network's
-    /// cut-over, the source's disk removed after a storage copy; journaled and announced.
-    private func complete(_ job: inout Journal.Job, _ o: JobOptions, facts: VMFacts, watcher: LibvirtHypervisor,
-                          wallMs: Int, since: UInt64) {
-        let vm = job.vm
-        job.elapsedMs = wallMs
-        if let d = try? LibvirtHypervisor(uri: job.destinationURI), let s = try? d.jobStats(vm, completed: true) {
-            if s.elapsedMs > 0 { job.elapsedMs = Int(s.elapsedMs) }
-            job.downtimeMs = s.downtimeMs.map { Int($0) }
-            job.processed = Int(s.processed)
-            job.remaining = 0
-        }
-        // The network's cut-over: the destination announces the MAC (sequenced), the switch
-        // here stops delivering to the old port and forwards late frames to the new host.
-        job.blackoutMs = cutOver(job, facts: facts, since: since)
-        // The disk now lives at the destination: the source's copy goes.
-        if o.migration.copyStorage { watcher.deleteVolume(pool: Self.pool, name: Self.volumeName(vm)) }
-        job.state = .completed
-        saveJob(job)
-        logger.info("migration completed", metadata: ["job": "\(job.id)", "vm": "\(vm)", "to": "\(job.toHost)",
-                                                      "elapsed_ms": "\(job.elapsedMs ?? 0)", "downtime_ms": "\(job.downtimeMs ?? -1)"])
-        emit(ExecutorAPI.MigrationCompleted(job: job.id, vm: vm, from: job.fromHost, to: job.toHost,
-                                            elapsedMs: job.elapsedMs, downtimeMs: job.downtimeMs, blackoutMs: job.blackoutMs))
-    }
-
-    private func saveJob(_ job: Journal.Job) {
+    func saveJob(_ job: Journal.Job) {
         do { try journal.save(job) } catch { logger.error("journal: \(error)") }
     }
 
@@ -482,10 +365,10 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         var decision: Recovery
         let deadline = DispatchTime.now().uptimeNanoseconds + 300_000_000_000
         repeat {
-            let active = job.state == .migrating && ((try? local?.jobStats(job.vm))?.active ?? false)
+            let active = (job.state == .migrating || job.state == .postcopy) && ((try? local?.jobStats(job.vm))?.active ?? false)
             let src = presence(local, job.vm)
             let dst = job.state == .queued ? Presence.absent : presence(remote, job.vm)
-            decision = Recovery.decide(source: src, destination: dst, migrationActive: active)
+            decision = Recovery.decide(source: src, destination: dst, migrationActive: active, state: job.state)
             if decision.outcome != .wait { break }
             usleep(200_000)
         } while DispatchTime.now().uptimeNanoseconds < deadline
@@ -553,6 +436,9 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         }
         t.on(ExecutorAPI.Cancel.self) { [unowned self] r in
             guard let j = try self.journalRead({ try self.journal.job(r.job) }) else { throw ProtocolError(.notFound, "no job \(r.job)") }
+            guard j.state != .postcopy else {
+                throw ProtocolError(.conflict, "job \(r.job) is in post-copy: the guest runs at the destination, it cannot be cancelled")
+            }
             guard let control = self.lock.withLock({ self.controls[r.job] }) else {
                 throw ProtocolError(.conflict, "job \(r.job) is \(j.state.rawValue): nothing to cancel")
             }
