@@ -131,3 +131,33 @@ public final class LibvirtHypervisor: Hypervisor, @unchecked Sendable {
         return value
     }
 }
+
+/// What the executor needs of a hypervisor: domains created from XML, destroyed, resumed and
+/// inspected, live-migrated with their job's figures, and disks in a storage pool. The
+/// executor reaches libvirt only through this (and `HypervisorConnector`), so its
+/// orchestration runs against `InMemoryHypervisor` in unit tests.
+public protocol MigratingHypervisor: Hypervisor {
+    func create(xml: String) throws(HypervisorError) -> String
+    func destroy(_ name: String) throws(HypervisorError)
+    func resume(_ name: String) throws(HypervisorError)
+    func state(_ name: String) -> DomainState
+    func xml(_ name: String) throws(HypervisorError) -> String
+    func freeMemoryMiB() -> UInt64
+    /// Blocks until the migration ends.
+    func migrate(_ name: String, to destination: String, options: MigrationOptions) throws(HypervisorError)
+    func startPostCopy(_ name: String) throws(HypervisorError)
+    func abortJob(_ name: String) throws(HypervisorError)
+    func jobStats(_ name: String, completed: Bool) throws(HypervisorError) -> JobStats
+    func createVolume(pool: String, name: String, capacityMiB: UInt64) throws(HypervisorError) -> String
+    func deleteVolume(pool: String, name: String)
+    /// Makes sure a directory-backed storage pool exists (and runs).
+    func ensurePool(name: String, path: String) throws(HypervisorError)
+}
+
+/// Opens a connection to the hypervisor at a URI (each thread that blocks in libvirt opens its own).
+public typealias HypervisorConnector = @Sendable (String) throws(HypervisorError) -> any MigratingHypervisor
+
+public enum Hypervisors {
+    /// libvirt, for real.
+    public static let libvirt: HypervisorConnector = { uri throws(HypervisorError) in try LibvirtHypervisor(uri: uri) }
+}

@@ -199,3 +199,10 @@ extension LibvirtHypervisor {
         return out.sorted()
     }
 }
+
+extension LibvirtHypervisor: MigratingHypervisor {}
+
+extension MigratingHypervisor {
+    /// The running job's figures (the completed job's with `completed`).
+    public func jobStats(_ name: String) throws(HypervisorError) -> JobStats { try jobStats(name, completed: false) }
+}

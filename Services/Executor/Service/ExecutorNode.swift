@@ -27,6 +27,8 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         /// This host's CURVE key pair: with it the host's services serve over CURVE, and the
         /// executor reaches them (and other hosts', with their keys) as a CURVE client.
         public var keyPair: CurveKeyPair?
+        /// How a hypervisor connection is opened (libvirt; `InMemoryHypervisor` in tests).
+        public var connect: HypervisorConnector = Hypervisors.libvirt
         public init(hostID: String, libvirtURI: String, migrationURI: String, mesh: String, database: String) {
             self.hostID = hostID; self.libvirtURI = libvirtURI; self.migrationURI = migrationURI
             self.mesh = mesh; self.database = database
@@ -42,7 +44,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
     let logger: Logger
     /// The loop thread's libvirt connection, opened on first use (and again after a failure),
     /// so the executor starts and answers even while libvirt is not up.
-    private var connection: LibvirtHypervisor?
+    private var connection: (any MigratingHypervisor)?
     private let context = ZMQContext()
     let lock = NSLockLite()
     var controls: [String: Control] = [:]      // job id -> its control, while it runs
@@ -62,10 +64,10 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         context.shutdown()
     }
 
-    func libvirt() throws(ProtocolError) -> LibvirtHypervisor {
+    func libvirt() throws(ProtocolError) -> any MigratingHypervisor {
         if let c = connection, (try? c.host()) != nil { return c }
         connection = nil
-        do { connection = try LibvirtHypervisor(uri: options.libvirtURI) } catch {
+        do { connection = try options.connect(options.libvirtURI) } catch {
             throw ProtocolError(.unavailable, "libvirt at \(options.libvirtURI): \(error.message)")
         }
         // The pool of VM disks, on every host: a migration that copies storage finds it at the
@@ -107,7 +109,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
 
     // MARK: - VMs
 
-    func facts(_ vm: String, _ hv: LibvirtHypervisor) throws(ProtocolError) -> VMFacts {
+    func facts(_ vm: String, _ hv: any MigratingHypervisor) throws(ProtocolError) -> VMFacts {
         let xml: String
         do { xml = try hv.xml(vm) } catch {
             throw ProtocolError(error.kind == .notFound ? .notFound : .unavailable, "VM \(vm): \(error.message)")
@@ -116,7 +118,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         return f
     }
 
-    func usedMemoryMB(_ hv: LibvirtHypervisor) -> Int {
+    func usedMemoryMB(_ hv: any MigratingHypervisor) -> Int {
         ((try? hv.domains()) ?? []).reduce(0) { $0 + Int($1.maxMemoryKiB / 1024) }
     }
 
@@ -291,9 +293,10 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         let outcome = Outcome()
         let done = DispatchSemaphore(value: 0)
         let uri = options.libvirtURI
+        let connect = options.connect
         let helper = Thread {
             do {
-                let conn = try LibvirtHypervisor(uri: uri)
+                let conn = try connect(uri)
                 try conn.migrate(vm, to: dest, options: mo)
             } catch {
                 outcome.error = error as? HypervisorError ?? HypervisorError(kind: .failed, message: "\(error)")
@@ -344,7 +347,7 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         }
     }
 
-    func presence(_ hv: LibvirtHypervisor?, _ vm: String) -> Presence {
+    func presence(_ hv: (any MigratingHypervisor)?, _ vm: String) -> Presence {
         guard let hv else { return .unknown }
         switch hv.state(vm) {
         case .running: return .running
@@ -358,8 +361,8 @@ public final class ExecutorNode: ServiceNode, @unchecked Sendable {
         var job = initial
         lock.withLock { busyVMs[job.vm] = job.id }
         defer { lock.withLock { busyVMs[job.vm] = nil } }
-        let local = try? LibvirtHypervisor(uri: options.libvirtURI)
-        let remote = job.destinationURI.isEmpty ? nil : try? LibvirtHypervisor(uri: job.destinationURI)
+        let local = try? options.connect(options.libvirtURI)
+        let remote = job.destinationURI.isEmpty ? nil : try? options.connect(job.destinationURI)
         let facts = (try? local?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) }
             ?? (try? remote?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) }
         var decision: Recovery

@@ -19,7 +19,7 @@ final class MigrationRunner {
     private let control: ExecutorNode.Control
     private var arrived = false, slotHeld = false
     /// libvirt's migrate call, on its helper thread, and the connection that watches it.
-    private var watcher: LibvirtHypervisor?
+    private var watcher: (any MigratingHypervisor)?
     private var running: (outcome: ExecutorNode.Outcome, done: DispatchSemaphore)?
     private var started: UInt64 = 0, startedWall: UInt64 = 0, wallMs = 0
 
@@ -99,7 +99,7 @@ final class MigrationRunner {
 
     /// libvirt's migrate call blocks until the end: it runs on a helper thread, watched from here.
     private func startMigration() -> MigrationEvent? {
-        do { watcher = try LibvirtHypervisor(uri: node.options.libvirtURI) } catch { return .finished(error: error.message) }
+        do { watcher = try node.options.connect(node.options.libvirtURI) } catch { return .finished(error: error.message) }
         started = DispatchTime.now().uptimeNanoseconds
         startedWall = wallClockMillis()
         running = node.migrateInBackground(job.vm, to: job.destinationURI, options.migration)
@@ -114,7 +114,7 @@ final class MigrationRunner {
 
     /// The destination keeps libvirt's figures of the finished job; without them, our clock's.
     private func figures() -> MigrationEvent {
-        guard let d = try? LibvirtHypervisor(uri: job.destinationURI), let s = try? d.jobStats(job.vm, completed: true) else {
+        guard let d = try? node.options.connect(job.destinationURI), let s = try? d.jobStats(job.vm, completed: true) else {
             return .figures(elapsedMs: wallMs, downtimeMs: nil, processed: nil)
         }
         return .figures(elapsedMs: s.elapsedMs > 0 ? Int(s.elapsedMs) : wallMs, downtimeMs: s.downtimeMs.map { Int($0) },

@@ -1,0 +1,155 @@
+import ExecutorService
+import Foundation
+import Hypervisor
+import Logging
+import ServiceKit
+import TestSupport
+import Testing
+import VIOLINProtocol
+import ZeroMQ
+
+/// A host's mesh, as far as the executor uses it: ports added and removed, MACs announced,
+/// port counters. It remembers every request.
+final class FakeMesh: RequestHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var got: [(type: String, body: JSONValue)] = []
+    var state: JSONValue { [:] }
+    func requests(_ type: String) -> [JSONValue] { lock.withLock { got.filter { $0.type == type }.map(\.body) } }
+
+    func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
+        let body = request.body
+        lock.withLock { got.append((request.header.msgType, body)) }
+        let vni = UInt32(body["vni"]?.intValue ?? 1)
+        let name = body["name"]?.stringValue ?? ""
+        switch request.header.msgType {
+        case MeshAPI.AddPort.msgType:
+            return Replies.ok(MeshAPI.AddPortReply(vni: vni, port: .init(name: name, kind: "udp", local: "127.0.0.1:40000", remote: "127.0.0.1:20000")))
+        case MeshAPI.RemovePort.msgType:
+            let last = SwitchAPI.PortCounters(rx: 10, tx: 10, firstRxMs: 1, lastRxMs: Int(Date().timeIntervalSince1970 * 1000))
+            return Replies.ok(MeshAPI.RemovePortReply(vni: vni, port: .init(removed: name, last: last)))
+        case MeshAPI.Announce.msgType:
+            return Replies.ok(MeshAPI.AnnounceReply(vni: vni, announced: .init(mac: body["mac"]?.stringValue ?? "", seq: 1)))
+        case MeshAPI.PortStats.msgType:
+            let now = Int(Date().timeIntervalSince1970 * 1000) + 5
+            return Replies.ok(MeshAPI.PortStatsReply(vni: vni, name: name, counters: .init(rx: 1, tx: 1, firstRxMs: now, lastRxMs: now)))
+        default:
+            return nil
+        }
+    }
+}
+
+/// The executor's orchestration against the in-memory hypervisor: two executors, two fake
+/// meshes, real ZeroMQ between them, migrations driven step by step from the test.
+@Suite(.serialized) struct ExecutorOrchestrationTests {
+    final class Host {
+        let node: ExecutorNode
+        let runtime: ServiceRuntime
+        let mesh = FakeMesh()
+        let meshRuntime: ServiceRuntime
+        init(_ id: String, world: InMemoryHypervisor.World, bus: String) throws {
+            world.addHost("mem://\(id)")
+            meshRuntime = try makeRuntime("mesh", handler: mesh)
+            var o = ExecutorNode.Options(hostID: id, libvirtURI: "mem://\(id)", migrationURI: "mem://\(id)",
+                                         mesh: meshRuntime.endpoints[0], database: ":memory:")
+            o.connect = InMemoryHypervisor.connector(world)
+            o.progressInterval = 0.05
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            node = try ExecutorNode(options: o, logger: logger)
+            runtime = try makeRuntime("executor", bus: bus, handler: node)
+            let r = runtime
+            node.publish = { r.publish($0, $1) }
+        }
+        var endpoint: String { runtime.endpoints[0] }
+        func stop() { runtime.stop(); meshRuntime.stop(); node.stop() }
+    }
+
+    /// Two hosts with a VM `a1` on the first; the body gets a client of each executor.
+    func withTwoHosts(_ body: (InMemoryHypervisor.World, Host, Host, ServiceClient, EventSubscriber) throws -> Void) throws {
+        try withBus { ctx, proxy in
+            let world = InMemoryHypervisor.World()
+            let h1 = try Host("h1", world: world, bus: proxy.frontendEndpoints[0])
+            let h2 = try Host("h2", world: world, bus: proxy.frontendEndpoints[0])
+            defer { h1.stop(); h2.stop() }
+            let events = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["executor.migration_"])
+            defer { events.close() }
+            let c1 = ServiceClient(context: ctx, endpoint: h1.endpoint, timeoutMs: 10_000)
+            defer { c1.close() }
+            _ = try c1.call(ExecutorAPI.CreateVM(name: "a1", vni: 101, mac: MACAddress("52:54:00:0a:00:01")!, kernel: "/bin/sh", nicPort: 20001))
+            #expect(world.state("mem://h1", "a1") == .running)
+            try body(world, h1, h2, c1, events)
+        }
+    }
+
+    func job(_ c: ServiceClient, _ id: String, until done: @escaping (ExecutorAPI.JobReport) -> Bool) throws -> ExecutorAPI.JobReport? {
+        var last: ExecutorAPI.JobReport?
+        _ = try eventually(deadline: 20) {
+            last = try? c.call(ExecutorAPI.Job(job: id))
+            return last.map(done) ?? false
+        }
+        return last
+    }
+
+    @Test func aMigrationMovesTheVMAndCutsTheNetworkOver() throws {
+        try withTwoHosts { world, h1, h2, c1, events in
+            let started = try c1.call(ExecutorAPI.Migrate(vm: "a1", options: .init(toExecutor: h2.endpoint)))
+            #expect(started.state == "queued")
+            try #require(world.waitForMigration("a1", timeout: 20), "libvirt was never asked to migrate")
+            #expect(h2.mesh.requests(MeshAPI.AddPort.msgType).count == 1, "the destination's port was prepared first")
+            world.progress("a1", iteration: 1, processed: 1 << 20, remaining: 1 << 19)
+            #expect(try events.waitFor(timeoutMs: 10_000) { $0.header.msgType == ExecutorAPI.MigrationProgress.topic } != nil)
+            world.finish("a1")
+            let done = try job(c1, started.job) { $0.state == "completed" }
+            #expect(done?.state == "completed" && done?.downtimeMs == 30, "\(String(describing: done))")
+            #expect(world.state("mem://h2", "a1") == .running && world.state("mem://h1", "a1") == .absent)
+            // The cut-over: announced at the destination, the source port removed with forwarding.
+            #expect(h2.mesh.requests(MeshAPI.Announce.msgType).first?["mac"] == "52:54:00:0a:00:01")
+            let removed = h1.mesh.requests(MeshAPI.RemovePort.msgType)
+            #expect(removed.count == 1 && removed[0]["forward_to"]?.stringValue == h2.meshRuntime.endpoints[0])
+            #expect(h2.mesh.requests(MeshAPI.RemovePort.msgType).isEmpty)
+            let completed = try events.waitFor(timeoutMs: 10_000) { $0.header.msgType == ExecutorAPI.MigrationCompleted.topic }
+            #expect(completed?.body["to"] == "h2" && completed?.body["vm"] == "a1")
+        }
+    }
+
+    @Test func aFailedMigrationLeavesTheVMAtTheSourceAndTheDestinationClean() throws {
+        try withTwoHosts { world, h1, h2, c1, events in
+            let started = try c1.call(ExecutorAPI.Migrate(vm: "a1", options: .init(toExecutor: h2.endpoint)))
+            try #require(world.waitForMigration("a1", timeout: 20))
+            world.finish("a1", error: "connection reset")
+            let done = try job(c1, started.job) { $0.state == "failed" }
+            #expect(done?.error == "libvirt: connection reset")
+            #expect(world.state("mem://h1", "a1") == .running && world.state("mem://h2", "a1") == .absent)
+            #expect(h2.mesh.requests(MeshAPI.RemovePort.msgType).count == 1, "the destination's prepared port is removed")
+            #expect(h1.mesh.requests(MeshAPI.RemovePort.msgType).isEmpty, "the source keeps its port")
+            #expect(try events.waitFor(timeoutMs: 10_000) { $0.header.msgType == ExecutorAPI.MigrationFailed.topic } != nil)
+        }
+    }
+
+    @Test func postCopyIsJournaledAndCannotBeCancelled() throws {
+        try withTwoHosts { world, _, h2, c1, _ in
+            var o = ExecutorAPI.MigrationOptions(toExecutor: h2.endpoint)
+            o.postcopy = true
+            let started = try c1.call(ExecutorAPI.Migrate(vm: "a1", options: o))
+            try #require(world.waitForMigration("a1", timeout: 20))
+            world.progress("a1", iteration: 2, processed: 1 << 20, remaining: 1 << 18)
+            let inPostCopy = try job(c1, started.job) { $0.state == "postcopy" }
+            #expect(inPostCopy?.state == "postcopy" && world.migration("a1").postcopy)
+            #expect(throws: ServiceClient.Failure.self) { try c1.call(ExecutorAPI.Cancel(job: started.job)) }
+            world.finish("a1")
+            #expect(try job(c1, started.job) { $0.state == "completed" }?.state == "completed")
+            #expect(world.state("mem://h2", "a1") == .running)
+        }
+    }
+
+    @Test func cancelAbortsAPreCopyMigration() throws {
+        try withTwoHosts { world, _, h2, c1, _ in
+            let started = try c1.call(ExecutorAPI.Migrate(vm: "a1", options: .init(toExecutor: h2.endpoint)))
+            try #require(world.waitForMigration("a1", timeout: 20))
+            #expect(try c1.call(ExecutorAPI.Cancel(job: started.job)).state == "cancelling")
+            let done = try job(c1, started.job) { $0.state == "cancelled" }
+            #expect(done?.error == "cancelled")
+            #expect(world.state("mem://h1", "a1") == .running && world.state("mem://h2", "a1") == .absent)
+        }
+    }
+}
