@@ -102,7 +102,7 @@ let package = Package(
         .testTarget(name: "ProtocolTests", dependencies: ["VIOLINProtocol"],
                     path: "Tests/ProtocolTests", resources: [.copy("Golden")]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor"], path: "Tests/HypervisorTests"),
-        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"], path: "Tests/MeshCoreTests"),
+        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Primitives"], path: "Tests/MeshCoreTests"),
         .testTarget(name: "ExecutorTests", dependencies: ["TestSupport", "ExecutorCore", "ExecutorService"], path: "Tests/ExecutorTests"),
         .testTarget(name: "PolicyCoreTests", dependencies: ["PolicyCore"], path: "Tests/PolicyCoreTests"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore"], path: "Tests/SwitchCoreTests"),

@@ -9,10 +9,10 @@ import ZeroMQ
 @main
 struct Main: AsyncParsableCommand {
     static let configuration = description.command(abstract: "VIOLIN event bus.")
-    static let description = ServiceDescription(name: "bus", defaultListen: "tcp://127.0.0.1:7700", extraKeys: [
-        ConfigKey("publishers", default: "tcp://127.0.0.1:7710",
+    static let description = ServiceDescription(name: "bus", defaultListen: "tcp://127.0.0.1:\(ServicePorts.bus)", extraKeys: [
+        ConfigKey("publishers", default: "tcp://127.0.0.1:\(ServicePorts.busPublishers)",
                   help: "Endpoint(s) publishers connect to (XSUB side).", validate: Validate.endpoints),
-        ConfigKey("subscribers", default: "tcp://127.0.0.1:7711",
+        ConfigKey("subscribers", default: "tcp://127.0.0.1:\(ServicePorts.busSubscribers)",
                   help: "Endpoint(s) subscribers connect to (XPUB side).", validate: Validate.endpoints),
     ])
 

@@ -39,8 +39,8 @@ struct Bench: ParsableCommand {
     struct Events: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Events per second published through the bus to one subscriber (full protocol on both ends).")
-        @Option(help: "The bus's publisher endpoint.") var publishers = "tcp://127.0.0.1:7710"
-        @Option(help: "The bus's subscriber endpoint.") var subscribers = "tcp://127.0.0.1:7711"
+        @Option(help: "The bus's publisher endpoint.") var publishers = "tcp://127.0.0.1:\(ServicePorts.busPublishers)"
+        @Option(help: "The bus's subscriber endpoint.") var subscribers = "tcp://127.0.0.1:\(ServicePorts.busSubscribers)"
         @Option(help: "Events to send.") var count = 200_000
 
         func run() throws {

@@ -11,7 +11,7 @@ struct MeshCommand: ParsableCommand {
     struct Members: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The members of a VIOLIN's switch mesh, as this host sees them.")
         @Argument(help: "The VIOLIN's id (VNI).") var vni: Int
-        @Option(help: "The mesh's endpoint.") var to = "tcp://127.0.0.1:7701"
+        @Option(help: "The mesh's endpoint.") var to = "tcp://127.0.0.1:\(ServicePorts.mesh)"
         @Flag(help: "Print the reply as JSON.") var json = false
         @OptionGroup var connection: ConnectionOptions
 
@@ -33,7 +33,7 @@ struct MeshCommand: ParsableCommand {
 
     struct Ports: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The VIOLINs present on the host, their switches and ports, as JSON.")
-        @Option(help: "The mesh's endpoint.") var to = "tcp://127.0.0.1:7701"
+        @Option(help: "The mesh's endpoint.") var to = "tcp://127.0.0.1:\(ServicePorts.mesh)"
         @OptionGroup var connection: ConnectionOptions
         func run() throws { try request(connection, to: to, MeshAPI.Ports()) }
     }

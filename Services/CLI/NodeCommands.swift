@@ -58,10 +58,13 @@ struct NodeCommand: ParsableCommand {
             let (stop, sources) = Self.stopOnSignal()
             _ = sources
             var children: [String: ChildProcess] = [:]
+            var schedule = RestartSchedule<String>()
+            func now() -> Double { Double(monotonicMillis()) / 1000 }
             func start(_ s: NodeConfig.Service) throws {
                 let log = "\(c.dataDir)/\(s.name).log"
                 let p = try ChildProcess("\(dir)/violin-\(s.name)", s.arguments, stdout: .append(log), stderr: .append(log))
                 children[s.name] = p
+                schedule.started(s.name, at: now())
                 try? "\(p.pid)\n".write(toFile: "\(c.dataDir)/\(s.name).pid", atomically: true, encoding: .utf8)
             }
             func stopAll() {
@@ -88,11 +91,17 @@ struct NodeCommand: ParsableCommand {
             }
             setvbuf(stdout, nil, _IOLBF, 0)
             print("node \(c.node) (\(c.role.rawValue)) running: \(c.services.map { "violin-\($0.name)" }.joined(separator: ", "))")
-            // Supervise until told to stop.
-            while stop.wait(timeout: .now() + .milliseconds(500)) == .timedOut {
-                for s in c.services where children[s.name]?.isRunning == false {
-                    FileHandle.standardError.write(Data("violin node: violin-\(s.name) exited (\(children[s.name]?.exitStatus ?? -1)); restarting\n".utf8))
-                    try? start(s)
+            // Supervise until told to stop: a service that dies starts again after the back-off
+            // the mesh uses for its switches (RestartBackoff).
+            while stop.wait(timeout: .now() + .milliseconds(200)) == .timedOut {
+                for s in c.services where children[s.name]?.isRunning == false && !schedule.isScheduled(s.name) {
+                    let wait = schedule.exited(s.name, at: now())
+                    FileHandle.standardError.write(Data("violin node: violin-\(s.name) exited (\(children[s.name]?.exitStatus ?? -1)); restarting in \(wait) s\n".utf8))
+                }
+                for name in schedule.due(at: now()) {
+                    schedule.cancel(name)
+                    guard let s = c.services.first(where: { $0.name == name }) else { continue }
+                    do { try start(s) } catch { schedule.retry(name, at: now(), after: RestartBackoff.longest) }
                 }
             }
             stopAll()
@@ -129,7 +138,7 @@ struct NodeCommand: ParsableCommand {
             }
             try tolerate(PolicyAPI.RegisterDomain(id: c.domain))
             try tolerate(PolicyAPI.RegisterHost(id: c.node, domain: c.domain, cores: max(1, cores), memoryMB: max(1, memory),
-                                                executor: "tcp://\(c.address):7704", monitor: "tcp://\(c.address):7702", key: ownKey))
+                                                executor: "tcp://\(c.address):\(ServicePorts.executor)", monitor: "tcp://\(c.address):\(ServicePorts.monitor)", key: ownKey))
         }
     }
 }
@@ -169,9 +178,9 @@ struct ClusterCommand: ParsableCommand {
                         "rtt_ms": ping == nil ? .null : .number((rtt * 10).rounded() / 10),
                         "version": status.map { .string($0.version) } ?? .null, "uptime_s": status.map { .number($0.uptimeS) } ?? .null]
             }
-            let policyEP = "tcp://\(control):7703"
+            let policyEP = "tcp://\(control):\(ServicePorts.policy)"
             var nodes: [JSONValue] = [["node": "control", "role": "control", "domain": .null, "address": .string(control),
-                                       "services": [service("bus", "tcp://\(control):7700"),
+                                       "services": [service("bus", "tcp://\(control):\(ServicePorts.bus)"),
                                                     service("policy", policyEP)]]]
             let (inventory, _) = call(policyEP, PolicyAPI.Inventory())
             guard let inventory else { throw fail("the control node's policy at \(policyEP) does not answer", code: Exit.noReply) }
@@ -187,7 +196,7 @@ struct ClusterCommand: ParsableCommand {
                                 "violin": violinOf[v.name].map { .string($0) } ?? .null])
                     if let vni = v.vni { vnis.insert(vni) }
                 }
-                let services: JSONValue = [service("mesh", "tcp://\(address):7701", key: h.key), service("monitor", "tcp://\(address):7702", key: h.key),
+                let services: JSONValue = [service("mesh", "tcp://\(address):\(ServicePorts.mesh)", key: h.key), service("monitor", "tcp://\(address):\(ServicePorts.monitor)", key: h.key),
                                            service("executor", h.executor, key: h.key)]
                 nodes.append(["node": .string(h.id), "role": "host", "domain": .string(h.domain), "address": .string(address),
                               "draining": .bool(h.draining), "services": services,
@@ -230,7 +239,7 @@ struct ClusterCommand: ParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() throws {
-            let policyEP = "tcp://\(control):7703"
+            let policyEP = "tcp://\(control):\(ServicePorts.policy)"
             let plan = try connection.with(policyEP) { client in
                 do { return try client.call(PolicyAPI.DrainHost(id: host), retries: connection.retries) } catch {
                     throw fail("drain: \(error)", code: Exit.errorReply)

@@ -10,7 +10,7 @@ struct PolicyCommand: ParsableCommand {
         subcommands: [Decisions.self, Explain.self, Inventory.self])
 
     struct Target: ParsableArguments {
-        @Option(help: "The policy's endpoint.") var to = "tcp://127.0.0.1:7703"
+        @Option(help: "The policy's endpoint.") var to = "tcp://127.0.0.1:\(ServicePorts.policy)"
         @Flag(help: "Print the reply as JSON.") var json = false
         @OptionGroup var connection: ConnectionOptions
     }

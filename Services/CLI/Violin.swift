@@ -85,7 +85,7 @@ func request<R: RequestBody>(_ options: ConnectionOptions, to endpoint: String, 
 
 struct Ping: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Ping a service; prints its name and the round trip.")
-    @Option(help: "The service's endpoint, e.g. tcp://127.0.0.1:7701.") var to: String
+    @Option(help: "The service's endpoint, e.g. tcp://127.0.0.1:\(ServicePorts.mesh).") var to: String
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {
@@ -146,7 +146,7 @@ struct Watch: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print events from the bus as JSON lines: {topic, header, body}.",
         discussion: "TOPIC is a prefix: 'mesh.' gives every event of the mesh services. Missed events (a jump in a publisher's seq) are reported on stderr.")
-    @Option(help: "The bus's subscriber endpoint.") var bus = "tcp://127.0.0.1:7711"
+    @Option(help: "The bus's subscriber endpoint.") var bus = "tcp://127.0.0.1:\(ServicePorts.busSubscribers)"
     @Argument(help: "Topic prefixes; none means every event.") var topics: [String] = []
     @Option(help: "Exit after this many events.") var count: Int?
     @Option(help: "Exit with status 2 if no event came for this many seconds.") var timeout: Double?

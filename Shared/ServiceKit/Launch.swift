@@ -120,29 +120,29 @@ public struct ShutdownHook: Service {
 
 /// A service's own logic beside its runtime: it answers requests, publishes events through
 /// `publish`, and stops its threads in `stop`.
-public protocol ServiceNode: RequestHandler, Sendable {
+public protocol ServiceLogic: RequestHandler, Sendable {
     var publish: (String, JSONValue) -> Void { get set }
     func stop()
 }
 
-extension ServiceNode {
+extension ServiceLogic {
     /// Publishes a typed event (the only way a service's own events are built).
     public func emit(_ event: some EventBody) { publish(type(of: event).event, event.json) }
 }
 
 extension ServiceMain {
-    /// Builds the node (a failure exits 1, naming it), wires its events to a runtime, and runs
-    /// both until SIGINT or SIGTERM; `afterStart` runs once the runtime is up.
-    public static func run<Node: ServiceNode>(_ settings: ServiceSettings, logger: Logger, node make: () throws -> Node,
-                                              afterStart: @escaping (Node) throws -> Void) async throws {
-        let node: Node
-        do { node = try make() } catch {
+    /// Builds the service's logic (a failure exits 1, naming it), wires its events to a
+    /// runtime, and runs both until SIGINT or SIGTERM; `afterStart` runs once the runtime is up.
+    public static func run<Logic: ServiceLogic>(_ settings: ServiceSettings, logger: Logger, server make: () throws -> Logic,
+                                               afterStart: @escaping (Logic) throws -> Void) async throws {
+        let server: Logic
+        do { server = try make() } catch {
             FileHandle.standardError.write(Data("violin-\(settings.service): \(error)\n".utf8))
             throw ExitCode(1)
         }
-        let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: node)
-        node.publish = { [weak runtime] name, body in runtime?.publish(name, body) }
-        await run(runtime, also: [ShutdownHook { node.stop() }], afterStart: { try afterStart(node) })
+        let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: server)
+        server.publish = { [weak runtime] name, body in runtime?.publish(name, body) }
+        await run(runtime, also: [ShutdownHook { server.stop() }], afterStart: { try afterStart(server) })
     }
 }
 

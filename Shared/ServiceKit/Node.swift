@@ -116,14 +116,14 @@ public struct NodeConfig: Sendable {
         if runsControl {
             var curve: [String] = []
             if !key.isEmpty { curve = ["--curve-key", key, "--curve-allowed", r["allowed_keys"]] }
-            out.append(Service(name: "bus", arguments: ["--listen", "tcp://\(a):7700", "--publishers", "tcp://\(a):7710",
-                                                        "--subscribers", "tcp://\(a):7711", "--instance", "bus@\(n)"] + curve + common, port: 7700))
+            out.append(Service(name: "bus", arguments: ["--listen", "tcp://\(a):\(ServicePorts.bus)", "--publishers", "tcp://\(a):\(ServicePorts.busPublishers)",
+                                                        "--subscribers", "tcp://\(a):\(ServicePorts.busSubscribers)", "--instance", "bus@\(n)"] + curve + common, port: ServicePorts.bus))
             // The policy reaches its own bus as any client does (with the node's key, as the bus's).
             let busKey = key.isEmpty ? [] : ["--bus-public-key", key]
-            out.append(Service(name: "policy", arguments: ["--listen", "tcp://\(a):7703", "--bus", "tcp://\(a):7710",
-                                                           "--subscribe", "tcp://\(a):7711", "--database", "\(d)/policy.sqlite",
+            out.append(Service(name: "policy", arguments: ["--listen", "tcp://\(a):\(ServicePorts.policy)", "--bus", "tcp://\(a):\(ServicePorts.busPublishers)",
+                                                           "--subscribe", "tcp://\(a):\(ServicePorts.busSubscribers)", "--database", "\(d)/policy.sqlite",
                                                            "--policy", r["policy"], "--evaluate-interval", r["evaluate_interval"],
-                                                           "--instance", "policy@\(n)"] + curve + busKey + common, port: 7703))
+                                                           "--instance", "policy@\(n)"] + curve + busKey + common, port: ServicePorts.policy))
         }
         if runsHost {
             // With a key, host services serve over CURVE to the allowed keys and publish to the
@@ -134,23 +134,23 @@ public struct NodeConfig: Sendable {
                             "--bus-public-key", role == .both ? key : r["control_public_key"]]
             }
             common += busCurve
-            let bus = "tcp://\(c):7710"
-            out.append(Service(name: "mesh", arguments: ["--listen", "tcp://\(a):7701", "--host-address", a, "--run-dir", "\(d)/mesh",
-                                                         "--bus", bus, "--instance", "mesh@\(n)"] + common, port: 7701))
-            out.append(Service(name: "monitor", arguments: ["--listen", "tcp://\(a):7702", "--libvirt-uri", r["libvirt_uri"],
+            let bus = "tcp://\(c):\(ServicePorts.busPublishers)"
+            out.append(Service(name: "mesh", arguments: ["--listen", "tcp://\(a):\(ServicePorts.mesh)", "--host-address", a, "--run-dir", "\(d)/mesh",
+                                                         "--bus", bus, "--instance", "mesh@\(n)"] + common, port: ServicePorts.mesh))
+            out.append(Service(name: "monitor", arguments: ["--listen", "tcp://\(a):\(ServicePorts.monitor)", "--libvirt-uri", r["libvirt_uri"],
                                                             "--sample-interval", r["sample_interval"], "--bus", bus,
-                                                            "--instance", "monitor@\(n)"] + common, port: 7702))
-            out.append(Service(name: "executor", arguments: ["--listen", "tcp://\(a):7704", "--host-id", n, "--libvirt-uri", r["libvirt_uri"],
-                                                             "--migration-uri", r["migration_uri"], "--mesh", "tcp://\(a):7701",
+                                                            "--instance", "monitor@\(n)"] + common, port: ServicePorts.monitor))
+            out.append(Service(name: "executor", arguments: ["--listen", "tcp://\(a):\(ServicePorts.executor)", "--host-id", n, "--libvirt-uri", r["libvirt_uri"],
+                                                             "--migration-uri", r["migration_uri"], "--mesh", "tcp://\(a):\(ServicePorts.mesh)",
                                                              "--database", "\(d)/executor.sqlite", "--memory-mb", r["memory_mb"],
-                                                             "--bus", bus, "--instance", "executor@\(n)"] + common, port: 7704))
+                                                             "--bus", bus, "--instance", "executor@\(n)"] + common, port: ServicePorts.executor))
         }
         return out
     }
 
     /// The control node's endpoints, as a host (or a client) reaches them.
-    public var policyEndpoint: String { "tcp://\(controlAddress):7703" }
-    public var busSubscribers: String { "tcp://\(controlAddress):7711" }
+    public var policyEndpoint: String { "tcp://\(controlAddress):\(ServicePorts.policy)" }
+    public var busSubscribers: String { "tcp://\(controlAddress):\(ServicePorts.busSubscribers)" }
 
     /// Every key, its default and its meaning (for --help and the guide).
     public static var help: String {

@@ -19,7 +19,7 @@ public struct ServiceDescription: Sendable {
             ConfigKey("listen", default: defaultListen,
                       help: "Endpoint(s) where the service answers requests (comma-separated).",
                       validate: Validate.endpoints),
-            ConfigKey("bus", default: "tcp://127.0.0.1:7710",
+            ConfigKey("bus", default: "tcp://127.0.0.1:\(ServicePorts.busPublishers)",
                       help: "The bus's publisher endpoint this service sends its events to ('none' to publish nowhere).",
                       validate: Validate.optionalEndpoint),
             ConfigKey("instance", default: "\(name)@\(ProcessInfo.processInfo.hostName)",

@@ -42,20 +42,20 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
 /// meshes, real ZeroMQ between them, migrations driven step by step from the test.
 @Suite(.serialized) struct ExecutorOrchestrationTests {
     final class Host {
-        let node: ExecutorNode
+        let node: ExecutorServer
         let runtime: ServiceRuntime
         let mesh = FakeMesh()
         let meshRuntime: ServiceRuntime
         init(_ id: String, world: InMemoryHypervisor.World, bus: String) throws {
             world.addHost("mem://\(id)")
             meshRuntime = try makeRuntime("mesh", handler: mesh)
-            var o = ExecutorNode.Options(hostID: id, libvirtURI: "mem://\(id)", migrationURI: "mem://\(id)",
+            var o = ExecutorServer.Options(hostID: id, libvirtURI: "mem://\(id)", migrationURI: "mem://\(id)",
                                          mesh: meshRuntime.endpoints[0], database: ":memory:")
             o.connect = InMemoryHypervisor.connector(world)
             o.progressInterval = 0.05
             var logger = Logger(label: "test")
             logger.logLevel = .critical
-            node = try ExecutorNode(options: o, logger: logger)
+            node = try ExecutorServer(options: o, logger: logger)
             runtime = try makeRuntime("executor", bus: bus, handler: node)
             let r = runtime
             node.publish = { r.publish($0, $1) }

@@ -13,7 +13,7 @@ import ZeroMQ
     @Test func samplesAndActionsThroughLibvirt() throws {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let node = try MonitorNode(interval: 0.1, logger: logger) { try LibvirtHypervisor(uri: "test:///default") }
+        let node = try MonitorServer(interval: 0.1, logger: logger) { try LibvirtHypervisor(uri: "test:///default") }
         try withBus { ctx, proxy in
             let sub = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["monitor."])
             defer { sub.close() }

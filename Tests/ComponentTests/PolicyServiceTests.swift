@@ -29,13 +29,13 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
 }
 
 @Suite struct PolicyServiceTests {
-    func node(_ db: String, subscribe: String?) throws -> PolicyNode {
+    func node(_ db: String, subscribe: String?) throws -> PolicyServer {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        var o = PolicyNode.Options(database: db)
+        var o = PolicyServer.Options(database: db)
         o.subscribe = subscribe
         o.interval = 3600   // rounds on request only, in this test
-        return try PolicyNode(options: o, logger: logger)
+        return try PolicyServer(options: o, logger: logger)
     }
 
     /// Synthetic monitors publish samples of a hot host; the policy recommends a migration,
@@ -180,10 +180,10 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
         try withContext { ctx in
             var logger = Logger(label: "test")
             logger.logLevel = .critical
-            var o = PolicyNode.Options(database: dir + "/policy.sqlite")
+            var o = PolicyServer.Options(database: dir + "/policy.sqlite")
             o.interval = 3600
             o.executorTimeoutMs = 60_000   // the gate, not a timeout, ends the executor's wait
-            let policy = try PolicyNode(options: o, logger: logger)
+            let policy = try PolicyServer(options: o, logger: logger)
             let runtime = try makeRuntime("policy", handler: policy)
             defer { runtime.stop() }
             let gated = FakeExecutor(gated: true)

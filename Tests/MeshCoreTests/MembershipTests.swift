@@ -1,3 +1,4 @@
+import Primitives
 import Testing
 @testable import MeshCore
 
@@ -50,5 +51,25 @@ import Testing
         #expect(waits == [0.5, 1, 2, 4, 8, 10, 10])
         #expect(RestartBackoff.next(previous: 10, ranSeconds: 29.9) == 10)
         #expect(RestartBackoff.next(previous: 10, ranSeconds: 30) == 0.5)
+    }
+
+    /// The supervisor's schedule (the mesh's switches, `violin node run`'s services): a death
+    /// schedules a restart after the back-off, nothing is due before its time, a cancelled
+    /// restart is never due, a failed start is retried after the wait given.
+    @Test func theScheduleRestartsEachAfterItsBackOff() {
+        var s = RestartSchedule<String>()
+        s.started("mesh", at: 100)
+        s.started("monitor", at: 100)
+        #expect(s.exited("mesh", at: 100.2) == 0.5)
+        #expect(s.due(at: 100.6).isEmpty && s.due(at: 100.7) == ["mesh"])
+        s.cancel("mesh")
+        s.started("mesh", at: 100.7)
+        #expect(s.exited("mesh", at: 101) == 1, "a second quick death waits twice as long")
+        #expect(s.exited("monitor", at: 200) == 0.5, "one that ran for long starts over")
+        #expect(Set(s.due(at: 202)) == ["mesh", "monitor"])
+        s.cancel("monitor")
+        #expect(!s.isScheduled("monitor") && s.due(at: 999) == ["mesh"])
+        s.retry("monitor", at: 300, after: 10)
+        #expect(s.isScheduled("monitor") && !s.due(at: 309).contains("monitor") && s.due(at: 310).contains("monitor"))
     }
 }

@@ -7,11 +7,11 @@ import ServiceKit
 @main
 struct Main: AsyncParsableCommand {
     static let configuration = description.command(abstract: "VIOLIN migration executor (one per host).")
-    static let description = ServiceDescription(name: "executor", defaultListen: "tcp://127.0.0.1:7704", extraKeys: [
+    static let description = ServiceDescription(name: "executor", defaultListen: "tcp://127.0.0.1:\(ServicePorts.executor)", extraKeys: [
         ConfigKey("host_id", default: "", help: "This host's id (default: the hostname)."),
         ConfigKey("libvirt_uri", default: "qemu:///system", help: "The host's libvirt."),
         ConfigKey("migration_uri", default: "", help: "How other hosts' libvirt reach ours, e.g. qemu+tcp://10.0.0.2/system (default: libvirt_uri)."),
-        ConfigKey("mesh", default: "tcp://127.0.0.1:7701", help: "The host's violin-mesh, as other hosts reach it."),
+        ConfigKey("mesh", default: "tcp://127.0.0.1:\(ServicePorts.mesh)", help: "The host's violin-mesh, as other hosts reach it."),
         ConfigKey("database", default: "/var/lib/violin/executor.sqlite", help: "SQLite journal of the migration jobs."),
         ConfigKey("max_migrations", default: "2", help: "Concurrent outgoing migrations.", validate: Validate.positiveInteger),
         ConfigKey("progress_interval", default: "0.5", help: "Seconds between progress events.", validate: Validate.positiveNumber),
@@ -26,7 +26,7 @@ struct Main: AsyncParsableCommand {
         let r = settings.resolved
         var hostname = [CChar](repeating: 0, count: 256)
         gethostname(&hostname, 255)
-        var eo = ExecutorNode.Options(hostID: r["host_id"].isEmpty ? String(cString: hostname) : r["host_id"],
+        var eo = ExecutorServer.Options(hostID: r["host_id"].isEmpty ? String(cString: hostname) : r["host_id"],
                                       libvirtURI: r["libvirt_uri"],
                                       migrationURI: r["migration_uri"].isEmpty ? r["libvirt_uri"] : r["migration_uri"],
                                       mesh: r["mesh"], database: r["database"])
@@ -35,7 +35,7 @@ struct Main: AsyncParsableCommand {
         eo.memoryMB = Int(r["memory_mb"]) ?? 0
         eo.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
-        try await ServiceMain.run(settings, logger: logger, node: { try ExecutorNode(options: eo, logger: logger) },
+        try await ServiceMain.run(settings, logger: logger, server: { try ExecutorServer(options: eo, logger: logger) },
                                   afterStart: { $0.recover() })
     }
 }

@@ -10,21 +10,21 @@ import VIOLINProtocol
 /// carries out the effects it returns (journal, meshes, libvirt, bus) and feeds back what came
 /// of them. Everything the job decides is in the machine; everything it touches is here.
 final class MigrationRunner {
-    private let node: ExecutorNode
+    private let node: ExecutorServer
     private var job: Journal.Job
     private var machine: MigrationJob
-    private let options: ExecutorNode.JobOptions
+    private let options: ExecutorServer.JobOptions
     private let facts: VMFacts
-    private let group: ExecutorNode.CutOverGroup?
-    private let control: ExecutorNode.Control
+    private let group: ExecutorServer.CutOverGroup?
+    private let control: ExecutorServer.Control
     private var arrived = false, slotHeld = false
     /// libvirt's migrate call, on its helper thread, and the connection that watches it.
     private var watcher: (any MigratingHypervisor)?
-    private var running: (outcome: ExecutorNode.Outcome, done: DispatchSemaphore)?
+    private var running: (outcome: ExecutorServer.Outcome, done: DispatchSemaphore)?
     private var started: UInt64 = 0, startedWall: UInt64 = 0, wallMs = 0
 
-    init(_ node: ExecutorNode, _ job: Journal.Job, _ options: ExecutorNode.JobOptions, facts: VMFacts,
-         group: ExecutorNode.CutOverGroup?) {
+    init(_ node: ExecutorServer, _ job: Journal.Job, _ options: ExecutorServer.JobOptions, facts: VMFacts,
+         group: ExecutorServer.CutOverGroup?) {
         self.node = node; self.job = job; self.options = options; self.facts = facts; self.group = group
         var o = MigrationJob.Options()
         o.postcopy = options.migration.postcopy
@@ -32,7 +32,7 @@ final class MigrationRunner {
         o.timeoutS = options.timeoutS
         machine = MigrationJob(options: o)
         machine.state = job.state
-        control = node.lock.withLock { node.controls[job.id] } ?? ExecutorNode.Control()
+        control = node.lock.withLock { node.controls[job.id] } ?? ExecutorServer.Control()
     }
 
     func run() {
@@ -90,7 +90,7 @@ final class MigrationRunner {
         case .joinCutOver: arrive()
         case .readFigures: return figures()
         case .cutOver: return .cutOver(blackoutMs: node.cutOver(job, facts: facts, since: startedWall))
-        case .deleteSourceDisk: watcher?.deleteVolume(pool: ExecutorNode.pool, name: ExecutorNode.volumeName(job.vm))
+        case .deleteSourceDisk: watcher?.deleteVolume(pool: ExecutorServer.pool, name: ExecutorServer.volumeName(job.vm))
         case .publishCompleted: publishCompleted()
         case .publishFailed: publishFailed()
         }

@@ -8,7 +8,7 @@ import ServiceLifecycle
 @main
 struct Main: AsyncParsableCommand {
     static let configuration = description.command(abstract: "VIOLIN switch control plane (one per host).")
-    static let description = ServiceDescription(name: "mesh", defaultListen: "tcp://127.0.0.1:7701", extraKeys: [
+    static let description = ServiceDescription(name: "mesh", defaultListen: "tcp://127.0.0.1:\(ServicePorts.mesh)", extraKeys: [
         ConfigKey("advertise", default: "", help: "Our mesh endpoint as other hosts reach it (default: the first listen endpoint)."),
         ConfigKey("host_address", default: "127.0.0.1", help: "This host's underlay IPv4 address: where its switches' tunnels listen.",
                   validate: { v in v.split(separator: ".").count == 4 && v.split(separator: ".").allSatisfy { UInt8($0) != nil } ? nil : "an IPv4 address" }),
@@ -26,14 +26,14 @@ struct Main: AsyncParsableCommand {
         let me = r["advertise"].isEmpty ? settings.listen[0] : r["advertise"]
         let port = me.split(separator: ":").last.map(String.init) ?? "mesh"
         let selfDir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-        var mo = MeshNode.Options(me: me, hostAddress: r["host_address"],
+        var mo = MeshServer.Options(me: me, hostAddress: r["host_address"],
                                   switchBinary: r["switch_binary"].isEmpty ? selfDir + "/violin-switch" : r["switch_binary"],
                                   runDirectory: r["run_dir"].isEmpty ? "/tmp/violin-mesh-\(port)" : r["run_dir"])
         mo.interval = r.double("member_interval")
         mo.timeout = r.double("member_timeout")
         mo.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
-        try await ServiceMain.run(settings, logger: logger, node: { MeshNode(options: mo, logger: logger) },
+        try await ServiceMain.run(settings, logger: logger, server: { MeshServer(options: mo, logger: logger) },
                                   afterStart: { $0.start() })
     }
 }

@@ -7,9 +7,9 @@ import ServiceKit
 @main
 struct Main: AsyncParsableCommand {
     static let configuration = description.command(abstract: "VIOLIN adaptation manager (one per infrastructure).")
-    static let description = ServiceDescription(name: "policy", defaultListen: "tcp://127.0.0.1:7703", extraKeys: [
+    static let description = ServiceDescription(name: "policy", defaultListen: "tcp://127.0.0.1:\(ServicePorts.policy)", extraKeys: [
         ConfigKey("database", default: "violin-policy.sqlite", help: "SQLite file of the inventory and the decision ledger."),
-        ConfigKey("subscribe", default: "tcp://127.0.0.1:7711", help: "The bus's subscriber endpoint (samples), or 'none'."),
+        ConfigKey("subscribe", default: "tcp://127.0.0.1:\(ServicePorts.busSubscribers)", help: "The bus's subscriber endpoint (samples), or 'none'."),
         ConfigKey("evaluate_interval", default: "30", help: "Seconds between two policy rounds.", validate: Validate.positiveNumber),
         ConfigKey("policy", default: "paper", help: "paper or cost-benefit.",
                   validate: { ["paper", "cost-benefit"].contains($0) ? nil : "paper or cost-benefit" }),
@@ -20,14 +20,14 @@ struct Main: AsyncParsableCommand {
     func run() async throws {
         let settings = ServiceMain.settings(Self.description, options)
         let r = settings.resolved
-        var po = PolicyNode.Options(database: r["database"])
+        var po = PolicyServer.Options(database: r["database"])
         po.subscribe = r["subscribe"] == "none" || r["subscribe"].isEmpty ? nil : r["subscribe"]
         po.interval = r.double("evaluate_interval")
         po.policy = r["policy"]
         po.busSecurity = settings.busSecurity
         po.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
-        try await ServiceMain.run(settings, logger: logger, node: { try PolicyNode(options: po, logger: logger) },
+        try await ServiceMain.run(settings, logger: logger, server: { try PolicyServer(options: po, logger: logger) },
                                   afterStart: { try $0.start() })
     }
 }

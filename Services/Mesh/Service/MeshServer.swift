@@ -11,7 +11,7 @@ import ZeroMQ
 /// Threads: requests are answered on the service's loop thread (joins contact the seed and the
 /// members from there); a heartbeat thread checks the members, the switches' processes and the
 /// peer sets. Each thread has its own sockets; the shared state is behind one lock.
-public final class MeshNode: ServiceNode, @unchecked Sendable {
+public final class MeshServer: ServiceLogic, @unchecked Sendable {
     public struct Options: Sendable {
         public var me: String                 // our mesh endpoint, as other hosts reach it
         public var hostAddress: String        // our underlay IPv4 address, for the tunnels
@@ -42,13 +42,12 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     private var membership: Membership
     private var presence: [UInt32: Presence] = [:]
     private var children: [UInt32: ChildProcess] = [:]
-    private var restartAt: [UInt32: Double] = [:]
+    /// When each VIOLIN's switch started, and when a dead one is due to start again.
+    private var schedule = RestartSchedule<UInt32>()
     /// Restarts run here, one at a time, so a switch that takes seconds to come up never
     /// holds up the heartbeats; `restarting` keeps a VIOLIN from being queued twice.
     private let restarts = DispatchQueue(label: "mesh-switch-restarts")
     private var restarting: Set<UInt32> = []
-    private var backoff: [UInt32: Double] = [:]
-    private var startedAt: [UInt32: Double] = [:]
     private var stopping = false
     private let context = ZMQContext()
     private let worker = WorkerThread()
@@ -137,11 +136,11 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
                 let process = try ChildProcess(options.switchBinary, arguments, stdout: .append(log), stderr: .append(log),
                                                onExit: { [weak self] child in self?.switchExited(vni, child) })
                 children[vni] = process
-                startedAt[vni] = Self.now()
+                schedule.started(vni, at: Self.now())
                 presence[vni]?.pid = process.pid
                 return .success(process)
             } catch {
-                restartAt[vni] = Self.now() + 1
+                schedule.retry(vni, at: Self.now(), after: 1)
                 return .failure(error)
             }
         }
@@ -167,9 +166,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             guard children[vni] === process else { return false }
             children[vni] = nil
             guard !stopping, presence[vni] != nil else { return false }
-            let b = RestartBackoff.next(previous: backoff[vni], ranSeconds: Self.now() - (startedAt[vni] ?? 0))
-            backoff[vni] = b
-            restartAt[vni] = Self.now() + b
+            schedule.exited(vni, at: Self.now())
             return true
         }
         emit(MeshAPI.SwitchExited(vni: vni, status: Int(process.exitStatus ?? -1)))
@@ -263,7 +260,7 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
     func leave(_ vni: UInt32) throws(ProtocolError) {
         let (members, child): ([Member], ChildProcess?) = lock.withLock {
             guard presence.removeValue(forKey: vni) != nil else { return ([], nil) }
-            restartAt[vni] = nil
+            schedule.cancel(vni)
             return (membership.absent(vni), children.removeValue(forKey: vni))
         }
         for m in members {
@@ -306,15 +303,15 @@ public final class MeshNode: ServiceNode, @unchecked Sendable {
             // Switches due for a restart, and adopted ones that died.
             let (due, adoptedDead): ([UInt32], [UInt32]) = lock.withLock {
                 let now = Self.now()
-                var list = restartAt.filter { $0.value <= now }.map(\.key)
+                var list = schedule.due(at: now)
                 var dead: [UInt32] = []
-                for (vni, p) in presence where children[vni] == nil && restartAt[vni] == nil && !restarting.contains(vni)
+                for (vni, p) in presence where children[vni] == nil && !schedule.isScheduled(vni) && !restarting.contains(vni)
                     && p.pid > 0 && kill(p.pid, 0) != 0 {
                     dead.append(vni)
                 }
                 list += dead
                 list = list.filter { !restarting.contains($0) }
-                list.forEach { restartAt[$0] = nil; restarting.insert($0) }
+                list.forEach { schedule.cancel($0); restarting.insert($0) }
                 return (list.sorted(), dead.sorted())
             }
             // An adopted switch is not our child: its exit status is not ours to read.

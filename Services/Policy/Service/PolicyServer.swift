@@ -8,7 +8,7 @@ import ZeroMQ
 /// The adaptation manager as a service (PROTOCOL.md §8.4): the inventory and ledger in
 /// SQLite, CPU samples from the bus, the policy core on a period and on request, and in
 /// automatic mode the migrations sent to the executors.
-public final class PolicyNode: ServiceNode, @unchecked Sendable {
+public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     public struct Options: Sendable {
         public var database: String
         public var subscribe: String?

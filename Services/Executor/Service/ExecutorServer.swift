@@ -12,7 +12,7 @@ import ZeroMQ
 /// Threads: requests are answered on the service's loop thread with its own libvirt
 /// connection; every migration runs on a thread of its own (its own libvirt connections and
 /// sockets), at most `maxMigrations` at once; the shared state is behind one lock.
-public final class ExecutorNode: ServiceNode, @unchecked Sendable {
+public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     public struct Options: Sendable {
         public var hostID: String
         public var libvirtURI: String

@@ -8,7 +8,7 @@ import ZeroMQ
 /// Metrics collection on one host (PROTOCOL.md §8.3): samples the hypervisor on a period and
 /// publishes them; sets balloon targets and CPU weights on request. The sampling thread and
 /// the request thread each have their own libvirt connection.
-public final class MonitorNode: ServiceNode, @unchecked Sendable {
+public final class MonitorServer: ServiceLogic, @unchecked Sendable {
     private let requests: Hypervisor
     private let makeSampler: () throws -> Hypervisor
     private let interval: Double
