@@ -115,35 +115,67 @@ public struct Simulator {
     }
 
     public func run(_ scenario: Scenario, jobs: [Job], policy: AdaptationPolicy?) -> SimulationResult {
-        let hosts = infrastructure()
-        let hostByID = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0) })
-        let (sizes, startHost) = layout(scenario)
-        var vms: [VM] = [], violins: [Violin] = [], placement: [VMID: HostID] = [:]
-        var vmsOf: [[VMID]] = []
-        for v in 0..<4 {
-            let ids = (0..<sizes[v]).map { "v\(v + 1)-\($0)" }
-            vmsOf.append(ids)
-            for id in ids {
-                vms.append(VM(id: id, violin: "v\(v + 1)", memoryMB: 512, dirtyRateMBps: 20))
-                placement[id] = startHost[v]
+        var run = Run(self, scenario, jobs: jobs)
+        let limit = 48 * 3600.0
+        while run.results.count < jobs.count && run.now < limit {
+            run.startJobs()
+            run.advanceJobs(step)
+            run.sample()
+            run.now += step
+            run.finishMigrations()
+            if let policy, run.now >= run.nextPolicy {
+                run.nextPolicy += policyPeriod
+                run.policyRound(policy)
             }
-            violins.append(Violin(id: "v\(v + 1)", homeDomain: Self.domainOf[startHost[v]]!, head: ids[0]))
+            progress?(scenario.description, Double(run.results.count) / Double(max(1, jobs.count)))
         }
-        var state = ClusterState(hosts: hosts, vms: vms, violins: violins, placement: placement,
-                                 network: Network(intraDomainMBps: 100, interDomainMBps: 25))
-        var smoother = DemandSmoother(weight: smoothing)
+        return SimulationResult(scenario: scenario, jobs: run.results.sorted { $0.job.id < $1.job.id },
+                                migrations: run.migrations, makespan: run.now)
+    }
+
+    /// One simulation's state, advanced a step at a time by `run`.
+    struct Run {
+        struct Running { var job: Job, vms: [VMID], start: Double, done: Double, work: Double, stall: Double }
+        let hostByID: [HostID: Host]
+        let vmsOf: [[VMID]]
+        var state: ClusterState
+        var smoother: DemandSmoother
         var queue: [[Job]] = Array(repeating: [], count: 4)
-        var running: [(job: Job, vms: [VMID], start: Double, done: Double, work: Double, stall: Double)] = []
+        var running: [Running] = []
         var busy = Set<VMID>()
         var results: [JobResult] = []
-        var pending = jobs.sorted { ($0.submit, $0.id) < ($1.submit, $1.id) }[...]
+        var pending: ArraySlice<Job>
         var migrationsInFlight: [(vm: VMID, to: HostID, ends: Double)] = []
         var migrations = 0
         var now = 0.0
-        var nextPolicy = policyPeriod
-        let limit = 48 * 3600.0
-        while (results.count < jobs.count) && now < limit {
-            // Arrivals, then FCFS starts.
+        var nextPolicy: Double
+
+        /// Four VIOLINs laid out as the scenario says, every VM idle.
+        init(_ sim: Simulator, _ scenario: Scenario, jobs: [Job]) {
+            let hosts = sim.infrastructure()
+            hostByID = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0) })
+            let (sizes, startHost) = sim.layout(scenario)
+            var vms: [VM] = [], violins: [Violin] = [], placement: [VMID: HostID] = [:]
+            var vmsOf: [[VMID]] = []
+            for v in 0..<4 {
+                let ids = (0..<sizes[v]).map { "v\(v + 1)-\($0)" }
+                vmsOf.append(ids)
+                for id in ids {
+                    vms.append(VM(id: id, violin: "v\(v + 1)", memoryMB: 512, dirtyRateMBps: 20))
+                    placement[id] = startHost[v]
+                }
+                violins.append(Violin(id: "v\(v + 1)", homeDomain: Simulator.domainOf[startHost[v]]!, head: ids[0]))
+            }
+            self.vmsOf = vmsOf
+            state = ClusterState(hosts: hosts, vms: vms, violins: violins, placement: placement,
+                                 network: Network(intraDomainMBps: 100, interDomainMBps: 25))
+            smoother = DemandSmoother(weight: sim.smoothing)
+            pending = jobs.sorted { ($0.submit, $0.id) < ($1.submit, $1.id) }[...]
+            nextPolicy = sim.policyPeriod
+        }
+
+        /// Arrivals, then first-come-first-served starts in each VIOLIN.
+        mutating func startJobs() {
             while let j = pending.first, j.submit <= now { queue[j.violin].append(j); pending = pending.dropFirst() }
             for v in 0..<4 {
                 while let head = queue[v].first {
@@ -154,27 +186,33 @@ public struct Simulator {
                     let chosen = Array(free.prefix(want))
                     chosen.forEach { busy.insert($0) }
                     let work = head.baseSeconds * Double(head.nodes) / Double(want)
-                    running.append((head, chosen, now, 0, work, 0))
+                    running.append(Running(job: head, vms: chosen, start: now, done: 0, work: work, stall: 0))
                 }
             }
-            // Demand per host, and the speed of each host's busy VMs.
+        }
+
+        /// The speed of each host's busy VMs: 1 up to its cores, slower (and worse) beyond.
+        func speeds() -> [HostID: Double] {
             var busyOn: [HostID: Int] = [:], idleOn: [HostID: Int] = [:]
             for (vm, host) in state.placement {
                 if busy.contains(vm) { busyOn[host, default: 0] += 1 } else { idleOn[host, default: 0] += 1 }
             }
-            let demand = Dictionary(uniqueKeysWithValues: hosts.map {
-                ($0.id, Double(busyOn[$0.id] ?? 0) + 0.01 * Double(idleOn[$0.id] ?? 0)) })
-            func speed(_ host: HostID) -> Double {
-                let d = demand[host] ?? 0, c = Double(hostByID[host]!.cores)
+            return hostByID.mapValues { h in
+                let d = Double(busyOn[h.id] ?? 0) + 0.01 * Double(idleOn[h.id] ?? 0), c = Double(h.cores)
                 guard d > c else { return 1 }
                 return c / d * max(0.1, 1 - 0.05 * (d / c - 1) * 2)
             }
-            // Progress.
+        }
+
+        /// Every running job progresses at its slowest VM's speed (after any stall); finished
+        /// ones free their VMs.
+        mutating func advanceJobs(_ step: Double) {
+            let speed = speeds()
             var finished: [Int] = []
             for i in running.indices {
                 var dt = step
                 if running[i].stall > 0 { let s = min(dt, running[i].stall); running[i].stall -= s; dt -= s }
-                let rate = running[i].vms.map { speed(state.placement[$0]!) }.min() ?? 1
+                let rate = running[i].vms.map { speed[state.placement[$0]!] ?? 1 }.min() ?? 1
                 running[i].done += dt * rate
                 if running[i].done >= running[i].work { finished.append(i) }
             }
@@ -183,9 +221,15 @@ public struct Simulator {
                 r.vms.forEach { busy.remove($0) }
                 results.append(JobResult(job: r.job, start: r.start, end: now + step))
             }
-            // Samples, migrations finishing, the policy's round.
+        }
+
+        mutating func sample() {
             for vm in state.placement.keys { smoother.add(vm, cpu: busy.contains(vm) ? 100 : 1) }
-            now += step
+        }
+
+        mutating func finishMigrations() {
+            let now = self.now
+            var state = self.state
             migrationsInFlight.removeAll { m in
                 guard m.ends <= now else { return false }
                 state.placement[m.vm] = m.to
@@ -193,35 +237,36 @@ public struct Simulator {
                 state.lastMigrated[m.vm] = now
                 return true
             }
-            if let policy, now >= nextPolicy {
-                nextPolicy += policyPeriod
-                state.cpu = smoother.averages
-                state.now = now
-                state.queues = Dictionary(uniqueKeysWithValues: (0..<4).map { v in
-                    ("v\(v + 1)", QueueInfo(waitingNodes: queue[v].map(\.nodes).reduce(0, +),
-                                            runningNodes: vmsOf[v].filter { busy.contains($0) }.count)) })
-                var copy: [Int: Double] = [:], movedVMs: [Int: Int] = [:]   // per running job
-                for d in policy.decide(state) {
-                    for (vm, to) in d.moves {
-                        guard let from = state.placement[vm], let a = hostByID[from], let b = hostByID[to],
-                              let spec = state.vms[vm] else { continue }
-                        let seconds = MigrationCost.seconds(of: spec, from: a, to: b, network: state.network)
-                        migrationsInFlight.append((vm, to, now + seconds))
-                        state.migrating.insert(vm)
-                        migrations += 1
-                        if let i = running.firstIndex(where: { $0.vms.contains(vm) }) {
-                            copy[i] = max(copy[i] ?? 0, seconds / 2)
-                            movedVMs[i, default: 0] += 1
-                        }
+            self.state = state
+        }
+
+        /// The policy's round: its migrations start; each job that loses VMs to one stalls for
+        /// the copy and a restart cost.
+        mutating func policyRound(_ policy: AdaptationPolicy) {
+            state.cpu = smoother.averages
+            state.now = now
+            state.queues = Dictionary(uniqueKeysWithValues: (0..<4).map { v in
+                ("v\(v + 1)", QueueInfo(waitingNodes: queue[v].map(\.nodes).reduce(0, +),
+                                        runningNodes: vmsOf[v].filter { busy.contains($0) }.count)) })
+            var copy: [Int: Double] = [:], movedVMs: [Int: Int] = [:]   // per running job
+            for d in policy.decide(state) {
+                for (vm, to) in d.moves {
+                    guard let from = state.placement[vm], let a = hostByID[from], let b = hostByID[to],
+                          let spec = state.vms[vm] else { continue }
+                    let seconds = MigrationCost.seconds(of: spec, from: a, to: b, network: state.network)
+                    migrationsInFlight.append((vm, to, now + seconds))
+                    state.migrating.insert(vm)
+                    migrations += 1
+                    if let i = running.firstIndex(where: { $0.vms.contains(vm) }) {
+                        copy[i] = max(copy[i] ?? 0, seconds / 2)
+                        movedVMs[i, default: 0] += 1
                     }
                 }
-                for (i, k) in movedVMs {
-                    running[i].stall += (copy[i] ?? 0) + min(140, 10 * Double(k))
-                }
             }
-            progress?(scenario.description, Double(results.count) / Double(max(1, jobs.count)))
+            for (i, k) in movedVMs {
+                running[i].stall += (copy[i] ?? 0) + min(140, 10 * Double(k))
+            }
         }
-        return SimulationResult(scenario: scenario, jobs: results.sorted { $0.job.id < $1.job.id },
-                                migrations: migrations, makespan: now)
     }
 }
+
