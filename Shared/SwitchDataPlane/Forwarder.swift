@@ -476,35 +476,42 @@ public final class Forwarder: @unchecked Sendable {
                 // Finish the checksum the kernel left to the device: the frame may leave the host.
                 Offload.completeChecksum(frame, length: n, start: Int(vh.checksumStart), offset: Int(vh.checksumOffset))
             }
-            switch decision {
-            case .port(let id):
-                guard let j = portIndex[id] else { drop(.noRoute); continue }
+            carryOut(decision, frame, n, vh, tso: tso)
+        }
+    }
+
+    /// What `Forwarding.decide` said for one frame from a port: to a port, to a peer, a flood,
+    /// or a drop. Inlined into `receiveFromPort` (a seam for reading, not a call per frame).
+    @inline(__always)
+    private func carryOut(_ decision: Decision, _ frame: UnsafeMutableRawPointer, _ n: Int, _ vh: VirtioNetHeader, tso: Bool) {
+        switch decision {
+        case .port(let id):
+            guard let j = portIndex[id] else { drop(.noRoute); return }
+            if tso { deliverTSO(frame, n, vh, toPort: j) } else { writePort(j, frame, n) }
+        case .peer(let peer):
+            guard peerSet.contains(peer) else { drop(.noRoute); return }
+            if tso {
+                queueTrain(frame, n, mss: Int(vh.gsoSize), to: peer)
+            } else {
+                VXLAN.write(vni: options.vni, to: frame - VXLAN.headerLength)
+                queueTunnel(frame - VXLAN.headerLength, n + VXLAN.headerLength, peer)
+                slotsUsed += 1
+            }
+        case .flood(let except, let toPeers):
+            stats.floods += 1
+            for (j, p) in current.ports.enumerated() where p.id != except {
                 if tso { deliverTSO(frame, n, vh, toPort: j) } else { writePort(j, frame, n) }
-            case .peer(let peer):
-                guard peerSet.contains(peer) else { drop(.noRoute); continue }
+            }
+            if toPeers && !current.peers.isEmpty {
                 if tso {
-                    queueTrain(frame, n, mss: Int(vh.gsoSize), to: peer)
+                    queueSegmented(frame, n, mss: Int(vh.gsoSize), peers: current.peers)
                 } else {
                     VXLAN.write(vni: options.vni, to: frame - VXLAN.headerLength)
-                    queueTunnel(frame - VXLAN.headerLength, n + VXLAN.headerLength, peer)
+                    for peer in current.peers { queueTunnel(frame - VXLAN.headerLength, n + VXLAN.headerLength, peer) }
                     slotsUsed += 1
                 }
-            case .flood(let except, let toPeers):
-                stats.floods += 1
-                for (j, p) in current.ports.enumerated() where p.id != except {
-                    if tso { deliverTSO(frame, n, vh, toPort: j) } else { writePort(j, frame, n) }
-                }
-                if toPeers && !current.peers.isEmpty {
-                    if tso {
-                        queueSegmented(frame, n, mss: Int(vh.gsoSize), peers: current.peers)
-                    } else {
-                        VXLAN.write(vni: options.vni, to: frame - VXLAN.headerLength)
-                        for peer in current.peers { queueTunnel(frame - VXLAN.headerLength, n + VXLAN.headerLength, peer) }
-                        slotsUsed += 1
-                    }
-                }
-            case .drop(let reason): drop(reason)
             }
+        case .drop(let reason): drop(reason)
         }
     }
 
