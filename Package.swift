@@ -66,6 +66,8 @@ let package = Package(
         .target(name: "MeshCore", path: "Shared/MeshCore"),
         // Pure: the adaptation manager's decisions and the §4.2 simulator.
         .target(name: "PolicyCore", path: "Shared/PolicyCore"),
+        // A VIOLIN's spec file (YAML) read into PolicyCore's ViolinSpec, with the line of each key.
+        .target(name: "SpecFile", dependencies: ["PolicyCore", .product(name: "Yams", package: "Yams")], path: "Shared/SpecFile"),
         // The hypervisor interface (libvirt).
         .target(name: "Hypervisor", dependencies: ["CLibvirt"], path: "Shared/Hypervisor"),
         // Pure: VM specs and their domain XML, migration jobs and their recovery.
@@ -93,7 +95,7 @@ let package = Package(
         .executableTarget(name: "violin-executor", dependencies: ["ServiceKit", "ExecutorService"],
                           path: "Services/Executor/Main"),
         .executableTarget(name: "violin", dependencies: [
-            "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor", "PolicyCore",
+            "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor", "PolicyCore", "SpecFile",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Services/CLI"),
 
@@ -104,7 +106,7 @@ let package = Package(
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor"], path: "Tests/HypervisorTests"),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Primitives"], path: "Tests/MeshCoreTests"),
         .testTarget(name: "ExecutorTests", dependencies: ["TestSupport", "ExecutorCore", "ExecutorService"], path: "Tests/ExecutorTests"),
-        .testTarget(name: "PolicyCoreTests", dependencies: ["PolicyCore"], path: "Tests/PolicyCoreTests"),
+        .testTarget(name: "PolicyCoreTests", dependencies: ["PolicyCore", "SpecFile"], path: "Tests/PolicyCoreTests"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore"], path: "Tests/SwitchCoreTests"),
         .testTarget(name: "DataPlaneTests", dependencies: ["TestSupport", "SwitchDataPlane", "SwitchCore", "CNetShim", "VIOLINProtocol", "ServiceKit"],
                     path: "Tests/DataPlaneTests"),

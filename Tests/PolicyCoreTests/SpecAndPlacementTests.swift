@@ -1,0 +1,165 @@
+import Foundation
+import PolicyCore
+import SpecFile
+import Testing
+
+/// The VIOLIN spec file: the documented example reads as documented; every kind of mistake is
+/// refused naming its key and line.
+@Suite struct SpecFileTests {
+    static let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("compose/violin-spec.yaml").path
+
+    @Test func theExampleReadsAsDocumented() throws {
+        let spec = try SpecFile.parse(try String(contentsOfFile: Self.example, encoding: .utf8))
+        #expect(spec.name == "lab" && spec.homeDomain == "d1" && spec.head == "head" && spec.placement == .pack)
+        #expect(spec.vms.map(\.name) == ["head", "db", "w-1", "w-2", "w-3", "w-4"])
+        #expect(spec.vms.map(\.memoryMB) == [128, 256, 96, 96, 96, 96])
+        #expect(spec.vms.allSatisfy { $0.image == "tiny" && $0.vcpus == 1 })
+        #expect(spec.vms[1].ip == "10.0.0.2" && spec.antiAffinity == [["head", "db"]])
+    }
+
+    @Test(arguments: [
+        ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\ncolour: blue\n", "colour", 5),
+        ("name: a\nhome_domain: d1\nimage: t\nvms:\n  - name: x\n    memory_mb: 9\n", "vms[0].memory_mb", 6),
+        ("name: a\nhome_domain: d1\nimage: t\nvms:\n  - name: x\n    memory: 64\n", "vms[0].memory", 6),
+        ("home_domain: d1\nimage: t\nvms: [{name: x}]\n", "name", 1),
+        ("name: A_B\nhome_domain: d1\nimage: t\nvms: [{name: x}]\n", "name", 1),
+        ("name: a\nhome_domain: d1\nimage: t\nvms:\n  - name: x\n  - name: x\n", "vms[1].name", 6),
+        ("name: a\nhome_domain: d1\nimage: t\nhead: y\nvms: [{name: x}]\n", "head", 4),
+        ("name: a\nhome_domain: d1\nvms:\n  - name: x\n", "vms[0].image", 4),
+        ("name: a\nhome_domain: d1\nimage: t\nvms:\n  - name: x\n    host: h1\n    domain: d2\n", "vms[0].domain", 7),
+        ("name: a\nhome_domain: d1\nimage: t\nvms:\n  - name: x\n    ip: 10.0.0.300\n", "vms[0].ip", 6),
+        ("name: a\nhome_domain: d1\nimage: t\nworkers: {count: 0}\n", "workers.count", 4),
+        ("name: a\nhome_domain: d1\nimage: t\nworkers: {name: w}\n", "workers.count", 4),
+        ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\nplacement: scatter\n", "placement", 5),
+        ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}, {name: y}]\nanti_affinity:\n  - [x, z]\n", "anti_affinity[0]", 6),
+        ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\nanti_affinity:\n  - [x]\n", "anti_affinity[0]", 6),
+        ("name: a\nhome_domain: d1\nimage: t\n", "vms", 1),
+        ("name: a\nhome_domain: d1\nimage: t\nvms: {name: x}\n", "vms", 4),
+        ("name: a\nname: b\nhome_domain: d1\nimage: t\nvms: [{name: x}]\n", "name", 2),
+        ("- just\n- a list\n", "(document)", 1),
+        ("name: [unclosed\n", "(document)", 2),
+    ])
+    func mistakesAreRefusedByKeyAndLine(_ c: (String, String, Int)) {
+        do {
+            let spec = try SpecFile.parse(c.0)
+            Issue.record("accepted: \(spec)")
+        } catch {
+            #expect(error.key == c.1 && error.line == c.2, "\(c.0.debugDescription): \(error)")
+        }
+    }
+}
+
+/// Placement as a pure function: properties over random inventories and specs, then the rules
+/// one by one.
+@Suite struct PlacementTests {
+    /// A small deterministic generator (the same seed, the same inventory).
+    struct Random {
+        var state: UInt64
+        mutating func next(_ n: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((state >> 33) % UInt64(n))
+        }
+    }
+
+    func randomCase(_ seed: UInt64) -> (ViolinSpec, [Placement.Host], Set<UInt32>) {
+        var r = Random(state: seed)
+        let hosts = (0..<(2 + r.next(8))).map { i in
+            var h = Placement.Host(id: "h\(i)", domain: "d\(r.next(3) + 1)", freeMB: 256 + 128 * r.next(24),
+                                   images: r.next(4) == 0 ? ["other"] : ["tiny", "big"])
+            h.draining = r.next(10) == 0
+            h.usedPorts = Set((0..<r.next(4)).map { 20_000 + $0 * 2 })
+            return h
+        }
+        let vms = (0..<(1 + r.next(10))).map { i in
+            var vm = ViolinSpec.VM(name: "vm\(i)", memoryMB: 64 * (1 + r.next(8)), vcpus: 1, image: r.next(5) == 0 ? "big" : "tiny")
+            if r.next(6) == 0 { vm.domain = "d\(r.next(3) + 1)" }
+            if r.next(8) == 0 { vm.host = "h\(r.next(hosts.count))" }
+            if vm.host != nil { vm.domain = nil }
+            return vm
+        }
+        var spec = ViolinSpec(name: "v", homeDomain: "d\(r.next(3) + 1)", head: vms[r.next(vms.count)].name, vms: vms)
+        spec.placement = r.next(2) == 0 ? .pack : .spread
+        if vms.count >= 3, r.next(2) == 0 { spec.antiAffinity = [[vms[0].name, vms[1].name, vms[2].name]] }
+        return (spec, hosts, Set((1...UInt32(1 + r.next(5))).filter { _ in r.next(2) == 0 }))
+    }
+
+    @Test func propertiesHoldOverRandomInventories() {
+        var placedCount = 0, refusedCount = 0
+        for seed in UInt64(1)...600 {
+            let (spec, hosts, used) = randomCase(seed)
+            let result = Placement.place(spec, hosts: hosts, usedVNIs: used)
+            #expect(result == Placement.place(spec, hosts: hosts, usedVNIs: used), "seed \(seed): the same input, another plan")
+            guard case .success(let plan) = result else {
+                if case .failure(let refusal) = result { #expect(!refusal.reason.isEmpty) }
+                refusedCount += 1
+                continue
+            }
+            placedCount += 1
+            let byID = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0) })
+            #expect(!used.contains(plan.vni), "seed \(seed): VNI \(plan.vni) is taken")
+            #expect(Set(plan.vms.map(\.mac)).count == plan.vms.count, "seed \(seed): a MAC given twice")
+            #expect(plan.vms.map(\.vm.name) == spec.vms.map(\.name))
+            var memory: [String: Int] = [:], ports: [String: Set<Int>] = [:]
+            for p in plan.vms {
+                let h = byID[p.host]!
+                memory[p.host, default: 0] += p.vm.memoryMB + Placement.defaultOverheadMB
+                #expect(!h.usedPorts.contains(p.nicPort) && ports[p.host, default: []].insert(p.nicPort).inserted, "seed \(seed): port \(p.nicPort) twice on \(p.host)")
+                #expect(!h.draining && (h.images?.contains(p.vm.image) ?? true), "seed \(seed): \(p.vm.name) on \(p.host)")
+                if p.vm.name == spec.head { #expect(p.domain == spec.homeDomain, "seed \(seed): the head left home") }
+                if let pin = p.vm.host { #expect(p.host == pin) }
+                if let pin = p.vm.domain { #expect(p.domain == pin) }
+            }
+            for (h, m) in memory { #expect(m <= byID[h]!.freeMB, "seed \(seed): \(h) over its free memory") }
+            for g in spec.antiAffinity {
+                let on = plan.vms.filter { g.contains($0.vm.name) }.map(\.host)
+                #expect(Set(on).count == on.count, "seed \(seed): anti-affinity broken")
+            }
+        }
+        #expect(placedCount > 100 && refusedCount > 20, "placed \(placedCount), refused \(refusedCount): the cases must exercise both")
+    }
+
+    func hosts(_ spec: [(String, String, Int)]) -> [Placement.Host] {
+        spec.map { Placement.Host(id: $0.0, domain: $0.1, freeMB: $0.2) }
+    }
+
+    @Test func packFillsTheFewestHostsAndSpreadSpreads() throws {
+        var spec = ViolinSpec(name: "v", homeDomain: "d1", head: "a", vms: ["a", "b", "c", "d"].map {
+            ViolinSpec.VM(name: $0, memoryMB: 128, vcpus: 1, image: "tiny") })
+        let inventory = hosts([("h1", "d1", 4096), ("h2", "d1", 4096), ("h3", "d2", 8192)])
+        let packed = try Placement.place(spec, hosts: inventory, usedVNIs: [1, 2]).get()
+        #expect(Set(packed.vms.map(\.host)) == ["h1"] && packed.vni == 3)
+        #expect(packed.vms.map(\.mac) == ["52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03", "52:54:00:00:00:04"])
+        #expect(packed.vms.map(\.nicPort) == [20_000, 20_001, 20_002, 20_003])
+        #expect(packed.vms[1].reason.contains("already there"))
+        spec.placement = .spread
+        let spread = try Placement.place(spec, hosts: inventory, usedVNIs: []).get()
+        #expect(spread.vms.map(\.host).sorted() == ["h1", "h1", "h2", "h2"], "spread stays home, evenly")
+    }
+
+    @Test func refusalsSayWhyInNumbers() {
+        let spec = ViolinSpec(name: "v", homeDomain: "d1", head: "a", vms: [ViolinSpec.VM(name: "a", memoryMB: 512, vcpus: 1, image: "tiny")])
+        let result = Placement.place(spec, hosts: hosts([("h1", "d1", 300), ("h2", "d1", 256), ("h3", "d2", 9000)]), usedVNIs: [])
+        guard case .failure(let r) = result else { Issue.record("placed the head outside home: \(result)"); return }
+        #expect(r.reason == "needs 576 MiB in d1 (512 + 64 overhead); the most free is 300 MiB on h1", "\(r)")
+        var pinned = spec
+        pinned.vms[0].image = "big"
+        var withImages = hosts([("h1", "d1", 4096)])
+        withImages[0].images = ["tiny"]
+        guard case .failure(let r2) = Placement.place(pinned, hosts: withImages, usedVNIs: []) else { Issue.record("no image, placed"); return }
+        #expect(r2.reason.contains("image big"), "\(r2)")
+    }
+
+    @Test func antiAffinityAndDrainingAreRespected() throws {
+        var spec = ViolinSpec(name: "v", homeDomain: "d1", head: "a", vms: ["a", "b"].map {
+            ViolinSpec.VM(name: $0, memoryMB: 128, vcpus: 1, image: "tiny") })
+        spec.antiAffinity = [["a", "b"]]
+        var inventory = hosts([("h1", "d1", 4096), ("h2", "d1", 4096), ("h3", "d1", 4096)])
+        inventory[1].draining = true
+        let plan = try Placement.place(spec, hosts: inventory, usedVNIs: []).get()
+        #expect(Set(plan.vms.map(\.host)) == ["h1", "h3"])
+        inventory[2].draining = true
+        guard case .failure(let r) = Placement.place(spec, hosts: inventory, usedVNIs: []) else { Issue.record("two on one host"); return }
+        #expect(r.reason.contains("anti-affinity"), "\(r)")
+    }
+}
