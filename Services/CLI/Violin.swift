@@ -13,15 +13,17 @@ struct Violin: ParsableCommand {
         abstract: "Talk to VIOLIN services over ZeroMQ.",
         version: violinVersion,
         subcommands: [Ping.self, Status.self, Metrics.self, Call.self, Watch.self, SwitchCommand.self, MeshCommand.self, PolicyCommand.self,
-                      NodeCommand.self, ClusterCommand.self, Simulate.self, Keygen.self, Bench.self,
+                      NodeCommand.self, ClusterCommand.self, Plan.self, Simulate.self, Keygen.self, Bench.self,
                       Version.self])
 }
 
-/// Exit codes: 0 ok, 1 error reply, 2 no reply (timeout), 64 bad usage.
+/// Exit codes: 0 ok, 1 error reply, 2 no reply (timeout), 64 bad usage, 78 a bad
+/// configuration or spec file.
 enum Exit {
     static let errorReply: Int32 = 1
     static let noReply: Int32 = 2
     static let usage: Int32 = 64
+    static let config: Int32 = 78
 }
 
 func fail(_ message: String, code: Int32) -> ExitCode {

@@ -84,6 +84,15 @@ import VIOLINProtocol
         try #require(created.status == 0, "create_vm: \(created.err)")
         let inventory = try violin(#"call tcp://10.77.0.100:7703 "# + (try lab.curve("ctl")) + #" create_violin '{"id":"V","home_domain":"d2","head":"d1","vms":[{"id":"d1","memory_mb":128,"host":"h4"}]}'"#)
         #expect(inventory.status == 0, "\(inventory.err)")
+        // A VIOLIN's spec, planned against this cluster: the executors' own figures, nothing created.
+        let planned = try violin("plan -f \(packageRoot)/compose/violin-spec.yaml --control 10.77.0.100 --json \(try lab.curve("ctl"))")
+        try #require(planned.status == 0, "plan: \(planned.err)")
+        let plan = try Self.json(planned.out)
+        let vms = Dictionary(uniqueKeysWithValues: (plan["vms"]?.items ?? []).map { ($0["name"]?.stringValue ?? "", $0) })
+        #expect(vms.count == 6 && plan["vni"] != 88, "\(planned.out)")
+        #expect(vms["head"]?["domain"] == "d1" && vms["head"]?["host"] != vms["db"]?["host"], "head at home, apart from db: \(planned.out)")
+        #expect(vms.values.allSatisfy { ["h1", "h2", "h3", "h4"].contains($0["host"]?.stringValue ?? "") })
+        #expect(!vms.values.contains { $0["host"] == "h4" && $0["nic_port"] == 21100 }, "a NIC port h4's VM uses was given again")
         let drained = try violin("cluster drain h4 --control 10.77.0.100 --wait 120 \(try lab.curve("ctl"))", timeout: 150)
         // A client without a key gets nothing from a host.
         #expect(try violin("ping --to tcp://10.77.0.1:7704 --timeout 1").status == 2)
