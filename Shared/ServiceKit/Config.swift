@@ -132,6 +132,9 @@ public enum Validate {
     public static let positiveNumber: @Sendable (String) -> String? = { v in
         (Double(v).map { $0 > 0 && $0.isFinite } ?? false) ? nil : "a positive number"
     }
+    public static let nonNegativeNumber: @Sendable (String) -> String? = { v in
+        Double(v).map { $0 >= 0 && $0.isFinite } == true ? nil : "a number >= 0"
+    }
     public static let positiveInteger: @Sendable (String) -> String? = { v in
         (Int(v).map { $0 > 0 } ?? false) ? nil : "a positive integer"
     }

@@ -28,6 +28,8 @@ public struct NodeConfig: Sendable {
         ConfigKey("policy", default: "paper", help: "The control node's policy: paper or cost-benefit.",
                   validate: { ["paper", "cost-benefit"].contains($0) ? nil : "paper or cost-benefit" }),
         ConfigKey("evaluate_interval", default: "30", help: "Seconds between policy rounds (control).", validate: Validate.positiveNumber),
+        ConfigKey("reconcile_interval", default: "10", help: "Seconds between the policy's comparisons of its inventory with the executors (control; 0: never).",
+                  validate: Validate.nonNegativeNumber),
         ConfigKey("sample_interval", default: "5", help: "Seconds between monitor samples (host).", validate: Validate.positiveNumber),
         ConfigKey("key", default: "", help: "This node's CURVE key-pair file (violin keygen); empty: no CURVE."),
         ConfigKey("allowed_keys", default: "", help: "The public keys allowed in (a file of keys or a directory of .pub files): on the control node the hosts' and operators', on a host the control node's, the other hosts' and operators'."),
@@ -123,6 +125,7 @@ public struct NodeConfig: Sendable {
             out.append(Service(name: "policy", arguments: ["--listen", "tcp://\(a):\(ServicePorts.policy)", "--bus", "tcp://\(a):\(ServicePorts.busPublishers)",
                                                            "--subscribe", "tcp://\(a):\(ServicePorts.busSubscribers)", "--database", "\(d)/policy.sqlite",
                                                            "--policy", r["policy"], "--evaluate-interval", r["evaluate_interval"],
+                                                           "--reconcile-interval", r["reconcile_interval"],
                                                            "--instance", "policy@\(n)"] + curve + busKey + common, port: ServicePorts.policy))
         }
         if runsHost {

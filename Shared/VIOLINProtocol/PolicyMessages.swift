@@ -4,7 +4,7 @@ public enum PolicyAPI {
         RegisterDomain.self, RegisterHost.self, RemoveHost.self, CreateViolin.self, DestroyViolin.self, SetMode.self,
         Evaluate.self, Explain.self, Decisions.self, Inventory.self, DrainHost.self,
     ]
-    public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self]
+    public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self, DriftDetected.self]
 
     /// The two ways the policy acts on its decisions.
     public enum Mode: String, Sendable, CaseIterable, Codable { case recommend, automatic }
@@ -307,5 +307,21 @@ public enum PolicyAPI {
         public var stuck: [String]
         public init(id: String, moves: [Move], stuck: [String]) { self.id = id; self.moves = moves; self.stuck = stuck }
         public var json: JSONValue { DrainReply(id: id, moves: moves, stuck: stuck).json }
+    }
+
+    /// The inventory disagreed with what the hosts run.
+    public struct DriftDetected: EventBody {
+        public static let topic = "policy.drift_detected"
+        public static let fields: [FieldSpec] = [
+            .required("kind", .choice(["moved", "missing", "stray"])), .required("vm", .text), .required("host", .string),
+            .required("inventory_host", .string), .required("why", .string),
+        ]
+        public var kind: String, vm: String, host: String, inventoryHost: String, why: String
+        public init(kind: String, vm: String, host: String, inventoryHost: String, why: String) {
+            self.kind = kind; self.vm = vm; self.host = host; self.inventoryHost = inventoryHost; self.why = why
+        }
+        public var json: JSONValue {
+            ["kind": .string(kind), "vm": .string(vm), "host": .string(host), "inventory_host": .string(inventoryHost), "why": .string(why)]
+        }
     }
 }

@@ -215,6 +215,58 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(moves.count == 2 && moves.allSatisfy { $0.outcome == "sent" }, "\(moves)")
         }
     }
+
+    /// Reconciliation: a VM whose migration the policy never heard of is moved in the inventory;
+    /// a VM no VIOLIN owns and, once every host answers, a VM no host runs are reported — each
+    /// once, as `policy.drift_detected`.
+    @Test func theInventoryFollowsWhatTheHostsRun() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-policy-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try withBus { ctx, proxy in
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            var o = PolicyServer.Options(database: dir + "/policy.sqlite")
+            o.interval = 3600
+            o.reconcileInterval = 0.2
+            let policy = try PolicyServer(options: o, logger: logger)
+            let runtime = try makeRuntime("policy", bus: proxy.frontendEndpoints[0], handler: policy)
+            defer { runtime.stop() }
+            policy.publish = { runtime.publish($0, $1) }
+            let a = HostExecutor(["vm0"]), b = HostExecutor(["vm1", "stray-1"])
+            let ea = try makeRuntime("executor", handler: a), eb = try makeRuntime("executor", handler: b)
+            defer { ea.stop(); eb.stop() }
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 5000)
+            defer { client.close() }
+            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
+            _ = try client.call(PolicyAPI.RegisterHost(id: "a", domain: "d1", cores: 2, memoryMB: 8192, executor: ea.endpoints[0]))
+            _ = try client.call(PolicyAPI.RegisterHost(id: "b", domain: "d1", cores: 2, memoryMB: 8192, executor: eb.endpoints[0]))
+            // vm1 is placed on a, but b runs it: its migration_completed was missed.
+            _ = try client.call(PolicyAPI.CreateViolin(id: "e1", homeDomain: "d1", head: "vm0",
+                                                       vms: ["vm0", "vm1"].map { .init(id: $0, memoryMB: 256, host: "a") }))
+            let events = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: [PolicyAPI.DriftDetected.topic])
+            defer { events.close() }
+            try policy.start()
+            defer { policy.stop() }
+            var seen: [String: JSONValue] = [:]
+            _ = try eventually(deadline: 20) {
+                while case .event(let m, _)? = try? events.next(timeoutMs: 100) { seen["\(m.body["kind"]?.stringValue ?? "")/\(m.body["vm"]?.stringValue ?? "")"] = m.body }
+                return seen["moved/vm1"] != nil && seen["stray/stray-1"] != nil
+            }
+            #expect(seen["moved/vm1"]?["host"] == "b" && seen["moved/vm1"]?["inventory_host"] == "a", "\(seen)")
+            #expect(seen["stray/stray-1"]?["host"] == "b")
+            #expect(try client.call(PolicyAPI.Inventory()).vms.first { $0.id == "vm1" }?.host == "b")
+            // vm0 vanishes from a: with every host answering, it is reported missing — once.
+            a.running = []
+            _ = try eventually(deadline: 20) {
+                while case .event(let m, _)? = try? events.next(timeoutMs: 100) { seen["\(m.body["kind"]?.stringValue ?? "")/\(m.body["vm"]?.stringValue ?? "")"] = m.body }
+                return seen["missing/vm0"] != nil
+            }
+            #expect(seen["missing/vm0"]?["inventory_host"] == "a", "\(seen)")
+            let counted = try client.call(AdminAPI.Metrics()).counters["drift_detected"] ?? 0
+            #expect(counted == 3, "each drift is published once: \(counted)")
+        }
+    }
 }
 
 /// What one call in the background ended with; nil while it runs.
@@ -223,4 +275,17 @@ final class Pending: @unchecked Sendable {
     private var result: Result<JSONValue, Error>?
     var value: Result<JSONValue, Error>? { lock.withLock { result } }
     func finish(_ r: Result<JSONValue, Error>) { lock.withLock { result = r } }
+}
+
+/// An executor that answers `vms_request` with the VMs it is told it runs.
+final class HostExecutor: RequestHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var names: [String]
+    init(_ names: [String]) { self.names = names }
+    var running: [String] { get { lock.withLock { names } } set { lock.withLock { names = newValue } } }
+    var state: JSONValue { [:] }
+    func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
+        guard request.header.msgType == ExecutorAPI.VMs.msgType else { return nil }
+        return Replies.ok(ExecutorAPI.VMsReply(host: "fake", vms: running.map { .init(name: $0, state: "running", memoryMB: 256) }))
+    }
 }

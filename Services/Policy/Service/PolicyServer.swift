@@ -16,6 +16,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         public var policy = "paper"
         public var smoothing = DemandSmoother.defaultWeight
         public var executorTimeoutMs = 1000
+        /// Seconds between two comparisons of the inventory with the executors; 0: never.
+        public var reconcileInterval = 10.0
         /// For a CURVE bus: our key pair and the bus's public key.
         public var busSecurity: ClientSecurity?
         /// Our key pair, to reach executors that serve over CURVE (with the host's registered key).
@@ -34,7 +36,11 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     private var roundDue = false
     /// Samples ingested so far (`metrics`: `samples_ingested`; the benchmark reads it).
     public private(set) var ingested = 0
-    public var counters: [String: Int] { lock.withLock { ["samples_ingested": ingested] } }
+    public var counters: [String: Int] { lock.withLock { ["samples_ingested": ingested, "drift_detected": driftFound] } }
+    /// The last reconciliation's findings (each is published once), and how many so far.
+    private var lastDrift = Set<Reconcile.Drift>()
+    private var driftFound = 0
+    private let reconciler = WorkerThread()
     private let context = ZMQContext()
     private let worker = WorkerThread()
     public var publish: (String, JSONValue) -> Void = { _, _ in }
@@ -66,9 +72,13 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             self.work(sub)
             sub?.close()
         }
+        if options.reconcileInterval > 0 {
+            reconciler.start(name: "policy-reconcile") { [self] in self.reconcileLoop() }
+        }
     }
 
     public func stop() {
+        reconciler.stop()
         worker.stop()
         context.shutdown()
         context.terminate()
@@ -347,5 +357,50 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             violins: inv.violins.map { .init(id: $0.id, homeDomain: $0.homeDomain, head: $0.head) },
             vms: inv.vms.map { .init(id: $0.id, violin: $0.violin, memoryMB: $0.memoryMB, host: inv.placement[$0.id] ?? "") },
             mode: mode, policy: policy.name)
+    }
+
+    // MARK: - Reconciliation with the hosts
+
+    private func reconcileLoop() {
+        var items = [PollItem(fd: reconciler.waker.readFD)]
+        while !reconciler.isStopping {
+            reconcile()
+            _ = try? poll(&items, timeoutMs: Int(options.reconcileInterval * 1000))
+            if items[0].readable { reconciler.waker.drain() }
+        }
+    }
+
+    /// One comparison of the inventory with what every executor runs: a VM that moved without
+    /// the policy hearing of it is moved in the inventory; the rest is reported. Each drift is
+    /// published once, until it changes.
+    func reconcile() {
+        guard let inv = try? store.inventory() else { return }
+        var reports: [HostID: Set<String>?] = [:]
+        for host in inv.hosts.map(\.id) {
+            guard !(inv.endpoints[host]?.executor ?? "").isEmpty else { continue }
+            let client = executorClient(host, inv)
+            defer { client.close() }
+            reports[host] = (try? client.call(ExecutorAPI.VMs(), retries: 0)).map { Set($0.vms.map(\.name)) }
+        }
+        let drift = Reconcile.drift(placement: inv.placement, reports: reports)
+        let fresh = lock.withLock { () -> [Reconcile.Drift] in
+            defer { lastDrift = Set(drift) }
+            return drift.filter { !lastDrift.contains($0) }
+        }
+        for d in fresh {
+            switch d {
+            case .moved(let vm, let from, let to):
+                do { try store.place(vm: vm, on: to) } catch { logger.warning("reconcile: cannot move \(vm) to \(to): \(error)"); continue }
+                emit(PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: to, inventoryHost: from,
+                                             why: "\(to) runs it, not \(from): the inventory now places it on \(to)"))
+            case .missing(let vm, let host):
+                emit(PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: "", inventoryHost: host,
+                                             why: "every host answered and none runs it"))
+            case .stray(let vm, let host):
+                emit(PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: host, inventoryHost: "",
+                                             why: "\(host) runs a VM no VIOLIN owns"))
+            }
+        }
+        lock.withLock { driftFound += fresh.count }
     }
 }
