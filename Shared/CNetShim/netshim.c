@@ -305,6 +305,18 @@ void vn_batch_set_send_gso(vn_batch *b, int i, const uint8_t *data, size_t len, 
     memcpy(CMSG_DATA(cm), &segment, sizeof segment);
 }
 
+int vn_batch_capacity(const vn_batch *b) { return b->capacity; }
+const uint8_t *vn_batch_send_data(const vn_batch *b, int i) { return b->iovs[i].iov_base; }
+size_t vn_batch_send_len(const vn_batch *b, int i) { return b->iovs[i].iov_len; }
+
+void vn_batch_set_recv(vn_batch *b, int i, int len, uint32_t addr_be, uint16_t port) {
+    b->msgs[i].msg_len = (unsigned)len;
+    b->addrs[i].sin_family = AF_INET;
+    b->addrs[i].sin_addr.s_addr = addr_be;
+    b->addrs[i].sin_port = htons(port);
+    b->msgs[i].msg_hdr.msg_controllen = 0;
+}
+
 int vn_batch_gso_size(const vn_batch *b, int i) {
     const struct msghdr *h = &b->msgs[i].msg_hdr;
     if (h->msg_controllen == 0) return 0;

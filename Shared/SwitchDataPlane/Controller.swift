@@ -50,6 +50,12 @@ public final class SwitchController: @unchecked Sendable {
         return added(port)
     }
 
+    /// A port of the in-memory network the forwarder's tunnel belongs to (tests, no devices).
+    public func addMemory(_ name: String, network: MemoryNetwork, vnet: Bool = false) throws(ProtocolError) -> PortHandle {
+        try checkNewName(name)
+        return added(PortHandle.memory(id: nextPortID, name: name, network: network, vnet: vnet))
+    }
+
     private func checkNewName(_ name: String) throws(ProtocolError) {
         guard !name.isEmpty, name.utf8.count < 16, !name.contains("/"), !name.contains(" ") else {
             throw ProtocolError(.invalidBody, "port name must be 1-15 characters without '/' or spaces")

@@ -108,6 +108,8 @@ public final class Forwarder: @unchecked Sendable {
 
     public let options: Options
     private let tunnel: TunnelSocket
+    /// Every read and write of the ports and the tunnel (the system's, or a MemoryNetwork's).
+    private let io: NetIO
     private let clock: @Sendable () -> UInt64
     private let waker = Waker()
     private let lock = NSLockLite()
@@ -162,6 +164,7 @@ public final class Forwarder: @unchecked Sendable {
                 clock: @escaping @Sendable () -> UInt64 = { UInt64(monotonicMillis()) }) {
         self.options = options
         self.tunnel = tunnel
+        io = NetIO(memory: tunnel.network)
         self.clock = clock
         table = MACTable(maxEntries: options.maxMACs, ageingMs: options.ageingMs)
         let empty = SwitchSnapshot(generation: 0, ports: [], peers: [], statics: [:])
@@ -250,7 +253,7 @@ public final class Forwarder: @unchecked Sendable {
             for b in body { f[o] = b; o += 1 }
             f[o] = UInt8(seq >> 24); f[o + 1] = UInt8(seq >> 16 & 0xFF); f[o + 2] = UInt8(seq >> 8 & 0xFF); f[o + 3] = UInt8(seq & 0xFF)
             for peer in self.current.peers {
-                if vn_udp_send(self.tunnel.fd, f, f.count, peer.addressBE, peer.port) >= 0 { self.stats.framesToPeers += 1 }
+                if self.io.send(self.tunnel.fd, f, f.count, to: peer) >= 0 { self.stats.framesToPeers += 1 }
             }
             return seq
         }
@@ -446,7 +449,7 @@ public final class Forwarder: @unchecked Sendable {
             if slotsUsed == options.batch { flushTunnel() }
             let slot = slots + slotsUsed * slotSize
             let readAt = slot + (headerRoom - (port.vnet ? VirtioNetHeader.length : 0))
-            let got = Int(vn_read(port.fd, readAt.assumingMemoryBound(to: UInt8.self), slotSize - headerRoom))
+            let got = Int(io.read(port.fd, readAt.assumingMemoryBound(to: UInt8.self), slotSize - headerRoom))
             if got <= 0 {
                 // A TAP whose device is gone answers EBADFD (or EIO) for good. Anything else is
                 // passing: a QEMU UDP port reports ECONNREFUSED once while QEMU is not there yet.
@@ -521,7 +524,7 @@ public final class Forwarder: @unchecked Sendable {
         if port.vnet {
             let header = frame - VirtioNetHeader.length
             vh.write(to: header)
-            let rc = vn_write(port.fd, header.assumingMemoryBound(to: UInt8.self), n + VirtioNetHeader.length)
+            let rc = io.write(port.fd, header.assumingMemoryBound(to: UInt8.self), n + VirtioNetHeader.length)
             if rc < 0 { drop(.congested); return }
             portTx[j] += 1
             stats.framesToPorts += 1
@@ -614,8 +617,8 @@ public final class Forwarder: @unchecked Sendable {
             let m = min(perSend, count - k)
             let from = k * trainSegmentSize
             let bytes = min(m * trainSegmentSize, trainBytes - from)
-            let rc = vn_udp_send_gso(tunnel.fd, (trainBuffer + trainStart + from).assumingMemoryBound(to: UInt8.self),
-                                     bytes, peer.addressBE, peer.port, m > 1 ? UInt16(trainSegmentSize) : 0, 50)
+            let rc = io.send(tunnel.fd, (trainBuffer + trainStart + from).assumingMemoryBound(to: UInt8.self), bytes, to: peer,
+                             segment: m > 1 ? UInt16(trainSegmentSize) : 0)
             if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += m } else { stats.framesToPeers += m }
             k += m
         }
@@ -647,7 +650,7 @@ public final class Forwarder: @unchecked Sendable {
     /// train of datagrams of `gso` octets each.
     private func receiveFromPeers() {
         for _ in 0..<64 {
-            let count = Int(vn_udp_recv_batch(tunnel.fd, rx))
+            let count = Int(io.receive(tunnel.fd, rx))
             if count <= 0 { break }
             defer { flushCoalescer() }   // its pieces point into `rx`, which the next receive reuses
             let now = batchNow
@@ -691,7 +694,7 @@ public final class Forwarder: @unchecked Sendable {
         // A late frame for a VM that migrated away: on to its new host, during the grace period.
         if !current.moved.isEmpty, let m = current.moved[dst], now < m.untilMs, m.peer != peer {
             flushCoalescer()
-            if vn_udp_send(tunnel.fd, buffer.assumingMemoryBound(to: UInt8.self), len, m.peer.addressBE, m.peer.port) >= 0 {
+            if io.send(tunnel.fd, buffer.assumingMemoryBound(to: UInt8.self), len, to: m.peer) >= 0 {
                 stats.graceForwarded += 1
                 stats.framesToPeers += 1
             } else {
@@ -725,7 +728,7 @@ public final class Forwarder: @unchecked Sendable {
     private func flushCoalescer() {
         guard let (count, j) = coalescer.finish() else { return }
         guard j < current.ports.count else { drop(.noRoute); return }
-        let rc = vn_writev(current.ports[j].fd, coalescer.pieces, coalescer.pieceLengths, Int32(count))
+        let rc = io.write(current.ports[j].fd, gather: coalescer.pieces, coalescer.pieceLengths, Int32(count))
         if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += count - 1; return }
         stats.merged += count - 2
         portTx[j] += 1
@@ -737,9 +740,9 @@ public final class Forwarder: @unchecked Sendable {
     private func writePort(_ i: Int, _ frame: UnsafeMutableRawPointer, _ n: Int) {
         let port = current.ports[i]
         let rc = port.vnet
-            ? vn_writev2(port.fd, zeroHeader.assumingMemoryBound(to: UInt8.self), VirtioNetHeader.length,
-                         frame.assumingMemoryBound(to: UInt8.self), n)
-            : vn_write(port.fd, frame.assumingMemoryBound(to: UInt8.self), n)
+            ? io.write(port.fd, header: zeroHeader.assumingMemoryBound(to: UInt8.self), VirtioNetHeader.length,
+                       frame: frame.assumingMemoryBound(to: UInt8.self), n)
+            : io.write(port.fd, frame.assumingMemoryBound(to: UInt8.self), n)
         if rc < 0 { drop(.congested); return }
         portTx[i] += 1
         stats.framesToPorts += 1
@@ -774,8 +777,7 @@ public final class Forwarder: @unchecked Sendable {
             }
             if j - i >= 4 {
                 flushPlain(&plain, upTo: i)
-                let rc = vn_udp_send_gather(tunnel.fd, txPointers + i, txLengths + i, Int32(j - i), peer.addressBE,
-                                            peer.port, UInt16(len), 50)
+                let rc = io.send(tunnel.fd, gather: txPointers + i, txLengths + i, Int32(j - i), to: peer, segment: UInt16(len))
                 if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += j - i } else { stats.framesToPeers += j - i }
                 plain = j
             }
@@ -792,7 +794,7 @@ public final class Forwarder: @unchecked Sendable {
             vn_batch_set_send(tx, Int32(k - from), txPointers[k], txLengths[k], txPeers[k].addressBE, txPeers[k].port)
         }
         let n = end - from
-        let sent = Int(vn_udp_send_batch(tunnel.fd, tx, Int32(n), 50))
+        let sent = Int(io.send(tunnel.fd, batch: tx, Int32(n)))
         stats.framesToPeers += sent
         if sent < n { dropCounts[DropReasonIndex.of(.congested)] += n - sent }
         from = end

@@ -23,11 +23,14 @@ public enum PortKind: Equatable, Sendable {
     /// QEMU's UDP socket netdev (libvirt `<interface type='udp'>`): one raw Ethernet frame per
     /// datagram, from QEMU's `remote` to our `local` and back.
     case udp(local: PeerAddress, remote: PeerAddress)
+    /// A port of a `MemoryNetwork` (tests).
+    case memory
 
     public var name: String {
         switch self {
         case .tap: return "tap"
         case .udp: return "udp"
+        case .memory: return "memory"
         }
     }
 }
@@ -43,16 +46,27 @@ public final class PortHandle: @unchecked Sendable {
     /// Frames on this fd carry a virtio_net_hdr (a TAP with offloads).
     public let vnet: Bool
 
-    init(id: UInt32, name: String, kind: PortKind, fd: Int32, mac: MAC?, vnet: Bool = false) {
+    /// The network a memory port belongs to (which owns its descriptor).
+    private let network: MemoryNetwork?
+
+    init(id: UInt32, name: String, kind: PortKind, fd: Int32, mac: MAC?, vnet: Bool = false, network: MemoryNetwork? = nil) {
         self.id = id
         self.name = name
         self.kind = kind
         self.fd = fd
         self.mac = mac
         self.vnet = vnet
+        self.network = network
     }
 
-    deinit { _ = vn_close(fd) }
+    deinit { if let network { network.close(fd) } else { _ = vn_close(fd) } }
+
+    /// A port of an in-memory network: frames the test injects arrive as from a VM; what the
+    /// switch writes waits for the test to take.
+    /// With `vnet`, its frames carry a virtio_net_hdr, as a TAP's with offloads.
+    public static func memory(id: UInt32, name: String, network: MemoryNetwork, vnet: Bool = false) -> PortHandle {
+        PortHandle(id: id, name: name, kind: .memory, fd: network.open(), mac: nil, vnet: vnet, network: network)
+    }
 
     /// Creates TAP device `name` (up, with `mtu`); with `offload`, with a virtio_net_hdr and the
     /// kernel's checksum and TCPv4 segmentation offloads.
@@ -93,12 +107,24 @@ public final class TunnelSocket: @unchecked Sendable {
     /// With `gro`, the kernel may hand over trains of datagrams coalesced into one (UDP_GRO).
     public let gro: Bool
 
+    /// The in-memory network this tunnel belongs to, if it is one (tests).
+    public let network: MemoryNetwork?
+
     public init(bind address: PeerAddress, gro: Bool = true) throws(NetError) {
         fd = try NetError.check(vn_udp_open(address.addressBE, address.port, 8 << 20), "bind tunnel \(address)")
         self.gro = gro && vn_udp_set_gro(fd) == 0
         let p = vn_udp_local_port(fd)
         local = PeerAddress(addressBE: address.addressBE, port: p > 0 ? UInt16(p) : address.port)
+        network = nil
     }
 
-    deinit { _ = vn_close(fd) }
+    /// A tunnel of an in-memory network, as if bound at `address`.
+    public init(memory network: MemoryNetwork, address: PeerAddress) {
+        fd = network.open()
+        local = address
+        gro = false
+        self.network = network
+    }
+
+    deinit { if let network { network.close(fd) } else { _ = vn_close(fd) } }
 }

@@ -8,11 +8,12 @@ import VIOLINProtocol
 /// The paper's forwarding rules on a forwarder in this process, with no privileges and no
 /// devices: "VMs" are loopback UDP endpoints behind QEMU-style UDP ports, "peers" are loopback
 /// UDP sockets. Every check that something did not arrive is made with a marker sent behind
-/// it on the same path (one path's frames keep their order), never with a wait.
-@Suite(.serialized) struct ForwardingRulesTests {
-    static let vni: UInt32 = 33
+/// it on the same path (one path's frames keep their order), never with a wait. Part of the
+/// UDP port suite, which runs one test at a time (one of its tests reads back the scheduling
+/// of every forwarding thread in this process).
+extension UDPPortTests {
 
-    func vxlan(_ inner: [UInt8], vni: UInt32 = vni) -> [UInt8] {
+    func vxlan(_ inner: [UInt8], vni: UInt32 = forwardingVNI) -> [UInt8] {
         [0x08, 0, 0, 0, UInt8(vni >> 16), UInt8(vni >> 8 & 0xFF), UInt8(vni & 0xFF), 0] + inner
     }
 
@@ -27,7 +28,7 @@ import VIOLINProtocol
     /// (split horizon); datagrams from strangers, with a wrong VNI or too short are dropped and
     /// counted by reason; a frame from a port with a multicast source is refused.
     @Test func peersGetNothingFromPeersAndStrangersAreDropped() throws {
-        let sw = try LocalSwitch(vni: Self.vni)
+        let sw = try LocalSwitch(vni: forwardingVNI)
         defer { sw.stop() }
         let vm = try Endpoint(), peerA = try Endpoint(), peerB = try Endpoint(), stranger = try Endpoint()
         let p = try sw.call("add_port", ["name": "vm", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(vm.address.description)])
@@ -45,7 +46,7 @@ import VIOLINProtocol
 
         // A stranger's datagram, a wrong VNI and a short one: none reaches the VM.
         stranger.send(vxlan(frame(dst: mVM, src: mX, payload: "stranger")), to: sw.tunnel.local)
-        peerA.send(vxlan(frame(dst: mVM, src: mA, payload: "wrong-vni"), vni: Self.vni + 1), to: sw.tunnel.local)
+        peerA.send(vxlan(frame(dst: mVM, src: mA, payload: "wrong-vni"), vni: forwardingVNI + 1), to: sw.tunnel.local)
         peerA.send([0x08, 0, 0, 0], to: sw.tunnel.local)
         peerA.send(vxlan(frame(dst: mVM, src: mA, payload: "marker-2")), to: sw.tunnel.local)
         #expect(try payload(vm) == "marker-2", "a dropped datagram reached the VM")
@@ -64,7 +65,7 @@ import VIOLINProtocol
     /// Learning: a MAC heard from peer A is sent to peer A alone; when the same MAC is heard
     /// at a local port (the VM moved here), frames for it stay local.
     @Test func learnedAddressesAreSentToWhereTheyWereHeard() throws {
-        let sw = try LocalSwitch(vni: Self.vni)
+        let sw = try LocalSwitch(vni: forwardingVNI)
         defer { sw.stop() }
         let vm = try Endpoint(), moved = try Endpoint(), peerA = try Endpoint(), peerB = try Endpoint()
         let p1 = try sw.call("add_port", ["name": "vm", "kind": "udp", "local": "127.0.0.1:0", "remote": .string(vm.address.description)])
@@ -97,3 +98,5 @@ import VIOLINProtocol
         #expect(learned["moved"] ?? 0 >= 1, "\(learned)")
     }
 }
+
+let forwardingVNI: UInt32 = 33

@@ -8,7 +8,7 @@ import SwitchDataPlane
 
 /// A TCPv4 frame of `payload` octets (a counting pattern from `seq`), with a valid IP checksum;
 /// its TCP checksum is left for the segmenter, as the kernel leaves it with NEEDS_CSUM.
-private func tsoFrame(dst: MAC, src: MAC, seq: UInt32, payload: Int) -> [UInt8] {
+func tsoFrame(dst: MAC, src: MAC, seq: UInt32, payload: Int) -> [UInt8] {
     var f = dst.octets + src.octets + [0x08, 0x00]
     let total = 20 + 20 + payload
     f += [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 9, 0, 1, 10, 9, 0, 2]
@@ -68,7 +68,7 @@ private func segments(at endpoint: Endpoint, vni: UInt8, count: Int, timeoutMs: 
     return got
 }
 
-private func checksumsValid(_ f: [UInt8]) -> Bool {
+func checksumsValid(_ f: [UInt8]) -> Bool {
     f.withUnsafeBytes { b in
         let p = b.baseAddress!
         let tcpLength = f.count - 34
@@ -77,7 +77,7 @@ private func checksumsValid(_ f: [UInt8]) -> Bool {
     }
 }
 
-private func sequence(_ f: [UInt8]) -> UInt32 {
+func tcpSequence(_ f: [UInt8]) -> UInt32 {
     UInt32(f[38]) << 24 | UInt32(f[39]) << 16 | UInt32(f[40]) << 8 | UInt32(f[41])
 }
 
@@ -113,7 +113,7 @@ extension UDPPortTests {
             let got = segments(at: peer, vni: 41, count: 29)
             #expect(got.count == 29)
             #expect(got.indices.first { !checksumsValid(got[$0]) } == nil, "segment with a bad checksum")
-            #expect(firstDifference(got.map(sequence), (0..<29).map { 1_000 + UInt32($0 * mss) }) == nil, "sequence numbers")
+            #expect(firstDifference(got.map(tcpSequence), (0..<29).map { 1_000 + UInt32($0 * mss) }) == nil, "sequence numbers")
             #expect(firstDifference(got.flatMap { $0.dropFirst(54) }, Array(flooded.dropFirst(54))) == nil, "payload")
         }
 
@@ -138,7 +138,7 @@ extension UDPPortTests {
         let got = segments(at: peerA, vni: 41, count: expectedSeq.count)
         #expect(got.count == 151)
         #expect(got.indices.first { !checksumsValid(got[$0]) } == nil, "segment with a bad checksum")
-        #expect(firstDifference(got.map(sequence), expectedSeq) == nil, "sequence numbers")
+        #expect(firstDifference(got.map(tcpSequence), expectedSeq) == nil, "sequence numbers")
         #expect(firstDifference(got.flatMap { $0.dropFirst(54) }, frames.flatMap { $0.dropFirst(54) }) == nil, "payload")
         #expect(firstDifference(got.map { $0[47] }, expectedFlags) == nil, "PSH on each frame's last segment only")
         // Then a frame for an unknown MAC, flooded: its segments must be the first peer B gets,

@@ -60,6 +60,12 @@ void vn_batch_set_send(vn_batch *b, int i, const uint8_t *data, size_t len, uint
 void vn_batch_set_send_gso(vn_batch *b, int i, const uint8_t *data, size_t len, uint32_t addr_be, uint16_t port, uint16_t segment);
 /* After a receive: the size of the datagrams coalesced into slot i (UDP_GRO), 0 when single. */
 int vn_batch_gso_size(const vn_batch *b, int i);
+/* For an in-memory network (tests): the slots as sendmmsg would read them, and a received
+ * datagram placed in slot i as recvmmsg would (its bytes already in vn_batch_buffer). */
+int vn_batch_capacity(const vn_batch *b);
+const uint8_t *vn_batch_send_data(const vn_batch *b, int i);
+size_t vn_batch_send_len(const vn_batch *b, int i);
+void vn_batch_set_recv(vn_batch *b, int i, int len, uint32_t addr_be, uint16_t port);
 /* recvmmsg, MSG_DONTWAIT: returns datagrams received (0 when none) or -errno. */
 int vn_udp_recv_batch(int fd, vn_batch *b);
 /* sendmmsg of slots [0, count): retries on EAGAIN up to timeout_ms in all. Returns slots sent or -errno. */

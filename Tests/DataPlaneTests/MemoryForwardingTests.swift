@@ -1,0 +1,125 @@
+import Foundation
+import TestSupport
+import Testing
+import SwitchCore
+import SwitchDataPlane
+import VIOLINProtocol
+
+/// A switch whose ports and tunnel are a `MemoryNetwork`: no privileges, no devices, no
+/// sockets. The forwarding thread runs as in production; only its reads and writes land in
+/// memory. Part of the UDP port suite, which runs one test at a time.
+final class MemorySwitch {
+    let net = MemoryNetwork()
+    let tunnel: TunnelSocket
+    let forwarder: Forwarder
+    let controller: SwitchController
+    static let here = PeerAddress("10.0.0.1:4789")!
+
+    init(vni: UInt32) {
+        tunnel = TunnelSocket(memory: net, address: Self.here)
+        forwarder = Forwarder(options: .init(vni: vni), tunnel: tunnel)
+        forwarder.start()
+        controller = SwitchController(forwarder: forwarder)
+    }
+
+    func stop() { forwarder.stop() }
+
+    func port(_ name: String, vnet: Bool = false) throws -> Int32 { try controller.addMemory(name, network: net, vnet: vnet).fd }
+
+    /// What arrives at `fd` (a port's frames, or the tunnel's datagrams with their peers) until
+    /// `count` have come, within the deadline.
+    func collect(_ fd: Int32, count: Int) throws -> [(to: PeerAddress?, bytes: [UInt8])] {
+        var got: [(to: PeerAddress?, bytes: [UInt8])] = []
+        _ = try eventually(deadline: 5) { got += net.take(fd); return got.count >= count }
+        return got
+    }
+}
+
+func inner(_ datagram: [UInt8]) -> [UInt8] { Array(datagram.dropFirst(8)) }
+func payloadText(_ frame: [UInt8]) -> String { String(decoding: frame.dropFirst(14).prefix { $0 != 0 }, as: UTF8.self) }
+
+extension UDPPortTests {
+    /// Learning, the paper's flood rules, and drops by reason, all in memory.
+    @Test func forwardingInMemory() throws {
+        let sw = MemorySwitch(vni: 7)
+        defer { sw.stop() }
+        let vm1 = try sw.port("vm1"), vm2 = try sw.port("vm2")
+        let peerA = PeerAddress("10.0.0.2:4789")!, peerB = PeerAddress("10.0.0.3:4789")!
+        sw.controller.setPeers([peerA, peerB])
+        let m1 = MAC("02:00:00:00:07:01")!, m2 = MAC("02:00:00:00:07:02")!, mA = MAC("02:00:00:00:07:0a")!
+        func vx(_ f: [UInt8], vni: UInt8 = 7) -> [UInt8] { [0x08, 0, 0, 0, 0, 0, vni, 0] + f }
+
+        // A broadcast from vm1: vm2 and both peers (VXLAN, VNI 7); vm1 is learned.
+        sw.net.inject(vm1, frame(dst: .broadcast, src: m1, payload: "hello"))
+        #expect(try sw.collect(vm2, count: 1).map { payloadText($0.bytes) } == ["hello"])
+        let flooded = try sw.collect(sw.tunnel.fd, count: 2)
+        #expect(Set(flooded.compactMap(\.to)) == [peerA, peerB] && flooded.allSatisfy { Array($0.bytes.prefix(8)) == [8, 0, 0, 0, 0, 0, 7, 0] })
+        // vm2 to vm1: unicast to vm1 alone; a marker broadcast behind it shows the peers got nothing else.
+        sw.net.inject(vm2, frame(dst: m1, src: m2, payload: "reply"))
+        sw.net.inject(vm2, frame(dst: .broadcast, src: m2, payload: "marker"))
+        #expect(try sw.collect(vm1, count: 2).map { payloadText($0.bytes) } == ["reply", "marker"])
+        #expect(try sw.collect(sw.tunnel.fd, count: 2).map { payloadText(inner($0.bytes)) } == ["marker", "marker"])
+
+        // From peer A: a broadcast reaches both VMs and never peer B; mA is learned behind A.
+        sw.net.inject(sw.tunnel.fd, vx(frame(dst: .broadcast, src: mA, payload: "from-a")), from: peerA)
+        #expect(try sw.collect(vm1, count: 1).map { payloadText($0.bytes) } == ["from-a"])
+        #expect(try sw.collect(vm2, count: 1).map { payloadText($0.bytes) } == ["from-a"])
+        sw.net.inject(vm1, frame(dst: mA, src: m1, payload: "to-a"))
+        sw.net.inject(vm1, frame(dst: .broadcast, src: m1, payload: "marker-2"))
+        let sent = try sw.collect(sw.tunnel.fd, count: 3)
+        #expect(sent.map { "\($0.to!)=\(payloadText(inner($0.bytes)))" }.sorted()
+                == ["\(peerA)=marker-2", "\(peerA)=to-a", "\(peerB)=marker-2"], "peer B got peer A's broadcast or the unicast for mA")
+        _ = try sw.collect(vm2, count: 1)
+
+        // Drops: a stranger, a wrong VNI, a short datagram, a multicast source.
+        sw.net.inject(sw.tunnel.fd, vx(frame(dst: m1, src: mA, payload: "stranger")), from: PeerAddress("10.9.9.9:4789")!)
+        sw.net.inject(sw.tunnel.fd, vx(frame(dst: m1, src: mA, payload: "wrong-vni"), vni: 8), from: peerA)
+        sw.net.inject(sw.tunnel.fd, [8, 0, 0], from: peerA)
+        sw.net.inject(vm2, frame(dst: m1, src: MAC("01:00:5e:00:00:01")!, payload: "bad-source"))
+        sw.net.inject(sw.tunnel.fd, vx(frame(dst: m1, src: mA, payload: "marker-3")), from: peerA)
+        #expect(try sw.collect(vm1, count: 1).map { payloadText($0.bytes) } == ["marker-3"], "a dropped frame reached vm1")
+        let s = try sw.controller.stats()
+        #expect(s.drops["unknown_peer"] == 1 && s.drops["wrong_vni"] == 1 && s.drops["malformed"] == 1 && s.drops["bad_source"] == 1, "\(s.drops)")
+    }
+
+    /// After a migration: late frames from a peer for the moved MAC go on to its new host
+    /// during the grace period, counted.
+    @Test func graceForwardingInMemory() throws {
+        let sw = MemorySwitch(vni: 9)
+        defer { sw.stop() }
+        let vm = try sw.port("vm")
+        let peerA = PeerAddress("10.0.0.2:4789")!, newHost = PeerAddress("10.0.0.3:4789")!
+        sw.controller.setPeers([peerA, newHost])
+        let mVM = MAC("02:00:00:00:09:01")!, mA = MAC("02:00:00:00:09:0a")!
+        sw.net.inject(vm, frame(dst: .broadcast, src: mVM, payload: "i-am-here"))
+        _ = try sw.collect(sw.tunnel.fd, count: 2)
+        _ = try sw.controller.requests.call(SwitchAPI.RemovePort(name: "vm", forward: .init(mac: MACAddress(mVM.description)!, to: newHost.description, graceS: 30)))
+        sw.net.inject(sw.tunnel.fd, [8, 0, 0, 0, 0, 0, 9, 0] + frame(dst: mVM, src: mA, payload: "late"), from: peerA)
+        let forwarded = try sw.collect(sw.tunnel.fd, count: 1)
+        #expect(forwarded.first?.to == newHost && payloadText(inner(forwarded.first?.bytes ?? [])) == "late")
+        #expect(try sw.controller.stats().frames["grace_forwarded"] == 1)
+    }
+
+    /// A VM's TSO frame (virtio_net_hdr with GSO TCPv4, TCP checksum left partial) on a port
+    /// with offloads: cut into MSS-sized VXLAN datagrams to the peer, full checksums, in order.
+    @Test func tsoCutInMemory() throws {
+        let sw = MemorySwitch(vni: 5)
+        defer { sw.stop() }
+        let vm = try sw.port("vm", vnet: true)
+        let peer = PeerAddress("10.0.0.2:4789")!
+        sw.controller.setPeers([peer])
+        let mss = 1400
+        let f = tsoFrame(dst: MAC("02:00:00:00:05:02")!, src: MAC("02:00:00:00:05:01")!, seq: 1_000, payload: 10 * mss + 123)
+        var packet = [UInt8](repeating: 0, count: VirtioNetHeader.length) + f
+        packet.withUnsafeMutableBytes {
+            VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv4, headerLength: 54,
+                            gsoSize: UInt16(mss), checksumStart: 34, checksumOffset: 16).write(to: $0.baseAddress!)
+        }
+        sw.net.inject(vm, packet)
+        let segments = try sw.collect(sw.tunnel.fd, count: 11).map { inner($0.bytes) }
+        #expect(segments.count == 11)
+        #expect(segments.allSatisfy(checksumsValid), "a segment with a wrong checksum")
+        #expect(segments.map(tcpSequence) == (0..<11).map { 1_000 + UInt32($0 * mss) })
+        #expect(segments.map { $0.count - 54 } == Array(repeating: mss, count: 10) + [123])
+    }
+}
