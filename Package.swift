@@ -95,7 +95,7 @@ let package = Package(
         .executableTarget(name: "violin-executor", dependencies: ["ServiceKit", "ExecutorService"],
                           path: "Services/Executor/Main"),
         .executableTarget(name: "violin", dependencies: [
-            "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor", "PolicyCore", "SpecFile",
+            "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor", "PolicyCore", "SpecFile", "SwitchCore", "SwitchDataPlane", "CNetShim",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Services/CLI"),
 
