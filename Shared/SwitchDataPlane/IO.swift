@@ -91,10 +91,13 @@ public final class MemoryNetwork: @unchecked Sendable {
     // MARK: The test's side
 
     /// A frame arriving at a port from its VM, or a datagram at a tunnel from `from`.
-    public func inject(_ fd: Int32, _ bytes: [UInt8], from: PeerAddress? = nil) {
+    public func inject(_ fd: Int32, _ bytes: [UInt8], from: PeerAddress? = nil) { inject(fd, all: [bytes], from: from) }
+
+    /// Several at once: the switch finds them all waiting (one batch, when they fit in one).
+    public func inject(_ fd: Int32, all: [[UInt8]], from: PeerAddress? = nil) {
         lock.withLock {
             guard let e = endpoints[fd] else { return }
-            e.inbox.append((from, bytes))
+            e.inbox += all.map { (from, $0) }
             e.ready.wake()
         }
     }

@@ -122,4 +122,47 @@ extension UDPPortTests {
         #expect(segments.map(tcpSequence) == (0..<11).map { 1_000 + UInt32($0 * mss) })
         #expect(segments.map { $0.count - 54 } == Array(repeating: mss, count: 10) + [123])
     }
+
+    /// Consecutive TCP segments of one flow from a peer, read in one batch, reach a port with
+    /// offloads as one large frame (a virtio_net_hdr with GSO TCPv4 and the flow's MSS): the
+    /// segments' payload, in order, once.
+    @Test func segmentsFromAPeerAreCoalescedInMemory() throws {
+        let sw = MemorySwitch(vni: 6)
+        defer { sw.stop() }
+        let vm = try sw.port("vm", vnet: true)
+        let peer = PeerAddress("10.0.0.2:4789")!
+        sw.controller.setPeers([peer])
+        let mVM = MAC("02:00:00:00:06:01")!, mR = MAC("02:00:00:00:06:0a")!
+        // The VM's MAC is learned at its port first (the frame, with its virtio_net_hdr, floods to the peer).
+        sw.net.inject(vm, [UInt8](repeating: 0, count: VirtioNetHeader.length) + frame(dst: .broadcast, src: mVM, payload: "hello"))
+        _ = try sw.collect(sw.tunnel.fd, count: 1)
+        let mss = 1000
+        let segments = (0..<4).map { k in dataSegment(dst: mVM, src: mR, seq: 5_000 + UInt32(k * mss), payload: mss) }
+        #expect(segments.allSatisfy(checksumsValid))
+        sw.net.inject(sw.tunnel.fd, all: segments.map { [8, 0, 0, 0, 0, 0, 6, 0] + $0 }, from: peer)
+        let written = try sw.collect(vm, count: 1)
+        let total = written.reduce(0) { $0 + $1.bytes.count }
+        #expect(written.count == 1, "\(written.count) writes for 4 segments (\(total) octets)")
+        let merged = written[0].bytes
+        let vh = merged.withUnsafeBytes { VirtioNetHeader($0.baseAddress!) }
+        #expect(vh.gsoType == VirtioNetHeader.gsoTCPv4 && Int(vh.gsoSize) == mss, "\(vh)")
+        let payload = Array(merged.dropFirst(VirtioNetHeader.length + 54))
+        #expect(payload == (0..<(4 * mss)).map { UInt8(truncatingIfNeeded: 5_000 + $0) }, "the segments' payload, in order (\(payload.count) octets)")
+        #expect(try sw.controller.stats().frames["merged"] ?? 0 >= 1)
+    }
+}
+
+/// A TCPv4 data segment (ACK only) of `payload` octets with valid IP and TCP checksums.
+func dataSegment(dst: MAC, src: MAC, seq: UInt32, payload: Int) -> [UInt8] {
+    var f = dst.octets + src.octets + [0x08, 0x00]
+    let total = 20 + 20 + payload
+    f += [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 9, 0, 1, 10, 9, 0, 2]
+    f += [0x9C, 0x40, 0x14, 0x51] + withUnsafeBytes(of: seq.bigEndian, Array.init) + [0, 0, 0, 1, 0x50, 0x10, 0xFF, 0xFF, 0, 0, 0, 0]
+    f += (0..<payload).map { UInt8(truncatingIfNeeded: Int(seq) &+ $0) }
+    f.withUnsafeMutableBytes { b in
+        let p = b.baseAddress!
+        Checksum.store(Checksum.add(p + 14, 20), at: p + 24)
+        Checksum.store(Checksum.pseudoIPv4(p + 14, protocol: 6, length: 20 + payload) &+ Checksum.add(p + 34, 20 + payload), at: p + 50)
+    }
+    return f
 }
