@@ -93,6 +93,18 @@ import VIOLINProtocol
         #expect(vms["head"]?["domain"] == "d1" && vms["head"]?["host"] != vms["db"]?["host"], "head at home, apart from db: \(planned.out)")
         #expect(vms.values.allSatisfy { ["h1", "h2", "h3", "h4"].contains($0["host"]?.stringValue ?? "") })
         #expect(!vms.values.contains { $0["host"] == "h4" && $0["nic_port"] == 21100 }, "a NIC port h4's VM uses was given again")
+        // The VIOLIN as users see it: listed, and shown VM by VM from the hosts' own answers.
+        let listed = try violin("list --control 10.77.0.100 --json \(try lab.curve("ctl"))")
+        try #require(listed.status == 0, "list: \(listed.err)")
+        let v = try #require(try Self.json(listed.out)["violins"]?.items.first { $0["name"] == "V" }, "\(listed.out)")
+        #expect(v["phase"] == "running" && v["vms_running"] == 1 && v["vms"] == 1 && v["vni"] == [88] && v["hosts"] == ["h4"]
+                && v["domains"] == ["d2"], "\(v)")
+        let shown = try violin("show V --control 10.77.0.100 --json \(try lab.curve("ctl"))")
+        try #require(shown.status == 0, "show: \(shown.err)")
+        let d1 = try #require(try Self.json(shown.out)["vms"]?.items.first, "\(shown.out)")
+        #expect(d1["name"] == "d1" && d1["host"] == "h4" && d1["state"] == "running" && d1["mac"] == "52:54:00:88:00:01"
+                && d1["head"] == true, "\(d1)")
+        #expect(try violin("show nope --control 10.77.0.100 \(try lab.curve("ctl"))").status == 1)
         let drained = try violin("cluster drain h4 --control 10.77.0.100 --wait 120 \(try lab.curve("ctl"))", timeout: 150)
         // A client without a key gets nothing from a host.
         #expect(try violin("ping --to tcp://10.77.0.1:7704 --timeout 1").status == 2)
