@@ -105,6 +105,24 @@ import VIOLINProtocol
         #expect(d1["name"] == "d1" && d1["host"] == "h4" && d1["state"] == "running" && d1["mac"] == "52:54:00:88:00:01"
                 && d1["head"] == true, "\(d1)")
         #expect(try violin("show nope --control 10.77.0.100 \(try lab.curve("ctl"))").status == 1)
+        // The operator's verbs: the head node may not leave its home domain; within it, d1 goes
+        // to h3 and back, waited for with its progress; the jobs are listed where they ran.
+        let ctl = try lab.curve("ctl")
+        let refused = try violin("migrate d1 --to h1 --control 10.77.0.100 \(ctl)")
+        #expect(refused.status == 1 && refused.err.contains("home domain d2"), "\(refused.err)")
+        for (to, from) in [("h3", "h4"), ("h4", "h3")] {
+            let moved = try violin("migrate d1 --to \(to) --wait 120 --control 10.77.0.100 \(ctl)", timeout: 150)
+            #expect(moved.status == 0 && moved.out.contains("d1: completed \(from) -> \(to)"), "\(moved.out) \(moved.err)")
+        }
+        // The policy follows (the executor's migration_completed): d1 is on h4 again before the drain.
+        #expect(try eventually(deadline: 20) {
+            let r = try violin("show V --json --control 10.77.0.100 \(ctl)")
+            return (try? Self.json(r.out))?["vms"]?.items.first?["host"] == "h4"
+        }, "the inventory did not follow d1 back to h4")
+        let jobs = try violin("jobs --json --control 10.77.0.100 \(ctl)")
+        let d1Jobs = (try Self.json(jobs.out)["jobs"]?.items ?? []).filter { $0["vm"] == "d1" }
+        #expect(d1Jobs.count == 2 && d1Jobs.allSatisfy { $0["state"] == "completed" }, "\(jobs.out)")
+        #expect(try violin("cancel job-none --control 10.77.0.100 \(ctl)").status == 1)
         let drained = try violin("cluster drain h4 --control 10.77.0.100 --wait 120 \(try lab.curve("ctl"))", timeout: 150)
         // A client without a key gets nothing from a host.
         #expect(try violin("ping --to tcp://10.77.0.1:7704 --timeout 1").status == 2)
