@@ -94,6 +94,7 @@ cores: 1
 memory_mb: 2048
 sample_interval: 1
 data_dir: $run/$1
+image_dir: $run/images
 $keys
 YAML
 }
@@ -106,8 +107,19 @@ host_up() {  # node domain
   node_run "$1"
 }
 
+# The hosts' image store (one for all: they share this machine's files): the tiny test guest
+# as image `tiny`, from the cache compose/lab-libvirt.sh builds.
+images() {
+  local cache=/var/cache/violin-test-guest
+  mkdir -p "$run/images/tiny"
+  ln -sf "$cache/vmlinuz" "$run/images/tiny/vmlinuz"
+  ln -sf "$cache/initrd.gz" "$run/images/tiny/initrd.gz"
+  echo "console=ttyS0 quiet" >"$run/images/tiny/cmdline"
+}
+
 up() {
   mkdir -p "$run/nodes"
+  images
   local keys=
   if [ "${1:-}" = --keys ]; then
     mkdir -p "$run/keys/allowed"

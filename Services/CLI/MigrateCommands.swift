@@ -194,3 +194,25 @@ struct Cancel: ParsableCommand {
         throw fail("no host knows job \(job)", code: Exit.errorReply)
     }
 }
+
+/// `violin images`: each host's image store.
+struct Images: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The images in every host's store (what create_vm may name).")
+    @Option(help: "The control node's address.") var control = "127.0.0.1"
+    @Flag(help: "Print one JSON object.") var json = false
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() throws {
+        let ex = try Executors(connection, control: control)
+        defer { ex.close() }
+        var hosts: [String: JSONValue] = [:]
+        for h in ex.inventory.hosts {
+            guard let r = ex.ask(h, ExecutorAPI.Images()) else { hosts[h.id] = .null; continue }
+            hosts[h.id] = .array(r.images.map { .string($0.name) })
+        }
+        if json { printJSON(["hosts": .object(hosts)]); return }
+        for (h, images) in hosts.sorted(by: { $0.key < $1.key }) {
+            print("\(h): " + (images == .null ? "(does not answer)" : (images.items ?? []).compactMap(\.stringValue).joined(separator: " ")))
+        }
+    }
+}

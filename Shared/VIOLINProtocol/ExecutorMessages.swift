@@ -2,6 +2,7 @@
 public enum ExecutorAPI {
     public static let requests: [any RequestBody.Type] = [
         CreateVM.self, DestroyVM.self, VMs.self, HostInfo.self, Migrate.self, MigrateViolin.self, Job.self, Jobs.self, Cancel.self,
+        Images.self,
     ]
     public static let events: [any EventBody.Type] = [
         VMCreated.self, VMDestroyed.self, MigrationStarted.self, MigrationProgress.self, MigrationCompleted.self,
@@ -11,7 +12,7 @@ public enum ExecutorAPI {
     public struct CreateVM: RequestBody {
         public static let msgType = "create_vm_request"
         public static let fields: [FieldSpec] = [
-            .required("name", .text), .required("vni", .vni), .required("mac", .mac), .required("kernel", .text),
+            .required("name", .text), .required("vni", .vni), .required("mac", .mac), .optional("image", .text), .optional("kernel", .text),
             .required("nic_port", .integer(1024...65_534)), .optional("memory_mb", .integer(16...65_536)), .optional("vcpus", .integer(1...64)),
             .optional("initrd", .string), .optional("cmdline", .string), .optional("disk", .string),
             .optional("disk_mb", .integer(0...1_048_576)), .optional("console", .string),
@@ -24,7 +25,10 @@ public enum ExecutorAPI {
         public var name: String
         public var vni: UInt32
         public var mac: MACAddress
+        /// A host path (deprecated: see PROTOCOL.md §11), or "" with `image`.
         public var kernel: String
+        /// An image of the host's store (`image_dir`): what the VM boots, instead of host paths.
+        public var image: String?
         public var nicPort: Int
         public var memoryMB = 128
         public var vcpus = 1
@@ -38,8 +42,12 @@ public enum ExecutorAPI {
             self.name = name; self.vni = vni; self.mac = mac; self.kernel = kernel; self.nicPort = nicPort
         }
 
-        public init(_ b: Body) {
-            self.init(name: b.text("name")!, vni: b.vni()!, mac: b.mac()!, kernel: b.text("kernel")!, nicPort: b.integer("nic_port")!)
+        public init(_ b: Body) throws(ProtocolError) {
+            guard (b.text("kernel") == nil) != (b.text("image") == nil) else {
+                throw ProtocolError(.invalidBody, "give image (a name in the host's image store) or kernel, not both or neither")
+            }
+            self.init(name: b.text("name")!, vni: b.vni()!, mac: b.mac()!, kernel: b.text("kernel") ?? "", nicPort: b.integer("nic_port")!)
+            image = b.text("image")
             memoryMB = b.integer("memory_mb") ?? 128
             vcpus = b.integer("vcpus") ?? 1
             initrd = b.text("initrd") ?? ""; cmdline = b.text("cmdline") ?? ""; disk = b.text("disk") ?? ""
@@ -50,9 +58,12 @@ public enum ExecutorAPI {
 
         public var json: JSONValue {
             var o: [String: JSONValue] = ["name": .string(name), "vni": .number(Double(vni)), "mac": .string(mac.description),
-                                          "kernel": .string(kernel), "nic_port": .number(Double(nicPort)),
+                                          "nic_port": .number(Double(nicPort)),
                                           "memory_mb": .number(Double(memoryMB)), "vcpus": .number(Double(vcpus))]
-            for (k, v) in [("initrd", initrd), ("cmdline", cmdline), ("disk", disk), ("console", console)] where !v.isEmpty { o[k] = .string(v) }
+            for (k, v) in [("kernel", kernel), ("initrd", initrd), ("cmdline", cmdline), ("disk", disk), ("console", console)] where !v.isEmpty {
+                o[k] = .string(v)
+            }
+            if let image { o["image"] = .string(image) }
             if diskMB > 0 { o["disk_mb"] = .number(Double(diskMB)) }
             if let seed { o["seed"] = .string(seed) }
             if let seedKey { o["seed_key"] = .string(seedKey) }
@@ -213,7 +224,28 @@ public enum ExecutorAPI {
         public var json: JSONValue { ["job": .string(job)] }
     }
 
+    /// The images of the host's store.
+    public struct Images: EmptyRequest {
+        public static let msgType = "images_request"
+        public typealias Reply = ImagesReply
+        public static let idempotent = true
+        public init() {}
+    }
+
     // MARK: Replies
+
+    public struct ImagesReply: ReplyBody {
+        public struct Image: Codable, Sendable, Equatable {
+            public var name: String
+            /// `kernel` (a kernel, with an initrd and a command line if the image has them) or `disk`.
+            public var kind: String
+            public init(name: String, kind: String) { self.name = name; self.kind = kind }
+        }
+        public static let fields: [FieldSpec] = [.required("host", .text), .required("images", .list(.object))]
+        public var host: String
+        public var images: [Image]
+        public init(host: String, images: [Image]) { self.host = host; self.images = images }
+    }
 
     public struct CreateVMReply: ReplyBody {
         public static let fields: [FieldSpec] = [.required("vm", .text), .required("uuid", .text), .required("port", .object)]

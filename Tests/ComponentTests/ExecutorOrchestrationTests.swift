@@ -52,6 +52,7 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
             var o = ExecutorServer.Options(hostID: id, libvirtURI: "mem://\(id)", migrationURI: "mem://\(id)",
                                          mesh: meshRuntime.endpoints[0], database: ":memory:")
             o.connect = InMemoryHypervisor.connector(world)
+            o.imageDir = ExecutorOrchestrationTests.imageStore
             o.progressInterval = 0.05
             var logger = Logger(label: "test")
             logger.logLevel = .critical
@@ -88,6 +89,42 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
             return last.map(done) ?? false
         }
         return last
+    }
+
+    /// An image store with one image, `tiny` (its files are not booted by the in-memory hypervisor).
+    static let imageStore: String = {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-images-\(UUID().uuidString.prefix(8))").path
+        try? FileManager.default.createDirectory(atPath: dir + "/tiny", withIntermediateDirectories: true)
+        try? Data("kernel".utf8).write(to: URL(fileURLWithPath: dir + "/tiny/vmlinuz"))
+        try? Data("initrd".utf8).write(to: URL(fileURLWithPath: dir + "/tiny/initrd.gz"))
+        try? Data("console=ttyS0 quiet\n".utf8).write(to: URL(fileURLWithPath: dir + "/tiny/cmdline"))
+        try? FileManager.default.createDirectory(atPath: dir + "/empty", withIntermediateDirectories: true)
+        return dir
+    }()
+
+    /// VMs from the host's image store, never from a path the request names: the image's
+    /// kernel, initrd and command line go into the domain; unknown and path-like names are refused.
+    @Test func vmsAreCreatedFromTheImageStore() throws {
+        try withTwoHosts { world, h1, _, c1, _ in
+            #expect(try c1.call(ExecutorAPI.Images()).images == [.init(name: "tiny", kind: "kernel")], "an image without vmlinuz is not one")
+            var r = ExecutorAPI.CreateVM(name: "b1", vni: 102, mac: MACAddress("52:54:00:0b:00:01")!, kernel: "", nicPort: 20002)
+            r.image = "tiny"
+            _ = try c1.call(r)
+            let xml = try InMemoryHypervisor(world: world, uri: "mem://h1").xml("b1")
+            let store = ExecutorOrchestrationTests.imageStore
+            #expect(xml.contains("\(store)/tiny/vmlinuz") && xml.contains("\(store)/tiny/initrd.gz") && xml.contains("console=ttyS0 quiet"), "\(xml)")
+            for (image, code) in [("nope", ErrorCode.notFound), ("../tiny", .invalidBody), (".hidden", .invalidBody), ("empty", .notFound)] {
+                r.name = "b2"; r.image = image
+                do { _ = try c1.call(r); Issue.record("image \(image) accepted") } catch let failure as ServiceClient.Failure {
+                    guard case .error(let e) = failure else { Issue.record("\(failure)"); continue }
+                    #expect(e.code == code, "image \(image): \(e)")
+                }
+            }
+            var both = r
+            both.image = "tiny"; both.kernel = "/bin/sh"
+            #expect(throws: ServiceClient.Failure.self) { try c1.call(both) }
+            _ = h1
+        }
     }
 
     @Test func aMigrationMovesTheVMAndCutsTheNetworkOver() throws {

@@ -46,7 +46,7 @@ import VIOLINProtocol
         // With keys: every link between the nodes is CURVE, the drain's migration included.
         let lab = try LocalLab("cluster", keys: true)
         defer { lab.teardown() }
-        let scratch = lab.scratch, run = lab.run, cache = LocalLab.guestCache
+        let scratch = lab.scratch, run = lab.run
         func violin(_ args: String, timeout: Double = 30) throws -> (status: Int32, out: String, err: String) {
             try lab.violin(args, timeout: timeout)
         }
@@ -78,8 +78,8 @@ import VIOLINProtocol
         // It gets a VM; drained, the VM moves to the other host of d2 and h4 leaves.
         let console = scratch.file("d1.console")
         let created = try violin("""
-            call tcp://10.77.0.4:7704 \(try lab.curve("h4")) create_vm '{"name":"d1","vni":88,"mac":"52:54:00:88:00:01","kernel":"\(cache)/vmlinuz",\
-            "initrd":"\(cache)/initrd.gz","cmdline":"console=ttyS0 quiet","nic_port":21100,"console":"\(console)"}'
+            call tcp://10.77.0.4:7704 \(try lab.curve("h4")) create_vm '{"name":"d1","vni":88,"mac":"52:54:00:88:00:01","image":"tiny",\
+            "nic_port":21100,"console":"\(console)"}'
             """)
         try #require(created.status == 0, "create_vm: \(created.err)")
         let inventory = try violin(#"call tcp://10.77.0.100:7703 "# + (try lab.curve("ctl")) + #" create_violin '{"id":"V","home_domain":"d2","head":"d1","vms":[{"id":"d1","memory_mb":128,"host":"h4"}]}'"#)

@@ -27,6 +27,9 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         /// This host's CURVE key pair: with it the host's services serve over CURVE, and the
         /// executor reaches them (and other hosts', with their keys) as a CURVE client.
         public var keyPair: CurveKeyPair?
+        /// The host's image store: one directory per image, named for it, holding `vmlinuz` and
+        /// optionally `initrd` (or `initrd.gz`, `initrd.img`) and `cmdline`.
+        public var imageDir = "/var/lib/violin/images"
         /// How a hypervisor connection is opened (libvirt; `InMemoryHypervisor` in tests).
         public var connect: HypervisorConnector = Hypervisors.libvirt
         public init(hostID: String, libvirtURI: String, migrationURI: String, mesh: String, database: String) {
@@ -129,13 +132,38 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         return min(libvirtFree, options.memoryMB - usedMemoryMB(hv))
     }
 
+    /// An image of the store: its kernel, initrd and command line. The name is checked before
+    /// it touches a path: letters, digits, '-', '_' and '.', not starting with '.'.
+    func image(_ name: String) throws(ProtocolError) -> (kernel: String, initrd: String, cmdline: String) {
+        guard !name.isEmpty, name.count <= 64, name.first != ".",
+              name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
+            throw ProtocolError(.invalidBody, "image must be a name of 1-64 letters, digits, '-', '_' or '.', not starting with '.'")
+        }
+        let dir = options.imageDir + "/" + name
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: dir + "/vmlinuz") else {
+            throw ProtocolError(.notFound, "host \(options.hostID) has no image \(name) (violin images lists them)")
+        }
+        let initrd = ["initrd", "initrd.gz", "initrd.img"].map { dir + "/" + $0 }.first { fm.fileExists(atPath: $0) } ?? ""
+        let cmdline = (try? String(contentsOfFile: dir + "/cmdline", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        return (dir + "/vmlinuz", initrd, cmdline)
+    }
+
+    func images() -> ExecutorAPI.ImagesReply {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: options.imageDir)) ?? []
+        let kernels = names.sorted().filter { (try? image($0)) != nil }
+        return ExecutorAPI.ImagesReply(host: options.hostID, images: kernels.map { .init(name: $0, kind: "kernel") })
+    }
+
     func createVM(_ r: ExecutorAPI.CreateVM) throws(ProtocolError) -> ExecutorAPI.CreateVMReply {
         let vni = Int(r.vni)
-        var spec = VMSpec(name: r.name, vni: r.vni, mac: r.mac.description, kernel: r.kernel, nicPort: r.nicPort)
+        var booted: (kernel: String, initrd: String, cmdline: String) = (r.kernel, r.initrd, r.cmdline)
+        if let name = r.image { booted = try image(name) }
+        var spec = VMSpec(name: r.name, vni: r.vni, mac: r.mac.description, kernel: booted.kernel, nicPort: r.nicPort)
         spec.memoryMB = r.memoryMB
         spec.vcpus = r.vcpus
-        spec.initrd = r.initrd
-        spec.cmdline = r.cmdline
+        spec.initrd = r.image == nil ? r.initrd : booted.initrd
+        spec.cmdline = r.cmdline.isEmpty ? booted.cmdline : r.cmdline
         spec.disk = r.disk
         spec.diskMB = r.diskMB
         spec.console = r.console
@@ -422,6 +450,7 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         t.on(ExecutorAPI.CreateVM.self) { [unowned self] r in try self.createVM(r) }
         t.on(ExecutorAPI.DestroyVM.self) { [unowned self] r in try self.destroyVM(r.name) }
         t.on(ExecutorAPI.VMs.self) { [unowned self] _ in try self.vms() }
+        t.on(ExecutorAPI.Images.self) { [unowned self] _ in self.images() }
         t.on(ExecutorAPI.HostInfo.self) { [unowned self] _ in
             let running = self.lock.withLock { self.busyVMs.count }
             return ExecutorAPI.HostInfoReply(host: self.options.hostID, migrationURI: self.options.migrationURI, mesh: self.options.mesh,
