@@ -154,14 +154,9 @@ extension UDPPortTests {
 
 /// A TCPv4 data segment (ACK only) of `payload` octets with valid IP and TCP checksums.
 func dataSegment(dst: MAC, src: MAC, seq: UInt32, payload: Int) -> [UInt8] {
-    var f = dst.octets + src.octets + [0x08, 0x00]
-    let total = 20 + 20 + payload
-    f += [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 9, 0, 1, 10, 9, 0, 2]
-    f += [0x9C, 0x40, 0x14, 0x51] + withUnsafeBytes(of: seq.bigEndian, Array.init) + [0, 0, 0, 1, 0x50, 0x10, 0xFF, 0xFF, 0, 0, 0, 0]
-    f += (0..<payload).map { UInt8(truncatingIfNeeded: Int(seq) &+ $0) }
+    var f = tsoFrame(dst: dst, src: src, seq: seq, payload: payload, flags: 0x10)
     f.withUnsafeMutableBytes { b in
         let p = b.baseAddress!
-        Checksum.store(Checksum.add(p + 14, 20), at: p + 24)
         Checksum.store(Checksum.pseudoIPv4(p + 14, protocol: 6, length: 20 + payload) &+ Checksum.add(p + 34, 20 + payload), at: p + 50)
     }
     return f

@@ -8,11 +8,11 @@ import SwitchDataPlane
 
 /// A TCPv4 frame of `payload` octets (a counting pattern from `seq`), with a valid IP checksum;
 /// its TCP checksum is left for the segmenter, as the kernel leaves it with NEEDS_CSUM.
-func tsoFrame(dst: MAC, src: MAC, seq: UInt32, payload: Int) -> [UInt8] {
+func tsoFrame(dst: MAC, src: MAC, seq: UInt32, payload: Int, flags: UInt8 = 0x18) -> [UInt8] {
     var f = dst.octets + src.octets + [0x08, 0x00]
     let total = 20 + 20 + payload
     f += [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 9, 0, 1, 10, 9, 0, 2]
-    f += [0x9C, 0x40, 0x14, 0x51] + withUnsafeBytes(of: seq.bigEndian, Array.init) + [0, 0, 0, 1, 0x50, 0x18, 0xFF, 0xFF, 0, 0, 0, 0]
+    f += [0x9C, 0x40, 0x14, 0x51] + withUnsafeBytes(of: seq.bigEndian, Array.init) + [0, 0, 0, 1, 0x50, flags, 0xFF, 0xFF, 0, 0, 0, 0]
     f += (0..<payload).map { UInt8(truncatingIfNeeded: Int(seq) &+ $0) }
     f.withUnsafeMutableBytes { Checksum.store(Checksum.add($0.baseAddress! + 14, 20), at: $0.baseAddress! + 24) }
     return f
