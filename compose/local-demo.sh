@@ -83,7 +83,7 @@ done
 mkdir -p "$run/console"
 create_vm() {  # host name vni mac ip nic_port
   call "$(ex $1)" create_vm "{\"name\":\"$2\",\"vni\":$3,\"mac\":\"$4\",\"image\":\"tiny\",
-    \"cmdline\":\"console=ttyS0 quiet violin.ip=$5/24\",\"memory_mb\":128,\"nic_port\":$6,
+    \"cmdline\":\"violin.ip=$5/24\",\"memory_mb\":128,\"nic_port\":$6,
     \"console\":\"$run/console/$2.log\",\"seed\":\"$(mesh h1)\"}" >/dev/null
   say "  $2: VIOLIN $3, $5, MAC $4, on $1"
 }

@@ -2,9 +2,9 @@
 public enum PolicyAPI {
     public static let requests: [any RequestBody.Type] = [
         RegisterDomain.self, RegisterHost.self, RemoveHost.self, CreateViolin.self, DestroyViolin.self, SetMode.self,
-        Evaluate.self, Explain.self, Decisions.self, Inventory.self, DrainHost.self,
+        Evaluate.self, Explain.self, Decisions.self, Inventory.self, DrainHost.self, CreateEnvironment.self, DestroyEnvironment.self,
     ]
-    public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self, DriftDetected.self]
+    public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self, DriftDetected.self, PhaseChanged.self]
 
     /// The two ways the policy acts on its decisions.
     public enum Mode: String, Sendable, CaseIterable, Codable { case recommend, automatic }
@@ -174,7 +174,70 @@ public enum PolicyAPI {
         public var json: JSONValue { ["id": .string(id)] }
     }
 
+    /// A VIOLIN from its spec: placed, given its VNI, MACs and NIC ports, and made on the hosts
+    /// — all of it, or nothing.
+    public struct CreateEnvironment: RequestBody {
+        public static let msgType = "create_environment_request"
+        public typealias Reply = EnvironmentReply
+        public static let fields: [FieldSpec] = [.required("spec", .object), .optional("dry_run", .flag)]
+        public static let idempotent = false
+        public static let lane = RequestLane.long
+        public static let example = CreateEnvironment(spec: ["name": "lab", "home_domain": "d1", "image": "tiny", "vms": [["name": "a1"]]])
+        /// The spec file's mapping, as JSON (compose/violin-spec.yaml documents its keys).
+        public var spec: JSONValue
+        public var dryRun = false
+        public init(spec: JSONValue, dryRun: Bool = false) { self.spec = spec; self.dryRun = dryRun }
+        public init(_ b: Body) { spec = b.value["spec"] ?? [:]; dryRun = b.flag("dry_run") ?? false }
+        public var json: JSONValue { dryRun ? ["spec": spec, "dry_run": true] : ["spec": spec] }
+    }
+
+    /// Every VM of a VIOLIN made from a spec destroyed on its host, then its inventory rows.
+    public struct DestroyEnvironment: RequestBody {
+        public static let msgType = "destroy_environment_request"
+        public typealias Reply = DestroyedReply
+        public static let fields: [FieldSpec] = [.required("name", .text)]
+        public static let idempotent = false
+        public static let lane = RequestLane.long
+        public static let example = DestroyEnvironment(name: "lab")
+        public var name: String
+        public init(name: String) { self.name = name }
+        public init(_ b: Body) { name = b.text("name")! }
+        public var json: JSONValue { ["name": .string(name)] }
+    }
+
     // MARK: Replies
+
+    public struct EnvironmentReply: ReplyBody {
+        public struct VM: Codable, Sendable, Equatable {
+            public var name: String, host: String, domain: String, mac: String
+            public var nicPort: Int, memoryMB: Int
+            public var image: String
+            public var ip: String?
+            public var why: String
+            public init(name: String, host: String, domain: String, mac: String, nicPort: Int, memoryMB: Int, image: String, ip: String?, why: String) {
+                self.name = name; self.host = host; self.domain = domain; self.mac = mac; self.nicPort = nicPort
+                self.memoryMB = memoryMB; self.image = image; self.ip = ip; self.why = why
+            }
+            enum CodingKeys: String, CodingKey { case name, host, domain, mac, nicPort = "nic_port", memoryMB = "memory_mb", image, ip, why }
+        }
+        public static let fields: [FieldSpec] = [
+            .required("name", .text), .required("vni", .vni), .required("phase", .choice(["planned", "running"])), .required("vms", .list(.object)),
+        ]
+        public var name: String
+        public var vni: UInt32
+        /// `planned` (a dry run) or `running`.
+        public var phase: String
+        public var vms: [VM]
+        public init(name: String, vni: UInt32, phase: String, vms: [VM]) { self.name = name; self.vni = vni; self.phase = phase; self.vms = vms }
+    }
+
+    public struct DestroyedReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("name", .text), .required("destroyed", .list(.text)), .required("left", .list(.text))]
+        public var name: String
+        /// VMs destroyed, and `vm@host` for those whose host did not answer.
+        public var destroyed: [String], left: [String]
+        public init(name: String, destroyed: [String], left: [String]) { self.name = name; self.destroyed = destroyed; self.left = left }
+    }
 
     /// The id of what was registered, removed, created or destroyed.
     public struct IDReply: ReplyBody {
@@ -323,5 +386,17 @@ public enum PolicyAPI {
         public var json: JSONValue {
             ["kind": .string(kind), "vm": .string(vm), "host": .string(host), "inventory_host": .string(inventoryHost), "why": .string(why)]
         }
+    }
+
+    /// A VIOLIN made from a spec changed phase.
+    public struct PhaseChanged: EventBody {
+        public static let topic = "policy.violin_phase_changed"
+        public static let fields: [FieldSpec] = [
+            .required("name", .text), .required("phase", .choice(["creating", "running", "failed", "destroying", "destroyed"])),
+            .required("reason", .string),
+        ]
+        public var name: String, phase: String, reason: String
+        public init(name: String, phase: String, reason: String) { self.name = name; self.phase = phase; self.reason = reason }
+        public var json: JSONValue { ["name": .string(name), "phase": .string(phase), "reason": .string(reason)] }
     }
 }

@@ -267,6 +267,66 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(counted == 3, "each drift is published once: \(counted)")
         }
     }
+
+    /// A VIOLIN from its spec: placed on the hosts with room and the image, made there with
+    /// its VNI, MACs and ports, entered in the inventory; when one host cannot make its VM,
+    /// every VM already made is destroyed and nothing is entered. Destroy undoes a created one.
+    @Test func environmentsAreMadeAllOrNothing() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-policy-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try withContext { ctx in
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            var o = PolicyServer.Options(database: dir + "/policy.sqlite")
+            o.interval = 3600
+            o.reconcileInterval = 0
+            o.executorTimeoutMs = 5000
+            let policy = try PolicyServer(options: o, logger: logger)
+            let runtime = try makeRuntime("policy", handler: policy)
+            defer { runtime.stop() }
+            let a = HostExecutor([]), b = HostExecutor([])
+            let ea = try makeRuntime("executor", handler: a), eb = try makeRuntime("executor", handler: b)
+            defer { ea.stop(); eb.stop() }
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 10_000)
+            defer { client.close() }
+            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
+            _ = try client.call(PolicyAPI.RegisterHost(id: "a", domain: "d1", cores: 2, memoryMB: 8192, executor: ea.endpoints[0]))
+            _ = try client.call(PolicyAPI.RegisterHost(id: "b", domain: "d1", cores: 2, memoryMB: 8192, executor: eb.endpoints[0]))
+            let spec: JSONValue = ["name": "lab", "home_domain": "d1", "image": "tiny", "memory_mb": "128", "placement": "spread",
+                                   "vms": [["name": "x1", "ip": "10.0.0.1"], ["name": "x2"], ["name": "x3"]]]
+            // A dry run places and allocates, and makes nothing.
+            let planned = try client.call(PolicyAPI.CreateEnvironment(spec: spec, dryRun: true))
+            #expect(planned.phase == "planned" && planned.vms.count == 3 && a.created.isEmpty && b.created.isEmpty)
+
+            // b cannot make x2: x1 and x3, wherever they were made, are destroyed; nothing is entered.
+            b.refuse = "x2"; a.refuse = "x2"
+            do { _ = try client.call(PolicyAPI.CreateEnvironment(spec: spec)); Issue.record("a failed create answered ok") } catch let failure as ServiceClient.Failure {
+                guard case .error(let e) = failure else { Issue.record("\(failure)"); return }
+                #expect(e.code == .unavailable && e.message.contains("x2") && e.message.contains("destroyed"), "\(e)")
+            }
+            #expect(a.running.isEmpty && b.running.isEmpty, "left behind: \(a.running) \(b.running)")
+            #expect(try client.call(PolicyAPI.Inventory()).violins.isEmpty)
+
+            a.refuse = ""; b.refuse = ""
+            let made = try client.call(PolicyAPI.CreateEnvironment(spec: spec))
+            #expect(made.phase == "running" && Set(made.vms.map(\.host)) == ["a", "b"], "spread over both: \(made.vms.map(\.host))")
+            let requests = a.created + b.created
+            #expect(Set(requests.compactMap { $0["name"]?.stringValue }) == ["x1", "x2", "x3"])
+            #expect(requests.allSatisfy { $0["image"] == "tiny" && $0["vni"] == .number(Double(made.vni)) && $0["kernel"] == nil })
+            #expect(requests.first { $0["name"] == "x1" }?["cmdline"] == "violin.ip=10.0.0.1/24")
+            #expect(requests.filter { $0["name"] != "x1" }.allSatisfy { $0["seed"] != nil }, "the others join through the first's mesh")
+            let inv = try client.call(PolicyAPI.Inventory())
+            #expect(inv.violins.map(\.id) == ["lab"] && Set(inv.vms.map(\.id)) == ["x1", "x2", "x3"])
+            // The same name again: conflict.
+            #expect(throws: ServiceClient.Failure.self) { try client.call(PolicyAPI.CreateEnvironment(spec: spec)) }
+
+            let destroyed = try client.call(PolicyAPI.DestroyEnvironment(name: "lab"))
+            #expect(Set(destroyed.destroyed) == ["x1", "x2", "x3"] && destroyed.left.isEmpty)
+            let after = try client.call(PolicyAPI.Inventory())
+            #expect(a.running.isEmpty && b.running.isEmpty && after.vms.isEmpty)
+        }
+    }
 }
 
 /// What one call in the background ended with; nil while it runs.
@@ -277,15 +337,39 @@ final class Pending: @unchecked Sendable {
     func finish(_ r: Result<JSONValue, Error>) { lock.withLock { result = r } }
 }
 
-/// An executor that answers `vms_request` with the VMs it is told it runs.
+/// An executor that answers `vms_request` with the VMs it is told it runs, and makes and
+/// destroys VMs in that list (all but the one it is told to refuse).
 final class HostExecutor: RequestHandler, @unchecked Sendable {
     private let lock = NSLock()
     private var names: [String]
+    private var made: [JSONValue] = []
+    private var refused = ""
     init(_ names: [String]) { self.names = names }
     var running: [String] { get { lock.withLock { names } } set { lock.withLock { names = newValue } } }
+    var created: [JSONValue] { lock.withLock { made } }
+    var refuse: String { get { lock.withLock { refused } } set { lock.withLock { refused = newValue } } }
     var state: JSONValue { [:] }
     func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
-        guard request.header.msgType == ExecutorAPI.VMs.msgType else { return nil }
-        return Replies.ok(ExecutorAPI.VMsReply(host: "fake", vms: running.map { .init(name: $0, state: "running", memoryMB: 256) }))
+        let body = request.body
+        switch request.header.msgType {
+        case ExecutorAPI.VMs.msgType:
+            return Replies.ok(ExecutorAPI.VMsReply(host: "fake", vms: running.map { .init(name: $0, state: "running", memoryMB: 256) }))
+        case ExecutorAPI.HostInfo.msgType:
+            return Replies.ok(ExecutorAPI.HostInfoReply(host: "fake", migrationURI: "qemu:///fake", mesh: "tcp://127.0.0.1:1", freeMemoryMB: 4096, migrationsRunning: 0))
+        case ExecutorAPI.Images.msgType:
+            return Replies.ok(ExecutorAPI.ImagesReply(host: "fake", images: [.init(name: "tiny", kind: "kernel")]))
+        case ExecutorAPI.CreateVM.msgType:
+            let name = body["name"]?.stringValue ?? ""
+            if name == refuse { throw ProtocolError(.unavailable, "libvirt: no room for \(name)") }
+            lock.withLock { names.append(name); made.append(body) }
+            return Replies.ok(ExecutorAPI.CreateVMReply(vm: name, uuid: "u", port: .init(name: "vm-" + name, kind: "udp")))
+        case ExecutorAPI.DestroyVM.msgType:
+            let name = body["name"]?.stringValue ?? ""
+            guard lock.withLock({ names.contains(name) }) else { throw ProtocolError(.notFound, "no VM \(name)") }
+            lock.withLock { names.removeAll { $0 == name } }
+            return Replies.ok(ExecutorAPI.VMReply(vm: name))
+        default:
+            return nil
+        }
     }
 }

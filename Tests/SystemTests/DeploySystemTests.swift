@@ -123,6 +123,26 @@ import VIOLINProtocol
         let d1Jobs = (try Self.json(jobs.out)["jobs"]?.items ?? []).filter { $0["vm"] == "d1" }
         #expect(d1Jobs.count == 2 && d1Jobs.allSatisfy { $0["state"] == "completed" }, "\(jobs.out)")
         #expect(try violin("cancel job-none --control 10.77.0.100 \(ctl)").status == 1)
+
+        // A VIOLIN from a spec: spread over d1's hosts from the image store, listed, destroyed.
+        try "name: env1\nhome_domain: d1\nimage: tiny\nmemory_mb: 128\nplacement: spread\nvms:\n  - name: e1\n  - name: e2\n"
+            .write(toFile: scratch.file("env1.yaml"), atomically: true, encoding: .utf8)
+        let made = try violin("create -f \(scratch.file("env1.yaml")) --json --timeout 90 --control 10.77.0.100 \(ctl)", timeout: 120)
+        try #require(made.status == 0, "create: \(made.err)")
+        let env = try Self.json(made.out)
+        let envHosts: Set<String> = Set((env["vms"]?.items ?? []).compactMap { $0["host"]?.stringValue })
+        #expect(env["phase"] == "running" && envHosts == ["h1", "h2"], "\(made.out)")
+        let envRow = try Self.json(try violin("list --json --control 10.77.0.100 \(ctl)").out)["violins"]?.items.first { $0["name"] == "env1" }
+        #expect(envRow?["phase"] == "running" && envRow?["vms_running"] == 2, "\(String(describing: envRow))")
+        try "name: huge\nhome_domain: d1\nimage: tiny\nmemory_mb: 60000\nvms:\n  - name: g1\n".write(toFile: scratch.file("huge.yaml"), atomically: true, encoding: .utf8)
+        let huge = try violin("create -f \(scratch.file("huge.yaml")) --timeout 30 --control 10.77.0.100 \(ctl)", timeout: 60)
+        #expect(huge.status == 1 && huge.err.contains("does not fit") && huge.err.contains("MiB"), "\(huge.err)")
+        let gone = try violin("destroy env1 --timeout 90 --control 10.77.0.100 \(ctl)", timeout: 120)
+        #expect(gone.status == 0 && gone.out.contains("e1") && gone.out.contains("e2"), "\(gone.out) \(gone.err)")
+        #expect(try violin("show env1 --control 10.77.0.100 \(ctl)").status == 1)
+        var left: [String] = []
+        for node in try status().values { left += (node["vms"]?.items ?? []).compactMap { $0["name"]?.stringValue } }
+        #expect(!left.contains("e1") && !left.contains("e2") && !left.contains("g1"), "left on the hosts: \(left)")
         let drained = try violin("cluster drain h4 --control 10.77.0.100 --wait 120 \(try lab.curve("ctl"))", timeout: 150)
         // A client without a key gets nothing from a host.
         #expect(try violin("ping --to tcp://10.77.0.1:7704 --timeout 1").status == 2)

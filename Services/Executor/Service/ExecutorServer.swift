@@ -163,7 +163,8 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         spec.memoryMB = r.memoryMB
         spec.vcpus = r.vcpus
         spec.initrd = r.image == nil ? r.initrd : booted.initrd
-        spec.cmdline = r.cmdline.isEmpty ? booted.cmdline : r.cmdline
+        // With an image, the request's words follow the image's own command line.
+        spec.cmdline = r.image == nil ? r.cmdline : [booted.cmdline, r.cmdline].filter { !$0.isEmpty }.joined(separator: " ")
         spec.disk = r.disk
         spec.diskMB = r.diskMB
         spec.console = r.console

@@ -237,7 +237,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
 
     public var state: JSONValue { ["mode": .string(mode), "policy": .string(policy.name)] }
 
-    private func storeCall<T>(_ body: () throws -> T) throws(ProtocolError) -> T {
+    func storeCall<T>(_ body: () throws -> T) throws(ProtocolError) -> T {
         do { return try body() } catch let f as PolicyStore.Failure {
             switch f.kind {
             case .notFound: throw ProtocolError(.notFound, f.description)
@@ -287,6 +287,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         t.on(PolicyAPI.Explain.self) { [unowned self] _ in try self.explain() }
         t.on(PolicyAPI.Decisions.self) { [unowned self] r in try self.decisions(limit: r.limit) }
         t.on(PolicyAPI.Inventory.self) { [unowned self] _ in try self.inventoryReply() }
+        t.on(PolicyAPI.CreateEnvironment.self) { [unowned self] r in try self.createEnvironment(r) }
+        t.on(PolicyAPI.DestroyEnvironment.self) { [unowned self] r in try self.destroyEnvironment(r.name) }
         return t
     }()
 
@@ -294,7 +296,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     public func lane(of msgType: String) -> RequestTable.Lane { table.lane(of: msgType) }
 
     /// What each of several calls made at once ended with.
-    private final class Outcomes: @unchecked Sendable {
+    final class Outcomes: @unchecked Sendable {
         private let lock = NSLockLite()
         private var list: [String]
         init(_ n: Int) { list = Array(repeating: "", count: n) }

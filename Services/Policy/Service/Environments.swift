@@ -1,0 +1,134 @@
+import Foundation
+import PolicyCore
+import ServiceKit
+import VIOLINProtocol
+import ZeroMQ
+
+/// VIOLINs made from a spec: placed with `Placement`, made on the hosts all at once or not at
+/// all, and destroyed on every host that answers.
+extension PolicyServer {
+    /// A host as the creation sees it: its inventory row, what its executor answered.
+    struct Answering {
+        var host: PolicyCore.Host
+        var capacity: Placement.Host
+        var mesh: String
+        var key: String
+        var vms: Set<String>
+    }
+
+    func createEnvironment(_ r: PolicyAPI.CreateEnvironment) throws(ProtocolError) -> PolicyAPI.EnvironmentReply {
+        let spec: ViolinSpec
+        do { spec = try ViolinSpec.parse(Self.tree(r.spec)) } catch {
+            throw ProtocolError(.invalidBody, "spec: \(error.key): \(error.reason)")
+        }
+        let inv = try storeCall { try store.inventory() }
+        guard !inv.violins.contains(where: { $0.id == spec.name }) else { throw ProtocolError(.conflict, "a VIOLIN named \(spec.name) exists") }
+        let taken = Set(inv.vms.map(\.id))
+        if let clash = spec.vms.first(where: { taken.contains($0.name) }) {
+            throw ProtocolError(.conflict, "a VM named \(clash.name) exists (VM names are unique in the infrastructure)")
+        }
+        let (hosts, vnis) = answering(inv)
+        var capacities = hosts.map(\.capacity)
+        for i in capacities.indices where inv.draining.contains(capacities[i].id) { capacities[i].draining = true }
+        let plan: Placement.Plan
+        switch Placement.place(spec, hosts: capacities, usedVNIs: vnis) {
+        case .failure(let refusal): throw ProtocolError(.conflict, "\(spec.name) does not fit: \(refusal)")
+        case .success(let p): plan = p
+        }
+        let reply = PolicyAPI.EnvironmentReply(name: spec.name, vni: plan.vni, phase: r.dryRun ? "planned" : "running", vms: plan.vms.map {
+            .init(name: $0.vm.name, host: $0.host, domain: $0.domain, mac: $0.mac, nicPort: $0.nicPort, memoryMB: $0.vm.memoryMB,
+                  image: $0.vm.image, ip: $0.vm.ip, why: $0.reason)
+        })
+        if r.dryRun { return reply }
+        emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "creating", reason: "\(plan.vms.count) VMs on \(Set(plan.vms.map(\.host)).count) hosts"))
+        try make(spec, plan, hosts: Dictionary(uniqueKeysWithValues: hosts.map { ($0.host.id, $0) }), inv: inv)
+        try storeCall { try store.createViolin(id: spec.name, homeDomain: spec.homeDomain, head: spec.head,
+                                               vms: plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host) }) }
+        emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "running", reason: "every VM created"))
+        return reply
+    }
+
+    /// Every host whose executor answers, with its free memory, images, VMs and NIC ports; the
+    /// VNIs in use anywhere.
+    func answering(_ inv: PolicyStore.Inventory) -> ([Answering], Set<UInt32>) {
+        var out: [Answering] = [], vnis = Set<UInt32>()
+        for h in inv.hosts where !(inv.endpoints[h.id]?.executor ?? "").isEmpty {
+            let client = executorClient(h.id, inv)
+            defer { client.close() }
+            guard let info = try? client.call(ExecutorAPI.HostInfo(), retries: 0), let vms = try? client.call(ExecutorAPI.VMs(), retries: 0),
+                  let images = try? client.call(ExecutorAPI.Images(), retries: 0) else { continue }
+            var capacity = Placement.Host(id: h.id, domain: h.domain, freeMB: info.freeMemoryMB, images: Set(images.images.map(\.name)))
+            capacity.usedPorts = Set(vms.vms.compactMap(\.nicPort))
+            vnis.formUnion(vms.vms.compactMap(\.vni))
+            out.append(Answering(host: h, capacity: capacity, mesh: info.mesh, key: inv.keys[h.id] ?? "", vms: Set(vms.vms.map(\.name))))
+        }
+        return (out, vnis)
+    }
+
+    /// The VMs of `plan` made on their hosts: the first alone (its host's mesh starts the
+    /// VIOLIN), the others at once, each host's meshes joining through the first's. If one
+    /// fails, every one already made is destroyed, and the error says where and why.
+    func make(_ spec: ViolinSpec, _ plan: Placement.Plan, hosts: [String: Answering], inv: PolicyStore.Inventory) throws(ProtocolError) {
+        func request(_ p: Placement.Placed, seed: Answering?) -> ExecutorAPI.CreateVM {
+            var r = ExecutorAPI.CreateVM(name: p.vm.name, vni: plan.vni, mac: MACAddress(p.mac)!, kernel: "", nicPort: p.nicPort)
+            r.image = p.vm.image; r.memoryMB = p.vm.memoryMB; r.vcpus = p.vm.vcpus
+            if let ip = p.vm.ip { r.cmdline = "violin.ip=\(ip)/24" }
+            if let seed { r.seed = seed.mesh; r.seedKey = seed.key.isEmpty ? nil : seed.key }
+            return r
+        }
+        let first = plan.vms[0]
+        let outcomes = Outcomes(plan.vms.count)
+        func create(_ i: Int, seed: Answering?) {
+            let p = plan.vms[i]
+            let client = executorClient(p.host, inv)
+            defer { client.close() }
+            do { _ = try client.call(request(p, seed: seed), retries: 0); outcomes.set(i, "") } catch { outcomes.set(i, "\(error)") }
+        }
+        create(0, seed: nil)
+        if outcomes.values[0].isEmpty {
+            let seed = hosts[first.host]
+            DispatchQueue.concurrentPerform(iterations: plan.vms.count - 1) { create($0 + 1, seed: seed) }
+        }
+        let results = outcomes.values
+        guard let failed = results.firstIndex(where: { !$0.isEmpty }) else { return }
+        for (i, p) in plan.vms.enumerated() where results[i].isEmpty {
+            let client = executorClient(p.host, inv)
+            _ = try? client.call(ExecutorAPI.DestroyVM(name: p.vm.name), retries: 0)
+            client.close()
+        }
+        let why = "creating \(plan.vms[failed].vm.name) on \(plan.vms[failed].host): \(results[failed])"
+        emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "failed", reason: why + "; every VM made for it was destroyed"))
+        throw ProtocolError(.unavailable, why + "; every VM made for \(spec.name) was destroyed")
+    }
+
+    func destroyEnvironment(_ name: String) throws(ProtocolError) -> PolicyAPI.DestroyedReply {
+        let inv = try storeCall { try store.inventory() }
+        guard inv.violins.contains(where: { $0.id == name }) else { throw ProtocolError(.notFound, "no VIOLIN named \(name)") }
+        emit(PolicyAPI.PhaseChanged(name: name, phase: "destroying", reason: "asked"))
+        var destroyed: [String] = [], left: [String] = []
+        for vm in inv.vms where vm.violin == name {
+            let host = inv.placement[vm.id] ?? ""
+            let client = executorClient(host, inv)
+            defer { client.close() }
+            do { _ = try client.call(ExecutorAPI.DestroyVM(name: vm.id), retries: 0); destroyed.append(vm.id) } catch {
+                // Gone already counts as destroyed; a host that does not answer keeps it.
+                if case .error(let e) = error, e.code == .notFound { destroyed.append(vm.id) } else { left.append("\(vm.id)@\(host)") }
+            }
+        }
+        try storeCall { try store.destroyViolin(name) }
+        emit(PolicyAPI.PhaseChanged(name: name, phase: "destroyed", reason: left.isEmpty ? "every VM destroyed" : "left on hosts that did not answer: \(left.joined(separator: ", "))"))
+        return PolicyAPI.DestroyedReply(name: name, destroyed: destroyed, left: left)
+    }
+
+    /// A spec sent as JSON, as the spec reader takes it (line 0: it came over the wire).
+    static func tree(_ v: JSONValue) -> SpecNode {
+        switch v {
+        case .object(let o): return .mapping(o.keys.sorted().map { SpecNode.Entry(key: $0, line: 0, value: tree(o[$0]!)) }, line: 0)
+        case .array(let a): return .list(a.map(tree), line: 0)
+        case .string(let s): return .scalar(s, line: 0)
+        case .number(let n): return .scalar(n == n.rounded() && abs(n) < 1e15 ? String(Int(n)) : String(n), line: 0)
+        case .bool(let b): return .scalar(b ? "true" : "false", line: 0)
+        case .null: return .scalar("", line: 0)
+        }
+    }
+}
