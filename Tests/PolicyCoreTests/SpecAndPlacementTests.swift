@@ -167,18 +167,18 @@ import Testing
 /// The inventory against the hosts' answers.
 @Suite struct ReconcileTests {
     @Test func driftIsFoundAndLeftAloneWhereItShould() {
-        let placement = ["a1": "h1", "a2": "h1", "a3": "h2", "a4": "h2"]
+        let placement = ["a1": "h1", "a2": "h1", "a3": "h2", "a4": "h2", "a5": "h3"]
         let drift = Reconcile.drift(placement: placement, reports: [
-            "h1": ["a1"],               // a2 gone from h1 ...
-            "h2": ["a2", "a3", "x9"],   // ... runs on h2: moved; x9 no VIOLIN owns; a4 nowhere
-            "h3": ["a3"],               // a3 on two hosts: a migration under way, left alone
+            "h1": ["a1"],                     // a2 gone from h1 ...
+            "h2": ["a2", "a3", "a5", "x9"],   // ... runs on h2: moved; x9 no VIOLIN owns; a4 nowhere
+            "h3": ["a3", "a5"],               // a3 and a5 on two hosts: migrations under way, left alone
         ])
         #expect(drift == [.moved(vm: "a2", from: "h1", to: "h2"), .missing(vm: "a4", host: "h2"), .stray(vm: "x9", host: "h2")])
         // A host that does not answer may hold a4: not reported missing; the rest still found.
-        let someSilent: [String: Set<String>?] = ["h1": ["a1"], "h2": ["a2", "a3"], "h3": nil]
+        let someSilent: [String: Set<String>?] = ["h1": ["a1"], "h2": ["a2", "a3", "a5"], "h3": nil]
         #expect(someSilent.count == 3)
         let partial = Reconcile.drift(placement: placement, reports: someSilent)
-        #expect(partial == [.moved(vm: "a2", from: "h1", to: "h2")])
-        #expect(Reconcile.drift(placement: placement, reports: ["h1": ["a1", "a2"], "h2": ["a3", "a4"]]).isEmpty)
+        #expect(partial == [.moved(vm: "a2", from: "h1", to: "h2"), .moved(vm: "a5", from: "h3", to: "h2")])
+        #expect(Reconcile.drift(placement: placement, reports: ["h1": ["a1", "a2"], "h2": ["a3", "a4"], "h3": ["a5"]]).isEmpty)
     }
 }
