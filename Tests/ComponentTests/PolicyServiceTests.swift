@@ -327,6 +327,34 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(a.running.isEmpty && b.running.isEmpty && after.vms.isEmpty)
         }
     }
+
+    /// A policy stopped while it was making a VIOLIN finds the journaled creation when it runs
+    /// again: every VM made for it is destroyed (one never made counts as gone), and the
+    /// creation is closed as failed.
+    @Test func aCreationCutShortIsUndoneOnRestart() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-policy-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let a = HostExecutor(["g1", "other"])
+        let ea = try makeRuntime("executor", handler: a)
+        defer { ea.stop() }
+        do {   // what the stopped policy left: a host, and a creation of g1 (made) and g2 (not yet)
+            let store = try PolicyStore(path: dir + "/policy.sqlite")
+            try store.registerDomain("d1")
+            try store.registerHost(id: "a", domain: "d1", cores: 2, memoryMB: 8192, executor: ea.endpoints[0], monitor: "", key: "")
+            try store.beginCreation("ghost", vms: ["g1@a", "g2@a"])
+        }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        var o = PolicyServer.Options(database: dir + "/policy.sqlite")
+        o.interval = 3600
+        o.reconcileInterval = 0.2
+        let policy = try PolicyServer(options: o, logger: logger)
+        try policy.start()
+        defer { policy.stop() }
+        #expect(try eventually(deadline: 20) { (try? policy.store.unfinishedCreations())?.isEmpty == true }, "the creation is still open")
+        #expect(a.running == ["other"], "left on the host: \(a.running)")
+    }
 }
 
 /// What one call in the background ended with; nil while it runs.

@@ -41,9 +41,19 @@ extension PolicyServer {
         })
         if r.dryRun { return reply }
         emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "creating", reason: "\(plan.vms.count) VMs on \(Set(plan.vms.map(\.host)).count) hosts"))
-        try make(spec, plan, hosts: Dictionary(uniqueKeysWithValues: hosts.map { ($0.host.id, $0) }), inv: inv)
+        // Journaled first: a policy stopped in the middle finds what it was making (`cleanUp`).
+        creatingLock.withLock { _ = creating.insert(spec.name) }
+        defer { creatingLock.withLock { _ = creating.remove(spec.name) } }
+        try storeCall { try store.beginCreation(spec.name, vms: plan.vms.map { "\($0.vm.name)@\($0.host)" }) }
+        do {
+            try make(spec, plan, hosts: Dictionary(uniqueKeysWithValues: hosts.map { ($0.host.id, $0) }), inv: inv)
+        } catch {
+            try? store.endCreation(spec.name)
+            throw error
+        }
         try storeCall { try store.createViolin(id: spec.name, homeDomain: spec.homeDomain, head: spec.head,
                                                vms: plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host) }) }
+        try? store.endCreation(spec.name)
         emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "running", reason: "every VM created"))
         return reply
     }
@@ -99,6 +109,30 @@ extension PolicyServer {
         let why = "creating \(plan.vms[failed].vm.name) on \(plan.vms[failed].host): \(results[failed])"
         emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "failed", reason: why + "; every VM made for it was destroyed"))
         throw ProtocolError(.unavailable, why + "; every VM made for \(spec.name) was destroyed")
+    }
+
+    /// Creations a stopped policy left half done: every VM of them destroyed on the hosts that
+    /// answer (one already gone counts as destroyed); once all are, the creation is closed as
+    /// failed. Run at start and at each reconciliation, until nothing is left.
+    func cleanUp() {
+        guard let unfinished = try? store.unfinishedCreations(), !unfinished.isEmpty, let inv = try? store.inventory() else { return }
+        let busy = creatingLock.withLock { creating }
+        for (name, vms) in unfinished.sorted(by: { $0.key < $1.key }) where !busy.contains(name) {
+            var all = true
+            for entry in vms {
+                let parts = entry.split(separator: "@", maxSplits: 1).map(String.init)
+                guard parts.count == 2 else { continue }
+                let client = executorClient(parts[1], inv)
+                defer { client.close() }
+                do { _ = try client.call(ExecutorAPI.DestroyVM(name: parts[0]), retries: 0) } catch {
+                    if case .error(let e) = error, e.code == .notFound { continue }
+                    all = false
+                }
+            }
+            guard all else { continue }
+            try? store.endCreation(name)
+            emit(PolicyAPI.PhaseChanged(name: name, phase: "failed", reason: "the policy stopped while making it; every VM made for it was destroyed"))
+        }
     }
 
     func destroyEnvironment(_ name: String) throws(ProtocolError) -> PolicyAPI.DestroyedReply {

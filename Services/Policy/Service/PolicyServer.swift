@@ -41,6 +41,9 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     private var lastDrift = Set<Reconcile.Drift>()
     private var driftFound = 0
     private let reconciler = WorkerThread()
+    /// VIOLINs this process is making now: their journaled creation is not left over.
+    var creating = Set<String>()
+    let creatingLock = NSLockLite()
     private let context = ZMQContext()
     private let worker = WorkerThread()
     public var publish: (String, JSONValue) -> Void = { _, _ in }
@@ -74,6 +77,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         }
         if options.reconcileInterval > 0 {
             reconciler.start(name: "policy-reconcile") { [self] in self.reconcileLoop() }
+        } else {
+            Thread { [self] in self.cleanUp() }.start()
         }
     }
 
@@ -376,6 +381,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     /// the policy hearing of it is moved in the inventory; the rest is reported. Each drift is
     /// published once, until it changes.
     func reconcile() {
+        cleanUp()
         guard let inv = try? store.inventory() else { return }
         var reports: [HostID: Set<String>?] = [:]
         for host in inv.hosts.map(\.id) {

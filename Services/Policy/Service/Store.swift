@@ -38,7 +38,34 @@ public final class PolicyStore: @unchecked Sendable {
         migrator.registerMigration("v3-host-key") { db in
             try db.execute(sql: "ALTER TABLE host ADD COLUMN key TEXT NOT NULL DEFAULT ''")
         }
+        migrator.registerMigration("v4-creation") { db in
+            // A VIOLIN being made from its spec: the VMs and their hosts, until it is done.
+            try db.execute(sql: "CREATE TABLE creation(name TEXT PRIMARY KEY, vms TEXT NOT NULL, started REAL NOT NULL)")
+        }
         try migrator.migrate(db)
+    }
+
+    /// A creation is under way: its VMs (`vm@host`), journaled before the first is made.
+    public func beginCreation(_ name: String, vms: [String]) throws {
+        try db.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO creation(name, vms, started) VALUES (?, ?, ?)",
+                           arguments: [name, vms.joined(separator: " "), Date().timeIntervalSince1970])
+        }
+    }
+
+    public func endCreation(_ name: String) throws {
+        try db.write { db in try db.execute(sql: "DELETE FROM creation WHERE name = ?", arguments: [name]) }
+    }
+
+    /// Creations a stopped policy left unfinished: name -> its VMs as `vm@host`.
+    public func unfinishedCreations() throws -> [String: [String]] {
+        try db.read { db in
+            var out: [String: [String]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT name, vms FROM creation") {
+                out[row["name"]] = (row["vms"] as String).split(separator: " ").map(String.init)
+            }
+            return out
+        }
     }
 
     /// Marks a host as draining: it takes no VM from then on.
