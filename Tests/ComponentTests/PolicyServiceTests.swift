@@ -325,6 +325,17 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(Set(destroyed.destroyed) == ["x1", "x2", "x3"] && destroyed.left.isEmpty)
             let after = try client.call(PolicyAPI.Inventory())
             #expect(a.running.isEmpty && b.running.isEmpty && after.vms.isEmpty)
+
+            // Destroyed while host b does not answer: b's VMs are left, and go once b answers.
+            _ = try client.call(PolicyAPI.CreateEnvironment(spec: spec))
+            let onB = Set(b.running)
+            b.down = true
+            let partial = try client.call(PolicyAPI.DestroyEnvironment(name: "lab"))
+            #expect(Set(partial.left) == Set(onB.map { "\($0)@b" }) && !onB.isEmpty && a.running.isEmpty, "\(partial)")
+            b.down = false
+            policy.reconcile()
+            #expect(b.running.isEmpty, "left on b after it answered again: \(b.running)")
+            #expect(try policy.store.leftovers().isEmpty)
         }
     }
 
@@ -376,9 +387,13 @@ final class HostExecutor: RequestHandler, @unchecked Sendable {
     var running: [String] { get { lock.withLock { names } } set { lock.withLock { names = newValue } } }
     var created: [JSONValue] { lock.withLock { made } }
     var refuse: String { get { lock.withLock { refused } } set { lock.withLock { refused = newValue } } }
+    /// While down, it answers everything with `unavailable` (a host whose libvirt is gone).
+    var down: Bool { get { lock.withLock { isDown } } set { lock.withLock { isDown = newValue } } }
+    private var isDown = false
     var state: JSONValue { [:] }
     func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
         let body = request.body
+        if down { throw ProtocolError(.unavailable, "libvirt does not answer") }
         switch request.header.msgType {
         case ExecutorAPI.VMs.msgType:
             return Replies.ok(ExecutorAPI.VMsReply(host: "fake", vms: running.map { .init(name: $0, state: "running", memoryMB: 256) }))

@@ -115,6 +115,7 @@ extension PolicyServer {
     /// answer (one already gone counts as destroyed); once all are, the creation is closed as
     /// failed. Run at start and at each reconciliation, until nothing is left.
     func cleanUp() {
+        destroyLeftovers()
         guard let unfinished = try? store.unfinishedCreations(), !unfinished.isEmpty, let inv = try? store.inventory() else { return }
         let busy = creatingLock.withLock { creating }
         for (name, vms) in unfinished.sorted(by: { $0.key < $1.key }) where !busy.contains(name) {
@@ -135,6 +136,20 @@ extension PolicyServer {
         }
     }
 
+    /// VMs of destroyed VIOLINs left on hosts that did not answer: destroyed once they do.
+    func destroyLeftovers() {
+        guard let left = try? store.leftovers(), !left.isEmpty, let inv = try? store.inventory() else { return }
+        for l in left {
+            let client = executorClient(l.host, inv)
+            defer { client.close() }
+            do { _ = try client.call(ExecutorAPI.DestroyVM(name: l.vm), retries: 0) } catch {
+                guard case .error(let e) = error, e.code == .notFound else { continue }
+            }
+            try? store.removeLeftover(vm: l.vm, host: l.host)
+            emit(PolicyAPI.PhaseChanged(name: l.violin, phase: "destroyed", reason: "\(l.vm) destroyed on \(l.host), which answers again"))
+        }
+    }
+
     func destroyEnvironment(_ name: String) throws(ProtocolError) -> PolicyAPI.DestroyedReply {
         let inv = try storeCall { try store.inventory() }
         guard inv.violins.contains(where: { $0.id == name }) else { throw ProtocolError(.notFound, "no VIOLIN named \(name)") }
@@ -146,7 +161,10 @@ extension PolicyServer {
             defer { client.close() }
             do { _ = try client.call(ExecutorAPI.DestroyVM(name: vm.id), retries: 0); destroyed.append(vm.id) } catch {
                 // Gone already counts as destroyed; a host that does not answer keeps it.
-                if case .error(let e) = error, e.code == .notFound { destroyed.append(vm.id) } else { left.append("\(vm.id)@\(host)") }
+                if case .error(let e) = error, e.code == .notFound { destroyed.append(vm.id) } else {
+                    left.append("\(vm.id)@\(host)")
+                    try? store.addLeftover(vm: vm.id, host: host, violin: name)
+                }
             }
         }
         try storeCall { try store.destroyViolin(name) }

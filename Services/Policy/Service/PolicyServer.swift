@@ -380,7 +380,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     /// One comparison of the inventory with what every executor runs: a VM that moved without
     /// the policy hearing of it is moved in the inventory; the rest is reported. Each drift is
     /// published once, until it changes.
-    func reconcile() {
+    public func reconcile() {
         cleanUp()
         guard let inv = try? store.inventory() else { return }
         var reports: [HostID: Set<String>?] = [:]

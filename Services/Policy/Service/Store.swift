@@ -42,6 +42,10 @@ public final class PolicyStore: @unchecked Sendable {
             // A VIOLIN being made from its spec: the VMs and their hosts, until it is done.
             try db.execute(sql: "CREATE TABLE creation(name TEXT PRIMARY KEY, vms TEXT NOT NULL, started REAL NOT NULL)")
         }
+        migrator.registerMigration("v5-leftover") { db in
+            // VMs of a destroyed VIOLIN whose host did not answer: destroyed when it does.
+            try db.execute(sql: "CREATE TABLE leftover(vm TEXT NOT NULL, host TEXT NOT NULL, violin TEXT NOT NULL, PRIMARY KEY (vm, host))")
+        }
         try migrator.migrate(db)
     }
 
@@ -55,6 +59,23 @@ public final class PolicyStore: @unchecked Sendable {
 
     public func endCreation(_ name: String) throws {
         try db.write { db in try db.execute(sql: "DELETE FROM creation WHERE name = ?", arguments: [name]) }
+    }
+
+    public func addLeftover(vm: String, host: String, violin: String) throws {
+        try db.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO leftover(vm, host, violin) VALUES (?, ?, ?)", arguments: [vm, host, violin])
+        }
+    }
+
+    public func removeLeftover(vm: String, host: String) throws {
+        try db.write { db in try db.execute(sql: "DELETE FROM leftover WHERE vm = ? AND host = ?", arguments: [vm, host]) }
+    }
+
+    /// VMs still to destroy: (vm, host, violin).
+    public func leftovers() throws -> [(vm: String, host: String, violin: String)] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT vm, host, violin FROM leftover ORDER BY vm").map { ($0["vm"], $0["host"], $0["violin"]) }
+        }
     }
 
     /// Creations a stopped policy left unfinished: name -> its VMs as `vm@host`.
