@@ -85,7 +85,7 @@ import VIOLINProtocol
         let inventory = try violin(#"call tcp://10.77.0.100:7703 "# + (try lab.curve("ctl")) + #" create_violin '{"id":"V","home_domain":"d2","head":"d1","vms":[{"id":"d1","memory_mb":128,"host":"h4"}]}'"#)
         #expect(inventory.status == 0, "\(inventory.err)")
         // A VIOLIN's spec, planned against this cluster: the executors' own figures, nothing created.
-        let planned = try violin("plan -f \(packageRoot)/compose/violin-spec.yaml --control 10.77.0.100 --json \(try lab.curve("ctl"))")
+        let planned = try violin("create -f \(packageRoot)/compose/violin-spec.yaml --dry-run --control 10.77.0.100 --json --timeout 30 \(try lab.curve("ctl"))", timeout: 60)
         try #require(planned.status == 0, "plan: \(planned.err)")
         let plan = try Self.json(planned.out)
         let vms = Dictionary(uniqueKeysWithValues: (plan["vms"]?.items ?? []).map { ($0["name"]?.stringValue ?? "", $0) })
