@@ -4,8 +4,10 @@ import ServiceKit
 import VIOLINProtocol
 import ZeroMQ
 
-/// The executors of the cluster, reached with the host's key when our own is given.
-struct Executors {
+/// The cluster as the command-line tool reaches it: the policy's inventory, and each host's
+/// services with the host's key when our own is given. The one place the CLI's cluster
+/// commands (list, show, migrate, jobs, cancel, images) talk to hosts from.
+struct Cluster {
     let inventory: PolicyAPI.InventoryReply
     let connection: ConnectionOptions
     let context = ZMQContext()
@@ -31,12 +33,17 @@ struct Executors {
         return h
     }
 
+    /// A client of one of `host`'s services (its executor unless told otherwise).
+    private func client(_ host: PolicyAPI.InventoryReply.Host, endpoint: String? = nil) -> ServiceClient {
+        let security = own.flatMap { host.key.isEmpty ? nil : ClientSecurity(keyPair: $0.keyPair, serverPublicKey: host.key) }
+        return ServiceClient(context: context, endpoint: endpoint ?? host.executor, security: security, timeoutMs: Int(connection.timeout * 1000))
+    }
+
     /// One request to a host's executor; an error reply or silence ends the command.
     func call<R: RequestBody>(_ host: PolicyAPI.InventoryReply.Host, _ request: R) throws -> R.Reply {
-        let security = own.flatMap { host.key.isEmpty ? nil : ClientSecurity(keyPair: $0.keyPair, serverPublicKey: host.key) }
-        let client = ServiceClient(context: context, endpoint: host.executor, security: security, timeoutMs: Int(connection.timeout * 1000))
-        defer { client.close() }
-        do { return try client.call(request, retries: connection.retries) } catch {
+        let c = client(host)
+        defer { c.close() }
+        do { return try c.call(request, retries: connection.retries) } catch {
             switch error {
             case .error(let e): throw fail("\(host.id): \(e.code.rawValue): \(e.message)", code: Exit.errorReply)
             default: throw fail("\(host.id): \(error)", code: Exit.noReply)
@@ -44,12 +51,12 @@ struct Executors {
         }
     }
 
-    /// The reply, or nil on any failure (nothing printed): for scanning hosts.
-    func ask<R: RequestBody>(_ host: PolicyAPI.InventoryReply.Host, _ request: R) -> R.Reply? {
-        let security = own.flatMap { host.key.isEmpty ? nil : ClientSecurity(keyPair: $0.keyPair, serverPublicKey: host.key) }
-        let client = ServiceClient(context: context, endpoint: host.executor, security: security, timeoutMs: Int(connection.timeout * 1000))
-        defer { client.close() }
-        return try? client.call(request, retries: 0)
+    /// The reply of a host's executor (or of the service at `endpoint`), or nil on any failure
+    /// (nothing printed): for scanning hosts.
+    func ask<R: RequestBody>(_ host: PolicyAPI.InventoryReply.Host, _ request: R, at endpoint: String? = nil) -> R.Reply? {
+        let c = client(host, endpoint: endpoint)
+        defer { c.close() }
+        return try? c.call(request, retries: 0)
     }
 
     /// Waits for each job to end, with one progress line that never runs backwards (pages
@@ -108,14 +115,14 @@ struct Migrate: ParsableCommand {
     }
 
     func run() throws {
-        let ex = try Executors(connection, control: control)
+        let ex = try Cluster(connection, control: control)
         defer { ex.close() }
         let jobs = try toDomain.map { try violin($0, ex) } ?? vm(to!, ex)
         for j in jobs { print("job \(j.job): \(j.vm) from \(j.host.id)") }
         if wait > 0, try !ex.wait(jobs, seconds: wait) { throw ExitCode(Exit.errorReply) }
     }
 
-    func vm(_ hostID: String, _ ex: Executors) throws -> [(job: String, vm: String, host: PolicyAPI.InventoryReply.Host)] {
+    func vm(_ hostID: String, _ ex: Cluster) throws -> [(job: String, vm: String, host: PolicyAPI.InventoryReply.Host)] {
         let inv = ex.inventory
         guard let vm = inv.vms.first(where: { $0.id == target }) else { throw fail("no VM \(target) in the inventory", code: Exit.errorReply) }
         let source = try ex.host(vm.host), dest = try ex.host(hostID)
@@ -128,7 +135,7 @@ struct Migrate: ParsableCommand {
         return [(started.job, vm.id, source)]
     }
 
-    func violin(_ domain: String, _ ex: Executors) throws -> [(job: String, vm: String, host: PolicyAPI.InventoryReply.Host)] {
+    func violin(_ domain: String, _ ex: Cluster) throws -> [(job: String, vm: String, host: PolicyAPI.InventoryReply.Host)] {
         let inv = ex.inventory
         guard let v = inv.violins.first(where: { $0.id == target }) else { throw fail("no VIOLIN \(target) in the inventory", code: Exit.errorReply) }
         let candidates = inv.hosts.filter { $0.domain == domain && !$0.draining }
@@ -160,7 +167,7 @@ struct Jobs: ParsableCommand {
 
     func run() throws {
         guard (1...10_000).contains(limit) else { throw fail("--limit must be 1-10000", code: Exit.usage) }
-        let ex = try Executors(connection, control: control)
+        let ex = try Cluster(connection, control: control)
         defer { ex.close() }
         var all: [ExecutorAPI.JobReport] = []
         for h in ex.inventory.hosts { all += ex.ask(h, ExecutorAPI.Jobs(limit: limit))?.jobs ?? [] }
@@ -183,7 +190,7 @@ struct Cancel: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {
-        let ex = try Executors(connection, control: control)
+        let ex = try Cluster(connection, control: control)
         defer { ex.close() }
         for h in ex.inventory.hosts {
             guard ex.ask(h, ExecutorAPI.Job(job: job)) != nil else { continue }
@@ -203,7 +210,7 @@ struct Images: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {
-        let ex = try Executors(connection, control: control)
+        let ex = try Cluster(connection, control: control)
         defer { ex.close() }
         var hosts: [String: JSONValue] = [:]
         for h in ex.inventory.hosts {

@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import ServiceKit
 import VIOLINProtocol
-import ZeroMQ
 
 /// What the cluster says of its VIOLINs: the policy's inventory, and each host's executor (the
 /// VMs it runs, their state, MAC and VIOLIN) and monitor (their CPU use). Hosts that do not
@@ -22,27 +21,15 @@ struct ClusterView {
     var silent: [String] = []
 
     static func gather(_ connection: ConnectionOptions, control: String) throws -> ClusterView {
-        let policy = ServicePorts.endpoint(control, ServicePorts.policy)
-        let inv = try connection.with(policy) { client in
-            do { return try client.call(PolicyAPI.Inventory(), retries: connection.retries) } catch {
-                throw fail("the policy at \(policy): \(error)", code: Exit.noReply)
-            }
-        }
+        let cluster = try Cluster(connection, control: control)
+        defer { cluster.close() }
+        let inv = cluster.inventory
         var view = ClusterView(inventory: inv)
-        let ctx = ZMQContext()
-        defer { ctx.shutdown(); ctx.terminate() }
-        let own = try connection.security()
         var running: [String: (ExecutorAPI.VMsReply.VM, cpu: Double?)] = [:]
         for h in inv.hosts {
-            let security = own.flatMap { h.key.isEmpty ? nil : ClientSecurity(keyPair: $0.keyPair, serverPublicKey: h.key) }
-            func client(_ endpoint: String) -> ServiceClient {
-                ServiceClient(context: ctx, endpoint: endpoint, security: security, timeoutMs: Int(connection.timeout * 1000))
-            }
-            let executor = client(h.executor), monitor = client(h.monitor)
-            defer { executor.close(); monitor.close() }
-            guard let vms = try? executor.call(ExecutorAPI.VMs(), retries: 0) else { view.silent.append(h.id); continue }
+            guard let vms = cluster.ask(h, ExecutorAPI.VMs()) else { view.silent.append(h.id); continue }
             var cpu: [String: Double] = [:]
-            if !h.monitor.isEmpty, let samples = try? monitor.call(MonitorAPI.Samples(), retries: 0) {
+            if !h.monitor.isEmpty, let samples = cluster.ask(h, MonitorAPI.Samples(), at: h.monitor) {
                 for v in samples.vms { if let n = v["name"]?.stringValue, let c = v["cpu_percent"]?.numberValue { cpu[n] = c } }
             }
             for vm in vms.vms { running[vm.name] = (vm, cpu[vm.name]) }
