@@ -29,12 +29,14 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
 }
 
 @Suite struct PolicyServiceTests {
-    func node(_ db: String, subscribe: String?) throws -> PolicyServer {
+    /// A policy on `db`, rounds on request only, quiet; `configure` changes its options.
+    func node(_ db: String, subscribe: String? = nil, _ configure: (inout PolicyServer.Options) -> Void = { _ in }) throws -> PolicyServer {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         var o = PolicyServer.Options(database: db)
         o.subscribe = subscribe
-        o.interval = 3600   // rounds on request only, in this test
+        o.interval = 3600
+        configure(&o)
         return try PolicyServer(options: o, logger: logger)
     }
 
@@ -178,12 +180,7 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try withContext { ctx in
-            var logger = Logger(label: "test")
-            logger.logLevel = .critical
-            var o = PolicyServer.Options(database: dir + "/policy.sqlite")
-            o.interval = 3600
-            o.executorTimeoutMs = 60_000   // the gate, not a timeout, ends the executor's wait
-            let policy = try PolicyServer(options: o, logger: logger)
+            let policy = try node(dir + "/policy.sqlite") { $0.executorTimeoutMs = 60_000 }   // the gate, not a timeout, ends the wait
             let runtime = try makeRuntime("policy", handler: policy)
             defer { runtime.stop() }
             let gated = FakeExecutor(gated: true)
@@ -224,12 +221,7 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try withBus { ctx, proxy in
-            var logger = Logger(label: "test")
-            logger.logLevel = .critical
-            var o = PolicyServer.Options(database: dir + "/policy.sqlite")
-            o.interval = 3600
-            o.reconcileInterval = 0.2
-            let policy = try PolicyServer(options: o, logger: logger)
+            let policy = try node(dir + "/policy.sqlite") { $0.reconcileInterval = 0.2 }
             let runtime = try makeRuntime("policy", bus: proxy.frontendEndpoints[0], handler: policy)
             defer { runtime.stop() }
             policy.publish = { runtime.publish($0, $1) }
@@ -276,13 +268,7 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try withContext { ctx in
-            var logger = Logger(label: "test")
-            logger.logLevel = .critical
-            var o = PolicyServer.Options(database: dir + "/policy.sqlite")
-            o.interval = 3600
-            o.reconcileInterval = 0
-            o.executorTimeoutMs = 5000
-            let policy = try PolicyServer(options: o, logger: logger)
+            let policy = try node(dir + "/policy.sqlite") { $0.reconcileInterval = 0; $0.executorTimeoutMs = 5000 }
             let runtime = try makeRuntime("policy", handler: policy)
             defer { runtime.stop() }
             let a = HostExecutor([]), b = HostExecutor([])
@@ -355,12 +341,7 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             try store.registerHost(id: "a", domain: "d1", cores: 2, memoryMB: 8192, executor: ea.endpoints[0], monitor: "", key: "")
             try store.beginCreation("ghost", vms: ["g1@a", "g2@a"])
         }
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        var o = PolicyServer.Options(database: dir + "/policy.sqlite")
-        o.interval = 3600
-        o.reconcileInterval = 0.2
-        let policy = try PolicyServer(options: o, logger: logger)
+        let policy = try node(dir + "/policy.sqlite") { $0.reconcileInterval = 0.2 }
         try policy.start()
         defer { policy.stop() }
         #expect(try eventually(deadline: 20) { (try? policy.store.unfinishedCreations())?.isEmpty == true }, "the creation is still open")
