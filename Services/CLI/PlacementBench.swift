@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PolicyCore
+import Primitives
 
 extension Bench {
     /// The placement decision on a large infrastructure: a VIOLIN of `--vms` VMs placed among
@@ -43,19 +44,6 @@ extension Bench {
                              kind.rawValue, hosts, existing, vms, times[times.count / 2], times[min(times.count - 1, times.count * 99 / 100)],
                              times.last!, times.count))
             }
-        }
-    }
-
-    /// A small deterministic generator, so every run places the same inventory.
-    struct SplitMix {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
         }
     }
 }

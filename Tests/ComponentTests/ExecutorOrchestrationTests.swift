@@ -105,7 +105,7 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
     /// VMs from the host's image store, never from a path the request names: the image's
     /// kernel, initrd and command line go into the domain; unknown and path-like names are refused.
     @Test func vmsAreCreatedFromTheImageStore() throws {
-        try withTwoHosts { world, h1, _, c1, _ in
+        try withTwoHosts { world, _, _, c1, _ in
             #expect(try c1.call(ExecutorAPI.Images()).images == [.init(name: "tiny", kind: "kernel")], "an image without vmlinuz is not one")
             var r = ExecutorAPI.CreateVM(name: "b1", vni: 102, mac: MACAddress("52:54:00:0b:00:01")!, kernel: "", nicPort: 20002)
             r.image = "tiny"
@@ -123,7 +123,6 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
             var both = r
             both.image = "tiny"; both.kernel = "/bin/sh"
             #expect(throws: ServiceClient.Failure.self) { try c1.call(both) }
-            _ = h1
         }
     }
 
