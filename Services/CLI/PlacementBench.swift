@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import PolicyCore
-import Primitives
 
 extension Bench {
     /// The placement decision on a large infrastructure: a VIOLIN of `--vms` VMs placed among
@@ -19,7 +18,7 @@ extension Bench {
             guard (1...100_000).contains(hosts), (0...1_000_000).contains(existing), (1...1000).contains(vms), (1...10_000).contains(rounds) else {
                 throw fail("--hosts 1-100000, --existing 0-1000000, --vms 1-1000, --rounds 1-10000", code: Exit.usage)
             }
-            var r = SplitMix(seed: 7)
+            var r = SeededRandom(seed: 7)
             let perHost = existing / hosts
             let inventory = (0..<hosts).map { i -> Placement.Host in
                 var h = Placement.Host(id: "h\(i)", domain: "d\(i % 10)", freeMB: 2048 + Int(r.next() % 30_000), images: ["tiny", "big"])

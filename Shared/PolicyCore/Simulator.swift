@@ -52,7 +52,8 @@ public struct SimulationResult: Sendable {
     public var meanSubmitToCompletion: Double { jobs.map(\.submitToCompletion).reduce(0, +) / Double(max(1, jobs.count)) }
 }
 
-/// A small deterministic generator (SplitMix64).
+/// A small deterministic generator (SplitMix64): the simulator's job mixes, the placement
+/// benchmark and the placement property tests.
 public struct SeededRandom: Sendable {
     var state: UInt64
     public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
@@ -64,6 +65,8 @@ public struct SeededRandom: Sendable {
         return z ^ (z >> 31)
     }
     public mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+    /// A whole number in 0..<n.
+    public mutating func next(_ n: Int) -> Int { Int(next() % UInt64(max(1, n))) }
 }
 
 public enum Workload {

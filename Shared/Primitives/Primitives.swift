@@ -49,19 +49,3 @@ public func wallClockMillis() -> UInt64 {
     clock_gettime(CLOCK_REALTIME, &ts)
     return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
 }
-
-/// A small deterministic generator (SplitMix64): benchmarks and property tests that must see
-/// the same inputs on every run.
-public struct SplitMix: Sendable {
-    public var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// A whole number in 0..<n.
-    public mutating func next(_ n: Int) -> Int { Int(next() % UInt64(max(1, n))) }
-}

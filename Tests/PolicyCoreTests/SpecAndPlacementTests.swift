@@ -1,6 +1,5 @@
 import Foundation
 import PolicyCore
-import Primitives
 import SpecFile
 import Testing
 
@@ -55,7 +54,7 @@ import Testing
 /// one by one.
 @Suite struct PlacementTests {
     func randomCase(_ seed: UInt64) -> (ViolinSpec, [Placement.Host], Set<UInt32>) {
-        var r = SplitMix(seed: seed)
+        var r = SeededRandom(seed: seed)
         let hosts = (0..<(2 + r.next(8))).map { i in
             var h = Placement.Host(id: "h\(i)", domain: "d\(r.next(3) + 1)", freeMB: 256 + 128 * r.next(24),
                                    images: r.next(4) == 0 ? ["other"] : ["tiny", "big"])

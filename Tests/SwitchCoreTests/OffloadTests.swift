@@ -1,4 +1,3 @@
-import Primitives
 import Testing
 @testable import SwitchCore
 

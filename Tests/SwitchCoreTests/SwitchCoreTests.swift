@@ -1,4 +1,3 @@
-import Primitives
 import Testing
 @testable import SwitchCore
 
@@ -153,6 +152,18 @@ let peer1 = PeerAddress("10.0.0.1:4789")!, peer2 = PeerAddress("10.0.0.2:4789")!
     }
 }
 
+/// A small deterministic generator for property tests.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
 
 @Suite struct DecisionTests {
     /// Every rule of §2.1.2 as one row: where it came from, where it goes, what the table knows.
