@@ -18,7 +18,7 @@
 #   lab-libvirt.sh stop DIR               destroy the guests, stop libvirtd, kill what is left
 set -euo pipefail
 cmd=$1; shift
-GUEST_VERSION=6
+GUEST_VERSION=7
 CAPS=/var/cache/violin-test-guest/libvirt-caps
 
 guest() {
@@ -48,6 +48,7 @@ guest() {
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null || mknod /dev/ttyS0 c 4 64
 for m in $mods; do insmod /lib/\$m.ko 2>/dev/null; done
 ip=; burn=; dirty=
 for x in \$(cat /proc/cmdline); do
@@ -60,6 +61,8 @@ if [ -n "\$ip" ]; then
   nc -ll -p 2323 -e /bin/sh &
 fi
 echo VIOLIN-GUEST-UP
+# A shell on the serial console (violin console), started again whenever it exits.
+(while :; do setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'; done) &
 # A guest that keeps rewriting its memory (for post-copy).
 # 16 MiB of random bytes copied back and forth: memory rewritten fast, and not zero pages
 # (which a migration sends as mere markers).
@@ -120,7 +123,7 @@ CONF
   (
   for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done
   exec unshare -m --propagation private sh -c "
-    mount --bind '$dir/run' /run && mkdir -p /run/libvirt && $cgroup_step
+    mount --bind '$dir/run' /run && mkdir -p /run/libvirt /run/lock && $cgroup_step
     mount --bind '$dir/etc' /etc/libvirt && mount --bind '$dir/lib' /var/lib/libvirt &&
     mount --bind '$dir/log' /var/log/libvirt && mount --bind '$dir/cache' /var/cache/libvirt &&
     mount --bind '$dir/passwd' /etc/passwd && mount --bind '$dir/group' /etc/group &&

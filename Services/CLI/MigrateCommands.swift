@@ -35,8 +35,12 @@ struct Cluster {
 
     /// A client of one of `host`'s services (its executor unless told otherwise).
     private func client(_ host: PolicyAPI.InventoryReply.Host, endpoint: String? = nil) -> ServiceClient {
-        let security = own.flatMap { host.key.isEmpty ? nil : ClientSecurity(keyPair: $0.keyPair, serverPublicKey: host.key) }
-        return ServiceClient(context: context, endpoint: endpoint ?? host.executor, security: security, timeoutMs: Int(connection.timeout * 1000))
+        ServiceClient(context: context, endpoint: endpoint ?? host.executor, security: security(host), timeoutMs: Int(connection.timeout * 1000))
+    }
+
+    /// How this command reaches `host`'s services: CURVE with our key when the host has one.
+    func security(_ host: PolicyAPI.InventoryReply.Host) -> ClientSecurity? {
+        own.flatMap { host.key.isEmpty ? nil : ClientSecurity(keyPair: $0.keyPair, serverPublicKey: host.key) }
     }
 
     /// One request to a host's executor; an error reply or silence ends the command.

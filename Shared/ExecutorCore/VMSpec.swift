@@ -75,9 +75,10 @@ public struct VMSpec: Equatable, Sendable {
                 </interface>
 
             """
-        if !console.isEmpty {
-            devices += "    <serial type='file'><source path='\(escape(console))' append='on'/><target port='0'/></serial>\n"
-        }
+        // The serial console is a pty (libvirt's console stream reaches it: `violin console`),
+        // and everything it prints is appended to the log file when one is set.
+        let log = console.isEmpty ? "" : "<log file='\(escape(console))' append='on'/>"
+        devices += "    <serial type='pty'>\(log)<target port='0'/></serial><console type='pty'><target type='serial' port='0'/></console>\n"
         devices += "    <memballoon model='virtio'/>\n"
         return """
             <domain type='qemu'>

@@ -152,6 +152,8 @@ public protocol MigratingHypervisor: Hypervisor {
     func deleteVolume(pool: String, name: String)
     /// Makes sure a directory-backed storage pool exists (and runs).
     func ensurePool(name: String, path: String) throws(HypervisorError)
+    /// The VM's serial console (`ConsoleStream`); open it on a connection of its own.
+    func openConsole(_ name: String) throws(HypervisorError) -> any ConsoleStream
 }
 
 /// Opens a connection to the hypervisor at a URI (each thread that blocks in libvirt opens its own).

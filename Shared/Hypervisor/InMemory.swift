@@ -259,3 +259,42 @@ public final class InMemoryHypervisor: MigratingHypervisor, @unchecked Sendable 
         return String(xml[gt.upperBound..<close.lowerBound])
     }
 }
+
+/// The console of an in-memory domain: a terminal that echoes what is typed, and ends when the
+/// domain leaves its host (destroyed or migrated) or when closed.
+final class InMemoryConsole: ConsoleStream, @unchecked Sendable {
+    private let world: InMemoryHypervisor.World
+    private let uri: String, vm: String
+    private let ready = NSCondition()
+    private var pending: [UInt8] = []
+    private var closed = false
+
+    init(world: InMemoryHypervisor.World, uri: String, vm: String) {
+        self.world = world; self.uri = uri; self.vm = vm
+    }
+
+    func read(max: Int) throws(HypervisorError) -> [UInt8] {
+        ready.lock(); defer { ready.unlock() }
+        while pending.isEmpty && !closed {
+            if world.state(uri, vm) == .absent { return [] }
+            _ = ready.wait(until: Date().addingTimeInterval(0.05))
+        }
+        let out = Array(pending.prefix(max))
+        pending.removeFirst(out.count)
+        return out
+    }
+
+    func write(_ bytes: [UInt8]) throws(HypervisorError) {
+        guard world.state(uri, vm) != .absent else { throw HypervisorError(kind: .notFound, message: "no domain \(vm)") }
+        ready.lock(); pending += bytes; ready.signal(); ready.unlock()
+    }
+
+    func close() { ready.lock(); closed = true; ready.signal(); ready.unlock() }
+}
+
+extension InMemoryHypervisor {
+    public func openConsole(_ name: String) throws(HypervisorError) -> any ConsoleStream {
+        guard state(name) != .absent else { throw HypervisorError(kind: .notFound, message: "no domain \(name)") }
+        return InMemoryConsole(world: world, uri: uri, vm: name)
+    }
+}

@@ -14,11 +14,39 @@ public protocol RequestHandler: AnyObject {
     var counters: [String: Int] { get }
     /// Whether a request of this type runs on the service's worker (`RequestTable.Lane`).
     func lane(of msgType: String) -> RequestTable.Lane
+    /// The reply body, knowing which client asked: a handler that opens streams keeps `route`
+    /// to send that client stream messages later. By default, `handle(_:)`.
+    func handle(_ request: Message, from requester: Requester) throws(ProtocolError) -> JSONValue?
+    /// Called once by the runtime that serves this handler, with what sends stream messages.
+    func attach(_ streams: any StreamSender)
 }
 
 extension RequestHandler {
     public var counters: [String: Int] { [:] }
     public func lane(of msgType: String) -> RequestTable.Lane { .quick }
+    public func handle(_ request: Message, from requester: Requester) throws(ProtocolError) -> JSONValue? { try handle(request) }
+    public func attach(_ streams: any StreamSender) {}
+}
+
+/// Where a request came from on a service's ROUTER socket: the peer's identity (and the empty
+/// delimiter a REQ or DEALER peer adds). Opaque; a stream's messages go back along it.
+public struct Route: Hashable, Sendable {
+    let frames: [Frame]
+}
+
+/// Who sent a request: its route, and the request's `msg_id` (the `parent_id` of the stream
+/// messages a stream-opening request leads to). What a `RequestTable` handler declared
+/// `from: Requester.self` receives.
+public struct Requester: Sendable {
+    public let route: Route
+    public let msgId: String
+}
+
+/// Sends stream messages (PROTOCOL.md §4.1) to the client behind a route. Thread-safe.
+public protocol StreamSender: AnyObject, Sendable {
+    /// Queues the message; it leaves from the service's loop thread. Dropped (and counted)
+    /// when the client is gone or does not read.
+    func send(_ message: some EventBody, parent: String, to route: Route)
 }
 
 /// Counters a service reports through `metrics`. Thread-safe.
@@ -89,13 +117,17 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         refusals.report = { [weak self] address, key, mechanism in
             self?.publish(AuthRefused.event, typed: AuthRefused(address: address, key: key, mechanism: mechanism))
         }
+        handler?.attach(self)
     }
 
     private final class Refusals: @unchecked Sendable {
         var report: ((String, String, String) -> Void)?
     }
 
-    public func setHandler(_ handler: RequestHandler) { self.handler = handler }
+    public func setHandler(_ handler: RequestHandler) {
+        self.handler = handler
+        handler.attach(self)
+    }
 
     /// The endpoints actually bound (after `start`).
     public var endpoints: [String] { lock.withLock { bound } }
@@ -255,13 +287,13 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
                 // Answered from the worker; the loop goes on with the next request.
                 worker.async { [self] in
                     var own = MessageFactory(sender: settings.instance)
-                    let frames = envelope + Codec.encode(dispatch(request, factory: &own))
+                    let frames = envelope + Codec.encode(dispatch(request, from: Route(frames: envelope), factory: &own))
                     lock.withLock { finished.append(frames) }
                     waker.wake()
                 }
                 return
             }
-            reply = dispatch(request, factory: &factory)
+            reply = dispatch(request, from: Route(frames: envelope), factory: &factory)
         }
         if (try? router.send(envelope + Codec.encode(reply), dontWait: true)) != true {
             counters.add("replies_undeliverable")
@@ -279,7 +311,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
     func answer(_ payload: [Frame], factory: inout MessageFactory) -> Message {
         switch decode(payload, factory: &factory) {
         case .failure(let refusal): return refusal.message
-        case .success(let request): return dispatch(request, factory: &factory)
+        case .success(let request): return dispatch(request, from: Route(frames: []), factory: &factory)
         }
     }
 
@@ -305,10 +337,10 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
     }
 
     /// The reply to a decoded request: the admin table's, else the service's.
-    private func dispatch(_ request: Message, factory: inout MessageFactory) -> Message {
+    private func dispatch(_ request: Message, from route: Route, factory: inout MessageFactory) -> Message {
         do {
             var body = try adminRequests.handle(request)
-            if body == nil, let handler { body = try handler.handle(request) }
+            if body == nil, let handler { body = try handler.handle(request, from: Requester(route: route, msgId: request.header.msgId)) }
             guard let body else {
                 counters.add("replies_error")
                 counters.add("bad_messages.unknown_message_type")
@@ -352,6 +384,16 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         }
         return t
     }()
+}
+
+extension ServiceRuntime: StreamSender {
+    public func send(_ message: some EventBody, parent: String, to route: Route) {
+        var factory = MessageFactory(sender: settings.instance)
+        let frames = route.frames + Codec.encode(factory.streamMessage(type(of: message).topic, parent: parent, body: message.json))
+        lock.withLock { finished.append(frames) }
+        counters.add("stream_messages")
+        waker.wake()
+    }
 }
 
 /// An error reply standing for a request that could not be read.

@@ -123,6 +123,12 @@ public struct MessageFactory: Sendable {
         return Message(header: header("error_reply", parent: error.msgId), body: body)
     }
 
+    /// A stream message (PROTOCOL.md §4.1): like a reply, three frames and `parent_id` set to the
+    /// request that opened the stream, but sent unasked, any number of times.
+    public mutating func streamMessage(_ type: String, parent: String, body: JSONValue) -> Message {
+        Message(header: header(type, parent: parent), body: body)
+    }
+
     /// An event on topic `<service>.<event>`; seq counts this publisher's events alone, 1, 2, 3...
     /// so a subscriber sees a gap when it missed some.
     public mutating func event(_ topic: String, body: JSONValue) -> Message {

@@ -2,7 +2,7 @@
 public enum ExecutorAPI {
     public static let requests: [any RequestBody.Type] = [
         CreateVM.self, DestroyVM.self, VMs.self, HostInfo.self, Migrate.self, MigrateViolin.self, Job.self, Jobs.self, Cancel.self,
-        Images.self,
+        Images.self, ConsoleOpen.self, ConsoleInput.self, ConsoleClose.self,
     ]
     public static let events: [any EventBody.Type] = [
         VMCreated.self, VMDestroyed.self, MigrationStarted.self, MigrationProgress.self, MigrationCompleted.self,

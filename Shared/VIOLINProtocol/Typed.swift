@@ -231,7 +231,9 @@ extension EventBody {
 /// A service's requests, one handler per type: the runtime's `handle` looks the type up here
 /// and calls the handler with the decoded body; no service compares type strings.
 public struct RequestTable {
-    public typealias Handler = (JSONValue) throws -> JSONValue
+    /// A handler gets the request's body and what the runtime knows of who sent it (nil when
+    /// it knows nothing, as for in-process calls).
+    public typealias Handler = (JSONValue, Any?) throws -> JSONValue
     private var handlers: [String: Handler] = [:]
     private var long: Set<String> = []
     public typealias Lane = RequestLane
@@ -243,11 +245,26 @@ public struct RequestTable {
         raw(type) { r in Replies.ok(try handle(r)) }
     }
 
+    /// A handler that also needs to know who asked (a stream's owner): `Sender` is what the
+    /// service's runtime passes as the request's sender (ServiceKit's `Route`).
+    public mutating func on<R: RequestBody, Sender>(_ type: R.Type, from: Sender.Type, _ handle: @escaping (R, Sender) throws -> R.Reply) {
+        add(type) { value, sender in
+            guard let sender = sender as? Sender else {
+                throw ProtocolError(.unavailable, "\(R.msgType) needs a client connection (a DEALER or REQ socket)")
+            }
+            return Replies.ok(try handle(try R.decode(value), sender))
+        }
+    }
+
     /// A handler that builds its reply body itself, `status` included (the hottest request,
     /// `ping`, skips the encoder); the reply type still says what it must hold.
     public mutating func raw<R: RequestBody>(_ type: R.Type, _ handle: @escaping (R) throws -> JSONValue) {
+        add(type) { value, _ in try handle(try R.decode(value)) }
+    }
+
+    private mutating func add<R: RequestBody>(_ type: R.Type, _ handler: @escaping Handler) {
         precondition(handlers[R.msgType] == nil, "two handlers for \(R.msgType)")
-        handlers[R.msgType] = { value in try handle(try R.decode(value)) }
+        handlers[R.msgType] = handler
         if R.lane == .long { long.insert(R.msgType) }
     }
 
@@ -255,9 +272,9 @@ public struct RequestTable {
     public func lane(of msgType: String) -> Lane { long.contains(msgType) ? .long : .quick }
 
     /// The reply body, or nil when the table has no handler for the message's type.
-    public func handle(_ message: Message) throws(ProtocolError) -> JSONValue? {
+    public func handle(_ message: Message, from sender: Any? = nil) throws(ProtocolError) -> JSONValue? {
         guard let h = handlers[message.header.msgType] else { return nil }
-        do { return try h(message.body) } catch let e as ProtocolError { throw e } catch {
+        do { return try h(message.body, sender) } catch let e as ProtocolError { throw e } catch {
             throw ProtocolError(.internalError, "\(error)")
         }
     }
@@ -266,7 +283,7 @@ public struct RequestTable {
     public func call<R: RequestBody>(_ request: R) throws(ProtocolError) -> R.Reply {
         guard let h = handlers[R.msgType] else { throw ProtocolError(.unknownMessageType, "no handler for \(R.msgType)") }
         let body: JSONValue
-        do { body = try h(request.json) } catch let e as ProtocolError { throw e } catch {
+        do { body = try h(request.json, nil) } catch let e as ProtocolError { throw e } catch {
             throw ProtocolError(.internalError, "\(error)")
         }
         return try R.Reply.decode(body)

@@ -233,6 +233,9 @@ public struct PollItem {
     public init(fd: Int32) { self.socket = nil; self.fd = fd }
 
     public var readable: Bool { revents & Int16(ZMQ_POLLIN) != 0 }
+    /// A file descriptor that hung up or failed (a pipe's writer closed it): a read returns
+    /// at once (0 at the end).
+    public var hungUp: Bool { revents & Int16(ZMQ_POLLERR) != 0 }
 }
 
 /// Polls for readability. Returns the number of ready items; retries on EINTR.

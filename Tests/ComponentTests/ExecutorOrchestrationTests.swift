@@ -46,7 +46,7 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
         let runtime: ServiceRuntime
         let mesh = FakeMesh()
         let meshRuntime: ServiceRuntime
-        init(_ id: String, world: InMemoryHypervisor.World, bus: String) throws {
+        init(_ id: String, world: InMemoryHypervisor.World, bus: String, consoleIdleTimeout: Double = 30) throws {
             world.addHost("mem://\(id)")
             meshRuntime = try makeRuntime("mesh", handler: mesh)
             var o = ExecutorServer.Options(hostID: id, libvirtURI: "mem://\(id)", migrationURI: "mem://\(id)",
@@ -54,6 +54,7 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
             o.connect = InMemoryHypervisor.connector(world)
             o.imageDir = ExecutorOrchestrationTests.imageStore
             o.progressInterval = 0.05
+            o.consoleIdleTimeout = consoleIdleTimeout
             var logger = Logger(label: "test")
             logger.logLevel = .critical
             node = try ExecutorServer(options: o, logger: logger)
@@ -66,10 +67,10 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
     }
 
     /// Two hosts with a VM `a1` on the first; the body gets a client of each executor.
-    func withTwoHosts(_ body: (InMemoryHypervisor.World, Host, Host, ServiceClient, EventSubscriber) throws -> Void) throws {
+    func withTwoHosts(consoleIdleTimeout: Double = 30, _ body: (InMemoryHypervisor.World, Host, Host, ServiceClient, EventSubscriber) throws -> Void) throws {
         try withBus { ctx, proxy in
             let world = InMemoryHypervisor.World()
-            let h1 = try Host("h1", world: world, bus: proxy.frontendEndpoints[0])
+            let h1 = try Host("h1", world: world, bus: proxy.frontendEndpoints[0], consoleIdleTimeout: consoleIdleTimeout)
             let h2 = try Host("h2", world: world, bus: proxy.frontendEndpoints[0])
             defer { h1.stop(); h2.stop() }
             let events = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["executor.migration_"])

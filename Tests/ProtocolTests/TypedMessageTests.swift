@@ -9,7 +9,7 @@ let typedRequests: [(section: String, types: [any RequestBody.Type])] = [
 ]
 let typedEvents: [(section: String, types: [any EventBody.Type])] = [
     ("8.1", SwitchAPI.events), ("8.2", MeshAPI.events), ("8.3", MonitorAPI.events), ("8.4", PolicyAPI.events),
-    ("8.5", ExecutorAPI.events),
+    ("8.5", ExecutorAPI.events + ExecutorAPI.streams),
 ]
 
 /// What each way of getting a field wrong looks like: missing, of another type, out of range.

@@ -14,6 +14,7 @@ struct Main: AsyncParsableCommand {
         ConfigKey("mesh", default: "tcp://127.0.0.1:\(ServicePorts.mesh)", help: "The host's violin-mesh, as other hosts reach it."),
         ConfigKey("database", default: "/var/lib/violin/executor.sqlite", help: "SQLite journal of the migration jobs."),
         ConfigKey("image_dir", default: "/var/lib/violin/images", help: "The host's image store: a directory per image with vmlinuz, and optionally initrd and cmdline."),
+        ConfigKey("console_dir", default: "", help: "Where each VM's serial console is logged, <vm>.log (default: console/ beside the database)."),
         ConfigKey("max_migrations", default: "2", help: "Concurrent outgoing migrations.", validate: Validate.positiveInteger),
         ConfigKey("progress_interval", default: "0.5", help: "Seconds between progress events.", validate: Validate.positiveNumber),
         ConfigKey("memory_mb", default: "0", help: "Memory this host offers to VMs, MiB (0: what libvirt reports free).",
@@ -35,6 +36,8 @@ struct Main: AsyncParsableCommand {
         eo.progressInterval = r.double("progress_interval")
         eo.memoryMB = Int(r["memory_mb"]) ?? 0
         eo.imageDir = r["image_dir"]
+        eo.consoleDir = r["console_dir"].isEmpty
+            ? URL(fileURLWithPath: r["database"]).deletingLastPathComponent().appendingPathComponent("console").path : r["console_dir"]
         eo.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
         try await ServiceMain.run(settings, logger: logger, server: { try ExecutorServer(options: eo, logger: logger) },

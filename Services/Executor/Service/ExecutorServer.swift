@@ -30,6 +30,10 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         /// The host's image store: one directory per image, named for it, holding `vmlinuz` and
         /// optionally `initrd` (or `initrd.gz`, `initrd.img`) and `cmdline`.
         public var imageDir = "/var/lib/violin/images"
+        /// Where each VM's serial console is logged, `<vm>.log` ("": not logged).
+        public var consoleDir = ""
+        /// A console stream that sends no request for this long is closed (seconds).
+        public var consoleIdleTimeout = Double(ConsoleRelay.idleTimeoutS)
         /// How a hypervisor connection is opened (libvirt; `InMemoryHypervisor` in tests).
         public var connect: HypervisorConnector = Hypervisors.libvirt
         public init(hostID: String, libvirtURI: String, migrationURI: String, mesh: String, database: String) {
@@ -60,11 +64,32 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         self.options = options
         self.logger = logger
         journal = try Journal(path: options.database)
+        if !options.consoleDir.isEmpty {
+            try FileManager.default.createDirectory(atPath: options.consoleDir, withIntermediateDirectories: true)
+        }
         slots = DispatchSemaphore(value: max(1, options.maxMigrations))
     }
 
     public func stop() {
+        consoles.stop()
         context.shutdown()
+    }
+
+    /// The consoles of this host's VMs, relayed to `violin console` (PROTOCOL.md §4.1).
+    lazy var consoles = ConsoleRelay(host: options.hostID, open: { [unowned self] vm throws(ProtocolError) in
+        do throws(HypervisorError) { return try self.options.connect(self.options.libvirtURI).openConsole(vm) } catch {
+            throw ProtocolError(error.kind == .notFound ? .notFound : .unavailable, "console of \(vm) on \(self.options.hostID): \(error.message)")
+        }
+    }, movedTo: { [unowned self] vm in self.movedTo(vm) }, idleTimeout: options.consoleIdleTimeout)
+
+    /// Where `vm` went when its console ended: the destination of its latest migration from
+    /// here, once that migration is over, if it completed in the last two minutes.
+    func movedTo(_ vm: String) -> String? {
+        let deadline = monotonicMillis() + 120_000
+        while lock.withLock({ busyVMs[vm] != nil }) && monotonicMillis() < deadline { usleep(100_000) }
+        guard let job = (try? journal.recent(limit: 100))?.first(where: { $0.vm == vm }), job.state == .completed,
+              let at = ISO8601DateFormatter().date(from: job.updatedAt), Date().timeIntervalSince(at) < 120 else { return nil }
+        return job.toHost
     }
 
     func libvirt() throws(ProtocolError) -> any MigratingHypervisor {
@@ -167,7 +192,8 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         spec.cmdline = r.image == nil ? r.cmdline : [booted.cmdline, r.cmdline].filter { !$0.isEmpty }.joined(separator: " ")
         spec.disk = r.disk
         spec.diskMB = r.diskMB
-        spec.console = r.console
+        // The console's log: the executor's own file (a path from the request is deprecated, §11).
+        spec.console = !r.console.isEmpty || options.consoleDir.isEmpty ? r.console : options.consoleDir + "/" + spec.name + ".log"
         do { try spec.validate() } catch { throw ProtocolError(.invalidBody, error.description) }
         for (k, path) in [("kernel", spec.kernel), ("initrd", spec.initrd), ("disk", spec.disk)] where !path.isEmpty {
             guard FileManager.default.fileExists(atPath: path) else { throw ProtocolError(.invalidBody, "\(k) \(path) does not exist") }
@@ -459,6 +485,11 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         }
         t.on(ExecutorAPI.Migrate.self) { [unowned self] r in try self.migrate(r) }
         t.on(ExecutorAPI.MigrateViolin.self) { [unowned self] r in try self.migrateViolin(r) }
+        t.on(ExecutorAPI.ConsoleOpen.self, from: Requester.self) { [unowned self] r, who in
+            try self.consoles.open(r, parent: who.msgId, route: who.route)
+        }
+        t.on(ExecutorAPI.ConsoleInput.self, from: Requester.self) { [unowned self] r, who in try self.consoles.input(r, route: who.route) }
+        t.on(ExecutorAPI.ConsoleClose.self, from: Requester.self) { [unowned self] r, who in try self.consoles.close(r, route: who.route) }
         t.on(ExecutorAPI.Job.self) { [unowned self] r in
             guard let j = try self.journalRead({ try self.journal.job(r.job) }) else { throw ProtocolError(.notFound, "no job \(r.job)") }
             return Self.report(j)
@@ -482,6 +513,10 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     }()
 
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
+    public func handle(_ request: Message, from requester: Requester) throws(ProtocolError) -> JSONValue? {
+        try table.handle(request, from: requester)
+    }
+    public func attach(_ streams: any StreamSender) { consoles.attach(streams) }
     public func lane(of msgType: String) -> RequestTable.Lane { table.lane(of: msgType) }
 
     func migrate(_ r: ExecutorAPI.Migrate) throws(ProtocolError) -> ExecutorAPI.JobState {
