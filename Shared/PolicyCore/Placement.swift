@@ -50,7 +50,8 @@ public enum Placement {
             return .failure(Refusal(vm: spec.name, reason: "every VNI is in use"))
         }
         var free = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0.freeMB) })
-        var ports = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0.usedPorts) })
+        // A VM's NIC takes two UDP ports, nic_port (the switch's end) and nic_port + 1 (the guest's).
+        var ports = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, Set($0.usedPorts.flatMap { [$0, $0 + 1] })) })
         var here: [String: [String]] = [:]   // host -> this VIOLIN's VMs placed there
         var placed: [String: Placed] = [:]
         let index = Dictionary(uniqueKeysWithValues: spec.vms.enumerated().map { ($1.name, $0) })
@@ -62,10 +63,10 @@ public enum Placement {
                 return .failure(refusal(vm, need: need, spec, allowed: allowed, free: free))
             }
             free[h.id]! -= need
-            guard let port = nicPorts.first(where: { !ports[h.id]!.contains($0) }) else {
+            guard let port = nicPorts.first(where: { !ports[h.id]!.contains($0) && !ports[h.id]!.contains($0 + 1) }) else {
                 return .failure(Refusal(vm: vm.name, reason: "host \(h.id) has no free NIC port in \(nicPorts)"))
             }
-            ports[h.id]!.insert(port)
+            ports[h.id]!.formUnion([port, port + 1])
             here[h.id, default: []].append(vm.name)
             let n = index[vm.name]! + 1
             placed[vm.name] = Placed(vm: vm, host: h.id, domain: h.domain, mac: mac(n), nicPort: port,

@@ -75,48 +75,58 @@ import VIOLINProtocol
         let h4Services = try #require(second["h4"]?["services"]?.items, "h4 lists no services")
         #expect(h4Services.count == 3 && h4Services.allSatisfy { $0["healthy"] == .bool(true) }, "\(h4Services)")
 
-        // It gets a VM; drained, the VM moves to the other host of d2 and h4 leaves.
-        let console = scratch.file("d1.console")
-        let created = try violin("""
-            call tcp://10.77.0.4:7704 \(try lab.curve("h4")) create_vm '{"name":"d1","vni":88,"mac":"52:54:00:88:00:01","image":"tiny",\
-            "nic_port":21100,"console":"\(console)"}'
-            """)
-        try #require(created.status == 0, "create_vm: \(created.err)")
-        let inventory = try violin(#"call tcp://10.77.0.100:7703 "# + (try lab.curve("ctl")) + #" create_violin '{"id":"V","home_domain":"d2","head":"d1","vms":[{"id":"d1","memory_mb":128,"host":"h4"}]}'"#)
-        #expect(inventory.status == 0, "\(inventory.err)")
+        // It gets a VIOLIN of one VM, from a spec pinned to it; drained later, the VM moves to the
+        // other host of d2 and h4 leaves.
+        let ctl = try lab.curve("ctl")
+        try "name: v\nhome_domain: d2\nhead: d1\nimage: tiny\nvms:\n  - name: d1\n    host: h4\n    ip: 10.0.0.1\n"
+            .write(toFile: scratch.file("v.yaml"), atomically: true, encoding: .utf8)
+        let created = try violin("create -f \(scratch.file("v.yaml")) --json --timeout 90 --control 10.77.0.100 \(ctl)", timeout: 120)
+        try #require(created.status == 0, "create: \(created.err)")
+        let vMade = try Self.json(created.out)
+        let vVNI = vMade["vni"], d1Made = try #require(vMade["vms"]?.items.first, "\(created.out)")
+        #expect(d1Made["host"] == "h4", "\(created.out)")
         // A VIOLIN's spec, planned against this cluster: the executors' own figures, nothing created.
-        let planned = try violin("create -f \(packageRoot)/compose/violin-spec.yaml --dry-run --control 10.77.0.100 --json --timeout 30 \(try lab.curve("ctl"))", timeout: 60)
+        let planned = try violin("create -f \(packageRoot)/compose/violin-spec.yaml --dry-run --control 10.77.0.100 --json --timeout 30 \(ctl)", timeout: 60)
         try #require(planned.status == 0, "plan: \(planned.err)")
         let plan = try Self.json(planned.out)
         let vms = Dictionary(uniqueKeysWithValues: (plan["vms"]?.items ?? []).map { ($0["name"]?.stringValue ?? "", $0) })
-        #expect(vms.count == 6 && plan["vni"] != 88, "\(planned.out)")
+        #expect(vms.count == 6 && plan["vni"] != vVNI, "\(planned.out)")
         #expect(vms["head"]?["domain"] == "d1" && vms["head"]?["host"] != vms["db"]?["host"], "head at home, apart from db: \(planned.out)")
         #expect(vms.values.allSatisfy { ["h1", "h2", "h3", "h4"].contains($0["host"]?.stringValue ?? "") })
-        #expect(!vms.values.contains { $0["host"] == "h4" && $0["nic_port"] == 21100 }, "a NIC port h4's VM uses was given again")
+        #expect(!vms.values.contains { $0["host"] == "h4" && $0["nic_port"] == d1Made["nic_port"] }, "a NIC port h4's VM uses was given again")
         // The VIOLIN as users see it: listed, and shown VM by VM from the hosts' own answers.
-        let listed = try violin("list --control 10.77.0.100 --json \(try lab.curve("ctl"))")
+        let listed = try violin("list --control 10.77.0.100 --json \(ctl)")
         try #require(listed.status == 0, "list: \(listed.err)")
-        let v = try #require(try Self.json(listed.out)["violins"]?.items.first { $0["name"] == "V" }, "\(listed.out)")
-        #expect(v["phase"] == "running" && v["vms_running"] == 1 && v["vms"] == 1 && v["vni"] == [88] && v["hosts"] == ["h4"]
+        let v = try #require(try Self.json(listed.out)["violins"]?.items.first { $0["name"] == "v" }, "\(listed.out)")
+        #expect(v["phase"] == "running" && v["vms_running"] == 1 && v["vms"] == 1 && v["vni"] == .array([vVNI ?? .null]) && v["hosts"] == ["h4"]
                 && v["domains"] == ["d2"], "\(v)")
-        let shown = try violin("show V --control 10.77.0.100 --json \(try lab.curve("ctl"))")
+        let shown = try violin("show v --control 10.77.0.100 --json \(ctl)")
         try #require(shown.status == 0, "show: \(shown.err)")
         let d1 = try #require(try Self.json(shown.out)["vms"]?.items.first, "\(shown.out)")
-        #expect(d1["name"] == "d1" && d1["host"] == "h4" && d1["state"] == "running" && d1["mac"] == "52:54:00:88:00:01"
+        #expect(d1["name"] == "d1" && d1["host"] == "h4" && d1["state"] == "running" && d1["mac"] == d1Made["mac"]
                 && d1["head"] == true, "\(d1)")
-        #expect(try violin("show nope --control 10.77.0.100 \(try lab.curve("ctl"))").status == 1)
+        #expect(try violin("show nope --control 10.77.0.100 \(ctl)").status == 1)
+        // Its console: a command typed into the guest's shell, its output read back — before a
+        // migration, and after it, the console having followed the VM to its new host.
+        let console = try ConsoleUser(lab, vm: "d1", curve: ctl)
+        defer { console.end() }
+        try #require(console.type("echo con-$((6*7))", until: "con-42"), "no answer on the console: \(console.process.stderrText) \(console.process.lines.suffix(8)) \((try? sh("tail -c 600 \(run)/h4/console/d1.log; tail -5 \(run)/h4/executor.log").out) ?? "")")
         // The operator's verbs: the head node may not leave its home domain; within it, d1 goes
         // to h3 and back, waited for with its progress; the jobs are listed where they ran.
-        let ctl = try lab.curve("ctl")
         let refused = try violin("migrate d1 --to h1 --control 10.77.0.100 \(ctl)")
         #expect(refused.status == 1 && refused.err.contains("home domain d2"), "\(refused.err)")
         for (to, from) in [("h3", "h4"), ("h4", "h3")] {
             let moved = try violin("migrate d1 --to \(to) --wait 120 --control 10.77.0.100 \(ctl)", timeout: 150)
             #expect(moved.status == 0 && moved.out.contains("d1: completed \(from) -> \(to)"), "\(moved.out) \(moved.err)")
+            if to == "h3" {
+                #expect(try eventually(deadline: 30) { console.process.stderrText.contains("connected to d1 on h3") }, "\(console.process.stderrText)")
+                #expect(console.type("echo con-$((7*7))", until: "con-49"), "no answer after the move: \(console.process.stderrText)")
+            }
         }
+        #expect(console.detach() == 0, "\(console.process.stderrText)")
         // The policy follows (the executor's migration_completed): d1 is on h4 again before the drain.
         #expect(try eventually(deadline: 20) {
-            let r = try violin("show V --json --control 10.77.0.100 \(ctl)")
+            let r = try violin("show v --json --control 10.77.0.100 \(ctl)")
             return (try? Self.json(r.out))?["vms"]?.items.first?["host"] == "h4"
         }, "the inventory did not follow d1 back to h4")
         let jobs = try violin("jobs --json --control 10.77.0.100 \(ctl)")

@@ -95,9 +95,10 @@ final class Spawned: @unchecked Sendable {
         let text = String(decoding: data, as: UTF8.self)
         if toErr { err += text } else {
             partial += text
-            while let nl = partial.firstIndex(of: "\n") {
+            // By bytes: "\r\n" (a terminal's line end) is one Character, which "\n" does not match.
+            while let nl = partial.utf8.firstIndex(of: UInt8(ascii: "\n")) {
                 out.append(String(partial[..<nl]))
-                partial = String(partial[partial.index(after: nl)...])
+                partial = String(partial[partial.utf8.index(after: nl)...])
             }
         }
         changed.broadcast()

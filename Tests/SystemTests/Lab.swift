@@ -138,3 +138,43 @@ final class LocalLab {
         scratch.cleanup()
     }
 }
+
+/// A user at `violin console VM` on the lab's control node: what they type reaches the console
+/// through a FIFO (held open, so the console sees no end of input until `detach`), what it
+/// prints is read line by line.
+final class ConsoleUser {
+    let process: Spawned
+    private let fifo: String
+    private var input: Int32
+
+    init(_ lab: LocalLab, vm: String, curve: String) throws {
+        fifo = lab.scratch.file("console-\(vm)-\(UUID().uuidString.prefix(6)).in")
+        guard mkfifo(fifo, 0o600) == 0 else { throw LabError(description: "mkfifo \(fifo): errno \(errno)") }
+        input = open(fifo, O_RDWR | O_CLOEXEC)
+        process = try Spawned("/bin/sh", ["-c", "exec ip netns exec \(lab.controlNamespace) '\(binDir)/violin' console \(vm) --control 10.77.0.100 \(curve) < '\(fifo)'"])
+    }
+
+    /// Types `line` (again every few seconds: a guest still booting has no shell on its console
+    /// yet) until a line of output contains `text`.
+    func type(_ line: String, until text: String, timeout: Double = 60) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let bytes = Array((line + "\n").utf8)
+            guard write(input, bytes, bytes.count) == bytes.count else { return false }
+            if process.waitForLine(timeout: min(5, max(0.1, deadline.timeIntervalSinceNow)), { $0.contains(text) }) != nil { return true }
+        }
+        return false
+    }
+
+    /// Ends the input: the console detaches; its exit status.
+    func detach() -> Int32? {
+        if input >= 0 { close(input); input = -1 }
+        return process.waitExit(timeout: 30)
+    }
+
+    func end() {
+        process.destroy()
+        if input >= 0 { close(input); input = -1 }
+        unlink(fifo)
+    }
+}
