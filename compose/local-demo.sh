@@ -2,19 +2,23 @@
 # The local demo: a VIOLIN infrastructure on one machine, with real libvirt, QEMU and live
 # migration. Network namespaces play the nodes: a control node (violin-bus, violin-policy) and
 # three host nodes in two domains (domain d1: h1, h2; domain d2: h3), each host with its own
-# libvirtd, violin-mesh, violin-monitor and violin-executor. Two VIOLINs of tiny QEMU guests
-# reuse the same IP addresses. The demo shows pings inside each VIOLIN and none across, migrates
-# one VM live to the other domain while a 10 ms ping and a TCP stream run, migrates a whole
-# VIOLIN (its head node stays home), then loads two guests' CPUs and lets the policy, in
-# automatic mode, move load without an operator. Per migration it prints the time, the
-# hypervisor's downtime, the network blackout the switches measured, the pings lost and
+# libvirtd, violin-mesh, violin-monitor and violin-executor. Everything a user does goes through
+# `violin`: two VIOLINs of tiny QEMU guests are made from their spec files (compose/demo-a.yaml,
+# compose/demo-b.yaml; the same IP addresses in both) with `violin create`, looked at with
+# `violin list` and `violin show`; pings go inside each VIOLIN and none across; `violin migrate`
+# moves one VM live to the other domain while a 10 ms ping and a TCP stream run, then a whole
+# VIOLIN (its head node stays home); two guests' CPUs are loaded and the policy, in automatic
+# mode, moves load without an operator; `violin destroy` ends both VIOLINs, and the demo checks
+# that no libvirt domain and no switch is left on any host. Per migration it prints the time,
+# the hypervisor's downtime, the network blackout the switches measured, the pings lost and
 # whether the TCP connection survived. It removes everything it made, also on Ctrl-C.
 #
 #   bash compose/local-demo.sh [--json] [--keep]
 #     --json  print one JSON object with the figures (progress goes to stderr)
-#     --keep  leave everything running at the end (Ctrl-C stops and cleans up)
+#     --keep  leave the nodes running at the end (Ctrl-C stops and cleans up)
 #   VIOLIN_BIN=DIR  use these executables instead of building (the system test does)
-#   VIOLIN_DEMO_DIR=DIR  keep the run's files there (removed at the end like the rest)
+#   VIOLIN_DEMO_DIR=DIR  keep the run's files there (removed at the end like the rest; the figures
+#                        are also in DIR/result.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -23,7 +27,7 @@ for a in "$@"; do
   case $a in
     --json) json=1 ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "local-demo.sh: unknown option $a (--json, --keep)" >&2; exit 64 ;;
   esac
 done
@@ -70,101 +74,100 @@ if [ $json = 1 ]; then violin cluster status --control 10.77.0.100 >&2; else vio
 # Every event of the run, for the record and for the policy step.
 in_ns ctl "$bin/violin" watch --bus $bus_sub executor. policy.decided --timeout 900 >"$run/events.jsonl" 2>/dev/null &
 
-say "== two VIOLINs, both on 10.0.0.0/24: A (VNI 101) and B (VNI 102)"
-# A probe namespace per VIOLIN, on h1: the operator's console into the VIOLIN (10.0.0.100).
+ctl=(--control 10.77.0.100)
+show() { violin show "$1" --json "${ctl[@]}"; }
+# Prints the command's output (to stderr with --json).
+shown() { if [ $json = 1 ]; then "$@" >&2; else "$@"; fi }
+
+say "== two VIOLINs from their spec files, both on 10.0.0.0/24 (compose/demo-a.yaml, compose/demo-b.yaml):"
+say "   the policy allocates each a VNI, MACs and NIC ports, and makes its VMs on the hosts the files pin"
+for v in a b; do shown violin create -f "$root/compose/demo-$v.yaml" --timeout 120 "${ctl[@]}"; done
+shown violin list "${ctl[@]}"
+vni_a=$(show a | json_field '["vms"][0]["vni"]'); vni_b=$(show b | json_field '["vms"][0]["vni"]')
+# A probe namespace per VIOLIN, on h1: the operator's window into the VIOLIN (10.0.0.100). h1's
+# mesh joins B (which has no VM on h1) through B's head node's host, h2.
 for v in a b; do
-  vni=$([ $v = a ] && echo 101 || echo 102)
+  vni=$([ $v = a ] && echo "$vni_a" || echo "$vni_b"); seed=$([ $v = a ] && mesh h1 || mesh h2)
   ip netns add "$tag-p$v"; ip -n "$tag-p$v" link set lo up
-  call "$(mesh h1)" add_port "{\"vni\":$vni,\"name\":\"${tag}$v\"}" >/dev/null
+  call "$(mesh h1)" add_port "{\"vni\":$vni,\"name\":\"${tag}$v\",\"seed\":\"$seed\"}" >/dev/null
   ip -n "$tag-h1" link set "${tag}$v" netns "$tag-p$v"
   ip -n "$tag-p$v" addr add 10.0.0.100/24 dev "${tag}$v"
   ip -n "$tag-p$v" link set "${tag}$v" up
 done
-mkdir -p "$run/console"
-create_vm() {  # host name vni mac ip nic_port
-  call "$(ex $1)" create_vm "{\"name\":\"$2\",\"vni\":$3,\"mac\":\"$4\",\"image\":\"tiny\",
-    \"cmdline\":\"violin.ip=$5/24\",\"memory_mb\":128,\"nic_port\":$6,
-    \"console\":\"$run/console/$2.log\",\"seed\":\"$(mesh h1)\"}" >/dev/null
-  say "  $2: VIOLIN $3, $5, MAC $4, on $1"
-}
-create_vm h1 a1 101 52:54:00:0a:00:01 10.0.0.1 20000
-create_vm h2 a2 101 52:54:00:0a:00:02 10.0.0.2 20002
-create_vm h2 b1 102 52:54:00:0b:00:01 10.0.0.1 20010
-create_vm h2 b2 102 52:54:00:0b:00:02 10.0.0.2 20012
-create_vm h2 b3 102 52:54:00:0b:00:03 10.0.0.3 20014
 say "  booting (TCG) ..."
-for g in a1 a2 b1 b2 b3; do wait_for 120 grep -q VIOLIN-GUEST-UP "$run/console/$g.log"; done
+# Each executor logs its VMs' consoles beside its journal.
+for g in h1/a1 h2/a2 h2/b1 h2/b2 h2/b3; do wait_for 120 grep -q VIOLIN-GUEST-UP "$run/${g%/*}/console/${g#*/}.log"; done
 probe() { local v=$1; shift; in_ns "p$v" python3 "$root/compose/probe.py" "$@"; }
 for ip in 10.0.0.1 10.0.0.2; do wait_for 30 in_ns pa ping -c 1 -W 1 $ip; done
 for ip in 10.0.0.1 10.0.0.2 10.0.0.3; do wait_for 30 in_ns pb ping -c 1 -W 1 $ip; done
+shown violin show b "${ctl[@]}"
 
 say "== inside each VIOLIN, guest to guest; nothing across"
-pa_ok=$(probe a sh 10.0.0.1 "ping -c 3 -W 2 10.0.0.2 | grep -o '[0-9]* packets received'" | grep -o '^[0-9]*' || echo 0)
-pb_ok=$(probe b sh 10.0.0.1 "ping -c 3 -W 2 10.0.0.3 | grep -o '[0-9]* packets received'" | grep -o '^[0-9]*' || echo 0)
-say "  A: a1 -> a2 (10.0.0.2): $pa_ok/3 replies;  B: b1 -> b3 (10.0.0.3): $pb_ok/3 replies"
+received() { grep -o '[0-9]* packets received' | grep -o '^[0-9]*' || echo 0; }
+pa_ok=$(probe a sh 10.0.0.1 "ping -c 3 -W 2 10.0.0.2" | received)
+pb_ok=$(probe b sh 10.0.0.1 "ping -c 3 -W 2 10.0.0.3" | received)
+# 10.0.0.3 is a guest of B only: from A it does not answer.
+pa_b3=$(probe a sh 10.0.0.1 "ping -c 3 -W 1 10.0.0.3" | received)
+say "  A: a1 -> a2 (10.0.0.2): $pa_ok/3 replies;  B: b1 -> b3 (10.0.0.3): $pb_ok/3 replies;  A: a1 -> 10.0.0.3 (only in B): $pa_b3/3"
 mac_a=$(probe a arp 10.0.0.2); mac_b=$(probe b arp 10.0.0.2)
-say "  10.0.0.2 is $mac_a in A and $mac_b in B"
-# The switches of A never learn a MAC of B and the other way round.
+say "  10.0.0.2 is $mac_a in A and $mac_b in B (the same MAC and address, two isolated networks)"
+# The MACs each VIOLIN's switches learned, on every host, that are neither its guests' nor its
+# probe's: none, or the VIOLINs leak into each other.
 cross() {
   local n=0
-  for h in h1 h2 h3; do
-    for pair in "101 52:54:00:0b" "102 52:54:00:0a"; do
-      set -- $pair
-      local sock="ipc://$run/$h/mesh/switch-$1.sock"
-      [ -S "$run/$h/mesh/switch-$1.sock" ] || continue
-      n=$((n + $(in_ns $h "$bin/violin" switch fdb --to "$sock" 2>/dev/null | grep -c "$2" || true)))
+  for v in a b; do
+    local vni=$([ $v = a ] && echo "$vni_a" || echo "$vni_b")
+    local own; own="$(show $v | python3 -c 'import json,sys; print(" ".join(x["mac"] for x in json.load(sys.stdin)["vms"] if x["mac"]))') $(ip -n "$tag-p$v" -br link show "${tag}$v" | awk '{print $3}')"
+    for h in h1 h2 h3; do
+      [ -S "$run/$h/mesh/switch-$vni.sock" ] || continue
+      local learned; learned=$(in_ns $h "$bin/violin" switch fdb --to "ipc://$run/$h/mesh/switch-$vni.sock" 2>/dev/null | grep -o '[0-9a-f]\{2\}\(:[0-9a-f]\{2\}\)\{5\}' | sort -u)
+      for m in $learned; do case " $own " in *" $m "*) ;; *) n=$((n + 1)) ;; esac; done
     done
   done
   echo $n
 }
 cross1=$(cross)
-say "  MACs of one VIOLIN in the other's switches: $cross1"
+say "  MACs in a VIOLIN's switches that are not its own: $cross1"
 
-# One migration with traffic: pings every 10 ms from a guest, a TCP echo stream from the probe.
-# Waits for the jobs. Args: label violin pinger-ip ping-target-ip stream-ip ping-vm stream-vm request...
+# One migration with traffic: pings every 10 ms from a guest, a TCP echo stream from the probe;
+# `violin migrate ... --wait` moves it and reports. Args: label violin pinger-ip ping-target-ip
+# stream-ip ping-vm stream-vm migrate-args...
 migrate_with_traffic() {
   local label=$1 v=$2 pinger=$3 target=$4 streamip=$5 pingvm=$6 streamvm=$7; shift 7
+  local vni=$([ $v = a ] && echo "$vni_a" || echo "$vni_b")
   echo "$pingvm $streamvm" >"$run/$label.meta"
   probe $v sh "$pinger" "ping -q -i 0.01 -w 25 $target" --timeout 60 >"$run/$label.ping" 2>&1 & local pp=$!
   probe $v stream "$streamip" --seconds 25 >"$run/$label.tcp" 2>/dev/null & local sp=$!
   # Traffic has started when the switches count the probe's frames.
-  wait_for 20 bash -c "[ \$(ip netns exec $tag-h1 $bin/violin switch stats --to ipc://$run/h1/mesh/switch-$([ $v = a ] && echo 101 || echo 102).sock 2>/dev/null | grep -c '\"rx\" : [0-9][0-9][0-9]') -gt 0 ]"
-  local reply; reply=$(call "$@")
-  local jobs; jobs=$(echo "$reply" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join([d["job"]] if "job" in d else [j["job"] for j in d["jobs"]]))')
-  local from_ex=$1
-  for job in $jobs; do
-    local end=$((SECONDS + 180)) state=queued
-    while :; do
-      local j; j=$(call "$from_ex" job "{\"job\":\"$job\"}")
-      state=$(echo "$j" | json_field '["state"]')
-      case $state in completed|failed|cancelled|rolled_back) break ;; esac
-      [ $SECONDS -lt $end ] || { echo "local-demo.sh: job $job did not finish" >&2; break; }
-      printf '  %s %s: %s, %s MiB sent\r' "$label" "$job" "$state" "$(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)["processed_bytes"]//1048576)')" >&2
-      sleep 0.2
-    done
-    echo "$j" >"$run/$label.$job.job"
-    printf '\n' >&2
-  done
+  wait_for 20 bash -c "[ \$(ip netns exec $tag-h1 $bin/violin switch stats --to ipc://$run/h1/mesh/switch-$vni.sock 2>/dev/null | grep -c '\"rx\" : [0-9][0-9][0-9]') -gt 0 ]"
+  violin migrate "$@" --wait 180 "${ctl[@]}" >"$run/$label.out" 2>"$run/$label.err" || true
+  if [ $json = 1 ]; then cat "$run/$label.out" >&2; else cat "$run/$label.out"; fi
+  # The jobs it started ("job ID: VM from HOST"), as the executors journaled them.
+  violin jobs --json "${ctl[@]}" >"$run/$label.jobs"
+  python3 - "$run" "$label" <<'PY'
+import json, re, sys
+run, label = sys.argv[1], sys.argv[2]
+ids = re.findall(r"^job (\S+):", open(f"{run}/{label}.out").read(), re.M)
+for j in json.load(open(f"{run}/{label}.jobs"))["jobs"]:
+    if j["job"] in ids: json.dump(j, open(f"{run}/{label}.{j['job']}.job", "w"))
+PY
   wait $pp $sp || true
 }
 
 say "== live migration of a2 (VIOLIN A) from h2 (domain d1) to h3 (domain d2), under a 10 ms ping from a1 and a TCP stream"
-migrate_with_traffic m1 a 10.0.0.1 10.0.0.2 10.0.0.2 a2 a2 "$(ex h2)" migrate "{\"vm\":\"a2\",\"to_executor\":\"$(ex h3)\"}"
+migrate_with_traffic m1 a 10.0.0.1 10.0.0.2 10.0.0.2 a2 a2 a2 --to h3
 
-say "== whole-VIOLIN migration of B from h2 to h3 (domain d2); its head node b1 stays in its home domain"
-migrate_with_traffic m2 b 10.0.0.1 10.0.0.2 10.0.0.3 b2 b3 "$(ex h2)" migrate_violin "{\"vni\":102,\"to_executor\":\"$(ex h3)\",\"keep\":[\"b1\"]}"
-vms_h3=$(call "$(ex h3)" vms | python3 -c 'import json,sys; print(" ".join(sorted(v["name"] for v in json.load(sys.stdin)["vms"])))')
-vms_h2=$(call "$(ex h2)" vms | python3 -c 'import json,sys; print(" ".join(sorted(v["name"] for v in json.load(sys.stdin)["vms"])))')
+say "== whole-VIOLIN migration of B to domain d2; its head node b1 stays in its home domain"
+migrate_with_traffic m2 b 10.0.0.1 10.0.0.2 10.0.0.3 b2 b3 b --to-domain d2
+where() { show "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin)["vms"]; print(" ".join(sorted(x["name"] for x in d if x["host"]==sys.argv[1])))' "$2"; }
+vms_h2="$(where a h2) $(where b h2)"; vms_h3="$(where a h3) $(where b h3)"
 say "  h2 holds: $vms_h2;  h3 holds: $vms_h3"
+shown violin show b "${ctl[@]}"
 cross2=$(cross)
 
 say "== the policy in automatic mode: two guests on h3 burn CPU"
-pol="tcp://10.77.0.100:7703"
-# The hosts registered themselves (domain, cores, memory, endpoints) when their nodes started.
-call $pol create_violin '{"id":"A","home_domain":"d1","head":"a1","vms":[{"id":"a1","memory_mb":128,"host":"h1"},{"id":"a2","memory_mb":128,"host":"h3"}]}' >/dev/null
-call $pol create_violin '{"id":"B","home_domain":"d1","head":"b1","vms":[{"id":"b1","memory_mb":128,"host":"h2"},{"id":"b2","memory_mb":128,"host":"h3"},{"id":"b3","memory_mb":128,"host":"h3"}]}' >/dev/null
 before=$(grep -c migration_completed "$run/events.jsonl" || true)
-call $pol set_mode '{"mode":"automatic"}' >/dev/null
+shown violin policy mode automatic --to tcp://10.77.0.100:7703
 probe a sh 10.0.0.2 "(while :; do :; done) >/dev/null 2>&1 &" --timeout 5 >/dev/null
 probe b sh 10.0.0.2 "(while :; do :; done) >/dev/null 2>&1 &" --timeout 5 >/dev/null
 say "  a2 and b2 burn; waiting for the policy to act (the decision and its migrations on the bus) ..."
@@ -180,11 +183,28 @@ for l in open(sys.argv[1]):
 sys.exit(0 if started and started<=ended else 1)
 PY" || true
 grep policy.decided "$run/events.jsonl" | tail -1 | json_field '["body"]["reason"]' 2>/dev/null | sed 's/^/  policy: /' >&2 || true
+shown violin policy mode recommend --to tcp://10.77.0.100:7703
 
-python3 - "$run" "$json" "$pa_ok" "$pb_ok" "$mac_a" "$mac_b" "$cross1" "$cross2" "$vms_h2" "$vms_h3" <<'PY'
+say "== violin destroy: both VIOLINs, every VM on every host"
+for v in a b; do
+  vni=$([ $v = a ] && echo "$vni_a" || echo "$vni_b")
+  call "$(mesh h1)" remove_port "{\"vni\":$vni,\"name\":\"${tag}$v\"}" >/dev/null 2>&1 || true
+  ip netns del "$tag-p$v" 2>/dev/null || true
+  violin destroy $v --timeout 120 "${ctl[@]}" >/dev/null
+done
+shown violin list "${ctl[@]}"
+# What is left on the hosts: libvirt domains, and switches (a mesh stops a VIOLIN's switch with its last port).
+domains_left=0; switches_left=0
+for h in h1 h2 h3; do
+  domains_left=$((domains_left + $(in_ns $h virsh -c "qemu+unix:///system?socket=$run/$h/libvirt/sock/libvirt-sock" list --all --name | grep -c . || true)))
+  switches_left=$((switches_left + $(call "$(mesh $h)" ports | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["violins"]))')))
+done
+say "  left on the hosts: $domains_left libvirt domains, $switches_left switches"
+
+python3 - "$run" "$json" "$pa_ok" "$pb_ok" "$mac_a" "$mac_b" "$cross1" "$cross2" "$vms_h2" "$vms_h3" "$pa_b3" "$domains_left" "$switches_left" <<'PY'
 import glob, json, os, re, sys
 run, as_json = sys.argv[1], sys.argv[2] == "1"
-pa_ok, pb_ok, mac_a, mac_b, cross1, cross2, vms_h2, vms_h3 = sys.argv[3:11]
+pa_ok, pb_ok, mac_a, mac_b, cross1, cross2, vms_h2, vms_h3, pa_b3, domains_left, switches_left = sys.argv[3:14]
 migrations = []
 def pings(label):
     text = open(os.path.join(run, label + ".ping")).read()
@@ -222,12 +242,15 @@ for line in open(os.path.join(run, "events.jsonl")):
     e = json.loads(line)
     if e["topic"] == "policy.decided": decisions.append({"kind": e["body"]["kind"], "outcome": e["body"]["outcome"], "reason": e["body"]["reason"]})
 result = {
-    "isolation": {"a_pings_received": int(pa_ok or 0), "b_pings_received": int(pb_ok or 0), "mac_of_10.0.0.2_in_a": mac_a,
+    "isolation": {"a_pings_received": int(pa_ok or 0), "b_pings_received": int(pb_ok or 0), "a_to_b_only_address_received": int(pa_b3 or 0),
+                  "mac_of_10.0.0.2_in_a": mac_a,
                   "mac_of_10.0.0.2_in_b": mac_b, "foreign_macs_before": int(cross1), "foreign_macs_after": int(cross2)},
     "violin_b_after": {"h2": vms_h2.split(), "h3": vms_h3.split()},
     "policy_decisions": decisions,
+    "after_destroy": {"libvirt_domains": int(domains_left), "switches": int(switches_left)},
     "migrations": migrations,
 }
+json.dump(result, open(os.path.join(run, "result.json"), "w"), indent=1)
 if as_json:
     print(json.dumps(result, indent=1))
 else:

@@ -6,8 +6,8 @@ import VIOLINProtocol
 /// `violin policy ...`: what the adaptation manager decided and why.
 struct PolicyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "policy", abstract: "Inspect violin-policy: its decisions, scores and inventory.",
-        subcommands: [Decisions.self, Explain.self, Inventory.self])
+        commandName: "policy", abstract: "Inspect violin-policy: its decisions, scores and inventory; set its mode.",
+        subcommands: [Decisions.self, Explain.self, Inventory.self, SetMode.self])
 
     struct Target: ParsableArguments {
         @Option(help: "The policy's endpoint.") var to = "tcp://127.0.0.1:\(ServicePorts.policy)"
@@ -39,9 +39,24 @@ struct PolicyCommand: ParsableCommand {
         func run() throws { try request(target.connection, to: target.to, PolicyAPI.Explain()) }
     }
 
+    /// `violin policy mode automatic|recommend`.
+    struct SetMode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "mode", abstract: "Let the policy act on its decisions (automatic) or only record them (recommend).")
+        @Argument(help: "automatic or recommend.") var mode: PolicyAPI.Mode
+        @OptionGroup var target: Target
+        func run() throws {
+            try request(target.connection, to: target.to, PolicyAPI.SetMode(mode: mode)) { body in
+                if target.json { printJSON(body) } else { print("mode: \(body["mode"]?.stringValue ?? "?")") }
+            }
+        }
+    }
+
     struct Inventory: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Domains, hosts, VIOLINs, VMs, mode, as JSON.")
         @OptionGroup var target: Target
         func run() throws { try request(target.connection, to: target.to, PolicyAPI.Inventory()) }
     }
 }
+
+extension PolicyAPI.Mode: ExpressibleByArgument {}

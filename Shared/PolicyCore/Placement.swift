@@ -1,6 +1,7 @@
 /// Where a new VIOLIN's VMs go, and what it is given: a VNI unique in the infrastructure, a MAC
-/// per VM (unique within the VIOLIN; two VIOLINs may reuse MACs), a NIC port per VM unique on
-/// its host. Pure and deterministic: the same inputs give the same plan.
+/// per VM (unique within the VIOLIN; two VIOLINs may reuse MACs), a NIC port per VM unique in the
+/// infrastructure (a VM keeps its ports wherever it migrates, so they must be free on every
+/// host). Pure and deterministic: the same inputs give the same plan.
 ///
 /// Rules: a host never takes more than it has free (as its executor reports it) less a per-VM
 /// overhead, counting the VMs this plan already put there; only hosts that have the VM's image;
@@ -42,7 +43,8 @@ public enum Placement {
     }
 
     public static let defaultOverheadMB = 64
-    public static let nicPorts = 20_000...29_999
+    /// 20,000 pairs: as many VMs in the infrastructure.
+    public static let nicPorts = 20_000...59_999
 
     public static func place(_ spec: ViolinSpec, hosts: [Host], usedVNIs: Set<UInt32>,
                              overheadMB: Int = defaultOverheadMB) -> Result<Plan, Refusal> {
@@ -50,8 +52,10 @@ public enum Placement {
             return .failure(Refusal(vm: spec.name, reason: "every VNI is in use"))
         }
         var free = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0.freeMB) })
-        // A VM's NIC takes two UDP ports, nic_port (the switch's end) and nic_port + 1 (the guest's).
-        var ports = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, Set($0.usedPorts.flatMap { [$0, $0 + 1] })) })
+        // A VM's NIC takes two UDP ports, nic_port (the switch's end) and nic_port + 1 (the guest's),
+        // on whichever host it runs: none in use on any host is given again.
+        var ports = Set(hosts.flatMap { $0.usedPorts.flatMap { [$0, $0 + 1] } })
+        var nextPort = nicPorts.lowerBound
         var here: [String: [String]] = [:]   // host -> this VIOLIN's VMs placed there
         var placed: [String: Placed] = [:]
         let index = Dictionary(uniqueKeysWithValues: spec.vms.enumerated().map { ($1.name, $0) })
@@ -63,10 +67,11 @@ public enum Placement {
                 return .failure(refusal(vm, need: need, spec, allowed: allowed, free: free))
             }
             free[h.id]! -= need
-            guard let port = nicPorts.first(where: { !ports[h.id]!.contains($0) && !ports[h.id]!.contains($0 + 1) }) else {
-                return .failure(Refusal(vm: vm.name, reason: "host \(h.id) has no free NIC port in \(nicPorts)"))
+            guard let port = (nextPort..<nicPorts.upperBound).first(where: { !ports.contains($0) && !ports.contains($0 + 1) }) else {
+                return .failure(Refusal(vm: vm.name, reason: "no free NIC port pair left in \(nicPorts)"))
             }
-            ports[h.id]!.formUnion([port, port + 1])
+            ports.formUnion([port, port + 1])
+            nextPort = port + 2
             here[h.id, default: []].append(vm.name)
             let n = index[vm.name]! + 1
             placed[vm.name] = Placed(vm: vm, host: h.id, domain: h.domain, mac: mac(n), nicPort: port,

@@ -92,14 +92,16 @@ import Testing
             #expect(!used.contains(plan.vni), "seed \(seed): VNI \(plan.vni) is taken")
             #expect(Set(plan.vms.map(\.mac)).count == plan.vms.count, "seed \(seed): a MAC given twice")
             #expect(plan.vms.map(\.vm.name) == spec.vms.map(\.name))
-            var memory: [String: Int] = [:], ports: [String: Set<Int>] = [:]
+            var memory: [String: Int] = [:], ports: Set<Int> = []
+            let usedAnywhere = Set(hosts.flatMap(\.usedPorts))
             for p in plan.vms {
                 let h = byID[p.host]!
                 memory[p.host, default: 0] += p.vm.memoryMB + Placement.defaultOverheadMB
-                // Its two ports are nobody else's: not a VM's there before, not another of this plan's.
-                let pairs = h.usedPorts.union(ports[p.host, default: []])
-                #expect(!pairs.contains { abs($0 - p.nicPort) <= 1 }, "seed \(seed): port \(p.nicPort) overlaps \(pairs.sorted()) on \(p.host)")
-                ports[p.host, default: []].insert(p.nicPort)
+                // Its two ports are nobody else's on any host (it keeps them when it migrates): not a
+                // VM's before, not another of this plan's.
+                let pairs = usedAnywhere.union(ports)
+                #expect(!pairs.contains { abs($0 - p.nicPort) <= 1 }, "seed \(seed): port \(p.nicPort) overlaps \(pairs.sorted())")
+                ports.insert(p.nicPort)
                 #expect(!h.draining && (h.images?.contains(p.vm.image) ?? true), "seed \(seed): \(p.vm.name) on \(p.host)")
                 if p.vm.name == spec.head { #expect(p.domain == spec.homeDomain, "seed \(seed): the head left home") }
                 if let pin = p.vm.host { #expect(p.host == pin) }

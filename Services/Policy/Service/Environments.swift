@@ -90,7 +90,7 @@ extension PolicyServer {
         let outcomes = Outcomes(plan.vms.count)
         func create(_ i: Int, seed: Answering?) {
             let p = plan.vms[i]
-            let client = executorClient(p.host, inv)
+            let client = executorClient(p.host, inv, work: true)
             defer { client.close() }
             do { _ = try client.call(request(p, seed: seed), retries: 0); outcomes.set(i, "") } catch { outcomes.set(i, "\(error)") }
         }
@@ -102,7 +102,7 @@ extension PolicyServer {
         let results = outcomes.values
         guard let failed = results.firstIndex(where: { !$0.isEmpty }) else { return }
         for (i, p) in plan.vms.enumerated() where results[i].isEmpty {
-            let client = executorClient(p.host, inv)
+            let client = executorClient(p.host, inv, work: true)
             _ = try? client.call(ExecutorAPI.DestroyVM(name: p.vm.name), retries: 0)
             client.close()
         }
@@ -123,7 +123,8 @@ extension PolicyServer {
             for entry in vms {
                 let parts = entry.split(separator: "@", maxSplits: 1).map(String.init)
                 guard parts.count == 2 else { continue }
-                let client = executorClient(parts[1], inv)
+                guard answers(parts[1], inv) else { all = false; continue }
+                let client = executorClient(parts[1], inv, work: true)
                 defer { client.close() }
                 do { _ = try client.call(ExecutorAPI.DestroyVM(name: parts[0]), retries: 0) } catch {
                     if case .error(let e) = error, e.code == .notFound { continue }
@@ -136,11 +137,18 @@ extension PolicyServer {
         }
     }
 
+    /// Whether `host`'s executor answers a quick request now.
+    func answers(_ host: String, _ inv: PolicyStore.Inventory) -> Bool {
+        let client = executorClient(host, inv)
+        defer { client.close() }
+        return (try? client.call(ExecutorAPI.HostInfo(), retries: 0)) != nil
+    }
+
     /// VMs of destroyed VIOLINs left on hosts that did not answer: destroyed once they do.
     func destroyLeftovers() {
         guard let left = try? store.leftovers(), !left.isEmpty, let inv = try? store.inventory() else { return }
-        for l in left {
-            let client = executorClient(l.host, inv)
+        for l in left where answers(l.host, inv) {
+            let client = executorClient(l.host, inv, work: true)
             defer { client.close() }
             do { _ = try client.call(ExecutorAPI.DestroyVM(name: l.vm), retries: 0) } catch {
                 guard case .error(let e) = error, e.code == .notFound else { continue }
@@ -157,9 +165,14 @@ extension PolicyServer {
         var destroyed: [String] = [], left: [String] = []
         for vm in inv.vms where vm.violin == name {
             let host = inv.placement[vm.id] ?? ""
-            let client = executorClient(host, inv)
+            let client = executorClient(host, inv, work: true)
             defer { client.close() }
-            do { _ = try client.call(ExecutorAPI.DestroyVM(name: vm.id), retries: 0); destroyed.append(vm.id) } catch {
+            // A host that does not answer at once is not waited for: its VMs are left over.
+            do throws(ServiceClient.Failure) {
+                guard answers(host, inv) else { throw .error(ProtocolError(.unavailable, "\(host) does not answer")) }
+                _ = try client.call(ExecutorAPI.DestroyVM(name: vm.id), retries: 0)
+                destroyed.append(vm.id)
+            } catch {
                 // Gone already counts as destroyed; a host that does not answer keeps it.
                 if case .error(let e) = error, e.code == .notFound { destroyed.append(vm.id) } else {
                     left.append("\(vm.id)@\(host)")

@@ -16,6 +16,9 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         public var policy = "paper"
         public var smoothing = DemandSmoother.defaultWeight
         public var executorTimeoutMs = 1000
+        /// For executor requests that do work, creating or destroying a VM (they queue behind the
+        /// executor's other long requests).
+        public var workTimeoutMs = 120_000
         /// Seconds between two comparisons of the inventory with the executors; 0: never.
         public var reconcileInterval = 10.0
         /// For a CURVE bus: our key pair and the bus's public key.
@@ -210,11 +213,13 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     }
 
     /// A client for a host's executor: over CURVE when both we and the host have keys.
-    func executorClient(_ host: String, _ inv: PolicyStore.Inventory) -> ServiceClient {
+    /// A client of `host`'s executor: quick requests time out after `executorTimeoutMs`, or
+    /// `workTimeoutMs` with `work`.
+    func executorClient(_ host: String, _ inv: PolicyStore.Inventory, work: Bool = false) -> ServiceClient {
         let key = inv.keys[host] ?? ""
         let security = options.keyPair.flatMap { key.isEmpty ? nil : ClientSecurity(keyPair: $0, serverPublicKey: key) }
         return ServiceClient(context: context, endpoint: inv.endpoints[host]?.executor ?? "", security: security,
-                             sender: "policy", timeoutMs: options.executorTimeoutMs)
+                             sender: "policy", timeoutMs: work ? options.workTimeoutMs : options.executorTimeoutMs)
     }
 
     func kind(_ d: Decision) -> String {
