@@ -4,7 +4,7 @@ public enum PolicyAPI {
         RegisterDomain.self, RegisterHost.self, RemoveHost.self, CreateViolin.self, DestroyViolin.self, SetMode.self,
         Evaluate.self, Explain.self, Decisions.self, Inventory.self, DrainHost.self, CreateEnvironment.self, DestroyEnvironment.self,
     ]
-    public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self, DriftDetected.self, PhaseChanged.self]
+    public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self, DriftDetected.self, PhaseChanged.self, VMPlaced.self]
 
     /// The two ways the policy acts on its decisions.
     public enum Mode: String, Sendable, CaseIterable, Codable { case recommend, automatic }
@@ -398,5 +398,20 @@ public enum PolicyAPI {
         public var name: String, phase: String, reason: String
         public init(name: String, phase: String, reason: String) { self.name = name; self.phase = phase; self.reason = reason }
         public var json: JSONValue { ["name": .string(name), "phase": .string(phase), "reason": .string(reason)] }
+    }
+
+    /// A VM of a VIOLIN made from a spec now runs on its host, placed there for `why`.
+    public struct VMPlaced: EventBody {
+        public static let topic = "policy.vm_placed"
+        public static let fields: [FieldSpec] = [
+            .required("violin", .text), .required("vm", .text), .required("host", .text), .required("domain", .text), .required("why", .string),
+        ]
+        public var violin: String, vm: String, host: String, domain: String, why: String
+        public init(violin: String, vm: String, host: String, domain: String, why: String) {
+            self.violin = violin; self.vm = vm; self.host = host; self.domain = domain; self.why = why
+        }
+        public var json: JSONValue {
+            ["violin": .string(violin), "vm": .string(vm), "host": .string(host), "domain": .string(domain), "why": .string(why)]
+        }
     }
 }

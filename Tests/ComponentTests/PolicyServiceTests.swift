@@ -271,6 +271,11 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             let policy = try node(dir + "/policy.sqlite") { $0.reconcileInterval = 0; $0.executorTimeoutMs = 5000 }
             let runtime = try makeRuntime("policy", handler: policy)
             defer { runtime.stop() }
+            // What the policy publishes about its creations.
+            let events = NSLock()
+            var published: [(topic: String, body: JSONValue)] = []
+            policy.publish = { topic, body in events.withLock { published.append((topic, body)) } }
+            func seen(_ topic: String) -> [JSONValue] { events.withLock { published.filter { $0.topic == topic }.map(\.body) } }
             let a = HostExecutor([]), b = HostExecutor([])
             let ea = try makeRuntime("executor", handler: a), eb = try makeRuntime("executor", handler: b)
             defer { ea.stop(); eb.stop() }
@@ -293,6 +298,9 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             }
             #expect(a.running.isEmpty && b.running.isEmpty, "left behind: \(a.running) \(b.running)")
             #expect(try client.call(PolicyAPI.Inventory()).violins.isEmpty)
+            #expect(seen(PolicyAPI.PhaseChanged.event).map { $0["phase"] } == ["creating", "failed"], "\(seen(PolicyAPI.PhaseChanged.event))")
+            #expect(!seen(PolicyAPI.VMPlaced.event).contains { $0["vm"] == "x2" }, "x2 was never made")
+            events.withLock { published.removeAll() }
 
             a.refuse = ""; b.refuse = ""
             let made = try client.call(PolicyAPI.CreateEnvironment(spec: spec))
@@ -301,6 +309,14 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(Set(requests.compactMap { $0["name"]?.stringValue }) == ["x1", "x2", "x3"])
             #expect(requests.allSatisfy { $0["image"] == "tiny" && $0["vni"] == .number(Double(made.vni)) && $0["kernel"] == nil })
             #expect(requests.first { $0["name"] == "x1" }?["cmdline"] == "violin.ip=10.0.0.1/24")
+            // Each VM is announced where it runs, with the placement's reason; then the VIOLIN runs.
+            let placed = seen(PolicyAPI.VMPlaced.event)
+            #expect(Set(placed.compactMap { $0["vm"]?.stringValue }) == ["x1", "x2", "x3"] && placed.count == 3, "\(placed)")
+            for vm in made.vms {
+                #expect(placed.contains { $0["vm"]?.stringValue == vm.name && $0["host"]?.stringValue == vm.host && $0["violin"] == "lab"
+                    && $0["domain"] == "d1" && $0["why"]?.stringValue == vm.why }, "\(vm.name): \(placed)")
+            }
+            #expect(seen(PolicyAPI.PhaseChanged.event).map { $0["phase"] } == ["creating", "running"])
             #expect(requests.filter { $0["name"] != "x1" }.allSatisfy { $0["seed"] != nil }, "the others join through the first's mesh")
             let inv = try client.call(PolicyAPI.Inventory())
             #expect(inv.violins.map(\.id) == ["lab"] && Set(inv.vms.map(\.id)) == ["x1", "x2", "x3"])

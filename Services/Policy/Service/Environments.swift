@@ -92,7 +92,11 @@ extension PolicyServer {
             let p = plan.vms[i]
             let client = executorClient(p.host, inv, work: true)
             defer { client.close() }
-            do { _ = try client.call(request(p, seed: seed), retries: 0); outcomes.set(i, "") } catch { outcomes.set(i, "\(error)") }
+            do {
+                _ = try client.call(request(p, seed: seed), retries: 0)
+                outcomes.set(i, "")
+                emit(PolicyAPI.VMPlaced(violin: spec.name, vm: p.vm.name, host: p.host, domain: p.domain, why: p.reason))
+            } catch { outcomes.set(i, "\(error)") }
         }
         create(0, seed: nil)
         if outcomes.values[0].isEmpty {
