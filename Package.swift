@@ -96,7 +96,7 @@ let package = Package(
                           path: "Services/Executor/Main"),
         .executableTarget(name: "violin", dependencies: [
             "ServiceKit", "VIOLINProtocol", "ZeroMQ", "Hypervisor", "PolicyCore", "SpecFile", "SwitchCore", "SwitchDataPlane", "CNetShim",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
         ], path: "Services/CLI"),
 
         // Tests. TestSupport: what every test target shares (the one `eventually`).

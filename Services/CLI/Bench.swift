@@ -9,7 +9,7 @@ import ZeroMQ
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure request/reply round trips and bus event throughput.",
-        subcommands: [Rpc.self, Events.self, Policy.self, PolicyServiceBench.self, Mesh.self, Forward.self, PlacementBench.self])
+        subcommands: [Rpc.self, Events.self, Policy.self, PolicyServiceBench.self, Mesh.self, Forward.self, PlacementBench.self, CreateBench.self])
 
     struct Rpc: ParsableCommand {
         static let configuration = CommandConfiguration(

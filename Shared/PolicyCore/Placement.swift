@@ -54,7 +54,8 @@ public enum Placement {
         var free = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0.freeMB) })
         // A VM's NIC takes two UDP ports, nic_port (the switch's end) and nic_port + 1 (the guest's),
         // on whichever host it runs: none in use on any host is given again.
-        var ports = Set(hosts.flatMap { $0.usedPorts.flatMap { [$0, $0 + 1] } })
+        var taken = [Bool](repeating: false, count: 65_537)
+        for h in hosts { for p in h.usedPorts where (0...65_535).contains(p) { taken[p] = true; taken[p + 1] = true } }
         var nextPort = nicPorts.lowerBound
         var here: [String: [String]] = [:]   // host -> this VIOLIN's VMs placed there
         var placed: [String: Placed] = [:]
@@ -67,10 +68,10 @@ public enum Placement {
                 return .failure(refusal(vm, need: need, spec, allowed: allowed, free: free))
             }
             free[h.id]! -= need
-            guard let port = (nextPort..<nicPorts.upperBound).first(where: { !ports.contains($0) && !ports.contains($0 + 1) }) else {
+            guard let port = (nextPort..<nicPorts.upperBound).first(where: { !taken[$0] && !taken[$0 + 1] }) else {
                 return .failure(Refusal(vm: vm.name, reason: "no free NIC port pair left in \(nicPorts)"))
             }
-            ports.formUnion([port, port + 1])
+            taken[port] = true; taken[port + 1] = true
             nextPort = port + 2
             here[h.id, default: []].append(vm.name)
             let n = index[vm.name]! + 1

@@ -154,7 +154,10 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         let hv = try libvirt()
         let libvirtFree = Int(hv.freeMemoryMiB())
         guard options.memoryMB > 0 else { return libvirtFree }
-        return min(libvirtFree, options.memoryMB - usedMemoryMB(hv))
+        let offered = options.memoryMB - usedMemoryMB(hv)
+        // 0 from libvirt is its error value (a hypervisor that cannot tell, like the test driver):
+        // then the memory offered is all there is to go by.
+        return libvirtFree > 0 ? min(libvirtFree, offered) : offered
     }
 
     /// An image of the store: its kernel, initrd and command line. The name is checked before
