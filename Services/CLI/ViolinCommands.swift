@@ -46,7 +46,8 @@ struct ClusterView {
 
     /// `running` when every VM runs, else `degraded`.
     func phase(_ violin: String) -> String {
-        vms.filter { $0.violin == violin }.allSatisfy { $0.state == "running" } ? "running" : "degraded"
+        // A VM its user stopped is not a fault.
+        vms.filter { $0.violin == violin }.allSatisfy { ["running", "stopped"].contains($0.state) } ? "running" : "degraded"
     }
 }
 

@@ -142,6 +142,9 @@ public protocol MigratingHypervisor: Hypervisor {
     func resume(_ name: String) throws(HypervisorError)
     func state(_ name: String) -> DomainState
     func xml(_ name: String) throws(HypervisorError) -> String
+    /// The domain's definition without what only a running domain has (ids, pty paths): what
+    /// creates it again.
+    func definition(_ name: String) throws(HypervisorError) -> String
     func freeMemoryMiB() -> UInt64
     /// Blocks until the migration ends.
     func migrate(_ name: String, to destination: String, options: MigrationOptions) throws(HypervisorError)

@@ -227,6 +227,8 @@ public final class InMemoryHypervisor: MigratingHypervisor, @unchecked Sendable 
         }
     }
 
+    public func definition(_ name: String) throws(HypervisorError) -> String { try xml(name) }
+
     public func freeMemoryMiB() -> UInt64 {
         (try? onHost { h in h.memoryMiB - min(h.memoryMiB, h.domains.values.reduce(0) { $0 + $1.memoryKiB / 1024 }) }) ?? 0
     }

@@ -63,10 +63,16 @@ extension LibvirtHypervisor {
         }
     }
 
-    public func xml(_ name: String) throws(HypervisorError) -> String {
+    public func xml(_ name: String) throws(HypervisorError) -> String { try xml(name, flags: 0) }
+
+    public func definition(_ name: String) throws(HypervisorError) -> String {
+        try xml(name, flags: UInt32(VIR_DOMAIN_XML_MIGRATABLE.rawValue))
+    }
+
+    func xml(_ name: String, flags: UInt32) throws(HypervisorError) -> String {
         let d = try lookup(name)
         defer { virDomainFree(d) }
-        guard let p = virDomainGetXMLDesc(d, 0) else { throw Self.failure("XML of \(name)") }
+        guard let p = virDomainGetXMLDesc(d, flags) else { throw Self.failure("XML of \(name)") }
         defer { free(p) }
         return String(cString: p)
     }

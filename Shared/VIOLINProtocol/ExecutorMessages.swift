@@ -2,11 +2,11 @@
 public enum ExecutorAPI {
     public static let requests: [any RequestBody.Type] = [
         CreateVM.self, DestroyVM.self, VMs.self, HostInfo.self, Migrate.self, MigrateViolin.self, Job.self, Jobs.self, Cancel.self,
-        Images.self, ConsoleOpen.self, ConsoleInput.self, ConsoleClose.self,
+        Images.self, ConsoleOpen.self, ConsoleInput.self, ConsoleClose.self, StopVM.self, StartVM.self,
     ]
     public static let events: [any EventBody.Type] = [
         VMCreated.self, VMDestroyed.self, MigrationStarted.self, MigrationProgress.self, MigrationCompleted.self,
-        MigrationFailed.self, JobRecovered.self,
+        MigrationFailed.self, JobRecovered.self, VMStopped.self, VMStarted.self,
     ]
 
     public struct CreateVM: RequestBody {

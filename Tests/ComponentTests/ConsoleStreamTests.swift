@@ -138,3 +138,36 @@ extension ExecutorOrchestrationTests {
         }
     }
 }
+
+/// Stopping a VM and starting it again on its host: the definition, ports and VIOLIN kept.
+extension ExecutorOrchestrationTests {
+    @Test func aStoppedVMKeepsItsPlaceAndStartsAgain() throws {
+        try withTwoHosts { world, h1, h2, c1, _ in
+            _ = try c1.call(ExecutorAPI.StopVM(name: "a1"))
+            #expect(world.state("mem://h1", "a1") == .absent, "the domain is gone")
+            let listed = try c1.call(ExecutorAPI.VMs()).vms
+            #expect(listed.map(\.name) == ["a1"] && listed[0].state == "stopped" && listed[0].vni == 101 && listed[0].nicPort == 20001
+                    && listed[0].mac == "52:54:00:0a:00:01", "\(listed)")
+            #expect(h1.mesh.requests(MeshAPI.RemovePort.msgType).count == 1, "its port left the switch")
+            // Its name stays taken on this host; it cannot migrate while stopped.
+            let again = ExecutorAPI.CreateVM(name: "a1", vni: 101, mac: MACAddress("52:54:00:0a:00:01")!, kernel: "/bin/sh", nicPort: 20001)
+            #expect(throws: ServiceClient.Failure.self) { try c1.call(again) }
+            #expect(throws: ServiceClient.Failure.self) { try c1.call(ExecutorAPI.Migrate(vm: "a1", options: .init(toExecutor: h2.endpoint))) }
+            #expect(throws: ServiceClient.Failure.self) { try c1.call(ExecutorAPI.StopVM(name: "a1")) }
+
+            _ = try c1.call(ExecutorAPI.StartVM(name: "a1", seed: "tcp://10.9.9.9:7701"))
+            #expect(world.state("mem://h1", "a1") == .running)
+            let added = h1.mesh.requests(MeshAPI.AddPort.msgType)
+            #expect(added.count == 2 && added.last?["seed"] == "tcp://10.9.9.9:7701" && added.last?["remote"] == "127.0.0.1:20002",
+                    "the same port again, joining through the seed: \(added)")
+            #expect(try c1.call(ExecutorAPI.VMs()).vms.map(\.state) == ["running"])
+            #expect(throws: ServiceClient.Failure.self) { try c1.call(ExecutorAPI.StartVM(name: "a1")) }
+
+            // A stopped VM is destroyed like a running one: nothing of it is left.
+            _ = try c1.call(ExecutorAPI.StopVM(name: "a1"))
+            _ = try c1.call(ExecutorAPI.DestroyVM(name: "a1"))
+            #expect(try c1.call(ExecutorAPI.VMs()).vms.isEmpty)
+            #expect(throws: ServiceClient.Failure.self) { try c1.call(ExecutorAPI.StartVM(name: "a1")) }
+        }
+    }
+}

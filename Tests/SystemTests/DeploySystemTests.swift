@@ -129,6 +129,14 @@ import VIOLINProtocol
             let r = try violin("show v --json --control 10.77.0.100 \(ctl)")
             return (try? Self.json(r.out))?["vms"]?.items.first?["host"] == "h4"
         }, "the inventory did not follow d1 back to h4")
+        // Stopped and started again on its host (libvirt's definition kept by the executor).
+        let stopped = try violin("stop d1 --control 10.77.0.100 \(ctl)", timeout: 60)
+        #expect(stopped.status == 0 && stopped.out.contains("stopped on h4"), "\(stopped.out) \(stopped.err)")
+        let whileStopped = try Self.json(try violin("show v --json --control 10.77.0.100 \(ctl)").out)
+        #expect(whileStopped["vms"]?.items.first?["state"] == "stopped" && whileStopped["phase"] == "running", "\(whileStopped)")
+        let started = try violin("start d1 --control 10.77.0.100 \(ctl)", timeout: 60)
+        #expect(started.status == 0 && started.out.contains("started on h4"), "\(started.out) \(started.err)")
+        #expect(try Self.json(try violin("show v --json --control 10.77.0.100 \(ctl)").out)["vms"]?.items.first?["state"] == "running")
         let jobs = try violin("jobs --json --control 10.77.0.100 \(ctl)")
         let d1Jobs = (try Self.json(jobs.out)["jobs"]?.items ?? []).filter { $0["vm"] == "d1" }
         #expect(d1Jobs.count == 2 && d1Jobs.allSatisfy { $0["state"] == "completed" }, "\(jobs.out)")

@@ -202,7 +202,9 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
             guard FileManager.default.fileExists(atPath: path) else { throw ProtocolError(.invalidBody, "\(k) \(path) does not exist") }
         }
         let hv = try libvirt()
-        guard hv.state(spec.name) == .absent else { throw ProtocolError(.conflict, "a VM named \(spec.name) exists on this host") }
+        guard hv.state(spec.name) == .absent, try stoppedVM(spec.name) == nil else {
+            throw ProtocolError(.conflict, "a VM named \(spec.name) exists on this host")
+        }
         let free = try freeMemoryMB()
         guard free >= spec.memoryMB else {
             throw ProtocolError(.conflict, "host \(options.hostID) has \(free) MiB free, \(spec.name) needs \(spec.memoryMB)")
@@ -229,6 +231,13 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     func destroyVM(_ name: String) throws(ProtocolError) -> ExecutorAPI.VMReply {
         if let job = lock.withLock({ busyVMs[name] }) { throw ProtocolError(.conflict, "VM \(name) is migrating (job \(job))") }
         let hv = try libvirt()
+        if hv.state(name) == .absent, try stoppedVM(name) != nil {
+            // A stopped VM: its definition goes, and its disk.
+            try journalRead { try journal.removeStopped(name) }
+            hv.deleteVolume(pool: Self.pool, name: Self.volumeName(name))
+            emit(ExecutorAPI.VMDestroyed(vm: name))
+            return ExecutorAPI.VMReply(vm: name)
+        }
         let f = try facts(name, hv)
         do { try hv.destroy(name) } catch { throw ProtocolError(.unavailable, "libvirt: \(error.message)") }
         hv.deleteVolume(pool: Self.pool, name: Self.volumeName(name))
@@ -246,7 +255,57 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
             return .init(name: d.name, state: hv.state(d.name).rawValue, memoryMB: Int(d.maxMemoryKiB / 1024), vni: f?.vni, mac: f?.mac,
                          nicPort: f.map { Int($0.nicPort) })
         }
-        return ExecutorAPI.VMsReply(host: options.hostID, vms: vms)
+        let stopped: [ExecutorAPI.VMsReply.VM] = try journalRead { try journal.stopped() }.map { st in
+            let f = VMFacts(domainXML: st.definition)
+            return .init(name: st.name, state: "stopped", memoryMB: st.memoryMB, vni: UInt32(st.vni), mac: f?.mac, nicPort: f?.nicPort)
+        }
+        return ExecutorAPI.VMsReply(host: options.hostID, vms: vms + stopped)
+    }
+
+    func stoppedVM(_ name: String) throws(ProtocolError) -> Journal.Stopped? {
+        try journalRead { try journal.stopped() }.first { $0.name == name }
+    }
+
+    /// Stops a VM and keeps what starts it again; its port leaves the switch (and the host's mesh
+    /// the VIOLIN, when it was the last port here).
+    func stopVM(_ name: String) throws(ProtocolError) -> ExecutorAPI.VMReply {
+        if let job = lock.withLock({ busyVMs[name] }) { throw ProtocolError(.conflict, "VM \(name) is migrating (job \(job))") }
+        let hv = try libvirt()
+        let f = try facts(name, hv)
+        let definition: String
+        do { definition = try hv.definition(name) } catch { throw ProtocolError(.unavailable, "libvirt: \(error.message)") }
+        try journalRead { try journal.saveStopped(.init(name: name, definition: definition, vni: Int(f.vni), memoryMB: f.memoryMB)) }
+        do { try hv.destroy(name) } catch {
+            try? journal.removeStopped(name)
+            throw ProtocolError(.unavailable, "libvirt: \(error.message)")
+        }
+        _ = try? call(options.mesh, MeshAPI.RemovePort(vni: f.vni, name: VMSpec.portName(name)))
+        logger.info("VM stopped", metadata: ["vm": "\(name)"])
+        emit(ExecutorAPI.VMStopped(vm: name))
+        return ExecutorAPI.VMReply(vm: name)
+    }
+
+    /// Starts a stopped VM again from its definition, with its port on the switch first.
+    func startVM(_ r: ExecutorAPI.StartVM) throws(ProtocolError) -> ExecutorAPI.VMReply {
+        guard let st = try stoppedVM(r.name) else {
+            throw ProtocolError(.notFound, "no stopped VM \(r.name) on host \(options.hostID)")
+        }
+        guard let facts = VMFacts(domainXML: st.definition) else { throw ProtocolError(.internalError, "the definition of \(r.name) lost its metadata") }
+        let hv = try libvirt()
+        guard hv.state(r.name) == .absent else { throw ProtocolError(.conflict, "VM \(r.name) runs") }
+        let free = try freeMemoryMB()
+        guard free >= st.memoryMB else {
+            throw ProtocolError(.conflict, "host \(options.hostID) has \(free) MiB free, \(r.name) needs \(st.memoryMB)")
+        }
+        _ = try call(options.mesh, MeshAPI.AddPort(vni: facts.vni, port: Self.switchPort(facts, vm: r.name), seed: r.seed, seedKey: r.seedKey))
+        do { _ = try hv.create(xml: st.definition) } catch {
+            _ = try? call(options.mesh, MeshAPI.RemovePort(vni: facts.vni, name: VMSpec.portName(r.name)))
+            throw ProtocolError(.unavailable, "libvirt: \(error.message)")
+        }
+        try? journal.removeStopped(r.name)
+        logger.info("VM started", metadata: ["vm": "\(r.name)"])
+        emit(ExecutorAPI.VMStarted(vm: r.name, vni: facts.vni))
+        return ExecutorAPI.VMReply(vm: r.name)
     }
 
     // MARK: - Migration requests
@@ -479,6 +538,8 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         var t = RequestTable()
         t.on(ExecutorAPI.CreateVM.self) { [unowned self] r in try self.createVM(r) }
         t.on(ExecutorAPI.DestroyVM.self) { [unowned self] r in try self.destroyVM(r.name) }
+        t.on(ExecutorAPI.StopVM.self) { [unowned self] r in try self.stopVM(r.name) }
+        t.on(ExecutorAPI.StartVM.self) { [unowned self] r in try self.startVM(r) }
         t.on(ExecutorAPI.VMs.self) { [unowned self] _ in try self.vms() }
         t.on(ExecutorAPI.Images.self) { [unowned self] _ in self.images() }
         t.on(ExecutorAPI.HostInfo.self) { [unowned self] _ in

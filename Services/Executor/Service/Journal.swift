@@ -55,7 +55,34 @@ public final class Journal: @unchecked Sendable {
         migrator.registerMigration("v2-destination-key") { db in
             try db.execute(sql: "ALTER TABLE job ADD COLUMN destination_key TEXT NOT NULL DEFAULT ''")
         }
+        migrator.registerMigration("v3-stopped") { db in
+            try db.execute(sql: "CREATE TABLE stopped(name TEXT PRIMARY KEY, definition TEXT NOT NULL, vni INTEGER NOT NULL, memory_mb INTEGER NOT NULL, stopped_at TEXT NOT NULL)")
+        }
         try migrator.migrate(db)
+    }
+
+    /// A VM stopped on this host: what creates it again.
+    public struct Stopped: Equatable, Sendable {
+        public var name: String, definition: String, vni: Int, memoryMB: Int
+    }
+
+    public func saveStopped(_ s: Stopped) throws {
+        try db.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO stopped VALUES (?, ?, ?, ?, ?)",
+                           arguments: [s.name, s.definition, s.vni, s.memoryMB, Self.now()])
+        }
+    }
+
+    public func stopped() throws -> [Stopped] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM stopped ORDER BY name").map {
+                Stopped(name: $0["name"], definition: $0["definition"], vni: $0["vni"], memoryMB: $0["memory_mb"])
+            }
+        }
+    }
+
+    public func removeStopped(_ name: String) throws {
+        try db.write { db in try db.execute(sql: "DELETE FROM stopped WHERE name = ?", arguments: [name]) }
     }
 
     static func now() -> String { ISO8601DateFormatter().string(from: Date()) }
