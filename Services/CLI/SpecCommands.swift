@@ -30,16 +30,46 @@ struct Create: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {
-        let text: String
-        do { text = try String(contentsOfFile: file, encoding: .utf8) } catch { throw fail("cannot read \(file): \(error)", code: Exit.usage) }
-        let tree: SpecNode
-        do { tree = try SpecFile.tree(text); _ = try ViolinSpec.parse(tree) } catch { throw fail("\(file): \(error)", code: Exit.config) }
+        let tree = try readSpec(file)
         let policy = ServicePorts.endpoint(control, ServicePorts.policy)
         try request(connection, to: policy, PolicyAPI.CreateEnvironment(spec: tree.json, dryRun: dryRun)) { body in
             if json { printJSON(body); return }
             guard let r = try? PolicyAPI.CreateEnvironment.Reply.decode(body) else { printJSON(body); return }
             print("VIOLIN \(r.name): \(r.phase), VNI \(r.vni)")
             for v in r.vms { print("  \(v.name) on \(v.host) (\(v.domain)), \(v.mac), NIC port \(v.nicPort): \(v.why)") }
+        }
+    }
+}
+
+/// A spec file read and checked here first: a mistake exits 78 naming the key and its line.
+func readSpec(_ file: String) throws -> SpecNode {
+    let text: String
+    do { text = try String(contentsOfFile: file, encoding: .utf8) } catch { throw fail("cannot read \(file): \(error)", code: Exit.usage) }
+    do {
+        let tree = try SpecFile.tree(text)
+        _ = try ViolinSpec.parse(tree)
+        return tree
+    } catch { throw fail("\(file): \(error)", code: Exit.config) }
+}
+
+/// `violin apply -f FILE`: a running VIOLIN brought to its changed spec — VMs added or removed.
+struct Apply: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Bring a running VIOLIN to its changed spec file: VMs added (placed and made, all or nothing) or removed.",
+        discussion: "Any other change (home domain, head, a VM's memory, image, address, pins, placement) is refused, saying what.")
+    @Option(name: .shortAndLong, help: "The VIOLIN's spec file (YAML).") var file: String
+    @Option(help: "The control node's address.") var control = "127.0.0.1"
+    @Flag(help: "Print the policy's reply as JSON.") var json = false
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() throws {
+        let tree = try readSpec(file)
+        try request(connection, to: ServicePorts.endpoint(control, ServicePorts.policy), PolicyAPI.ApplyEnvironment(spec: tree.json)) { body in
+            if json { printJSON(body); return }
+            guard let r = try? PolicyAPI.ApplyEnvironment.Reply.decode(body) else { printJSON(body); return }
+            print("VIOLIN \(r.name): \(r.added.count) added, \(r.removed.count) removed" + (r.left.isEmpty ? "" : ", left on hosts that did not answer: \(r.left.joined(separator: ", "))"))
+            for v in r.added { print("  + \(v.name) on \(v.host) (\(v.domain)), \(v.mac), NIC port \(v.nicPort): \(v.why)") }
+            for v in r.removed { print("  - \(v)") }
         }
     }
 }

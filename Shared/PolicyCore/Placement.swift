@@ -46,9 +46,23 @@ public enum Placement {
     /// 20,000 pairs: as many VMs in the infrastructure.
     public static let nicPorts = 20_000...59_999
 
+    /// A running VIOLIN's VMs, for placing the ones added to it (`violin apply`): its VNI, and
+    /// where each VM runs with the MAC it has.
+    public struct Existing: Sendable, Equatable {
+        public var vni: UInt32
+        public var vms: [String: (host: String, mac: String)]
+        public init(vni: UInt32, vms: [String: (host: String, mac: String)]) { self.vni = vni; self.vms = vms }
+        public static func == (a: Existing, b: Existing) -> Bool {
+            a.vni == b.vni && a.vms.mapValues { "\($0.host) \($0.mac)" } == b.vms.mapValues { "\($0.host) \($0.mac)" }
+        }
+    }
+
+    /// With `existing`, only the spec's VMs it does not hold are placed (the plan lists those),
+    /// in its VNI, with MACs none of its VMs has, counting where its VMs run for `pack`,
+    /// `spread` and anti-affinity.
     public static func place(_ spec: ViolinSpec, hosts: [Host], usedVNIs: Set<UInt32>,
-                             overheadMB: Int = defaultOverheadMB) -> Result<Plan, Refusal> {
-        guard let vni = (1...UInt32(0xFF_FFFF)).lazy.first(where: { !usedVNIs.contains($0) }) else {
+                             overheadMB: Int = defaultOverheadMB, existing: Existing? = nil) -> Result<Plan, Refusal> {
+        guard let vni = existing?.vni ?? (1...UInt32(0xFF_FFFF)).lazy.first(where: { !usedVNIs.contains($0) }) else {
             return .failure(Refusal(vm: spec.name, reason: "every VNI is in use"))
         }
         var free = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0.freeMB) })
@@ -58,9 +72,11 @@ public enum Placement {
         for h in hosts { for p in h.usedPorts where (0...65_535).contains(p) { taken[p] = true; taken[p + 1] = true } }
         var nextPort = nicPorts.lowerBound
         var here: [String: [String]] = [:]   // host -> this VIOLIN's VMs placed there
+        for (name, e) in existing?.vms ?? [:] { here[e.host, default: []].append(name) }
         var placed: [String: Placed] = [:]
         let index = Dictionary(uniqueKeysWithValues: spec.vms.enumerated().map { ($1.name, $0) })
-        for vm in order(spec) {
+        var macs = Set(existing?.vms.values.map(\.mac) ?? [])
+        for vm in order(spec) where existing?.vms[vm.name] == nil {
             let need = vm.memoryMB + overheadMB
             let allowed = hosts.filter { admits($0, vm, spec) }
             let fitting = allowed.filter { free[$0.id]! >= need && !clashes(vm.name, on: $0.id, spec, here) }
@@ -74,11 +90,13 @@ public enum Placement {
             taken[port] = true; taken[port + 1] = true
             nextPort = port + 2
             here[h.id, default: []].append(vm.name)
-            let n = index[vm.name]! + 1
+            var n = index[vm.name]! + 1
+            while macs.contains(mac(n)) { n += 1 }
+            macs.insert(mac(n))
             placed[vm.name] = Placed(vm: vm, host: h.id, domain: h.domain, mac: mac(n), nicPort: port,
                                      reason: reason(vm, h, spec, freeAfter: free[h.id]!, already: here[h.id]!.count - 1))
         }
-        return .success(Plan(vni: vni, vms: spec.vms.map { placed[$0.name]! }))
+        return .success(Plan(vni: vni, vms: spec.vms.compactMap { placed[$0.name] }))
     }
 
     /// The head first (it has the fewest choices), then pinned VMs, then the largest.

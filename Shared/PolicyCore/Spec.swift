@@ -218,3 +218,39 @@ struct Fields {
         return n
     }
 }
+
+extension ViolinSpec {
+    /// What `violin apply` does to a running VIOLIN: the VMs to add and to remove. Anything
+    /// else that differs cannot change in place, and the refusal says what and how.
+    public struct Change: Equatable, Sendable {
+        public var added: [VM]
+        public var removed: [String]
+    }
+
+    public static func change(from old: ViolinSpec, to new: ViolinSpec) -> Result<Change, SpecError> {
+        func refuse(_ key: String, _ a: String, _ b: String, _ how: String = "") -> Result<Change, SpecError> {
+            .failure(SpecError(key, line: 0, "cannot change in place (\(a) -> \(b))" + (how.isEmpty ? "" : "; \(how)")))
+        }
+        guard old.name == new.name else { return refuse("name", old.name, new.name, "a new name is a new VIOLIN: violin create") }
+        guard old.homeDomain == new.homeDomain else { return refuse("home_domain", old.homeDomain, new.homeDomain, "move it with violin migrate NAME --to-domain") }
+        guard old.head == new.head else { return refuse("head", old.head, new.head) }
+        guard old.placement == new.placement else { return refuse("placement", old.placement.rawValue, new.placement.rawValue) }
+        guard old.antiAffinity.map(Set.init) == new.antiAffinity.map(Set.init) else {
+            return refuse("anti_affinity", "\(old.antiAffinity)", "\(new.antiAffinity)")
+        }
+        let before = Dictionary(uniqueKeysWithValues: old.vms.map { ($0.name, $0) })
+        for vm in new.vms {
+            guard let was = before[vm.name] else { continue }
+            let fields: [(String, String, String)] = [
+                ("memory_mb", "\(was.memoryMB)", "\(vm.memoryMB)"), ("vcpus", "\(was.vcpus)", "\(vm.vcpus)"), ("image", was.image, vm.image),
+                ("ip", was.ip ?? "none", vm.ip ?? "none"), ("host", was.host ?? "none", vm.host ?? "none"),
+                ("domain", was.domain ?? "none", vm.domain ?? "none"),
+            ]
+            if let (key, a, b) = fields.first(where: { $0.1 != $0.2 }) {
+                return refuse("\(vm.name).\(key)", a, b, "remove \(vm.name) and add it under another name, or keep it as it is")
+            }
+        }
+        let names = Set(new.vms.map(\.name))
+        return .success(Change(added: new.vms.filter { before[$0.name] == nil }, removed: old.vms.map(\.name).filter { !names.contains($0) }))
+    }
+}

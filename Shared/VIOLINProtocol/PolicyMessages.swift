@@ -2,7 +2,7 @@
 public enum PolicyAPI {
     public static let requests: [any RequestBody.Type] = [
         RegisterDomain.self, RegisterHost.self, RemoveHost.self, CreateViolin.self, DestroyViolin.self, SetMode.self,
-        Evaluate.self, Explain.self, Decisions.self, Inventory.self, DrainHost.self, CreateEnvironment.self, DestroyEnvironment.self,
+        Evaluate.self, Explain.self, Decisions.self, Inventory.self, DrainHost.self, CreateEnvironment.self, DestroyEnvironment.self, ApplyEnvironment.self,
     ]
     public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self, DriftDetected.self, PhaseChanged.self, VMPlaced.self]
 
@@ -205,7 +205,38 @@ public enum PolicyAPI {
         public var json: JSONValue { ["name": .string(name)] }
     }
 
+    /// A running VIOLIN brought to its changed spec: VMs added (placed like a creation's) or
+    /// removed; any other change is refused (`conflict`, naming it).
+    public struct ApplyEnvironment: RequestBody {
+        public static let msgType = "apply_environment_request"
+        public typealias Reply = AppliedReply
+        public static let fields: [FieldSpec] = [.required("spec", .object)]
+        public static let idempotent = false
+        public static let lane = RequestLane.long
+        public static let example = ApplyEnvironment(spec: ["name": "lab", "home_domain": "d1", "image": "tiny", "vms": [["name": "a1"], ["name": "a2"]]])
+        public var spec: JSONValue
+        public init(spec: JSONValue) { self.spec = spec }
+        public init(_ b: Body) { spec = b.value["spec"] ?? [:] }
+        public var json: JSONValue { ["spec": spec] }
+    }
+
     // MARK: Replies
+
+    public struct AppliedReply: ReplyBody {
+        public static let fields: [FieldSpec] = [
+            .required("name", .text), .required("vni", .vni), .required("added", .list(.object)), .required("removed", .list(.text)),
+            .required("left", .list(.text)),
+        ]
+        public var name: String
+        public var vni: UInt32
+        /// The VMs made, as a creation lists them; those destroyed; `vm@host` for those whose host
+        /// did not answer (removed when it does).
+        public var added: [EnvironmentReply.VM]
+        public var removed: [String], left: [String]
+        public init(name: String, vni: UInt32, added: [EnvironmentReply.VM], removed: [String], left: [String]) {
+            self.name = name; self.vni = vni; self.added = added; self.removed = removed; self.left = left
+        }
+    }
 
     public struct EnvironmentReply: ReplyBody {
         public struct VM: Codable, Sendable, Equatable {

@@ -323,8 +323,32 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             // The same name again: conflict.
             #expect(throws: ServiceClient.Failure.self) { try client.call(PolicyAPI.CreateEnvironment(spec: spec)) }
 
+            // Applied: x2 removed, x4 added in the same VNI with a MAC none of the others has,
+            // joining through the head's host; the inventory follows.
+            func edited(_ key: String, _ value: JSONValue, of base: JSONValue) -> JSONValue {
+                var o = base.objectValue ?? [:]
+                o[key] = value
+                return .object(o)
+            }
+            let grown = edited("vms", [["name": "x1", "ip": "10.0.0.1"], ["name": "x3"], ["name": "x4"]], of: spec)
+            let applied = try client.call(PolicyAPI.ApplyEnvironment(spec: grown))
+            #expect(applied.vni == made.vni && applied.added.map(\.name) == ["x4"] && applied.removed == ["x2"] && applied.left.isEmpty, "\(applied)")
+            let macs = made.vms.filter { $0.name != "x2" }.map(\.mac) + applied.added.map(\.mac)
+            #expect(Set(macs).count == 3, "a MAC given twice: \(macs)")
+            let x4 = (a.created + b.created).first { $0["name"] == "x4" }
+            #expect(x4?["vni"] == .number(Double(made.vni)) && x4?["seed"] != nil, "\(String(describing: x4))")
+            #expect(!(a.running + b.running).contains("x2") && (a.running + b.running).contains("x4"))
+            #expect(Set(try client.call(PolicyAPI.Inventory()).vms.map(\.id)) == ["x1", "x3", "x4"])
+            // Anything else that changed is refused, naming it, and nothing is done.
+            do { _ = try client.call(PolicyAPI.ApplyEnvironment(spec: edited("memory_mb", "256", of: grown))); Issue.record("a memory change applied") } catch let failure as ServiceClient.Failure {
+                guard case .error(let e) = failure else { Issue.record("\(failure)"); return }
+                #expect(e.code == .conflict && e.message.contains("x1.memory_mb") && e.message.contains("cannot change in place"), "\(e)")
+            }
+            #expect(throws: ServiceClient.Failure.self) { try client.call(PolicyAPI.ApplyEnvironment(spec: edited("name", "nobody", of: grown))) }
+            #expect(Set(try client.call(PolicyAPI.Inventory()).vms.map(\.id)) == ["x1", "x3", "x4"])
+
             let destroyed = try client.call(PolicyAPI.DestroyEnvironment(name: "lab"))
-            #expect(Set(destroyed.destroyed) == ["x1", "x2", "x3"] && destroyed.left.isEmpty)
+            #expect(Set(destroyed.destroyed) == ["x1", "x3", "x4"] && destroyed.left.isEmpty)
             let after = try client.call(PolicyAPI.Inventory())
             #expect(a.running.isEmpty && b.running.isEmpty && after.vms.isEmpty)
 
@@ -393,7 +417,11 @@ final class HostExecutor: RequestHandler, @unchecked Sendable {
         if down { throw ProtocolError(.unavailable, "libvirt does not answer") }
         switch request.header.msgType {
         case ExecutorAPI.VMs.msgType:
-            return Replies.ok(ExecutorAPI.VMsReply(host: "fake", vms: running.map { .init(name: $0, state: "running", memoryMB: 256) }))
+            // The MAC and NIC port each VM was made with (none for one it was handed at start).
+            let made = Dictionary(created.compactMap { b in b["name"]?.stringValue.map { ($0, b) } }, uniquingKeysWith: { _, b in b })
+            return Replies.ok(ExecutorAPI.VMsReply(host: "fake", vms: running.map {
+                .init(name: $0, state: "running", memoryMB: 256, mac: made[$0]?["mac"]?.stringValue, nicPort: made[$0]?["nic_port"]?.intValue)
+            }))
         case ExecutorAPI.HostInfo.msgType:
             return Replies.ok(ExecutorAPI.HostInfoReply(host: "fake", migrationURI: "qemu:///fake", mesh: "tcp://127.0.0.1:1", freeMemoryMB: 4096, migrationsRunning: 0))
         case ExecutorAPI.Images.msgType:

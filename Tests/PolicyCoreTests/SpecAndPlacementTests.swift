@@ -134,6 +134,55 @@ import Testing
         #expect(spread.vms.map(\.host).sorted() == ["h1", "h1", "h2", "h2"], "spread stays home, evenly")
     }
 
+    /// `violin apply`: only VMs added or removed; every other change is refused, naming it.
+    @Test func aRunningVIOLINChangesOnlyByItsVMs() throws {
+        let old = ViolinSpec(name: "v", homeDomain: "d1", head: "a", vms: ["a", "b", "c"].map {
+            ViolinSpec.VM(name: $0, memoryMB: 128, vcpus: 1, image: "tiny", ip: $0 == "a" ? "10.0.0.1" : nil) })
+        var grown = old
+        grown.vms.removeAll { $0.name == "b" }
+        grown.vms.append(ViolinSpec.VM(name: "d", memoryMB: 256, vcpus: 2, image: "tiny"))
+        let change = try ViolinSpec.change(from: old, to: grown).get()
+        #expect(change.added.map(\.name) == ["d"] && change.removed == ["b"])
+        let none = try ViolinSpec.change(from: old, to: old).get()
+        #expect(none.added.isEmpty && none.removed.isEmpty)
+        let edits: [(String, (inout ViolinSpec) -> Void)] = [
+            ("home_domain", { $0.homeDomain = "d2" }), ("head", { $0.head = "c" }), ("placement", { $0.placement = .spread }),
+            ("anti_affinity", { $0.antiAffinity = [["a", "c"]] }), ("a.memory_mb", { $0.vms[0].memoryMB = 256 }),
+            ("c.vcpus", { $0.vms[2].vcpus = 2 }), ("a.image", { $0.vms[0].image = "big" }), ("a.ip", { $0.vms[0].ip = "10.0.0.9" }),
+            ("b.host", { $0.vms[1].host = "h2" }), ("c.domain", { $0.vms[2].domain = "d2" }),
+        ]
+        for (key, edit) in edits {
+            var changed = old
+            edit(&changed)
+            guard case .failure(let e) = ViolinSpec.change(from: old, to: changed) else { Issue.record("\(key) changed in place"); continue }
+            #expect(e.key == key && e.reason.contains("cannot change in place"), "\(key): \(e)")
+        }
+    }
+
+    /// VMs added to a running VIOLIN: placed around its VMs, in its VNI, with MACs and ports
+    /// none of them has, anti-affinity counted against the VMs already there.
+    @Test func addedVMsArePlacedAroundTheRunningOnes() throws {
+        var spec = ViolinSpec(name: "v", homeDomain: "d1", head: "a", vms: ["a", "b"].map {
+            ViolinSpec.VM(name: $0, memoryMB: 128, vcpus: 1, image: "tiny") })
+        var inventory = hosts([("h1", "d1", 4096), ("h2", "d1", 4096)])
+        let first = try Placement.place(spec, hosts: inventory, usedVNIs: [1]).get()
+        #expect(Set(first.vms.map(\.host)) == ["h1"])
+        inventory[0].usedPorts = Set(first.vms.map(\.nicPort))
+        // b is removed, c and d are added; d may not share a host with a.
+        spec.vms = [spec.vms[0], ViolinSpec.VM(name: "c", memoryMB: 128, vcpus: 1, image: "tiny"),
+                    ViolinSpec.VM(name: "d", memoryMB: 128, vcpus: 1, image: "tiny")]
+        spec.antiAffinity = [["a", "d"]]
+        let existing = Placement.Existing(vni: first.vni, vms: ["a": ("h1", first.vms[0].mac), "b": ("h1", first.vms[1].mac)])
+        let more = try Placement.place(spec, hosts: inventory, usedVNIs: [], existing: existing).get()
+        #expect(more.vni == first.vni && more.vms.map(\.vm.name) == ["c", "d"], "\(more)")
+        #expect(more.vms.first { $0.vm.name == "c" }?.host == "h1", "pack: beside the running ones")
+        #expect(more.vms.first { $0.vm.name == "d" }?.host == "h2", "anti-affinity with a, which runs on h1")
+        let macs = first.vms.map(\.mac) + more.vms.map(\.mac)
+        #expect(Set(macs).count == macs.count, "a MAC given twice: \(macs)")
+        let ports = first.vms.map(\.nicPort) + more.vms.map(\.nicPort)
+        #expect(Set(ports.flatMap { [$0, $0 + 1] }).count == ports.count * 2, "a NIC port given twice: \(ports)")
+    }
+
     @Test func refusalsSayWhyInNumbers() {
         let spec = ViolinSpec(name: "v", homeDomain: "d1", head: "a", vms: [ViolinSpec.VM(name: "a", memoryMB: 512, vcpus: 1, image: "tiny")])
         let result = Placement.place(spec, hosts: hosts([("h1", "d1", 300), ("h2", "d1", 256), ("h3", "d2", 9000)]), usedVNIs: [])

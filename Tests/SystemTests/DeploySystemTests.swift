@@ -152,15 +152,28 @@ import VIOLINProtocol
         #expect(env["phase"] == "running" && envHosts == ["h1", "h2"], "\(made.out)")
         let envRow = try Self.json(try violin("list --json --control 10.77.0.100 \(ctl)").out)["violins"]?.items.first { $0["name"] == "env1" }
         #expect(envRow?["phase"] == "running" && envRow?["vms_running"] == 2, "\(String(describing: envRow))")
+        // Applied: e2 goes, e3 comes (spread: to the home domain's host with fewest of its VMs).
+        try "name: env1\nhome_domain: d1\nimage: tiny\nmemory_mb: 128\nplacement: spread\nvms:\n  - name: e1\n  - name: e3\n"
+            .write(toFile: scratch.file("env1.yaml"), atomically: true, encoding: .utf8)
+        let applied = try violin("apply -f \(scratch.file("env1.yaml")) --json --timeout 90 --control 10.77.0.100 \(ctl)", timeout: 120)
+        try #require(applied.status == 0, "apply: \(applied.err)")
+        let change = try Self.json(applied.out)
+        #expect(change["removed"] == ["e2"] && change["added"]?.items.map { $0["name"] } == ["e3"] && change["vni"] == env["vni"], "\(applied.out)")
+        let afterApply = try Self.json(try violin("show env1 --json --control 10.77.0.100 \(ctl)").out)["vms"]?.items ?? []
+        #expect(Set(afterApply.compactMap { $0["name"]?.stringValue }) == ["e1", "e3"] && afterApply.allSatisfy { $0["state"] == "running" },
+                "\(afterApply)")
+        try "name: env1\nhome_domain: d2\nimage: tiny\nvms:\n  - name: e1\n".write(toFile: scratch.file("moved.yaml"), atomically: true, encoding: .utf8)
+        let refusedApply = try violin("apply -f \(scratch.file("moved.yaml")) --control 10.77.0.100 \(ctl)", timeout: 60)
+        #expect(refusedApply.status == 1 && refusedApply.err.contains("home_domain") && refusedApply.err.contains("cannot change in place"), "\(refusedApply.err)")
         try "name: huge\nhome_domain: d1\nimage: tiny\nmemory_mb: 60000\nvms:\n  - name: g1\n".write(toFile: scratch.file("huge.yaml"), atomically: true, encoding: .utf8)
         let huge = try violin("create -f \(scratch.file("huge.yaml")) --timeout 30 --control 10.77.0.100 \(ctl)", timeout: 60)
         #expect(huge.status == 1 && huge.err.contains("does not fit") && huge.err.contains("MiB"), "\(huge.err)")
         let gone = try violin("destroy env1 --timeout 90 --control 10.77.0.100 \(ctl)", timeout: 120)
-        #expect(gone.status == 0 && gone.out.contains("e1") && gone.out.contains("e2"), "\(gone.out) \(gone.err)")
+        #expect(gone.status == 0 && gone.out.contains("e1") && gone.out.contains("e3"), "\(gone.out) \(gone.err)")
         #expect(try violin("show env1 --control 10.77.0.100 \(ctl)").status == 1)
         var left: [String] = []
         for node in try status().values { left += (node["vms"]?.items ?? []).compactMap { $0["name"]?.stringValue } }
-        #expect(!left.contains("e1") && !left.contains("e2") && !left.contains("g1"), "left on the hosts: \(left)")
+        #expect(!left.contains("e1") && !left.contains("e2") && !left.contains("e3") && !left.contains("g1"), "left on the hosts: \(left)")
         let drained = try violin("cluster drain h4 --control 10.77.0.100 --wait 120 \(try lab.curve("ctl"))", timeout: 150)
         // A client without a key gets nothing from a host.
         #expect(try violin("ping --to tcp://10.77.0.1:7704 --timeout 1").status == 2)

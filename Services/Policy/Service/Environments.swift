@@ -14,6 +14,8 @@ extension PolicyServer {
         var mesh: String
         var key: String
         var vms: Set<String>
+        /// The MAC of each VIOLIN VM it runs.
+        var macs: [String: String] = [:]
     }
 
     func createEnvironment(_ r: PolicyAPI.CreateEnvironment) throws(ProtocolError) -> PolicyAPI.EnvironmentReply {
@@ -53,6 +55,7 @@ extension PolicyServer {
         }
         try storeCall { try store.createViolin(id: spec.name, homeDomain: spec.homeDomain, head: spec.head,
                                                vms: plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host) }) }
+        try? store.saveSpec(spec.name, body: JSONText.string(r.spec), vni: plan.vni)
         try? store.endCreation(spec.name)
         emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "running", reason: "every VM created"))
         return reply
@@ -70,7 +73,8 @@ extension PolicyServer {
             var capacity = Placement.Host(id: h.id, domain: h.domain, freeMB: info.freeMemoryMB, images: Set(images.images.map(\.name)))
             capacity.usedPorts = Set(vms.vms.compactMap(\.nicPort))
             vnis.formUnion(vms.vms.compactMap(\.vni))
-            out.append(Answering(host: h, capacity: capacity, mesh: info.mesh, key: inv.keys[h.id] ?? "", vms: Set(vms.vms.map(\.name))))
+            out.append(Answering(host: h, capacity: capacity, mesh: info.mesh, key: inv.keys[h.id] ?? "", vms: Set(vms.vms.map(\.name)),
+                                 macs: Dictionary(vms.vms.compactMap { v in v.mac.map { (v.name, $0) } }, uniquingKeysWith: { a, _ in a })))
         }
         return (out, vnis)
     }
@@ -78,7 +82,10 @@ extension PolicyServer {
     /// The VMs of `plan` made on their hosts: the first alone (its host's mesh starts the
     /// VIOLIN), the others at once, each host's meshes joining through the first's. If one
     /// fails, every one already made is destroyed, and the error says where and why.
-    func make(_ spec: ViolinSpec, _ plan: Placement.Plan, hosts: [String: Answering], inv: PolicyStore.Inventory) throws(ProtocolError) {
+    /// With `joining`, the VIOLIN runs already: every VM is made at once, joining through that
+    /// host's mesh, and a failure does not fail the VIOLIN.
+    func make(_ spec: ViolinSpec, _ plan: Placement.Plan, hosts: [String: Answering], inv: PolicyStore.Inventory,
+              joining: Answering? = nil) throws(ProtocolError) {
         func request(_ p: Placement.Placed, seed: Answering?) -> ExecutorAPI.CreateVM {
             var r = ExecutorAPI.CreateVM(name: p.vm.name, vni: plan.vni, mac: MACAddress(p.mac)!, kernel: "", nicPort: p.nicPort)
             r.image = p.vm.image; r.memoryMB = p.vm.memoryMB; r.vcpus = p.vm.vcpus
@@ -98,10 +105,14 @@ extension PolicyServer {
                 emit(PolicyAPI.VMPlaced(violin: spec.name, vm: p.vm.name, host: p.host, domain: p.domain, why: p.reason))
             } catch { outcomes.set(i, "\(error)") }
         }
-        create(0, seed: nil)
-        if outcomes.values[0].isEmpty {
-            let seed = hosts[first.host]
-            DispatchQueue.concurrentPerform(iterations: plan.vms.count - 1) { create($0 + 1, seed: seed) }
+        if let joining {
+            DispatchQueue.concurrentPerform(iterations: plan.vms.count) { create($0, seed: joining) }
+        } else {
+            create(0, seed: nil)
+            if outcomes.values[0].isEmpty {
+                let seed = hosts[first.host]
+                DispatchQueue.concurrentPerform(iterations: plan.vms.count - 1) { create($0 + 1, seed: seed) }
+            }
         }
         let results = outcomes.values
         guard let failed = results.firstIndex(where: { !$0.isEmpty }) else { return }
@@ -111,7 +122,7 @@ extension PolicyServer {
             client.close()
         }
         let why = "creating \(plan.vms[failed].vm.name) on \(plan.vms[failed].host): \(results[failed])"
-        emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "failed", reason: why + "; every VM made for it was destroyed"))
+        if joining == nil { emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "failed", reason: why + "; every VM made for it was destroyed")) }
         throw ProtocolError(.unavailable, why + "; every VM made for \(spec.name) was destroyed")
     }
 
@@ -139,6 +150,86 @@ extension PolicyServer {
             try? store.endCreation(name)
             emit(PolicyAPI.PhaseChanged(name: name, phase: "failed", reason: "the policy stopped while making it; every VM made for it was destroyed"))
         }
+    }
+
+    /// A running VIOLIN brought to its changed spec: the VMs added are placed around the ones it
+    /// has and made all or nothing (joining through its head's host), then the VMs removed are
+    /// destroyed. Anything else that changed is refused before anything is done.
+    func applyEnvironment(_ r: PolicyAPI.ApplyEnvironment) throws(ProtocolError) -> PolicyAPI.AppliedReply {
+        let spec: ViolinSpec
+        do { spec = try ViolinSpec.parse(Self.tree(r.spec)) } catch { throw ProtocolError(.invalidBody, "spec: \(error.key): \(error.reason)") }
+        let inv = try storeCall { try store.inventory() }
+        guard inv.violins.contains(where: { $0.id == spec.name }) else {
+            throw ProtocolError(.notFound, "no VIOLIN named \(spec.name) (violin create makes one)")
+        }
+        guard let saved = try storeCall({ try store.spec(spec.name) }), let oldJSON = try? JSONText.parse(Array(saved.body.utf8)),
+              let old = try? ViolinSpec.parse(Self.tree(oldJSON)) else {
+            throw ProtocolError(.conflict, "\(spec.name) was not made from a spec; it cannot be applied to")
+        }
+        let change: ViolinSpec.Change
+        switch ViolinSpec.change(from: old, to: spec) {
+        case .failure(let e): throw ProtocolError(.conflict, "\(spec.name): \(e.key) \(e.reason)")
+        case .success(let c): change = c
+        }
+        let taken = Set(inv.vms.map(\.id))
+        if let clash = change.added.first(where: { taken.contains($0.name) }) {
+            throw ProtocolError(.conflict, "a VM named \(clash.name) exists (VM names are unique in the infrastructure)")
+        }
+        let added = try addVMs(spec, change.added, vni: saved.vni, inv: inv)
+        var removed: [String] = [], left: [String] = []
+        for name in change.removed {
+            let host = inv.placement[name] ?? ""
+            if answers(host, inv) {
+                let client = executorClient(host, inv, work: true)
+                defer { client.close() }
+                do { _ = try client.call(ExecutorAPI.DestroyVM(name: name), retries: 0); removed.append(name) } catch {
+                    if case .error(let e) = error, e.code == .notFound { removed.append(name) } else { left.append("\(name)@\(host)") }
+                }
+            } else {
+                left.append("\(name)@\(host)")
+            }
+            if left.last?.hasPrefix(name + "@") == true { try? store.addLeftover(vm: name, host: host, violin: spec.name) }
+            try? store.removeVM(name)
+        }
+        try? store.saveSpec(spec.name, body: JSONText.string(r.spec), vni: saved.vni)
+        emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "running", reason: "applied: \(added.count) VMs added, \(change.removed.count) removed"))
+        return PolicyAPI.AppliedReply(name: spec.name, vni: saved.vni, added: added.map {
+            .init(name: $0.vm.name, host: $0.host, domain: $0.domain, mac: $0.mac, nicPort: $0.nicPort, memoryMB: $0.vm.memoryMB,
+                  image: $0.vm.image, ip: $0.vm.ip, why: $0.reason)
+        }, removed: removed, left: left)
+    }
+
+    /// `vms` placed around the VIOLIN's running VMs, in its VNI, made all or nothing.
+    func addVMs(_ spec: ViolinSpec, _ vms: [ViolinSpec.VM], vni: UInt32, inv: PolicyStore.Inventory) throws(ProtocolError) -> [Placement.Placed] {
+        guard !vms.isEmpty else { return [] }
+        let (hosts, _) = answering(inv)
+        let byID = Dictionary(uniqueKeysWithValues: hosts.map { ($0.host.id, $0) })
+        var existing: [String: (host: String, mac: String)] = [:]
+        for vm in inv.vms where vm.violin == spec.name {
+            let host = inv.placement[vm.id] ?? ""
+            guard let mac = byID[host]?.macs[vm.id] else {
+                throw ProtocolError(.unavailable, "\(vm.id)'s host \(host) does not answer: the MACs in use in \(spec.name) are not all known")
+            }
+            existing[vm.id] = (host, mac)
+        }
+        var capacities = hosts.map(\.capacity)
+        for i in capacities.indices where inv.draining.contains(capacities[i].id) { capacities[i].draining = true }
+        let plan: Placement.Plan
+        switch Placement.place(spec, hosts: capacities, usedVNIs: [], existing: Placement.Existing(vni: vni, vms: existing)) {
+        case .failure(let refusal): throw ProtocolError(.conflict, "\(spec.name) does not fit: \(refusal)")
+        case .success(let p): plan = p
+        }
+        let joining = byID[existing[spec.head]?.host ?? ""] ?? existing.values.lazy.compactMap { byID[$0.host] }.first
+        // Journaled like a creation (and kept from `cleanUp` while it runs): a policy stopped in the
+        // middle destroys the VMs it was adding when it runs again.
+        let journal = spec.name + "/apply"
+        creatingLock.withLock { _ = creating.insert(journal) }
+        defer { creatingLock.withLock { _ = creating.remove(journal) } }
+        try storeCall { try store.beginCreation(journal, vms: plan.vms.map { "\($0.vm.name)@\($0.host)" }) }
+        defer { try? store.endCreation(journal) }
+        try make(spec, plan, hosts: byID, inv: inv, joining: joining)
+        try storeCall { try store.addVMs(spec.name, plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host) }) }
+        return plan.vms
     }
 
     /// Whether `host`'s executor answers a quick request now.

@@ -299,6 +299,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         t.on(PolicyAPI.Inventory.self) { [unowned self] _ in try self.inventoryReply() }
         t.on(PolicyAPI.CreateEnvironment.self) { [unowned self] r in try self.createEnvironment(r) }
         t.on(PolicyAPI.DestroyEnvironment.self) { [unowned self] r in try self.destroyEnvironment(r.name) }
+        t.on(PolicyAPI.ApplyEnvironment.self) { [unowned self] r in try self.applyEnvironment(r) }
         return t
     }()
 

@@ -46,7 +46,37 @@ public final class PolicyStore: @unchecked Sendable {
             // VMs of a destroyed VIOLIN whose host did not answer: destroyed when it does.
             try db.execute(sql: "CREATE TABLE leftover(vm TEXT NOT NULL, host TEXT NOT NULL, violin TEXT NOT NULL, PRIMARY KEY (vm, host))")
         }
+        migrator.registerMigration("v6-spec") { db in
+            // The spec a VIOLIN was made from (JSON), and its VNI: what `apply` compares with.
+            try db.execute(sql: "CREATE TABLE spec(violin TEXT PRIMARY KEY REFERENCES violin(id) ON DELETE CASCADE, body TEXT NOT NULL, vni INTEGER NOT NULL)")
+        }
         try migrator.migrate(db)
+    }
+
+    public func saveSpec(_ violin: String, body: String, vni: UInt32) throws {
+        try db.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO spec(violin, body, vni) VALUES (?, ?, ?)", arguments: [violin, body, Int(vni)])
+        }
+    }
+
+    /// The spec `violin` was last made or applied from, and its VNI; nil for one made otherwise.
+    public func spec(_ violin: String) throws -> (body: String, vni: UInt32)? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT body, vni FROM spec WHERE violin = ?", arguments: [violin]).map { ($0["body"], UInt32($0["vni"] as Int)) }
+        }
+    }
+
+    /// VMs joining a VIOLIN (`apply`).
+    public func addVMs(_ violin: String, _ vms: [NewVM]) throws {
+        try db.write { db in
+            for vm in vms {
+                try db.execute(sql: "INSERT INTO vm(id, violin, memory_mb, host) VALUES (?, ?, ?, ?)", arguments: [vm.id, violin, vm.memoryMB, vm.host])
+            }
+        }
+    }
+
+    public func removeVM(_ id: String) throws {
+        try db.write { db in try db.execute(sql: "DELETE FROM vm WHERE id = ?", arguments: [id]) }
     }
 
     /// A creation is under way: its VMs (`vm@host`), journaled before the first is made.
