@@ -40,3 +40,18 @@ public enum Reconcile {
         return out
     }
 }
+
+/// VMs lost with their host: a host that has not answered for `lostAfter` seconds is taken for
+/// lost, and the VMs the inventory places there are lost with it. Pure.
+public enum Lost {
+    /// The lost VMs, by VIOLIN, of the VIOLINs in `restartAlways`.
+    public static func toRestart(placement: [VMID: HostID], violinOf: [VMID: String], silentSince: [HostID: Double],
+                                 now: Double, lostAfter: Double, restartAlways: Set<String>) -> [String: [VMID]] {
+        var out: [String: [VMID]] = [:]
+        for (vm, host) in placement.sorted(by: { $0.key < $1.key }) {
+            guard let since = silentSince[host], now - since >= lostAfter, let v = violinOf[vm], restartAlways.contains(v) else { continue }
+            out[v, default: []].append(vm)
+        }
+        return out
+    }
+}

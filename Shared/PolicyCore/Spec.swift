@@ -58,6 +58,9 @@ public struct ViolinSpec: Sendable, Equatable {
     public var placement: Spreading = .pack
     /// Groups of VMs no two of which share a host.
     public var antiAffinity: [[String]] = []
+    /// `always`: a VM lost with its host is made again on another host from its image.
+    public var restart: Restart = .never
+    public enum Restart: String, Sendable, CaseIterable { case never, always }
 
     public init(name: String, homeDomain: String, head: String, vms: [VM]) {
         self.name = name; self.homeDomain = homeDomain; self.head = head; self.vms = vms
@@ -66,7 +69,7 @@ public struct ViolinSpec: Sendable, Equatable {
     public static let memoryRange = 16...65_536
     public static let vcpuRange = 1...64
     public static let workerRange = 1...1000
-    static let topKeys = ["name", "home_domain", "head", "image", "memory_mb", "vcpus", "vms", "workers", "placement", "anti_affinity"]
+    static let topKeys = ["name", "home_domain", "head", "image", "memory_mb", "vcpus", "vms", "workers", "placement", "anti_affinity", "restart"]
     static let vmKeys = ["name", "memory_mb", "vcpus", "image", "ip", "host", "domain"]
     static let workerKeys = ["count", "name", "memory_mb", "vcpus", "image"]
 }
@@ -105,6 +108,10 @@ extension ViolinSpec {
             spec.placement = s
         }
         spec.antiAffinity = try Self.groups(top.node("anti_affinity"), known: vmLines)
+        if let r = try top.text("restart") {
+            guard let restart = Restart(rawValue: r) else { throw SpecError("restart", line: top.line("restart"), "must be never or always") }
+            spec.restart = restart
+        }
         return spec
     }
 

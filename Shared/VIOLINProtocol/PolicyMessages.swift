@@ -4,7 +4,7 @@ public enum PolicyAPI {
         RegisterDomain.self, RegisterHost.self, RemoveHost.self, CreateViolin.self, DestroyViolin.self, SetMode.self,
         Evaluate.self, Explain.self, Decisions.self, Inventory.self, DrainHost.self, CreateEnvironment.self, DestroyEnvironment.self, ApplyEnvironment.self,
     ]
-    public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self, DriftDetected.self, PhaseChanged.self, VMPlaced.self]
+    public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self, DriftDetected.self, PhaseChanged.self, VMPlaced.self, VMRestarted.self]
 
     /// The two ways the policy acts on its decisions.
     public enum Mode: String, Sendable, CaseIterable, Codable { case recommend, automatic }
@@ -443,6 +443,22 @@ public enum PolicyAPI {
         }
         public var json: JSONValue {
             ["violin": .string(violin), "vm": .string(vm), "host": .string(host), "domain": .string(domain), "why": .string(why)]
+        }
+    }
+
+    /// A VM of a `restart: always` VIOLIN lost with its host, made again on another from its
+    /// image: a new boot, its memory gone.
+    public struct VMRestarted: EventBody {
+        public static let topic = "policy.vm_restarted"
+        public static let fields: [FieldSpec] = [
+            .required("violin", .text), .required("vm", .text), .required("from", .text), .required("to", .text), .required("why", .string),
+        ]
+        public var violin: String, vm: String, from: String, to: String, why: String
+        public init(violin: String, vm: String, from: String, to: String, why: String) {
+            self.violin = violin; self.vm = vm; self.from = from; self.to = to; self.why = why
+        }
+        public var json: JSONValue {
+            ["violin": .string(violin), "vm": .string(vm), "from": .string(from), "to": .string(to), "why": .string(why)]
         }
     }
 }

@@ -248,6 +248,13 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(seen["moved/vm1"]?["host"] == "b" && seen["moved/vm1"]?["inventory_host"] == "a", "\(seen)")
             #expect(seen["stray/stray-1"]?["host"] == "b")
             #expect(try client.call(PolicyAPI.Inventory()).vms.first { $0.id == "vm1" }?.host == "b")
+            // While b does not answer, vm1 (placed on b) is not missing: b may still run it.
+            b.down = true
+            policy.reconcile()
+            policy.reconcile()
+            while case .event(let m, _)? = try? events.next(timeoutMs: 300) { seen["\(m.body["kind"]?.stringValue ?? "")/\(m.body["vm"]?.stringValue ?? "")"] = m.body }
+            #expect(seen["missing/vm1"] == nil, "a silent host's VM was reported missing: \(seen)")
+            b.down = false
             // vm0 vanishes from a: with every host answering, it is reported missing — once.
             a.running = []
             _ = try eventually(deadline: 20) {
@@ -256,7 +263,8 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             }
             #expect(seen["missing/vm0"]?["inventory_host"] == "a", "\(seen)")
             let counted = try client.call(AdminAPI.Metrics()).counters["drift_detected"] ?? 0
-            #expect(counted == 3, "each drift is published once: \(counted)")
+            // moved/vm1, stray/stray-1, missing/vm0, and stray-1 once more when b answered again.
+            #expect(counted == 4, "each drift is published once while it lasts: \(counted)")
         }
     }
 
@@ -362,6 +370,57 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             policy.reconcile()
             #expect(b.running.isEmpty, "left on b after it answered again: \(b.running)")
             #expect(try policy.store.leftovers().isEmpty)
+        }
+    }
+
+    /// `restart: always`: a VM whose host stops answering is made again on a host that answers,
+    /// from its image, with its MAC; the old copy goes once its host answers again. A VIOLIN
+    /// without it keeps waiting for its host.
+    @Test func lostVMsOfARestartAlwaysVIOLINAreMadeAgain() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-policy-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try withContext { ctx in
+            let policy = try node(dir + "/policy.sqlite") { $0.reconcileInterval = 0; $0.executorTimeoutMs = 2000; $0.hostLostAfter = 0 }
+            let runtime = try makeRuntime("policy", handler: policy)
+            defer { runtime.stop() }
+            let events = NSLock()
+            var restarted: [JSONValue] = []
+            policy.publish = { topic, body in if topic == PolicyAPI.VMRestarted.event { events.withLock { restarted.append(body) } } }
+            let hosts = ["a": HostExecutor([]), "b": HostExecutor([]), "c": HostExecutor([])]
+            let runtimes = try hosts.mapValues { try makeRuntime("executor", handler: $0) }
+            defer { runtimes.values.forEach { $0.stop() } }
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 10_000)
+            defer { client.close() }
+            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
+            for id in ["a", "b", "c"] {
+                _ = try client.call(PolicyAPI.RegisterHost(id: id, domain: "d1", cores: 2, memoryMB: 8192, executor: runtimes[id]!.endpoints[0]))
+            }
+            // k2 goes to b (spread; never beside k1); p1, of a VIOLIN without restart, too.
+            let kept = try client.call(PolicyAPI.CreateEnvironment(spec: [
+                "name": "kept", "home_domain": "d1", "image": "tiny", "restart": "always", "placement": "spread",
+                "vms": [["name": "k1", "host": "a"], ["name": "k2"]], "anti_affinity": [["k1", "k2"]]]))
+            _ = try client.call(PolicyAPI.CreateEnvironment(spec: ["name": "plain", "home_domain": "d1", "image": "tiny", "vms": [["name": "p1", "host": "b"]]]))
+            let k2 = try #require(kept.vms.first { $0.name == "k2" })
+            try #require(k2.host == "b", "\(kept.vms)")
+
+            hosts["b"]!.down = true
+            policy.reconcile()
+            let made = events.withLock { restarted }
+            #expect(made.count == 1 && made.first?["vm"] == "k2" && made.first?["from"] == "b" && made.first?["to"] == "c", "\(made)")
+            #expect(made.first?["why"]?.stringValue?.contains("memory is gone") == true)
+            let again = hosts["c"]!.created.first { $0["name"] == "k2" }
+            #expect(again?["mac"]?.stringValue == k2.mac && again?["image"] == "tiny" && again?["vni"] == .number(Double(kept.vni)), "\(String(describing: again))")
+            let inv = try client.call(PolicyAPI.Inventory())
+            #expect(inv.vms.first { $0.id == "k2" }?.host == "c" && inv.vms.first { $0.id == "p1" }?.host == "b", "\(inv.vms)")
+            policy.reconcile()
+            #expect(events.withLock { restarted }.count == 1, "restarted twice")
+
+            // b answers again, still running its copy of k2: that copy goes; p1 stays.
+            hosts["b"]!.down = false
+            policy.reconcile()
+            #expect(hosts["b"]!.running == ["p1"], "\(hosts["b"]!.running)")
+            #expect(hosts["c"]!.running == ["k2"])
         }
     }
 

@@ -11,6 +11,8 @@ struct Main: AsyncParsableCommand {
         ConfigKey("database", default: "violin-policy.sqlite", help: "SQLite file of the inventory and the decision ledger."),
         ConfigKey("subscribe", default: "tcp://127.0.0.1:\(ServicePorts.busSubscribers)", help: "The bus's subscriber endpoint (samples), or 'none'."),
         ConfigKey("evaluate_interval", default: "30", help: "Seconds between two policy rounds.", validate: Validate.positiveNumber),
+        ConfigKey("host_lost_after", default: "30", help: "Seconds a host may not answer before its VMs count as lost (restart: always makes them again elsewhere).",
+                  validate: Validate.positiveNumber),
         ConfigKey("reconcile_interval", default: "10", help: "Seconds between two comparisons of the inventory with every executor's VMs (0: never).",
                   validate: Validate.nonNegativeNumber),
         ConfigKey("policy", default: "paper", help: "paper or cost-benefit.",
@@ -27,6 +29,7 @@ struct Main: AsyncParsableCommand {
         po.interval = r.double("evaluate_interval")
         po.policy = r["policy"]
         po.reconcileInterval = r.double("reconcile_interval")
+        po.hostLostAfter = r.double("host_lost_after")
         po.busSecurity = settings.busSecurity
         po.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)

@@ -200,7 +200,10 @@ extension PolicyServer {
     }
 
     /// `vms` placed around the VIOLIN's running VMs, in its VNI, made all or nothing.
-    func addVMs(_ spec: ViolinSpec, _ vms: [ViolinSpec.VM], vni: UInt32, inv: PolicyStore.Inventory) throws(ProtocolError) -> [Placement.Placed] {
+    /// With `restarting`, the VMs are in the inventory already (placed on a lost host): they are
+    /// moved to where they are made again.
+    func addVMs(_ spec: ViolinSpec, _ vms: [ViolinSpec.VM], vni: UInt32, inv: PolicyStore.Inventory,
+                restarting: Bool = false) throws(ProtocolError) -> [Placement.Placed] {
         guard !vms.isEmpty else { return [] }
         let (hosts, _) = answering(inv)
         let byID = Dictionary(uniqueKeysWithValues: hosts.map { ($0.host.id, $0) })
@@ -220,6 +223,11 @@ extension PolicyServer {
         case .success(let p): plan = p
         }
         let joining = byID[existing[spec.head]?.host ?? ""] ?? existing.values.lazy.compactMap { byID[$0.host] }.first
+        // Only the VMs asked for: the spec's others are running (or being restarted elsewhere).
+        let asked = Set(vms.map(\.name))
+        if let stray = plan.vms.first(where: { !asked.contains($0.vm.name) }) {
+            throw ProtocolError(.internalError, "\(stray.vm.name) of \(spec.name) runs nowhere the inventory knows")
+        }
         // Journaled like a creation (and kept from `cleanUp` while it runs): a policy stopped in the
         // middle destroys the VMs it was adding when it runs again.
         let journal = spec.name + "/apply"
@@ -228,8 +236,47 @@ extension PolicyServer {
         try storeCall { try store.beginCreation(journal, vms: plan.vms.map { "\($0.vm.name)@\($0.host)" }) }
         defer { try? store.endCreation(journal) }
         try make(spec, plan, hosts: byID, inv: inv, joining: joining)
-        try storeCall { try store.addVMs(spec.name, plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host) }) }
+        if restarting {
+            for p in plan.vms { try storeCall { try store.place(vm: p.vm.name, on: p.host) } }
+        } else {
+            try storeCall { try store.addVMs(spec.name, plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host) }) }
+        }
         return plan.vms
+    }
+
+    /// The VMs of `restart: always` VIOLINs lost with their host (silent for `hostLostAfter`),
+    /// made again on hosts that answer, from their images; the old copies are destroyed if their
+    /// host answers again. One that fits nowhere is tried again at the next reconciliation.
+    func restartLost(_ inv: PolicyStore.Inventory) {
+        var specs: [String: (spec: ViolinSpec, vni: UInt32)] = [:]
+        for v in inv.violins {
+            guard let saved = try? store.spec(v.id), let json = try? JSONText.parse(Array(saved.body.utf8)),
+                  let spec = try? ViolinSpec.parse(Self.tree(json)), spec.restart == .always else { continue }
+            specs[v.id] = (spec, saved.vni)
+        }
+        guard !specs.isEmpty else { return }
+        let silent = lock.withLock { silentSince }
+        let lost = Lost.toRestart(placement: inv.placement, violinOf: Dictionary(uniqueKeysWithValues: inv.vms.map { ($0.id, $0.violin) }),
+                                  silentSince: silent, now: Date().timeIntervalSince1970, lostAfter: options.hostLostAfter,
+                                  restartAlways: Set(specs.keys))
+        for (violin, vms) in lost.sorted(by: { $0.key < $1.key }) {
+            let (spec, vni) = specs[violin]!
+            let gone = Set(vms)
+            var around = inv
+            around.vms.removeAll { gone.contains($0.id) }
+            do throws(ProtocolError) {
+                let made = try addVMs(spec, spec.vms.filter { gone.contains($0.name) }, vni: vni, inv: around, restarting: true)
+                for p in made {
+                    let from = inv.placement[p.vm.name] ?? ""
+                    try? store.addLeftover(vm: p.vm.name, host: from, violin: violin)
+                    let seconds = Int(Date().timeIntervalSince1970 - (silent[from] ?? 0))
+                    emit(PolicyAPI.VMRestarted(violin: violin, vm: p.vm.name, from: from, to: p.host, why:
+                        "host \(from) has not answered for \(seconds) s; made again on \(p.host) from image \(p.vm.image): a new boot, its memory is gone"))
+                }
+            } catch {
+                logger.warning("cannot restart lost VMs", metadata: ["violin": "\(violin)", "vms": "\(vms)", "error": "\(error.message)"])
+            }
+        }
     }
 
     /// Whether `host`'s executor answers a quick request now.
@@ -249,7 +296,12 @@ extension PolicyServer {
                 guard case .error(let e) = error, e.code == .notFound else { continue }
             }
             try? store.removeLeftover(vm: l.vm, host: l.host)
-            emit(PolicyAPI.PhaseChanged(name: l.violin, phase: "destroyed", reason: "\(l.vm) destroyed on \(l.host), which answers again"))
+            // The old copy of a restarted VM, or a VM of a destroyed VIOLIN.
+            if !inv.violins.contains(where: { $0.id == l.violin }) {
+                emit(PolicyAPI.PhaseChanged(name: l.violin, phase: "destroyed", reason: "\(l.vm) destroyed on \(l.host), which answers again"))
+            } else {
+                logger.notice("old copy destroyed", metadata: ["vm": "\(l.vm)", "host": "\(l.host)"])
+            }
         }
     }
 

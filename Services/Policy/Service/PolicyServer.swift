@@ -21,6 +21,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         public var workTimeoutMs = 120_000
         /// Seconds between two comparisons of the inventory with the executors; 0: never.
         public var reconcileInterval = 10.0
+        /// Seconds a host may not answer before the VMs placed on it count as lost.
+        public var hostLostAfter = 30.0
         /// For a CURVE bus: our key pair and the bus's public key.
         public var busSecurity: ClientSecurity?
         /// Our key pair, to reach executors that serve over CURVE (with the host's registered key).
@@ -29,10 +31,10 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     }
 
     public let store: PolicyStore
-    private let options: Options
+    let options: Options
     private let policy: AdaptationPolicy
-    private let logger: Logger
-    private let lock = NSLockLite()
+    let logger: Logger
+    let lock = NSLockLite()
     private var smoother: DemandSmoother
     /// VMs above the high-demand threshold after the last sample: a change triggers a round at once.
     private var high = Set<String>()
@@ -42,6 +44,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     public var counters: [String: Int] { lock.withLock { ["samples_ingested": ingested, "drift_detected": driftFound] } }
     /// The last reconciliation's findings (each is published once), and how many so far.
     private var lastDrift = Set<Reconcile.Drift>()
+    /// Hosts that did not answer the last reconciliation, since when (seconds since 1970).
+    var silentSince: [HostID: Double] = [:]
     private var driftFound = 0
     private let reconciler = WorkerThread()
     /// VIOLINs this process is making now: their journaled creation is not left over.
@@ -394,8 +398,16 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             guard !(inv.endpoints[host]?.executor ?? "").isEmpty else { continue }
             let client = executorClient(host, inv)
             defer { client.close() }
-            reports[host] = (try? client.call(ExecutorAPI.VMs(), retries: 0)).map { Set($0.vms.map(\.name)) }
+            // updateValue: assigning nil through the subscript would drop the host, not record its silence.
+            reports.updateValue((try? client.call(ExecutorAPI.VMs(), retries: 0)).map { Set($0.vms.map(\.name)) }, forKey: host)
         }
+        let now = Date().timeIntervalSince1970
+        lock.withLock {
+            for (host, report) in reports {
+                if report == nil { silentSince[host] = silentSince[host] ?? now } else { silentSince[host] = nil }
+            }
+        }
+        restartLost(inv)
         let drift = Reconcile.drift(placement: inv.placement, reports: reports)
         let fresh = lock.withLock { () -> [Reconcile.Drift] in
             defer { lastDrift = Set(drift) }
