@@ -18,7 +18,7 @@
 #   lab-libvirt.sh stop DIR               destroy the guests, stop libvirtd, kill what is left
 set -euo pipefail
 cmd=$1; shift
-GUEST_VERSION=7
+GUEST_VERSION=8
 CAPS=/var/cache/violin-test-guest/libvirt-caps
 
 guest() {
@@ -59,6 +59,12 @@ if [ -n "\$ip" ]; then
   ip link set eth0 up && ip addr add "\$ip" dev eth0
   nc -ll -p 5000 -e /bin/cat &
   nc -ll -p 2323 -e /bin/sh &
+fi
+# A second NIC is the head node's uplink (a NAT network of its host): configured by DHCP.
+if [ -e /sys/class/net/eth1 ]; then
+  printf '#!/bin/sh\ncase "\$1" in bound|renew) ip addr flush dev "\$interface"; ip addr add "\$ip/\${mask:-24}" dev "\$interface"; [ -n "\$router" ] && ip route replace default via "\${router%%%% *}" dev "\$interface";; esac\n' > /bin/uplink.script
+  chmod +x /bin/uplink.script
+  ip link set eth1 up && udhcpc -i eth1 -s /bin/uplink.script -b -q -t 20 >/dev/null 2>&1
 fi
 echo VIOLIN-GUEST-UP
 # A shell on the serial console (violin console), started again whenever it exits.
@@ -137,6 +143,8 @@ CONF
         for _ in $(seq 100); do ls "$dir/cache/qemu/capabilities/"*.xml >/dev/null 2>&1 && break; sleep 0.1; done
         mkdir -p "$CAPS" && cp "$dir/cache/qemu/capabilities/"*.xml "$CAPS/" 2>/dev/null || true
       fi
+      # Inside a host's namespace: its NAT network for head nodes' uplinks (violin-nat, 192.168.150.0/24).
+      [ -n "$addr" ] && uplink_network "$dir"
       cat "$dir/libvirtd.pid"; return 0
     fi
     sleep 0.1
@@ -163,6 +171,19 @@ boot() {
 </domain>
 XML
   virsh -c "qemu+unix:///system?socket=$dir/sock/libvirt-sock" create "$dir/$name.xml" >/dev/null
+}
+
+uplink_network() {
+  local dir=$1
+  cat > "$dir/violin-nat.xml" <<NET
+<network>
+  <name>violin-nat</name>
+  <forward mode='nat'/>
+  <bridge name='vnat0' stp='off'/>
+  <ip address='192.168.150.1' netmask='255.255.255.0'><dhcp><range start='192.168.150.10' end='192.168.150.250'/></dhcp></ip>
+</network>
+NET
+  virsh -c "qemu+unix:///system?socket=$dir/sock/libvirt-sock" net-create "$dir/violin-nat.xml" >/dev/null
 }
 
 stop() {

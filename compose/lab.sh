@@ -95,6 +95,7 @@ memory_mb: 2048
 sample_interval: 1
 data_dir: $run/$1
 image_dir: $run/images
+uplink_network: violin-nat
 $keys
 YAML
 }

@@ -20,6 +20,8 @@ public struct VMSpec: Equatable, Sendable {
     public var diskMB = 0
     public var nicPort: Int
     public var console: String = ""
+    /// A second NIC on this libvirt network (the head node's uplink, a NAT network); "" none.
+    public var uplinkNetwork: String = ""
 
     public init(name: String, vni: UInt32, mac: String, kernel: String, nicPort: Int) {
         self.name = name; self.vni = vni; self.mac = mac; self.kernel = kernel; self.nicPort = nicPort
@@ -54,6 +56,8 @@ public struct VMSpec: Equatable, Sendable {
             throw fail("\(key) must be an absolute path")
         }
         guard (1024...65_534).contains(nicPort) else { throw fail("nic_port must be 1024..65534 (the guest uses nic_port + 1)") }
+        guard uplinkNetwork.isEmpty || (uplinkNetwork.count <= 64 && uplinkNetwork.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }))
+        else { throw fail("uplink network must be a libvirt network name of letters, digits, '-', '_' or '.'") }
         for (key, v) in [("name", name), ("kernel", kernel), ("initrd", initrd), ("cmdline", cmdline), ("disk", disk), ("console", console)]
             where v.contains("\0") { throw fail("\(key) contains a NUL") }
     }
@@ -75,6 +79,9 @@ public struct VMSpec: Equatable, Sendable {
                 </interface>
 
             """
+        if !uplinkNetwork.isEmpty {
+            devices += "    <interface type='network'><source network='\(escape(uplinkNetwork))'/><model type='virtio'/></interface>\n"
+        }
         // The serial console is a pty (libvirt's console stream reaches it: `violin console`),
         // and everything it prints is appended to the log file when one is set.
         let log = console.isEmpty ? "" : "<log file='\(escape(console))' append='on'/>"

@@ -61,6 +61,9 @@ public struct ViolinSpec: Sendable, Equatable {
     /// `always`: a VM lost with its host is made again on another host from its image.
     public var restart: Restart = .never
     public enum Restart: String, Sendable, CaseIterable { case never, always }
+    /// `nat`: the head node gets a second NIC on its host's NAT network, to reach out.
+    public var uplink: Uplink = .none
+    public enum Uplink: String, Sendable, CaseIterable { case none, nat }
 
     public init(name: String, homeDomain: String, head: String, vms: [VM]) {
         self.name = name; self.homeDomain = homeDomain; self.head = head; self.vms = vms
@@ -69,7 +72,7 @@ public struct ViolinSpec: Sendable, Equatable {
     public static let memoryRange = 16...65_536
     public static let vcpuRange = 1...64
     public static let workerRange = 1...1000
-    static let topKeys = ["name", "home_domain", "head", "image", "memory_mb", "vcpus", "vms", "workers", "placement", "anti_affinity", "restart"]
+    static let topKeys = ["name", "home_domain", "head", "image", "memory_mb", "vcpus", "vms", "workers", "placement", "anti_affinity", "restart", "uplink"]
     static let vmKeys = ["name", "memory_mb", "vcpus", "image", "ip", "host", "domain"]
     static let workerKeys = ["count", "name", "memory_mb", "vcpus", "image"]
 }
@@ -111,6 +114,10 @@ extension ViolinSpec {
         if let r = try top.text("restart") {
             guard let restart = Restart(rawValue: r) else { throw SpecError("restart", line: top.line("restart"), "must be never or always") }
             spec.restart = restart
+        }
+        if let u = try top.text("uplink") {
+            guard let uplink = Uplink(rawValue: u) else { throw SpecError("uplink", line: top.line("uplink"), "must be none or nat") }
+            spec.uplink = uplink
         }
         return spec
     }
@@ -242,6 +249,7 @@ extension ViolinSpec {
         guard old.homeDomain == new.homeDomain else { return refuse("home_domain", old.homeDomain, new.homeDomain, "move it with violin migrate NAME --to-domain") }
         guard old.head == new.head else { return refuse("head", old.head, new.head) }
         guard old.placement == new.placement else { return refuse("placement", old.placement.rawValue, new.placement.rawValue) }
+        guard old.uplink == new.uplink else { return refuse("uplink", old.uplink.rawValue, new.uplink.rawValue) }
         guard old.antiAffinity.map(Set.init) == new.antiAffinity.map(Set.init) else {
             return refuse("anti_affinity", "\(old.antiAffinity)", "\(new.antiAffinity)")
         }

@@ -32,6 +32,7 @@ public struct NodeConfig: Sendable {
                   validate: Validate.nonNegativeNumber),
         ConfigKey("sample_interval", default: "5", help: "Seconds between monitor samples (host).", validate: Validate.positiveNumber),
         ConfigKey("image_dir", default: "/var/lib/violin/images", help: "The host's image store: a directory per image with vmlinuz, and optionally initrd and cmdline (host)."),
+        ConfigKey("uplink_network", default: "default", help: "The libvirt NAT network a head node's uplink NIC joins, defined on every host under this name (host)."),
         ConfigKey("key", default: "", help: "This node's CURVE key-pair file (violin keygen); empty: no CURVE."),
         ConfigKey("allowed_keys", default: "", help: "The public keys allowed in (a file of keys or a directory of .pub files): on the control node the hosts' and operators', on a host the control node's, the other hosts' and operators'."),
         ConfigKey("control_public_key", default: "", help: "Host: the control node's public-key file."),
@@ -147,6 +148,7 @@ public struct NodeConfig: Sendable {
             out.append(Service(name: "executor", arguments: ["--listen", "tcp://\(a):\(ServicePorts.executor)", "--host-id", n, "--libvirt-uri", r["libvirt_uri"],
                                                              "--migration-uri", r["migration_uri"], "--mesh", "tcp://\(a):\(ServicePorts.mesh)",
                                                              "--database", "\(d)/executor.sqlite", "--memory-mb", r["memory_mb"], "--image-dir", r["image_dir"],
+                                                             "--uplink-network", r["uplink_network"],
                                                              "--bus", bus, "--instance", "executor@\(n)"] + common, port: ServicePorts.executor))
         }
         return out

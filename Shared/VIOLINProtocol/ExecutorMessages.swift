@@ -16,7 +16,7 @@ public enum ExecutorAPI {
             .required("nic_port", .integer(1024...65_534)), .optional("memory_mb", .integer(16...65_536)), .optional("vcpus", .integer(1...64)),
             .optional("initrd", .string), .optional("cmdline", .string), .optional("disk", .string),
             .optional("disk_mb", .integer(0...1_048_576)), .optional("console", .string),
-            .optional("seed", .text), .optional("seed_key", .string),
+            .optional("seed", .text), .optional("seed_key", .string), .optional("uplink", .flag),
         ]
         public typealias Reply = CreateVMReply
         public static let idempotent = false
@@ -37,6 +37,8 @@ public enum ExecutorAPI {
         /// The mesh endpoint through which this host's mesh joins the VIOLIN, and its key.
         public var seed: String?
         public var seedKey: String?
+        /// A second NIC on the host's uplink network (`uplink_network`, a NAT network).
+        public var uplink = false
 
         public init(name: String, vni: UInt32, mac: MACAddress, kernel: String, nicPort: Int) {
             self.name = name; self.vni = vni; self.mac = mac; self.kernel = kernel; self.nicPort = nicPort
@@ -54,6 +56,7 @@ public enum ExecutorAPI {
             console = b.text("console") ?? ""
             diskMB = b.integer("disk_mb") ?? 0
             seed = b.text("seed"); seedKey = b.text("seed_key")
+            uplink = b.flag("uplink") ?? false
         }
 
         public var json: JSONValue {
@@ -67,6 +70,7 @@ public enum ExecutorAPI {
             if diskMB > 0 { o["disk_mb"] = .number(Double(diskMB)) }
             if let seed { o["seed"] = .string(seed) }
             if let seedKey { o["seed_key"] = .string(seedKey) }
+            if uplink { o["uplink"] = true }
             return .object(o)
         }
     }

@@ -315,7 +315,7 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(made.phase == "running" && Set(made.vms.map(\.host)) == ["a", "b"], "spread over both: \(made.vms.map(\.host))")
             let requests = a.created + b.created
             #expect(Set(requests.compactMap { $0["name"]?.stringValue }) == ["x1", "x2", "x3"])
-            #expect(requests.allSatisfy { $0["image"] == "tiny" && $0["vni"] == .number(Double(made.vni)) && $0["kernel"] == nil })
+            #expect(requests.allSatisfy { $0["image"] == "tiny" && $0["vni"] == .number(Double(made.vni)) && $0["kernel"] == nil && $0["uplink"] == nil })
             #expect(requests.first { $0["name"] == "x1" }?["cmdline"] == "violin.ip=10.0.0.1/24")
             // Each VM is announced where it runs, with the placement's reason; then the VIOLIN runs.
             let placed = seen(PolicyAPI.VMPlaced.event)
@@ -398,11 +398,13 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             }
             // k2 goes to b (spread; never beside k1); p1, of a VIOLIN without restart, too.
             let kept = try client.call(PolicyAPI.CreateEnvironment(spec: [
-                "name": "kept", "home_domain": "d1", "image": "tiny", "restart": "always", "placement": "spread",
+                "name": "kept", "home_domain": "d1", "image": "tiny", "restart": "always", "placement": "spread", "uplink": "nat",
                 "vms": [["name": "k1", "host": "a"], ["name": "k2"]], "anti_affinity": [["k1", "k2"]]]))
             _ = try client.call(PolicyAPI.CreateEnvironment(spec: ["name": "plain", "home_domain": "d1", "image": "tiny", "vms": [["name": "p1", "host": "b"]]]))
             let k2 = try #require(kept.vms.first { $0.name == "k2" })
             try #require(k2.host == "b", "\(kept.vms)")
+            // uplink: nat gives the head node, k1, and no other, a NIC on its host's NAT network.
+            #expect(hosts["a"]!.created.first { $0["name"] == "k1" }?["uplink"] == true && hosts["b"]!.created.first { $0["name"] == "k2" }?["uplink"] == nil)
 
             hosts["b"]!.down = true
             policy.reconcile()

@@ -22,7 +22,21 @@ import Testing
         #expect(xml.contains("<mac address='52:54:00:0a:00:01'/>"))
         #expect(xml.contains("<memory unit='MiB'>128</memory>"))
         #expect(xml.contains("append='on'"), "a migrated guest's console appends to the same file")
+        #expect(xml.contains("<serial type='pty'>") && xml.contains("<console type='pty'>"), "libvirt's console stream reaches it")
+        #expect(!xml.contains("type='network'"), "no uplink unless asked")
         #expect(s.portName == "vm-a1")
+    }
+
+    /// The head node's uplink: a second NIC, after the VIOLIN's, on the host's NAT network.
+    @Test func anUplinkIsASecondNICOnTheNamedNetwork() throws {
+        var s = Self.spec()
+        s.uplinkNetwork = "violin-nat"
+        try s.validate()
+        let xml = s.domainXML
+        let violin = try #require(xml.range(of: "<interface type='udp'>")), uplink = try #require(xml.range(of: "<interface type='network'><source network='violin-nat'/>"))
+        #expect(violin.lowerBound < uplink.lowerBound, "the VIOLIN's NIC stays the first (eth0)")
+        s.uplinkNetwork = "nat' evil='1"
+        #expect(throws: VMSpec.Invalid.self) { try s.validate() }
     }
 
     @Test(arguments: [

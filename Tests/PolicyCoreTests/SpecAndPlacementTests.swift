@@ -21,6 +21,7 @@ import Testing
     @Test(arguments: [
         ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\ncolour: blue\n", "colour", 5),
         ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\nrestart: sometimes\n", "restart", 5),
+        ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\nuplink: wifi\n", "uplink", 5),
         ("name: a\nhome_domain: d1\nimage: t\nvms:\n  - name: x\n    memory_mb: 9\n", "vms[0].memory_mb", 6),
         ("name: a\nhome_domain: d1\nimage: t\nvms:\n  - name: x\n    memory: 64\n", "vms[0].memory", 6),
         ("home_domain: d1\nimage: t\nvms: [{name: x}]\n", "name", 1),

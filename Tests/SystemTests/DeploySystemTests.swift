@@ -143,17 +143,23 @@ import VIOLINProtocol
         #expect(try violin("cancel job-none --control 10.77.0.100 \(ctl)").status == 1)
 
         // A VIOLIN from a spec: spread over d1's hosts from the image store, listed, destroyed.
-        try "name: env1\nhome_domain: d1\nimage: tiny\nmemory_mb: 128\nplacement: spread\nvms:\n  - name: e1\n  - name: e2\n"
+        try "name: env1\nhome_domain: d1\nimage: tiny\nmemory_mb: 128\nplacement: spread\nuplink: nat\nvms:\n  - name: e1\n  - name: e2\n"
             .write(toFile: scratch.file("env1.yaml"), atomically: true, encoding: .utf8)
         let made = try violin("create -f \(scratch.file("env1.yaml")) --json --timeout 90 --control 10.77.0.100 \(ctl)", timeout: 120)
         try #require(made.status == 0, "create: \(made.err)")
         let env = try Self.json(made.out)
         let envHosts: Set<String> = Set((env["vms"]?.items ?? []).compactMap { $0["host"]?.stringValue })
         #expect(env["phase"] == "running" && envHosts == ["h1", "h2"], "\(made.out)")
+        // Its head e1 has an uplink: a second NIC on its host's NAT network (DHCP), through which it
+        // reaches out — here, the network's gateway on its host.
+        let head = try ConsoleUser(lab, vm: "e1", curve: ctl)
+        defer { head.end() }
+        #expect(head.type("ping -c 1 -W 2 192.168.150.1", until: "1 packets received"), "no uplink: \(head.process.lines.suffix(6))")
+        #expect(head.detach() == 0)
         let envRow = try Self.json(try violin("list --json --control 10.77.0.100 \(ctl)").out)["violins"]?.items.first { $0["name"] == "env1" }
         #expect(envRow?["phase"] == "running" && envRow?["vms_running"] == 2, "\(String(describing: envRow))")
         // Applied: e2 goes, e3 comes (spread: to the home domain's host with fewest of its VMs).
-        try "name: env1\nhome_domain: d1\nimage: tiny\nmemory_mb: 128\nplacement: spread\nvms:\n  - name: e1\n  - name: e3\n"
+        try "name: env1\nhome_domain: d1\nimage: tiny\nmemory_mb: 128\nplacement: spread\nuplink: nat\nvms:\n  - name: e1\n  - name: e3\n"
             .write(toFile: scratch.file("env1.yaml"), atomically: true, encoding: .utf8)
         let applied = try violin("apply -f \(scratch.file("env1.yaml")) --json --timeout 90 --control 10.77.0.100 \(ctl)", timeout: 120)
         try #require(applied.status == 0, "apply: \(applied.err)")

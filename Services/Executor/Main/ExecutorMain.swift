@@ -15,6 +15,7 @@ struct Main: AsyncParsableCommand {
         ConfigKey("database", default: "/var/lib/violin/executor.sqlite", help: "SQLite journal of the migration jobs."),
         ConfigKey("image_dir", default: "/var/lib/violin/images", help: "The host's image store: a directory per image with vmlinuz, and optionally initrd and cmdline."),
         ConfigKey("console_dir", default: "", help: "Where each VM's serial console is logged, <vm>.log (default: console/ beside the database)."),
+        ConfigKey("uplink_network", default: "default", help: "The libvirt network (NAT) a VM's uplink NIC joins; every host defines it under this name (empty: no uplinks)."),
         ConfigKey("max_migrations", default: "2", help: "Concurrent outgoing migrations.", validate: Validate.positiveInteger),
         ConfigKey("progress_interval", default: "0.5", help: "Seconds between progress events.", validate: Validate.positiveNumber),
         ConfigKey("memory_mb", default: "0", help: "Memory this host offers to VMs, MiB (0: what libvirt reports free).",
@@ -36,6 +37,7 @@ struct Main: AsyncParsableCommand {
         eo.progressInterval = r.double("progress_interval")
         eo.memoryMB = Int(r["memory_mb"]) ?? 0
         eo.imageDir = r["image_dir"]
+        eo.uplinkNetwork = r["uplink_network"]
         eo.consoleDir = r["console_dir"].isEmpty
             ? URL(fileURLWithPath: r["database"]).deletingLastPathComponent().appendingPathComponent("console").path : r["console_dir"]
         eo.keyPair = settings.server?.keyPair

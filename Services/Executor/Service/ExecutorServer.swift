@@ -34,6 +34,9 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         public var consoleDir = ""
         /// A console stream that sends no request for this long is closed (seconds).
         public var consoleIdleTimeout = Double(ConsoleRelay.idleTimeoutS)
+        /// The libvirt network a VM's uplink NIC joins (`create_vm_request`'s `uplink`): a NAT
+        /// network every host defines under this name; "" when hosts offer none.
+        public var uplinkNetwork = "default"
         /// How a hypervisor connection is opened (libvirt; `InMemoryHypervisor` in tests).
         public var connect: HypervisorConnector = Hypervisors.libvirt
         public init(hostID: String, libvirtURI: String, migrationURI: String, mesh: String, database: String) {
@@ -195,6 +198,10 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         spec.cmdline = r.image == nil ? r.cmdline : [booted.cmdline, r.cmdline].filter { !$0.isEmpty }.joined(separator: " ")
         spec.disk = r.disk
         spec.diskMB = r.diskMB
+        if r.uplink {
+            guard !options.uplinkNetwork.isEmpty else { throw ProtocolError(.conflict, "host \(options.hostID) offers no uplink (uplink_network is empty)") }
+            spec.uplinkNetwork = options.uplinkNetwork
+        }
         // The console's log: the executor's own file (a path from the request is deprecated, §11).
         spec.console = !r.console.isEmpty || options.consoleDir.isEmpty ? r.console : options.consoleDir + "/" + spec.name + ".log"
         do { try spec.validate() } catch { throw ProtocolError(.invalidBody, error.description) }

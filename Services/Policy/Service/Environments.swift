@@ -90,6 +90,7 @@ extension PolicyServer {
             var r = ExecutorAPI.CreateVM(name: p.vm.name, vni: plan.vni, mac: MACAddress(p.mac)!, kernel: "", nicPort: p.nicPort)
             r.image = p.vm.image; r.memoryMB = p.vm.memoryMB; r.vcpus = p.vm.vcpus
             if let ip = p.vm.ip { r.cmdline = "violin.ip=\(ip)/24" }
+            r.uplink = spec.uplink == .nat && p.vm.name == spec.head
             if let seed { r.seed = seed.mesh; r.seedKey = seed.key.isEmpty ? nil : seed.key }
             return r
         }
