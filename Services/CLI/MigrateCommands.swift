@@ -245,7 +245,7 @@ struct StopStart {
         @Option(help: "The control node's address.") var control = "127.0.0.1"
         @OptionGroup var connection: ConnectionOptions
         func run() throws {
-            let cluster = try Cluster(connection, control: control)
+            let cluster = try Cluster(connection.forWork, control: control)
             defer { cluster.close() }
             let (_, host) = try StopStart.locate(vm, cluster)
             _ = try cluster.call(host, ExecutorAPI.StopVM(name: vm))
@@ -259,7 +259,7 @@ struct StopStart {
         @Option(help: "The control node's address.") var control = "127.0.0.1"
         @OptionGroup var connection: ConnectionOptions
         func run() throws {
-            let cluster = try Cluster(connection, control: control)
+            let cluster = try Cluster(connection.forWork, control: control)
             defer { cluster.close() }
             let (row, host) = try StopStart.locate(vm, cluster)
             // Its host's mesh may have left the VIOLIN with the VM's port: it joins again through

@@ -32,7 +32,7 @@ struct Create: ParsableCommand {
     func run() throws {
         let tree = try readSpec(file)
         let policy = ServicePorts.endpoint(control, ServicePorts.policy)
-        try request(connection, to: policy, PolicyAPI.CreateEnvironment(spec: tree.json, dryRun: dryRun)) { body in
+        try request(connection.forWork, to: policy, PolicyAPI.CreateEnvironment(spec: tree.json, dryRun: dryRun)) { body in
             if json { printJSON(body); return }
             guard let r = try? PolicyAPI.CreateEnvironment.Reply.decode(body) else { printJSON(body); return }
             print("VIOLIN \(r.name): \(r.phase), VNI \(r.vni)")
@@ -64,7 +64,7 @@ struct Apply: ParsableCommand {
 
     func run() throws {
         let tree = try readSpec(file)
-        try request(connection, to: ServicePorts.endpoint(control, ServicePorts.policy), PolicyAPI.ApplyEnvironment(spec: tree.json)) { body in
+        try request(connection.forWork, to: ServicePorts.endpoint(control, ServicePorts.policy), PolicyAPI.ApplyEnvironment(spec: tree.json)) { body in
             if json { printJSON(body); return }
             guard let r = try? PolicyAPI.ApplyEnvironment.Reply.decode(body) else { printJSON(body); return }
             print("VIOLIN \(r.name): \(r.added.count) added, \(r.removed.count) removed" + (r.left.isEmpty ? "" : ", left on hosts that did not answer: \(r.left.joined(separator: ", "))"))
@@ -82,6 +82,6 @@ struct Destroy: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {
-        try request(connection, to: ServicePorts.endpoint(control, ServicePorts.policy), PolicyAPI.DestroyEnvironment(name: name))
+        try request(connection.forWork, to: ServicePorts.endpoint(control, ServicePorts.policy), PolicyAPI.DestroyEnvironment(name: name))
     }
 }

@@ -32,7 +32,13 @@ func fail(_ message: String, code: Int32) -> ExitCode {
 }
 
 struct ConnectionOptions: ParsableArguments {
-    @Option(help: "Seconds to wait for a reply, all attempts together.") var timeout: Double = 3
+    @Option(name: .customLong("timeout"), help: "Seconds to wait for a reply, all attempts together (default 3; 120 for commands that make, change or destroy VMs).")
+    var given: Double?
+    /// For the commands that do work on hosts (create, apply, destroy, stop, start): a longer wait.
+    var work = false
+    var timeout: Double { given ?? (work ? 120 : 3) }
+    /// The same options, for a command that makes, changes or destroys VMs.
+    var forWork: ConnectionOptions { var c = self; c.work = true; return c }
     @Option(help: "Retries after a timeout (each with a fresh socket: Lazy Pirate).") var retries: Int = 0
     @Option(help: "Our key-pair file (violin keygen), for CURVE endpoints.") var curveKey: String?
     @Option(help: "The server's public-key file, for CURVE endpoints.") var serverKey: String?

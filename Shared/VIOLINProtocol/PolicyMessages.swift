@@ -324,16 +324,24 @@ public enum PolicyAPI {
         }
         public struct Violin: Codable, Sendable, Equatable {
             public var id: String, homeDomain: String, head: String
-            public init(id: String, homeDomain: String, head: String) { self.id = id; self.homeDomain = homeDomain; self.head = head }
-            enum CodingKeys: String, CodingKey { case id, homeDomain = "home_domain", head }
+            /// When it was made from its spec (ISO 8601); absent for one made otherwise.
+            public var createdAt: String?
+            public init(id: String, homeDomain: String, head: String, createdAt: String? = nil) {
+                self.id = id; self.homeDomain = homeDomain; self.head = head; self.createdAt = createdAt
+            }
+            enum CodingKeys: String, CodingKey { case id, homeDomain = "home_domain", head, createdAt = "created_at" }
         }
         public struct VM: Codable, Sendable, Equatable {
             public var id: String, violin: String
             public var memoryMB: Int
             /// "" while placed nowhere.
             public var host: String
-            public init(id: String, violin: String, memoryMB: Int, host: String) { self.id = id; self.violin = violin; self.memoryMB = memoryMB; self.host = host }
-            enum CodingKeys: String, CodingKey { case id, violin, memoryMB = "memory_mb", host }
+            /// From the VIOLIN's spec, when it was made from one: the address handed to the guest, its vCPUs.
+            public var ip: String?, vcpus: Int?
+            public init(id: String, violin: String, memoryMB: Int, host: String, ip: String? = nil, vcpus: Int? = nil) {
+                self.id = id; self.violin = violin; self.memoryMB = memoryMB; self.host = host; self.ip = ip; self.vcpus = vcpus
+            }
+            enum CodingKeys: String, CodingKey { case id, violin, memoryMB = "memory_mb", host, ip, vcpus }
         }
         public static let fields: [FieldSpec] = [
             .required("domains", .list(.text)), .required("hosts", .list(.object)), .required("violins", .list(.object)),
@@ -423,7 +431,7 @@ public enum PolicyAPI {
     public struct PhaseChanged: EventBody {
         public static let topic = "policy.violin_phase_changed"
         public static let fields: [FieldSpec] = [
-            .required("name", .text), .required("phase", .choice(["creating", "running", "failed", "destroying", "destroyed"])),
+            .required("name", .text), .required("phase", .choice(["placing", "creating", "running", "failed", "destroying", "destroyed"])),
             .required("reason", .string),
         ]
         public var name: String, phase: String, reason: String

@@ -306,7 +306,7 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             }
             #expect(a.running.isEmpty && b.running.isEmpty, "left behind: \(a.running) \(b.running)")
             #expect(try client.call(PolicyAPI.Inventory()).violins.isEmpty)
-            #expect(seen(PolicyAPI.PhaseChanged.event).map { $0["phase"] } == ["creating", "failed"], "\(seen(PolicyAPI.PhaseChanged.event))")
+            #expect(seen(PolicyAPI.PhaseChanged.event).map { $0["phase"] } == ["placing", "creating", "failed"], "\(seen(PolicyAPI.PhaseChanged.event))")
             #expect(!seen(PolicyAPI.VMPlaced.event).contains { $0["vm"] == "x2" }, "x2 was never made")
             events.withLock { published.removeAll() }
 
@@ -324,7 +324,13 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
                 #expect(placed.contains { $0["vm"]?.stringValue == vm.name && $0["host"]?.stringValue == vm.host && $0["violin"] == "lab"
                     && $0["domain"] == "d1" && $0["why"]?.stringValue == vm.why }, "\(vm.name): \(placed)")
             }
-            #expect(seen(PolicyAPI.PhaseChanged.event).map { $0["phase"] } == ["creating", "running"])
+            #expect(seen(PolicyAPI.PhaseChanged.event).map { $0["phase"] } == ["placing", "creating", "running"])
+            // Both creations are in the decision ledger: where each VM went, why, and how it ended.
+            let ledger = try client.call(PolicyAPI.Decisions(limit: 10)).decisions.filter { $0["kind"] == "create_environment" }
+            #expect(ledger.count == 2 && ledger.contains { $0["outcome"] == "created" }
+                    && ledger.contains { ($0["outcome"]?.stringValue ?? "").hasPrefix("failed: ") && ($0["outcome"]?.stringValue ?? "").contains("x2") },
+                    "\(ledger)")
+            #expect(ledger.allSatisfy { ($0["reason"]?.stringValue ?? "").contains("x1 on ") }, "\(ledger)")
             #expect(requests.filter { $0["name"] != "x1" }.allSatisfy { $0["seed"] != nil }, "the others join through the first's mesh")
             let inv = try client.call(PolicyAPI.Inventory())
             #expect(inv.violins.map(\.id) == ["lab"] && Set(inv.vms.map(\.id)) == ["x1", "x2", "x3"])

@@ -140,6 +140,12 @@ import VIOLINProtocol
         let jobs = try violin("jobs --json --control 10.77.0.100 \(ctl)")
         let d1Jobs = (try Self.json(jobs.out)["jobs"]?.items ?? []).filter { $0["vm"] == "d1" }
         #expect(d1Jobs.count == 2 && d1Jobs.allSatisfy { $0["state"] == "completed" }, "\(jobs.out)")
+        // show says per VM its address and vCPUs (from the spec) and its last migration; list the VIOLIN's age.
+        let shownAgain = try #require(try Self.json(try violin("show v --json --control 10.77.0.100 \(ctl)").out)["vms"]?.items.first)
+        #expect(shownAgain["ip"] == "10.0.0.1" && shownAgain["vcpus"] == 1
+                && (shownAgain["last_migration"]?.stringValue ?? "").hasPrefix("h3 -> h4 completed"), "\(shownAgain)")
+        let listedAgain = try Self.json(try violin("list --json --control 10.77.0.100 \(ctl)").out)["violins"]?.items.first { $0["name"] == "v" }
+        #expect(listedAgain?["created_at"]?.stringValue?.isEmpty == false, "\(String(describing: listedAgain))")
         #expect(try violin("cancel job-none --control 10.77.0.100 \(ctl)").status == 1)
 
         // A VIOLIN from a spec: spread over d1's hosts from the image store, listed, destroyed.

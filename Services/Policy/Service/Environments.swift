@@ -29,6 +29,7 @@ extension PolicyServer {
         if let clash = spec.vms.first(where: { taken.contains($0.name) }) {
             throw ProtocolError(.conflict, "a VM named \(clash.name) exists (VM names are unique in the infrastructure)")
         }
+        if !r.dryRun { emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "placing", reason: "\(spec.vms.count) VMs, \(spec.placement.rawValue)")) }
         let (hosts, vnis) = answering(inv)
         var capacities = hosts.map(\.capacity)
         for i in capacities.indices where inv.draining.contains(capacities[i].id) { capacities[i].draining = true }
@@ -51,14 +52,26 @@ extension PolicyServer {
             try make(spec, plan, hosts: Dictionary(uniqueKeysWithValues: hosts.map { ($0.host.id, $0) }), inv: inv)
         } catch {
             try? store.endCreation(spec.name)
+            ledger(spec.name, plan, capacities, outcome: "failed: \(error.message)")
             throw error
         }
+        ledger(spec.name, plan, capacities, outcome: "created")
         try storeCall { try store.createViolin(id: spec.name, homeDomain: spec.homeDomain, head: spec.head,
                                                vms: plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host) }) }
         try? store.saveSpec(spec.name, body: JSONText.string(r.spec), vni: plan.vni)
         try? store.endCreation(spec.name)
         emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "running", reason: "every VM created"))
         return reply
+    }
+
+    /// The creation in the decision ledger: where each VM went and why, from which figures.
+    func ledger(_ name: String, _ plan: Placement.Plan, _ hosts: [Placement.Host], outcome: String) {
+        let body: JSONValue = ["violin": .string(name), "vni": .number(Double(plan.vni)),
+                               "vms": .object(Dictionary(uniqueKeysWithValues: plan.vms.map { ($0.vm.name, JSONValue.string($0.host)) }))]
+        let inputs: JSONValue = ["free_mb": .object(Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, JSONValue.number(Double($0.freeMB))) }))]
+        let reason = plan.vms.map { "\($0.vm.name) on \($0.reason)" }.joined(separator: "; ")
+        _ = try? store.record(kind: "create_environment", body: JSONText.string(body), reason: reason, inputs: JSONText.string(inputs),
+                              mode: mode, outcome: outcome, vms: [], at: Date().timeIntervalSince1970)
     }
 
     /// Every host whose executor answers, with its free memory, images, VMs and NIC ports; the

@@ -366,13 +366,23 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
 
     func inventoryReply() throws(ProtocolError) -> PolicyAPI.InventoryReply {
         let inv = try storeCall { try store.inventory() }
+        // What the specs add: when each VIOLIN was made, each VM's address and vCPUs.
+        var made: [String: String] = [:], fromSpec: [String: ViolinSpec.VM] = [:]
+        for v in inv.violins {
+            guard let saved = try? store.spec(v.id) else { continue }
+            made[v.id] = saved.createdAt
+            if let json = try? JSONText.parse(Array(saved.body.utf8)), let spec = try? ViolinSpec.parse(Self.tree(json)) {
+                for vm in spec.vms { fromSpec[vm.name] = vm }
+            }
+        }
         return PolicyAPI.InventoryReply(
             domains: inv.domains,
             hosts: inv.hosts.map { .init(id: $0.id, domain: $0.domain, cores: $0.cores, memoryMB: $0.memoryMB,
                                          executor: inv.endpoints[$0.id]?.executor ?? "", monitor: inv.endpoints[$0.id]?.monitor ?? "",
                                          key: inv.keys[$0.id] ?? "", draining: inv.draining.contains($0.id)) },
-            violins: inv.violins.map { .init(id: $0.id, homeDomain: $0.homeDomain, head: $0.head) },
-            vms: inv.vms.map { .init(id: $0.id, violin: $0.violin, memoryMB: $0.memoryMB, host: inv.placement[$0.id] ?? "") },
+            violins: inv.violins.map { .init(id: $0.id, homeDomain: $0.homeDomain, head: $0.head, createdAt: made[$0.id]) },
+            vms: inv.vms.map { .init(id: $0.id, violin: $0.violin, memoryMB: $0.memoryMB, host: inv.placement[$0.id] ?? "",
+                                     ip: fromSpec[$0.id]?.ip, vcpus: fromSpec[$0.id]?.vcpus) },
             mode: mode, policy: policy.name)
     }
 

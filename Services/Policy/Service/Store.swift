@@ -48,21 +48,29 @@ public final class PolicyStore: @unchecked Sendable {
         }
         migrator.registerMigration("v6-spec") { db in
             // The spec a VIOLIN was made from (JSON), and its VNI: what `apply` compares with.
-            try db.execute(sql: "CREATE TABLE spec(violin TEXT PRIMARY KEY REFERENCES violin(id) ON DELETE CASCADE, body TEXT NOT NULL, vni INTEGER NOT NULL)")
+            try db.execute(sql: """
+                CREATE TABLE spec(violin TEXT PRIMARY KEY REFERENCES violin(id) ON DELETE CASCADE, body TEXT NOT NULL, vni INTEGER NOT NULL,
+                                  created_at TEXT NOT NULL)
+                """)
         }
         try migrator.migrate(db)
     }
 
     public func saveSpec(_ violin: String, body: String, vni: UInt32) throws {
         try db.write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO spec(violin, body, vni) VALUES (?, ?, ?)", arguments: [violin, body, Int(vni)])
+            try db.execute(sql: """
+                INSERT INTO spec(violin, body, vni, created_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT(violin) DO UPDATE SET body = excluded.body, vni = excluded.vni
+                """, arguments: [violin, body, Int(vni), ISO8601DateFormatter().string(from: Date())])
         }
     }
 
     /// The spec `violin` was last made or applied from, and its VNI; nil for one made otherwise.
-    public func spec(_ violin: String) throws -> (body: String, vni: UInt32)? {
+    public func spec(_ violin: String) throws -> (body: String, vni: UInt32, createdAt: String)? {
         try db.read { db in
-            try Row.fetchOne(db, sql: "SELECT body, vni FROM spec WHERE violin = ?", arguments: [violin]).map { ($0["body"], UInt32($0["vni"] as Int)) }
+            try Row.fetchOne(db, sql: "SELECT body, vni, created_at FROM spec WHERE violin = ?", arguments: [violin]).map {
+                ($0["body"], UInt32($0["vni"] as Int), $0["created_at"])
+            }
         }
     }
 
