@@ -209,21 +209,36 @@ struct Cancel: ParsableCommand {
 /// `violin images`: each host's image store.
 struct Images: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "The images in every host's store (what create_vm may name).")
-    @Option(help: "The control node's address.") var control = "127.0.0.1"
-    @Flag(help: "Print one JSON object.") var json = false
-    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var list: ImageCommand.List
 
-    func run() throws {
-        let ex = try Cluster(connection, control: control)
-        defer { ex.close() }
-        var hosts: [String: JSONValue] = [:]
-        for h in ex.inventory.hosts {
-            guard let r = ex.ask(h, ExecutorAPI.Images()) else { hosts[h.id] = .null; continue }
-            hosts[h.id] = .array(r.images.map { .string($0.name) })
-        }
-        if json { printJSON(["hosts": .object(hosts)]); return }
-        for (h, images) in hosts.sorted(by: { $0.key < $1.key }) {
-            print("\(h): " + (images == .null ? "(does not answer)" : (images.items ?? []).compactMap(\.stringValue).joined(separator: " ")))
+    func run() throws { try list.run() }
+}
+
+/// `violin image list [--host H]`.
+struct ImageCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "image", abstract: "The hosts' image stores.", subcommands: [List.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The images in every host's store, or one host's (what a spec's image may name).")
+        @Option(help: "Only this host.") var host: String?
+        @Option(help: "The control node's address.") var control = "127.0.0.1"
+        @Flag(help: "Print one JSON object.") var json = false
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() throws {
+            let ex = try Cluster(connection, control: control)
+            defer { ex.close() }
+            let chosen = try host.map { [try ex.host($0)] } ?? ex.inventory.hosts
+            var hosts: [String: JSONValue] = [:]
+            for h in chosen {
+                guard let r = ex.ask(h, ExecutorAPI.Images()) else { hosts[h.id] = .null; continue }
+                hosts[h.id] = .array(r.images.map { .string($0.name) })
+            }
+            if json { printJSON(["hosts": .object(hosts)]); return }
+            for (h, images) in hosts.sorted(by: { $0.key < $1.key }) {
+                print("\(h): " + (images == .null ? "(does not answer)" : (images.items ?? []).compactMap(\.stringValue).joined(separator: " ")))
+            }
+            if let host, hosts[host] == .null { throw ExitCode(Exit.noReply) }
         }
     }
 }
