@@ -180,6 +180,22 @@ import VIOLINProtocol
         try "name: huge\nhome_domain: d1\nimage: tiny\nmemory_mb: 60000\nvms:\n  - name: g1\n".write(toFile: scratch.file("huge.yaml"), atomically: true, encoding: .utf8)
         let huge = try violin("create -f \(scratch.file("huge.yaml")) --timeout 30 --control 10.77.0.100 \(ctl)", timeout: 60)
         #expect(huge.status == 1 && huge.err.contains("does not fit") && huge.err.contains("MiB"), "\(huge.err)")
+        // A creation that fails halfway: hx1 is made on h1, then h2 refuses hx2 (a domain of that
+        // name runs there behind VIOLIN's back). hx1 is destroyed again; the error says why.
+        func virsh(_ host: String, _ args: String) throws -> (status: Int32, out: String, err: String) {
+            try sh("virsh -c 'qemu+unix:///system?socket=\(run)/\(host)/libvirt/sock/libvirt-sock' \(args)")
+        }
+        try "<domain type='qemu'><name>hx2</name><memory unit='MiB'>64</memory><os><type arch='x86_64' machine='pc'>hvm</type><kernel>\(LocalLab.guestCache)/vmlinuz</kernel></os></domain>"
+            .write(toFile: scratch.file("hx2.xml"), atomically: true, encoding: .utf8)
+        try #require(try virsh("h2", "create \(scratch.file("hx2.xml"))").status == 0)
+        defer { _ = try? virsh("h2", "destroy hx2") }
+        try "name: half\nhome_domain: d1\nimage: tiny\nvms:\n  - name: hx1\n    host: h1\n  - name: hx2\n    host: h2\n"
+            .write(toFile: scratch.file("half.yaml"), atomically: true, encoding: .utf8)
+        let half = try violin("create -f \(scratch.file("half.yaml")) --control 10.77.0.100 \(ctl)", timeout: 150)
+        #expect(half.status == 1 && half.err.contains("hx2 on h2") && half.err.contains("destroyed"), "\(half.err)")
+        #expect(try virsh("h1", "list --all --name").out.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").allSatisfy { $0 != "hx1" },
+                "hx1 was left on h1")
+        #expect(try violin("show half --control 10.77.0.100 \(ctl)").status == 1, "a failed creation was entered")
         let gone = try violin("destroy env1 --timeout 90 --control 10.77.0.100 \(ctl)", timeout: 120)
         #expect(gone.status == 0 && gone.out.contains("e1") && gone.out.contains("e3"), "\(gone.out) \(gone.err)")
         #expect(try violin("show env1 --control 10.77.0.100 \(ctl)").status == 1)
