@@ -71,6 +71,22 @@ extension Bench {
                 executors.append(ServiceClient(context: ctx, endpoint: endpoint, timeoutMs: 10_000))
                 _ = try policy.call(PolicyAPI.RegisterHost(id: "h\(i)", domain: "d1", cores: 8, memoryMB: memoryPerHost, executor: endpoint))
             }
+            let (created, running, destroyed, left) = try cycle(policy, executors)
+            _ = standIns
+            func line(_ what: String, _ t: [Double]) -> String {
+                let s = t.sorted()
+                return String(format: "%@ violins=%d vms=%d hosts=%d: median %.0f ms p99 %.0f ms max %.0f ms", what, violins, vms, hosts,
+                              s[s.count / 2], s[min(s.count - 1, s.count * 99 / 100)], s.last!)
+            }
+            print(line("create_to_running", created))
+            print(line("destroy", destroyed))
+            print("vms_running_after_create \(running) (expected \(violins * vms)); vms_left_after_destroy \(left) (expected 0)")
+            if running != violins * vms || left != 0 { throw ExitCode(1) }
+        }
+
+        /// Every VIOLIN made, one after another, then destroyed: the times of each, and the VMs the
+        /// executors ran after the creations and after the destroys.
+        func cycle(_ policy: ServiceClient, _ executors: [ServiceClient]) throws -> ([Double], Int, [Double], Int) {
             var created: [Double] = [], destroyed: [Double] = []
             for v in 1...violins {
                 let spec: JSONValue = ["name": .string("bench-\(v)"), "home_domain": "d1", "image": "tiny", "memory_mb": 96,
@@ -88,16 +104,7 @@ extension Bench {
                 guard reply.left.isEmpty, reply.destroyed.count == vms else { throw fail("bench-\(v): left \(reply.left)", code: 1) }
             }
             let left = try executors.reduce(0) { $0 + (try $1.call(ExecutorAPI.VMs()).vms.count) }
-            _ = standIns
-            func line(_ what: String, _ t: [Double]) -> String {
-                let s = t.sorted()
-                return String(format: "%@ violins=%d vms=%d hosts=%d: median %.0f ms p99 %.0f ms max %.0f ms", what, violins, vms, hosts,
-                              s[s.count / 2], s[min(s.count - 1, s.count * 99 / 100)], s.last!)
-            }
-            print(line("create_to_running", created))
-            print(line("destroy", destroyed))
-            print("vms_running_after_create \(running) (expected \(violins * vms)); vms_left_after_destroy \(left) (expected 0)")
-            if running != violins * vms || left != 0 { throw ExitCode(1) }
+            return (created, running, destroyed, left)
         }
 
         /// A test-driver host: CPUs and memory, no domains.

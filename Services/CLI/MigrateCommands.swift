@@ -245,42 +245,45 @@ struct ImageCommand: ParsableCommand {
 
 /// `violin stop VM` and `violin start VM`: on the host that holds it; the VM keeps its place.
 struct StopStart {
-    /// The VM's row in the inventory, and its host.
-    static func locate(_ vm: String, _ cluster: Cluster) throws -> (PolicyAPI.InventoryReply.VM, PolicyAPI.InventoryReply.Host) {
-        guard let row = cluster.inventory.vms.first(where: { $0.id == vm }), !row.host.isEmpty else {
-            throw fail("no VM \(vm) in the inventory", code: Exit.errorReply)
+    /// The VM a command acts on, found through the control node's inventory.
+    struct Target: ParsableArguments {
+        @Argument(help: "The VM.") var vm: String
+        @Option(help: "The control node's address.") var control = "127.0.0.1"
+        @OptionGroup var connection: ConnectionOptions
+
+        /// The cluster (waiting as long as work on a host takes), the VM's row and its host.
+        func locate() throws -> (Cluster, PolicyAPI.InventoryReply.VM, PolicyAPI.InventoryReply.Host) {
+            let cluster = try Cluster(connection.forWork, control: control)
+            guard let row = cluster.inventory.vms.first(where: { $0.id == vm }), !row.host.isEmpty else {
+                cluster.close()
+                throw fail("no VM \(vm) in the inventory", code: Exit.errorReply)
+            }
+            do { return (cluster, row, try cluster.host(row.host)) } catch { cluster.close(); throw error }
         }
-        return (row, try cluster.host(row.host))
     }
 
     struct Stop: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "stop",
             abstract: "Stop a VM; its host keeps it (MAC, NIC ports, VIOLIN) for violin start.")
-        @Argument(help: "The VM.") var vm: String
-        @Option(help: "The control node's address.") var control = "127.0.0.1"
-        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var target: Target
         func run() throws {
-            let cluster = try Cluster(connection.forWork, control: control)
+            let (cluster, _, host) = try target.locate()
             defer { cluster.close() }
-            let (_, host) = try StopStart.locate(vm, cluster)
-            _ = try cluster.call(host, ExecutorAPI.StopVM(name: vm))
-            print("\(vm): stopped on \(host.id)")
+            _ = try cluster.call(host, ExecutorAPI.StopVM(name: target.vm))
+            print("\(target.vm): stopped on \(host.id)")
         }
     }
 
     struct Start: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "start", abstract: "Start a stopped VM again on its host.")
-        @Argument(help: "The VM.") var vm: String
-        @Option(help: "The control node's address.") var control = "127.0.0.1"
-        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var target: Target
         func run() throws {
-            let cluster = try Cluster(connection.forWork, control: control)
+            let (cluster, row, host) = try target.locate()
             defer { cluster.close() }
-            let (row, host) = try StopStart.locate(vm, cluster)
             // Its host's mesh may have left the VIOLIN with the VM's port: it joins again through
             // the mesh of another host that runs a VM of the VIOLIN.
-            var request = ExecutorAPI.StartVM(name: vm)
-            let others = Set(cluster.inventory.vms.filter { $0.violin == row.violin && $0.id != vm && $0.host != host.id }.map(\.host))
+            var request = ExecutorAPI.StartVM(name: target.vm)
+            let others = Set(cluster.inventory.vms.filter { $0.violin == row.violin && $0.id != target.vm && $0.host != host.id }.map(\.host))
             for id in others.sorted() {
                 guard let other = try? cluster.host(id), let mesh = cluster.ask(other, ExecutorAPI.HostInfo())?.mesh, !mesh.isEmpty else { continue }
                 request.seed = mesh
@@ -288,7 +291,7 @@ struct StopStart {
                 break
             }
             _ = try cluster.call(host, request)
-            print("\(vm): started on \(host.id)")
+            print("\(target.vm): started on \(host.id)")
         }
     }
 }
