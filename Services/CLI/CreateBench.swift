@@ -73,15 +73,7 @@ extension Bench {
             }
             let (created, running, destroyed, left) = try cycle(policy, executors)
             _ = standIns
-            func line(_ what: String, _ t: [Double]) -> String {
-                let s = t.sorted()
-                return String(format: "%@ violins=%d vms=%d hosts=%d: median %.0f ms p99 %.0f ms max %.0f ms", what, violins, vms, hosts,
-                              s[s.count / 2], s[min(s.count - 1, s.count * 99 / 100)], s.last!)
-            }
-            print(line("create_to_running", created))
-            print(line("destroy", destroyed))
-            print("vms_running_after_create \(running) (expected \(violins * vms)); vms_left_after_destroy \(left) (expected 0)")
-            if running != violins * vms || left != 0 { throw ExitCode(1) }
+            try report(created, running, destroyed, left)
         }
 
         /// Every VIOLIN made, one after another, then destroyed: the times of each, and the VMs the
@@ -105,6 +97,18 @@ extension Bench {
             }
             let left = try executors.reduce(0) { $0 + (try $1.call(ExecutorAPI.VMs()).vms.count) }
             return (created, running, destroyed, left)
+        }
+
+        func report(_ created: [Double], _ running: Int, _ destroyed: [Double], _ left: Int) throws {
+            func line(_ what: String, _ t: [Double]) -> String {
+                let s = t.sorted()
+                return String(format: "%@ violins=%d vms=%d hosts=%d: median %.0f ms p99 %.0f ms max %.0f ms", what, violins, vms, hosts,
+                              s[s.count / 2], s[min(s.count - 1, s.count * 99 / 100)], s.last!)
+            }
+            print(line("create_to_running", created))
+            print(line("destroy", destroyed))
+            print("vms_running_after_create \(running) (expected \(violins * vms)); vms_left_after_destroy \(left) (expected 0)")
+            if running != violins * vms || left != 0 { throw ExitCode(1) }
         }
 
         /// A test-driver host: CPUs and memory, no domains.
