@@ -102,12 +102,28 @@ for ip in 10.0.0.1 10.0.0.2; do wait_for 30 in_ns pa ping -c 1 -W 1 $ip; done
 for ip in 10.0.0.1 10.0.0.2 10.0.0.3; do wait_for 30 in_ns pb ping -c 1 -W 1 $ip; done
 shown violin show b "${ctl[@]}"
 
-say "== inside each VIOLIN, guest to guest; nothing across"
+# Runs a command in a guest's shell through `violin console` (as a user at its serial console
+# would) and prints what it printed. The end is a line the typed command cannot echo: E<n+1>.
+console_run() {
+  local vm=$1 cmd=$2 n=$RANDOM line
+  coproc CON { violin console "$vm" "${ctl[@]}" 2>/dev/null; }
+  local pid=$CON_PID in=${CON[1]} out=${CON[0]}
+  printf '%s\necho E$((%s+1))\n' "$cmd" "$n" >&"$in"
+  while IFS= read -r -t 60 line <&"$out"; do
+    line=${line%$'\r'}
+    [ "$line" = "E$((n + 1))" ] && break
+    echo "$line"
+  done
+  eval "exec $in>&-"
+  wait "$pid" 2>/dev/null || true
+}
+
+say "== inside each VIOLIN, guest to guest, typed at the guests' consoles (violin console); nothing across"
 received() { grep -o '[0-9]* packets received' | grep -o '^[0-9]*' || echo 0; }
-pa_ok=$(probe a sh 10.0.0.1 "ping -c 3 -W 2 10.0.0.2" | received)
-pb_ok=$(probe b sh 10.0.0.1 "ping -c 3 -W 2 10.0.0.3" | received)
+pa_ok=$(console_run a1 "ping -c 3 -W 2 10.0.0.2" | received)
+pb_ok=$(console_run b1 "ping -c 3 -W 2 10.0.0.3" | received)
 # 10.0.0.3 is a guest of B only: from A it does not answer.
-pa_b3=$(probe a sh 10.0.0.1 "ping -c 3 -W 1 10.0.0.3" | received)
+pa_b3=$(console_run a1 "ping -c 3 -W 1 10.0.0.3" | received)
 say "  A: a1 -> a2 (10.0.0.2): $pa_ok/3 replies;  B: b1 -> b3 (10.0.0.3): $pb_ok/3 replies;  A: a1 -> 10.0.0.3 (only in B): $pa_b3/3"
 mac_a=$(probe a arp 10.0.0.2); mac_b=$(probe b arp 10.0.0.2)
 say "  10.0.0.2 is $mac_a in A and $mac_b in B (the same MAC and address, two isolated networks)"
@@ -168,8 +184,8 @@ cross2=$(cross)
 say "== the policy in automatic mode: two guests on h3 burn CPU"
 before=$(grep -c migration_completed "$run/events.jsonl" || true)
 shown violin policy mode automatic --to tcp://10.77.0.100:7703
-probe a sh 10.0.0.2 "(while :; do :; done) >/dev/null 2>&1 &" --timeout 5 >/dev/null
-probe b sh 10.0.0.2 "(while :; do :; done) >/dev/null 2>&1 &" --timeout 5 >/dev/null
+console_run a2 "(while :; do :; done) >/dev/null 2>&1 &" >/dev/null
+console_run b2 "(while :; do :; done) >/dev/null 2>&1 &" >/dev/null
 say "  a2 and b2 burn; waiting for the policy to act (the decision and its migrations on the bus) ..."
 wait_for 180 bash -c "[ \$(grep -c migration_completed $run/events.jsonl) -gt $before ]" || true
 # A whole-VIOLIN decision moves several VMs: wait for all of its jobs.

@@ -10,8 +10,8 @@ struct ClusterView {
     struct VM {
         var name: String, violin: String, host: String, domain: String
         var memoryMB: Int
-        /// As the host's executor reports it; "unknown" when the host did not answer, "missing"
-        /// when it answered without the VM.
+        /// As the host's executor reports it; "lost" when the host did not answer (it may come
+        /// back), "missing" when it answered without the VM.
         var state: String
         var mac: String?, vni: UInt32?
         var cpuPercent: Double?
@@ -45,7 +45,7 @@ struct ClusterView {
         let domainOf = Dictionary(uniqueKeysWithValues: inv.hosts.map { ($0.id, $0.domain) })
         for v in inv.vms {
             let seen = running[v.id]
-            let state = seen?.0.state ?? (view.silent.contains(v.host) ? "unknown" : "missing")
+            let state = seen?.0.state ?? (view.silent.contains(v.host) ? "lost" : "missing")
             view.vms.append(VM(name: v.id, violin: v.violin, host: v.host, domain: domainOf[v.host] ?? "", memoryMB: v.memoryMB,
                                state: state, mac: seen?.0.mac, vni: seen?.0.vni, cpuPercent: seen?.cpu, ip: v.ip, vcpus: v.vcpus,
                                lastMigration: last[v.id].map { "\($0.from) -> \($0.to) \($0.state) \($0.createdAt)" }))
