@@ -10,7 +10,7 @@ struct SwitchCommand: ParsableCommand {
         subcommands: [Fdb.self, Stats.self, Ports.self])
 
     struct Target: ParsableArguments {
-        @Option(help: "The switch's control endpoint (default: ipc:///tmp/violin-switch-<vni>.sock).") var to: String?
+        @Option(help: "The switch's control endpoint (default: ipc:///run/violin/switch-<vni>.sock).") var to: String?
         @Option(help: "The VIOLIN's id, to find the default control endpoint.") var vni: Int?
         @Flag(help: "Print the reply as JSON.") var json = false
         @OptionGroup var connection: ConnectionOptions
@@ -18,7 +18,7 @@ struct SwitchCommand: ParsableCommand {
         func endpoint() throws -> String {
             if let to { return to }
             guard let vni else { throw fail("give --to ENDPOINT or --vni N", code: Exit.usage) }
-            return "ipc:///tmp/violin-switch-\(vni).sock"
+            return "ipc://\(PrivateDirectory.root)/switch-\(vni).sock"
         }
     }
 

@@ -37,7 +37,8 @@ public final class ChildProcess: @unchecked Sendable {
             switch stream {
             case .inherit: break
             case .null: posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_WRONLY, 0)
-            case .append(let file): posix_spawn_file_actions_addopen(&actions, fd, file, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            // O_NOFOLLOW: a symlink planted at a log path makes the spawn fail, not a write elsewhere.
+            case .append(let file): posix_spawn_file_actions_addopen(&actions, fd, file, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o644)
             case .descriptor(let d): posix_spawn_file_actions_adddup2(&actions, d, fd)
             }
         }

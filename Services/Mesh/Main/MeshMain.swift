@@ -13,7 +13,7 @@ struct Main: AsyncParsableCommand {
         ConfigKey("host_address", default: "127.0.0.1", help: "This host's underlay IPv4 address: where its switches' tunnels listen.",
                   validate: { v in v.split(separator: ".").count == 4 && v.split(separator: ".").allSatisfy { UInt8($0) != nil } ? nil : "an IPv4 address" }),
         ConfigKey("switch_binary", default: "", help: "Path of violin-switch (default: beside violin-mesh)."),
-        ConfigKey("run_dir", default: "", help: "Directory for switch control sockets and the mesh's state (default: /tmp/violin-mesh-<port>)."),
+        ConfigKey("run_dir", default: "", help: "Directory for switch control sockets, their logs and the mesh's state; mode 0700, this user's (default: /run/violin/mesh-<port>)."),
         ConfigKey("member_interval", default: "1", help: "Seconds between heartbeats to each member.", validate: Validate.positiveNumber),
         ConfigKey("member_timeout", default: "3", help: "Seconds of silence before a member leaves the peer sets.", validate: Validate.positiveNumber),
     ])
@@ -28,12 +28,12 @@ struct Main: AsyncParsableCommand {
         let selfDir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         var mo = MeshServer.Options(me: me, hostAddress: r["host_address"],
                                   switchBinary: r["switch_binary"].isEmpty ? selfDir + "/violin-switch" : r["switch_binary"],
-                                  runDirectory: r["run_dir"].isEmpty ? "/tmp/violin-mesh-\(port)" : r["run_dir"])
+                                  runDirectory: r["run_dir"].isEmpty ? "\(PrivateDirectory.root)/mesh-\(port)" : r["run_dir"])
         mo.interval = r.double("member_interval")
         mo.timeout = r.double("member_timeout")
         mo.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
-        try await ServiceMain.run(settings, logger: logger, server: { MeshServer(options: mo, logger: logger) },
+        try await ServiceMain.run(settings, logger: logger, server: { try MeshServer(options: mo, logger: logger) },
                                   afterStart: { $0.start() })
     }
 }

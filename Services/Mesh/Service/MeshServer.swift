@@ -53,11 +53,12 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
     private let worker = WorkerThread()
     public var publish: (String, JSONValue) -> Void = { _, _ in }
 
-    public init(options: Options, logger: Logger) {
+    /// Refuses a run directory others could plant files in (`PrivateDirectory`).
+    public init(options: Options, logger: Logger) throws {
         self.options = options
         self.logger = logger
         membership = Membership(me: options.me, timeout: options.timeout)
-        try? FileManager.default.createDirectory(atPath: options.runDirectory, withIntermediateDirectories: true)
+        try PrivateDirectory.prepare(options.runDirectory)
     }
 
     static func now() -> Double { Double(monotonicMillis()) / 1000 }

@@ -13,7 +13,7 @@ struct Main: AsyncParsableCommand {
         commandName: "violin-switch", abstract: "VIOLIN data plane: one per VIOLIN per host.",
         discussion: """
             Standalone: violin-switch --vni 42 --tunnel 10.0.0.1:4789 --peer 10.0.0.2:4789 --tap vtap0
-            The control socket (--listen, default ipc:///tmp/violin-switch-<vni>.sock) changes ports,
+            The control socket (--listen, default ipc:///run/violin/switch-<vni>.sock) changes ports,
             peers and static entries at run time; `violin switch fdb|stats|ports --to ENDPOINT` reads it.
             """)
 
@@ -59,10 +59,17 @@ struct Main: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let description = ServiceDescription(name: "switch", defaultListen: "ipc:///tmp/violin-switch-\(vni).sock")
+        let description = ServiceDescription(name: "switch", defaultListen: "ipc://\(PrivateDirectory.root)/switch-\(vni).sock")
         var opts = options
         if opts.bus == nil && ProcessInfo.processInfo.environment["VIOLIN_BUS"] == nil { opts.bus = "none" }
         let serviceSettings = ServiceMain.settings(description, opts)
+        if serviceSettings.listen.contains(where: { $0.hasPrefix("ipc://\(PrivateDirectory.root)/") }) {
+            // The default socket's directory: this user's alone (no /tmp, where anyone may plant one).
+            do { try PrivateDirectory.prepare(PrivateDirectory.root) } catch {
+                FileHandle.standardError.write(Data("violin-switch: \(error)\n".utf8))
+                throw ExitCode(78)
+            }
+        }
         let logger = ServiceMain.logger(serviceSettings)
         let server: SwitchServer
         do { server = try SwitchServer(settings) } catch {
