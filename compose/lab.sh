@@ -76,7 +76,7 @@ node_run() {
 }
 
 host_file() {  # node domain
-  local keys=
+  local keys="insecure: true    # the lab without --keys runs open, on its own bridge"
   if keyed; then
     keys="key: $run/keys/$1.key
 control_public_key: $run/keys/ctl.pub
@@ -121,7 +121,7 @@ images() {
 up() {
   mkdir -p "$run/nodes"
   images
-  local keys=
+  local keys="insecure: true    # the lab without --keys runs open, on its own bridge"
   if [ "${1:-}" = --keys ]; then
     mkdir -p "$run/keys/allowed"
     # Every key up front: the allowed lists are read when the services start.

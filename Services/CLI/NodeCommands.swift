@@ -91,9 +91,15 @@ struct NodeCommand: ParsableCommand {
             }
             setvbuf(stdout, nil, _IOLBF, 0)
             print("node \(c.node) (\(c.role.rawValue)) running: \(c.services.map { "violin-\($0.name)" }.joined(separator: ", "))")
+            // Open on purpose (insecure: true): said at once, and every minute after.
+            var nextWarning = now()
             // Supervise until told to stop: a service that dies starts again after the back-off
             // the mesh uses for its switches (RestartBackoff).
             while stop.wait(timeout: .now() + .milliseconds(200)) == .timedOut {
+                if c.insecure && now() >= nextWarning {
+                    FileHandle.standardError.write(Data("violin node: INSECURE: no key on \(c.address); every service of this node answers anyone who reaches it (insecure: true in \(c.path))\n".utf8))
+                    nextWarning = now() + 60
+                }
                 for s in c.services where children[s.name]?.isRunning == false && !schedule.isScheduled(s.name) {
                     let wait = schedule.exited(s.name, at: now())
                     FileHandle.standardError.write(Data("violin node: violin-\(s.name) exited (\(children[s.name]?.exitStatus ?? -1)); restarting in \(wait) s\n".utf8))
@@ -179,7 +185,9 @@ struct ClusterCommand: ParsableCommand {
                         "version": status.map { .string($0.version) } ?? .null, "uptime_s": status.map { .number($0.uptimeS) } ?? .null]
             }
             let policyEP = "tcp://\(control):\(ServicePorts.policy)"
+            // A node reached without CURVE is open to anyone who reaches it: marked insecure.
             var nodes: [JSONValue] = [["node": "control", "role": "control", "domain": .null, "address": .string(control),
+                                       "insecure": .bool(sec == nil && !control.hasPrefix("127.")),
                                        "services": [service("bus", "tcp://\(control):\(ServicePorts.bus)"),
                                                     service("policy", policyEP)]]]
             let (inventory, _) = call(policyEP, PolicyAPI.Inventory())
@@ -199,7 +207,7 @@ struct ClusterCommand: ParsableCommand {
                 let services: JSONValue = [service("mesh", "tcp://\(address):\(ServicePorts.mesh)", key: h.key), service("monitor", "tcp://\(address):\(ServicePorts.monitor)", key: h.key),
                                            service("executor", h.executor, key: h.key)]
                 nodes.append(["node": .string(h.id), "role": "host", "domain": .string(h.domain), "address": .string(address),
-                              "draining": .bool(h.draining), "services": services,
+                              "draining": .bool(h.draining), "insecure": .bool(h.key.isEmpty && !address.hasPrefix("127.")), "services": services,
                               "vms": .array(vms), "violins": .array(vnis.sorted().map { .number(Double($0)) })])
             }
             let all: JSONValue = ["nodes": .array(nodes), "mode": .string(inventory.mode), "policy": .string(inventory.policy)]
@@ -215,7 +223,8 @@ struct ClusterCommand: ParsableCommand {
                 for (i, s) in services.enumerated() {
                     let first = i == 0
                     func col(_ v: String, _ w: Int) -> String { v.padding(toLength: w, withPad: " ", startingAt: 0) }
-                    let nodeName = first ? (n["node"]?.stringValue ?? "") + (n["draining"]?.boolValue == true ? "*" : "") : ""
+                    let nodeName = first ? (n["node"]?.stringValue ?? "") + (n["draining"]?.boolValue == true ? "*" : "")
+                        + (n["insecure"]?.boolValue == true ? "!" : "") : ""
                     var extra = ""
                     if first, case .array(let vms)? = n["vms"] {
                         let vnis = (n["violins"]?.items ?? []).compactMap(\.intValue)
@@ -226,6 +235,9 @@ struct ClusterCommand: ParsableCommand {
                           + col(s["rtt_ms"]?.numberValue.map { String($0) } ?? "-", 8) + col(s["version"]?.stringValue ?? "-", 10)
                           + col(s["uptime_s"]?.numberValue.flatMap { $0.isFinite && abs($0) < 1e15 ? String(Int($0)) : nil } ?? "-", 10) + extra)
                 }
+            }
+            if nodes.contains(where: { $0["insecure"]?.boolValue == true }) {
+                print("! insecure: no key — its services answer anyone who reaches them (insecure: true in its node file)")
             }
         }
     }

@@ -36,6 +36,8 @@ public struct NodeConfig: Sendable {
         ConfigKey("key", default: "", help: "This node's CURVE key-pair file (violin keygen); empty: no CURVE."),
         ConfigKey("allowed_keys", default: "", help: "The public keys allowed in (a file of keys or a directory of .pub files): on the control node the hosts' and operators', on a host the control node's, the other hosts' and operators'."),
         ConfigKey("control_public_key", default: "", help: "Host: the control node's public-key file."),
+        ConfigKey("insecure", default: "false", help: "true: run without a key on a non-loopback address (every service answers anyone; the node warns every minute).",
+                  validate: { ["true", "false"].contains($0) ? nil : "true or false" }),
     ]
 
     public let path: String
@@ -48,6 +50,10 @@ public struct NodeConfig: Sendable {
     public var dataDir: String { resolved["data_dir"] }
     public var runsControl: Bool { role != .host }
     public var runsHost: Bool { role != .control }
+    /// Open on purpose: no key on an address others reach (`insecure: true`).
+    public var insecure: Bool { resolved["key"].isEmpty && !Self.isLoopback(address) }
+
+    static func isLoopback(_ address: String) -> Bool { address.hasPrefix("127.") }
 
     public static func isIPv4(_ v: String) -> Bool {
         let parts = v.split(separator: ".", omittingEmptySubsequences: false)
@@ -83,6 +89,11 @@ public struct NodeConfig: Sendable {
         if config.runsHost {
             if r["domain"].isEmpty { throw fail("domain", "required for a host node") }
             if config.role == .host && r["control_address"].isEmpty { throw fail("control_address", "required for a host node") }
+        }
+        // Secure by default: a node others can reach has a key, unless its file says otherwise.
+        if config.insecure && r["insecure"] != "true" {
+            throw fail("key", "a node on \(r["address"]) (not loopback) needs a key: violin keygen --out FILE, then key: FILE.key "
+                       + "(and allowed_keys); or insecure: true to run every service open to anyone who reaches it")
         }
         if checkFiles {
             if !r["key"].isEmpty {

@@ -11,7 +11,7 @@ import ZeroMQ
     }
 
     @Test func aHostAndItsServices() throws {
-        let c = try parse("role: host\ndomain: d1\naddress: 10.0.0.11\ncontrol_address: 10.0.0.1\n")
+        let c = try parse("role: host\ndomain: d1\naddress: 10.0.0.11\ncontrol_address: 10.0.0.1\ninsecure: true\n")
         #expect(c.node == "box" && c.role == .host && c.domain == "d1")
         #expect(c.services.map(\.name) == ["mesh", "monitor", "executor"])
         let executor = c.services[2].arguments
@@ -21,7 +21,7 @@ import ZeroMQ
     }
 
     @Test func bothRolesOnOneMachine() throws {
-        let c = try parse("role: both\nnode: solo\ndomain: d1\naddress: 10.0.0.5\n")
+        let c = try parse("role: both\nnode: solo\ndomain: d1\naddress: 10.0.0.5\ninsecure: true\n")
         #expect(c.services.map(\.name) == ["bus", "policy", "mesh", "monitor", "executor"])
         #expect(c.controlAddress == "10.0.0.5")
     }
@@ -34,6 +34,9 @@ import ZeroMQ
         ("role: leader\naddress: 10.0.0.3\n", "role", 1),
         ("address: 10.0.0.3\n", "role", 0),
         ("role: host\ndomain: d1\naddress: 10.0.0.2\ncontrol_address: 10.0.0.1\nsample_interval: -1\n", "sample_interval", 5),
+        // Secure by default: reachable without a key only when the file says so.
+        ("role: host\ndomain: d1\naddress: 10.0.0.2\ncontrol_address: 10.0.0.1\n", "key", 0),
+        ("role: control\naddress: 10.0.0.3\ninsecure: yes\n", "insecure", 3),
     ])
     func refusedNamingKeyAndLine(text: String, key: String, line: Int) {
         do {
@@ -43,6 +46,17 @@ import ZeroMQ
             #expect(error.key == key, "\(error)")
             if line > 0 { #expect(error.source == .file(path: "node.yaml", line: line), "\(error)") }
         }
+    }
+
+    /// A node others can reach runs keyed, or open only when its file says `insecure: true`;
+    /// on loopback it needs neither.
+    @Test func anOpenNodeIsOnlyEverMeant() throws {
+        #expect(throws: ConfigError.self) { try parse("role: control\naddress: 10.0.0.3\n") }
+        do { _ = try parse("role: control\naddress: 10.0.0.3\n") } catch {
+            #expect(error.key == "key" && error.reason.contains("insecure: true"), "\(error)")
+        }
+        #expect(try parse("role: control\naddress: 10.0.0.3\ninsecure: true\n").insecure)
+        #expect(try !parse("role: control\naddress: 127.0.0.2\n").insecure, "loopback needs no key")
     }
 
     @Test func keyFilesAreReadAndRequiredTogether() throws {

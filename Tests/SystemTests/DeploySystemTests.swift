@@ -33,6 +33,8 @@ import VIOLINProtocol
             ("role: control\naddress: 10.0.0.999\n", "'address' (\(scratch.file("n.yaml")) line 2)"),
             ("role: control\naddress: 10.0.0.9\nkey: \(scratch.file("none.key"))\nallowed_keys: \(scratch.file("none.pub"))\n",
              "'key' (\(scratch.file("n.yaml")) line 3)"),
+            // Secure by default: no key on an address others reach, and no insecure: true.
+            ("role: control\naddress: 10.0.0.9\n", "or insecure: true"),
         ]
         for (text, expected) in cases {
             try text.write(toFile: scratch.file("n.yaml"), atomically: true, encoding: .utf8)
@@ -66,6 +68,7 @@ import VIOLINProtocol
             for s in services { #expect(s["healthy"] == .bool(true), "\(name) \(s)") }
         }
         #expect(first["h3"]?["domain"]?.stringValue == "d2")
+        #expect(first.values.allSatisfy { $0["insecure"] == false }, "a keyed lab marked insecure: \(first)")
 
         // A fourth host joins domain d2 at run time.
         let added = try lab.lab("add \(run) h4 d2", timeout: 120)

@@ -55,6 +55,9 @@ import VIOLINProtocol
         #expect(isolation["mac_of_10.0.0.2_in_a"] == "52:54:00:00:00:02" && isolation["mac_of_10.0.0.2_in_b"] == "52:54:00:00:00:02", "\(isolation)")
         #expect(isolation["foreign_macs_before"] == 0 && isolation["foreign_macs_after"] == 0, "\(isolation)")
         #expect(result["violin_b_after"]?["h2"] == ["b1"] && result["violin_b_after"]?["h3"] == ["a2", "b2", "b3"], "\(result)")
+        // The lab runs open (no --keys), so every node says so.
+        let nodes = try Self.json(try sh("ip netns exec \(tag)-ctl '\(binDir)/violin' cluster status --control 10.77.0.100 --json").out)["nodes"]?.items ?? []
+        #expect(nodes.count == 4 && nodes.allSatisfy { $0["insecure"] == true }, "\(nodes)")
         // `violin destroy` left nothing: no libvirt domain and no switch on any host (seen here too).
         #expect(result["after_destroy"]?["libvirt_domains"] == 0 && result["after_destroy"]?["switches"] == 0, "\(result)")
         for h in ["h1", "h2", "h3"] {
