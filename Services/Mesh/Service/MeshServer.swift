@@ -123,9 +123,11 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         return p
     }
 
-    /// Starts (or restarts) the VIOLIN's switch and gives it its ports and peers.
-    private func startSwitch(_ vni: UInt32) {
-        guard let p = lock.withLock({ presence[vni] }) else { return }
+    /// Starts (or restarts) the VIOLIN's switch and gives it its ports and peers; whether its
+    /// control socket answered.
+    @discardableResult
+    private func startSwitch(_ vni: UInt32) -> Bool {
+        guard let p = lock.withLock({ presence[vni] }) else { return false }
         // The switch outlives the mesh: it must not hold the mesh's own output open.
         let log = options.runDirectory + "/switch-\(vni).log"
         let arguments = ["--vni", "\(vni)", "--tunnel", p.tunnel, "--listen", control(vni), "--bus", "none",
@@ -150,16 +152,19 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         case .success(let child): process = child
         case .failure(let error):
             logger.error("cannot start violin-switch", metadata: ["vni": "\(vni)", "error": "\(error)"])
-            return
+            return false
         }
         emit(MeshAPI.SwitchStarted(vni: vni, pid: process.pid, tunnel: p.tunnel))
         // Wait for its control socket, then hand it its ports and peers.
-        _ = ServiceClient.waitUntilAnswers(context: context, endpoint: control(vni), within: 5, alive: { process.isRunning })
+        guard ServiceClient.waitUntilAnswers(context: context, endpoint: control(vni), within: 10, alive: { process.isRunning }) else {
+            return false
+        }
         for (_, body) in p.ports.sorted(by: { $0.key < $1.key }) {
             if let port = try? SwitchAPI.AddPort.decode(body) { _ = try? switchCall(vni, port) }
         }
         pushPeers(vni)
         save()
+        return true
     }
 
     private func switchExited(_ vni: UInt32, _ process: ChildProcess) {
@@ -232,7 +237,12 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
             membership.present(vni, tunnel: tunnel)
             return true
         }
-        if isNew { startSwitch(vni) }
+        // A VIOLIN whose switch cannot start here is not kept (and not restarted forever): the
+        // request fails, and a flood of them leaves nothing behind.
+        if isNew, !startSwitch(vni) {
+            try? leave(vni)
+            throw ProtocolError(.unavailable, "violin-switch for VIOLIN \(vni) did not start (\(options.runDirectory)/switch-\(vni).log)")
+        }
         let tunnel = lock.withLock { presence[vni]!.tunnel }
         if let seed, seed != options.me {
             let reply: MeshAPI.MemberJoinReply
