@@ -96,10 +96,7 @@ struct NodeCommand: ParsableCommand {
             // Supervise until told to stop: a service that dies starts again after the back-off
             // the mesh uses for its switches (RestartBackoff).
             while stop.wait(timeout: .now() + .milliseconds(200)) == .timedOut {
-                if c.insecure && now() >= nextWarning {
-                    FileHandle.standardError.write(Data("violin node: INSECURE: no key on \(c.address); every service of this node answers anyone who reaches it (insecure: true in \(c.path))\n".utf8))
-                    nextWarning = now() + 60
-                }
+                Self.warnIfOpen(c, next: &nextWarning, now: now())
                 for s in c.services where children[s.name]?.isRunning == false && !schedule.isScheduled(s.name) {
                     let wait = schedule.exited(s.name, at: now())
                     FileHandle.standardError.write(Data("violin node: violin-\(s.name) exited (\(children[s.name]?.exitStatus ?? -1)); restarting in \(wait) s\n".utf8))
@@ -111,6 +108,13 @@ struct NodeCommand: ParsableCommand {
                 }
             }
             stopAll()
+        }
+
+        /// A node open on purpose says so, every minute.
+        static func warnIfOpen(_ c: NodeConfig, next: inout Double, now: Double) {
+            guard c.insecure, now >= next else { return }
+            FileHandle.standardError.write(Data("violin node: INSECURE: no key on \(c.address); every service of this node answers anyone who reaches it (insecure: true in \(c.path))\n".utf8))
+            next = now + 60
         }
 
         /// With a key, every service of the node serves over CURVE under that key (and allows it).
