@@ -75,3 +75,37 @@ import ZeroMQ
         _ = try pinger.call(MeshAPI.LeaveViolin(vni: 4242), retries: 0)
     }
 }
+
+/// A mesh holds at most `max_violins` VIOLINs (each is a switch process): one more is refused
+/// with `conflict` naming the cap, and a place freed by a leave can be taken again.
+@Suite struct MeshCapTests {
+    @Test(.timeLimit(.minutes(2))) func aMeshRefusesMoreVIOLINsThanItsCap() throws {
+        let scratch = try Scratch("meshcap")
+        let endpoint = scratch.ipc("mesh")
+        // A loopback address of its own: its switches' tunnels clash with no other test's.
+        let address = "127.0.\(UInt8.random(in: 1...250)).\(UInt8.random(in: 1...250))"
+        let mesh = try Spawned("violin-mesh", ["--listen", endpoint, "--host-address", address, "--run-dir", scratch.file("run"),
+                                               "--switch-binary", "\(binDir)/violin-switch", "--bus", "none", "--log-level", "warning",
+                                               "--max-violins", "2"])
+        let ctx = ZMQContext()
+        let client = ServiceClient(context: ctx, endpoint: endpoint, timeoutMs: 20_000)
+        defer {
+            for vni: UInt32 in [1, 2, 3] { _ = try? client.call(MeshAPI.LeaveViolin(vni: vni), retries: 0) }
+            client.close()
+            mesh.destroy()
+            ctx.shutdown(); ctx.terminate()
+            scratch.cleanup()
+        }
+        #expect(ServiceClient.waitUntilAnswers(context: ctx, endpoint: endpoint, within: 20))
+        _ = try client.call(MeshAPI.JoinViolin(vni: 1), retries: 0)
+        _ = try client.call(MeshAPI.JoinViolin(vni: 2), retries: 0)
+        do { _ = try client.call(MeshAPI.JoinViolin(vni: 3), retries: 0); Issue.record("a third VIOLIN joined") } catch {
+            guard case .error(let e) = error else { Issue.record("\(error)"); return }
+            #expect(e.code == .conflict && e.message.contains("max_violins"), "\(e)")
+        }
+        _ = try client.call(MeshAPI.JoinViolin(vni: 1), retries: 0)   // one present already: no new place needed
+        _ = try client.call(MeshAPI.LeaveViolin(vni: 1), retries: 0)
+        _ = try client.call(MeshAPI.JoinViolin(vni: 3), retries: 0)
+        #expect(Set(try client.call(MeshAPI.Ports(), retries: 0).violins.map(\.vni)) == [2, 3])
+    }
+}

@@ -20,6 +20,8 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         public var runDirectory: String
         public var interval = 1.0
         public var timeout = 3.0
+        /// VIOLINs present here at most: each is a switch process.
+        public var maxViolins = 256
         /// Our CURVE key pair: with it, we reach other meshes over CURVE (their keys travel in
         /// the member lists; a seed's is given with the join).
         public var keyPair: CurveKeyPair?
@@ -230,12 +232,16 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
 
     /// Makes the VIOLIN present here (switch up) and joins its mesh through `seed`.
     func join(_ vni: UInt32, seed: String?, seedKey: String? = nil) throws(ProtocolError) -> MeshAPI.JoinReply {
-        let isNew: Bool = lock.withLock {
+        let isNew: Bool? = lock.withLock {
             if presence[vni] != nil { return false }
+            guard presence.count < options.maxViolins else { return nil }
             let tunnel = "\(options.hostAddress):\(freePort())"
             presence[vni] = Presence(tunnel: tunnel, ports: [:], members: [])
             membership.present(vni, tunnel: tunnel)
             return true
+        }
+        guard let isNew else {
+            throw ProtocolError(.conflict, "this host runs \(options.maxViolins) VIOLINs, its most (max_violins): VIOLIN \(vni) cannot join here")
         }
         // A VIOLIN whose switch cannot start here is not kept (and not restarted forever): the
         // request fails, and a flood of them leaves nothing behind.
