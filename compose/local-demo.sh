@@ -128,22 +128,23 @@ say "  A: a1 -> a2 (10.0.0.2): $pa_ok/3 replies;  B: b1 -> b3 (10.0.0.3): $pb_ok
 mac_a=$(probe a arp 10.0.0.2); mac_b=$(probe b arp 10.0.0.2)
 say "  10.0.0.2 is $mac_a in A and $mac_b in B (the same MAC and address, two isolated networks)"
 # The MACs each VIOLIN's switches learned, on every host, that are neither its guests' nor its
-# probe's: none, or the VIOLINs leak into each other.
+# probe's: none, or the VIOLINs leak into each other. Prints "foreign learned": a table read
+# that failed would show as nothing learned, not as no leak.
 cross() {
-  local n=0
+  local n=0 all=0
   for v in a b; do
     local vni=$([ $v = a ] && echo "$vni_a" || echo "$vni_b")
     local own; own="$(show $v | python3 -c 'import json,sys; print(" ".join(x["mac"] for x in json.load(sys.stdin)["vms"] if x["mac"]))') $(ip -n "$tag-p$v" -br link show "${tag}$v" | awk '{print $3}')"
     for h in h1 h2 h3; do
       [ -S "$run/$h/mesh/switch-$vni.sock" ] || continue
       local learned; learned=$(in_ns $h "$bin/violin" switch fdb --to "ipc://$run/$h/mesh/switch-$vni.sock" 2>/dev/null | grep -o '[0-9a-f]\{2\}\(:[0-9a-f]\{2\}\)\{5\}' | sort -u)
-      for m in $learned; do case " $own " in *" $m "*) ;; *) n=$((n + 1)) ;; esac; done
+      for m in $learned; do all=$((all + 1)); case " $own " in *" $m "*) ;; *) n=$((n + 1)) ;; esac; done
     done
   done
-  echo $n
+  echo "$n $all"
 }
-cross1=$(cross)
-say "  MACs in a VIOLIN's switches that are not its own: $cross1"
+read -r cross1 learned1 <<<"$(cross)"
+say "  MACs in a VIOLIN's switches that are not its own: $cross1 (of $learned1 learned)"
 
 # One migration with traffic: pings every 10 ms from a guest, a TCP echo stream from the probe;
 # `violin migrate ... --wait` moves it and reports. Args: label violin pinger-ip ping-target-ip
@@ -179,7 +180,7 @@ where() { show "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin)["vms"]
 vms_h2="$(where a h2) $(where b h2)"; vms_h3="$(where a h3) $(where b h3)"
 say "  h2 holds: $vms_h2;  h3 holds: $vms_h3"
 shown violin show b "${ctl[@]}"
-cross2=$(cross)
+read -r cross2 learned2 <<<"$(cross)"
 
 say "== the policy in automatic mode: two guests on h3 burn CPU"
 before=$(grep -c migration_completed "$run/events.jsonl" || true)
@@ -217,10 +218,10 @@ for h in h1 h2 h3; do
 done
 say "  left on the hosts: $domains_left libvirt domains, $switches_left switches"
 
-python3 - "$run" "$json" "$pa_ok" "$pb_ok" "$mac_a" "$mac_b" "$cross1" "$cross2" "$vms_h2" "$vms_h3" "$pa_b3" "$domains_left" "$switches_left" <<'PY'
+python3 - "$run" "$json" "$pa_ok" "$pb_ok" "$mac_a" "$mac_b" "$cross1" "$cross2" "$vms_h2" "$vms_h3" "$pa_b3" "$domains_left" "$switches_left" "$learned1" "$learned2" <<'PY'
 import glob, json, os, re, sys
 run, as_json = sys.argv[1], sys.argv[2] == "1"
-pa_ok, pb_ok, mac_a, mac_b, cross1, cross2, vms_h2, vms_h3, pa_b3, domains_left, switches_left = sys.argv[3:14]
+pa_ok, pb_ok, mac_a, mac_b, cross1, cross2, vms_h2, vms_h3, pa_b3, domains_left, switches_left, learned1, learned2 = sys.argv[3:16]
 migrations = []
 def pings(label):
     text = open(os.path.join(run, label + ".ping")).read()
@@ -260,7 +261,8 @@ for line in open(os.path.join(run, "events.jsonl")):
 result = {
     "isolation": {"a_pings_received": int(pa_ok or 0), "b_pings_received": int(pb_ok or 0), "a_to_b_only_address_received": int(pa_b3 or 0),
                   "mac_of_10.0.0.2_in_a": mac_a,
-                  "mac_of_10.0.0.2_in_b": mac_b, "foreign_macs_before": int(cross1), "foreign_macs_after": int(cross2)},
+                  "mac_of_10.0.0.2_in_b": mac_b, "foreign_macs_before": int(cross1), "foreign_macs_after": int(cross2),
+                  "macs_learned_before": int(learned1), "macs_learned_after": int(learned2)},
     "violin_b_after": {"h2": vms_h2.split(), "h3": vms_h3.split()},
     "policy_decisions": decisions,
     "after_destroy": {"libvirt_domains": int(domains_left), "switches": int(switches_left)},

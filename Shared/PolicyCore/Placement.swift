@@ -49,12 +49,13 @@ public enum Placement {
     /// A running VIOLIN's VMs, for placing the ones added to it (`violin apply`): its VNI, and
     /// where each VM runs with the MAC it has.
     public struct Existing: Sendable, Equatable {
-        public var vni: UInt32
-        public var vms: [String: (host: String, mac: String)]
-        public init(vni: UInt32, vms: [String: (host: String, mac: String)]) { self.vni = vni; self.vms = vms }
-        public static func == (a: Existing, b: Existing) -> Bool {
-            a.vni == b.vni && a.vms.mapValues { "\($0.host) \($0.mac)" } == b.vms.mapValues { "\($0.host) \($0.mac)" }
+        public struct VM: Sendable, Equatable {
+            public var host: String, mac: String
+            public init(host: String, mac: String) { self.host = host; self.mac = mac }
         }
+        public var vni: UInt32
+        public var vms: [String: VM]
+        public init(vni: UInt32, vms: [String: VM]) { self.vni = vni; self.vms = vms }
     }
 
     /// With `existing`, only the spec's VMs it does not hold are placed (the plan lists those),

@@ -174,7 +174,7 @@ import Testing
         spec.vms = [spec.vms[0], ViolinSpec.VM(name: "c", memoryMB: 128, vcpus: 1, image: "tiny"),
                     ViolinSpec.VM(name: "d", memoryMB: 128, vcpus: 1, image: "tiny")]
         spec.antiAffinity = [["a", "d"]]
-        let existing = Placement.Existing(vni: first.vni, vms: ["a": ("h1", first.vms[0].mac), "b": ("h1", first.vms[1].mac)])
+        let existing = Placement.Existing(vni: first.vni, vms: ["a": .init(host: "h1", mac: first.vms[0].mac), "b": .init(host: "h1", mac: first.vms[1].mac)])
         let more = try Placement.place(spec, hosts: inventory, usedVNIs: [], existing: existing).get()
         #expect(more.vni == first.vni && more.vms.map(\.vm.name) == ["c", "d"], "\(more)")
         #expect(more.vms.first { $0.vm.name == "c" }?.host == "h1", "pack: beside the running ones")

@@ -54,6 +54,8 @@ import VIOLINProtocol
         #expect(isolation["a_to_b_only_address_received"] == 0, "\(isolation)")
         #expect(isolation["mac_of_10.0.0.2_in_a"] == "52:54:00:00:00:02" && isolation["mac_of_10.0.0.2_in_b"] == "52:54:00:00:00:02", "\(isolation)")
         #expect(isolation["foreign_macs_before"] == 0 && isolation["foreign_macs_after"] == 0, "\(isolation)")
+        // ... counted over tables that were read (a failed read would learn nothing, not leak nothing).
+        #expect((isolation["macs_learned_before"]?.intValue ?? 0) > 0 && (isolation["macs_learned_after"]?.intValue ?? 0) > 0, "\(isolation)")
         #expect(result["violin_b_after"]?["h2"] == ["b1"] && result["violin_b_after"]?["h3"] == ["a2", "b2", "b3"], "\(result)")
         // The lab runs open (no --keys), so every node says so.
         let nodes = try Self.json(try sh("ip netns exec \(tag)-ctl '\(binDir)/violin' cluster status --control 10.77.0.100 --json").out)["nodes"]?.items ?? []

@@ -176,10 +176,10 @@ extension PolicyServer {
         guard inv.violins.contains(where: { $0.id == spec.name }) else {
             throw ProtocolError(.notFound, "no VIOLIN named \(spec.name) (violin create makes one)")
         }
-        guard let saved = try storeCall({ try store.spec(spec.name) }), let oldJSON = try? JSONText.parse(Array(saved.body.utf8)),
-              let old = try? ViolinSpec.parse(Self.tree(oldJSON)) else {
+        guard let saved = savedSpec(spec.name) else {
             throw ProtocolError(.conflict, "\(spec.name) was not made from a spec; it cannot be applied to")
         }
+        let old = saved.spec
         let change: ViolinSpec.Change
         switch ViolinSpec.change(from: old, to: spec) {
         case .failure(let e): throw ProtocolError(.conflict, "\(spec.name): \(e.key) \(e.reason)")
@@ -221,13 +221,13 @@ extension PolicyServer {
         guard !vms.isEmpty else { return [] }
         let (hosts, _) = answering(inv)
         let byID = Dictionary(uniqueKeysWithValues: hosts.map { ($0.host.id, $0) })
-        var existing: [String: (host: String, mac: String)] = [:]
+        var existing: [String: Placement.Existing.VM] = [:]
         for vm in inv.vms where vm.violin == spec.name {
             let host = inv.placement[vm.id] ?? ""
             guard let mac = byID[host]?.macs[vm.id] else {
                 throw ProtocolError(.unavailable, "\(vm.id)'s host \(host) does not answer: the MACs in use in \(spec.name) are not all known")
             }
-            existing[vm.id] = (host, mac)
+            existing[vm.id] = .init(host: host, mac: mac)
         }
         var capacities = hosts.map(\.capacity)
         for i in capacities.indices where inv.draining.contains(capacities[i].id) { capacities[i].draining = true }
@@ -264,9 +264,8 @@ extension PolicyServer {
     func restartLost(_ inv: PolicyStore.Inventory) {
         var specs: [String: (spec: ViolinSpec, vni: UInt32)] = [:]
         for v in inv.violins {
-            guard let saved = try? store.spec(v.id), let json = try? JSONText.parse(Array(saved.body.utf8)),
-                  let spec = try? ViolinSpec.parse(Self.tree(json)), spec.restart == .always else { continue }
-            specs[v.id] = (spec, saved.vni)
+            guard let saved = savedSpec(v.id), saved.spec.restart == .always else { continue }
+            specs[v.id] = (saved.spec, saved.vni)
         }
         guard !specs.isEmpty else { return }
         let silent = lock.withLock { silentSince }
@@ -291,6 +290,13 @@ extension PolicyServer {
                 logger.warning("cannot restart lost VMs", metadata: ["violin": "\(violin)", "vms": "\(vms)", "error": "\(error.message)"])
             }
         }
+    }
+
+    /// The spec a VIOLIN was last made or applied from, read back: nil for one made otherwise.
+    func savedSpec(_ violin: String) -> (spec: ViolinSpec, vni: UInt32, createdAt: String)? {
+        guard let saved = try? store.spec(violin), let json = try? JSONText.parse(Array(saved.body.utf8)),
+              let spec = try? ViolinSpec.parse(Self.tree(json)) else { return nil }
+        return (spec, saved.vni, saved.createdAt)
     }
 
     /// Whether `host`'s executor answers a quick request now.
@@ -324,13 +330,15 @@ extension PolicyServer {
         guard inv.violins.contains(where: { $0.id == name }) else { throw ProtocolError(.notFound, "no VIOLIN named \(name)") }
         emit(PolicyAPI.PhaseChanged(name: name, phase: "destroying", reason: "asked"))
         var destroyed: [String] = [], left: [String] = []
+        var answering: [String: Bool] = [:]      // asked once per host
         for vm in inv.vms where vm.violin == name {
             let host = inv.placement[vm.id] ?? ""
             let client = executorClient(host, inv, work: true)
             defer { client.close() }
             // A host that does not answer at once is not waited for: its VMs are left over.
             do throws(ServiceClient.Failure) {
-                guard answers(host, inv) else { throw .error(ProtocolError(.unavailable, "\(host) does not answer")) }
+                if answering[host] == nil { answering[host] = answers(host, inv) }
+                guard answering[host] == true else { throw .error(ProtocolError(.unavailable, "\(host) does not answer")) }
                 _ = try client.call(ExecutorAPI.DestroyVM(name: vm.id), retries: 0)
                 destroyed.append(vm.id)
             } catch {

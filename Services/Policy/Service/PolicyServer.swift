@@ -369,11 +369,9 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         // What the specs add: when each VIOLIN was made, each VM's address and vCPUs.
         var made: [String: String] = [:], fromSpec: [String: ViolinSpec.VM] = [:]
         for v in inv.violins {
-            guard let saved = try? store.spec(v.id) else { continue }
+            guard let saved = savedSpec(v.id) else { continue }
             made[v.id] = saved.createdAt
-            if let json = try? JSONText.parse(Array(saved.body.utf8)), let spec = try? ViolinSpec.parse(Self.tree(json)) {
-                for vm in spec.vms { fromSpec[vm.name] = vm }
-            }
+            for vm in saved.spec.vms { fromSpec[vm.name] = vm }
         }
         return PolicyAPI.InventoryReply(
             domains: inv.domains,
