@@ -30,8 +30,10 @@ curve() {
   local server=$1; [ "$server" = ctl ] || [ -f "$run/keys/$server.pub" ] || server=ctl
   echo "--curve-key $run/keys/admin.key --server-key $run/keys/$server.pub"
 }
-new_key() {  # node: its key pair, allowed everywhere
-  "$bin/violin" keygen --out "$run/keys/$1" >/dev/null
+new_key() {  # node: its key pair and role, allowed everywhere
+  local role
+  case $1 in admin) role=operator ;; ctl) role=control ;; *) role=host:$1 ;; esac
+  "$bin/violin" keygen --out "$run/keys/$1" --role "$role" >/dev/null
   cp "$run/keys/$1.pub" "$run/keys/allowed/"
 }
 

@@ -9,11 +9,65 @@ import ZeroMQ
 struct NodeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "node", abstract: "Check or run one node (control, host or both) from its configuration file.",
-        discussion: "The file's keys (YAML):\n" + NodeConfig.help, subcommands: [Check.self, Run.self])
+        discussion: "The file's keys (YAML):\n" + NodeConfig.help, subcommands: [Init.self, Check.self, Run.self])
 
     static func load(_ path: String, checkFiles: Bool = true) throws -> NodeConfig {
         do { return try NodeConfig.load(path: path, checkFiles: checkFiles) } catch {
             throw fail("\(path): \(error)", code: 78)
+        }
+    }
+
+    /// Writes a node's file with a fresh key pair and its key table: keyed by default.
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a keyed node file: DIR/NODE.yaml, the node's key pair DIR/NODE.key (.pub) and its key table DIR/NODE.keys.",
+            discussion: """
+                The key table lists who may talk to the node, with roles: the operators' keys (--operator-key), and on a host                 the control node's (--control-key, role control). The control node's table gets the hosts' keys by enrolment:                 a host's first contact leaves its key pending; `violin keys accept KEY --role host:<id>`.
+                """)
+        @Option(help: "control, host or both.") var role: String
+        @Option(help: "The node's id (a host's id in the inventory).") var node: String
+        @Option(help: "The node's IPv4 address, as the other nodes reach it.") var address: String
+        @Option(help: "The host's domain (host, both).") var domain: String?
+        @Option(help: "The control node's address (host).") var controlAddress: String?
+        @Option(help: "The control node's public-key file (host).") var controlKey: String?
+        @Option(help: "An operator's public-key file, allowed with role operator (repeatable).") var operatorKey: [String] = []
+        @Option(help: "Where to write the files.") var dir = "."
+        @Flag(help: "Overwrite existing files.") var force = false
+
+        func validate() throws {
+            guard ["control", "host", "both"].contains(role) else { throw ValidationError("--role: control, host or both") }
+            guard Role.validName(node) else { throw ValidationError("--node: 1-64 letters, digits, '.', '_' or '-'") }
+            guard NodeConfig.isIPv4(address) else { throw ValidationError("--address: an IPv4 address") }
+            if role != "control" { guard domain.map(Role.validName) == true else { throw ValidationError("--domain is required for a host") } }
+            if role == "host" {
+                guard controlAddress.map(NodeConfig.isIPv4) == true, controlKey != nil else {
+                    throw ValidationError("a host needs --control-address and --control-key (the control node's .pub)")
+                }
+            }
+        }
+
+        func run() throws {
+            let base = "\(dir)/\(node)"
+            for f in [base + ".yaml", base + ".key", base + ".pub", base + ".keys"] where !force && FileManager.default.fileExists(atPath: f) {
+                throw fail("\(f) exists (use --force to overwrite)", code: Exit.usage)
+            }
+            try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let pair = try CurveKeyPair.generate()
+            let own: [Role] = role == "control" ? [.control] : role == "host" ? [.host(node)] : [.control, .host(node)]
+            var table: [KeyTable.Entry] = []
+            do {
+                try KeyFiles.write(pair, base: base, role: own.first)
+                for k in operatorKey { table.append(.init(key: try KeyFiles.readPublicKey(k), roles: [.operator])) }
+                if let controlKey { table.append(.init(key: try KeyFiles.readPublicKey(controlKey), roles: [.control])) }
+                try KeyTable.save(table, to: base + ".keys")
+            } catch { throw fail("\(error)", code: 1) }
+            var yaml = "# Node \(node), written by violin node init. Keyed: every service serves over CURVE.\nrole: \(role)\nnode: \(node)\naddress: \(address)\n"
+            if let domain { yaml += "domain: \(domain)\n" }
+            if let controlAddress { yaml += "control_address: \(controlAddress)\n" }
+            yaml += "key: \(base).key\nallowed_keys: \(base).keys\n"
+            if let controlKey { yaml += "control_public_key: \(controlKey)\n" }
+            guard FileManager.default.createFile(atPath: base + ".yaml", contents: Data(yaml.utf8)) else { throw fail("cannot write \(base).yaml", code: 1) }
+            print("\(base).yaml  (key \(pair.publicKey), role \(own.map(\.description).joined(separator: ",")))")
         }
     }
 
@@ -148,7 +202,8 @@ struct NodeCommand: ParsableCommand {
             }
             try tolerate(PolicyAPI.RegisterDomain(id: c.domain))
             try tolerate(PolicyAPI.RegisterHost(id: c.node, domain: c.domain, cores: max(1, cores), memoryMB: max(1, memory),
-                                                executor: "tcp://\(c.address):\(ServicePorts.executor)", monitor: "tcp://\(c.address):\(ServicePorts.monitor)", key: ownKey))
+                                                executor: "tcp://\(c.address):\(ServicePorts.executor)", monitor: "tcp://\(c.address):\(ServicePorts.monitor)", key: ownKey,
+                                                mesh: "tcp://\(c.address):\(ServicePorts.mesh)", migrationURI: c.resolved["migration_uri"]))
         }
     }
 }

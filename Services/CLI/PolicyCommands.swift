@@ -19,8 +19,9 @@ struct PolicyCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The decision ledger, newest first.")
         @OptionGroup var target: Target
         @Option(help: "How many.") var limit = 20
+        @Flag(help: "Also the audit trail: each change of state asked for, and by which key.") var audit = false
         func run() throws {
-            try request(target.connection, to: target.to, PolicyAPI.Decisions(limit: limit)) { body in
+            try request(target.connection, to: target.to, PolicyAPI.Decisions(limit: limit, audit: audit)) { body in
                 if target.json { printJSON(body); return }
                 guard case .array(let list)? = body["decisions"] else { return }
                 for d in list {
@@ -28,6 +29,7 @@ struct PolicyCommand: ParsableCommand {
                     print("#\(id) \(d["time"]?.stringValue ?? "") \(d["kind"]?.stringValue ?? "") \(JSONText.string(d["decision"] ?? .null))")
                     print("    mode \(d["mode"]?.stringValue ?? "")  outcome \(d["outcome"]?.stringValue ?? "")")
                     print("    because \(d["reason"]?.stringValue ?? "")")
+                    if let who = d["asked_by"]?.stringValue, !who.isEmpty { print("    asked by \(who)") }
                 }
             }
         }

@@ -13,7 +13,7 @@ struct Violin: ParsableCommand {
         abstract: "Talk to VIOLIN services over ZeroMQ.",
         version: violinVersion,
         subcommands: [Ping.self, Status.self, Metrics.self, Call.self, Watch.self, SwitchCommand.self, MeshCommand.self, PolicyCommand.self,
-                      NodeCommand.self, ClusterCommand.self, Create.self, Apply.self, Destroy.self, List.self, Show.self, Migrate.self, Jobs.self, Cancel.self, Console.self, StopStart.Stop.self, StopStart.Start.self, Images.self, ImageCommand.self, Simulate.self, Keygen.self, Bench.self,
+                      NodeCommand.self, ClusterCommand.self, Create.self, Apply.self, Destroy.self, List.self, Show.self, Migrate.self, Jobs.self, Cancel.self, Console.self, StopStart.Stop.self, StopStart.Start.self, Images.self, ImageCommand.self, Simulate.self, Keygen.self, KeysCommand.self, Bench.self,
                       Version.self])
 }
 
@@ -195,14 +195,20 @@ struct Keygen: ParsableCommand {
         abstract: "Write a CURVE key pair: PATH.key (secret, mode 0600) and PATH.pub (public).")
     @Option(help: "Path without extension, e.g. keys/host1.") var out: String
     @Flag(help: "Overwrite existing files.") var force = false
+    @Option(help: "The key's role, written into PATH.pub (a key table directory needs it): operator, control, domain-admin:<d> or host:<id>.")
+    var role: String?
 
     func run() throws {
         guard ZMQContext.hasCurve else { throw fail("this libzmq has no CURVE support", code: 1) }
+        let parsed = try role.map { text throws in
+            guard let r = Role(text) else { throw fail("--role: '\(text)' is not operator, control, domain-admin:<d> or host:<id>", code: Exit.usage) }
+            return r
+        }
         if !force && (FileManager.default.fileExists(atPath: out + ".key") || FileManager.default.fileExists(atPath: out + ".pub")) {
             throw fail("\(out).key or \(out).pub exists (use --force to overwrite)", code: Exit.usage)
         }
         let pair = try CurveKeyPair.generate()
-        do { try KeyFiles.write(pair, base: out) } catch { throw fail("\(error)", code: 1) }
+        do { try KeyFiles.write(pair, base: out, role: parsed) } catch { throw fail("\(error)", code: 1) }
         print(pair.publicKey)
     }
 }

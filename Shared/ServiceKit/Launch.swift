@@ -123,9 +123,13 @@ public struct ShutdownHook: Service {
 public protocol ServiceLogic: RequestHandler, Sendable {
     var publish: (String, JSONValue) -> Void { get set }
     func stop()
+    /// A CURVE key the handshake refused, and the address it came from (on the ZAP thread).
+    func keyRefused(_ key: String, address: String)
 }
 
 extension ServiceLogic {
+    public func keyRefused(_ key: String, address: String) {}
+
     /// Publishes a typed event (the only way a service's own events are built).
     public func emit(_ event: some EventBody) { publish(type(of: event).event, event.json) }
 }
@@ -142,6 +146,7 @@ extension ServiceMain {
         }
         let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: server)
         server.publish = { [weak runtime] name, body in runtime?.publish(name, body) }
+        runtime.onRefusedKey = { key, address in server.keyRefused(key, address: address) }
         await run(runtime, also: [ShutdownHook { server.stop() }], afterStart: { try afterStart(server) })
     }
 }

@@ -34,7 +34,7 @@ public struct NodeConfig: Sendable {
         ConfigKey("image_dir", default: "/var/lib/violin/images", help: "The host's image store: a directory per image with vmlinuz, and optionally initrd and cmdline (host)."),
         ConfigKey("uplink_network", default: "default", help: "The libvirt NAT network a head node's uplink NIC joins, defined on every host under this name (host)."),
         ConfigKey("key", default: "", help: "This node's CURVE key-pair file (violin keygen); empty: no CURVE."),
-        ConfigKey("allowed_keys", default: "", help: "The public keys allowed in (a file of keys or a directory of .pub files): on the control node the hosts' and operators', on a host the control node's, the other hosts' and operators'."),
+        ConfigKey("allowed_keys", default: "", help: "The key table: the public keys allowed in and the role of each (`<key> <role>` lines, or a directory of .pub files with role lines): on the control node the hosts' and operators', on a host the control node's, the other hosts' and operators'."),
         ConfigKey("control_public_key", default: "", help: "Host: the control node's public-key file."),
         ConfigKey("insecure", default: "false", help: "true: run without a key on a non-loopback address (every service answers anyone; the node warns every minute).",
                   validate: { ["true", "false"].contains($0) ? nil : "true or false" }),
@@ -105,7 +105,7 @@ public struct NodeConfig: Sendable {
                 }
             }
             if !r["allowed_keys"].isEmpty {
-                do { _ = try KeyFiles.readAllowed(r["allowed_keys"]) } catch { throw fail("allowed_keys", "\(error)") }
+                do { _ = try KeyTable.read(r["allowed_keys"]) } catch { throw fail("allowed_keys", "\(error)") }
             }
             if !r["control_public_key"].isEmpty {
                 do { _ = try KeyFiles.readPublicKey(r["control_public_key"]) } catch { throw fail("control_public_key", "\(error)") }
@@ -159,7 +159,7 @@ public struct NodeConfig: Sendable {
             out.append(Service(name: "executor", arguments: ["--listen", "tcp://\(a):\(ServicePorts.executor)", "--host-id", n, "--libvirt-uri", r["libvirt_uri"],
                                                              "--migration-uri", r["migration_uri"], "--mesh", "tcp://\(a):\(ServicePorts.mesh)",
                                                              "--database", "\(d)/executor.sqlite", "--memory-mb", r["memory_mb"], "--image-dir", r["image_dir"],
-                                                             "--uplink-network", r["uplink_network"],
+                                                             "--uplink-network", r["uplink_network"], "--control", policyEndpoint,
                                                              "--bus", bus, "--instance", "executor@\(n)"] + common, port: ServicePorts.executor))
         }
         return out

@@ -40,6 +40,12 @@ public struct Route: Hashable, Sendable {
 public struct Requester: Sendable {
     public let route: Route
     public let msgId: String
+    /// Who asked: the key and its roles (PROTOCOL.md §7.1), already allowed by the table for
+    /// this request type; a handler checks what the table cannot (a domain admin's domain, a
+    /// host's own rows).
+    public let caller: Caller
+
+    public init(route: Route, msgId: String, caller: Caller = .local) { self.route = route; self.msgId = msgId; self.caller = caller }
 }
 
 /// Sends stream messages (PROTOCOL.md §4.1) to the client behind a route. Thread-safe.
@@ -90,6 +96,9 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
     /// Extra admin actions a service adds (e.g. the bus's own counters in `metrics`).
     public var extraGauges: () -> [String: Double] = { [:] }
     public var extraCounters: () -> [String: Int] = { [:] }
+    /// Called (on the ZAP thread) with each CURVE key the handshake refused and its address:
+    /// the control node keeps them as pending enrolments.
+    public var onRefusedKey: ((_ key: String, _ address: String) -> Void)?
 
     public init(settings: ServiceSettings, logger: Logger, version: String = violinVersion,
                 handler: RequestHandler? = nil) throws {
@@ -103,7 +112,9 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
             let counters = self.counters
             var log = logger
             log[metadataKey: "component"] = "zap"
-            let zap = ZAPHandler(context: context, allowed: settings.allowedKeys.union([settings.server!.keyPair.publicKey])) { address, key, mechanism in
+            let table = settings.keys ?? KeyTable(entries: [], ownKey: settings.server!.keyPair.publicKey)
+            let own = settings.server!.keyPair.publicKey
+            let zap = ZAPHandler(context: context, accepts: { $0 == own || table.accepts($0) }) { address, key, mechanism in
                 counters.add("curve_refused")
                 log.warning("refused a client", metadata: ["address": "\(address)", "key": "\(key)", "mechanism": "\(mechanism)"])
                 refusals.report?(address, key, mechanism)
@@ -116,6 +127,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         // Every refusal is also an event, `<service>.auth_refused`, so an operator sees it on the bus.
         refusals.report = { [weak self] address, key, mechanism in
             self?.publish(AuthRefused.event, typed: AuthRefused(address: address, key: key, mechanism: mechanism))
+            self?.onRefusedKey?(key, address)
         }
         handler?.attach(self)
     }
@@ -238,8 +250,9 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
             }
             if items[0].readable {
                 for _ in 0..<256 {
-                    guard let frames = try? router.receive(dontWait: true) else { break }
-                    serve(frames, on: router, factory: &factory)
+                    var user: String?
+                    guard let frames = try? router.receive(dontWait: true, userId: &user) else { break }
+                    serve(frames, user: user, on: router, factory: &factory)
                 }
             }
             sendFinished(on: router)
@@ -273,27 +286,28 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         }
     }
 
-    private func serve(_ frames: [Frame], on router: ZMQSocket, factory: inout MessageFactory) {
+    private func serve(_ frames: [Frame], user: String?, on router: ZMQSocket, factory: inout MessageFactory) {
         // ROUTER envelope: the peer's identity, then an empty delimiter when the peer is a REQ.
         guard frames.count >= 1 else { return }
         let envelopeLength = frames.count >= 2 && frames[1].isEmpty ? 2 : 1
         let envelope = Array(frames.prefix(envelopeLength))
         let payload = Array(frames.dropFirst(envelopeLength))
         let reply: Message
-        switch decode(payload, factory: &factory) {
+        switch decode(payload, factory: &factory).flatMap({ authorize($0, user: user, factory: &factory) }) {
         case .failure(let refusal): reply = refusal.message
-        case .success(let request):
+        case .success(let (request, caller)):
+            let from = Requester(route: Route(frames: envelope), msgId: request.header.msgId, caller: caller)
             if let handler, handler.lane(of: request.header.msgType) == .long {
                 // Answered from the worker; the loop goes on with the next request.
                 worker.async { [self] in
                     var own = MessageFactory(sender: settings.instance)
-                    let frames = envelope + Codec.encode(dispatch(request, from: Route(frames: envelope), factory: &own))
+                    let frames = envelope + Codec.encode(dispatch(request, from: from, factory: &own))
                     lock.withLock { finished.append(frames) }
                     waker.wake()
                 }
                 return
             }
-            reply = dispatch(request, from: Route(frames: envelope), factory: &factory)
+            reply = dispatch(request, from: from, factory: &factory)
         }
         if (try? router.send(envelope + Codec.encode(reply), dontWait: true)) != true {
             counters.add("replies_undeliverable")
@@ -311,7 +325,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
     func answer(_ payload: [Frame], factory: inout MessageFactory) -> Message {
         switch decode(payload, factory: &factory) {
         case .failure(let refusal): return refusal.message
-        case .success(let request): return dispatch(request, from: Route(frames: []), factory: &factory)
+        case .success(let request): return dispatch(request, from: Requester(route: Route(frames: []), msgId: request.header.msgId), factory: &factory)
         }
     }
 
@@ -336,11 +350,39 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         return .success(request)
     }
 
+    /// Who sent a request, by its connection's key: nil when the key is not (or no longer) in
+    /// the table. Without CURVE every caller is local (a service that runs open, or an ipc
+    /// endpoint, which only this host reaches).
+    public func caller(key: String?) -> Caller? {
+        guard let server = settings.server, let key, !key.isEmpty else { return .local }
+        if key == server.keyPair.publicKey { return Caller(key: key, roles: [], trusted: true) }
+        return settings.keys?.caller(key)
+    }
+
+    /// The request and its caller, or `forbidden` when the key's roles may not send it
+    /// (PROTOCOL.md §7.1). Refusals are counted and published as `<service>.auth_refused`.
+    private func authorize(_ request: Message, user: String?, factory: inout MessageFactory) -> Result<(Message, Caller), RefusalReply> {
+        let type = request.header.msgType
+        let found = caller(key: user)
+        let grants = Authorization.grants(service: settings.service, msgType: type)
+        if let found, found.trusted || grants.map({ Authorization.allows(found, $0, host: settings.node) }) == true {
+            return .success((request, found))
+        }
+        let why = found == nil ? "the key is not accepted (unknown or revoked)"
+            : grants == nil ? "'\(type)' is not in the authorization table" : "\(found!.audit) may not send \(type)"
+        counters.add("auth_refused")
+        counters.add("replies_error")
+        logger.warning("request refused", metadata: ["msg_type": "\(type)", "key": "\(user ?? "")", "why": "\(why)"])
+        publish(AuthRefused.event, typed: AuthRefused(address: "", key: user ?? "", mechanism: "CURVE", msgType: type,
+                                                      role: found?.roles.map(\.description).joined(separator: ","), reason: why))
+        return .failure(RefusalReply(factory.errorReply(to: request.header, ProtocolError(.forbidden, why))))
+    }
+
     /// The reply to a decoded request: the admin table's, else the service's.
-    private func dispatch(_ request: Message, from route: Route, factory: inout MessageFactory) -> Message {
+    private func dispatch(_ request: Message, from requester: Requester, factory: inout MessageFactory) -> Message {
         do {
             var body = try adminRequests.handle(request)
-            if body == nil, let handler { body = try handler.handle(request, from: Requester(route: route, msgId: request.header.msgId)) }
+            if body == nil, let handler { body = try handler.handle(request, from: requester) }
             guard let body else {
                 counters.add("replies_error")
                 counters.add("bad_messages.unknown_message_type")

@@ -1,4 +1,5 @@
 import Foundation
+import VIOLINProtocol
 import ZeroMQ
 
 /// What distinguishes one service from another at start-up.
@@ -33,7 +34,7 @@ public struct ServiceDescription: Sendable {
             ConfigKey("curve_key", default: "",
                       help: "Key-pair file (violin keygen). When set, every tcp:// endpoint this service binds requires CURVE."),
             ConfigKey("curve_allowed", default: "",
-                      help: "Public keys allowed to connect: a file of keys, one per line, or a directory of *.pub files."),
+                      help: "The key table: the public keys allowed to connect and the role of each (`<key> <role>` lines, or a directory of *.pub files with role lines)."),
             ConfigKey("bus_public_key", default: "",
                       help: "Public-key file of the bus, when the bus requires CURVE."),
         ] + extraKeys
@@ -81,14 +82,17 @@ public struct ServiceSettings: Sendable {
     public var maxMessageBytes: Int
     public var logLevel: String
     public var server: ServerSecurity?
-    public var allowedKeys: Set<String>
+    /// The accepted client keys and their roles (with `server`).
+    public var keys: KeyTable?
+    /// The node this instance runs on: what follows the '@' of `instance` (a host's id).
+    public var node: String { instance.split(separator: "@", maxSplits: 1).count == 2 ? String(instance.split(separator: "@", maxSplits: 1)[1]) : "" }
     /// Our key pair and the bus's public key, when the bus requires CURVE.
     public var busSecurity: ClientSecurity?
     public var resolved: ResolvedConfig
 
     public init(service: String, instance: String, listen: [String], bus: String?, heartbeatInterval: Double = 5,
                 maxMessageBytes: Int = 1 << 20, logLevel: String = "info", server: ServerSecurity? = nil,
-                allowedKeys: Set<String> = [], busSecurity: ClientSecurity? = nil,
+                keys: KeyTable? = nil, busSecurity: ClientSecurity? = nil,
                 resolved: ResolvedConfig = ResolvedConfig(values: [:], sources: [:])) {
         self.service = service
         self.instance = instance
@@ -98,7 +102,7 @@ public struct ServiceSettings: Sendable {
         self.maxMessageBytes = maxMessageBytes
         self.logLevel = logLevel
         self.server = server
-        self.allowedKeys = allowedKeys
+        self.keys = keys
         self.busSecurity = busSecurity
         self.resolved = resolved
     }
@@ -135,9 +139,9 @@ public struct ServiceSettings: Sendable {
             // of the bus (a host node's services publishing to the control node's bus).
             if !r["curve_allowed"].isEmpty || r["bus_public_key"].isEmpty { server = ServerSecurity(keyPair: keyPair!) }
         }
-        var allowed: Set<String> = []
+        var keys: KeyTable?
         if !r["curve_allowed"].isEmpty {
-            do { allowed = try KeyFiles.readAllowed(r["curve_allowed"]) } catch {
+            do { keys = try KeyTable(path: r["curve_allowed"], ownKey: keyPair?.publicKey ?? "") } catch {
                 throw fail("curve_allowed", "\(error)")
             }
         }
@@ -156,7 +160,7 @@ public struct ServiceSettings: Sendable {
             service: d.name, instance: r["instance"], listen: r.list("listen"),
             bus: bus.isEmpty || bus == "none" ? nil : bus,
             heartbeatInterval: r.double("heartbeat_interval"), maxMessageBytes: r.int("max_message_bytes"),
-            logLevel: r["log_level"], server: server, allowedKeys: allowed, busSecurity: busSecurity, resolved: r)
+            logLevel: r["log_level"], server: server, keys: keys, busSecurity: busSecurity, resolved: r)
     }
 }
 
@@ -165,6 +169,7 @@ public struct ServiceSettings: Sendable {
 public enum KeyFiles {
     public struct KeyFileError: Error, CustomStringConvertible {
         public let description: String
+        public init(description: String) { self.description = description }
     }
 
     public static func fields(_ path: String) throws -> [String: String] {
@@ -200,36 +205,11 @@ public enum KeyFiles {
         return pub
     }
 
-    /// A directory of *.pub files, or one file with `public-key = ...` lines or bare keys.
-    public static func readAllowed(_ path: String) throws -> Set<String> {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw KeyFileError(description: "\(path) does not exist")
-        }
-        if isDir.boolValue {
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-            return Set(try names.filter { $0.hasSuffix(".pub") }.sorted().map { try readPublicKey(path + "/" + $0) })
-        }
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw KeyFileError(description: "cannot read \(path)")
-        }
-        var keys: Set<String> = []
-        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var t = line.trimmingCharacters(in: .whitespaces)
-            if t.isEmpty || t.hasPrefix("#") { continue }
-            if t.hasPrefix("public-key") { t = t.split(separator: "=", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" }
-            guard CurveKeyPair.isValidKey(t) else {
-                throw KeyFileError(description: "\(path) line \(i + 1) is not a CURVE public key")
-            }
-            keys.insert(t)
-        }
-        return keys
-    }
-
-    /// Writes `<base>.key` (mode 0600, the pair) and `<base>.pub` (the public key).
-    public static func write(_ pair: CurveKeyPair, base: String) throws {
+    /// Writes `<base>.key` (mode 0600, the pair) and `<base>.pub` (the public key, and its
+    /// role when given: a `.pub` in a key-table directory needs one).
+    public static func write(_ pair: CurveKeyPair, base: String, role: Role? = nil) throws {
         let secret = "# VIOLIN CURVE key pair. Keep it secret.\npublic-key = \(pair.publicKey)\nsecret-key = \(pair.secretKey)\n"
-        let pub = "# VIOLIN CURVE public key\npublic-key = \(pair.publicKey)\n"
+        let pub = "# VIOLIN CURVE public key\npublic-key = \(pair.publicKey)\n" + (role.map { "role = \($0)\n" } ?? "")
         let fm = FileManager.default
         guard fm.createFile(atPath: base + ".key", contents: Data(secret.utf8), attributes: [.posixPermissions: 0o600]),
               fm.createFile(atPath: base + ".pub", contents: Data(pub.utf8), attributes: [.posixPermissions: 0o644])

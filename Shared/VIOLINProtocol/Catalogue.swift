@@ -105,7 +105,15 @@ public struct AuthRefused: Codable, Equatable, Sendable {
     public var address: String
     public var key: String
     public var mechanism: String
-    public init(address: String, key: String, mechanism: String) { self.address = address; self.key = key; self.mechanism = mechanism }
+    /// For a request refused by the authorization table: its type, the key's roles, and why.
+    public var msgType: String?
+    public var role: String?
+    public var reason: String?
+    public init(address: String, key: String, mechanism: String, msgType: String? = nil, role: String? = nil, reason: String? = nil) {
+        self.address = address; self.key = key; self.mechanism = mechanism
+        self.msgType = msgType; self.role = role; self.reason = reason
+    }
+    enum CodingKeys: String, CodingKey { case address, key, mechanism, msgType = "msg_type", role, reason }
 }
 
 public struct ServiceStarted: Codable, Equatable, Sendable {
@@ -143,5 +151,19 @@ public struct ServiceStopping: Codable, Equatable, Sendable {
     public var reason: String
     public init(service: String, instance: String, reason: String) {
         self.service = service; self.instance = instance; self.reason = reason
+    }
+}
+
+extension Catalogue {
+    /// Every typed event by topic.
+    public static let eventTypes: [String: any EventBody.Type] = Dictionary(
+        (SwitchAPI.events + MeshAPI.events + MonitorAPI.events + PolicyAPI.events + ExecutorAPI.events).map { ($0.topic, $0) },
+        uniquingKeysWith: { a, _ in a })
+
+    /// Whether an event's body reads as its topic's type (an event the catalogue does not type —
+    /// `started`, `heartbeat`, `stopping`, `auth_refused` — passes when its body is an object).
+    public static func validEvent(topic: String, body: JSONValue) -> Bool {
+        guard let type = eventTypes[topic] else { return body.objectValue != nil }
+        return (try? Body(validating: body, against: type.fields)) != nil
     }
 }

@@ -7,7 +7,7 @@ public enum Wire {
     public static let majorVersion = 1
     public static let protocolFrame = "\(protocolName)/\(majorVersion)"
     /// The header's `version` field: major.minor of the message catalogue.
-    public static let version = "1.5"
+    public static let version = "1.6"
     /// Default largest message a service accepts (all frames together).
     public static let defaultMaxMessageBytes = 1 << 20
 }
@@ -136,6 +136,8 @@ public enum ErrorCode: String, Codable, CaseIterable, Sendable {
     case notFound = "not_found"
     case conflict = "conflict"
     case unavailable = "unavailable"
+    /// The caller's key may not send this request (PROTOCOL.md §7.1), or is not (or no longer) accepted.
+    case forbidden = "forbidden"
     case internalError = "internal_error"
 }
 

@@ -104,10 +104,13 @@ public enum ExecutorAPI {
 
     /// Where a migration goes and how: the fields `migrate_request` and `migrate_violin_request` share.
     public struct MigrationOptions: Sendable, Equatable {
+        /// The destination's executor endpoint: used only by an executor without a control
+        /// node (an open lab); otherwise the destination comes from the inventory, by `to`.
         public var toExecutor: String
         /// The destination host's CURVE public key ("" without CURVE).
         public var toKey = ""
-        /// The destination's host id, as the sender believes it (checked against the executor's answer).
+        /// The destination's host id: where the executor looks its links up in the control
+        /// node's inventory (`host_request`).
         public var to = ""
         /// MiB/s; 0: no limit.
         public var bandwidthMiBps = 0
@@ -118,15 +121,16 @@ public enum ExecutorAPI {
         public init(toExecutor: String) { self.toExecutor = toExecutor }
 
         static let fields: [FieldSpec] = [
-            .required("to_executor", .text), .optional("to_key", .string), .optional("to", .string),
+            .optional("to_executor", .string), .optional("to_key", .string), .optional("to", .string),
             .optional("bandwidth_mibps", .integer(0...1_000_000)), .optional("auto_converge", .flag), .optional("postcopy", .flag),
             .optional("copy_storage", .flag), .optional("timeout_s", .number(0...86_400)), .optional("reason", .string),
             .optional("decision_id", .label),
         ]
 
         init(_ b: Body) throws(ProtocolError) {
-            toExecutor = b.text("to_executor")!
+            toExecutor = b.text("to_executor") ?? ""
             toKey = b.text("to_key") ?? ""; to = b.text("to") ?? ""
+            guard !to.isEmpty || !toExecutor.isEmpty else { throw ProtocolError(.invalidBody, "to (the destination host's id) is required") }
             bandwidthMiBps = b.integer("bandwidth_mibps") ?? 0
             autoConverge = b.flag("auto_converge") ?? false; postcopy = b.flag("postcopy") ?? false
             copyStorage = b.flag("copy_storage") ?? false
@@ -136,7 +140,7 @@ public enum ExecutorAPI {
         }
 
         func encode(into o: inout [String: JSONValue]) {
-            o["to_executor"] = .string(toExecutor)
+            if !toExecutor.isEmpty { o["to_executor"] = .string(toExecutor) }
             if !toKey.isEmpty { o["to_key"] = .string(toKey) }
             if !to.isEmpty { o["to"] = .string(to) }
             if bandwidthMiBps > 0 { o["bandwidth_mibps"] = .number(Double(bandwidthMiBps)) }

@@ -103,7 +103,9 @@ public enum MonitorAPI {
         /// The smoothed-CPU readings a subscriber needs (the policy): name and CPU %, where known.
         public static func cpuReadings(_ body: JSONValue) -> [(vm: String, cpuPercent: Double)] {
             body["vms"]?.items.compactMap { v in
-                guard let name = v["name"]?.stringValue, !name.isEmpty, let cpu = v["cpu_percent"]?.numberValue, cpu.isFinite else { return nil }
+                // A reading out of any host's range (0 to 100 % of 4096 cores) is not one.
+                guard let name = v["name"]?.stringValue, !name.isEmpty, name.utf8.count <= 256, let cpu = v["cpu_percent"]?.numberValue,
+                      cpu.isFinite, (0...409_600).contains(cpu) else { return nil }
                 return (name, cpu)
             } ?? []
         }

@@ -3,7 +3,7 @@ public enum PolicyAPI {
     public static let requests: [any RequestBody.Type] = [
         RegisterDomain.self, RegisterHost.self, RemoveHost.self, CreateViolin.self, DestroyViolin.self, SetMode.self,
         Evaluate.self, Explain.self, Decisions.self, Inventory.self, DrainHost.self, CreateEnvironment.self, DestroyEnvironment.self, ApplyEnvironment.self,
-    ]
+    ] + keyRequests
     public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self, DriftDetected.self, PhaseChanged.self, VMPlaced.self, VMRestarted.self]
 
     /// The two ways the policy acts on its decisions.
@@ -28,20 +28,27 @@ public enum PolicyAPI {
         public static let fields: [FieldSpec] = [
             .required("id", .text), .required("domain", .text), .required("cores", positive), .required("memory_mb", positive),
             .optional("executor", .string), .optional("monitor", .string), .optional("key", .curveKey),
+            .optional("mesh", .string), .optional("migration_uri", .string),
         ]
         public typealias Reply = IDReply
         public static let idempotent = true
-        public static let example = RegisterHost(id: "h1", domain: "d1", cores: 2, memoryMB: 4096, executor: "tcp://10.0.0.1:7704")
+        public static let example = RegisterHost(id: "h1", domain: "d1", cores: 2, memoryMB: 4096, executor: "tcp://10.0.0.1:7704",
+                                                 mesh: "tcp://10.0.0.1:7701", migrationURI: "qemu+tls://10.0.0.1/system")
         public var id: String, domain: String
         public var cores: Int, memoryMB: Int
         public var executor: String, monitor: String, key: String
-        public init(id: String, domain: String, cores: Int, memoryMB: Int, executor: String = "", monitor: String = "", key: String = "") {
+        /// Where other hosts reach this host's mesh and libvirt (a migration's destination):
+        /// on the executor's address, `qemu+tls`, `qemu+tcp` or `qemu+ssh` only.
+        public var mesh: String, migrationURI: String
+        public init(id: String, domain: String, cores: Int, memoryMB: Int, executor: String = "", monitor: String = "", key: String = "",
+                    mesh: String = "", migrationURI: String = "") {
             self.id = id; self.domain = domain; self.cores = cores; self.memoryMB = memoryMB
-            self.executor = executor; self.monitor = monitor; self.key = key
+            self.executor = executor; self.monitor = monitor; self.key = key; self.mesh = mesh; self.migrationURI = migrationURI
         }
         public init(_ b: Body) {
             self.init(id: b.text("id")!, domain: b.text("domain")!, cores: b.integer("cores")!, memoryMB: b.integer("memory_mb")!,
-                      executor: b.text("executor") ?? "", monitor: b.text("monitor") ?? "", key: b.text("key") ?? "")
+                      executor: b.text("executor") ?? "", monitor: b.text("monitor") ?? "", key: b.text("key") ?? "",
+                      mesh: b.text("mesh") ?? "", migrationURI: b.text("migration_uri") ?? "")
         }
         public var json: JSONValue {
             var o: [String: JSONValue] = ["id": .string(id), "domain": .string(domain), "cores": .number(Double(cores)),
@@ -49,6 +56,8 @@ public enum PolicyAPI {
             if !executor.isEmpty { o["executor"] = .string(executor) }
             if !monitor.isEmpty { o["monitor"] = .string(monitor) }
             if !key.isEmpty { o["key"] = .string(key) }
+            if !mesh.isEmpty { o["mesh"] = .string(mesh) }
+            if !migrationURI.isEmpty { o["migration_uri"] = .string(migrationURI) }
             return .object(o)
         }
     }
@@ -144,14 +153,20 @@ public enum PolicyAPI {
 
     public struct Decisions: RequestBody {
         public static let msgType = "decisions_request"
-        public static let fields: [FieldSpec] = [.optional("limit", .integer(1...10_000))]
+        public static let fields: [FieldSpec] = [.optional("limit", .integer(1...10_000)), .optional("audit", .flag)]
         public typealias Reply = DecisionsReply
         public static let idempotent = true
-        public static let example = Decisions(limit: 10)
+        public static let example = Decisions(limit: 10, audit: true)
         public var limit: Int
-        public init(limit: Int = 50) { self.limit = limit }
-        public init(_ b: Body) { limit = b.integer("limit") ?? 50 }
-        public var json: JSONValue { ["limit": .number(Double(limit))] }
+        /// Also the audit trail: every change of state asked for, and by which key.
+        public var audit: Bool
+        public init(limit: Int = 50, audit: Bool = false) { self.limit = limit; self.audit = audit }
+        public init(_ b: Body) { limit = b.integer("limit") ?? 50; audit = b.flag("audit") ?? false }
+        public var json: JSONValue {
+            var o: [String: JSONValue] = ["limit": .number(Double(limit))]
+            if audit { o["audit"] = true }
+            return .object(o)
+        }
     }
 
     public struct Inventory: EmptyRequest {

@@ -256,6 +256,11 @@ public struct RequestTable {
         }
     }
 
+    /// A handler given whatever the runtime passed as the request's sender (nil in-process).
+    public mutating func on<R: RequestBody>(_ type: R.Type, withSender handle: @escaping (R, Any?) throws -> R.Reply) {
+        add(type) { value, sender in Replies.ok(try handle(try R.decode(value), sender)) }
+    }
+
     /// A handler that builds its reply body itself, `status` included (the hottest request,
     /// `ping`, skips the encoder); the reply type still says what it must hold.
     public mutating func raw<R: RequestBody>(_ type: R.Type, _ handle: @escaping (R) throws -> JSONValue) {

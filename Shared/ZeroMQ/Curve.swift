@@ -80,14 +80,15 @@ public func isNetworkEndpoint(_ endpoint: String) -> Bool {
     endpoint.hasPrefix("tcp://")
 }
 
-/// The ZAP handler (RFC 27) of one context: accepts CURVE clients whose public key is in the
-/// allowed set, refuses every other client. Runs on its own thread, which owns its socket.
+/// The ZAP handler (RFC 27) of one context: accepts CURVE clients whose public key `accepts`
+/// says yes to, refuses every other client. The key becomes the connection's `User-Id`, which
+/// every message received on it carries. Runs on its own thread, which owns its socket.
 public final class ZAPHandler: @unchecked Sendable {
     public typealias Refusal = (_ address: String, _ publicKey: String, _ mechanism: String) -> Void
 
     private let context: ZMQContext
     private let lock = NSLockLite()
-    private var allowed: Set<String>
+    private let accepts: @Sendable (String) -> Bool
     private let onRefused: Refusal?
     private let waker = Waker()
     private var thread: Thread?
@@ -95,13 +96,15 @@ public final class ZAPHandler: @unchecked Sendable {
     private var accepted = 0
     private var refused = 0
 
-    public init(context: ZMQContext, allowed: Set<String>, onRefused: Refusal? = nil) {
+    public init(context: ZMQContext, accepts: @escaping @Sendable (String) -> Bool, onRefused: Refusal? = nil) {
         self.context = context
-        self.allowed = allowed
+        self.accepts = accepts
         self.onRefused = onRefused
     }
 
-    public func setAllowed(_ keys: Set<String>) { lock.withLock { allowed = keys } }
+    public convenience init(context: ZMQContext, allowed: Set<String>, onRefused: Refusal? = nil) {
+        self.init(context: context, accepts: { allowed.contains($0) }, onRefused: onRefused)
+    }
 
     public var counts: (accepted: Int, refused: Int) { lock.withLock { (accepted, refused) } }
 
@@ -150,7 +153,7 @@ public final class ZAPHandler: @unchecked Sendable {
         var ok = false
         if mechanism == "CURVE", f.count >= 7, let z85 = CurveKeyPair.z85(f[6]) {
             key = z85
-            ok = lock.withLock { allowed.contains(z85) }
+            ok = accepts(z85)
         }
         lock.withLock { if ok { accepted += 1 } else { refused += 1 } }
         if !ok { onRefused?(address, key, mechanism) }

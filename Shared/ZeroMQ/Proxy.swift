@@ -8,7 +8,14 @@ public final class EventProxy: @unchecked Sendable {
     public struct Counts: Sendable, Equatable {
         public var events = 0
         public var subscriptions = 0
+        /// Events the filter dropped.
+        public var refused = 0
     }
+
+    /// Decides whether an event (its frames, and the `User-Id` of the connection it came on)
+    /// is forwarded.
+    public typealias Filter = @Sendable (_ frames: [Frame], _ userId: String?) -> Bool
+    private let filter: Filter?
 
     private let frontend: ZMQSocket
     private let backend: ZMQSocket
@@ -24,11 +31,14 @@ public final class EventProxy: @unchecked Sendable {
     /// `highWaterMark`: events queued per connection before the bus drops for a slow peer
     /// (subscribers see the loss as a jump in the publisher's seq).
     public init(context: ZMQContext, frontend: [String], backend: [String], security: ServerSecurity? = nil,
-                highWaterMark: Int32 = 100_000) throws {
+                highWaterMark: Int32 = 100_000, maxMessageBytes: Int64 = 4 << 20, filter: Filter? = nil) throws {
+        self.filter = filter
         self.frontend = try ZMQSocket(context, .xsub)
         self.backend = try ZMQSocket(context, .xpub)
         try self.frontend.setOption(ZMQ_RCVHWM, highWaterMark)
         try self.backend.setOption(ZMQ_SNDHWM, highWaterMark)
+        try self.frontend.setMaxMessageSize(maxMessageBytes)
+        try self.backend.setMaxMessageSize(64 << 10)
         var fe: [String] = [], be: [String] = []
         for (socket, endpoints) in [(self.frontend, frontend), (self.backend, backend)] {
             for endpoint in endpoints {
@@ -70,8 +80,13 @@ public final class EventProxy: @unchecked Sendable {
                 try poll(&items, timeoutMs: -1)
                 if items[2].readable { return }
                 if items[0].readable {
-                    let n = try forward(from: frontend, to: backend)
-                    lock.withLock { counts.events += n }
+                    if let filter {
+                        let (n, refused) = try forwardChecked(filter)
+                        lock.withLock { counts.events += n; counts.refused += refused }
+                    } else {
+                        let n = try forward(from: frontend, to: backend)
+                        lock.withLock { counts.events += n }
+                    }
                 }
                 if items[1].readable {
                     let n = try forward(from: backend, to: frontend)
@@ -81,6 +96,21 @@ public final class EventProxy: @unchecked Sendable {
                 return
             }
         }
+    }
+
+    /// Forwards the queued events the filter lets through; returns how many went and how many not.
+    private func forwardChecked(_ filter: Filter) throws -> (Int, Int) {
+        var sent = 0, refused = 0
+        for _ in 0..<1024 {
+            var user: String?
+            guard let frames = try frontend.receive(dontWait: true, userId: &user) else { break }
+            if filter(frames, user) {
+                if (try? backend.send(frames, dontWait: true)) == true { sent += 1 }
+            } else {
+                refused += 1
+            }
+        }
+        return (sent, refused)
     }
 
     /// Moves every queued message from one socket to the other; returns how many.

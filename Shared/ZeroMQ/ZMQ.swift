@@ -191,7 +191,15 @@ public final class ZMQSocket {
 
     /// Receives one whole multipart message; nil when `dontWait` and nothing is queued.
     public func receive(dontWait: Bool = false) throws -> [Frame]? {
+        var ignored: String?
+        return try receive(dontWait: dontWait, userId: &ignored)
+    }
+
+    /// Receives one whole multipart message and the `User-Id` its connection's ZAP handler
+    /// gave it (with CURVE: the client's public key); nil for a connection without ZAP.
+    public func receive(dontWait: Bool = false, userId: inout String?) throws -> [Frame]? {
         let h = try live("receive")
+        userId = nil
         var frames: [Frame] = []
         var msg = zmq_msg_t()
         zmq_msg_init(&msg)
@@ -205,6 +213,9 @@ public final class ZMQSocket {
                 if err.isAgain && frames.isEmpty { return nil }
                 throw err
             }
+            // A ROUTER's first frame (the peer's identity) is made by the socket and carries no
+            // metadata: the User-Id comes with the peer's own frames.
+            if userId == nil { userId = zmq_msg_gets(&msg, "User-Id").map { String(cString: $0) } }
             let size = zmq_msg_size(&msg)
             if size > 0, let data = zmq_msg_data(&msg) {
                 frames.append(Array(UnsafeRawBufferPointer(start: data, count: size)))

@@ -68,12 +68,12 @@ import ZeroMQ
             _ = try parse(host + "key: \(dir)/missing.key\n", checkFiles: true)
             Issue.record("a missing key file was accepted")
         } catch { #expect(error.key == "key" && error.source == .file(path: "node.yaml", line: 5)) }
-        try KeyFiles.write(try CurveKeyPair.generate(), base: dir + "/h1")
+        try KeyFiles.write(try CurveKeyPair.generate(), base: dir + "/h1", role: .host("h1"))
         do {
             _ = try parse(host + "key: \(dir)/h1.key\n", checkFiles: true)
             Issue.record("a host key without the control node's public key was accepted")
         } catch { #expect(error.key == "control_public_key") }
-        try KeyFiles.write(try CurveKeyPair.generate(), base: dir + "/control")
+        try KeyFiles.write(try CurveKeyPair.generate(), base: dir + "/control", role: .control)
         do {
             _ = try parse(host + "key: \(dir)/h1.key\ncontrol_public_key: \(dir)/control.pub\n", checkFiles: true)
             Issue.record("a host key without the keys it allows was accepted")

@@ -129,12 +129,20 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(got.allSatisfy { $0["to"] == "b" && $0["to_executor"] == .string(deadExecutor)
                 && ["vm4", "vm5", "vm6", "vm7"].contains($0["vm"]?.stringValue ?? "") }, "\(got)")
             // The executor reports the first migration done: the inventory follows it to b.
-            let executorBus = try makeRuntime("executor", bus: proxy.frontendEndpoints[0])
-            defer { executorBus.stop() }
             let movedVM = try #require(got.first?["vm"]?.stringValue)
             func hostOf(_ vm: String) throws -> String? {
                 try client.call("inventory")["vms"]?.items.first { $0["id"]?.stringValue == vm }?["host"]?.stringValue
             }
+            // Said by another host's executor, it is not believed (and counted).
+            let otherExecutor = try makeRuntime("executor", instance: "executor@b", bus: proxy.frontendEndpoints[0])
+            defer { otherExecutor.stop() }
+            #expect(try eventually(deadline: 10) {
+                otherExecutor.publish("migration_completed", ["job": "job-1", "vm": .string(movedVM), "from": "a", "to": "b"])
+                return try client.call("metrics")["counters"]?["events_refused"]?.intValue ?? 0 > 0
+            }, "a migration_completed from b about a VM on a was not refused")
+            #expect(try hostOf(movedVM) == "a")
+            let executorBus = try makeRuntime("executor", instance: "executor@a", bus: proxy.frontendEndpoints[0])
+            defer { executorBus.stop() }
             #expect(try eventually(deadline: 10) {
                 executorBus.publish("migration_completed", ["job": "job-1", "vm": .string(movedVM), "from": "a", "to": "b"])
                 return try hostOf(movedVM) == "b"

@@ -5,12 +5,13 @@ import VIOLINProtocol
 import ZeroMQ
 
 /// A service runtime on an ephemeral loopback port, torn down by `stop()`.
-func makeRuntime(_ name: String = "mesh", maxBytes: Int = 1 << 20, bus: String? = nil, heartbeat: Double = 5,
-                 server: ServerSecurity? = nil, allowed: Set<String> = [], busSecurity: ClientSecurity? = nil,
+func makeRuntime(_ name: String = "mesh", instance: String? = nil, maxBytes: Int = 1 << 20, bus: String? = nil, heartbeat: Double = 5,
+                 server: ServerSecurity? = nil, allowed: Set<String> = [], keys: KeyTable? = nil, busSecurity: ClientSecurity? = nil,
                  handler: RequestHandler? = nil) throws -> ServiceRuntime {
-    let settings = ServiceSettings(service: name, instance: "\(name)@test", listen: ["tcp://127.0.0.1:*"], bus: bus,
+    let settings = ServiceSettings(service: name, instance: instance ?? "\(name)@test", listen: ["tcp://127.0.0.1:*"], bus: bus,
                                    heartbeatInterval: heartbeat, maxMessageBytes: maxBytes, server: server,
-                                   allowedKeys: allowed, busSecurity: busSecurity)
+                                   keys: keys ?? KeyTable(entries: allowed.map { KeyTable.Entry(key: $0, roles: [.operator]) }),
+                                   busSecurity: busSecurity)
     var logger = Logger(label: "test")
     logger.logLevel = .critical
     let runtime = try ServiceRuntime(settings: settings, logger: logger, handler: handler)

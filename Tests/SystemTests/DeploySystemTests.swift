@@ -228,13 +228,19 @@ import VIOLINProtocol
             scratch.cleanup()
         }
         try #require(try sh("ip netns add \(ns) && ip -n \(ns) link set lo up").status == 0)
-        for name in ["control", "good", "rogue"] {
-            #expect(try run("violin", ["keygen", "--out", scratch.file(name)]).status == 0)
+        for (name, role) in [("control", "control"), ("good", "host:good"), ("rogue", "host:rogue"), ("admin", "operator")] {
+            #expect(try run("violin", ["keygen", "--out", scratch.file(name), "--role", role]).status == 0)
         }
-        try FileManager.default.copyItem(atPath: scratch.file("good.pub"), toPath: scratch.file("allowed.pub"))
+        // The control node's key table: the good host's key and the operator's (a directory of .pub
+        // files with their roles).
+        try FileManager.default.createDirectory(atPath: scratch.file("allowed"), withIntermediateDirectories: true)
+        for name in ["good", "admin"] {
+            try FileManager.default.copyItem(atPath: scratch.file("\(name).pub"), toPath: scratch.file("allowed/\(name).pub"))
+        }
         // What the hosts allow: the control node's key.
         try FileManager.default.createDirectory(atPath: scratch.file("host-allowed"), withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: scratch.file("control.pub"), toPath: scratch.file("host-allowed/control.pub"))
+        try FileManager.default.copyItem(atPath: scratch.file("admin.pub"), toPath: scratch.file("host-allowed/admin.pub"))
         func write(_ name: String, _ text: String) throws -> String {
             let path = scratch.file("\(name).yaml")
             try text.write(toFile: path, atomically: true, encoding: .utf8)
@@ -247,7 +253,7 @@ import VIOLINProtocol
             evaluate_interval: 60
             data_dir: \(scratch.file("control"))
             key: \(scratch.file("control.key"))
-            allowed_keys: \(scratch.file("allowed.pub"))
+            allowed_keys: \(scratch.file("allowed"))
             """)
         func host(_ name: String, _ address: String) throws -> String {
             try write(name, """
@@ -272,12 +278,12 @@ import VIOLINProtocol
         #expect(ctl.waitForLine(timeout: 60) { $0.contains(" running: ") } != nil, "control: \(ctl.stderrText)")
         // Events of the CURVE bus, watched with an allowed key.
         let watch = try Spawned("/usr/sbin/ip", ["netns", "exec", ns, "\(binDir)/violin", "watch", "--bus", "tcp://127.0.0.2:7711",
-                                                 "--curve-key", scratch.file("good.key"), "--server-key", scratch.file("control.pub"),
+                                                 "--curve-key", scratch.file("admin.key"), "--server-key", scratch.file("control.pub"),
                                                  "bus.auth_refused", "policy.auth_refused", "--timeout", "60"])
         nodes.append(watch)
         // (At least the watcher's: "at least", since what else subscribes is not this test's.)
         let subscribed = eventually(deadline: 10) {
-            let out = (try? sh("ip netns exec \(ns) '\(binDir)/violin' metrics --to tcp://127.0.0.2:7700 --curve-key \(scratch.file("good.key")) --server-key \(scratch.file("control.pub"))").out) ?? ""
+            let out = (try? sh("ip netns exec \(ns) '\(binDir)/violin' metrics --to tcp://127.0.0.2:7700 --curve-key \(scratch.file("admin.key")) --server-key \(scratch.file("control.pub"))").out) ?? ""
             return (metricsCounter(out, "bus_subscriptions_forwarded") ?? 0) >= 1
         }
         try #require(subscribed, "the watcher's subscription never reached the bus")
@@ -287,14 +293,27 @@ import VIOLINProtocol
         #expect(rogue.stderrText.contains("cannot register"), "\(rogue.stderrText)")
         let refused = watch.waitForLine(timeout: 30) { $0.contains("auth_refused") }
         #expect(refused != nil, "no auth_refused event")
+        // Enrolment: the rogue's first contact left its key pending on the control node; the
+        // operator rejects it, and it is listed as rejected, not pending.
+        let adminCLI = "--control 127.0.0.2 --curve-key \(scratch.file("admin.key")) --server-key \(scratch.file("control.pub"))"
+        let rogueKey = try KeyFilesForTest.publicKey(scratch.file("rogue.pub"))
+        let pending = try sh("ip netns exec \(ns) '\(binDir)/violin' keys list \(adminCLI)")
+        #expect(pending.status == 0 && pending.out.contains("pending   \(rogueKey)"), "\(pending.out) \(pending.err)")
+        #expect(pending.out.contains("accepted") && pending.out.contains("host:good"), "\(pending.out)")
+        #expect(try sh("ip netns exec \(ns) '\(binDir)/violin' keys reject \(scratch.file("rogue.pub")) \(adminCLI)").status == 0)
+        let rejected = try sh("ip netns exec \(ns) '\(binDir)/violin' keys list \(adminCLI)")
+        #expect(rejected.out.contains("rejected  \(rogueKey)") && !rejected.out.contains("pending   \(rogueKey)"), "\(rejected.out)")
+        // A host key may not list keys (operator and domain admins only): forbidden.
+        let asHost = try sh("ip netns exec \(ns) '\(binDir)/violin' keys list --control 127.0.0.2 --curve-key \(scratch.file("good.key")) --server-key \(scratch.file("control.pub"))")
+        #expect(asHost.status == 1 && asHost.err.contains("forbidden"), "\(asHost.err)")
         // The rest of the cluster is unaffected: an allowed host joins.
         let good = try node(try host("good", "127.0.0.4"))
         #expect(good.waitForLine(timeout: 60) { $0.contains(" running: ") } != nil, "good host: \(good.stderrText)")
-        let inv = try sh("ip netns exec \(ns) '\(binDir)/violin' call tcp://127.0.0.2:7703 inventory --curve-key \(scratch.file("good.key")) --server-key \(scratch.file("control.pub"))")
+        let inv = try sh("ip netns exec \(ns) '\(binDir)/violin' call tcp://127.0.0.2:7703 inventory --curve-key \(scratch.file("admin.key")) --server-key \(scratch.file("control.pub"))")
         #expect(inv.out.contains("\"good\"") && !inv.out.contains("\"rogue\""), "\(inv.out) \(inv.err)")
         // The host's own services serve over CURVE too: the cluster's status reaches them with
         // the host's registered key; a client without a key gets nothing.
-        let status = try sh("ip netns exec \(ns) '\(binDir)/violin' cluster status --control 127.0.0.2 --json --curve-key \(scratch.file("good.key")) --server-key \(scratch.file("control.pub"))")
+        let status = try sh("ip netns exec \(ns) '\(binDir)/violin' cluster status --control 127.0.0.2 --json --curve-key \(scratch.file("admin.key")) --server-key \(scratch.file("control.pub"))")
         #expect(status.status == 0, "\(status.err)")
         let listed: [JSONValue] = (try? Self.json(status.out))?["nodes"]?.items ?? []
         let goodNode = listed.first { $0["node"]?.stringValue == "good" }

@@ -236,7 +236,7 @@ import VIOLINProtocol
         let keys = lab.scratch.file("keys")
         try FileManager.default.createDirectory(atPath: keys + "/allowed", withIntermediateDirectories: true)
         for name in ["h1", "h2", "h3", "admin"] {
-            #expect(try run("violin", ["keygen", "--out", "\(keys)/\(name)"]).status == 0)
+            #expect(try run("violin", ["keygen", "--out", "\(keys)/\(name)", "--role", name == "admin" ? "operator" : "host:\(name)"]).status == 0)
         }
         for name in ["h1", "h2", "admin"] {   // h3 is not allowed
             try FileManager.default.copyItem(atPath: "\(keys)/\(name).pub", toPath: "\(keys)/allowed/\(name).pub")

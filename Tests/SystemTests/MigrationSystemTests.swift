@@ -138,11 +138,11 @@ import VIOLINProtocol
         #expect(event("executor.vm_created") { $0["vm"] == "x1" && $0["vni"]?.intValue == 77 } != nil, "no executor.vm_created for x1")
         #expect(eventually(deadline: 90) { ((try? String(contentsOfFile: console, encoding: .utf8)) ?? "").contains("VIOLIN-GUEST-UP") })
         // Bad requests leave the VM alone, with a clear error.
-        let unknown = try call(1, "migrate", #"{"vm":"nobody","to_executor":"tcp://10.77.0.2:7704"}"#)
+        let unknown = try call(1, "migrate", #"{"vm":"nobody","to":"h2"}"#)
         #expect(unknown.status == 1 && unknown.err.contains("not_found"), "\(unknown.err)")
-        let unreachable = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.9:7704"}"#)
-        #expect(unreachable.status == 1 && unreachable.err.contains("unavailable"), "\(unreachable.err)")
-        let badOption = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704","timeout_s":-1}"#)
+        let unreachable = try call(1, "migrate", #"{"vm":"x1","to":"h9"}"#)
+        #expect(unreachable.status == 1 && unreachable.err.contains("not_found"), "a host the inventory does not hold: \(unreachable.err)")
+        let badOption = try call(1, "migrate", #"{"vm":"x1","to":"h2","timeout_s":-1}"#)
         #expect(badOption.status == 1 && badOption.err.contains("invalid_body"), "\(badOption.err)")
         // A destination without the memory: h2 offers 2048 MiB and a big VM takes 1990 of it.
         let big = try call(2, "create_vm", """
@@ -150,7 +150,7 @@ import VIOLINProtocol
              "nic_port":21010,"memory_mb":1990}
             """)
         try #require(big.status == 0, "create_vm big: \(big.err)")
-        let full = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704"}"#)
+        let full = try call(1, "migrate", #"{"vm":"x1","to":"h2"}"#)
         #expect(full.status == 1 && full.err.contains("conflict") && full.err.contains("MiB free"), "\(full.err)")
         #expect(try call(2, "destroy_vm", #"{"name":"big"}"#).status == 0)
         #expect(event("executor.vm_destroyed") { $0["vm"] == "big" } != nil, "no executor.vm_destroyed for big")
@@ -158,7 +158,7 @@ import VIOLINProtocol
         #expect(jobs["jobs"]?.items.isEmpty == true, "a refused migration left a job: \(jobs)")
 
         // A slow migration (2 MiB/s), so there is time to kill the executor in the middle of it.
-        let started = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704","bandwidth_mibps":2}"#)
+        let started = try call(1, "migrate", #"{"vm":"x1","to":"h2","bandwidth_mibps":2}"#)
         try #require(started.status == 0, "migrate: \(started.err)")
         let job = try #require(try Self.json(started.out)["job"]?.stringValue)
         let migrating = eventually(deadline: 60) {
@@ -167,7 +167,7 @@ import VIOLINProtocol
         }
         try #require(migrating, "the migration did not get under way")
         // A second migration of a VM already migrating is refused.
-        let twice = try call(1, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.2:7704"}"#)
+        let twice = try call(1, "migrate", #"{"vm":"x1","to":"h2"}"#)
         #expect(twice.status == 1 && twice.err.contains("conflict"), "\(twice.err)")
         // The recovery is announced on the bus: watched from the control node.
         #expect(try lab.lab("kill \(run) h1 executor").status == 0)
@@ -208,11 +208,11 @@ import VIOLINProtocol
             if !ended { Issue.record("job \(job) did not end within 90 s: \(last)") }
             return last
         }
-        let slow = try call(here, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.\#(there):7704","bandwidth_mibps":1,"timeout_s":2}"#)
+        let slow = try call(here, "migrate", #"{"vm":"x1","to":"h\#(there)","bandwidth_mibps":1,"timeout_s":2}"#)
         try #require(slow.status == 0, "\(slow.err)")
         let timedOut = finish(try #require(try Self.json(slow.out)["job"]?.stringValue))
         #expect(timedOut["state"]?.stringValue == "failed" && (timedOut["error"]?.stringValue ?? "").contains("did not converge"), "\(timedOut)")
-        let again = try call(here, "migrate", #"{"vm":"x1","to_executor":"tcp://10.77.0.\#(there):7704","bandwidth_mibps":1}"#)
+        let again = try call(here, "migrate", #"{"vm":"x1","to":"h\#(there)","bandwidth_mibps":1}"#)
         let againJob = try #require(try Self.json(again.out)["job"]?.stringValue)
         #expect(eventually(deadline: 30) { (try? Self.json(try call(here, "job", #"{"job":"\#(againJob)"}"#).out))?["state"]?.stringValue == "migrating" })
         #expect(try call(here, "cancel", #"{"job":"\#(againJob)"}"#).status == 0)
@@ -236,7 +236,7 @@ import VIOLINProtocol
             try sh("virsh -c 'qemu+unix:///system?socket=\(run)/h\(host)/libvirt/sock/libvirt-sock' vol-list violin").out
         }
         #expect(try volumes(here).contains("dk.img") && !(try volumes(there).contains("dk.img")))
-        let copy = try call(here, "migrate", #"{"vm":"dk","to_executor":"tcp://10.77.0.\#(there):7704","copy_storage":true}"#)
+        let copy = try call(here, "migrate", #"{"vm":"dk","to":"h\#(there)","copy_storage":true}"#)
         try #require(copy.status == 0, "\(copy.err)")
         let copied = finish(try #require(try Self.json(copy.out)["job"]?.stringValue))
         #expect(copied["state"]?.stringValue == "completed", "\(copied)")
@@ -275,7 +275,7 @@ import VIOLINProtocol
         // Three at 1 MiB/s: two migrate, the third waits its turn.
         var jobs: [String] = []
         for name in ["s1", "s2", "s3"] {
-            let r = try call(1, "migrate", #"{"vm":"\#(name)","to_executor":"tcp://10.77.0.2:7704","bandwidth_mibps":1}"#)
+            let r = try call(1, "migrate", #"{"vm":"\#(name)","to":"h2","bandwidth_mibps":1}"#)
             jobs.append(try #require(try Self.json(r.out)["job"]?.stringValue, "migrate \(name): \(r.err)"))
         }
         var most = 0
@@ -296,7 +296,7 @@ import VIOLINProtocol
             ((try? String(contentsOfFile: lab.scratch.file("s3.console"), encoding: .utf8)) ?? "").contains("VIOLIN-DIRTYING")
         }
         try #require(dirtying, "s3 never started rewriting its memory")
-        let post = try call(1, "migrate", #"{"vm":"s3","to_executor":"tcp://10.77.0.2:7704","bandwidth_mibps":4,"postcopy":true,"timeout_s":120}"#)
+        let post = try call(1, "migrate", #"{"vm":"s3","to":"h2","bandwidth_mibps":4,"postcopy":true,"timeout_s":120}"#)
         let postJob = try #require(try Self.json(post.out)["job"]?.stringValue, "\(post.err)")
         #expect(eventually(deadline: 150) { ["completed", "failed", "cancelled"].contains(state(1, postJob)) })
         let postFinal = try call(1, "job", #"{"job":"\#(postJob)"}"#).out
@@ -309,14 +309,14 @@ import VIOLINProtocol
         let s3Here = try names(2).contains("s3"), s3There = try names(1, all: true).contains("s3")
         #expect(s3Here && !s3There, "s3 runs on h2 alone")
         // auto_converge: s2 moves with the option on.
-        let auto = try call(1, "migrate", #"{"vm":"s2","to_executor":"tcp://10.77.0.2:7704","auto_converge":true}"#)
+        let auto = try call(1, "migrate", #"{"vm":"s2","to":"h2","auto_converge":true}"#)
         let autoJob = try #require(try Self.json(auto.out)["job"]?.stringValue, "\(auto.err)")
         let autoDone = eventually(deadline: 90) { state(1, autoJob) == "completed" }
         let autoFinal = try call(1, "job", #"{"job":"\#(autoJob)"}"#).out
         #expect(autoDone, "\(autoFinal)")
         let s2Here = try names(2).contains("s2"), s2There = try names(1, all: true).contains("s2")
         #expect(s2Here && !s2There, "s2 runs on h2 alone")
-        let badFlag = try call(1, "migrate", #"{"vm":"s1","to_executor":"tcp://10.77.0.2:7704","postcopy":"yes"}"#)
+        let badFlag = try call(1, "migrate", #"{"vm":"s1","to":"h2","postcopy":"yes"}"#)
         #expect(badFlag.status == 1 && badFlag.err.contains("invalid_body"), "\(badFlag.err)")
     }
 

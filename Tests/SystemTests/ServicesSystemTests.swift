@@ -103,7 +103,7 @@ import ZeroMQ
         var procs: [Spawned] = []
         defer { procs.forEach { $0.destroy() }; scratch.cleanup() }
         for name in ["server", "client", "stranger"] {
-            let r = try run("violin", ["keygen", "--out", scratch.file(name)])
+            let r = try run("violin", ["keygen", "--out", scratch.file(name), "--role", "operator"])
             #expect(r.status == 0 && r.out.count == 40, "keygen: \(r.err)")
         }
         let again = try run("violin", ["keygen", "--out", scratch.file("server")])

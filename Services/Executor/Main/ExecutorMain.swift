@@ -18,6 +18,8 @@ struct Main: AsyncParsableCommand {
         ConfigKey("uplink_network", default: "default", help: "The libvirt network (NAT) a VM's uplink NIC joins; every host defines it under this name (empty: no uplinks)."),
         ConfigKey("max_migrations", default: "2", help: "Concurrent outgoing migrations.", validate: Validate.positiveInteger),
         ConfigKey("progress_interval", default: "0.5", help: "Seconds between progress events.", validate: Validate.positiveNumber),
+        ConfigKey("control", default: "", help: "The control node's policy endpoint, where a migration's destination is looked up (required with keys; empty: an open lab takes to_executor).",
+                  validate: { $0.isEmpty || $0.hasPrefix("tcp://") || $0.hasPrefix("ipc://") ? nil : "a ZeroMQ endpoint" }),
         ConfigKey("memory_mb", default: "0", help: "Memory this host offers to VMs, MiB (0: what libvirt reports free).",
                   validate: { Int($0).map { $0 >= 0 } == true ? nil : "an integer >= 0" }),
     ])
@@ -41,6 +43,8 @@ struct Main: AsyncParsableCommand {
         eo.consoleDir = r["console_dir"].isEmpty
             ? URL(fileURLWithPath: r["database"]).deletingLastPathComponent().appendingPathComponent("console").path : r["console_dir"]
         eo.keyPair = settings.server?.keyPair
+        eo.control = r["control"].isEmpty ? nil : r["control"]
+        eo.controlKey = settings.busSecurity?.serverPublicKey ?? ""
         let logger = ServiceMain.logger(settings)
         try await ServiceMain.run(settings, logger: logger, server: { try ExecutorServer(options: eo, logger: logger) },
                                   afterStart: { $0.recover() })

@@ -37,6 +37,10 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         /// The libvirt network a VM's uplink NIC joins (`create_vm_request`'s `uplink`): a NAT
         /// network every host defines under this name; "" when hosts offer none.
         public var uplinkNetwork = "default"
+        /// The control node's policy endpoint and its public key: where a migration's destination
+        /// is looked up (nil: an open lab's executor takes `to_executor`; with keys it refuses).
+        public var control: String?
+        public var controlKey = ""
         /// How a hypervisor connection is opened (libvirt; `InMemoryHypervisor` in tests).
         public var connect: HypervisorConnector = Hypervisors.libvirt
         public init(hostID: String, libvirtURI: String, migrationURI: String, mesh: String, database: String) {
@@ -341,6 +345,35 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         var freeMB: Int
     }
 
+    /// Where a migration goes. With a control node: the host `to` as its inventory has it —
+    /// links checked, usable (not draining, key still accepted) — and only its free memory
+    /// asked of the destination itself. Without one (an open lab): the executor named.
+    func destination(_ o: ExecutorAPI.MigrationOptions) throws(ProtocolError) -> Destination {
+        guard let control = options.control else {
+            guard options.keyPair == nil else {
+                throw ProtocolError(.forbidden, "this executor has keys but no control node (control) to take destinations from")
+            }
+            guard !o.toExecutor.isEmpty else { throw ProtocolError(.invalidBody, "to_executor is required without a control node") }
+            let dest = try destination(o.toExecutor, key: o.toKey)
+            if !o.to.isEmpty, o.to != dest.host { throw ProtocolError(.conflict, "to is \(o.to) but \(dest.executor) is host \(dest.host)") }
+            return dest
+        }
+        guard !o.to.isEmpty else { throw ProtocolError(.invalidBody, "to (the destination host's id) is required") }
+        let record: PolicyAPI.HostRecordReply
+        do { record = try call(control, PolicyAPI.HostRecord(id: o.to), key: options.controlKey, timeoutMs: 2000, retries: 1) } catch {
+            throw error.code == .notFound ? ProtocolError(.notFound, "no host \(o.to) in the inventory") : error
+        }
+        guard record.usable else { throw ProtocolError(.conflict, record.why ?? "host \(o.to) takes no VM now") }
+        if let why = Destinations.check(executor: record.executor, mesh: record.mesh, migrationURI: record.migrationURI) {
+            throw ProtocolError(.forbidden, "host \(o.to)'s registered links: \(why)")
+        }
+        guard record.id != options.hostID else { throw ProtocolError(.conflict, "the destination is this host (\(record.id))") }
+        let info = try call(record.executor, ExecutorAPI.HostInfo(), key: record.key, timeoutMs: 2000, retries: 0)
+        guard info.host == record.id else { throw ProtocolError(.conflict, "\(record.executor) answers as host \(info.host), not \(record.id)") }
+        return Destination(host: record.id, executor: record.executor, key: record.key, uri: record.migrationURI, mesh: record.mesh,
+                           freeMB: info.freeMemoryMB)
+    }
+
     func destination(_ executor: String, key: String) throws(ProtocolError) -> Destination {
         guard key.isEmpty || CurveKeyPair.isValidKey(key) else { throw ProtocolError(.invalidBody, "to_key must be a CURVE public key") }
         // Asked once: an unreachable destination is reported at once, not after resends.
@@ -594,10 +627,7 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         let o = jobOptions(r.options)
         let hv = try libvirt()
         _ = try facts(r.vm, hv)      // unknown VM: not_found before the destination is asked
-        let dest = try destination(r.options.toExecutor, key: r.options.toKey)
-        if !r.options.to.isEmpty, r.options.to != dest.host {
-            throw ProtocolError(.conflict, "to is \(r.options.to) but \(dest.executor) is host \(dest.host)")
-        }
+        let dest = try destination(r.options)
         var claimed = 0
         let job = try admit(r.vm, to: dest, r.options, memoryClaimed: &claimed)
         start(job, o, facts: try facts(r.vm, hv))
@@ -608,7 +638,7 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         let keep = Set(r.keep)
         let o = jobOptions(r.options)
         let hv = try libvirt()
-        let dest = try destination(r.options.toExecutor, key: r.options.toKey)
+        let dest = try destination(r.options)
         let names = ((try? hv.domains()) ?? []).map(\.name).filter { name in
             !keep.contains(name) && (try? hv.xml(name)).flatMap { VMFacts(domainXML: $0) }?.vni == r.vni
         }

@@ -372,27 +372,37 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
             try self.leave(r.vni)
             return MeshAPI.VNIReply(vni: r.vni)
         }
-        t.on(MeshAPI.AddPort.self) { [unowned self] r in
+        t.on(MeshAPI.AddPort.self, caller: { [unowned self] r, who in
             if self.lock.withLock({ self.presence[r.vni] == nil }) {
+                // Another host may bring this host into a VIOLIN only through its own mesh.
+                if self.isOtherHost(who) && r.seedKey != who.key {
+                    throw ProtocolError(.forbidden, "\(who.audit) is no member of VIOLIN \(r.vni) here, and may join this host only through its own mesh")
+                }
                 _ = try self.join(r.vni, seed: r.seed, seedKey: Self.key(r.seedKey))
             }
+            try self.requireMember(r.vni, who)
             let reply = try self.switchCall(r.vni, r.port)
             self.lock.withLock { self.presence[r.vni]?.ports[r.port.name] = r.port.json }
             self.save()
             return MeshAPI.AddPortReply(vni: r.vni, port: reply.port)
-        }
-        t.on(MeshAPI.RemovePort.self) { [unowned self] r in try self.removePort(r) }
-        t.on(MeshAPI.Announce.self) { [unowned self] r in
+        })
+        t.on(MeshAPI.RemovePort.self, caller: { [unowned self] r, who in
+            try self.requireMember(r.vni, who)
+            return try self.removePort(r)
+        })
+        t.on(MeshAPI.Announce.self, caller: { [unowned self] r, who in
             try self.requirePresent(r.vni)
+            try self.requireMember(r.vni, who)
             let reply = try self.switchCall(r.vni, SwitchAPI.Announce(port: r.name, mac: r.mac))
             return MeshAPI.AnnounceReply(vni: r.vni, announced: reply.announced)
-        }
-        t.on(MeshAPI.PortStats.self) { [unowned self] r in
+        })
+        t.on(MeshAPI.PortStats.self, caller: { [unowned self] r, who in
             try self.requirePresent(r.vni)
+            try self.requireMember(r.vni, who)
             let stats = try self.switchCall(r.vni, SwitchAPI.Stats())
             guard let port = stats.ports[r.name] else { throw ProtocolError(.notFound, "no port \(r.name) in VIOLIN \(r.vni)") }
             return MeshAPI.PortStatsReply(vni: r.vni, name: r.name, counters: port)
-        }
+        })
         t.on(MeshAPI.Members.self) { [unowned self] r in
             try self.requirePresent(r.vni)
             let peers = self.lock.withLock { self.membership.peers(r.vni) }
@@ -411,30 +421,69 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
 
     /// What the other hosts' meshes ask (PROTOCOL.md §8.2, mesh to mesh).
     private func onMemberRequests(_ t: inout RequestTable) {
-        t.on(MeshAPI.MemberJoin.self) { [unowned self] r in
+        t.on(MeshAPI.MemberJoin.self, caller: { [unowned self] r, who in
+            try self.requireSelf(r.member, who)
             try self.admit(r.member)
             let list = self.lock.withLock { self.membership.list(r.member.vni, myKey: self.myKey) }.filter { $0.endpoint != r.member.endpoint }
             return MeshAPI.MemberJoinReply(members: list.map { .init(endpoint: $0.endpoint, tunnel: $0.tunnel, key: $0.key) })
-        }
-        t.on(MeshAPI.MemberAnnounce.self) { [unowned self] r in
+        })
+        t.on(MeshAPI.MemberAnnounce.self, caller: { [unowned self] r, who in
+            try self.requireSelf(r.member, who)
             try self.admit(r.member)
             return EmptyReply()
-        }
-        t.on(MeshAPI.MemberLeave.self) { [unowned self] r in
+        })
+        t.on(MeshAPI.MemberLeave.self, caller: { [unowned self] r, who in
+            try self.requireEndpoint(r.endpoint, who)
             let change = self.lock.withLock { self.membership.remove(r.vni, endpoint: r.endpoint) }
             self.announce(change)
             if change != nil { self.pushPeers(r.vni); self.save() }
             return EmptyReply()
-        }
-        t.on(MeshAPI.MemberHeartbeat.self) { [unowned self] r in
+        })
+        t.on(MeshAPI.MemberHeartbeat.self, caller: { [unowned self] r, who in
+            try self.requireEndpoint(r.endpoint, who)
             let (changes, vnis) = self.lock.withLock { (self.membership.heard(r.endpoint, now: Self.now()), self.membership.violins) }
             changes.forEach(self.announce)
             for case .joined(let vni, _) in changes { self.pushPeers(vni) }
             return MeshAPI.HeartbeatReply(violins: vnis.sorted())
+        })
+    }
+
+    // MARK: - Who may say what (PROTOCOL.md §7.1)
+
+    /// A caller that is neither this node (its own key, or no CURVE) nor an operator: another
+    /// host, or the control node.
+    func isOtherHost(_ who: Caller) -> Bool { !who.isOperator }
+
+    /// Another host reaches a VIOLIN's ports only as one of its members (by its mesh's key).
+    func requireMember(_ vni: UInt32, _ who: Caller) throws(ProtocolError) {
+        guard isOtherHost(who) else { return }
+        let member = lock.withLock { membership.members[vni]?.values.contains { $0.key == who.key } ?? false }
+        guard member else { throw ProtocolError(.forbidden, "\(who.audit) is no member of VIOLIN \(vni) here") }
+    }
+
+    /// A member speaks for itself only: the key it names is its connection's, and an endpoint
+    /// another key holds is not taken over.
+    func requireSelf(_ m: MeshAPI.Member, _ who: Caller) throws(ProtocolError) {
+        guard isOtherHost(who) else { return }
+        guard m.key == who.key else { throw ProtocolError(.forbidden, "a member names its own key only (\(who.audit))") }
+        try requireEndpoint(m.endpoint, who, vni: m.vni)
+    }
+
+    /// Requests about the member at `endpoint` come from that member's key.
+    func requireEndpoint(_ endpoint: String, _ who: Caller, vni: UInt32? = nil) throws(ProtocolError) {
+        guard isOtherHost(who) else { return }
+        let held = lock.withLock { () -> [String] in
+            membership.members.filter { vni == nil || $0.key == vni }.values.compactMap { $0[endpoint]?.key }
+        }
+        if let other = held.first(where: { $0 != who.key }) {
+            throw ProtocolError(.forbidden, "member \(endpoint) is held by key \(other.prefix(8))…, not \(who.audit)")
         }
     }
 
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
+    public func handle(_ request: Message, from requester: Requester) throws(ProtocolError) -> JSONValue? {
+        try table.handle(request, from: requester)
+    }
     public func lane(of msgType: String) -> RequestTable.Lane { table.lane(of: msgType) }
 
     /// A key field: empty means none.

@@ -32,6 +32,7 @@ struct Main: AsyncParsableCommand {
         po.hostLostAfter = r.double("host_lost_after")
         po.busSecurity = settings.busSecurity
         po.keyPair = settings.server?.keyPair
+        po.keyTable = settings.keys
         let logger = ServiceMain.logger(settings)
         try await ServiceMain.run(settings, logger: logger, server: { try PolicyServer(options: po, logger: logger) },
                                   afterStart: { try $0.start() })

@@ -27,6 +27,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         public var busSecurity: ClientSecurity?
         /// Our key pair, to reach executors that serve over CURVE (with the host's registered key).
         public var keyPair: CurveKeyPair?
+        /// The accepted keys and their roles (with CURVE): `violin keys` edits its file.
+        public var keyTable: KeyTable?
         public init(database: String) { self.database = database }
     }
 
@@ -41,7 +43,11 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     private var roundDue = false
     /// Samples ingested so far (`metrics`: `samples_ingested`; the benchmark reads it).
     public private(set) var ingested = 0
-    public var counters: [String: Int] { lock.withLock { ["samples_ingested": ingested, "drift_detected": driftFound] } }
+    public var counters: [String: Int] {
+        lock.withLock { ["samples_ingested": ingested, "drift_detected": driftFound, "events_refused": refusedEvents] }
+    }
+    /// Executor events about a VM the sender's host does not hold (ignored).
+    private var refusedEvents = 0
     /// The last reconciliation's findings (each is published once), and how many so far.
     private var lastDrift = Set<Reconcile.Drift>()
     /// Hosts that did not answer the last reconciliation, since when (seconds since 1970).
@@ -105,7 +111,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             if items[0].readable { worker.waker.drain() }
             if let sub, items.count > 1, items[1].readable {
                 while case .event(let m, _)? = try? sub.next(timeoutMs: 0) {
-                    if m.header.msgType == ExecutorAPI.MigrationCompleted.topic { migrated(m.body) } else { ingest(m.body) }
+                    if m.header.msgType == ExecutorAPI.MigrationCompleted.topic { migrated(m.body, sender: m.header.sender) } else { ingest(m.body) }
                 }
             }
             let due = lock.withLock { defer { roundDue = false }; return roundDue }
@@ -134,9 +140,19 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         }
     }
 
-    /// An executor moved a VM: the inventory follows (the VM's new host, as the executor names it).
-    public func migrated(_ body: JSONValue) {
+    /// An executor moved a VM: the inventory follows (the VM's new host, as the executor names
+    /// it) — when the executor that says so is the one of the host the VM was on (`sender`
+    /// `executor@<host>`, which the bus checked against its key), and the destination is a host.
+    public func migrated(_ body: JSONValue, sender: String) {
         guard let (vm, to) = ExecutorAPI.MigrationCompleted.moved(body) else { return }
+        let from = sender.hasPrefix("executor@") ? String(sender.dropFirst("executor@".count)) : ""
+        let placed = (try? store.inventory())?.placement[vm]
+        guard let placed, placed == from || placed == to else {
+            lock.withLock { refusedEvents += 1 }
+            logger.warning("a migration_completed not from the VM's host: ignored",
+                           metadata: ["vm": "\(vm)", "to": "\(to)", "sender": "\(sender)", "placed": "\(placed ?? "nowhere")"])
+            return
+        }
         do { try store.place(vm: vm, on: to) } catch {
             logger.warning("migration of an unknown VM or to an unknown host", metadata: ["vm": "\(vm)", "to": "\(to)", "error": "\(error)"])
         }
@@ -147,9 +163,13 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     func clusterState() throws -> (ClusterState, PolicyStore.Inventory) {
         let inv = try store.inventory()
         let cpu = lock.withLock { smoother.averages }
-        // A draining host takes no VM: to the policy it has no memory to offer.
-        let hosts = inv.hosts.map { inv.draining.contains($0.id) ? PolicyCore.Host(id: $0.id, domain: $0.domain, cores: $0.cores, memoryMB: 0) : $0 }
-        let state = ClusterState(hosts: hosts, vms: inv.vms, violins: inv.violins, placement: inv.placement,
+        // A draining host takes no VM: to the policy it has no memory to offer. A host whose key
+        // was revoked neither takes nor gives one: it and its VMs are out of the round.
+        let revoked = revokedHosts()
+        let hosts = inv.hosts.filter { !revoked.contains($0.id) }
+            .map { inv.draining.contains($0.id) ? PolicyCore.Host(id: $0.id, domain: $0.domain, cores: $0.cores, memoryMB: 0) : $0 }
+        let placement = inv.placement.filter { !revoked.contains($0.value) }
+        let state = ClusterState(hosts: hosts, vms: inv.vms.filter { placement[$0.id] != nil }, violins: inv.violins, placement: placement,
                                  cpu: cpu, lastMigrated: inv.lastDecided, now: Self.now())
         return (state, inv)
     }
@@ -266,20 +286,24 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     /// The requests of PROTOCOL.md §8.4, one handler per type.
     private lazy var table: RequestTable = {
         var t = RequestTable()
-        t.on(PolicyAPI.RegisterDomain.self) { [unowned self] r in
-            try self.storeCall { try self.store.registerDomain(r.id) }
-            return PolicyAPI.IDReply(id: r.id)
-        }
-        t.on(PolicyAPI.RegisterHost.self) { [unowned self] r in
-            try self.storeCall { try self.store.registerHost(id: r.id, domain: r.domain, cores: r.cores, memoryMB: r.memoryMB,
-                                                             executor: r.executor, monitor: r.monitor, key: r.key) }
-            return PolicyAPI.IDReply(id: r.id)
-        }
-        t.on(PolicyAPI.DrainHost.self) { [unowned self] r in try self.drain(r.id) }
-        t.on(PolicyAPI.RemoveHost.self) { [unowned self] r in
+        t.on(PolicyAPI.RegisterDomain.self, caller: { [unowned self] r, who in try self.registerDomain(r, who) })
+        t.on(PolicyAPI.RegisterHost.self, caller: { [unowned self] r, who in try self.registerHost(r, who) })
+        t.on(PolicyAPI.DrainHost.self, caller: { [unowned self] r, who in
+            try self.requireDomain(of: r.id, who)
+            self.audit("drain_host", ["id": .string(r.id)], who)
+            return try self.drain(r.id)
+        })
+        t.on(PolicyAPI.RemoveHost.self, caller: { [unowned self] r, who in
+            try self.requireDomain(of: r.id, who)
             try self.storeCall { try self.store.removeHost(r.id) }
+            self.audit("remove_host", ["id": .string(r.id)], who)
             return PolicyAPI.IDReply(id: r.id)
-        }
+        })
+        t.on(PolicyAPI.HostRecord.self) { [unowned self] r in try self.hostRecord(r.id) }
+        t.on(PolicyAPI.Keys.self) { [unowned self] _ in try self.keys() }
+        t.on(PolicyAPI.AcceptKey.self, caller: { [unowned self] r, who in try self.acceptKey(r, who) })
+        t.on(PolicyAPI.RejectKey.self, caller: { [unowned self] r, who in try self.rejectKey(r, who) })
+        t.on(PolicyAPI.RevokeKey.self, caller: { [unowned self] r, who in try self.revokeKey(r, who) })
         t.on(PolicyAPI.CreateViolin.self) { [unowned self] r in
             let vms = r.vms.map { PolicyStore.NewVM(id: $0.id, memoryMB: $0.memoryMB, host: $0.host) }
             try self.storeCall { try self.store.createViolin(id: r.id, homeDomain: r.homeDomain, head: r.head, vms: vms) }
@@ -289,25 +313,38 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             try self.storeCall { try self.store.destroyViolin(r.id) }
             return PolicyAPI.IDReply(id: r.id)
         }
-        t.on(PolicyAPI.SetMode.self) { [unowned self] r in
+        t.on(PolicyAPI.SetMode.self, caller: { [unowned self] r, who in
             try self.storeCall { try self.store.setSetting("mode", r.mode.rawValue) }
+            self.audit("set_mode", ["mode": .string(r.mode.rawValue)], who)
             self.emit(PolicyAPI.ModeChanged(mode: r.mode))
             return PolicyAPI.ModeReply(mode: r.mode)
-        }
+        })
         t.on(PolicyAPI.Evaluate.self) { [unowned self] _ in
             let decisions = try self.storeCall { try self.evaluate() }
             return PolicyAPI.DecisionsReply(decisions: decisions)
         }
         t.on(PolicyAPI.Explain.self) { [unowned self] _ in try self.explain() }
-        t.on(PolicyAPI.Decisions.self) { [unowned self] r in try self.decisions(limit: r.limit) }
+        t.on(PolicyAPI.Decisions.self) { [unowned self] r in try self.decisions(limit: r.limit, audit: r.audit) }
         t.on(PolicyAPI.Inventory.self) { [unowned self] _ in try self.inventoryReply() }
-        t.on(PolicyAPI.CreateEnvironment.self) { [unowned self] r in try self.createEnvironment(r) }
-        t.on(PolicyAPI.DestroyEnvironment.self) { [unowned self] r in try self.destroyEnvironment(r.name) }
-        t.on(PolicyAPI.ApplyEnvironment.self) { [unowned self] r in try self.applyEnvironment(r) }
+        t.on(PolicyAPI.CreateEnvironment.self, caller: { [unowned self] r, who in
+            if !r.dryRun { self.audit("create_environment", ["name": r.spec["name"] ?? .null], who) }
+            return try self.createEnvironment(r)
+        })
+        t.on(PolicyAPI.DestroyEnvironment.self, caller: { [unowned self] r, who in
+            self.audit("destroy_environment", ["name": .string(r.name)], who)
+            return try self.destroyEnvironment(r.name)
+        })
+        t.on(PolicyAPI.ApplyEnvironment.self, caller: { [unowned self] r, who in
+            self.audit("apply_environment", ["name": r.spec["name"] ?? .null], who)
+            return try self.applyEnvironment(r)
+        })
         return t
     }()
 
     public func handle(_ request: Message) throws(ProtocolError) -> JSONValue? { try table.handle(request) }
+    public func handle(_ request: Message, from requester: Requester) throws(ProtocolError) -> JSONValue? {
+        try table.handle(request, from: requester)
+    }
     public func lane(of msgType: String) -> RequestTable.Lane { table.lane(of: msgType) }
 
     /// What each of several calls made at once ended with.
@@ -355,12 +392,13 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             deviation: (scores.deviation * 1000).rounded() / 1000)
     }
 
-    func decisions(limit: Int) throws(ProtocolError) -> PolicyAPI.DecisionsReply {
-        let rows = try storeCall { try store.decisions(limit: limit) }
+    func decisions(limit: Int, audit: Bool = false) throws(ProtocolError) -> PolicyAPI.DecisionsReply {
+        let rows = try storeCall { try store.decisions(limit: limit, audit: audit) }
         return PolicyAPI.DecisionsReply(decisions: rows.map { r in
             ["id": .number(Double(r["id"] as Int64)), "time": .string(r["time"]), "kind": .string(r["kind"]),
              "decision": (try? JSONText.parse(Array((r["body"] as String).utf8))) ?? .null,
-             "reason": .string(r["reason"]), "mode": .string(r["mode"]), "outcome": .string(r["outcome"])]
+             "reason": .string(r["reason"]), "mode": .string(r["mode"]), "outcome": .string(r["outcome"]),
+             "asked_by": .string(r["asked_by"] ?? "")]
         })
     }
 

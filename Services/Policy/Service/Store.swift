@@ -53,7 +53,83 @@ public final class PolicyStore: @unchecked Sendable {
                                   created_at TEXT NOT NULL)
                 """)
         }
+        migrator.registerMigration("v7-host-links") { db in
+            // Where other hosts reach a host's mesh and libvirt: a migration's destination comes
+            // from here (registered by the host, checked), never from a request.
+            try db.execute(sql: """
+                ALTER TABLE host ADD COLUMN mesh TEXT NOT NULL DEFAULT '';
+                ALTER TABLE host ADD COLUMN migration_uri TEXT NOT NULL DEFAULT '';
+                """)
+        }
+        migrator.registerMigration("v8-keys") { db in
+            // Keys refused at their first contact (pending) or for good (rejected); the accepted
+            // ones are the key table file itself.
+            try db.execute(sql: """
+                CREATE TABLE key_state(key TEXT PRIMARY KEY, state TEXT NOT NULL, address TEXT NOT NULL,
+                                       first_seen TEXT NOT NULL, attempts INTEGER NOT NULL);
+                ALTER TABLE decision ADD COLUMN asked_by TEXT NOT NULL DEFAULT '';
+                """)
+        }
         try migrator.migrate(db)
+    }
+
+    /// A host's links as registered: executor, mesh, libvirt URI and key.
+    public struct HostLinks: Equatable, Sendable {
+        public var id: String, domain: String, executor: String, mesh: String, migrationURI: String, key: String, draining: Bool
+    }
+
+    public func hostLinks(_ id: String) throws -> HostLinks? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM host WHERE id = ?", arguments: [id]).map {
+                HostLinks(id: $0["id"], domain: $0["domain"], executor: $0["executor"], mesh: $0["mesh"], migrationURI: $0["migration_uri"],
+                          key: $0["key"], draining: ($0["draining"] as Int?) == 1)
+            }
+        }
+    }
+
+    /// Notes a key refused at its first contact (pending), unless it was rejected; at most
+    /// `cap` are kept (the oldest pending go first).
+    public func notePendingKey(_ key: String, address: String, cap: Int = 256) throws {
+        try db.write { db in
+            try db.execute(sql: """
+                INSERT INTO key_state(key, state, address, first_seen, attempts) VALUES (?, 'pending', ?, ?, 1)
+                ON CONFLICT(key) DO UPDATE SET attempts = MIN(attempts + 1, 1000000000), address = excluded.address
+                """, arguments: [key, address, ISO8601DateFormatter().string(from: Date())])
+            try db.execute(sql: """
+                DELETE FROM key_state WHERE state = 'pending' AND rowid NOT IN
+                (SELECT rowid FROM key_state WHERE state = 'pending' ORDER BY first_seen DESC, rowid DESC LIMIT ?)
+                """, arguments: [cap])
+        }
+    }
+
+    public func setKeyState(_ key: String, _ state: String?) throws {
+        try db.write { db in
+            if let state {
+                try db.execute(sql: """
+                    INSERT INTO key_state(key, state, address, first_seen, attempts) VALUES (?, ?, '', ?, 0)
+                    ON CONFLICT(key) DO UPDATE SET state = excluded.state
+                    """, arguments: [key, state, ISO8601DateFormatter().string(from: Date())])
+            } else {
+                try db.execute(sql: "DELETE FROM key_state WHERE key = ?", arguments: [key])
+            }
+        }
+    }
+
+    public func keyStates() throws -> [(key: String, state: String, address: String, firstSeen: String, attempts: Int)] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM key_state ORDER BY first_seen DESC").map {
+                ($0["key"], $0["state"], $0["address"], $0["first_seen"], $0["attempts"])
+            }
+        }
+    }
+
+    /// Records who asked for a change of state (the audit trail in the ledger).
+    public func audit(kind: String, body: String, askedBy: String, outcome: String = "done") throws {
+        try db.write { db in
+            try db.execute(sql: """
+                INSERT INTO decision(time, kind, body, reason, inputs, mode, outcome, asked_by) VALUES (?, ?, ?, ?, '{}', 'request', ?, ?)
+                """, arguments: [ISO8601DateFormatter().string(from: Date()), kind, body, "asked by \(askedBy)", outcome, askedBy])
+        }
     }
 
     public func saveSpec(_ violin: String, body: String, vni: UInt32) throws {
@@ -147,16 +223,25 @@ public final class PolicyStore: @unchecked Sendable {
     }
 
     public func registerHost(id: String, domain: String, cores: Int, memoryMB: Int, executor: String, monitor: String,
-                             key: String = "") throws {
+                             key: String = "", mesh: String = "", migrationURI: String = "") throws {
         try db.write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM domain WHERE id = ?", arguments: [domain]) == true else {
                 throw fail(.notFound, "no domain \(domain)")
             }
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM host WHERE id = ?", arguments: [id]) == true {
-                throw fail(.conflict, "host \(id) exists")
+            if let row = try Row.fetchOne(db, sql: "SELECT domain, key FROM host WHERE id = ?", arguments: [id]) {
+                // A host registering again (a restarted node) updates its links; it cannot move
+                // to another domain, nor change a key it registered.
+                let (oldDomain, oldKey): (String, String) = (row["domain"], row["key"])
+                guard oldDomain == domain else { throw fail(.conflict, "host \(id) exists, in domain \(oldDomain)") }
+                guard oldKey.isEmpty || oldKey == key else { throw fail(.conflict, "host \(id) exists with another key") }
+                try db.execute(sql: """
+                    UPDATE host SET cores = ?, memory_mb = ?, executor = ?, monitor = ?, key = ?, mesh = ?, migration_uri = ? WHERE id = ?
+                    """, arguments: [cores, memoryMB, executor, monitor, key, mesh, migrationURI, id])
+                return
             }
-            try db.execute(sql: "INSERT INTO host(id, domain, cores, memory_mb, executor, monitor, key) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           arguments: [id, domain, cores, memoryMB, executor, monitor, key])
+            try db.execute(sql: """
+                INSERT INTO host(id, domain, cores, memory_mb, executor, monitor, key, mesh, migration_uri) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [id, domain, cores, memoryMB, executor, monitor, key, mesh, migrationURI])
         }
     }
 
@@ -285,7 +370,10 @@ public final class PolicyStore: @unchecked Sendable {
         try db.write { db in try db.execute(sql: "UPDATE decision SET outcome = ? WHERE id = ?", arguments: [outcome, id]) }
     }
 
-    public func decisions(limit: Int) throws -> [Row] {
-        try db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM decision ORDER BY id DESC LIMIT ?", arguments: [limit]) }
+    /// The newest `limit` decisions; with `audit`, the requests recorded by `audit` too.
+    public func decisions(limit: Int, audit: Bool = false) throws -> [Row] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM decision \(audit ? "" : "WHERE mode != 'request'") ORDER BY id DESC LIMIT ?", arguments: [limit])
+        }
     }
 }
