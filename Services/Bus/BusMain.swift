@@ -1,6 +1,5 @@
 import ArgumentParser
 import ServiceKit
-import VIOLINProtocol
 import ServiceLifecycle
 import ZeroMQ
 
@@ -32,7 +31,7 @@ struct Main: AsyncParsableCommand {
         do {
             proxy = try EventProxy(context: runtime.context, frontend: fronts,
                                    backend: settings.resolved.list("subscribers"), security: settings.server,
-                                   maxMessageBytes: Int64(settings.maxMessageBytes) * 4, filter: Self.eventFilter(settings))
+                                   maxMessageBytes: Int64(settings.maxMessageBytes) * 4, filter: BusFilter.make(settings))
         } catch {
             runtime.logger.critical("cannot bind the bus", metadata: ["error": "\(error)"])
             print("violin-bus: cannot bind: \(error)")
@@ -47,21 +46,5 @@ struct Main: AsyncParsableCommand {
         runtime.logger.info("bus up", metadata: ["publishers": "\(proxy.frontendEndpoints)",
                                                   "subscribers": "\(proxy.backendEndpoints)"])
         await ServiceMain.run(runtime, also: [ShutdownHook { proxy.stop() }])
-    }
-
-    /// With CURVE, the bus forwards an event only when its publisher's key may publish that
-    /// topic as the header's `sender` says (PROTOCOL.md §7.1), and the body reads as the
-    /// topic's type; subscribers never see a publisher's key, so they trust what it forwards.
-    static func eventFilter(_ settings: ServiceSettings) -> EventProxy.Filter? {
-        guard let own = settings.server?.keyPair.publicKey else { return nil }
-        let keys = settings.keys
-        let maxBytes = settings.maxMessageBytes
-        return { frames, user in
-            guard let user, !user.isEmpty else { return true }    // an ipc publisher: this host
-            let caller = user == own ? Caller(key: user, roles: [], trusted: true) : keys?.caller(user)
-            guard let caller, let m = try? Codec.decodeEvent(frames, maxBytes: maxBytes), let topic = m.topic else { return false }
-            guard Authorization.allowsEvent(caller, topic: topic, sender: m.header.sender) else { return false }
-            return Catalogue.validEvent(topic: topic, body: m.body)
-        }
     }
 }

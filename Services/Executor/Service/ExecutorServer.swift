@@ -350,9 +350,7 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     /// asked of the destination itself. Without one (an open lab): the executor named.
     func destination(_ o: ExecutorAPI.MigrationOptions) throws(ProtocolError) -> Destination {
         guard let control = options.control else {
-            guard options.keyPair == nil else {
-                throw ProtocolError(.forbidden, "this executor has keys but no control node (control) to take destinations from")
-            }
+            try requireDestinationSource()
             guard !o.toExecutor.isEmpty else { throw ProtocolError(.invalidBody, "to_executor is required without a control node") }
             let dest = try destination(o.toExecutor, key: o.toKey)
             if !o.to.isEmpty, o.to != dest.host { throw ProtocolError(.conflict, "to is \(o.to) but \(dest.executor) is host \(dest.host)") }
@@ -623,7 +621,15 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     public func attach(_ streams: any StreamSender) { consoles.attach(streams) }
     public func lane(of msgType: String) -> RequestTable.Lane { table.lane(of: msgType) }
 
+    /// With keys, a migration's destination comes only from the control node's inventory.
+    func requireDestinationSource() throws(ProtocolError) {
+        if options.control == nil && options.keyPair != nil {
+            throw ProtocolError(.forbidden, "this executor has keys but no control node (control) to take destinations from")
+        }
+    }
+
     func migrate(_ r: ExecutorAPI.Migrate) throws(ProtocolError) -> ExecutorAPI.JobState {
+        try requireDestinationSource()
         let o = jobOptions(r.options)
         let hv = try libvirt()
         _ = try facts(r.vm, hv)      // unknown VM: not_found before the destination is asked
@@ -635,6 +641,7 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     }
 
     func migrateViolin(_ r: ExecutorAPI.MigrateViolin) throws(ProtocolError) -> ExecutorAPI.ViolinJobsReply {
+        try requireDestinationSource()
         let keep = Set(r.keep)
         let o = jobOptions(r.options)
         let hv = try libvirt()
