@@ -5,9 +5,10 @@
 # namespace — what runs here is what a deployment runs. A control node (ctl, 10.77.0.100) and
 # three host nodes in two domains (d1: h1 10.77.0.1, h2 10.77.0.2; d2: h3 10.77.0.3), each host
 # with its own libvirtd (QEMU/TCG, private mount namespace).
-#   lab.sh up RUN [--keys]          write the node files and start every node; RUN: a fresh directory;
-#                                   --keys: every node gets a CURVE key (RUN/keys/NODE.key; an
-#                                   operator's RUN/keys/admin.key) and serves over CURVE
+#   lab.sh up RUN [--open]          write the node files and start every node; RUN: a fresh directory.
+#                                   Keyed: every node gets a CURVE key with its role (RUN/keys/NODE.key;
+#                                   an operator's RUN/keys/admin.key) and serves over CURVE;
+#                                   --open: no keys (insecure: true, on the lab's own bridge)
 #   lab.sh add RUN NODE DOMAIN      add a host node at run time (h4 .. h9, address 10.77.0.N)
 #   lab.sh down RUN                 stop every node, libvirtd and guest; delete the namespaces
 #   lab.sh kill RUN NODE SERVICE    SIGKILL one service (its node restarts it)
@@ -78,7 +79,7 @@ node_run() {
 }
 
 host_file() {  # node domain
-  local keys="insecure: true    # the lab without --keys runs open, on its own bridge"
+  local keys="insecure: true    # the lab run with --open: no keys, on its own bridge"
   if keyed; then
     keys="key: $run/keys/$1.key
 control_public_key: $run/keys/ctl.pub
@@ -123,8 +124,8 @@ images() {
 up() {
   mkdir -p "$run/nodes"
   images
-  local keys="insecure: true    # the lab without --keys runs open, on its own bridge"
-  if [ "${1:-}" = --keys ]; then
+  local keys="insecure: true    # the lab run with --open: no keys, on its own bridge"
+  if [ "${1:-}" != --open ]; then
     mkdir -p "$run/keys/allowed"
     # Every key up front: the allowed lists are read when the services start.
     for n in admin ctl h1 h2 h3 h4 h5 h6 h7 h8 h9; do new_key $n; done

@@ -54,7 +54,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 in_ns() { local n=$1; shift; ip netns exec "$tag-$n" "$@"; }
 violin() { in_ns ctl "$bin/violin" "$@"; }
-call() { violin call "$@"; }
+# The operator's CURVE options for a node's services (the lab is keyed: compose/lab.sh).
+op() { bash compose/lab.sh curve "$run" "$1"; }
+node_of() { case $1 in *10.77.0.100:*) echo ctl ;; *10.77.0.*) local a=${1#*10.77.0.}; echo "h${a%%:*}" ;; *) echo ctl ;; esac; }
+# shellcheck disable=SC2046
+call() { local ep=$1; shift; violin call "$ep" "$@" $(op "$(node_of "$ep")"); }
 addr() { case $1 in ctl) echo 10.77.0.100 ;; h1) echo 10.77.0.1 ;; h2) echo 10.77.0.2 ;; h3) echo 10.77.0.3 ;; esac; }
 ex() { echo "tcp://$(addr "$1"):7704"; }
 mesh() { echo "tcp://$(addr "$1"):7701"; }
@@ -69,12 +73,15 @@ say "== nodes (compose/lab.sh): control 10.77.0.100 with violin-bus and violin-p
 say "   libvirtd (TCG), violin-mesh, violin-monitor, violin-executor: d1 = h1 10.77.0.1, h2 10.77.0.2; d2 = h3 10.77.0.3"
 bash compose/lab.sh up "$run"
 tag=$(cat "$run/tag")
-if [ $json = 1 ]; then violin cluster status --control 10.77.0.100 >&2; else violin cluster status --control 10.77.0.100; fi
+# shellcheck disable=SC2046
+if [ $json = 1 ]; then violin cluster status --control 10.77.0.100 $(op ctl) >&2; else violin cluster status --control 10.77.0.100 $(op ctl); fi
 
 # Every event of the run, for the record and for the policy step.
-in_ns ctl "$bin/violin" watch --bus $bus_sub executor. policy.decided --timeout 900 >"$run/events.jsonl" 2>/dev/null &
+# shellcheck disable=SC2046
+in_ns ctl "$bin/violin" watch --bus $bus_sub executor. policy.decided --timeout 900 $(op ctl) >"$run/events.jsonl" 2>/dev/null &
 
-ctl=(--control 10.77.0.100)
+# shellcheck disable=SC2207
+ctl=(--control 10.77.0.100 $(op ctl))
 show() { violin show "$1" --json "${ctl[@]}"; }
 # Prints the command's output (to stderr with --json).
 shown() { if [ $json = 1 ]; then "$@" >&2; else "$@"; fi }
@@ -184,7 +191,7 @@ read -r cross2 learned2 <<<"$(cross)"
 
 say "== the policy in automatic mode: two guests on h3 burn CPU"
 before=$(grep -c migration_completed "$run/events.jsonl" || true)
-shown violin policy mode automatic --to tcp://10.77.0.100:7703
+shown violin policy mode automatic --to tcp://10.77.0.100:7703 "${ctl[@]:2}"
 console_run a2 "(while :; do :; done) >/dev/null 2>&1 &" >/dev/null
 console_run b2 "(while :; do :; done) >/dev/null 2>&1 &" >/dev/null
 say "  a2 and b2 burn; waiting for the policy to act (the decision and its migrations on the bus) ..."
@@ -200,7 +207,7 @@ for l in open(sys.argv[1]):
 sys.exit(0 if started and started<=ended else 1)
 PY" || true
 grep policy.decided "$run/events.jsonl" | tail -1 | json_field '["body"]["reason"]' 2>/dev/null | sed 's/^/  policy: /' >&2 || true
-shown violin policy mode recommend --to tcp://10.77.0.100:7703
+shown violin policy mode recommend --to tcp://10.77.0.100:7703 "${ctl[@]:2}"
 
 say "== violin destroy: both VIOLINs, every VM on every host"
 for v in a b; do
@@ -285,6 +292,6 @@ else:
 PY
 if [ $keep = 1 ]; then
   say "== everything keeps running (namespaces $tag-*); Ctrl-C stops and cleans up"
-  say "   e.g.: ip netns exec $tag-ctl $bin/violin watch --bus $bus_sub"
+  say "   e.g.: ip netns exec $tag-ctl $bin/violin watch --bus $bus_sub $(op ctl)"
   wait
 fi

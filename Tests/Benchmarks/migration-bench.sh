@@ -28,7 +28,7 @@ cleanup() { trap - EXIT; bash compose/lab.sh down "$run" || true; rm -rf "$run";
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 bash compose/lab-libvirt.sh guest "$cache" 2>/dev/null
-bash compose/lab.sh up "$run"
+bash compose/lab.sh up "$run" --open   # an open lab: the benchmark calls the executors directly
 tag=$(cat "$run/tag")
 call() { ip netns exec "$tag-ctl" "$bin/violin" call "$@"; }
 source compose/wait-for.sh
@@ -55,7 +55,7 @@ for n in ${sizes//,/ }; do
   ip netns exec "$p" python3 "$root/compose/probe.py" bulk "$list" --mbytes "$mbytes" >"$run/bulk$n" &
   bp=$!
   wait_for 120 grep -q running "$run/bulk$n"
-  jobs=$(call $h1 migrate_violin "{\"vni\":$vni,\"to_executor\":\"$h3\"}" | python3 -c 'import json,sys; print(" ".join(j["job"] for j in json.load(sys.stdin)["jobs"]))')
+  jobs=$(call $h1 migrate_violin "{\"vni\":$vni,\"to\":\"h3\"}" | python3 -c 'import json,sys; print(" ".join(j["job"] for j in json.load(sys.stdin)["jobs"]))')
   ratios=""
   for job in $jobs; do
     wait_for 180 bash -c "ip netns exec $tag-ctl $bin/violin call $h1 job '{\"job\":\"$job\"}' | grep -qE '\"state\" : \"(completed|failed|cancelled|rolled_back)\"'"

@@ -100,14 +100,15 @@ final class LocalLab {
     let command = "VIOLIN_BIN='\(binDir)' bash '\(packageRoot)/compose/lab.sh'"
     private(set) var controlNamespace = ""
 
-    /// `keys`: every node gets a CURVE key and serves over CURVE (`lab.sh up --keys`).
-    init(_ name: String, keys: Bool = false) throws {
+    /// Keyed, as the lab is by default: every node gets a CURVE key with its role and serves
+    /// over CURVE; `keys: false` runs it open (`lab.sh up --open`).
+    init(_ name: String, keys: Bool = true) throws {
         scratch = try Scratch(name)
         run = scratch.file("lab")
         do {
             let built = try sh("bash '\(packageRoot)/compose/lab-libvirt.sh' guest \(Self.guestCache)", timeout: 300)
             guard built.status == 0 else { throw LabError(description: "guest: \(built.err)") }
-            let up = try sh("\(command) up \(run)\(keys ? " --keys" : "")", timeout: 240)
+            let up = try sh("\(command) up \(run)\(keys ? "" : " --open")", timeout: 240)
             guard up.status == 0 else {
                 throw LabError(description: "lab: \(up.err) logs: \((try? sh("tail -n 5 \(run)/*/*.log").out) ?? "")")
             }
@@ -117,6 +118,10 @@ final class LocalLab {
             throw error
         }
     }
+
+    /// The operator's CURVE options for `node`'s services (the lab's admin key and the node's).
+    func keys(_ node: String) -> String { keyArgs(node).joined(separator: " ") }
+    func keyArgs(_ node: String) -> [String] { ["--curve-key", "\(run)/keys/admin.key", "--server-key", "\(run)/keys/\(node).pub"] }
 
     /// `lab.sh ARGS`.
     func lab(_ args: String, timeout: Double = 30) throws -> (status: Int32, out: String, err: String) {

@@ -235,10 +235,10 @@ import VIOLINProtocol
         for h in 1...3 { try lab.addHost(h) }
         let keys = lab.scratch.file("keys")
         try FileManager.default.createDirectory(atPath: keys + "/allowed", withIntermediateDirectories: true)
-        for name in ["h1", "h2", "h3", "admin"] {
+        for name in ["h1", "h2", "h3", "h4", "admin"] {
             #expect(try run("violin", ["keygen", "--out", "\(keys)/\(name)", "--role", name == "admin" ? "operator" : "host:\(name)"]).status == 0)
         }
-        for name in ["h1", "h2", "admin"] {   // h3 is not allowed
+        for name in ["h1", "h2", "h4", "admin"] {   // h3 is not allowed; h4 is, but joins no VIOLIN
             try FileManager.default.copyItem(atPath: "\(keys)/\(name).pub", toPath: "\(keys)/allowed/\(name).pub")
         }
         let endpoint = { (h: Int) in "tcp://\(lab.hostIP(h)):7701" }
@@ -268,9 +268,24 @@ import VIOLINProtocol
         // A client without a key gets nothing at all.
         let plain = try run("/usr/sbin/ip", ["netns", "exec", lab.host(1), "\(binDir)/violin", "ping", "--to", endpoint(1), "--timeout", "1"])
         #expect(plain.status == 2)
+        // An allowed host that is no member of VIOLIN 9 (h4's key, REVIEW-security §4): it may
+        // not add a port with a victim's MAC, take over h2's tunnel, or remove h2.
+        let h2Endpoint = endpoint(2)
+        let steal = try call(1, "add_port", #"{"vni":9,"name":"evil","kind":"udp","local":"127.0.0.1:0","remote":"127.0.0.1:9","mac":"52:54:00:09:00:02"}"#, as: "h4")
+        #expect(steal.0 == 1 && steal.1.contains("forbidden"), "add_port from a non-member: \(steal.1)")
+        let h4Key = try KeyFilesForTest.publicKey("\(keys)/h4.pub")
+        let takeover = try call(1, "member_announce", #"{"vni":9,"endpoint":"\#(h2Endpoint)","tunnel":"10.6.6.6:4789","key":"\#(h4Key)"}"#, as: "h4")
+        #expect(takeover.0 == 1 && takeover.1.contains("forbidden"), "member_announce of h2's endpoint: \(takeover.1)")
+        let evict = try call(1, "member_leave", #"{"vni":9,"endpoint":"\#(h2Endpoint)"}"#, as: "h4")
+        #expect(evict.0 == 1 && evict.1.contains("forbidden"), "member_leave of h2: \(evict.1)")
+        // The operator is not a host: member_* are for hosts only.
+        let asOperator = try call(1, "member_leave", #"{"vni":9,"endpoint":"\#(h2Endpoint)"}"#)
+        #expect(asOperator.0 == 1 && asOperator.1.contains("forbidden"), "member_leave from the operator: \(asOperator.1)")
         let after = try call(1, "members", #"{"vni":9}"#)
-        #expect(after.0 == 0 && after.1.contains(lab.hostIP(2) + ":4789") && !after.1.contains(lab.hostIP(3)),
+        #expect(after.0 == 0 && after.1.contains(lab.hostIP(2) + ":4789") && !after.1.contains(lab.hostIP(3)) && !after.1.contains("10.6.6.6"),
                 "the mesh is unchanged: \(after.1)")
+        let ports = try call(1, "ports", "{}")
+        #expect(!ports.1.contains("evil"), "\(ports.1)")
     }
 }
 

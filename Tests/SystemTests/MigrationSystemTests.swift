@@ -37,8 +37,11 @@ import VIOLINProtocol
         tag = try String(contentsOfFile: dir + "/tag", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         try #require(!tag.isEmpty)
         let address = ["h1": "10.77.0.1", "h2": "10.77.0.2", "h3": "10.77.0.3"]
+        // The demo's lab is keyed: the operator's key, and each node's public key.
+        func keys(_ node: String) -> String { "--curve-key \(dir)/keys/admin.key --server-key \(dir)/keys/\(node).pub" }
         func call(_ endpoint: String, _ type: String, _ body: String = "{}") throws -> JSONValue {
-            let r = try sh("ip netns exec \(tag)-ctl '\(binDir)/violin' call \(endpoint) \(type) '\(body)'")
+            let node = address.first { endpoint.contains($0.value + ":") }?.key ?? "ctl"
+            let r = try sh("ip netns exec \(tag)-ctl '\(binDir)/violin' call \(endpoint) \(type) '\(body)' \(keys(node))")
             try #require(r.status == 0, "\(type) at \(endpoint): \(r.err)")
             return try Self.json(r.out)
         }
@@ -57,9 +60,11 @@ import VIOLINProtocol
         // ... counted over tables that were read (a failed read would learn nothing, not leak nothing).
         #expect((isolation["macs_learned_before"]?.intValue ?? 0) > 0 && (isolation["macs_learned_after"]?.intValue ?? 0) > 0, "\(isolation)")
         #expect(result["violin_b_after"]?["h2"] == ["b1"] && result["violin_b_after"]?["h3"] == ["a2", "b2", "b3"], "\(result)")
-        // The lab runs open (no --keys), so every node says so.
-        let nodes = try Self.json(try sh("ip netns exec \(tag)-ctl '\(binDir)/violin' cluster status --control 10.77.0.100 --json").out)["nodes"]?.items ?? []
-        #expect(nodes.count == 4 && nodes.allSatisfy { $0["insecure"] == true }, "\(nodes)")
+        // The lab runs keyed, so no node is marked insecure; without the key nothing answers.
+        let nodes = try Self.json(try sh("ip netns exec \(tag)-ctl '\(binDir)/violin' cluster status --control 10.77.0.100 --json \(keys("ctl"))").out)["nodes"]?.items ?? []
+        #expect(nodes.count == 4 && nodes.allSatisfy { $0["insecure"] == false }, "\(nodes)")
+        let open = try sh("ip netns exec \(tag)-ctl '\(binDir)/violin' ping --to tcp://10.77.0.100:7703 --timeout 1")
+        #expect(open.status == 2, "the policy answered a client without a key")
         // `violin destroy` left nothing: no libvirt domain and no switch on any host (seen here too).
         #expect(result["after_destroy"]?["libvirt_domains"] == 0 && result["after_destroy"]?["switches"] == 0, "\(result)")
         for h in ["h1", "h2", "h3"] {
@@ -111,16 +116,16 @@ import VIOLINProtocol
         defer { lab.teardown() }
         let scratch = lab.scratch, run = lab.run
         func call(_ host: Int, _ type: String, _ body: String) throws -> (status: Int32, out: String, err: String) {
-            try lab.violin("call tcp://10.77.0.\(host):7704 \(type) '\(body)'")
+            try lab.violin("call tcp://10.77.0.\(host):7704 \(type) '\(body)' \(lab.keys("h\(host)"))")
         }
         // The executors' events, watched from the control node.
         func subscriptions() -> Int {
-            let out = (try? lab.violin("metrics --to tcp://10.77.0.100:7700"))?.out ?? ""
+            let out = (try? lab.violin("metrics --to tcp://10.77.0.100:7700 \(lab.keys("ctl"))"))?.out ?? ""
             return metricsCounter(out, "bus_subscriptions_forwarded") ?? -1
         }
         let subscribedBefore = subscriptions()
         let executorEvents = try Spawned("/usr/sbin/ip", ["netns", "exec", lab.controlNamespace, "\(binDir)/violin", "watch",
-                                                           "--bus", "tcp://10.77.0.100:7711", "executor.", "--timeout", "280"])
+                                                           "--bus", "tcp://10.77.0.100:7711", "executor.", "--timeout", "280"] + lab.keyArgs("ctl"))
         defer { executorEvents.destroy() }
         #expect(subscribedBefore >= 0 && eventually(deadline: 20) { subscriptions() > subscribedBefore }, "the watcher did not subscribe")
         func event(_ topic: String, _ match: @escaping (JSONValue) -> Bool) -> JSONValue? {
@@ -251,7 +256,7 @@ import VIOLINProtocol
         defer { lab.teardown() }
         let run = lab.run
         func call(_ host: Int, _ type: String, _ body: String) throws -> (status: Int32, out: String, err: String) {
-            try lab.violin("call tcp://10.77.0.\(host):7704 \(type) '\(body)'")
+            try lab.violin("call tcp://10.77.0.\(host):7704 \(type) '\(body)' \(lab.keys("h\(host)"))")
         }
         func state(_ host: Int, _ job: String) -> String {
             (try? Self.json(try call(host, "job", #"{"job":"\#(job)"}"#).out))?["state"]?.stringValue ?? "?"
@@ -261,7 +266,7 @@ import VIOLINProtocol
             return Set(r.out.split(separator: "\n").map(String.init))
         }
         let events = try Spawned("/usr/sbin/ip", ["netns", "exec", lab.controlNamespace, "\(binDir)/violin", "watch",
-                                                  "--bus", "tcp://10.77.0.100:7711", "executor.migration_progress", "--timeout", "400"])
+                                                  "--bus", "tcp://10.77.0.100:7711", "executor.migration_progress", "--timeout", "400"] + lab.keyArgs("ctl"))
         defer { events.destroy() }
         for (i, name) in ["s1", "s2", "s3"].enumerated() {
             let cmdline = name == "s3" ? "console=ttyS0 quiet violin.dirty=1" : "console=ttyS0 quiet"
