@@ -22,6 +22,7 @@ struct Main: AsyncParsableCommand {
                   validate: { $0.isEmpty || $0.hasPrefix("tcp://") || $0.hasPrefix("ipc://") ? nil : "a ZeroMQ endpoint" }),
         ConfigKey("memory_mb", default: "0", help: "Memory this host offers to VMs, MiB (0: what libvirt reports free).",
                   validate: { Int($0).map { $0 >= 0 } == true ? nil : "an integer >= 0" }),
+        ConfigKey("retention_days", default: "90", help: "Days the job journal keeps what is finished (pruned at start).", validate: Validate.positiveNumber),
     ])
 
     @OptionGroup var options: ServiceOptions
@@ -44,6 +45,7 @@ struct Main: AsyncParsableCommand {
             ? URL(fileURLWithPath: r["database"]).deletingLastPathComponent().appendingPathComponent("console").path : r["console_dir"]
         eo.keyPair = settings.server?.keyPair
         eo.control = r["control"].isEmpty ? nil : r["control"]
+        eo.retentionDays = r.double("retention_days")
         eo.controlKey = settings.busSecurity?.serverPublicKey ?? ""
         let logger = ServiceMain.logger(settings)
         try await ServiceMain.run(settings, logger: logger, server: { try ExecutorServer(options: eo, logger: logger) },

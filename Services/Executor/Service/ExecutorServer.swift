@@ -40,6 +40,8 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         /// The control node's policy endpoint and its public key: where a migration's destination
         /// is looked up (nil: an open lab's executor takes `to_executor`; with keys it refuses).
         public var control: String?
+        /// Days the journal keeps a finished job (pruned at start).
+        public var retentionDays = 90.0
         public var controlKey = ""
         /// How a hypervisor connection is opened (libvirt; `InMemoryHypervisor` in tests).
         public var connect: HypervisorConnector = Hypervisors.libvirt
@@ -494,6 +496,10 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     // MARK: - Recovery after a restart
 
     public func recover() {
+        // Finished jobs older than the retention go first; unfinished ones are never pruned.
+        if let n = try? journal.prune(before: Date().addingTimeInterval(-options.retentionDays * 86_400)), n > 0 {
+            logger.info("journal pruned", metadata: ["jobs": "\(n)", "days": "\(options.retentionDays)"])
+        }
         let unfinished = (try? journal.unfinished()) ?? []
         for job in unfinished {
             let t = Thread { [self] in self.recover(job) }

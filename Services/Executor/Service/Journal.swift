@@ -87,6 +87,18 @@ public final class Journal: @unchecked Sendable {
 
     static func now() -> String { ISO8601DateFormatter().string(from: Date()) }
 
+    /// Removes finished jobs last changed before `cutoff`; an unfinished job is never removed.
+    /// Returns how many went.
+    @discardableResult
+    public func prune(before cutoff: Date) throws -> Int {
+        let finals = [JobState.completed, .failed, .cancelled, .rolledBack].map(\.rawValue)
+        return try db.write { db in
+            try db.execute(sql: "DELETE FROM job WHERE updated_at < ? AND state IN (?, ?, ?, ?)",
+                           arguments: StatementArguments([ISO8601DateFormatter().string(from: cutoff)] + finals))
+            return db.changesCount
+        }
+    }
+
     public func save(_ job: Job) throws {
         var j = job
         j.updatedAt = Self.now()

@@ -17,6 +17,7 @@ struct Main: AsyncParsableCommand {
                   validate: Validate.nonNegativeNumber),
         ConfigKey("policy", default: "paper", help: "paper or cost-benefit.",
                   validate: { ["paper", "cost-benefit"].contains($0) ? nil : "paper or cost-benefit" }),
+        ConfigKey("retention_days", default: "90", help: "Days the decision ledger keeps what is finished (pruned at start and hourly; never a row about a VIOLIN or VM that exists).", validate: Validate.positiveNumber),
     ])
 
     @OptionGroup var options: ServiceOptions
@@ -33,6 +34,7 @@ struct Main: AsyncParsableCommand {
         po.busSecurity = settings.busSecurity
         po.keyPair = settings.server?.keyPair
         po.keyTable = settings.keys
+        po.retentionDays = r.double("retention_days")
         let logger = ServiceMain.logger(settings)
         try await ServiceMain.run(settings, logger: logger, server: { try PolicyServer(options: po, logger: logger) },
                                   afterStart: { try $0.start() })

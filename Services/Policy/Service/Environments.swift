@@ -144,6 +144,7 @@ extension PolicyServer {
     /// answer (one already gone counts as destroyed); once all are, the creation is closed as
     /// failed. Run at start and at each reconciliation, until nothing is left.
     func cleanUp() {
+        pruneIfDue()
         destroyLeftovers()
         guard let unfinished = try? store.unfinishedCreations(), !unfinished.isEmpty, let inv = try? store.inventory() else { return }
         let busy = creatingLock.withLock { creating }

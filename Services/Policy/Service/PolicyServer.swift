@@ -27,6 +27,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         public var busSecurity: ClientSecurity?
         /// Our key pair, to reach executors that serve over CURVE (with the host's registered key).
         public var keyPair: CurveKeyPair?
+        /// Days the ledger keeps a decision about a VIOLIN or VM that no longer exists.
+        public var retentionDays = 90.0
         /// The accepted keys and their roles (with CURVE): `violin keys` edits its file.
         public var keyTable: KeyTable?
         public init(database: String) { self.database = database }
@@ -45,6 +47,20 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     public private(set) var ingested = 0
     public var counters: [String: Int] {
         lock.withLock { ["samples_ingested": ingested, "drift_detected": driftFound, "events_refused": refusedEvents] }
+    }
+    /// When the ledger was last pruned (monotonic ms; at most once an hour).
+    private var prunedAt: Int64 = -1
+    /// Removes ledger rows older than `retentionDays` about what no longer exists.
+    func pruneIfDue() {
+        let now = monotonicMillis()
+        let due = lock.withLock { () -> Bool in
+            guard prunedAt < 0 || now - prunedAt > 3_600_000 else { return false }
+            prunedAt = now
+            return true
+        }
+        guard due else { return }
+        let n = (try? store.prune(before: Date().addingTimeInterval(-options.retentionDays * 86_400))) ?? 0
+        if n > 0 { logger.info("ledger pruned", metadata: ["rows": "\(n)", "days": "\(options.retentionDays)"]) }
     }
     /// Executor events about a VM the sender's host does not hold (ignored).
     private var refusedEvents = 0

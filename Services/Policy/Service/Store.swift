@@ -123,6 +123,20 @@ public final class PolicyStore: @unchecked Sendable {
         }
     }
 
+    /// Removes ledger rows made before `cutoff`, except those about a VIOLIN or VM that still
+    /// exists (their history stays while they live). Returns how many went.
+    @discardableResult
+    public func prune(before cutoff: Date) throws -> Int {
+        try db.write { db in
+            try db.execute(sql: """
+                DELETE FROM decision WHERE time < ?
+                AND NOT EXISTS (SELECT 1 FROM vm WHERE instr(decision.body, '"' || vm.id || '"') > 0)
+                AND NOT EXISTS (SELECT 1 FROM violin WHERE instr(decision.body, '"' || violin.id || '"') > 0)
+                """, arguments: [ISO8601DateFormatter().string(from: cutoff)])
+            return db.changesCount
+        }
+    }
+
     /// Records who asked for a change of state (the audit trail in the ledger).
     public func audit(kind: String, body: String, askedBy: String, outcome: String = "done") throws {
         try db.write { db in
