@@ -28,9 +28,24 @@ public struct Membership: Sendable {
     public private(set) var local: [UInt32: String] = [:]
     public private(set) var members: [UInt32: [String: Member]] = [:]
 
-    public init(me: String, timeout: Double = 3) {
+    /// Members one VIOLIN may have here; a newcomer beyond it is refused (`admit` → nil,
+    /// `isFull`).
+    public let maxMembers: Int
+    /// A member silent this long (seconds) is forgotten, not only out of the peer sets: a flood of
+    /// fake members does not stay in the heartbeat rounds for ever.
+    public let evictAfter: Double
+
+    public init(me: String, timeout: Double = 3, maxMembers: Int = 256, evictAfter: Double? = nil) {
         self.me = me
         self.timeout = timeout
+        self.maxMembers = maxMembers
+        self.evictAfter = evictAfter ?? max(60, timeout * 20)
+    }
+
+    /// Whether `endpoint` would be one member too many in VIOLIN `vni`.
+    public func isFull(_ vni: UInt32, adding endpoint: String) -> Bool {
+        guard let m = members[vni], m[endpoint] == nil else { return false }
+        return m.count >= maxMembers
     }
 
     public var violins: [UInt32] { local.keys.sorted() }
@@ -50,7 +65,7 @@ public struct Membership: Sendable {
     /// A member joined or announced itself (or answered again): it is in, and alive.
     @discardableResult
     public mutating func admit(_ vni: UInt32, endpoint: String, tunnel: String, now: Double, key: String = "") -> MembershipChange? {
-        guard endpoint != me, local[vni] != nil else { return nil }
+        guard endpoint != me, local[vni] != nil, !isFull(vni, adding: endpoint) else { return nil }
         let before = members[vni]?[endpoint]
         members[vni]![endpoint] = Member(endpoint: endpoint, tunnel: tunnel, lastHeard: now, key: key.isEmpty ? (before?.key ?? "") : key)
         if before == nil || before?.alive == false || before?.tunnel != tunnel { return .joined(vni: vni, member: endpoint) }
@@ -81,10 +96,14 @@ public struct Membership: Sendable {
     public mutating func expire(now: Double) -> [MembershipChange] {
         var changes: [MembershipChange] = []
         for vni in members.keys.sorted() {
-            for endpoint in members[vni]!.keys.sorted() where members[vni]![endpoint]!.alive
-                && now - members[vni]![endpoint]!.lastHeard > timeout {
-                members[vni]![endpoint]!.alive = false
-                changes.append(.left(vni: vni, member: endpoint, reason: "timeout"))
+            for endpoint in members[vni]!.keys.sorted() {
+                let silent = now - members[vni]![endpoint]!.lastHeard
+                if members[vni]![endpoint]!.alive && silent > timeout {
+                    members[vni]![endpoint]!.alive = false
+                    changes.append(.left(vni: vni, member: endpoint, reason: "timeout"))
+                } else if !members[vni]![endpoint]!.alive && silent > evictAfter {
+                    members[vni]![endpoint] = nil    // already out of the peer sets: forgotten
+                }
             }
         }
         return changes

@@ -106,6 +106,35 @@ final class Scripted: RequestHandler, @unchecked Sendable {
         } catch { #expect(error.code == .forbidden && error.message.contains("control"), "\(error)") }
     }
 
+    /// §8: nothing bounded an executor's queue of migrations; `max_jobs` does.
+    @Test func anExecutorQueuesAtMostMaxJobsMigrations() throws {
+        try withBus { ctx, proxy in
+            let world = InMemoryHypervisor.World()
+            let h1 = try ExecutorOrchestrationTests.Host("h1", world: world, bus: proxy.frontendEndpoints[0], maxJobs: 1)
+            let h2 = try ExecutorOrchestrationTests.Host("h2", world: world, bus: proxy.frontendEndpoints[0])
+            defer { h1.stop(); h2.stop() }
+            let c1 = ServiceClient(context: ctx, endpoint: h1.endpoint, timeoutMs: 10_000)
+            defer { c1.close() }
+            for (i, name) in ["a1", "a2"].enumerated() {
+                _ = try c1.call(ExecutorAPI.CreateVM(name: name, vni: 101, mac: MACAddress("52:54:00:0a:00:0\(i + 1)")!, kernel: "/bin/sh", nicPort: 20001 + 2 * i))
+            }
+            let first = try c1.call(ExecutorAPI.Migrate(vm: "a1", options: .init(toExecutor: h2.endpoint)))
+            try #require(world.waitForMigration("a1", timeout: 20))
+            do {
+                _ = try c1.call(ExecutorAPI.Migrate(vm: "a2", options: .init(toExecutor: h2.endpoint)))
+                Issue.record("a second migration was queued past max_jobs 1")
+            } catch {
+                guard case ServiceClient.Failure.error(let e) = error else { Issue.record("\(error)"); return }
+                #expect(e.code == .conflict && e.message.contains("max_jobs"), "\(e)")
+            }
+            world.finish("a1")
+            #expect(eventually(deadline: 20) { (try? c1.call(ExecutorAPI.Job(job: first.job)))?.state == "completed" })
+            // The slot is free again.
+            #expect(eventually(deadline: 10) { (try? c1.call(ExecutorAPI.Migrate(vm: "a2", options: .init(toExecutor: h2.endpoint)))) != nil })
+            world.finish("a2")
+        }
+    }
+
     /// §7: `migrate_violin_request` with a VNI of 2^32 trapped the executor once it had a VM.
     @Test func aVNIOf2To32IsRefusedNotATrap() throws {
         try ExecutorOrchestrationTests().withTwoHosts { _, _, _, c1, _ in

@@ -47,13 +47,14 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
         let mesh = FakeMesh()
         let meshRuntime: ServiceRuntime
         init(_ id: String, world: InMemoryHypervisor.World, bus: String, consoleIdleTimeout: Double = 30,
-             libvirtURI: String? = nil, control: String? = nil) throws {
+             libvirtURI: String? = nil, control: String? = nil, maxJobs: Int = 64) throws {
             let uri = libvirtURI ?? "mem://\(id)"
             world.addHost(uri)
             meshRuntime = try makeRuntime("mesh", handler: mesh)
             var o = ExecutorServer.Options(hostID: id, libvirtURI: uri, migrationURI: uri,
                                          mesh: meshRuntime.endpoints[0], database: ":memory:")
             o.control = control
+            o.maxJobs = maxJobs
             o.connect = InMemoryHypervisor.connector(world)
             o.imageDir = ExecutorOrchestrationTests.imageStore
             o.progressInterval = 0.05

@@ -72,4 +72,23 @@ import Testing
         s.retry("monitor", at: 300, after: 10)
         #expect(s.isScheduled("monitor") && !s.due(at: 309).contains("monitor") && s.due(at: 310).contains("monitor"))
     }
+
+    /// Bounds: a VIOLIN takes at most `maxMembers` others; a member silent past `evictAfter` is
+    /// forgotten (no longer heartbeated), one silent past the timeout only leaves the peer sets.
+    @Test func membersAreCappedAndTheLongSilentForgotten() {
+        var m = Membership(me: "a", timeout: 3, maxMembers: 2, evictAfter: 30)
+        m.present(1, tunnel: "10.0.0.1:4789")
+        #expect(m.admit(1, endpoint: "b", tunnel: "10.0.0.2:4789", now: 0) != nil)
+        #expect(m.admit(1, endpoint: "c", tunnel: "10.0.0.3:4789", now: 0) != nil)
+        #expect(m.isFull(1, adding: "d") && !m.isFull(1, adding: "b"), "full for a newcomer, not for a member")
+        #expect(m.admit(1, endpoint: "d", tunnel: "10.0.0.4:4789", now: 0) == nil)
+        #expect(m.peers(1) == ["10.0.0.2:4789", "10.0.0.3:4789"])
+        #expect(m.admit(1, endpoint: "b", tunnel: "10.0.0.2:4790", now: 1) != nil, "a member may still move its tunnel")
+        _ = m.heard("c", now: 20)
+        #expect(m.expire(now: 10) == [.left(vni: 1, member: "b", reason: "timeout")])
+        #expect(m.contacts == ["b", "c"])
+        _ = m.expire(now: 31.5)
+        #expect(m.contacts == ["c"], "b, silent 30 s, is forgotten")
+        #expect(m.admit(1, endpoint: "d", tunnel: "10.0.0.4:4789", now: 32) != nil, "its place is free again")
+    }
 }

@@ -40,6 +40,8 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         /// The control node's policy endpoint and its public key: where a migration's destination
         /// is looked up (nil: an open lab's executor takes `to_executor`; with keys it refuses).
         public var control: String?
+        /// Migrations queued or running at once, at most (`max_migrations` of them run).
+        public var maxJobs = 64
         /// Days the journal keeps a finished job (pruned at start).
         public var retentionDays = 90.0
         public var controlKey = ""
@@ -395,6 +397,10 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         let state = hv.state(vm)
         guard state == .running || state == .paused else { throw ProtocolError(.conflict, "VM \(vm) is \(state.rawValue), not running") }
         if let job = lock.withLock({ busyVMs[vm] }) { throw ProtocolError(.conflict, "VM \(vm) is already migrating (job \(job))") }
+        let inFlight = lock.withLock { busyVMs.count }
+        guard inFlight < options.maxJobs else {
+            throw ProtocolError(.conflict, "this executor has \(inFlight) migrations queued or running, its most (max_jobs)")
+        }
         guard dest.freeMB - memoryClaimed >= f.memoryMB else {
             throw ProtocolError(.conflict, "host \(dest.host) has \(dest.freeMB - memoryClaimed) MiB free, \(vm) needs \(f.memoryMB)")
         }

@@ -14,6 +14,7 @@ struct Main: AsyncParsableCommand {
                   validate: { v in v.split(separator: ".").count == 4 && v.split(separator: ".").allSatisfy { UInt8($0) != nil } ? nil : "an IPv4 address" }),
         ConfigKey("switch_binary", default: "", help: "Path of violin-switch (default: beside violin-mesh)."),
         ConfigKey("run_dir", default: "", help: "Directory for switch control sockets, their logs and the mesh's state; mode 0700, this user's (default: /run/violin/mesh-<port>)."),
+        ConfigKey("max_members", default: "256", help: "Other hosts one VIOLIN may have as members here, at most.", validate: Validate.positiveInteger),
         ConfigKey("max_violins", default: "256", help: "VIOLINs present on this host at most (a switch process each).", validate: Validate.positiveInteger),
         ConfigKey("member_interval", default: "1", help: "Seconds between heartbeats to each member.", validate: Validate.positiveNumber),
         ConfigKey("member_timeout", default: "3", help: "Seconds of silence before a member leaves the peer sets.", validate: Validate.positiveNumber),
@@ -33,6 +34,7 @@ struct Main: AsyncParsableCommand {
         mo.interval = r.double("member_interval")
         mo.timeout = r.double("member_timeout")
         mo.maxViolins = Int(r["max_violins"]) ?? 256
+        mo.maxMembers = Int(r["max_members"]) ?? 256
         mo.keyPair = settings.server?.keyPair
         let logger = ServiceMain.logger(settings)
         try await ServiceMain.run(settings, logger: logger, server: { try MeshServer(options: mo, logger: logger) },

@@ -22,6 +22,8 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         public var timeout = 3.0
         /// VIOLINs present here at most: each is a switch process.
         public var maxViolins = 256
+        /// Members one VIOLIN may have here (other hosts); one more is refused.
+        public var maxMembers = 256
         /// Our CURVE key pair: with it, we reach other meshes over CURVE (their keys travel in
         /// the member lists; a seed's is given with the join).
         public var keyPair: CurveKeyPair?
@@ -59,7 +61,7 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
     public init(options: Options, logger: Logger) throws {
         self.options = options
         self.logger = logger
-        membership = Membership(me: options.me, timeout: options.timeout)
+        membership = Membership(me: options.me, timeout: options.timeout, maxMembers: options.maxMembers)
         try PrivateDirectory.prepare(options.runDirectory)
     }
 
@@ -491,7 +493,13 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
 
     private func admit(_ m: MeshAPI.Member) throws(ProtocolError) {
         try requirePresent(m.vni)
-        let change = lock.withLock { membership.admit(m.vni, endpoint: m.endpoint, tunnel: m.tunnel, now: Self.now(), key: m.key) }
+        let (full, change) = lock.withLock { () -> (Bool, MembershipChange?) in
+            if membership.isFull(m.vni, adding: m.endpoint) { return (true, nil) }
+            return (false, membership.admit(m.vni, endpoint: m.endpoint, tunnel: m.tunnel, now: Self.now(), key: m.key))
+        }
+        if full {
+            throw ProtocolError(.conflict, "VIOLIN \(m.vni) has \(options.maxMembers) members here, its most (max_members): \(m.endpoint) cannot join")
+        }
         announce(change)
         pushPeers(m.vni)
         save()
