@@ -15,8 +15,10 @@ import ZeroMQ
 /// knows, their bodies made hostile (wrong types, huge, negative and fractional numbers, long
 /// strings, path and URI tricks, deep nesting, missing and unknown fields), now and then a
 /// broken frame or header. Every message gets an answer, no service dies, and each still
-/// answers `ping` afterwards. `VIOLIN_FUZZ_MESSAGES` sets the count per service (default 500;
-/// 10,000 for a long run).
+/// answers `ping` afterwards. Each service serves over CURVE with a key table, and the fuzz runs
+/// once per role's key (operator, control, host:self, host:other), so the messages reach both
+/// the handlers and the authorization checks. `VIOLIN_FUZZ_MESSAGES` sets the count per service
+/// and role (default 500; 10,000 for a long run).
 @Suite(.serialized) struct FuzzTests {
     static let perService = Int(ProcessInfo.processInfo.environment["VIOLIN_FUZZ_MESSAGES"] ?? "") ?? 500
 
@@ -53,12 +55,34 @@ import ZeroMQ
     }
 
     /// Sends `perService` messages to `endpoint`, each answered within `timeoutMs`; then a ping.
-    func fuzz(_ endpoint: String, _ types: [any RequestBody.Type], seed: UInt64, timeoutMs: Int = 10_000) throws {
+    /// The server's key and one key per role, in the table every fuzzed service serves.
+    static let serverKey = try! CurveKeyPair.generate()
+    static let roleKeys: [(String, CurveKeyPair, Role)] = [
+        ("operator", try! CurveKeyPair.generate(), .operator), ("control", try! CurveKeyPair.generate(), .control),
+        ("host:self", try! CurveKeyPair.generate(), .host("h1")), ("host:other", try! CurveKeyPair.generate(), .host("h9")),
+    ]
+    static var table: KeyTable { KeyTable(entries: roleKeys.map { .init(key: $0.1.publicKey, roles: [$0.2]) }, ownKey: serverKey.publicKey) }
+
+    /// A runtime for `handler` on host h1, over CURVE with the roles' table.
+    func runtime(_ name: String, _ handler: RequestHandler) throws -> ServiceRuntime {
+        try makeRuntime(name, instance: "\(name)@h1", server: ServerSecurity(keyPair: Self.serverKey), keys: Self.table, handler: handler)
+    }
+
+    /// The fuzz once per role's key.
+    func fuzzEveryRole(_ endpoint: String, _ types: [any RequestBody.Type], seed: UInt64) throws {
+        for (i, (name, pair, _)) in Self.roleKeys.enumerated() {
+            try fuzz(endpoint, types, seed: seed &* 31 &+ UInt64(i), role: name,
+                     security: ClientSecurity(keyPair: pair, serverPublicKey: Self.serverKey.publicKey))
+        }
+    }
+
+    func fuzz(_ endpoint: String, _ types: [any RequestBody.Type], seed: UInt64, role: String = "plain", security: ClientSecurity? = nil,
+              timeoutMs: Int = 10_000) throws {
         try withContext { ctx in
             var r = SeededRandom(seed: seed)
             var factory = MessageFactory(sender: "fuzz")
             var unanswered = 0, errors: [String: Int] = [:], slowest: [String: Int64] = [:]
-            let client = try RequestClient(context: ctx, endpoint: endpoint, timeoutMs: timeoutMs, retries: 0)
+            let client = try RequestClient(context: ctx, endpoint: endpoint, security: security, timeoutMs: timeoutMs, retries: 0)
             defer { client.close() }
             for _ in 0..<Self.perService {
                 let frames = Self.message(&r, types, &factory)
@@ -71,11 +95,11 @@ import ZeroMQ
             }
             #expect(unanswered == 0, "\(unanswered) of \(Self.perService) messages got no answer (\(endpoint))")
             #expect(errors["internal_error"] == nil, "internal errors: \(errors)")
-            let pinger = ServiceClient(context: ctx, endpoint: endpoint, timeoutMs: 5000)
+            let pinger = ServiceClient(context: ctx, endpoint: endpoint, security: security, timeoutMs: 5000)
             defer { pinger.close() }
             #expect((try? pinger.call(AdminAPI.Ping())) != nil, "the service does not answer ping after the fuzz")
             let slow = slowest.sorted { $0.value > $1.value }.prefix(3).map { "\($0.key) \($0.value) ms" }
-            print("fuzz \(types.first.map { String(describing: $0) } ?? "?")...: \(Self.perService) messages, replies by code \(errors.sorted { $0.key < $1.key }); slowest \(slow)")
+            print("fuzz \(types.first.map { String(describing: $0) } ?? "?")... as \(role): \(Self.perService) messages, replies by code \(errors.sorted { $0.key < $1.key }); slowest \(slow)")
         }
     }
 
@@ -93,10 +117,10 @@ import ZeroMQ
         var o = PolicyServer.Options(database: dir + "/p.sqlite")
         o.interval = 3600; o.reconcileInterval = 0; o.executorTimeoutMs = 100; o.workTimeoutMs = 200
         let policy = try PolicyServer(options: o, logger: quiet)
-        let runtime = try makeRuntime("policy", handler: policy)
+        let runtime = try self.runtime("policy", policy)
         defer { runtime.stop() }
         _ = policy
-        try fuzz(runtime.endpoints[0], PolicyAPI.requests + AdminAPI.requests, seed: 1)
+        try fuzzEveryRole(runtime.endpoints[0], PolicyAPI.requests + AdminAPI.requests, seed: 1)
     }
 
     @Test func theExecutorAnswersEveryHostileMessage() throws {
@@ -111,18 +135,18 @@ import ZeroMQ
         o.imageDir = dir
         o.callTimeoutMs = 100
         let executor = try ExecutorServer(options: o, logger: quiet)
-        let runtime = try makeRuntime("executor", handler: executor)
+        let runtime = try self.runtime("executor", executor)
         defer { runtime.stop(); executor.stop() }
-        try fuzz(runtime.endpoints[0], ExecutorAPI.requests + AdminAPI.requests, seed: 2)
+        try fuzzEveryRole(runtime.endpoints[0], ExecutorAPI.requests + AdminAPI.requests, seed: 2)
     }
 
     @Test func theMonitorAnswersEveryHostileMessage() throws {
         let world = InMemoryHypervisor.World()
         world.addHost("mem://h1")
         let monitor = try MonitorServer(interval: 3600, logger: quiet, connect: { try InMemoryHypervisor(world: world, uri: "mem://h1") })
-        let runtime = try makeRuntime("monitor", handler: monitor)
+        let runtime = try self.runtime("monitor", monitor)
         defer { runtime.stop(); monitor.stop() }
-        try fuzz(runtime.endpoints[0], MonitorAPI.requests + AdminAPI.requests, seed: 3)
+        try fuzzEveryRole(runtime.endpoints[0], MonitorAPI.requests + AdminAPI.requests, seed: 3)
     }
 
     @Test func theMeshAnswersEveryHostileMessage() throws {
@@ -130,9 +154,9 @@ import ZeroMQ
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let mesh = try MeshServer(options: .init(me: "tcp://127.0.0.1:1", hostAddress: "127.0.0.1", switchBinary: "/bin/false",
                                                  runDirectory: dir + "/run"), logger: quiet)
-        let runtime = try makeRuntime("mesh", handler: mesh)
+        let runtime = try self.runtime("mesh", mesh)
         defer { runtime.stop(); mesh.stop() }
-        try fuzz(runtime.endpoints[0], MeshAPI.requests + AdminAPI.requests, seed: 4)
+        try fuzzEveryRole(runtime.endpoints[0], MeshAPI.requests + AdminAPI.requests, seed: 4)
     }
 }
 
