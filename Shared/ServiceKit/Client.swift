@@ -4,6 +4,8 @@ import ZeroMQ
 
 /// Sends protocol requests to one service and reads the replies. One thread owns it.
 public final class ServiceClient {
+    /// The largest reply or event a client reads (a service's own replies stay far below it).
+    public static let maxReplyBytes = 64 << 20
     public enum Failure: Error, CustomStringConvertible {
         case noReply(RequestFailure)
         case badReply(ProtocolError)
@@ -38,7 +40,7 @@ public final class ServiceClient {
         do {
             _ = try client.request(Codec.encode(request), retries: retries) { reply in
                 do {
-                    let m = try Codec.decode(reply, maxBytes: .max)
+                    let m = try Codec.decode(reply, maxBytes: Self.maxReplyBytes)
                     // A reply to an earlier, timed-out request is not ours.
                     guard m.header.parentId == request.header.msgId || m.header.parentId.isEmpty else { return false }
                     decoded = .success(m)
@@ -92,6 +94,8 @@ public final class EventSubscriber {
 
     public init(context: ZMQContext, endpoint: String, topics: [String], security: ClientSecurity? = nil) throws {
         socket = try ZMQSocket(context, .sub)
+        try socket.setMaxMessageSize(Int64(ServiceClient.maxReplyBytes))
+        try socket.setHighWaterMarks(receive: 10_000)
         if let security, isNetworkEndpoint(endpoint) { try socket.makeCurveClient(security) }
         for t in topics.isEmpty ? [""] : topics { try socket.subscribe(t) }
         try socket.connect(endpoint)
@@ -110,13 +114,15 @@ public final class EventSubscriber {
     public func next(timeoutMs: Int) throws -> Next {
         guard let frames = try socket.receive(timeoutMs: timeoutMs) else { return .timeout }
         do {
-            let m = try Codec.decodeEvent(frames, maxBytes: .max)
+            let m = try Codec.decodeEvent(frames, maxBytes: ServiceClient.maxReplyBytes)
             var missed: UInt64 = 0
             let key = m.header.session
             if let last = lastSeq[key], m.header.seq > last + 1 {
                 missed = m.header.seq - last - 1
                 gaps += 1
             }
+            // Bounded: a flood of fresh sessions does not grow it without end.
+            if lastSeq[key] == nil && lastSeq.count >= 4096 { lastSeq.removeAll(keepingCapacity: true) }
             lastSeq[key] = max(lastSeq[key] ?? 0, m.header.seq)
             return .event(m, missed: missed)
         } catch {

@@ -44,6 +44,7 @@ public final class RequestClient {
     private func open() throws -> ZMQSocket {
         if let s = socket { return s }
         let s = try ZMQSocket(context, .req)
+        try s.setMaxMessageSize(64 << 20)      // no peer's reply is ever buffered past this
         if let security, isNetworkEndpoint(endpoint) { try s.makeCurveClient(security) }
         try s.connect(endpoint)
         socket = s
