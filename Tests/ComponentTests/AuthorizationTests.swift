@@ -68,6 +68,25 @@ final class AnswerAll: RequestHandler {
         }
     }
 
+    /// A host's migration URI: TLS, TCP or SSH to its executor's address, no query (libvirt's
+    /// `?command=`, `?socket=`, `?keyfile=` name local programs and files), each refusal saying why.
+    @Test func migrationURIsAreCheckedAgainstTheExecutorsAddress() {
+        let ok = ["qemu+tls://10.0.0.9/system", "qemu+tcp://10.0.0.9:16509/system", "qemu+ssh://root@10.0.0.9/system"]
+        for uri in ok { #expect(Destinations.check(executor: "tcp://10.0.0.9:7704", mesh: "tcp://10.0.0.9:7701", migrationURI: uri) == nil, "\(uri)") }
+        let bad: [(String, String)] = [
+            ("qemu+ext:///system?command=/bin/sh", "qemu+tls"), ("qemu+unix:///system", "qemu+tls"), ("qemu:///system", "qemu+tls"),
+            ("qemu+tcp://10.0.0.9/system?socket=/tmp/x", "query"), ("qemu+ssh://10.0.0.9/system?keyfile=/root/k", "query"),
+            ("qemu+tcp://10.6.6.6/system", "not the host's address"), ("qemu+tls://10.0.0.9/session", "/system"),
+            ("qemu+tcp://10.0.0.9:99999/system", "port"), ("qemu+ssh://a;b@10.0.0.9/system", "user"),
+        ]
+        for (uri, why) in bad {
+            let reason = Destinations.checkMigrationURI(uri, address: "10.0.0.9")
+            #expect(reason?.contains(why) == true, "\(uri): \(reason ?? "accepted")")
+        }
+        #expect(Destinations.check(executor: "tcp://10.0.0.9:7704", mesh: "tcp://10.6.6.6:7701", migrationURI: ok[0])?.contains("mesh") == true)
+        #expect(Destinations.check(executor: "ipc:///x", mesh: "tcp://10.0.0.9:7701", migrationURI: ok[0]) != nil)
+    }
+
     @Test func eventsOnlyAsTheSendersOwnHost() {
         let h1 = Caller(key: "k", roles: [.host("h1")])
         #expect(Authorization.allowsEvent(h1, topic: "executor.migration_completed", sender: "executor@h1"))
