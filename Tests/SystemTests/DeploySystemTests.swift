@@ -213,6 +213,30 @@ import VIOLINProtocol
         let third = try status()
         #expect(third["h4"] == nil, "h4 is still in the inventory")
         #expect((third["h3"]?["vms"]?.items ?? []).contains { $0["name"]?.stringValue == "d1" }, "\(third["h3"] ?? .null)")
+
+        // Revocation: h2's key leaves the key table (the lab's nodes share one). The bus drops
+        // h2's events from its next one on, and h2 takes no VM; accepted again, it is back.
+        let ctlKeys = try lab.curve("ctl")
+        func usable(_ host: String) throws -> Bool? {
+            let r = try violin("call tcp://10.77.0.100:7703 host '{\"id\":\"\(host)\"}' \(ctlKeys)")
+            return (try? Self.json(r.out))?["usable"]?.boolValue
+        }
+        func refusedEvents() -> Int {
+            metricsCounter((try? violin("metrics --to tcp://10.77.0.100:7700 \(ctlKeys)"))?.out ?? "", "bus_events_refused") ?? -1
+        }
+        #expect(try usable("h2") == true)
+        let keyList = try violin("keys list --control 10.77.0.100 \(ctlKeys)")
+        #expect(keyList.status == 0 && keyList.out.contains("host:h2"), "\(keyList.out) \(keyList.err)")
+        let before = refusedEvents()
+        let revoked = try violin("keys revoke \(run)/keys/h2.pub --control 10.77.0.100 \(ctlKeys)")
+        #expect(revoked.status == 0, "\(revoked.err)")
+        #expect(try usable("h2") == false, "a revoked host still takes VMs")
+        #expect(eventually(deadline: 30) { refusedEvents() > before }, "the bus still forwards the revoked host's events")
+        let again = try violin("keys accept \(run)/keys/h2.pub --role host:h2 --control 10.77.0.100 \(ctlKeys)")
+        #expect(again.status == 0, "\(again.err)")
+        #expect(try usable("h2") == true)
+        let audit = try violin("policy decisions --audit --to tcp://10.77.0.100:7703 \(ctlKeys)")
+        #expect(audit.out.contains("revoke_key") && audit.out.contains("asked by operator"), "\(audit.out)")
     }
 
     /// Control node with CURVE: a host whose key is not allowed gets nothing and the refusal is an
