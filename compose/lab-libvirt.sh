@@ -13,7 +13,11 @@
 #                                          it also listens on tcp ADDR:16509 and migrates on ADDR
 #                                          (run it inside the host's network namespace); prints its pid.
 #                                          VIOLIN_LAB_CGROUPS=cpu puts each guest in a cgroup v1
-#                                          "cpu" group, so CPU weights take effect (default: none)
+#                                          "cpu" group, so CPU weights take effect (default: none);
+#                                          VIOLIN_LAB_CA=CADIR (with ADDR): TLS too, on ADDR:16514, with a
+#                                          certificate for ADDR from that CA, and QEMU's migration
+#                                          stream over TLS (migrate_tls_force)
+#   lab-libvirt.sh ca CADIR               make the lab's small CA (once: ca.pem, ca.key)
 #   lab-libvirt.sh boot DIR CACHE NAME    define and start guest NAME (128 MiB, 1 vCPU, burning)
 #   lab-libvirt.sh stop DIR               destroy the guests, stop libvirtd, kill what is left
 set -euo pipefail
@@ -88,16 +92,55 @@ INIT
   rm -rf "$work"
 }
 
+# A host's certificates from the lab's CA (VIOLIN_LAB_CA: a directory with ca.pem and
+# ca.key, made once per lab): one EC key and one certificate for ADDR, as server and client,
+# laid out where libvirtd (/etc/pki/libvirt, /etc/pki/CA) and QEMU's migration TLS
+# (/etc/pki/qemu) look for them in the daemon's mount namespace.
+host_certs() {  # dir addr
+  local pki=$1/pki ca=$VIOLIN_LAB_CA addr=$2
+  mkdir -p "$pki"/{CA,libvirt/private,qemu,client}
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/key.pem" -subj "/CN=$addr" \
+    -out "$pki/req.pem" 2>/dev/null
+  openssl x509 -req -in "$pki/req.pem" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial -days 30 -out "$pki/cert.pem" \
+    -extfile <(printf 'subjectAltName=IP:%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n' "$addr") 2>/dev/null
+  cp "$ca/ca.pem" "$pki/CA/cacert.pem"; cp "$ca/ca.pem" "$pki/qemu/ca-cert.pem"
+  # The executor's own client directory (libvirt's pkipath layout), outside the daemon.
+  cp "$ca/ca.pem" "$pki/client/cacert.pem"; cp "$pki/cert.pem" "$pki/client/clientcert.pem"; cp "$pki/key.pem" "$pki/client/clientkey.pem"
+  for role in server client; do
+    cp "$pki/cert.pem" "$pki/libvirt/${role}cert.pem"; cp "$pki/key.pem" "$pki/libvirt/private/${role}key.pem"
+    cp "$pki/cert.pem" "$pki/qemu/$role-cert.pem"; cp "$pki/key.pem" "$pki/qemu/$role-key.pem"
+  done
+  chmod -R go-rwx "$pki"
+}
+
+# The lab's CA: made once (mode 0700), for every host's libvirt TLS.
+ca() {  # dir
+  local dir=$1
+  [ -f "$dir/ca.pem" ] && return 0
+  mkdir -p "$dir" && chmod 700 "$dir"
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+    -days 30 -subj "/CN=VIOLIN lab CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+}
+
 daemon() {
   local dir=$1 addr=${2:-}
   mkdir -p "$dir"/{sock,etc,lib,log,cache/qemu/capabilities,run}
+  # With a CA and an address: libvirt's link and QEMU's migration stream both over TLS.
+  local tls=0 pki_step=
+  if [ -n "$addr" ] && [ -n "${VIOLIN_LAB_CA:-}" ]; then
+    tls=1
+    host_certs "$dir" "$addr"
+    mkdir -p /etc/pki
+    pki_step="mount --bind '$dir/pki' /etc/pki &&"
+  fi
   cp "$CAPS"/*.xml "$dir/cache/qemu/capabilities/" 2>/dev/null || true   # skips the 8 s QEMU probe
   local uuid; uuid=$(cat /proc/sys/kernel/random/uuid)
   cat > "$dir/etc/libvirtd.conf" <<CONF
-listen_tls = 0
+listen_tls = $tls
 listen_tcp = $([ -n "$addr" ] && echo 1 || echo 0)
 listen_addr = "${addr:-127.0.0.1}"
 auth_tcp = "none"
+auth_tls = "none"
 unix_sock_dir = "$dir/sock"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
@@ -114,6 +157,7 @@ namespaces = [ ]
 stdio_handler = "file"
 CONF
   [ -n "$addr" ] && printf 'migration_address = "%s"\nmigration_host = "%s"\n' "$addr" "$addr" >> "$dir/etc/qemu.conf"
+  [ $tls = 1 ] && printf 'migrate_tls_x509_cert_dir = "/etc/pki/qemu"\nmigrate_tls_x509_verify = 1\nmigrate_tls_force = 1\n' >> "$dir/etc/qemu.conf"
   cp /etc/passwd "$dir/passwd"; cp /etc/group "$dir/group"
   grep -q '^libvirt-qemu:' "$dir/passwd" || echo 'libvirt-qemu:x:64055:64055::/var/lib/libvirt:/usr/sbin/nologin' >> "$dir/passwd"
   grep -q '^libvirt-qemu:' "$dir/group" || echo 'libvirt-qemu:x:64055:' >> "$dir/group"
@@ -129,7 +173,7 @@ CONF
   (
   for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done
   exec unshare -m --propagation private sh -c "
-    mount --bind '$dir/run' /run && mkdir -p /run/libvirt /run/lock && $cgroup_step
+    mount --bind '$dir/run' /run && mkdir -p /run/libvirt /run/lock && $cgroup_step $pki_step
     mount --bind '$dir/etc' /etc/libvirt && mount --bind '$dir/lib' /var/lib/libvirt &&
     mount --bind '$dir/log' /var/log/libvirt && mount --bind '$dir/cache' /var/cache/libvirt &&
     mount --bind '$dir/passwd' /etc/passwd && mount --bind '$dir/group' /etc/group &&

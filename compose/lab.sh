@@ -81,9 +81,12 @@ node_run() {
 host_file() {  # node domain
   local keys="insecure: true    # the lab run with --open: no keys, on its own bridge"
   if keyed; then
+    # Keyed, libvirt migrates over TLS with the lab's CA (compose/lab-libvirt.sh ca).
     keys="key: $run/keys/$1.key
 control_public_key: $run/keys/ctl.pub
-allowed_keys: $run/keys/allowed"
+allowed_keys: $run/keys/allowed
+migration_uri: qemu+tls://$(addr "$1")/system
+libvirt_pki: $run/$1/libvirt/pki/client"
   fi
   cat >"$run/nodes/$1.yaml" <<YAML
 # Host node $1 of the local lab (compose/lab.sh).
@@ -107,7 +110,8 @@ host_up() {  # node domain
   netns "$1"
   mkdir -p "$run/$1"
   host_file "$1" "$2"
-  ip netns exec "$(tag)-$1" bash "$here/lab-libvirt.sh" daemon "$run/$1/libvirt" "$(addr "$1")" >/dev/null
+  local ca=; keyed && ca=$run/ca
+  VIOLIN_LAB_CA=$ca ip netns exec "$(tag)-$1" bash "$here/lab-libvirt.sh" daemon "$run/$1/libvirt" "$(addr "$1")" >/dev/null
   node_run "$1"
 }
 
@@ -129,6 +133,7 @@ up() {
     mkdir -p "$run/keys/allowed"
     # Every key up front: the allowed lists are read when the services start.
     for n in admin ctl h1 h2 h3 h4 h5 h6 h7 h8 h9; do new_key $n; done
+    bash "$here/lab-libvirt.sh" ca "$run/ca"      # the small CA of the hosts' libvirt TLS, once per lab
     keys="key: $run/keys/ctl.key
 allowed_keys: $run/keys/allowed"
   fi

@@ -13,6 +13,10 @@ public struct MigrationOptions: Sendable, Equatable {
     public var autoConverge = false
     public var postcopy = false
     public var copyStorage = false
+    /// The memory (and disk) stream over TLS too, not only libvirt's own link: QEMU's TLS with
+    /// the certificates in qemu.conf's `migrate_tls_x509_cert_dir` (`migrate_tls_force` makes
+    /// libvirt refuse a migration without it). Set for every `qemu+tls` destination.
+    public var tls = false
     public init() {}
 }
 
@@ -89,6 +93,7 @@ extension LibvirtHypervisor {
         if options.autoConverge { flags |= VIR_MIGRATE_AUTO_CONVERGE.rawValue }
         if options.postcopy { flags |= VIR_MIGRATE_POSTCOPY.rawValue }
         if options.copyStorage { flags |= VIR_MIGRATE_NON_SHARED_DISK.rawValue }
+        if options.tls { flags |= VIR_MIGRATE_TLS.rawValue }
         var params: virTypedParameterPtr?
         var n: Int32 = 0, cap: Int32 = 0
         defer { virTypedParamsFree(params, n) }

@@ -19,6 +19,8 @@ public struct NodeConfig: Sendable {
                   validate: { $0.isEmpty || isIPv4($0) ? nil : "an IPv4 address like 10.0.0.1" }),
         ConfigKey("libvirt_uri", default: "qemu:///system", help: "The host's libvirt."),
         ConfigKey("migration_uri", default: "", help: "How other hosts' libvirt reach this one (default: qemu+tcp://<address>/system)."),
+        ConfigKey("libvirt_pki", default: "", help: "Host: the executor's TLS client certificate directory for other hosts' qemu+tls libvirt (cacert.pem, clientcert.pem, clientkey.pem; empty: /etc/pki).",
+                  validate: { $0.isEmpty || $0.hasPrefix("/") ? nil : "an absolute path" }),
         ConfigKey("cores", default: "0", help: "Cores offered to VMs, for the policy (0: what libvirt reports).",
                   validate: { Int($0).map { $0 >= 0 } == true ? nil : "an integer >= 0" }),
         ConfigKey("memory_mb", default: "0", help: "Memory offered to VMs, MiB (0: what libvirt reports).",
@@ -160,6 +162,7 @@ public struct NodeConfig: Sendable {
                                                              "--migration-uri", r["migration_uri"], "--mesh", "tcp://\(a):\(ServicePorts.mesh)",
                                                              "--database", "\(d)/executor.sqlite", "--memory-mb", r["memory_mb"], "--image-dir", r["image_dir"],
                                                              "--uplink-network", r["uplink_network"], "--control", policyEndpoint,
+                                                             "--libvirt-pki", r["libvirt_pki"],
                                                              "--bus", bus, "--instance", "executor@\(n)"] + common, port: ServicePorts.executor))
         }
         return out

@@ -225,6 +225,11 @@ import VIOLINProtocol
             metricsCounter((try? violin("metrics --to tcp://10.77.0.100:7700 \(ctlKeys)"))?.out ?? "", "bus_events_refused") ?? -1
         }
         #expect(try usable("h2") == true)
+        // The keyed lab's libvirt migrates over TLS (its small CA; QEMU's stream too, forced).
+        let record = try Self.json(try violin("call tcp://10.77.0.100:7703 host '{\"id\":\"h2\"}' \(ctlKeys)").out)
+        #expect(record["migration_uri"] == "qemu+tls://10.77.0.2/system", "\(record)")
+        let qemuConf = (try? String(contentsOfFile: "\(run)/h2/libvirt/etc/qemu.conf", encoding: .utf8)) ?? ""
+        #expect(qemuConf.contains("migrate_tls_force = 1"), "\(qemuConf)")
         let keyList = try violin("keys list --control 10.77.0.100 \(ctlKeys)")
         #expect(keyList.status == 0 && keyList.out.contains("host:h2"), "\(keyList.out) \(keyList.err)")
         let before = refusedEvents()

@@ -22,6 +22,8 @@ struct Main: AsyncParsableCommand {
                   validate: { $0.isEmpty || $0.hasPrefix("tcp://") || $0.hasPrefix("ipc://") ? nil : "a ZeroMQ endpoint" }),
         ConfigKey("memory_mb", default: "0", help: "Memory this host offers to VMs, MiB (0: what libvirt reports free).",
                   validate: { Int($0).map { $0 >= 0 } == true ? nil : "an integer >= 0" }),
+        ConfigKey("libvirt_pki", default: "", help: "This host's TLS client certificate directory for other hosts' libvirt (cacert.pem, clientcert.pem, clientkey.pem; empty: /etc/pki).",
+                  validate: { $0.isEmpty || $0.hasPrefix("/") ? nil : "an absolute path" }),
         ConfigKey("max_jobs", default: "64", help: "Migrations queued or running at once, at most (one more is conflict).", validate: Validate.positiveInteger),
         ConfigKey("retention_days", default: "90", help: "Days the job journal keeps what is finished (pruned at start).", validate: Validate.positiveNumber),
     ])
@@ -48,6 +50,7 @@ struct Main: AsyncParsableCommand {
         eo.control = r["control"].isEmpty ? nil : r["control"]
         eo.retentionDays = r.double("retention_days")
         eo.maxJobs = Int(r["max_jobs"]) ?? 64
+        eo.libvirtPKI = r["libvirt_pki"]
         eo.controlKey = settings.busSecurity?.serverPublicKey ?? ""
         let logger = ServiceMain.logger(settings)
         try await ServiceMain.run(settings, logger: logger, server: { try ExecutorServer(options: eo, logger: logger) },

@@ -42,6 +42,10 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         public var control: String?
         /// Migrations queued or running at once, at most (`max_migrations` of them run).
         public var maxJobs = 64
+        /// Where this executor's own TLS client certificate for other hosts' libvirt is
+        /// (`cacert.pem`, `clientcert.pem`, `clientkey.pem`; "": libvirt's default, /etc/pki).
+        /// Local configuration: a URI from the inventory never names a path.
+        public var libvirtPKI = ""
         /// Days the journal keeps a finished job (pruned at start).
         public var retentionDays = 90.0
         public var controlKey = ""
@@ -460,6 +464,8 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         let helper = Thread {
             do {
                 let conn = try connect(uri)
+                var mo = mo
+                mo.tls = dest.hasPrefix("qemu+tls://")
                 try conn.migrate(vm, to: dest, options: mo)
             } catch {
                 outcome.error = error as? HypervisorError ?? HypervisorError(kind: .failed, message: "\(error)")
@@ -529,7 +535,7 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         lock.withLock { busyVMs[job.vm] = job.id }
         defer { lock.withLock { busyVMs[job.vm] = nil } }
         let local = try? options.connect(options.libvirtURI)
-        let remote = job.destinationURI.isEmpty ? nil : try? options.connect(job.destinationURI)
+        let remote = job.destinationURI.isEmpty ? nil : try? options.connect(remoteLibvirt(job.destinationURI))
         let facts = (try? local?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) }
             ?? (try? remote?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) }
         var decision: Recovery
@@ -632,6 +638,13 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     }
     public func attach(_ streams: any StreamSender) { consoles.attach(streams) }
     public func lane(of msgType: String) -> RequestTable.Lane { table.lane(of: msgType) }
+
+    /// How this process reaches another host's libvirt: a `qemu+tls` URI with this host's own
+    /// client certificate directory (`libvirt_pki`), when one is configured.
+    func remoteLibvirt(_ uri: String) -> String {
+        guard uri.hasPrefix("qemu+tls://"), !uri.contains("?"), !options.libvirtPKI.isEmpty else { return uri }
+        return uri + "?pkipath=" + options.libvirtPKI
+    }
 
     /// With keys, a migration's destination comes only from the control node's inventory.
     func requireDestinationSource() throws(ProtocolError) {

@@ -114,7 +114,7 @@ final class MigrationRunner {
 
     /// The destination keeps libvirt's figures of the finished job; without them, our clock's.
     private func figures() -> MigrationEvent {
-        guard let d = try? node.options.connect(job.destinationURI), let s = try? d.jobStats(job.vm, completed: true) else {
+        guard let d = try? node.options.connect(node.remoteLibvirt(job.destinationURI)), let s = try? d.jobStats(job.vm, completed: true) else {
             return .figures(elapsedMs: wallMs, downtimeMs: nil, processed: nil)
         }
         return .figures(elapsedMs: s.elapsedMs > 0 ? Int(s.elapsedMs) : wallMs, downtimeMs: s.downtimeMs.map { Int($0) },
