@@ -44,7 +44,7 @@ extension Bench {
             defer { pub.close() }
             try pub.setHighWaterMarks(send: 0)
             try pub.connect(proxy.frontendEndpoints[0])
-            var f = MessageFactory(sender: "bench-monitor")
+            var f = MessageFactory(sender: "monitor@a")   // host a's monitor: its VMs' readings count
             func sample(_ cpu: Double, _ count: Int) -> [Frame] {
                 let s = MonitorAPI.Sampled(hostCPUs: 8, hostMemoryMB: 16_384, vms: (0..<count).map {
                     MonitorAPI.VMSample(name: "vm\($0)", uuid: "", cpuPercent: cpu, vcpus: 1, memoryMB: 512, maxMemoryMB: 512) })

@@ -82,8 +82,17 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
 
             let decidedEvents = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["policy.decided"])
             defer { decidedEvents.close() }
-            // A synthetic monitor: every VM on host a is busy.
-            let monitor = try makeRuntime("monitor", bus: proxy.frontendEndpoints[0])
+            // Another host's monitor says host a's VMs are busy: not believed (it speaks for its own).
+            let other = try makeRuntime("monitor", instance: "monitor@b", bus: proxy.frontendEndpoints[0])
+            defer { other.stop() }
+            let busy: JSONValue = ["host": ["cpus": 2], "vms": .array((0..<4).map { ["name": .string("vm\($0)"), "cpu_percent": 97] })]
+            #expect(try eventually(deadline: 10) {
+                other.publish("sampled", busy)
+                return try client.call("metrics")["counters"]?["readings_refused"]?.intValue ?? 0 > 0
+            }, "readings about another host's VMs were not refused")
+            #expect(try client.call("explain")["hosts"]?.items.first { $0["id"] == "a" }?["high_demand_vms"] == 0)
+            // Host a's own monitor: every VM on host a is busy.
+            let monitor = try makeRuntime("monitor", instance: "monitor@a", bus: proxy.frontendEndpoints[0])
             defer { monitor.stop() }
             let samples: JSONValue = ["host": ["cpus": 2], "vms": .array((0..<8).map { ["name": .string("vm\($0)"), "cpu_percent": 97] })]
             var explained = false
@@ -114,11 +123,16 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             _ = try client.call("set_mode", body: ["mode": "automatic"])
             let modeChanged = try policyEvents.waitFor(timeoutMs: 5000) { $0.topic == "policy.mode_changed" }
             #expect(modeChanged?.body["mode"] == "automatic", "no policy.mode_changed")
-            // The next round commands a migration.
-            let automatic = try client.call("evaluate")
-            guard case .array(let second)? = automatic["decisions"], let c = second.first else {
-                Issue.record("no command: \(automatic)"); return
-            }
+            // Host a's monitor reports the new VMs busy (readings count once the VMs are placed
+            // there): crossing the threshold starts a round, which commands migrations.
+            var second: [JSONValue] = []
+            #expect(try eventually(deadline: 15) {
+                monitor.publish("sampled", samples)
+                second = (try client.call("decisions", body: ["limit": 20])["decisions"]?.items ?? [])
+                    .filter { $0["mode"] == "automatic" && $0["kind"] == "migrate_vm" }
+                return !second.isEmpty && second.allSatisfy { $0["outcome"] != "sending" }
+            }, "no automatic round after vm4-vm7 turned busy")
+            guard let c = second.first else { Issue.record("no command"); return }
             #expect(c["mode"] == "automatic")
             #expect(second.allSatisfy { $0["outcome"] == "sent" }, "host a's executor took the commands: \(second)")
             // What the executor (host a's: the VMs' source) got: each decided VM, to b, with b's

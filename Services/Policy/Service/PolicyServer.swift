@@ -46,7 +46,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     /// Samples ingested so far (`metrics`: `samples_ingested`; the benchmark reads it).
     public private(set) var ingested = 0
     public var counters: [String: Int] {
-        lock.withLock { ["samples_ingested": ingested, "drift_detected": driftFound, "events_refused": refusedEvents] }
+        lock.withLock { ["samples_ingested": ingested, "drift_detected": driftFound, "events_refused": refusedEvents,
+                         "readings_refused": refusedReadings] }
     }
     /// When the ledger was last pruned (monotonic ms; at most once an hour).
     private var prunedAt: Int64 = -1
@@ -61,6 +62,18 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         guard due else { return }
         let n = (try? store.prune(before: Date().addingTimeInterval(-options.retentionDays * 86_400))) ?? 0
         if n > 0 { logger.info("ledger pruned", metadata: ["rows": "\(n)", "days": "\(options.retentionDays)"]) }
+    }
+    /// Monitor readings about a VM the sender's host does not run (ignored).
+    private var refusedReadings = 0
+    /// Where each VM runs, as the inventory says, read again at most once a second (samples
+    /// come many times a second).
+    private var placementCache: (at: Int64, map: [String: String]) = (-1, [:])
+    func currentPlacement() -> [String: String] {
+        let now = monotonicMillis()
+        if let fresh = lock.withLock({ placementCache.at >= 0 && now - placementCache.at < 1000 ? placementCache.map : nil }) { return fresh }
+        let map = (try? store.inventory().placement) ?? [:]
+        lock.withLock { placementCache = (now, map) }
+        return map
     }
     /// Executor events about a VM the sender's host does not hold (ignored).
     private var refusedEvents = 0
@@ -127,7 +140,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             if items[0].readable { worker.waker.drain() }
             if let sub, items.count > 1, items[1].readable {
                 while case .event(let m, _)? = try? sub.next(timeoutMs: 0) {
-                    if m.header.msgType == ExecutorAPI.MigrationCompleted.topic { migrated(m.body, sender: m.header.sender) } else { ingest(m.body) }
+                    if m.header.msgType == ExecutorAPI.MigrationCompleted.topic { migrated(m.body, sender: m.header.sender) } else { ingest(m.body, sender: m.header.sender) }
                 }
             }
             let due = lock.withLock { defer { roundDue = false }; return roundDue }
@@ -140,9 +153,15 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
 
     /// One `monitor.sampled` body: the smoothed CPU use of every VM it names. A VM whose smoothed
     /// use crosses the high-demand threshold (either way) makes the next round start at once.
-    public func ingest(_ body: JSONValue) {
+    /// Only the readings of VMs the sender's host runs count (`sender` `monitor@<host>`, which
+    /// the bus checked against its key): a host's monitor speaks for its own VMs only.
+    public func ingest(_ body: JSONValue, sender: String) {
         guard case .array = body["vms"] else { return }
-        let readings = MonitorAPI.Sampled.cpuReadings(body)
+        let host = sender.hasPrefix("monitor@") ? String(sender.dropFirst("monitor@".count)) : ""
+        let placement = currentPlacement()
+        let all = MonitorAPI.Sampled.cpuReadings(body)
+        let readings = all.filter { placement[$0.vm] == host }
+        if readings.count < all.count { lock.withLock { refusedReadings += all.count - readings.count } }
         lock.withLock {
             ingested += 1
             for (name, cpu) in readings {
