@@ -83,36 +83,18 @@ extension PolicyAPI {
     }
 
     /// A pending key refused for good: it is not listed as pending again.
-    public struct RejectKey: RequestBody {
+    public struct RejectKey: KeyRequest {
         public static let msgType = "reject_key_request"
-        public static let fields: [FieldSpec] = [.required("key", .curveKey)]
-        public typealias Reply = KeyReply
-        public static let idempotent = true
-        public static let example = RejectKey(key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7")
         public var key: String
         public init(key: String) { self.key = key }
-        public init(_ b: Body) throws(ProtocolError) {
-            key = b.text("key") ?? ""
-            guard !key.isEmpty else { throw ProtocolError(.invalidBody, "key must be a CURVE public key (40 Z85 characters)") }
-        }
-        public var json: JSONValue { ["key": .string(key)] }
     }
 
     /// An accepted key removed from the table: refused at its next message; a host whose key
     /// it was gets no more migrations.
-    public struct RevokeKey: RequestBody {
+    public struct RevokeKey: KeyRequest {
         public static let msgType = "revoke_key_request"
-        public static let fields: [FieldSpec] = [.required("key", .curveKey)]
-        public typealias Reply = KeyReply
-        public static let idempotent = true
-        public static let example = RevokeKey(key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7")
         public var key: String
         public init(key: String) { self.key = key }
-        public init(_ b: Body) throws(ProtocolError) {
-            key = b.text("key") ?? ""
-            guard !key.isEmpty else { throw ProtocolError(.invalidBody, "key must be a CURVE public key (40 Z85 characters)") }
-        }
-        public var json: JSONValue { ["key": .string(key)] }
     }
 
     public struct KeyReply: ReplyBody {
@@ -120,4 +102,23 @@ extension PolicyAPI {
         public var key: String, state: String
         public init(key: String, state: String) { self.key = key; self.state = state }
     }
+}
+
+/// A request whose body is one key (`reject_key_request`, `revoke_key_request`).
+public protocol KeyRequest: RequestBody where Reply == PolicyAPI.KeyReply {
+    var key: String { get }
+    init(key: String)
+}
+
+extension KeyRequest {
+    public static var fields: [FieldSpec] { [.required("key", .curveKey)] }
+    public static var idempotent: Bool { true }
+    public static var example: Self { Self(key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7") }
+    public init(_ b: Body) throws(ProtocolError) {
+        guard let key = b.text("key"), !key.isEmpty else {
+            throw ProtocolError(.invalidBody, "key must be a CURVE public key (40 Z85 characters)")
+        }
+        self.init(key: key)
+    }
+    public var json: JSONValue { ["key": .string(key)] }
 }
