@@ -20,17 +20,17 @@ struct NodeCommand: ParsableCommand {
     /// Writes a node's file with a fresh key pair and its key table: keyed by default.
     struct Init: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write a keyed node file: DIR/NODE.yaml, the node's key pair DIR/NODE.key (.pub) and its key table DIR/NODE.keys.",
-            discussion: """
-                The key table lists who may talk to the node, with roles: the operators' keys (--operator-key), and on a host                 the control node's (--control-key, role control). The control node's table gets the hosts' keys by enrolment:                 a host's first contact leaves its key pending; `violin keys accept KEY --role host:<id>`.
-                """)
+            abstract: "Write a keyed node file: DIR/NODE.yaml and the node's key pair DIR/NODE.key (.pub); a control node's key table DIR/NODE.keys.",
+            discussion: "The control node's key table lists who may talk to it, with roles: the operators' keys (--operator-key) to start with; "
+                + "the hosts' keys come by enrolment (a host's first contact leaves its key pending; violin keys accept KEY --role host:<id>). "
+                + "A host keeps its table from the control node's accepted keys (data_dir/keys.table, starting with --control-key as control).")
         @Option(help: "control, host or both.") var role: String
         @Option(help: "The node's id (a host's id in the inventory).") var node: String
         @Option(help: "The node's IPv4 address, as the other nodes reach it.") var address: String
         @Option(help: "The host's domain (host, both).") var domain: String?
         @Option(help: "The control node's address (host).") var controlAddress: String?
         @Option(help: "The control node's public-key file (host).") var controlKey: String?
-        @Option(help: "An operator's public-key file, allowed with role operator (repeatable).") var operatorKey: [String] = []
+        @Option(help: "An operator's public-key file, allowed with role operator (repeatable; a control node's).") var operatorKey: [String] = []
         @Option(help: "Where to write the files.") var dir = "."
         @Flag(help: "Overwrite existing files.") var force = false
 
@@ -58,13 +58,14 @@ struct NodeCommand: ParsableCommand {
             do {
                 try KeyFiles.write(pair, base: base, role: own.first)
                 for k in operatorKey { table.append(.init(key: try KeyFiles.readPublicKey(k), roles: [.operator])) }
-                if let controlKey { table.append(.init(key: try KeyFiles.readPublicKey(controlKey), roles: [.control])) }
-                try KeyTable.save(table, to: base + ".keys")
+                if let controlKey { _ = try KeyFiles.readPublicKey(controlKey) }
+                if role != "host" { try KeyTable.save(table, to: base + ".keys") }
             } catch { throw fail("\(error)", code: 1) }
             var yaml = "# Node \(node), written by violin node init. Keyed: every service serves over CURVE.\nrole: \(role)\nnode: \(node)\naddress: \(address)\n"
             if let domain { yaml += "domain: \(domain)\n" }
             if let controlAddress { yaml += "control_address: \(controlAddress)\n" }
-            yaml += "key: \(base).key\nallowed_keys: \(base).keys\n"
+            yaml += "key: \(base).key\n"
+            if role != "host" { yaml += "allowed_keys: \(base).keys\n" }
             if let controlKey { yaml += "control_public_key: \(controlKey)\n" }
             guard FileManager.default.createFile(atPath: base + ".yaml", contents: Data(yaml.utf8)) else { throw fail("cannot write \(base).yaml", code: 1) }
             print("\(base).yaml  (key \(pair.publicKey), role \(own.map(\.description).joined(separator: ",")))")
@@ -132,6 +133,7 @@ struct NodeCommand: ParsableCommand {
                                                within: deadline, attemptMs: 500, alive: { children[s.name]?.isRunning != false })
             }
             do {
+                try Self.seedKeys(c)
                 for s in c.services {
                     try start(s)
                     guard answers(s, deadline: 30) else {
@@ -139,6 +141,7 @@ struct NodeCommand: ParsableCommand {
                     }
                 }
                 if c.runsHost { try register(c, ctx) }
+                Self.syncKeys(c, ctx)
             } catch {
                 stopAll()
                 throw error
@@ -147,10 +150,15 @@ struct NodeCommand: ParsableCommand {
             print("node \(c.node) (\(c.role.rawValue)) running: \(c.services.map { "violin-\($0.name)" }.joined(separator: ", "))")
             // Open on purpose (insecure: true): said at once, and every minute after.
             var nextWarning = now()
+            var nextKeySync = now() + 10
             // Supervise until told to stop: a service that dies starts again after the back-off
             // the mesh uses for its switches (RestartBackoff).
             while stop.wait(timeout: .now() + .milliseconds(200)) == .timedOut {
                 Self.warnIfOpen(c, next: &nextWarning, now: now())
+                if now() >= nextKeySync {
+                    Self.syncKeys(c, ctx)
+                    nextKeySync = now() + 10
+                }
                 for s in c.services where children[s.name]?.isRunning == false && !schedule.isScheduled(s.name) {
                     let wait = schedule.exited(s.name, at: now())
                     FileHandle.standardError.write(Data("violin node: violin-\(s.name) exited (\(children[s.name]?.exitStatus ?? -1)); restarting in \(wait) s\n".utf8))
@@ -162,6 +170,37 @@ struct NodeCommand: ParsableCommand {
                 }
             }
             stopAll()
+        }
+
+        /// A host that keeps its key table from the control node starts with the control node's
+        /// key alone (or the table it fetched last, across restarts).
+        static func seedKeys(_ c: NodeConfig) throws {
+            guard let path = c.managedKeyTable, !FileManager.default.fileExists(atPath: path) else { return }
+            do {
+                let control = try KeyFiles.readPublicKey(c.resolved["control_public_key"])
+                try KeyTable.save([.init(key: control, roles: [.control])], to: path)
+            } catch { throw fail("cannot write the key table \(path): \(error)", code: 1) }
+        }
+
+        /// Fetches the control node's accepted keys (`host_keys_request`) and rewrites the
+        /// host's key table when they changed; its services read it again at their next message.
+        static func syncKeys(_ c: NodeConfig, _ ctx: ZMQContext) {
+            guard let path = c.managedKeyTable, let pair = try? KeyFiles.readKeyPair(c.resolved["key"]),
+                  let control = try? KeyFiles.readPublicKey(c.resolved["control_public_key"]) else { return }
+            let client = ServiceClient(context: ctx, endpoint: c.policyEndpoint, security: ClientSecurity(keyPair: pair, serverPublicKey: control),
+                                       timeoutMs: 2000)
+            defer { client.close() }
+            guard let reply = try? client.call(PolicyAPI.HostKeys()) else { return }
+            var entries = reply.accepted.compactMap { a -> KeyTable.Entry? in
+                let roles = a.roles.compactMap(Role.init)
+                return CurveKeyPair.isValidKey(a.key) && !roles.isEmpty ? .init(key: a.key, roles: roles) : nil
+            }
+            if !entries.contains(where: { $0.key == control }) { entries.append(.init(key: control, roles: [.control])) }
+            let next = Dictionary(entries.map { ($0.key, $0.roles) }, uniquingKeysWith: +)
+            guard (try? KeyTable.read(path)) != next else { return }
+            do { try KeyTable.save(entries, to: path) } catch {
+                FileHandle.standardError.write(Data("violin node: cannot write the key table \(path): \(error)\n".utf8))
+            }
         }
 
         /// A node open on purpose says so, every minute.

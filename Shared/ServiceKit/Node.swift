@@ -36,7 +36,7 @@ public struct NodeConfig: Sendable {
         ConfigKey("image_dir", default: "/var/lib/violin/images", help: "The host's image store: a directory per image with vmlinuz, and optionally initrd and cmdline (host)."),
         ConfigKey("uplink_network", default: "default", help: "The libvirt NAT network a head node's uplink NIC joins, defined on every host under this name (host)."),
         ConfigKey("key", default: "", help: "This node's CURVE key-pair file (violin keygen); empty: no CURVE."),
-        ConfigKey("allowed_keys", default: "", help: "The key table: the public keys allowed in and the role of each (`<key> <role>` lines, or a directory of .pub files with role lines): on the control node the hosts' and operators', on a host the control node's, the other hosts' and operators'."),
+        ConfigKey("allowed_keys", default: "", help: "The key table: the public keys allowed in and the role of each (`<key> <role>` lines, or a directory of .pub files with role lines): on the control node the hosts' and operators'; on a host (optional) the control node's, the other hosts' and operators' — without it a host keeps data_dir/keys.table from the control node's accepted keys."),
         ConfigKey("control_public_key", default: "", help: "Host: the control node's public-key file."),
         ConfigKey("insecure", default: "false", help: "true: run without a key on a non-loopback address (every service answers anyone; the node warns every minute).",
                   validate: { ["true", "false"].contains($0) ? nil : "true or false" }),
@@ -102,9 +102,7 @@ public struct NodeConfig: Sendable {
                 do { _ = try KeyFiles.readKeyPair(r["key"]) } catch { throw fail("key", "\(error)") }
                 if config.runsControl && r["allowed_keys"].isEmpty { throw fail("allowed_keys", "required on a control node with a key") }
                 if config.role == .host && r["control_public_key"].isEmpty { throw fail("control_public_key", "required on a host node with a key") }
-                if config.role == .host && r["allowed_keys"].isEmpty {
-                    throw fail("allowed_keys", "required on a host node with a key (the control node's, the other hosts' and operators' public keys)")
-                }
+
             }
             if !r["allowed_keys"].isEmpty {
                 do { _ = try KeyTable.read(r["allowed_keys"]) } catch { throw fail("allowed_keys", "\(error)") }
@@ -121,6 +119,12 @@ public struct NodeConfig: Sendable {
         public let name: String          // bus, policy, mesh, monitor, executor
         public let arguments: [String]
         public let port: Int             // where it answers requests
+    }
+
+    /// A host node with a key and no `allowed_keys` keeps its key table from the control
+    /// node's accepted keys (`host_keys_request`), in this file.
+    public var managedKeyTable: String? {
+        role == .host && !resolved["key"].isEmpty && resolved["allowed_keys"].isEmpty ? "\(dataDir)/keys.table" : nil
     }
 
     /// The services this node runs, with the flags that wire them to each other.
@@ -148,7 +152,7 @@ public struct NodeConfig: Sendable {
             // control node's bus over CURVE.
             var busCurve: [String] = []
             if !key.isEmpty {
-                busCurve = ["--curve-key", key, "--curve-allowed", r["allowed_keys"],
+                busCurve = ["--curve-key", key, "--curve-allowed", managedKeyTable ?? r["allowed_keys"],
                             "--bus-public-key", role == .both ? key : r["control_public_key"]]
             }
             common += busCurve

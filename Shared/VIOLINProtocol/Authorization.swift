@@ -144,6 +144,7 @@ public enum Authorization {
             "inventory_request": [.operator, .domainAdmin],
             // A domain admin: only keys of its own domain's hosts.
             "keys_request": [.operator, .domainAdmin],
+            "host_keys_request": [.operator, .control, .anyHost],
             "accept_key_request": [.operator, .domainAdmin], "reject_key_request": [.operator, .domainAdmin],
             "revoke_key_request": [.operator, .domainAdmin],
         ],

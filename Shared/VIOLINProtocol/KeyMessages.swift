@@ -1,7 +1,22 @@
 /// The control node's key table and host records (PROTOCOL.md §7.1, §8.4): enrolment
 /// (`violin keys`) and where a migration may go.
 extension PolicyAPI {
-    static let keyRequests: [any RequestBody.Type] = [HostRecord.self, Keys.self, AcceptKey.self, RejectKey.self, RevokeKey.self]
+    static let keyRequests: [any RequestBody.Type] = [HostRecord.self, Keys.self, AcceptKey.self, RejectKey.self, RevokeKey.self, HostKeys.self]
+
+    /// The accepted keys and their roles, as a host node keeps its own key table from them:
+    /// hosts learn each other's (and the operators') keys from the control node, never from a peer.
+    public struct HostKeys: EmptyRequest {
+        public static let msgType = "host_keys_request"
+        public typealias Reply = HostKeysReply
+        public static let idempotent = true
+        public init() {}
+    }
+
+    public struct HostKeysReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("accepted", .list(.object))]
+        public var accepted: [KeysReply.Accepted]
+        public init(accepted: [KeysReply.Accepted]) { self.accepted = accepted }
+    }
 
     /// One host's record in the inventory: where its executor, mesh and libvirt are, and its
     /// key. An executor takes a migration's destination from here, never from the request.

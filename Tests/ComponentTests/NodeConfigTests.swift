@@ -74,11 +74,12 @@ import ZeroMQ
             Issue.record("a host key without the control node's public key was accepted")
         } catch { #expect(error.key == "control_public_key") }
         try KeyFiles.write(try CurveKeyPair.generate(), base: dir + "/control", role: .control)
-        do {
-            _ = try parse(host + "key: \(dir)/h1.key\ncontrol_public_key: \(dir)/control.pub\n", checkFiles: true)
-            Issue.record("a host key without the keys it allows was accepted")
-        } catch { #expect(error.key == "allowed_keys") }
+        // Without allowed_keys, a host keeps its key table from the control node's accepted keys.
+        let managed = try parse(host + "key: \(dir)/h1.key\ncontrol_public_key: \(dir)/control.pub\ndata_dir: /var/lib/v\n", checkFiles: true)
+        #expect(managed.managedKeyTable == "/var/lib/v/keys.table")
+        #expect(managed.services.allSatisfy { $0.arguments.contains("/var/lib/v/keys.table") })
         let c = try parse(host + "key: \(dir)/h1.key\ncontrol_public_key: \(dir)/control.pub\nallowed_keys: \(dir)\n", checkFiles: true)
+        #expect(c.managedKeyTable == nil)
         #expect(c.services.allSatisfy { $0.arguments.contains("--curve-allowed") })
         #expect(c.services.allSatisfy { $0.arguments.contains("--bus-public-key") })
         // Unchecked, the same file passes (files written for another machine).

@@ -266,10 +266,8 @@ import VIOLINProtocol
         for name in ["good", "admin"] {
             try FileManager.default.copyItem(atPath: scratch.file("\(name).pub"), toPath: scratch.file("allowed/\(name).pub"))
         }
-        // What the hosts allow: the control node's key.
-        try FileManager.default.createDirectory(atPath: scratch.file("host-allowed"), withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: scratch.file("control.pub"), toPath: scratch.file("host-allowed/control.pub"))
-        try FileManager.default.copyItem(atPath: scratch.file("admin.pub"), toPath: scratch.file("host-allowed/admin.pub"))
+        // The hosts have no key table of their own: they keep it from the control node's
+        // accepted keys (the operator's among them), starting with the control node's key.
         func write(_ name: String, _ text: String) throws -> String {
             let path = scratch.file("\(name).yaml")
             try text.write(toFile: path, atomically: true, encoding: .utf8)
@@ -295,7 +293,6 @@ import VIOLINProtocol
                 data_dir: \(scratch.file(name))
                 key: \(scratch.file("\(name).key"))
                 control_public_key: \(scratch.file("control.pub"))
-                allowed_keys: \(scratch.file("host-allowed"))
                 """)
         }
         func node(_ file: String) throws -> Spawned {
@@ -341,7 +338,10 @@ import VIOLINProtocol
         let inv = try sh("ip netns exec \(ns) '\(binDir)/violin' call tcp://127.0.0.2:7703 inventory --curve-key \(scratch.file("admin.key")) --server-key \(scratch.file("control.pub"))")
         #expect(inv.out.contains("\"good\"") && !inv.out.contains("\"rogue\""), "\(inv.out) \(inv.err)")
         // The host's own services serve over CURVE too: the cluster's status reaches them with
-        // the host's registered key; a client without a key gets nothing.
+        // the operator's key, which the host learnt from the control node (host_keys_request);
+        // a client without a key gets nothing.
+        let table = (try? String(contentsOfFile: scratch.file("good/keys.table"), encoding: .utf8)) ?? ""
+        #expect(table.contains(try KeyFilesForTest.publicKey(scratch.file("admin.pub")) + " operator"), "the host's key table: \(table)")
         let status = try sh("ip netns exec \(ns) '\(binDir)/violin' cluster status --control 127.0.0.2 --json --curve-key \(scratch.file("admin.key")) --server-key \(scratch.file("control.pub"))")
         #expect(status.status == 0, "\(status.err)")
         let listed: [JSONValue] = (try? Self.json(status.out))?["nodes"]?.items ?? []

@@ -104,6 +104,16 @@ extension PolicyServer {
                                    pending: waiting("pending"), rejected: waiting("rejected"))
     }
 
+    func hostKeys() throws(ProtocolError) -> PolicyAPI.HostKeysReply {
+        let table = try keysTable()
+        var accepted = table.all.map { PolicyAPI.KeysReply.Accepted(key: $0.key, roles: $0.roles.map(\.description)) }
+        // The control node's own key is not in its table: a host needs it as `control`.
+        if !table.ownKey.isEmpty && !accepted.contains(where: { $0.key == table.ownKey }) {
+            accepted.append(.init(key: table.ownKey, roles: ["control"]))
+        }
+        return PolicyAPI.HostKeysReply(accepted: accepted)
+    }
+
     func acceptKey(_ r: PolicyAPI.AcceptKey, _ caller: Caller) throws(ProtocolError) -> PolicyAPI.KeyReply {
         let table = try keysTable()
         let role = Role(r.role)!

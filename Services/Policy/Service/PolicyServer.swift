@@ -336,6 +336,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         })
         t.on(PolicyAPI.HostRecord.self) { [unowned self] r in try self.hostRecord(r.id) }
         t.on(PolicyAPI.Keys.self) { [unowned self] _ in try self.keys() }
+        t.on(PolicyAPI.HostKeys.self) { [unowned self] _ in try self.hostKeys() }
         t.on(PolicyAPI.AcceptKey.self, caller: { [unowned self] r, who in try self.acceptKey(r, who) })
         t.on(PolicyAPI.RejectKey.self, caller: { [unowned self] r, who in try self.rejectKey(r, who) })
         t.on(PolicyAPI.RevokeKey.self, caller: { [unowned self] r, who in try self.revokeKey(r, who) })
