@@ -54,23 +54,27 @@ struct KeysCommand: ParsableCommand {
         }
     }
 
+    /// The key a command acts on, and where the control node is.
+    struct KeyTarget: ParsableArguments {
+        @Argument(help: "The public key (40 characters) or a .pub file.") var key: String
+        @OptionGroup var target: Target
+
+        /// Sends the key-only request `R` for it and prints "<verb> <key>".
+        func send<R: KeyRequest>(_: R.Type, _ verb: String) throws {
+            let k = try KeysCommand.key(key)
+            try request(target.connection, to: target.endpoint, R(key: k)) { _ in print("\(verb) \(k)") }
+        }
+    }
+
     struct Reject: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Reject a pending key: it is not listed again.")
-        @Argument(help: "The public key or a .pub file.") var key: String
-        @OptionGroup var target: Target
-        func run() throws {
-            let k = try KeysCommand.key(key)
-            try request(target.connection, to: target.endpoint, PolicyAPI.RejectKey(key: k)) { _ in print("rejected \(k)") }
-        }
+        @OptionGroup var key: KeyTarget
+        func run() throws { try key.send(PolicyAPI.RejectKey.self, "rejected") }
     }
 
     struct Revoke: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Revoke an accepted key: refused at its next message; no migration goes to or from its host.")
-        @Argument(help: "The public key or a .pub file.") var key: String
-        @OptionGroup var target: Target
-        func run() throws {
-            let k = try KeysCommand.key(key)
-            try request(target.connection, to: target.endpoint, PolicyAPI.RevokeKey(key: k)) { _ in print("revoked \(k)") }
-        }
+        @OptionGroup var key: KeyTarget
+        func run() throws { try key.send(PolicyAPI.RevokeKey.self, "revoked") }
     }
 }

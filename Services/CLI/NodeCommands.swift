@@ -148,17 +148,11 @@ struct NodeCommand: ParsableCommand {
             }
             setvbuf(stdout, nil, _IOLBF, 0)
             print("node \(c.node) (\(c.role.rawValue)) running: \(c.services.map { "violin-\($0.name)" }.joined(separator: ", "))")
-            // Open on purpose (insecure: true): said at once, and every minute after.
-            var nextWarning = now()
-            var nextKeySync = now() + 10
+            var chores = Chores(nextWarning: now(), nextKeySync: now() + 10)
             // Supervise until told to stop: a service that dies starts again after the back-off
             // the mesh uses for its switches (RestartBackoff).
             while stop.wait(timeout: .now() + .milliseconds(200)) == .timedOut {
-                Self.warnIfOpen(c, next: &nextWarning, now: now())
-                if now() >= nextKeySync {
-                    Self.syncKeys(c, ctx)
-                    nextKeySync = now() + 10
-                }
+                chores.run(c, ctx, now: now())
                 for s in c.services where children[s.name]?.isRunning == false && !schedule.isScheduled(s.name) {
                     let wait = schedule.exited(s.name, at: now())
                     FileHandle.standardError.write(Data("violin node: violin-\(s.name) exited (\(children[s.name]?.exitStatus ?? -1)); restarting in \(wait) s\n".utf8))
@@ -170,6 +164,18 @@ struct NodeCommand: ParsableCommand {
                 }
             }
             stopAll()
+        }
+
+        /// What a running node does now and then: says it is open (insecure: true) at once and
+        /// every minute after; fetches its key table from the control node every 10 s.
+        struct Chores {
+            var nextWarning: Double, nextKeySync: Double
+            mutating func run(_ c: NodeConfig, _ ctx: ZMQContext, now: Double) {
+                Run.warnIfOpen(c, next: &nextWarning, now: now)
+                guard now >= nextKeySync else { return }
+                Run.syncKeys(c, ctx)
+                nextKeySync = now + 10
+            }
         }
 
         /// A host that keeps its key table from the control node starts with the control node's

@@ -57,11 +57,6 @@ public final class KeyTable: @unchecked Sendable {
         return lock.withLock { entries.map { Entry(key: $0.key, roles: $0.value) }.sorted { $0.key < $1.key } }
     }
 
-    /// Replaces the table in memory (a table without a file) — tests revoke keys this way.
-    public func replace(_ new: [Entry]) {
-        lock.withLock { entries = Dictionary(new.map { ($0.key, $0.roles) }, uniquingKeysWith: { a, b in a + b }) }
-    }
-
     private func reloadIfChanged() {
         guard let path else { return }
         let now = monotonicMillis()

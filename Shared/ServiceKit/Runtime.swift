@@ -350,20 +350,11 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         return .success(request)
     }
 
-    /// Who sent a request, by its connection's key: nil when the key is not (or no longer) in
-    /// the table. Without CURVE every caller is local (a service that runs open, or an ipc
-    /// endpoint, which only this host reaches).
-    public func caller(key: String?) -> Caller? {
-        guard let server = settings.server, let key, !key.isEmpty else { return .local }
-        if key == server.keyPair.publicKey { return Caller(key: key, roles: [], trusted: true) }
-        return settings.keys?.caller(key)
-    }
-
     /// The request and its caller, or `forbidden` when the key's roles may not send it
     /// (PROTOCOL.md §7.1). Refusals are counted and published as `<service>.auth_refused`.
     private func authorize(_ request: Message, user: String?, factory: inout MessageFactory) -> Result<(Message, Caller), RefusalReply> {
         let type = request.header.msgType
-        let found = caller(key: user)
+        let found = settings.caller(key: user)
         let grants = Authorization.grants(service: settings.service, msgType: type)
         // A type the table does not list is no request of this service: an accepted key gets
         // `unknown_message_type` for it, as without keys.

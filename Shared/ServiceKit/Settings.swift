@@ -85,7 +85,16 @@ public struct ServiceSettings: Sendable {
     /// The accepted client keys and their roles (with `server`).
     public var keys: KeyTable?
     /// The node this instance runs on: what follows the '@' of `instance` (a host's id).
-    public var node: String { instance.split(separator: "@", maxSplits: 1).count == 2 ? String(instance.split(separator: "@", maxSplits: 1)[1]) : "" }
+    public var node: String { instance.firstIndex(of: "@").map { String(instance[instance.index(after: $0)...]) } ?? "" }
+
+    /// Who a connection's key (its ZAP `User-Id`) is: nil when it is not (or no longer) in the
+    /// key table. Without CURVE, or on a connection without ZAP (ipc, local to the host), the
+    /// caller is local; the node's own key is trusted. The runtime and the bus both ask here.
+    public func caller(key: String?) -> Caller? {
+        guard let server, let key, !key.isEmpty else { return .local }
+        if key == server.keyPair.publicKey { return Caller(key: key, roles: [], trusted: true) }
+        return keys?.caller(key)
+    }
     /// Our key pair and the bus's public key, when the bus requires CURVE.
     public var busSecurity: ClientSecurity?
     public var resolved: ResolvedConfig

@@ -40,6 +40,7 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         /// The control node's policy endpoint and its public key: where a migration's destination
         /// is looked up (nil: an open lab's executor takes `to_executor`; with keys it refuses).
         public var control: String?
+        public var controlKey = ""
         /// Migrations queued or running at once, at most (`max_migrations` of them run).
         public var maxJobs = 64
         /// Where this executor's own TLS client certificate for other hosts' libvirt is
@@ -48,7 +49,6 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         public var libvirtPKI = ""
         /// Days the journal keeps a finished job (pruned at start).
         public var retentionDays = 90.0
-        public var controlKey = ""
         /// How a hypervisor connection is opened (libvirt; `InMemoryHypervisor` in tests).
         public var connect: HypervisorConnector = Hypervisors.libvirt
         public init(hostID: String, libvirtURI: String, migrationURI: String, mesh: String, database: String) {
@@ -358,7 +358,6 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     /// asked of the destination itself. Without one (an open lab): the executor named.
     func destination(_ o: ExecutorAPI.MigrationOptions) throws(ProtocolError) -> Destination {
         guard let control = options.control else {
-            try requireDestinationSource()
             guard !o.toExecutor.isEmpty else { throw ProtocolError(.invalidBody, "to_executor is required without a control node") }
             let dest = try destination(o.toExecutor, key: o.toKey)
             if !o.to.isEmpty, o.to != dest.host { throw ProtocolError(.conflict, "to is \(o.to) but \(dest.executor) is host \(dest.host)") }

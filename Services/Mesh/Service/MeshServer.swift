@@ -377,7 +377,7 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         t.on(MeshAPI.AddPort.self, caller: { [unowned self] r, who in
             if self.lock.withLock({ self.presence[r.vni] == nil }) {
                 // Another host may bring this host into a VIOLIN only through its own mesh.
-                if self.isOtherHost(who) && r.seedKey != who.key {
+                if self.isPeer(who) && r.seedKey != who.key {
                     throw ProtocolError(.forbidden, "\(who.audit) is no member of VIOLIN \(r.vni) here, and may join this host only through its own mesh")
                 }
                 _ = try self.join(r.vni, seed: r.seed, seedKey: Self.key(r.seedKey))
@@ -454,11 +454,11 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
 
     /// A caller that is neither this node (its own key, or no CURVE) nor an operator: another
     /// host, or the control node.
-    func isOtherHost(_ who: Caller) -> Bool { !who.isOperator }
+    func isPeer(_ who: Caller) -> Bool { !who.isOperator }
 
     /// Another host reaches a VIOLIN's ports only as one of its members (by its mesh's key).
     func requireMember(_ vni: UInt32, _ who: Caller) throws(ProtocolError) {
-        guard isOtherHost(who) else { return }
+        guard isPeer(who) else { return }
         let member = lock.withLock { membership.members[vni]?.values.contains { $0.key == who.key } ?? false }
         guard member else { throw ProtocolError(.forbidden, "\(who.audit) is no member of VIOLIN \(vni) here") }
     }
@@ -466,14 +466,14 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
     /// A member speaks for itself only: the key it names is its connection's, and an endpoint
     /// another key holds is not taken over.
     func requireSelf(_ m: MeshAPI.Member, _ who: Caller) throws(ProtocolError) {
-        guard isOtherHost(who) else { return }
+        guard isPeer(who) else { return }
         guard m.key == who.key else { throw ProtocolError(.forbidden, "a member names its own key only (\(who.audit))") }
         try requireEndpoint(m.endpoint, who, vni: m.vni)
     }
 
     /// Requests about the member at `endpoint` come from that member's key.
     func requireEndpoint(_ endpoint: String, _ who: Caller, vni: UInt32? = nil) throws(ProtocolError) {
-        guard isOtherHost(who) else { return }
+        guard isPeer(who) else { return }
         let held = lock.withLock { () -> [String] in
             membership.members.filter { vni == nil || $0.key == vni }.values.compactMap { $0[endpoint]?.key }
         }

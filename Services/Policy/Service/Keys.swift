@@ -78,8 +78,8 @@ extension PolicyServer {
     }
 
     /// Hosts whose key is not accepted any more: no VM goes to them or leaves them by a decision.
-    func revokedHosts() -> Set<String> {
-        guard let table = keyTable, let inv = try? store.inventory() else { return [] }
+    func revokedHosts(_ inv: PolicyStore.Inventory) -> Set<String> {
+        guard let table = keyTable else { return [] }
         return Set(inv.keys.filter { !$0.value.isEmpty && !table.accepts($0.value) }.map(\.key))
     }
 

@@ -200,7 +200,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         let cpu = lock.withLock { smoother.averages }
         // A draining host takes no VM: to the policy it has no memory to offer. A host whose key
         // was revoked neither takes nor gives one: it and its VMs are out of the round.
-        let revoked = revokedHosts()
+        let revoked = revokedHosts(inv)
         let hosts = inv.hosts.filter { !revoked.contains($0.id) }
             .map { inv.draining.contains($0.id) ? PolicyCore.Host(id: $0.id, domain: $0.domain, cores: $0.cores, memoryMB: 0) : $0 }
         let placement = inv.placement.filter { !revoked.contains($0.value) }

@@ -137,8 +137,9 @@ public final class PolicyStore: @unchecked Sendable {
         }
     }
 
-    /// Records who asked for a change of state (the audit trail in the ledger).
-    public func audit(kind: String, body: String, askedBy: String, outcome: String = "done") throws {
+    /// Records who asked for a change of state (the audit trail in the ledger), as it is asked:
+    /// its outcome is the request's own reply (and, for work, its own ledger row).
+    public func audit(kind: String, body: String, askedBy: String, outcome: String = "asked") throws {
         try db.write { db in
             try db.execute(sql: """
                 INSERT INTO decision(time, kind, body, reason, inputs, mode, outcome, asked_by) VALUES (?, ?, ?, ?, '{}', 'request', ?, ?)
