@@ -111,7 +111,7 @@ let package = Package(
         .testTarget(name: "DataPlaneTests", dependencies: ["TestSupport", "SwitchDataPlane", "SwitchCore", "CNetShim", "VIOLINProtocol", "ServiceKit"],
                     path: "Tests/DataPlaneTests"),
         .testTarget(name: "ComponentTests", dependencies: ["TestSupport", "ZeroMQ", "ServiceKit", "VIOLINProtocol", "MonitorService", "Hypervisor",
-                                                          "PolicyService", "PolicyCore", "ExecutorService", "MeshService"],
+                                                          "PolicyService", "PolicyCore", "ExecutorService", "ExecutorCore", "MeshService"],
                     path: "Tests/ComponentTests"),
         .testTarget(name: "SystemTests", dependencies: ["TestSupport", "VIOLINProtocol", "ZeroMQ", "ServiceKit"],
                     path: "Tests/SystemTests",

@@ -4,7 +4,11 @@
 # real node uses; see compose/DEPLOY.md) and runs `violin node run FILE` in each node's
 # namespace — what runs here is what a deployment runs. A control node (ctl, 10.77.0.100) and
 # three host nodes in two domains (d1: h1 10.77.0.1, h2 10.77.0.2; d2: h3 10.77.0.3), each host
-# with its own libvirtd (QEMU/TCG, private mount namespace).
+# with its own libvirtd (QEMU/TCG, private mount namespace). Each domain has its own bridge
+# (the control node sits on d1's); the domains are joined by a router namespace (RUN's tag
+# -rt, one leg per domain named for it, proxy ARP, so every node keeps its 10.77.0.0/24
+# address), so a fault can act on the link between domains alone:
+#   ip netns exec TAG-rt tc qdisc add dev d2 root netem loss 30%
 #   lab.sh up RUN [--open]          write the node files and start every node; RUN: a fresh directory.
 #                                   Keyed: every node gets a CURVE key with its role (RUN/keys/NODE.key;
 #                                   an operator's RUN/keys/admin.key) and serves over CURVE;
@@ -50,14 +54,29 @@ wait_answer() {  # node service seconds
   return 1
 }
 
-netns() {  # node: its namespace, on the bridge
-  local n=$1 t; t=$(tag)
+# A domain's bridge, and its leg on the router between domains (once per domain).
+domain_up() {  # domain
+  local d=$1 t; t=$(tag)
+  ip -n "$t-net" link show "br-$d" >/dev/null 2>&1 && return 0
+  ip -n "$t-net" link add "br-$d" type bridge
+  ip -n "$t-net" link set "br-$d" up
+  ip link add "$d" netns "$t-rt" type veth peer name "rt-$d" netns "$t-net"
+  ip -n "$t-net" link set "rt-$d" master "br-$d" up
+  ip -n "$t-rt" addr add 10.77.0.254/32 dev "$d"
+  ip netns exec "$t-rt" sysctl -qw "net.ipv4.conf.$d.proxy_arp=1" "net.ipv4.conf.$d.rp_filter=0" "net.ipv4.conf.$d.send_redirects=0"
+  ip -n "$t-rt" link set "$d" up
+}
+
+netns() {  # node domain: its namespace, on its domain's bridge, routed to from the others
+  local n=$1 d=$2 t; t=$(tag)
+  domain_up "$d"
   ip netns add "$t-$n"
   ip -n "$t-$n" link set lo up
   ip link add eth0 netns "$t-$n" type veth peer name "$n" netns "$t-net"
-  ip -n "$t-net" link set "$n" master br0 up
+  ip -n "$t-net" link set "$n" master "br-$d" up
   ip -n "$t-$n" addr add "$(addr $n)/24" dev eth0
   ip -n "$t-$n" link set eth0 up
+  ip -n "$t-rt" route replace "$(addr $n)/32" dev "$d"
 }
 
 # `violin node run` in the node's namespace, holding none of our caller's descriptors (a test
@@ -107,7 +126,7 @@ YAML
 }
 
 host_up() {  # node domain
-  netns "$1"
+  netns "$1" "$2"
   mkdir -p "$run/$1"
   host_file "$1" "$2"
   local ca=; keyed && ca=$run/ca
@@ -140,9 +159,10 @@ allowed_keys: $run/keys/allowed"
   [ -f "$run/tag" ] || echo "vl$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')" >"$run/tag"
   local t; t=$(tag)
   ip netns add "$t-net"
-  ip -n "$t-net" link add br0 type bridge
-  ip -n "$t-net" link set br0 up
-  netns ctl
+  ip netns add "$t-rt"
+  ip -n "$t-rt" link set lo up
+  ip netns exec "$t-rt" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.all.send_redirects=0
+  netns ctl d1
   cat >"$run/nodes/ctl.yaml" <<YAML
 # The control node of the local lab (compose/lab.sh).
 role: control

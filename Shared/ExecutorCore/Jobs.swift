@@ -52,9 +52,37 @@ public struct Recovery: Equatable, Sendable {
                             why: "both copies paused: the destination's destroyed, the source resumed")
         case (.absent, .absent):
             return Recovery(outcome: .lost, why: "the VM is on neither host")
+        case (.running, .unknown):
+            // Before post-copy the destination resumes the guest only after the source has
+            // stopped it: a source that runs the VM was never replaced.
+            return Recovery(outcome: .rolledBack, why: "the VM runs on the source; the destination's libvirt does not answer")
         case (.unknown, _), (_, .unknown):
             return Recovery(outcome: .wait, why: "a host's libvirt does not answer")
         }
+    }
+
+    /// What the executor does once recovery has decided, in order — what a migration that had
+    /// run to the same end would have done. A completed job cuts the network over (the MAC
+    /// announced at the destination, the source port retired with its grace forwarding),
+    /// deletes the source volume of a `copy_storage` migration and publishes
+    /// `executor.migration_completed` (the policy's inventory follows it); a rolled-back one
+    /// removes the destination's port. Every outcome is journaled and published.
+    public func effects(copyStorage: Bool) -> [MigrationEffect] {
+        switch outcome {
+        case .completed: [.cutOver] + (copyStorage ? [.deleteSourceDisk] : []) + [.journal, .publishCompleted]
+        case .rolledBack: [.removeDestinationPort, .journal, .publishFailed]
+        case .lost: [.journal, .publishFailed]
+        case .wait: []
+        }
+    }
+
+    /// A job whose hosts' libvirt has not answered for this long (with no migration seen
+    /// running) ends `failed`, the VM left as it is; one libvirt still migrates is waited for.
+    public static let unreachableLimitS = 600.0
+
+    /// The job after a host's libvirt stayed silent for `seconds`: failed, the VM untouched.
+    public static func gaveUp(after seconds: Double) -> Recovery {
+        Recovery(outcome: .lost, why: "a host's libvirt has not answered for \(Int(seconds)) s: the VM is left as it is")
     }
 }
 

@@ -4,7 +4,9 @@ import Foundation
 /// What the executor needs of a hypervisor beyond the monitor's reads: domains created from
 /// XML, destroyed, inspected, and live-migrated peer-to-peer with their job's statistics.
 public enum DomainState: String, Sendable, Equatable {
-    case running, paused, shutoff, other, absent
+    /// `absent`: libvirt says it has no such domain; `unreachable`: libvirt did not answer (a
+    /// broken connection, a restarting daemon) — the domain may well exist.
+    case running, paused, shutoff, other, absent, unreachable
 }
 
 /// One migration's options (PROTOCOL.md §8.5).
@@ -55,16 +57,21 @@ extension LibvirtHypervisor {
     }
 
     public func state(_ name: String) -> DomainState {
-        guard let d = virDomainLookupByName(conn, name) else { return .absent }
+        guard let d = virDomainLookupByName(conn, name) else { return Self.missingOrUnreachable() }
         defer { virDomainFree(d) }
         var state: Int32 = 0, reason: Int32 = 0
-        guard virDomainGetState(d, &state, &reason, 0) == 0 else { return .absent }
+        guard virDomainGetState(d, &state, &reason, 0) == 0 else { return Self.missingOrUnreachable() }
         switch UInt32(state) {
         case VIR_DOMAIN_RUNNING.rawValue: return .running
         case VIR_DOMAIN_PAUSED.rawValue: return .paused
         case VIR_DOMAIN_SHUTOFF.rawValue: return .shutoff
         default: return .other
         }
+    }
+
+    /// After a failed lookup: libvirt said "no such domain", or it did not answer at all.
+    static func missingOrUnreachable() -> DomainState {
+        violin_vir_last_error_code() == Int32(VIR_ERR_NO_DOMAIN.rawValue) ? .absent : .unreachable
     }
 
     public func xml(_ name: String) throws(HypervisorError) -> String { try xml(name, flags: 0) }

@@ -1,3 +1,4 @@
+import ExecutorCore
 import ExecutorService
 import Foundation
 import Hypervisor
@@ -47,13 +48,15 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
         let mesh = FakeMesh()
         let meshRuntime: ServiceRuntime
         init(_ id: String, world: InMemoryHypervisor.World, bus: String, consoleIdleTimeout: Double = 30,
-             libvirtURI: String? = nil, control: String? = nil, maxJobs: Int = 64) throws {
+             libvirtURI: String? = nil, control: String? = nil, maxJobs: Int = 64, database: String = ":memory:",
+             unreachableLimitS: Double? = nil) throws {
             let uri = libvirtURI ?? "mem://\(id)"
             world.addHost(uri)
             meshRuntime = try makeRuntime("mesh", handler: mesh)
             var o = ExecutorServer.Options(hostID: id, libvirtURI: uri, migrationURI: uri,
-                                         mesh: meshRuntime.endpoints[0], database: ":memory:")
+                                         mesh: meshRuntime.endpoints[0], database: database)
             o.control = control
+            if let unreachableLimitS { o.unreachableLimitS = unreachableLimitS }
             o.maxJobs = maxJobs
             o.connect = InMemoryHypervisor.connector(world)
             o.imageDir = ExecutorOrchestrationTests.imageStore
@@ -128,6 +131,63 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
             var both = r
             both.image = "tiny"; both.kernel = "/bin/sh"
             #expect(throws: ServiceClient.Failure.self) { try c1.call(both) }
+        }
+    }
+
+    /// An executor restarted while libvirt still migrates a VM (libvirtd drives a peer-to-peer
+    /// migration itself) finds the job in its journal and waits for libvirt — past its limit
+    /// for an unanswering libvirt, never failing the job meanwhile — and then ends it as the
+    /// migration would have: the network cut over, the copy_storage source volume deleted,
+    /// executor.migration_completed published (the policy's inventory follows it).
+    @Test func aRecoveredJobWaitsForLibvirtAndEndsAsTheMigrationWould() throws {
+        try withBus { ctx, proxy in
+            let world = InMemoryHypervisor.World()
+            let database = FileManager.default.temporaryDirectory.appendingPathComponent("violin-journal-\(UUID().uuidString.prefix(8)).db").path
+            defer { try? FileManager.default.removeItem(atPath: database) }
+            let h2 = try Host("h2", world: world, bus: proxy.frontendEndpoints[0])
+            defer { h2.stop() }
+            // The VM and its volume on h1, and libvirt migrating it to h2 with no executor watching.
+            world.addHost("mem://h1")
+            let source = try InMemoryHypervisor(world: world, uri: "mem://h1")
+            _ = try source.create(xml: VMSpec(name: "a1", vni: 101, mac: "52:54:00:0a:00:01", kernel: "/bin/sh", nicPort: 20001).domainXML)
+            _ = try source.createVolume(pool: "violin", name: "a1.img", capacityMiB: 8)
+            let libvirt = Thread { try? source.migrate("a1", to: "mem://h2", options: MigrationOptions()) }
+            libvirt.start()
+            try #require(world.waitForMigration("a1", timeout: 20))
+            var unfinished = Journal.Job(id: "job-recover1", vm: "a1", fromHost: "h1", toHost: "h2", toExecutor: h2.endpoint)
+            unfinished.destinationURI = "mem://h2"
+            unfinished.destinationMesh = h2.meshRuntime.endpoints[0]
+            unfinished.copyStorage = true
+            unfinished.state = .migrating
+            try Journal(path: database).save(unfinished)
+
+            let h1 = try Host("h1", world: world, bus: proxy.frontendEndpoints[0], database: database, unreachableLimitS: 0.3)
+            defer { h1.stop() }
+            let events = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["executor."])
+            defer { events.close() }
+            let c1 = ServiceClient(context: ctx, endpoint: h1.endpoint, timeoutMs: 10_000)
+            defer { c1.close() }
+            h1.node.recover()
+            // Five times the limit: the job is still waiting for libvirt, not failed.
+            let watchUntil = Date().addingTimeInterval(1.5)
+            while Date() < watchUntil {
+                let state = try c1.call(ExecutorAPI.Job(job: "job-recover1")).state
+                try #require(state == "migrating", "the job became \(state) while libvirt still migrated")
+                world.progress("a1", iteration: 1, processed: 1 << 20, remaining: 1 << 19)
+                usleep(100_000)
+            }
+            world.finish("a1")
+            let done = try job(c1, "job-recover1") { $0.state == "completed" }
+            #expect(done?.state == "completed", "\(String(describing: done))")
+            let completed = try events.waitFor(timeoutMs: 10_000) { $0.header.msgType == ExecutorAPI.MigrationCompleted.topic }
+            #expect(completed?.body["vm"] == "a1" && completed?.body["to"] == "h2", "\(String(describing: completed?.body))")
+            #expect(try events.waitFor(timeoutMs: 10_000) { $0.header.msgType == ExecutorAPI.JobRecovered.topic } != nil)
+            #expect(h2.mesh.requests(MeshAPI.Announce.msgType).count == 1, "the MAC was not announced at the destination")
+            let removed = h1.mesh.requests(MeshAPI.RemovePort.msgType)
+            #expect(removed.count == 1 && removed.first?["forward_to"] == .string(h2.meshRuntime.endpoints[0]), "the source port was not retired with forwarding: \(removed)")
+            #expect(!world.volumes("mem://h1").contains("a1.img"), "the copy_storage source volume is left")
+            #expect(world.state("mem://h2", "a1") == .running && world.state("mem://h1", "a1") == .absent)
+            libvirt.cancel()
         }
     }
 

@@ -95,7 +95,12 @@ import Testing
         for src in Self.places {
             for dst in Self.places {
                 let r = Recovery.decide(source: src, destination: dst, migrationActive: false)
-                if src == .unknown || dst == .unknown { #expect(r.outcome == .wait); continue }
+                if src == .running && dst == .unknown {
+                    // Before post-copy a running source was never replaced: kept, whatever the destination.
+                    #expect(r.outcome == .rolledBack && !r.destroySource && !r.resumeDestination, "\(r.why)")
+                    continue
+                }
+                if src == .unknown || dst == .unknown { #expect(r.outcome == .wait, "\(src)/\(dst): \(r.why)"); continue }
                 var s = src, d = dst
                 if r.destroySource { s = .absent }
                 if r.destroyDestination { d = .absent }
@@ -118,6 +123,20 @@ import Testing
 
     @Test func aMigrationLibvirtStillRunsIsWaitedFor() {
         #expect(Recovery.decide(source: .running, destination: .paused, migrationActive: true).outcome == .wait)
+    }
+
+    /// A recovered job ends as a migration of the same outcome would have: the network cut
+    /// over and migration_completed published (the policy's inventory follows that event), the
+    /// source volume of a copy_storage migration deleted; a rolled-back one's destination port gone.
+    @Test func recoveryDoesWhatTheMigrationWouldHaveDone() {
+        let completed = Recovery.decide(source: .paused, destination: .running, migrationActive: false)
+        #expect(completed.effects(copyStorage: false) == [.cutOver, .journal, .publishCompleted])
+        #expect(completed.effects(copyStorage: true) == [.cutOver, .deleteSourceDisk, .journal, .publishCompleted])
+        let back = Recovery.decide(source: .running, destination: .paused, migrationActive: false)
+        #expect(back.effects(copyStorage: true) == [.removeDestinationPort, .journal, .publishFailed])
+        let lost = Recovery.decide(source: .absent, destination: .absent, migrationActive: false)
+        #expect(lost.effects(copyStorage: true) == [.journal, .publishFailed])
+        #expect(Recovery.decide(source: .paused, destination: .unknown, migrationActive: false).effects(copyStorage: true).isEmpty)
     }
 
     @Test func theTable() {

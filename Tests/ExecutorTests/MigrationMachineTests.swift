@@ -135,5 +135,7 @@ import Testing
     @Test func postCopyStillRunningInLibvirtIsWaitedFor() {
         #expect(Recovery.decide(source: .paused, destination: .running, migrationActive: true, state: .postcopy).outcome == .wait)
         #expect(Recovery.decide(source: .paused, destination: .unknown, migrationActive: false, state: .postcopy).outcome == .wait)
+        // In post-copy even a running source copy is stale: the unanswering destination is waited for.
+        #expect(Recovery.decide(source: .running, destination: .unknown, migrationActive: false, state: .postcopy).outcome == .wait)
     }
 }

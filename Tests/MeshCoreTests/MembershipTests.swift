@@ -1,3 +1,4 @@
+import Foundation
 import Primitives
 import Testing
 @testable import MeshCore
@@ -90,5 +91,44 @@ import Testing
         _ = m.expire(now: 31.5)
         #expect(m.contacts == ["c"], "b, silent 30 s, is forgotten")
         #expect(m.admit(1, endpoint: "d", tunnel: "10.0.0.4:4789", now: 32) != nil, "its place is free again")
+    }
+}
+
+/// A heartbeat round probes every contact at once: the live member's answer does not wait
+/// behind the timeouts of dead ones. Each dead probe here blocks until the live one has
+/// answered (up to 5 s); probed one after another, the dead ones listed first would time out
+/// first and see no answer.
+@Suite struct HeartbeatRoundTests {
+    final class Seen: @unchecked Sendable {
+        let lock = NSCondition()
+        var liveAnswered = false
+        var deadSawLive: [String: Bool] = [:]
+    }
+
+    @Test func deadMembersDoNotHoldUpTheLiveOne() {
+        let seen = Seen()
+        let dead = (1...4).map { "tcp://10.0.0.\($0):7701" }
+        let live = "tcp://10.0.0.9:7701"
+        let answered = HeartbeatRound.run(dead + [live]) { endpoint in
+            if endpoint == live {
+                seen.lock.withLock { seen.liveAnswered = true; seen.lock.broadcast() }
+                return true
+            }
+            seen.lock.lock()
+            let end = Date().addingTimeInterval(5)
+            while !seen.liveAnswered, seen.lock.wait(until: end) {}
+            seen.deadSawLive[endpoint] = seen.liveAnswered
+            seen.lock.unlock()
+            return false
+        }
+        #expect(answered == [live])
+        #expect(seen.deadSawLive == Dictionary(uniqueKeysWithValues: dead.map { ($0, true) }),
+                "a dead member's probe ran before the live one answered: \(seen.deadSawLive)")
+    }
+
+    @Test func answersComeBackInTheOrderGiven() {
+        let contacts = (1...6).map { "tcp://10.0.1.\($0):7701" }
+        #expect(HeartbeatRound.run(contacts) { !$0.hasSuffix("3:7701") } == contacts.filter { !$0.hasSuffix("3:7701") })
+        #expect(HeartbeatRound.run([]) { _ in true }.isEmpty)
     }
 }

@@ -188,6 +188,12 @@ import VIOLINProtocol
         try #require(ended, "the job was not recovered: \(final)")
         let state = final["state"]?.stringValue
         #expect(state == "completed" || state == "rolled_back", "\(final)")
+        // The recovered job ends as the migration would have: its own completed (the policy's
+        // inventory follows that) or failed event first, then job_recovered.
+        let outcomeTopic = state == "completed" ? "executor.migration_completed" : "executor.migration_failed"
+        let outcome = event(outcomeTopic) { $0["job"] == .string(job) }
+        #expect(outcome != nil, "no \(outcomeTopic) for the recovered job \(job)")
+        if state == "completed" { #expect(outcome?["body"]?["to"] == "h2", "\(String(describing: outcome))") }
         let recovered = try #require(event("executor.job_recovered") { $0["job"] == .string(job) }, "no executor.job_recovered for \(job)")
         #expect(recovered["body"]?["state"]?.stringValue == state && recovered["body"]?["vm"] == "x1", "\(recovered)")
         // Exactly one running copy, where the job's outcome says.
@@ -198,6 +204,11 @@ import VIOLINProtocol
         let onSource = try running("h1"), onDestination = try running("h2")
         #expect(onSource != onDestination, "x1 running on h1: \(onSource), on h2: \(onDestination)")
         #expect(onDestination == (state == "completed"), "job \(state ?? "?") but x1 on h2: \(onDestination)")
+        // A completed recovery cut the network over: x1's port is gone from h1's switch.
+        let sourcePorts = try lab.violin("call tcp://10.77.0.1:7701 ports '{}' \(lab.keys("h1"))")
+        let x1Port = "vm-x1"      // VMSpec.portName
+        let onH1 = (try? Self.json(sourcePorts.out))?["violins"]?.items.contains { $0["ports"]?.items.contains(.string(x1Port)) == true }
+        #expect(sourcePorts.status == 0 && onH1 == (state != "completed"), "h1's ports after a \(state ?? "?") recovery: \(sourcePorts.out)")
         print("executor killed mid-migration: job ended \(state ?? "?") (\(final["error"]?.stringValue ?? ""))")
 
         // A migration that cannot finish in time is aborted; one cancelled stops: either way

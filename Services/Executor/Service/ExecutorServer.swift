@@ -49,6 +49,9 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         public var libvirtPKI = ""
         /// Days the journal keeps a finished job (pruned at start).
         public var retentionDays = 90.0
+        /// Seconds a recovering job waits for a host's libvirt that does not answer before it
+        /// ends `failed` (one libvirt still migrates is waited for without a limit).
+        public var unreachableLimitS = Recovery.unreachableLimitS
         /// How a hypervisor connection is opened (libvirt; `InMemoryHypervisor` in tests).
         public var connect: HypervisorConnector = Hypervisors.libvirt
         public init(hostID: String, libvirtURI: String, migrationURI: String, mesh: String, database: String) {
@@ -414,6 +417,7 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         job.destinationKey = dest.key
         job.decisionID = o.decisionID
         job.reason = o.reason
+        job.copyStorage = o.copyStorage
         do { try journal.save(job) } catch { throw ProtocolError(.internalError, "journal: \(error)") }
         lock.withLock { busyVMs[vm] = job.id; controls[job.id] = Control() }
         return job
@@ -526,52 +530,97 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         case .paused: return .paused
         case .absent, .shutoff: return .absent
         case .other: return .paused
+        case .unreachable: return .unknown
         }
     }
 
+    /// The two hosts' libvirt as a recovering job sees them: connected again whenever one
+    /// stops answering (a libvirtd restarted under us).
+    final class RecoveryView {
+        let node: ExecutorServer
+        let job: Journal.Job
+        var local: (any MigratingHypervisor)?, remote: (any MigratingHypervisor)?
+        var facts: VMFacts?
+        init(_ node: ExecutorServer, _ job: Journal.Job) { self.node = node; self.job = job }
+
+        func look() -> (source: Presence, destination: Presence, active: Bool) {
+            if node.presence(local, job.vm) == .unknown { local = try? node.options.connect(node.options.libvirtURI) }
+            if !job.destinationURI.isEmpty, node.presence(remote, job.vm) == .unknown {
+                remote = try? node.options.connect(node.remoteLibvirt(job.destinationURI))
+            }
+            if facts == nil {
+                facts = (try? local?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) } ?? (try? remote?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) }
+            }
+            let active = (job.state == .migrating || job.state == .postcopy) && ((try? local?.jobStats(job.vm))?.active ?? false)
+            return (node.presence(local, job.vm), job.state == .queued ? .absent : node.presence(remote, job.vm), active)
+        }
+    }
+
+    /// Looks until recovery can decide: as long as libvirt still migrates the VM (libvirtd runs
+    /// a peer-to-peer migration itself), and as long as a host's libvirt does not answer — up
+    /// to `Recovery.unreachableLimitS`, after which the job fails with the VM left as it is.
+    func awaitDecision(_ view: RecoveryView) -> Recovery {
+        var unreachableSince: UInt64?
+        var pause: UInt32 = 200_000
+        while true {
+            let seen = view.look()
+            let decision = Recovery.decide(source: seen.source, destination: seen.destination, migrationActive: seen.active,
+                                           state: view.job.state)
+            if decision.outcome != .wait { return decision }
+            let now = DispatchTime.now().uptimeNanoseconds
+            if seen.active { unreachableSince = nil; pause = 200_000 } else {
+                let since = unreachableSince ?? now
+                unreachableSince = since
+                if Double(now - since) / 1e9 >= options.unreachableLimitS {
+                    return Recovery.gaveUp(after: options.unreachableLimitS)
+                }
+                pause = min(pause * 2, 2_000_000)
+            }
+            usleep(pause)
+        }
+    }
+
+    /// An unfinished job from the journal, seen through to the end a migration of the same
+    /// outcome would have had (`Recovery.effects`).
     func recover(_ initial: Journal.Job) {
         var job = initial
         lock.withLock { busyVMs[job.vm] = job.id }
         defer { lock.withLock { busyVMs[job.vm] = nil } }
-        let local = try? options.connect(options.libvirtURI)
-        let remote = job.destinationURI.isEmpty ? nil : try? options.connect(remoteLibvirt(job.destinationURI))
-        let facts = (try? local?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) }
-            ?? (try? remote?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) }
-        var decision: Recovery
-        let deadline = DispatchTime.now().uptimeNanoseconds + 300_000_000_000
-        repeat {
-            let active = (job.state == .migrating || job.state == .postcopy) && ((try? local?.jobStats(job.vm))?.active ?? false)
-            let src = presence(local, job.vm)
-            let dst = job.state == .queued ? Presence.absent : presence(remote, job.vm)
-            decision = Recovery.decide(source: src, destination: dst, migrationActive: active, state: job.state)
-            if decision.outcome != .wait { break }
-            usleep(200_000)
-        } while DispatchTime.now().uptimeNanoseconds < deadline
+        let view = RecoveryView(self, job)
+        let decision = awaitDecision(view)
+        let (local, remote) = (view.local, view.remote)
         if decision.destroySource { try? local?.destroy(job.vm) }
         if decision.destroyDestination { try? remote?.destroy(job.vm) }
         if decision.resumeSource { try? local?.resume(job.vm) }
         if decision.resumeDestination { try? remote?.resume(job.vm) }
-        if let facts {
-            let remove = MeshAPI.RemovePort(vni: facts.vni, name: VMSpec.portName(job.vm))
-            switch decision.outcome {
-            case .completed:
-                _ = try? call(options.mesh, remove)
-            case .rolledBack:
-                if !job.destinationMesh.isEmpty {
-                    _ = try? call(job.destinationMesh, remove, key: job.destinationKey)
-                }
-            case .wait, .lost: break
-            }
-        }
         switch decision.outcome {
         case .completed: job.state = .completed
         case .rolledBack: job.state = .rolledBack
         case .wait, .lost: job.state = .failed; job.error = decision.why
         }
         if job.error.isEmpty { job.error = "recovered after a restart: " + decision.why }
-        do { try journal.save(job) } catch { logger.error("journal: \(error)") }
+        for effect in decision.effects(copyStorage: job.copyStorage) { performRecovery(effect, job, view) }
         logger.notice("job recovered", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "state": "\(job.state.rawValue)", "why": "\(decision.why)"])
         emit(ExecutorAPI.JobRecovered(job: job.id, vm: job.vm, state: job.state.rawValue, why: decision.why))
+    }
+
+    func performRecovery(_ effect: MigrationEffect, _ job: Journal.Job, _ view: RecoveryView) {
+        let facts = view.facts
+        switch effect {
+        case .cutOver:
+            if let facts { _ = cutOver(job, facts: facts, since: .max) }
+        case .removeDestinationPort:
+            if let facts, !job.destinationMesh.isEmpty {
+                _ = try? call(job.destinationMesh, MeshAPI.RemovePort(vni: facts.vni, name: VMSpec.portName(job.vm)), key: job.destinationKey)
+            }
+        case .deleteSourceDisk: view.local?.deleteVolume(pool: Self.pool, name: Self.volumeName(job.vm))
+        case .journal: saveJob(job)
+        case .publishCompleted:
+            emit(ExecutorAPI.MigrationCompleted(job: job.id, vm: job.vm, from: job.fromHost, to: job.toHost,
+                                                elapsedMs: job.elapsedMs, downtimeMs: job.downtimeMs, blackoutMs: job.blackoutMs))
+        case .publishFailed: emit(ExecutorAPI.MigrationFailed(job: job.id, vm: job.vm, state: job.state.rawValue, error: job.error))
+        default: break
+        }
     }
 
     // MARK: - Requests

@@ -17,6 +17,8 @@ public final class Journal: @unchecked Sendable {
         public var destinationMesh = ""
         /// The destination host's CURVE public key ("" when its services are plain).
         public var destinationKey = ""
+        /// A `copy_storage` migration: once it completes, the source's volume goes.
+        public var copyStorage = false
         public var state: JobState = .queued
         public var error = ""
         public var elapsedMs: Int?
@@ -57,6 +59,9 @@ public final class Journal: @unchecked Sendable {
         }
         migrator.registerMigration("v3-stopped") { db in
             try db.execute(sql: "CREATE TABLE stopped(name TEXT PRIMARY KEY, definition TEXT NOT NULL, vni INTEGER NOT NULL, memory_mb INTEGER NOT NULL, stopped_at TEXT NOT NULL)")
+        }
+        migrator.registerMigration("v4-copy-storage") { db in
+            try db.execute(sql: "ALTER TABLE job ADD COLUMN copy_storage INTEGER NOT NULL DEFAULT 0")
         }
         try migrator.migrate(db)
     }
@@ -105,14 +110,14 @@ public final class Journal: @unchecked Sendable {
         if j.createdAt.isEmpty { j.createdAt = j.updatedAt }
         try db.write { db in
             try db.execute(sql: """
-                INSERT INTO job VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO job VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET destination_uri = excluded.destination_uri, destination_mesh = excluded.destination_mesh,
                   state = excluded.state, error = excluded.error, elapsed_ms = excluded.elapsed_ms, downtime_ms = excluded.downtime_ms,
                   blackout_ms = excluded.blackout_ms, processed = excluded.processed, remaining = excluded.remaining,
                   rate = excluded.rate, updated_at = excluded.updated_at
                 """, arguments: [j.id, j.vm, j.fromHost, j.toHost, j.toExecutor, j.destinationURI, j.destinationMesh,
                                  j.state.rawValue, j.error, j.elapsedMs, j.downtimeMs, j.blackoutMs, j.processed, j.remaining,
-                                 j.rate, j.decisionID, j.reason, j.createdAt, j.updatedAt, j.destinationKey])
+                                 j.rate, j.decisionID, j.reason, j.createdAt, j.updatedAt, j.destinationKey, j.copyStorage])
         }
     }
 
@@ -121,6 +126,7 @@ public final class Journal: @unchecked Sendable {
         j.destinationURI = row["destination_uri"]
         j.destinationMesh = row["destination_mesh"]
         j.destinationKey = row["destination_key"] ?? ""
+        j.copyStorage = row["copy_storage"] ?? false
         j.state = JobState(rawValue: row["state"]) ?? .failed
         j.error = row["error"]
         j.elapsedMs = row["elapsed_ms"]

@@ -305,15 +305,15 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         var items = [PollItem(fd: worker.waker.readFD)]
         while !worker.isStopping {
             let contacts = lock.withLock { membership.contacts }
-            for endpoint in contacts {
-                // No resend: a heartbeat that goes unanswered is the news.
-                let ok = (try? meshCall(endpoint, MeshAPI.MemberHeartbeat(endpoint: options.me),
-                                        timeoutMs: Int(options.interval * 500), retries: 0)) != nil
-                if ok {
-                    let changes = lock.withLock { membership.heard(endpoint, now: Self.now()) }
-                    changes.forEach(announce)
-                    for case .joined(let vni, _) in changes { pushPeers(vni) }
-                }
+            // All at once; no resend: a heartbeat that goes unanswered is the news.
+            let answered = HeartbeatRound.run(contacts) { [self] endpoint in
+                (try? meshCall(endpoint, MeshAPI.MemberHeartbeat(endpoint: options.me),
+                               timeoutMs: Int(options.interval * 500), retries: 0)) != nil
+            }
+            for endpoint in answered {
+                let changes = lock.withLock { membership.heard(endpoint, now: Self.now()) }
+                changes.forEach(announce)
+                for case .joined(let vni, _) in changes { pushPeers(vni) }
             }
             let expired = lock.withLock { membership.expire(now: Self.now()) }
             expired.forEach(announce)

@@ -47,7 +47,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     public private(set) var ingested = 0
     public var counters: [String: Int] {
         lock.withLock { ["samples_ingested": ingested, "drift_detected": driftFound, "events_refused": refusedEvents,
-                         "readings_refused": refusedReadings] }
+                         "readings_refused": refusedReadings, "events_missed": missedEvents] }
     }
     /// When the ledger was last pruned (monotonic ms; at most once an hour).
     private var prunedAt: Int64 = -1
@@ -77,6 +77,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     }
     /// Executor events about a VM the sender's host does not hold (ignored).
     private var refusedEvents = 0
+    /// Events the bus never brought (jumps in a publisher's seq); each makes a reconcile run at once.
+    private var missedEvents = 0
     /// The last reconciliation's findings (each is published once), and how many so far.
     private var lastDrift = Set<Reconcile.Drift>()
     /// Hosts that did not answer the last reconciliation, since when (seconds since 1970).
@@ -110,8 +112,9 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
 
     public func start() throws {
         let sub: EventSubscriber? = try options.subscribe.map {
-            try EventSubscriber(context: context, endpoint: $0, topics: [MonitorAPI.Sampled.topic, ExecutorAPI.MigrationCompleted.topic],
-                                security: options.busSecurity)
+            // Every event of the monitors and executors, not only the two it reads: a publisher's
+            // seq counts all its events, so only a subscriber of all of them sees true gaps.
+            try EventSubscriber(context: context, endpoint: $0, topics: ["monitor.", "executor."], security: options.busSecurity)
         }
         worker.start(name: "policy-worker") { [self] in
             self.work(sub)
@@ -139,8 +142,13 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             _ = try? poll(&items, timeoutMs: Int(max(0, next - monotonicMillis())))
             if items[0].readable { worker.waker.drain() }
             if let sub, items.count > 1, items[1].readable {
-                while case .event(let m, _)? = try? sub.next(timeoutMs: 0) {
-                    if m.header.msgType == ExecutorAPI.MigrationCompleted.topic { migrated(m.body, sender: m.header.sender) } else { ingest(m.body, sender: m.header.sender) }
+                while case .event(let m, let missed)? = try? sub.next(timeoutMs: 0) {
+                    if missed > 0 { catchUp(missed, sender: m.header.sender) }
+                    switch m.header.msgType {
+                    case ExecutorAPI.MigrationCompleted.topic: migrated(m.body, sender: m.header.sender)
+                    case MonitorAPI.Sampled.topic: ingest(m.body, sender: m.header.sender)
+                    default: break
+                    }
                 }
             }
             let due = lock.withLock { defer { roundDue = false }; return roundDue }
@@ -149,6 +157,15 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
                 _ = try? evaluate()
             }
         }
+    }
+
+    /// Events of `sender` went missing (the bus restarted, a queue overflowed): a missed
+    /// `executor.migration_completed` would leave the inventory wrong until the next reconcile,
+    /// so the reconcile runs now. Missed samples need nothing: the next ones come anyway.
+    func catchUp(_ missed: UInt64, sender: String) {
+        lock.withLock { missedEvents += Int(clamping: missed) }
+        logger.notice("events missed", metadata: ["sender": "\(sender)", "missed": "\(missed)"])
+        if sender.hasPrefix("executor") { reconciler.waker.wake() }
     }
 
     /// One `monitor.sampled` body: the smoothed CPU use of every VM it names. A VM whose smoothed
