@@ -20,6 +20,8 @@
 #   lab-libvirt.sh ca CADIR               make the lab's small CA (once: ca.pem, ca.key)
 #   lab-libvirt.sh boot DIR CACHE NAME    define and start guest NAME (128 MiB, 1 vCPU, burning)
 #   lab-libvirt.sh stop DIR               destroy the guests, stop libvirtd, kill what is left
+#   lab-libvirt.sh crash DIR              SIGKILL libvirtd alone (its guests run on; `daemon` again
+#                                          restarts it, and it takes them back)
 set -euo pipefail
 cmd=$1; shift
 GUEST_VERSION=8
@@ -227,7 +229,16 @@ uplink_network() {
   <ip address='192.168.150.1' netmask='255.255.255.0'><dhcp><range start='192.168.150.10' end='192.168.150.250'/></dhcp></ip>
 </network>
 NET
-  virsh -c "qemu+unix:///system?socket=$dir/sock/libvirt-sock" net-create "$dir/violin-nat.xml" >/dev/null
+  # A restarted daemon still has it (its state lives on in DIR/run).
+  virsh -c "qemu+unix:///system?socket=$dir/sock/libvirt-sock" net-info violin-nat >/dev/null 2>&1 \
+    || virsh -c "qemu+unix:///system?socket=$dir/sock/libvirt-sock" net-create "$dir/violin-nat.xml" >/dev/null
+}
+
+crash() {
+  local dir=$1
+  [ -f "$dir/libvirtd.pid" ] && kill -9 "$(cat "$dir/libvirtd.pid")" 2>/dev/null || true
+  for _ in $(seq 100); do [ -f "$dir/libvirtd.pid" ] && kill -0 "$(cat "$dir/libvirtd.pid")" 2>/dev/null || break; sleep 0.05; done
+  rm -f "$dir/sock/libvirt-sock" "$dir/run/libvirtd.pid"
 }
 
 stop() {

@@ -18,6 +18,10 @@
 #   lab.sh kill RUN NODE SERVICE    SIGKILL one service (its node restarts it)
 #   lab.sh start RUN NODE SERVICE   wait until the service answers again
 #   lab.sh ns RUN NODE              print the node's namespace name (for ip netns exec)
+#   lab.sh lose RUN NODE            the node lost: its link down, every process of it SIGKILLed
+#                                   (node, services, switches, libvirtd, guests)
+#   lab.sh revive RUN NODE          a lost node back: link up, libvirtd (no guests), its node again
+#   lab.sh libvirtd-restart RUN NODE  SIGKILL a host's libvirtd and start it again (guests run on)
 #   lab.sh curve RUN NODE           print the operator's CURVE options for NODE's services (if keyed)
 # VIOLIN_BIN names the directory of the executables (default: swift build --show-bin-path).
 set -euo pipefail
@@ -84,13 +88,14 @@ netns() {  # node domain: its namespace, on its domain's bridge, routed to from 
 node_run() {
   local n=$1
   mkdir -p "$run/$n"
+  local from; from=$(wc -l <"$run/$n/node.log" 2>/dev/null || echo 0)   # a node run again: its new lines
   (
     for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done
     exec ip netns exec "$(tag)-$n" setsid "$bin/violin" node run "$run/nodes/$n.yaml" --bin "$bin"
   ) </dev/null >>"$run/$n/node.log" 2>&1 &
   echo $! >"$run/$n/node.pid"
   local end=$((SECONDS + 60))
-  until grep -q " running: " "$run/$n/node.log" 2>/dev/null; do
+  until tail -n +"$((from + 1))" "$run/$n/node.log" 2>/dev/null | grep -q " running: "; do
     kill -0 "$(cat "$run/$n/node.pid")" 2>/dev/null || { echo "lab.sh: node $n failed: $(tail -5 "$run/$n/node.log")" >&2; return 1; }
     [ $SECONDS -lt $end ] || { echo "lab.sh: node $n did not start: $(tail -5 "$run/$n/node.log")" >&2; return 1; }
     sleep 0.1
@@ -179,6 +184,32 @@ YAML
   host_up h3 d2
 }
 
+# Every process of a node, SIGKILLed: what a power cut leaves (its files stay).
+lose() {  # node
+  local n=$1 t; t=$(tag)
+  ip -n "$t-net" link set "$n" down 2>/dev/null || true
+  for f in "$run/$n"/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
+  [ -d "$run/$n/libvirt" ] && bash "$here/lab-libvirt.sh" crash "$run/$n/libvirt"
+  pkill -9 -f "$run/$n/" 2>/dev/null || true
+  for p in $(ip netns pids "$t-$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+}
+
+revive() {  # node
+  local n=$1 t; t=$(tag)
+  ip -n "$t-net" link set "$n" up
+  if [ "$n" != ctl ]; then
+    local ca=; keyed && ca=$run/ca
+    VIOLIN_LAB_CA=$ca ip netns exec "$t-$n" bash "$here/lab-libvirt.sh" daemon "$run/$n/libvirt" "$(addr "$n")" >/dev/null
+  fi
+  node_run "$n"
+}
+
+libvirtd_restart() {  # node
+  local n=$1 ca=; keyed && ca=$run/ca
+  bash "$here/lab-libvirt.sh" crash "$run/$n/libvirt"
+  VIOLIN_LAB_CA=$ca ip netns exec "$(tag)-$n" bash "$here/lab-libvirt.sh" daemon "$run/$n/libvirt" "$(addr "$n")" >/dev/null
+}
+
 down() {
   [ -f "$run/tag" ] || return 0
   local t; t=$(tag)
@@ -204,6 +235,9 @@ case $cmd in
   kill) kill -9 "$(cat "$run/${3:?NODE}/${4:?SERVICE}.pid")" ;;
   start) wait_answer "${3:?NODE}" "${4:?SERVICE}" 60 ;;
   ns) echo "$(tag)-${3:?NODE}" ;;
+  lose) lose "${3:?NODE}" ;;
+  revive) revive "${3:?NODE}" ;;
+  libvirtd-restart) libvirtd_restart "${3:?NODE}" ;;
   curve) curve "${3:?NODE}" ;;
-  *) echo "lab.sh: unknown command $cmd (up, add, down, kill, start, ns, curve)" >&2; exit 64 ;;
+  *) echo "lab.sh: unknown command $cmd (up, add, down, kill, start, ns, curve, lose, revive, libvirtd-restart)" >&2; exit 64 ;;
 esac
