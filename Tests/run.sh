@@ -10,4 +10,9 @@ export SWIFT_BACKTRACE=enable=yes,interactive=no,color=no
 # The structure-aware fuzz: hostile messages per service and role (10,000 for a long run).
 export VIOLIN_FUZZ_MESSAGES=${VIOLIN_FUZZ_MESSAGES:-2000}
 swift test --skip-build --parallel 2>&1 | tee "${TMPDIR:-/tmp}/violin-test-$$.log" | grep -v '^\s*$' | tail -n 400
-exit "${PIPESTATUS[0]}"
+tests=${PIPESTATUS[0]}
+# The chaos soak, 3 minutes on a fixed seed: it passes or fails on its invariants (Tests/Chaos).
+chaos=0
+python3 Tests/Chaos/chaos.py --minutes 3 --seed 1 || chaos=$?
+[ "$tests" = 0 ] || exit "$tests"
+exit "$chaos"

@@ -105,3 +105,25 @@ extension Recovery {
         }
     }
 }
+
+/// A host back from a crash or a power cut: its mesh restores the ports of the VMs it had, but
+/// the VMs are gone (made again elsewhere, or migrated away while it was out). Such a port keeps
+/// the host in the VIOLIN's mesh for nothing. Pure: the executor looks twice, a while apart (an
+/// incoming migration's domain appears within seconds of its port), and removes what both
+/// looks found stale.
+public enum StalePorts {
+    /// The VM ports (`vm-<name>`) whose VM this host neither runs nor keeps stopped, nor is
+    /// migrating: `ports` as (vni, port name).
+    public static func find(ports: [(vni: UInt32, name: String)], present: Set<String>, busy: Set<String>) -> [(vni: UInt32, name: String)] {
+        ports.filter { p in
+            guard p.name.hasPrefix("vm-") else { return false }
+            let vm = String(p.name.dropFirst(3))
+            return !present.contains(vm) && !busy.contains(vm)
+        }
+    }
+
+    /// What both looks found stale.
+    public static func confirmed(_ first: [(vni: UInt32, name: String)], _ second: [(vni: UInt32, name: String)]) -> [(vni: UInt32, name: String)] {
+        second.filter { s in first.contains { $0.vni == s.vni && $0.name == s.name } }
+    }
+}

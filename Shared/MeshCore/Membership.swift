@@ -131,6 +131,14 @@ public struct Membership: Sendable {
 
     /// Every member endpoint we should heartbeat, across VIOLINs (alive or not: the silent
     /// ones are how we notice they came back).
+    /// The members a restarted mesh saved, taken back with their tunnels and keys, heard now
+    /// (they get a member timeout to answer before they leave the peer sets).
+    public mutating func restore(_ vni: UInt32, _ saved: [Member], now: Double) {
+        for m in saved where m.endpoint != me {
+            _ = admit(vni, endpoint: m.endpoint, tunnel: m.tunnel, now: now, key: m.key)
+        }
+    }
+
     public var contacts: [String] {
         Array(Set(members.values.flatMap(\.keys))).sorted()
     }

@@ -42,6 +42,11 @@ public final class SwitchController: @unchecked Sendable {
     }
 
     public func addUDP(_ name: String, local: PeerAddress, remote: PeerAddress) throws(ProtocolError) -> PortHandle {
+        // The same port asked for again (a resend after a timeout, a VM made again after an
+        // attempt cut short): the port there is the answer, not a conflict.
+        if let same = ports.first(where: { $0.name == name }), case .udp(let l, let r) = same.kind, l == local, r == remote {
+            return same
+        }
         try checkNewName(name)
         let port: PortHandle
         do { port = try PortHandle.udp(id: nextPortID, name: name, local: local, remote: remote) } catch {

@@ -170,7 +170,8 @@ class Probes:
             sh("ip netns add %s-p%s" % (lab.tag, v), check=True)
             sh("ip -n %s-p%s link set lo up" % (lab.tag, v), check=True)
             self.attach(v)
-        threading.Thread(target=self.keeper, daemon=True).start()
+        self.keeping = threading.Thread(target=self.keeper, daemon=True)
+        self.keeping.start()
 
     def port(self, v):
         return "%s%s" % (self.lab.tag, v)
@@ -219,16 +220,27 @@ class Probes:
             threading.Thread(target=self.streamer, args=(v, guests[head], seconds), daemon=True).start()
 
     def pinger(self, v, ip, seconds):
-        # ping keeps going after a failed send (-O reports each unanswered one)
-        p = subprocess.Popen(["ip", "netns", "exec", "%s-p%s" % (self.lab.tag, v), "ping", "-D", "-O", "-n", "-i", "0.2",
-                              "-w", str(int(seconds)), ip], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.procs.append(p)
+        """ping -O reports each unanswered one; ping ends at an ICMP error (a host unreachable
+        while a port was gone), so it is started again until the run ends."""
+        end = time.time() + seconds
+        record = open(os.path.join(self.lab.run, "ping-%s-%s.log" % (v, ip)), "a")
+        while not self.stop and time.time() < end:
+            p = subprocess.Popen(["ip", "netns", "exec", "%s-p%s" % (self.lab.tag, v), "ping", "-D", "-O", "-n", "-i", "0.2", ip],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.procs.append(p)
+            self.follow(v, ip, p, record)
+            p.wait()
+            time.sleep(0.5)
+
+    def follow(self, v, ip, p, record):
+        base = self.sent.get((v, ip), 0)
         for line in p.stdout:
+            record.write(line)
             m = re.match(r"\[(\d+\.\d+)\] (?:64 bytes from .*icmp_seq=(\d+)|no answer yet for icmp_seq=(\d+))", line)
             if not m:
                 continue
             with self.lock:
-                seq = int(m.group(2) or m.group(3))
+                seq = base + int(m.group(2) or m.group(3))
                 self.sent[(v, ip)] = max(self.sent.get((v, ip), 0), seq)
                 if m.group(2):
                     self.replies.setdefault((v, ip), []).append(float(m.group(1)))
@@ -266,6 +278,7 @@ class Probes:
 
     def close(self):
         self.stop = True
+        self.keeping.join(timeout=30)        # it must not put a port back after this
         for p in self.procs:
             try:
                 p.kill()
@@ -301,7 +314,28 @@ class Soak:
             if any(v[1] == invariant and v[2] == message for v in self.violations):
                 return
             self.violations.append((t, invariant, message))
+            first = sum(1 for v in self.violations if v[1] == invariant) == 1
         log("VIOLATION %s: %s" % (invariant, message))
+        if first and invariant in ("pings", "mesh-full"):
+            self.diagnose(invariant)
+
+    def diagnose(self, invariant):
+        """What the switches and meshes held when an invariant first failed (into the run's files)."""
+        out = ["== %s at %s" % (invariant, time.strftime("%H:%M:%S"))]
+        for v in VIOLINS:
+            vni = self.vnis.get(v)
+            out.append("-- VIOLIN %s (VNI %s): the probe's neighbours: %s" % (v, vni, sh("ip -n %s-p%s neigh" % (self.lab.tag, v))[1].strip()))
+            for h in self.up_hosts():
+                sock = "%s/%s/mesh/switch-%s.sock" % (self.lab.run, h, vni)
+                if not os.path.exists(sock):
+                    continue
+                fdb = sh("ip netns exec %s %s/violin switch fdb --to ipc://%s" % (self.lab.ns(h), self.lab.bin, sock), 10)[1]
+                ports = sh("ip netns exec %s %s/violin switch ports --to ipc://%s" % (self.lab.ns(h), self.lab.bin, sock), 10)[1]
+                members = self.lab.call(h, "mesh", "members", json.dumps({"vni": vni}), timeout=3)
+                out += ["   %s fdb: %s" % (h, " ".join(fdb.split())), "   %s ports: %s" % (h, " ".join(ports.split())),
+                        "   %s members: %s" % (h, json.dumps(members))]
+        with open(os.path.join(self.lab.run, "diagnosis.txt"), "a") as f:
+            f.write("\n".join(out) + "\n")
 
     def begin(self, kind, detail, nodes):
         f = {"kind": kind, "detail": detail, "nodes": nodes, "start": time.time(), "end": None, "heal": None,
@@ -405,41 +439,64 @@ class Soak:
                 log("checker: %r" % e)
             time.sleep(max(0.2, 2 - (time.time() - t0)))
 
-    def overlapped(self, f):
-        """Another fault acted during f's healing window: the later one is judged instead."""
-        until = f["end"] + f["allowance"]
+    def cluster(self, f):
+        """The faults whose windows (start to end plus healing allowance) overlap f's, directly
+        or through others: they are judged together, from the last end to the last deadline."""
+        now = time.time()
         with self.lock:
-            return any(g is not f and g["start"] <= until and (g["end"] is None or g["end"] > f["end"]) for g in self.faults)
+            faults = list(self.faults)
+        window = lambda g: (g["start"], (g["end"] or now) + g["allowance"])
+        group = [f]
+        lo, hi = window(f)
+        grown = True
+        while grown:
+            grown = False
+            for g in faults:
+                if g in group:
+                    continue
+                a, b = window(g)
+                if a <= hi and b >= lo:
+                    group.append(g)
+                    lo, hi = min(lo, a), max(hi, b)
+                    grown = True
+        return group
 
     def judge(self):
         now = time.time()
         with self.lock:
             pending = [f for f in self.faults if f["end"] is not None and not f["judged"]]
         for f in pending:
-            if "mesh_at" not in f and now <= f["end"] + 2 * MEMBER_TIMEOUT + 3:
-                full = self.mesh_full()
-                if full:
-                    f["mesh_at"] = time.time()
-            if now < f["end"] + f["allowance"] + 2:
+            group = self.cluster(f)
+            if any(g["end"] is None for g in group):
                 continue
-            f["judged"] = True
-            if self.overlapped(f):
-                f["overlapped"] = True
+            last = max(g["end"] for g in group)
+            deadline = max(g["end"] + g["allowance"] for g in group)
+            lead = max(group, key=lambda g: (g["end"] + g["allowance"], g["end"]))
+            if f is not lead and not lead["judged"] and lead in pending:
+                continue            # the group is judged once, through its lead
+            if "mesh_at" not in lead and now <= last + 2 * MEMBER_TIMEOUT + 3:
+                if self.mesh_full():
+                    lead["mesh_at"] = max(time.time(), last)
+            if now < deadline + 2:
                 continue
-            if "mesh_at" not in f:
-                self.violate("mesh-full", "after %s (%s) ended, a VIOLIN's mesh was not full within %.0f s"
-                             % (f["kind"], f["detail"], 2 * MEMBER_TIMEOUT), f["end"])
-            heal = f.get("mesh_at", f["end"]) - f["end"]
+            for g in group:
+                g["judged"] = True
+                if g is not lead:
+                    g["overlapped"] = True
+            what = "%s (%s)" % (lead["kind"], lead["detail"]) + ("" if len(group) == 1 else " and %d overlapping faults" % (len(group) - 1))
+            if "mesh_at" not in lead:
+                self.violate("mesh-full", "after %s ended, a VIOLIN's mesh was not full within %.0f s" % (what, 2 * MEMBER_TIMEOUT), last)
+            heal = lead.get("mesh_at", last) - last
             for v, vm, ip in self.pingable(now):
-                if self.vm_since[vm] + BOOT_GRACE > f["end"]:
+                if self.vm_since[vm] + BOOT_GRACE > last:
                     continue
-                first = self.probes.first_reply(v, ip, f["end"])
-                if first is None or first > f["end"] + f["allowance"]:
-                    self.violate("pings", "after %s (%s) ended, %s (%s in VIOLIN %s) did not answer within %.0f s"
-                                 % (f["kind"], f["detail"], vm, ip, v, f["allowance"]), f["end"])
+                first = self.probes.first_reply(v, ip, last)
+                if first is None or first > deadline:
+                    self.violate("pings", "after %s ended, %s (%s in VIOLIN %s) did not answer within %.0f s"
+                                 % (what, vm, ip, v, deadline - last), last)
                 else:
-                    heal = max(heal, first - f["end"])
-            f["heal"] = max(0.0, heal)
+                    heal = max(heal, first - last)
+            lead["heal"] = max(0.0, heal)
 
     # -- the operator ------------------------------------------------------------------------------
 
@@ -840,8 +897,9 @@ class Soak:
         completed = len(self.events.matching("executor.migration_completed"))
         failed = len(self.events.matching("executor.migration_failed"))
         decided = len(self.events.matching("policy.decided"))
-        lines += ["", "Heal: from the fault's end until every guest answers pings again and every mesh is full "
-                  "(faults overlapped by another are judged with the later one).", "",
+        lines += ["", "Heal: from the fault's end until every guest answers pings again and every mesh is full. "
+                  "Faults whose healing windows overlap are judged together, from the last end to the last deadline, "
+                  "and counted once, under the fault with the last deadline.", "",
                   "| figure | value |", "|---|---|",
                   "| pings sent / lost | %d / %d (%.2f %%) |" % (sent, lost, 100.0 * lost / max(1, sent)),
                   "| TCP streams survived / started | %d / %d |" % (survived, len(streams)),

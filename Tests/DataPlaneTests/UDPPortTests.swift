@@ -124,6 +124,10 @@ final class LocalSwitch {
         #expect(stats["drops"]?["wrong_vni"]?.intValue == 1)
         #expect(stats["ports"]?["vm1"]?["rx"]?.intValue == 1 && stats["ports"]?["vm2"]?["tx"]?.intValue == 3)
 
+        // The same UDP port asked for again (a resend after a timeout) is the port there: no conflict, no second port.
+        let again = try call("add_port", ["name": "vm1", "kind": "udp", "local": p1["port"]?["local"] ?? .null, "remote": .string(qemu1.address.description)])
+        #expect(again["port"]?["local"] == p1["port"]?["local"], "\(again)")
+        #expect(try call("ports", [:])["ports"]?.items.count == 2, "the port was added twice")
         // Bad requests get clear errors and change nothing.
         for (type, body, code) in [("add_port", ["name": "vm1", "kind": "udp", "local": "127.0.0.1:0", "remote": "127.0.0.1:9"] as JSONValue, ErrorCode.conflict),
                                    ("add_port", ["name": "x", "kind": "floppy"], .invalidBody),

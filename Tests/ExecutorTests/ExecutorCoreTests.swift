@@ -173,3 +173,15 @@ import Testing
         #expect(try j.job("job-x") == nil)
     }
 }
+
+/// After a crash the mesh restores the ports of VMs that are gone: those, and only those, are stale.
+@Suite struct StalePortTests {
+    @Test func onlyPortsOfVMsThatAreNotHereAreStale() {
+        let ports: [(vni: UInt32, name: String)] = [(1, "vm-a1"), (1, "vm-a2"), (2, "vm-b1"), (1, "probe0"), (2, "vm-b2")]
+        let stale = StalePorts.find(ports: ports, present: ["a1"], busy: ["b2"])
+        #expect(stale.map(\.name) == ["vm-a2", "vm-b1"], "a running VM's, a migrating VM's and a port not of a VM stay")
+        // Only what two looks found.
+        let later = StalePorts.find(ports: [(1, "vm-a2"), (2, "vm-b3")], present: [], busy: [])
+        #expect(StalePorts.confirmed(stale, later).map(\.name) == ["vm-a2"])
+    }
+}

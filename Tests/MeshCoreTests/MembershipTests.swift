@@ -132,3 +132,23 @@ import Testing
         #expect(HeartbeatRound.run([]) { _ in true }.isEmpty)
     }
 }
+
+/// A restarted mesh takes back the members it saved with their keys: without a member's key
+/// it cannot reach that member's mesh over CURVE, its heartbeats fail, and the member is
+/// dropped and then forgotten.
+@Suite struct RestoreTests {
+    @Test func restoredMembersKeepTheirKeysAndTunnels() {
+        var m = Membership(me: "tcp://h1:7701", timeout: 3)
+        m.present(7, tunnel: "10.0.0.1:4789")
+        let saved = [Member(endpoint: "tcp://h2:7701", tunnel: "10.0.0.2:4789", lastHeard: 5, key: "K2"),
+                     Member(endpoint: "tcp://h1:7701", tunnel: "10.0.0.1:4789", lastHeard: 5, key: "K1"),
+                     Member(endpoint: "tcp://h3:7701", tunnel: "10.0.0.3:4789", lastHeard: 5, alive: false, key: "K3")]
+        m.restore(7, saved, now: 1000)
+        #expect(m.key(of: "tcp://h2:7701") == "K2" && m.key(of: "tcp://h3:7701") == "K3")
+        #expect(m.members[7]?["tcp://h1:7701"] == nil, "never ourselves")
+        #expect(m.list(7).map(\.tunnel).sorted() == ["10.0.0.1:4789", "10.0.0.2:4789", "10.0.0.3:4789"])
+        // Heard now: they get a whole member timeout before they leave.
+        #expect(m.expire(now: 1002).isEmpty)
+        #expect(m.expire(now: 1004).count == 2)
+    }
+}

@@ -12,7 +12,8 @@ import VIOLINProtocol
     func startMesh(_ lab: Lab, _ h: Int, timeout: Double = 1.5, bus: String = "none") throws -> Spawned {
         try lab.spawn(in: lab.host(h), "violin-mesh", [
             "--listen", endpoint(lab, h), "--host-address", lab.hostIP(h), "--run-dir", lab.scratch.file("m\(h)"),
-            "--bus", bus, "--member-interval", "0.3", "--member-timeout", "\(timeout)", "--log-level", "warning"])
+            "--bus", bus, "--member-interval", "0.3", "--member-timeout", "\(timeout)", "--member-forget-after", "4",
+            "--log-level", "warning"])
     }
 
     /// A bus in host 1's namespace that every host's mesh publishes to, and a watcher of its
@@ -106,7 +107,11 @@ import VIOLINProtocol
                 "no mesh.member_left (timeout) for host 4")
         let members = try call(lab, 1, "members", #"{"vni":9}"#)
         #expect(JSONText.string(members["members"] ?? .null).contains(#""alive":false"#))
-        // ... and when it comes back (same state directory) it is re-admitted everywhere.
+        // ... then forget it altogether; when it comes back (same state directory, its members
+        // and their keys saved) it says it is back, and is re-admitted everywhere.
+        #expect(try eventually(deadline: 20) {
+            [1, 2].allSatisfy { h in !JSONText.string((try? call(lab, h, "members", #"{"vni":9}"#))?["members"] ?? .null).contains(endpoint(lab, 4)) }
+        }, "host 4 was not forgotten")
         meshes[4] = try startMesh(lab, 4, bus: bus)
         #expect(try meshIsFull(lab, [1, 2, 4]), "host 4 re-admitted")
 

@@ -26,6 +26,8 @@ struct Main: AsyncParsableCommand {
                   validate: { $0.isEmpty || $0.hasPrefix("/") ? nil : "an absolute path" }),
         ConfigKey("max_jobs", default: "64", help: "Migrations queued or running at once, at most (one more is conflict).", validate: Validate.positiveInteger),
         ConfigKey("retention_days", default: "90", help: "Days the job journal keeps what is finished (pruned at start).", validate: Validate.positiveNumber),
+        ConfigKey("stale_sweep", default: "15", help: "Seconds between the two looks, after a start, for VM ports no VM here uses (0: none).",
+                  validate: Validate.nonNegativeNumber),
     ])
 
     @OptionGroup var options: ServiceOptions
@@ -49,6 +51,7 @@ struct Main: AsyncParsableCommand {
         eo.keyPair = settings.server?.keyPair
         eo.control = r["control"].isEmpty ? nil : r["control"]
         eo.retentionDays = r.double("retention_days")
+        eo.staleSweepS = r.double("stale_sweep")
         eo.maxJobs = Int(r["max_jobs"]) ?? 64
         eo.libvirtPKI = r["libvirt_pki"]
         eo.controlKey = settings.busSecurity?.serverPublicKey ?? ""

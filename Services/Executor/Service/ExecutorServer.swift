@@ -52,6 +52,8 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         /// Seconds a recovering job waits for a host's libvirt that does not answer before it
         /// ends `failed` (one libvirt still migrates is waited for without a limit).
         public var unreachableLimitS = Recovery.unreachableLimitS
+        /// Seconds between the two looks for stale VM ports after a start (0: no sweep).
+        public var staleSweepS = 15.0
         /// How a hypervisor connection is opened (libvirt; `InMemoryHypervisor` in tests).
         public var connect: HypervisorConnector = Hypervisors.libvirt
         public init(hostID: String, libvirtURI: String, migrationURI: String, mesh: String, database: String) {
@@ -520,6 +522,32 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
             let t = Thread { [self] in self.recover(job) }
             t.name = "recover-\(job.vm)"
             t.start()
+        }
+        let sweep = Thread { [self] in self.sweepStalePorts(pause: options.staleSweepS) }
+        sweep.name = "stale-ports"
+        sweep.start()
+    }
+
+    /// The VM ports of this host's mesh that no VM here uses (`StalePorts`).
+    func stalePorts() -> [(vni: UInt32, name: String)]? {
+        guard let hv = try? libvirt(), let ports = try? call(options.mesh, MeshAPI.Ports(), retries: 1) else { return nil }
+        let all = ports.violins.flatMap { v in v.ports.map { (vni: v.vni, name: $0) } }
+        let present = Set(all.map { String($0.name.dropFirst(3)) }.filter {
+            hv.state($0) != .absent || ((try? self.stoppedVM($0)) ?? nil) != nil
+        })
+        return StalePorts.find(ports: all, present: present, busy: Set(lock.withLock { busyVMs.keys }))
+    }
+
+    /// After a start: ports stale in two looks `pause` seconds apart are removed.
+    func sweepStalePorts(pause: Double) {
+        guard pause > 0 else { return }
+        usleep(UInt32(pause * 1_000_000))
+        guard let first = stalePorts(), !first.isEmpty else { return }
+        usleep(UInt32(pause * 1_000_000))
+        guard let second = stalePorts() else { return }
+        for p in StalePorts.confirmed(first, second) {
+            _ = try? call(options.mesh, MeshAPI.RemovePort(vni: p.vni, name: p.name))
+            logger.notice("stale port removed", metadata: ["vni": "\(p.vni)", "port": "\(p.name)"])
         }
     }
 

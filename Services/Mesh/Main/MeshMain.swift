@@ -18,6 +18,8 @@ struct Main: AsyncParsableCommand {
         ConfigKey("max_violins", default: "256", help: "VIOLINs present on this host at most (a switch process each).", validate: Validate.positiveInteger),
         ConfigKey("member_interval", default: "1", help: "Seconds between heartbeats to each member.", validate: Validate.positiveNumber),
         ConfigKey("member_timeout", default: "3", help: "Seconds of silence before a member leaves the peer sets.", validate: Validate.positiveNumber),
+        ConfigKey("member_forget_after", default: "", help: "Seconds of silence before a member is forgotten (default: 20 member timeouts, at least 60).",
+                  validate: { $0.isEmpty ? nil : Validate.positiveNumber($0) }),
     ])
 
     @OptionGroup var options: ServiceOptions
@@ -33,6 +35,7 @@ struct Main: AsyncParsableCommand {
                                   runDirectory: r["run_dir"].isEmpty ? "\(PrivateDirectory.root)/mesh-\(port)" : r["run_dir"])
         mo.interval = r.double("member_interval")
         mo.timeout = r.double("member_timeout")
+        mo.forgetAfter = r["member_forget_after"].isEmpty ? nil : r.double("member_forget_after")
         mo.maxViolins = Int(r["max_violins"]) ?? 256
         mo.maxMembers = Int(r["max_members"]) ?? 256
         mo.keyPair = settings.server?.keyPair

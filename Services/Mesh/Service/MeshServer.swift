@@ -24,6 +24,8 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         public var maxViolins = 256
         /// Members one VIOLIN may have here (other hosts); one more is refused.
         public var maxMembers = 256
+        /// Seconds of silence before a member is forgotten (nil: 20 member timeouts, at least 60).
+        public var forgetAfter: Double?
         /// Our CURVE key pair: with it, we reach other meshes over CURVE (their keys travel in
         /// the member lists; a seed's is given with the join).
         public var keyPair: CurveKeyPair?
@@ -45,6 +47,10 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
     private let lock = NSLockLite()
     private var membership: Membership
     private var presence: [UInt32: Presence] = [:]
+    /// One client per member for heartbeats, kept from round to round: a fresh CURVE handshake
+    /// for every beat costs round trips a slow link between domains cannot spare. Taken out
+    /// while a beat uses it (one thread each).
+    private var beatClients: [String: (key: String, client: ServiceClient)] = [:]
     private var children: [UInt32: ChildProcess] = [:]
     /// When each VIOLIN's switch started, and when a dead one is due to start again.
     private var schedule = RestartSchedule<UInt32>()
@@ -61,7 +67,7 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
     public init(options: Options, logger: Logger) throws {
         self.options = options
         self.logger = logger
-        membership = Membership(me: options.me, timeout: options.timeout, maxMembers: options.maxMembers)
+        membership = Membership(me: options.me, timeout: options.timeout, maxMembers: options.maxMembers, evictAfter: options.forgetAfter)
         try PrivateDirectory.prepare(options.runDirectory)
     }
 
@@ -81,7 +87,7 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
                 lock.withLock {
                     presence[vni] = p
                     membership.present(vni, tunnel: p.tunnel)
-                    for m in p.members { membership.admit(vni, endpoint: m.endpoint, tunnel: m.tunnel, now: Self.now()) }
+                    membership.restore(vni, p.members, now: Self.now())
                 }
                 if p.pid > 0, kill(p.pid, 0) == 0, switchAnswers(vni) {
                     logger.info("adopted switch", metadata: ["vni": "\(vni)", "pid": "\(p.pid)"])
@@ -91,13 +97,28 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
                 }
             }
         }
+        // Back after a while, the others may have forgotten us: we say we are here (all at
+        // once, off the start: a member that does not answer costs its timeout).
+        let told = lock.withLock { presence.keys.flatMap { vni in membership.list(vni).filter { $0.endpoint != options.me }.map { (vni, $0.endpoint) } } }
+        for (vni, member) in told { DispatchQueue.global().async { [self] in reannounce(vni, to: member) } }
         worker.start(name: "mesh-heartbeat") { [self] in self.heartbeatLoop() }
+    }
+
+    /// Tells `member` that this host is a member of VIOLIN `vni` (with its tunnel), so that a
+    /// member that forgot us (a long partition, our long absence) takes us back.
+    private func reannounce(_ vni: UInt32, to member: String) {
+        guard let tunnel = lock.withLock({ presence[vni]?.tunnel }) else { return }
+        _ = try? meshCall(member, MeshAPI.MemberAnnounce(member: .init(vni: vni, endpoint: options.me, tunnel: tunnel, key: myKey)))
     }
 
     /// Stops the heartbeats; the switches keep forwarding (they are adopted on the next start).
     public func stop() {
         lock.withLock { stopping = true }
         worker.stop()
+        lock.withLock {
+            beatClients.values.forEach { $0.client.close() }
+            beatClients = [:]
+        }
         context.shutdown()
         context.terminate()
     }
@@ -222,6 +243,25 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         return try client.call(request, retries: retries)
     }
 
+    /// One heartbeat to a member; no resend: a heartbeat that goes unanswered is the news. It
+    /// may take up to two thirds of `member_timeout` — room for a new connection's handshake
+    /// over a slow link — as the rounds run all members at once.
+    private func beat(_ endpoint: String) -> Bool {
+        let key = lock.withLock { membership.key(of: endpoint) }
+        var entry = lock.withLock { beatClients.removeValue(forKey: endpoint) }
+        if entry == nil || entry?.key != key {
+            entry?.client.close()
+            var security: ClientSecurity?
+            if let pair = options.keyPair, !key.isEmpty { security = ClientSecurity(keyPair: pair, serverPublicKey: key) }
+            let timeoutMs = Int(max(options.interval * 500, options.timeout * 667))
+            entry = (key, ServiceClient(context: context, endpoint: endpoint, security: security, sender: options.me, timeoutMs: timeoutMs))
+        }
+        guard let entry else { return false }
+        let ok = (try? entry.client.call(MeshAPI.MemberHeartbeat(endpoint: options.me), retries: 0)) != nil
+        lock.withLock { beatClients[endpoint] = entry }
+        return ok
+    }
+
     private func announce(_ change: MembershipChange?) {
         guard let change else { return }
         switch change {
@@ -305,15 +345,22 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         var items = [PollItem(fd: worker.waker.readFD)]
         while !worker.isStopping {
             let contacts = lock.withLock { membership.contacts }
-            // All at once; no resend: a heartbeat that goes unanswered is the news.
-            let answered = HeartbeatRound.run(contacts) { [self] endpoint in
-                (try? meshCall(endpoint, MeshAPI.MemberHeartbeat(endpoint: options.me),
-                               timeoutMs: Int(options.interval * 500), retries: 0)) != nil
+            let roundStarted = monotonicMillis()
+            let answered = HeartbeatRound.run(contacts) { [self] endpoint in beat(endpoint) }
+            lock.withLock {
+                for (endpoint, entry) in beatClients where !contacts.contains(endpoint) {
+                    entry.client.close()
+                    beatClients[endpoint] = nil
+                }
             }
             for endpoint in answered {
                 let changes = lock.withLock { membership.heard(endpoint, now: Self.now()) }
                 changes.forEach(announce)
-                for case .joined(let vni, _) in changes { pushPeers(vni) }
+                for case .joined(let vni, let member) in changes {
+                    pushPeers(vni)
+                    // Silent long enough to have been dropped there too: we say we are back.
+                    reannounce(vni, to: member)
+                }
             }
             let expired = lock.withLock { membership.expire(now: Self.now()) }
             expired.forEach(announce)
@@ -341,7 +388,8 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
                     lock.withLock { _ = restarting.remove(vni) }
                 }
             }
-            _ = try? poll(&items, timeoutMs: Int(options.interval * 1000))
+            // A round that waited for a slow member counts against the pause to the next.
+            _ = try? poll(&items, timeoutMs: max(0, Int(options.interval * 1000) - Int(monotonicMillis() - roundStarted)))
             if items[0].readable { worker.waker.drain() }
         }
     }
@@ -375,11 +423,16 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
             return MeshAPI.VNIReply(vni: r.vni)
         }
         t.on(MeshAPI.AddPort.self, caller: { [unowned self] r, who in
-            if self.lock.withLock({ self.presence[r.vni] == nil }) {
-                // Another host may bring this host into a VIOLIN only through its own mesh.
-                if self.isPeer(who) && r.seedKey != who.key {
+            let present = self.lock.withLock { self.presence[r.vni] != nil }
+            // Through its own mesh, another host brings this host into a VIOLIN — or back into
+            // its membership here, when this mesh lost track of it (a restart, a partition).
+            let throughCaller = self.isPeer(who) && r.seedKey == who.key && r.seed != nil
+            if !present {
+                if self.isPeer(who) && !throughCaller {
                     throw ProtocolError(.forbidden, "\(who.audit) is no member of VIOLIN \(r.vni) here, and may join this host only through its own mesh")
                 }
+                _ = try self.join(r.vni, seed: r.seed, seedKey: Self.key(r.seedKey))
+            } else if throughCaller, !self.isMember(r.vni, who) {
                 _ = try self.join(r.vni, seed: r.seed, seedKey: Self.key(r.seedKey))
             }
             try self.requireMember(r.vni, who)
@@ -457,10 +510,13 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
     func isPeer(_ who: Caller) -> Bool { !who.isOperator }
 
     /// Another host reaches a VIOLIN's ports only as one of its members (by its mesh's key).
+    func isMember(_ vni: UInt32, _ who: Caller) -> Bool {
+        lock.withLock { membership.members[vni]?.values.contains { $0.key == who.key } ?? false }
+    }
+
     func requireMember(_ vni: UInt32, _ who: Caller) throws(ProtocolError) {
         guard isPeer(who) else { return }
-        let member = lock.withLock { membership.members[vni]?.values.contains { $0.key == who.key } ?? false }
-        guard member else { throw ProtocolError(.forbidden, "\(who.audit) is no member of VIOLIN \(vni) here") }
+        guard isMember(vni, who) else { throw ProtocolError(.forbidden, "\(who.audit) is no member of VIOLIN \(vni) here") }
     }
 
     /// A member speaks for itself only: the key it names is its connection's, and an endpoint
