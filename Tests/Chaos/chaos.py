@@ -212,12 +212,12 @@ class Probes:
                     pass
             time.sleep(1)
 
-    def start(self, seconds):
+    def start(self, seconds, stream_seconds):
         for v, guests in VIOLINS.items():
             for vm, ip in guests.items():
                 threading.Thread(target=self.pinger, args=(v, ip, seconds), daemon=True).start()
             head = sorted(guests)[0]
-            threading.Thread(target=self.streamer, args=(v, guests[head], seconds), daemon=True).start()
+            threading.Thread(target=self.streamer, args=(v, guests[head], stream_seconds), daemon=True).start()
 
     def pinger(self, v, ip, seconds):
         """ping -O reports each unanswered one; ping ends at an ICMP error (a host unreachable
@@ -507,7 +507,7 @@ class Soak:
             time.sleep(rng.uniform(5, 10))
             if not self.free(["ctl"]):
                 continue
-            if time.time() - last_burn > 60:
+            if time.time() - last_burn > 120:
                 self.burn()
                 last_burn = time.time()
             with self.lock:
@@ -529,9 +529,22 @@ class Soak:
                     self.operator["refused"] += 1
 
     def burn(self):
-        """Load that makes the policy move VMs: a2 burns its CPU (again, after it was remade)."""
-        sh("ip netns exec %s-pa python3 %s/compose/probe.py sh 10.0.0.2 '(while :; do :; done) >/dev/null 2>&1 &' --timeout 5"
-           % (self.lab.tag, ROOT), 15)
+        """Load that makes the policy move VMs: two guests on the same host burn their CPU for
+        45 s (the paper's policy moves a VM when a host has more high-demand VMs than another
+        could take; one burning guest per core makes no move worth it)."""
+        with self.lock:
+            by_host = {}
+            for vm, h in sorted(self.vm_host.items()):
+                if vm not in self.none_since and self.hosts.get(h) == "up":
+                    by_host.setdefault(h, []).append(vm)
+        crowded = [vms for h, vms in sorted(by_host.items()) if len(vms) >= 2]
+        if not crowded:
+            return
+        for vm in crowded[0][:2]:
+            v = vm[0]
+            sh("ip netns exec %s-p%s python3 %s/compose/probe.py sh %s 'timeout 45 sh -c \"while :; do :; done\" >/dev/null 2>&1 &' --timeout 5"
+               % (self.lab.tag, v, ROOT, VIOLINS[v][vm]), 15)
+        log("load: %s burn their CPU for 45 s" % " and ".join(crowded[0][:2]))
 
     # -- faults ----------------------------------------------------------------------------------
 
@@ -908,6 +921,10 @@ class Soak:
                   "| migrations completed / failed (events) | %d / %d |" % (completed, failed),
                   "| policy decisions | %d |" % decided,
                   "| invariant violations | %d |" % len(self.violations), ""]
+        lines += ["## TCP streams", ""] + ["- VIOLIN %s to %s: %s, %d sent, %d echoed, longest stall %s ms%s"
+                                             % (x["violin"], x["ip"], "survived" if x.get("survived") else "ended", x.get("sent", 0),
+                                                x.get("echoed", 0), x.get("longest_stall_ms", "-"), (": " + x["error"]) if x.get("error") else "")
+                                             for x in streams] + [""]
         lines += ["## Faults", ""] + ["- %s +%.0f s %s: %s%s" % (time.strftime("%H:%M:%S", time.localtime(f["start"])), f["start"] - self.t0,
                                                                      f["kind"], f["detail"], "" if f.get("heal") is None else ", healed in %.1f s" % f["heal"])
                                       for f in self.faults]
@@ -951,7 +968,8 @@ class Soak:
         self.deadline = self.t0 + self.minutes * 60
         for vm in (vm for g in VIOLINS.values() for vm in g):
             self.vm_since[vm] = self.t0 - BOOT_GRACE      # booted and answering: judged from the start
-        self.probes.start(self.minutes * 60 + 240)
+        # The streams end before the settling checks begin (the VIOLINs are destroyed after them).
+        self.probes.start(self.minutes * 60 + 600, self.minutes * 60 + 30)
         checker = threading.Thread(target=self.checker, daemon=True)
         operator = threading.Thread(target=self.operate, daemon=True)
         checker.start()

@@ -228,6 +228,21 @@ import VIOLINProtocol
         let cli = try run("/usr/sbin/ip", ["netns", "exec", lab.host(2), "\(binDir)/violin", "mesh", "members", "9",
                                            "--to", endpoint(lab, 2)])
         #expect(cli.status == 0 && cli.out.contains(endpoint(lab, 1)) && cli.out.contains("yes"), "\(cli.out)")
+
+        // Restarted once more, the mesh adopts VIOLIN 10's switch; leaving VIOLIN 10 stops it,
+        // though it is no child of this mesh.
+        let pid10 = try #require(try call(lab, 1, "ports", "{}")["violins"]?.items.first { $0["vni"]?.intValue == 10 }?["pid"]?.intValue
+            .flatMap(Int32.init(exactly:)))
+        try #require(pid10 > 1, "switch pid \(pid10)")
+        meshes[1]!.signal(SIGKILL)
+        _ = meshes[1]!.waitExit(timeout: 10)
+        meshes[1] = try startMesh(lab, 1, timeout: 6, bus: bus)
+        #expect(try eventually(deadline: 10) { (try? call(lab, 1, "ping", "{}")) != nil })
+        _ = try call(lab, 1, "leave_violin", #"{"vni":10}"#)
+        func gone(_ pid: Int32) -> Bool {
+            kill(pid, 0) != 0 || ((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? "").contains(") Z ")
+        }
+        #expect(eventually(deadline: 10) { gone(pid10) }, "the adopted switch of a VIOLIN the mesh left still runs")
     }
 }
 

@@ -317,17 +317,30 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
     }
 
     func leave(_ vni: UInt32) throws(ProtocolError) {
-        let (members, child): ([Member], ChildProcess?) = lock.withLock {
-            guard presence.removeValue(forKey: vni) != nil else { return ([], nil) }
+        let (members, child, pid): ([Member], ChildProcess?, Int32) = lock.withLock {
+            guard let p = presence.removeValue(forKey: vni) else { return ([], nil, 0) }
             schedule.cancel(vni)
-            return (membership.absent(vni), children.removeValue(forKey: vni))
+            return (membership.absent(vni), children.removeValue(forKey: vni), p.pid)
         }
         for m in members {
             _ = try? meshCall(m.endpoint, MeshAPI.MemberLeave(vni: vni, endpoint: options.me),
                               timeoutMs: 500)
         }
-        if let child, child.isRunning { child.terminate() } else { _ = try? switchCall(vni, AdminAPI.Ping(), timeoutMs: 200) }
+        if let child, child.isRunning {
+            child.terminate()
+        } else if pid > 1, isOurSwitch(pid, vni) {
+            // A switch adopted after a restart of the mesh is no child of ours, but ours to stop.
+            kill(pid, SIGTERM)
+        }
         save()
+    }
+
+    /// Whether `pid` is still the switch this mesh started for `vni` (its control socket on its
+    /// command line), not a process that reused the number.
+    func isOurSwitch(_ pid: Int32, _ vni: UInt32) -> Bool {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        let args = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        return args.contains(control(vni))
     }
 
     func members(_ vni: UInt32) -> [MeshAPI.MemberInfo] {
