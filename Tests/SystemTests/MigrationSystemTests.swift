@@ -118,14 +118,16 @@ import VIOLINProtocol
         func call(_ host: Int, _ type: String, _ body: String) throws -> (status: Int32, out: String, err: String) {
             try lab.violin("call tcp://10.77.0.\(host):7704 \(type) '\(body)' \(lab.keys("h\(host)"))")
         }
-        // The executors' events, watched from the control node.
+        // The executors' events, watched from the control node (topics no other subscriber of
+        // the bus has, so the proxy forwards the subscription and its counter shows it).
         func subscriptions() -> Int {
             let out = (try? lab.violin("metrics --to tcp://10.77.0.100:7700 \(lab.keys("ctl"))"))?.out ?? ""
             return metricsCounter(out, "bus_subscriptions_forwarded") ?? -1
         }
         let subscribedBefore = subscriptions()
         let executorEvents = try Spawned("/usr/sbin/ip", ["netns", "exec", lab.controlNamespace, "\(binDir)/violin", "watch",
-                                                           "--bus", "tcp://10.77.0.100:7711", "executor.", "--timeout", "280"] + lab.keyArgs("ctl"))
+                                                           "--bus", "tcp://10.77.0.100:7711", "executor.vm_", "executor.migration_", "executor.job_",
+                                                           "--timeout", "280"] + lab.keyArgs("ctl"))
         defer { executorEvents.destroy() }
         #expect(subscribedBefore >= 0 && eventually(deadline: 20) { subscriptions() > subscribedBefore }, "the watcher did not subscribe")
         func event(_ topic: String, _ match: @escaping (JSONValue) -> Bool) -> JSONValue? {
