@@ -239,10 +239,23 @@ struct NodeCommand: ParsableCommand {
             }
             let client = ServiceClient(context: ctx, endpoint: c.policyEndpoint, security: sec, timeoutMs: 3000)
             defer { client.close() }
+            // A control node that does not answer (down, or a link out) is asked again until
+            // register_wait has passed; one that refuses ends it at once.
+            let clock = { Double(monotonicMillis()) / 1000 }
+            let giveUp = clock() + (Double(c.resolved["register_wait"]) ?? 120)
+            var said = false
             func tolerate<R: RequestBody>(_ request: R) throws {
-                do { _ = try client.call(request) } catch .error(let e) where e.code == .conflict {
-                } catch {
-                    throw fail("cannot register with the control node at \(c.policyEndpoint): \(error)", code: 1)
+                while true {
+                    do { _ = try client.call(request); return } catch .error(let e) where e.code == .conflict { return } catch .noReply(let f) {
+                        guard clock() < giveUp else { throw fail("cannot register with the control node at \(c.policyEndpoint): \(f)", code: 1) }
+                        if !said {
+                            FileHandle.standardError.write(Data("violin node: waiting for the control node at \(c.policyEndpoint) (\(f))\n".utf8))
+                            said = true
+                        }
+                        usleep(1_000_000)
+                    } catch {
+                        throw fail("cannot register with the control node at \(c.policyEndpoint): \(error)", code: 1)
+                    }
                 }
             }
             try tolerate(PolicyAPI.RegisterDomain(id: c.domain))

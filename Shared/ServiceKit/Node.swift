@@ -35,6 +35,8 @@ public struct NodeConfig: Sendable {
         ConfigKey("sample_interval", default: "5", help: "Seconds between monitor samples (host).", validate: Validate.positiveNumber),
         ConfigKey("image_dir", default: "/var/lib/violin/images", help: "The host's image store: a directory per image with vmlinuz, and optionally initrd and cmdline (host)."),
         ConfigKey("uplink_network", default: "default", help: "The libvirt NAT network a head node's uplink NIC joins, defined on every host under this name (host)."),
+        ConfigKey("register_wait", default: "120", help: "Host: seconds a starting node keeps asking a control node that does not answer to register it (the control node down, a link out); a refusal ends it at once.",
+                  validate: Validate.nonNegativeNumber),
         ConfigKey("key", default: "", help: "This node's CURVE key-pair file (violin keygen); empty: no CURVE."),
         ConfigKey("allowed_keys", default: "", help: "The key table: the public keys allowed in and the role of each (`<key> <role>` lines, or a directory of .pub files with role lines): on the control node the hosts' and operators'; on a host (optional) the control node's, the other hosts' and operators' — without it a host keeps data_dir/keys.table from the control node's accepted keys."),
         ConfigKey("control_public_key", default: "", help: "Host: the control node's public-key file."),

@@ -20,7 +20,8 @@ summary=()
 for s in ${seeds//,/ }; do
   out=Tests/Benchmarks/results/chaos-$(date +%F)-seed-$s.md
   rc=0
-  python3 Tests/Chaos/chaos.py --minutes "$minutes" --seed "$s" --report "$out" || rc=$?
+  # --keep: the run's files (logs, journals, the diagnosis of a violation) stay in /tmp.
+  python3 Tests/Chaos/chaos.py --minutes "$minutes" --seed "$s" --report "$out" --keep || rc=$?
   [ $rc = 0 ] || status=1
   summary+=("seed $s: exit $rc, $(grep -o '| invariant violations | [0-9]*' "$out" | grep -o '[0-9]*$') violations, $(head -3 "$out" | tail -1 | cut -d';' -f1) ($out)")
 done

@@ -755,7 +755,7 @@ class Soak:
             if rc != 0:
                 self.violate("restart", "host %s did not come back: %s" % (h, err.strip()[-300:]))
             with self.lock:
-                self.hosts[h] = "up"
+                self.hosts[h] = "up" if rc == 0 else "gone"
         self.end(f)
 
     def interdomain(self, kind, rule, seconds, helper=None):

@@ -29,6 +29,14 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
 }
 
 @Suite struct PolicyServiceTests {
+    /// Domain d1 with hosts a and b (2 cores, 8 GiB each), reached at these executors.
+    func registerHosts(_ client: ServiceClient, a: String, b: String) throws {
+        _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
+        for (id, executor) in [("a", a), ("b", b)] {
+            _ = try client.call(PolicyAPI.RegisterHost(id: id, domain: "d1", cores: 2, memoryMB: 8192, executor: executor))
+        }
+    }
+
     /// A policy on `db`, rounds on request only, quiet; `configure` changes its options.
     func node(_ db: String, subscribe: String? = nil, _ configure: (inout PolicyServer.Options) -> Void = { _ in }) throws -> PolicyServer {
         var logger = Logger(label: "test")
@@ -252,9 +260,7 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             defer { ea.stop(); eb.stop() }
             let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 5000)
             defer { client.close() }
-            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
-            _ = try client.call(PolicyAPI.RegisterHost(id: "a", domain: "d1", cores: 2, memoryMB: 8192, executor: ea.endpoints[0]))
-            _ = try client.call(PolicyAPI.RegisterHost(id: "b", domain: "d1", cores: 2, memoryMB: 8192, executor: eb.endpoints[0]))
+            try registerHosts(client, a: ea.endpoints[0], b: eb.endpoints[0])
             // vm1 is placed on a, but b runs it: its migration_completed was missed.
             _ = try client.call(PolicyAPI.CreateViolin(id: "e1", homeDomain: "d1", head: "vm0",
                                                        vms: ["vm0", "vm1"].map { .init(id: $0, memoryMB: 256, host: "a") }))
@@ -306,9 +312,7 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             defer { ea.stop(); eb.stop() }
             let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 5000)
             defer { client.close() }
-            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
-            _ = try client.call(PolicyAPI.RegisterHost(id: "a", domain: "d1", cores: 2, memoryMB: 8192, executor: ea.endpoints[0]))
-            _ = try client.call(PolicyAPI.RegisterHost(id: "b", domain: "d1", cores: 2, memoryMB: 8192, executor: eb.endpoints[0]))
+            try registerHosts(client, a: ea.endpoints[0], b: eb.endpoints[0])
             _ = try client.call(PolicyAPI.CreateViolin(id: "e1", homeDomain: "d1", head: "vm1", vms: [.init(id: "vm1", memoryMB: 256, host: "a")]))
             try policy.start()
             defer { policy.stop() }
@@ -355,9 +359,7 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             defer { ea.stop(); eb.stop() }
             let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 10_000)
             defer { client.close() }
-            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
-            _ = try client.call(PolicyAPI.RegisterHost(id: "a", domain: "d1", cores: 2, memoryMB: 8192, executor: ea.endpoints[0]))
-            _ = try client.call(PolicyAPI.RegisterHost(id: "b", domain: "d1", cores: 2, memoryMB: 8192, executor: eb.endpoints[0]))
+            try registerHosts(client, a: ea.endpoints[0], b: eb.endpoints[0])
             let spec: JSONValue = ["name": "lab", "home_domain": "d1", "image": "tiny", "memory_mb": "128", "placement": "spread",
                                    "vms": [["name": "x1", "ip": "10.0.0.1"], ["name": "x2"], ["name": "x3"]]]
             // A dry run places and allocates, and makes nothing.

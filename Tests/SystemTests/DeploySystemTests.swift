@@ -282,7 +282,7 @@ import VIOLINProtocol
             key: \(scratch.file("control.key"))
             allowed_keys: \(scratch.file("allowed"))
             """)
-        func host(_ name: String, _ address: String) throws -> String {
+        func host(_ name: String, _ address: String, registerWait: Int = 120) throws -> String {
             try write(name, """
                 role: host
                 node: \(name)
@@ -293,6 +293,7 @@ import VIOLINProtocol
                 data_dir: \(scratch.file(name))
                 key: \(scratch.file("\(name).key"))
                 control_public_key: \(scratch.file("control.pub"))
+                register_wait: \(registerWait)
                 """)
         }
         func node(_ file: String) throws -> Spawned {
@@ -313,7 +314,8 @@ import VIOLINProtocol
             return (metricsCounter(out, "bus_subscriptions_forwarded") ?? 0) >= 1
         }
         try #require(subscribed, "the watcher's subscription never reached the bus")
-        let rogue = try node(try host("rogue", "127.0.0.3"))
+        // (An unknown key gets no answer at all: the rogue gives up after its register_wait.)
+        let rogue = try node(try host("rogue", "127.0.0.3", registerWait: 5))
         let rogueExit = rogue.waitExit(timeout: 60)
         #expect(rogueExit != nil && rogueExit != 0, "the rogue host ran (exit \(rogueExit.map(String.init) ?? "none: still running after 60 s"))")
         #expect(rogue.stderrText.contains("cannot register"), "\(rogue.stderrText)")
@@ -332,8 +334,13 @@ import VIOLINProtocol
         // A host key may not list keys (operator and domain admins only): forbidden.
         let asHost = try sh("ip netns exec \(ns) '\(binDir)/violin' keys list --control 127.0.0.2 --curve-key \(scratch.file("good.key")) --server-key \(scratch.file("control.pub"))")
         #expect(asHost.status == 1 && asHost.err.contains("forbidden"), "\(asHost.err)")
-        // The rest of the cluster is unaffected: an allowed host joins.
+        // The rest of the cluster is unaffected: an allowed host joins — one that starts while
+        // the control node does not answer (its policy's port dropped) waits for it.
+        try #require(try sh("ip netns exec \(ns) iptables -I INPUT -p tcp --dport 7703 -j DROP").status == 0)
         let good = try node(try host("good", "127.0.0.4"))
+        let waited = eventually(deadline: 60) { good.stderrText.contains("waiting for the control node") }
+        _ = try sh("ip netns exec \(ns) iptables -D INPUT -p tcp --dport 7703 -j DROP")
+        #expect(waited, "the host did not wait for the control node: \(good.stderrText)")
         #expect(good.waitForLine(timeout: 60) { $0.contains(" running: ") } != nil, "good host: \(good.stderrText)")
         let inv = try sh("ip netns exec \(ns) '\(binDir)/violin' call tcp://127.0.0.2:7703 inventory --curve-key \(scratch.file("admin.key")) --server-key \(scratch.file("control.pub"))")
         #expect(inv.out.contains("\"good\"") && !inv.out.contains("\"rogue\""), "\(inv.out) \(inv.err)")
