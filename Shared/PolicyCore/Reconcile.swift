@@ -44,12 +44,16 @@ public enum Reconcile {
 /// VMs lost with their host: a host that has not answered for `lostAfter` seconds is taken for
 /// lost, and the VMs the inventory places there are lost with it. Pure.
 public enum Lost {
-    /// The lost VMs, by VIOLIN, of the VIOLINs in `restartAlways`.
+    /// The lost VMs, by VIOLIN, of the VIOLINs in `restartAlways`: those on a host silent for
+    /// `lostAfter`, and those `missing` (every host answered and none runs it: a host back
+    /// from a power cut before anyone noticed it was gone comes back without its VMs).
     public static func toRestart(placement: [VMID: HostID], violinOf: [VMID: String], silentSince: [HostID: Double],
-                                 now: Double, lostAfter: Double, restartAlways: Set<String>) -> [String: [VMID]] {
+                                 now: Double, lostAfter: Double, restartAlways: Set<String>, missing: Set<VMID> = []) -> [String: [VMID]] {
         var out: [String: [VMID]] = [:]
         for (vm, host) in placement.sorted(by: { $0.key < $1.key }) {
-            guard let since = silentSince[host], now - since >= lostAfter, let v = violinOf[vm], restartAlways.contains(v) else { continue }
+            guard let v = violinOf[vm], restartAlways.contains(v) else { continue }
+            let silentLongEnough = silentSince[host].map { now - $0 >= lostAfter } ?? false
+            guard silentLongEnough || missing.contains(vm) else { continue }
             out[v, default: []].append(vm)
         }
         return out

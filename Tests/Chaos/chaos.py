@@ -911,24 +911,28 @@ class Soak:
                 figures = "- | - | -"
             lines.append("| %s | %d | %d | %s |" % (kind, len(fs), sum(1 for f in fs if f.get("overlapped")), figures))
         survived = sum(1 for s in streams if s.get("survived"))
+        connected = [s for s in streams if s.get("sent", 0) > 0]
         completed = len(self.events.matching("executor.migration_completed"))
         failed = len(self.events.matching("executor.migration_failed"))
         decided = len(self.events.matching("policy.decided"))
-        lines += ["", "Heal: from the fault's end until every guest answers pings again (and every mesh is full, for the last "
+        lines += ["", "Pings count every guest all along, also while it was lost with its host and being made "
+                  "again elsewhere (judged only once it had run for a minute).", "",
+                  "Heal: from the fault's end until every guest answers pings again (and every mesh is full, for the last "
                   "of a group). Faults whose healing windows overlap are judged together: every guest must answer "
                   "between the group's last end and its last deadline (10 s after a process fault, 30 s after a link fault).", "",
                   "| figure | value |", "|---|---|",
                   "| pings sent / lost | %d / %d (%.2f %%) |" % (sent, lost, 100.0 * lost / max(1, sent)),
-                  "| TCP streams survived / started | %d / %d |" % (survived, len(streams)),
+                  "| TCP streams survived / connected (connects refused while the guest was down) | %d / %d (%d) |"
+                  % (survived, len(connected), len(streams) - len(connected)),
                   "| operator migrations asked (VMs / VIOLINs) / refused | %d / %d / %d |"
                   % (self.operator["migrations"], self.operator["violin_migrations"], self.operator["refused"]),
                   "| migrations completed / failed (events) | %d / %d |" % (completed, failed),
                   "| policy decisions | %d |" % decided,
                   "| invariant violations | %d |" % len(self.violations), ""]
-        lines += ["## TCP streams", ""] + ["- VIOLIN %s to %s: %s, %d sent, %d echoed, longest stall %s ms%s"
-                                             % (x["violin"], x["ip"], "survived" if x.get("survived") else "ended", x.get("sent", 0),
-                                                x.get("echoed", 0), x.get("longest_stall_ms", "-"), (": " + x["error"]) if x.get("error") else "")
-                                             for x in streams] + [""]
+        lines += ["## TCP streams that connected", ""] + ["- VIOLIN %s to %s: %s, %d sent, %d echoed, longest stall %s ms%s"
+                                                        % (x["violin"], x["ip"], "survived" if x.get("survived") else "ended", x.get("sent", 0),
+                                                           x.get("echoed", 0), x.get("longest_stall_ms", "-"), (": " + x["error"]) if x.get("error") else "")
+                                                        for x in connected] + [""]
         lines += ["## Faults", ""] + ["- %s +%.0f s %s: %s%s" % (time.strftime("%H:%M:%S", time.localtime(f["start"])), f["start"] - self.t0,
                                                                      f["kind"], f["detail"], "" if f.get("heal") is None else ", healed in %.1f s" % f["heal"])
                                       for f in self.faults]

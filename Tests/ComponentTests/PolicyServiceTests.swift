@@ -497,6 +497,14 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             policy.reconcile()
             #expect(hosts["b"]!.running == ["p1"], "\(hosts["b"]!.running)")
             #expect(hosts["c"]!.running == ["k2"])
+            // c comes back from a power cut before anyone saw it silent: it answers, without k2.
+            // Every host answered and none runs k2: it is lost too, and made again.
+            hosts["c"]!.running = []
+            policy.reconcile()
+            let again2 = events.withLock { restarted }
+            #expect(again2.count == 2 && again2.last?["vm"] == "k2" && again2.last?["from"] == "c", "\(again2)")
+            #expect(again2.last?["why"]?.stringValue?.contains("runs it no more") == true, "\(again2)")
+            #expect(hosts.values.filter { $0.running.contains("k2") }.count == 1, "k2 is not running in exactly one place")
         }
     }
 

@@ -314,3 +314,18 @@ struct Oracle {
         #expect(p.moves.allSatisfy { $0.vm != "h" }, "a head node never leaves its home domain")
     }
 }
+
+/// Which VMs of restart-always VIOLINs are lost: those on a host silent long enough, and those
+/// every host answered for without running them (a host back from a crash, empty).
+@Suite struct LostTests {
+    @Test func silentHostsAndMissingVMsOfRestartAlwaysViolins() {
+        let placement = ["k1": "a", "k2": "b", "k3": "c", "p1": "b"]
+        let violinOf = ["k1": "kept", "k2": "kept", "k3": "kept", "p1": "plain"]
+        let lost = Lost.toRestart(placement: placement, violinOf: violinOf, silentSince: ["b": 100], now: 140, lostAfter: 30,
+                                  restartAlways: ["kept"], missing: ["k3"])
+        #expect(lost == ["kept": ["k2", "k3"]], "p1's VIOLIN is not restart-always; k1's host answers and runs it")
+        let early = Lost.toRestart(placement: placement, violinOf: violinOf, silentSince: ["b": 100], now: 120, lostAfter: 30,
+                                   restartAlways: ["kept"])
+        #expect(early.isEmpty, "silent for 20 s of 30")
+    }
+}

@@ -262,7 +262,7 @@ extension PolicyServer {
     /// The VMs of `restart: always` VIOLINs lost with their host (silent for `hostLostAfter`),
     /// made again on hosts that answer, from their images; the old copies are destroyed if their
     /// host answers again. One that fits nowhere is tried again at the next reconciliation.
-    func restartLost(_ inv: PolicyStore.Inventory) {
+    func restartLost(_ inv: PolicyStore.Inventory, missing: Set<VMID> = []) {
         var specs: [String: (spec: ViolinSpec, vni: UInt32)] = [:]
         for v in inv.violins {
             guard let saved = savedSpec(v.id), saved.spec.restart == .always else { continue }
@@ -272,7 +272,7 @@ extension PolicyServer {
         let silent = lock.withLock { silentSince }
         let lost = Lost.toRestart(placement: inv.placement, violinOf: Dictionary(uniqueKeysWithValues: inv.vms.map { ($0.id, $0.violin) }),
                                   silentSince: silent, now: Date().timeIntervalSince1970, lostAfter: options.hostLostAfter,
-                                  restartAlways: Set(specs.keys))
+                                  restartAlways: Set(specs.keys), missing: missing)
         for (violin, vms) in lost.sorted(by: { $0.key < $1.key }) {
             let (spec, vni) = specs[violin]!
             let gone = Set(vms)
@@ -283,9 +283,10 @@ extension PolicyServer {
                 for p in made {
                     let from = inv.placement[p.vm.name] ?? ""
                     try? store.addLeftover(vm: p.vm.name, host: from, violin: violin)
-                    let seconds = Int(Date().timeIntervalSince1970 - (silent[from] ?? 0))
+                    let cause = silent[from].map { "host \(from) has not answered for \(Int(Date().timeIntervalSince1970 - $0)) s" }
+                        ?? "host \(from) answers but runs it no more, and no host does"
                     emit(PolicyAPI.VMRestarted(violin: violin, vm: p.vm.name, from: from, to: p.host, why:
-                        "host \(from) has not answered for \(seconds) s; made again on \(p.host) from image \(p.vm.image): a new boot, its memory is gone"))
+                        "\(cause); made again on \(p.host) from image \(p.vm.image): a new boot, its memory is gone"))
                 }
             } catch {
                 logger.warning("cannot restart lost VMs", metadata: ["violin": "\(violin)", "vms": "\(vms)", "error": "\(error.message)"])

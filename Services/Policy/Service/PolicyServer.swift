@@ -506,8 +506,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
                 if report == nil { silentSince[host] = silentSince[host] ?? now } else { silentSince[host] = nil }
             }
         }
-        restartLost(inv)
         let drift = Reconcile.drift(placement: inv.placement, reports: reports)
+        restartLost(inv, missing: Set(drift.compactMap { if case .missing(let vm, _) = $0 { vm } else { nil } }))
         let fresh = lock.withLock { () -> [Reconcile.Drift] in
             defer { lastDrift = Set(drift) }
             return drift.filter { !lastDrift.contains($0) }
