@@ -270,6 +270,10 @@ extension PolicyServer {
         }
         guard !specs.isEmpty else { return }
         let silent = lock.withLock { silentSince }
+        // A VIOLIN being made, changed or destroyed has VMs missing on purpose.
+        let busy = creatingLock.withLock { Set(creating.map { String($0.split(separator: "/").first ?? "") }) }
+        let violinOfVM = Dictionary(uniqueKeysWithValues: inv.vms.map { ($0.id, $0.violin) })
+        let missing = missing.filter { !busy.contains(violinOfVM[$0] ?? "") }
         let lost = Lost.toRestart(placement: inv.placement, violinOf: Dictionary(uniqueKeysWithValues: inv.vms.map { ($0.id, $0.violin) }),
                                   silentSince: silent, now: Date().timeIntervalSince1970, lostAfter: options.hostLostAfter,
                                   restartAlways: Set(specs.keys), missing: missing)
@@ -331,6 +335,9 @@ extension PolicyServer {
         let inv = try storeCall { try store.inventory() }
         guard inv.violins.contains(where: { $0.id == name }) else { throw ProtocolError(.notFound, "no VIOLIN named \(name)") }
         emit(PolicyAPI.PhaseChanged(name: name, phase: "destroying", reason: "asked"))
+        // While its VMs go, one already destroyed is missing, not lost: never made again.
+        creatingLock.withLock { _ = creating.insert(name + "/destroy") }
+        defer { creatingLock.withLock { _ = creating.remove(name + "/destroy") } }
         var destroyed: [String] = [], left: [String] = []
         var answering: [String: Bool] = [:]      // asked once per host
         for vm in inv.vms where vm.violin == name {
