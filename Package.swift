@@ -78,7 +78,7 @@ let package = Package(
         .target(name: "SwitchService", dependencies: ["ServiceKit", "SwitchCore", "SwitchDataPlane", "VIOLINProtocol"],
                 path: "Services/Switch/Service"),
         .executableTarget(name: "violin-switch", dependencies: ["ServiceKit", "SwitchService"], path: "Services/Switch/Main"),
-        .target(name: "MeshService", dependencies: ["MeshCore", "ServiceKit", "VIOLINProtocol", "ZeroMQ"],
+        .target(name: "MeshService", dependencies: ["MeshCore", "Primitives", "ServiceKit", "VIOLINProtocol", "ZeroMQ"],
                 path: "Services/Mesh/Service"),
         .executableTarget(name: "violin-mesh", dependencies: ["ServiceKit", "MeshService"], path: "Services/Mesh/Main"),
         .target(name: "MonitorService", dependencies: ["Hypervisor", "ServiceKit", "VIOLINProtocol", "ZeroMQ"],

@@ -1,5 +1,3 @@
-import Foundation
-
 /// Membership of one host in the switch meshes of its VIOLINs (paper §2.1.2), as pure state:
 /// who the members of each VIOLIN are, where their switches' tunnels are, and who is alive.
 /// The I/O (requests between hosts, heartbeats) lives in the service; this decides.
@@ -129,8 +127,6 @@ public struct Membership: Sendable {
         return ""
     }
 
-    /// Every member endpoint we should heartbeat, across VIOLINs (alive or not: the silent
-    /// ones are how we notice they came back).
     /// The members a restarted mesh saved, taken back with their tunnels and keys, heard now
     /// (they get a member timeout to answer before they leave the peer sets).
     public mutating func restore(_ vni: UInt32, _ saved: [Member], now: Double) {
@@ -139,33 +135,9 @@ public struct Membership: Sendable {
         }
     }
 
+    /// Every member endpoint we should heartbeat, across VIOLINs (alive or not: the silent
+    /// ones are how we notice they came back).
     public var contacts: [String] {
         Array(Set(members.values.flatMap(\.keys))).sorted()
-    }
-}
-
-/// One heartbeat round: every contact probed at once, each on its own thread, so a round lasts
-/// as long as its slowest probe (one timeout), not the sum of them — with several dead members
-/// a sequential round would outlast `member_timeout` and the live members would flap.
-public enum HeartbeatRound {
-    /// The contacts that answered, in the order given.
-    public static func run(_ contacts: [String], probe: @escaping @Sendable (String) -> Bool) -> [String] {
-        guard contacts.count > 1 else { return contacts.filter(probe) }
-        final class Answers: @unchecked Sendable {
-            let lock = NSLock()
-            var ok: Set<String> = []
-        }
-        let answers = Answers()
-        let group = DispatchGroup()
-        for endpoint in contacts {
-            // A thread each: a probe blocks on the network for up to its timeout.
-            group.enter()
-            Thread {
-                if probe(endpoint) { answers.lock.withLock { _ = answers.ok.insert(endpoint) } }
-                group.leave()
-            }.start()
-        }
-        group.wait()
-        return contacts.filter { answers.ok.contains($0) }
     }
 }

@@ -197,7 +197,7 @@ class Probes:
 
     def seed(self, v):
         """A host other than h1 that runs a VM of the VIOLIN (h1's mesh joins the VIOLIN there)."""
-        for host in ("h2", "h3", "h4", "h5"):
+        for host in ["h%d" % i for i in range(2, 10)]:      # the lab's hosts, replacements included
             running = self.lab.running(host) if os.path.exists("%s/%s/libvirt" % (self.lab.run, host)) else None
             if running and any(vm in running for vm in VIOLINS[v]):
                 return host
@@ -301,7 +301,6 @@ class Soak:
         self.lost_at = {}             # host -> when it was last lost
         self.two_seen = {}            # vm -> hosts, seen running on two in the last snapshot
         self.none_since = {}          # vm -> since when it runs nowhere
-        self.jobs_seen = {}           # job -> source host (from executor.migration_started)
         self.operator = {"migrations": 0, "refused": 0, "violin_migrations": 0}
         self.stop = False
         self.deadline = 0
@@ -581,7 +580,12 @@ class Soak:
 
     def fault(self, kind):
         try:
-            getattr(self, "fault_" + kind.replace("-", "_"))()
+            if kind in ("kill-bus", "kill-policy"):
+                self.kill_control(kind[len("kill-"):])
+            elif kind in ("kill-mesh", "kill-monitor", "kill-executor"):
+                self.kill_on_host(kind[len("kill-"):])
+            else:
+                getattr(self, "fault_" + kind.replace("-", "_"))()
         except Exception as e:
             log("fault %s could not be carried out: %r" % (kind, e))
 
@@ -598,28 +602,14 @@ class Soak:
             self.violate("restart", "%s on %s did not answer again after SIGKILL: %s" % (service, node, err.strip()[-300:]))
         self.end(f)
 
-    def fault_kill_bus(self):
+    def kill_control(self, service):
         if self.free(["ctl"]):
-            self.kill_service("ctl", "bus", "kill-bus")
+            self.kill_service("ctl", service, "kill-" + service)
 
-    def fault_kill_policy(self):
-        if self.free(["ctl"]):
-            self.kill_service("ctl", "policy", "kill-policy")
-
-    def fault_kill_mesh(self):
+    def kill_on_host(self, service):
         h = self.pick_host()
         if h:
-            self.kill_service(h, "mesh", "kill-mesh")
-
-    def fault_kill_monitor(self):
-        h = self.pick_host()
-        if h:
-            self.kill_service(h, "monitor", "kill-monitor")
-
-    def fault_kill_executor(self):
-        h = self.pick_host()
-        if h:
-            self.kill_service(h, "executor", "kill-executor")
+            self.kill_service(h, service, "kill-" + service)
 
     def fault_kill_switch(self):
         h = self.pick_host()
@@ -1018,8 +1008,7 @@ def main():
     lab = Lab(run, bin_dir)
     soak = Soak(lab, a.minutes, a.seed)
     started = time.time()
-    stopped = []
-    signal.signal(signal.SIGTERM, lambda *_: stopped.append(1) or sys.exit(143))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # the finally below still cleans up
     try:
         soak.setup()
         soak.run()

@@ -94,11 +94,11 @@ import Testing
     }
 }
 
-/// A heartbeat round probes every contact at once: the live member's answer does not wait
+/// A heartbeat round probes every contact at once (`Concurrently`): the live member's answer does not wait
 /// behind the timeouts of dead ones. Each dead probe here blocks until the live one has
 /// answered (up to 5 s); probed one after another, the dead ones listed first would time out
 /// first and see no answer.
-@Suite struct HeartbeatRoundTests {
+@Suite struct ConcurrentProbeTests {
     final class Seen: @unchecked Sendable {
         let lock = NSCondition()
         var liveAnswered = false
@@ -109,7 +109,7 @@ import Testing
         let seen = Seen()
         let dead = (1...4).map { "tcp://10.0.0.\($0):7701" }
         let live = "tcp://10.0.0.9:7701"
-        let answered = HeartbeatRound.run(dead + [live]) { endpoint in
+        let answered = Concurrently.filter(dead + [live]) { endpoint in
             if endpoint == live {
                 seen.lock.withLock { seen.liveAnswered = true; seen.lock.broadcast() }
                 return true
@@ -128,8 +128,8 @@ import Testing
 
     @Test func answersComeBackInTheOrderGiven() {
         let contacts = (1...6).map { "tcp://10.0.1.\($0):7701" }
-        #expect(HeartbeatRound.run(contacts) { !$0.hasSuffix("3:7701") } == contacts.filter { !$0.hasSuffix("3:7701") })
-        #expect(HeartbeatRound.run([]) { _ in true }.isEmpty)
+        #expect(Concurrently.filter(contacts) { !$0.hasSuffix("3:7701") } == contacts.filter { !$0.hasSuffix("3:7701") })
+        #expect(Concurrently.filter([]) { _ in true }.isEmpty)
     }
 }
 

@@ -572,15 +572,24 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         init(_ node: ExecutorServer, _ job: Journal.Job) { self.node = node; self.job = job }
 
         func look() -> (source: Presence, destination: Presence, active: Bool) {
-            if node.presence(local, job.vm) == .unknown { local = try? node.options.connect(node.options.libvirtURI) }
-            if !job.destinationURI.isEmpty, node.presence(remote, job.vm) == .unknown {
-                remote = try? node.options.connect(node.remoteLibvirt(job.destinationURI))
+            var source = node.presence(local, job.vm)
+            if source == .unknown {
+                local = try? node.options.connect(node.options.libvirtURI)
+                source = node.presence(local, job.vm)
+            }
+            var destination = Presence.absent
+            if job.state != .queued {
+                destination = node.presence(remote, job.vm)
+                if destination == .unknown, !job.destinationURI.isEmpty {
+                    remote = try? node.options.connect(node.remoteLibvirt(job.destinationURI))
+                    destination = node.presence(remote, job.vm)
+                }
             }
             if facts == nil {
                 facts = (try? local?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) } ?? (try? remote?.xml(job.vm)).flatMap { VMFacts(domainXML: $0) }
             }
             let active = (job.state == .migrating || job.state == .postcopy) && ((try? local?.jobStats(job.vm))?.active ?? false)
-            return (node.presence(local, job.vm), job.state == .queued ? .absent : node.presence(remote, job.vm), active)
+            return (source, destination, active)
         }
     }
 
@@ -632,23 +641,39 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         emit(ExecutorAPI.JobRecovered(job: job.id, vm: job.vm, state: job.state.rawValue, why: decision.why))
     }
 
+    /// The effects of `Recovery.effects`, carried out as a migration's runner carries them out.
     func performRecovery(_ effect: MigrationEffect, _ job: Journal.Job, _ view: RecoveryView) {
         let facts = view.facts
         switch effect {
         case .cutOver:
             if let facts { _ = cutOver(job, facts: facts, since: .max) }
         case .removeDestinationPort:
-            if let facts, !job.destinationMesh.isEmpty {
-                _ = try? call(job.destinationMesh, MeshAPI.RemovePort(vni: facts.vni, name: VMSpec.portName(job.vm)), key: job.destinationKey)
-            }
+            if let facts { removeDestinationPort(job, vni: facts.vni) }
         case .deleteSourceDisk: view.local?.deleteVolume(pool: Self.pool, name: Self.volumeName(job.vm))
         case .journal: saveJob(job)
-        case .publishCompleted:
-            emit(ExecutorAPI.MigrationCompleted(job: job.id, vm: job.vm, from: job.fromHost, to: job.toHost,
-                                                elapsedMs: job.elapsedMs, downtimeMs: job.downtimeMs, blackoutMs: job.blackoutMs))
-        case .publishFailed: emit(ExecutorAPI.MigrationFailed(job: job.id, vm: job.vm, state: job.state.rawValue, error: job.error))
+        case .publishCompleted: publishCompleted(job)
+        case .publishFailed: publishFailed(job)
         default: break
         }
+    }
+
+    // MARK: - A job's end, shared by its runner and by recovery
+
+    func removeDestinationPort(_ job: Journal.Job, vni: UInt32) {
+        guard !job.destinationMesh.isEmpty else { return }
+        _ = try? call(job.destinationMesh, MeshAPI.RemovePort(vni: vni, name: VMSpec.portName(job.vm)), key: job.destinationKey)
+    }
+
+    func publishCompleted(_ job: Journal.Job) {
+        logger.info("migration completed", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "to": "\(job.toHost)",
+                                                      "elapsed_ms": "\(job.elapsedMs ?? 0)", "downtime_ms": "\(job.downtimeMs ?? -1)"])
+        emit(ExecutorAPI.MigrationCompleted(job: job.id, vm: job.vm, from: job.fromHost, to: job.toHost,
+                                            elapsedMs: job.elapsedMs, downtimeMs: job.downtimeMs, blackoutMs: job.blackoutMs))
+    }
+
+    func publishFailed(_ job: Journal.Job) {
+        logger.warning("migration failed", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "state": "\(job.state.rawValue)", "error": "\(job.error)"])
+        emit(ExecutorAPI.MigrationFailed(job: job.id, vm: job.vm, state: job.state.rawValue, error: job.error))
     }
 
     // MARK: - Requests

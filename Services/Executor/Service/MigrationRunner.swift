@@ -83,16 +83,14 @@ final class MigrationRunner {
         case .abortMigration: try? watcher?.abortJob(job.vm)
         case .startPostCopy: return (try? watcher?.startPostCopy(job.vm)) != nil ? .postCopyStarted : nil
         case .publishProgress(let phase, let p): publishProgress(phase, p)
-        case .removeDestinationPort:
-            let remove = MeshAPI.RemovePort(vni: facts.vni, name: VMSpec.portName(job.vm))
-            _ = try? node.call(job.destinationMesh, remove, key: job.destinationKey)
+        case .removeDestinationPort: node.removeDestinationPort(job, vni: facts.vni)
         case .releaseSlot: releaseSlot()
         case .joinCutOver: arrive()
         case .readFigures: return figures()
         case .cutOver: return .cutOver(blackoutMs: node.cutOver(job, facts: facts, since: startedWall))
         case .deleteSourceDisk: watcher?.deleteVolume(pool: ExecutorServer.pool, name: ExecutorServer.volumeName(job.vm))
-        case .publishCompleted: publishCompleted()
-        case .publishFailed: publishFailed()
+        case .publishCompleted: node.publishCompleted(job)
+        case .publishFailed: node.publishFailed(job)
         }
         return nil
     }
@@ -126,18 +124,6 @@ final class MigrationRunner {
         node.emit(ExecutorAPI.MigrationProgress(job: job.id, vm: job.vm, phase: phase, processedBytes: UInt64(max(0, p.processed)),
                                                 remainingBytes: UInt64(max(0, p.remaining)), totalBytes: UInt64(max(0, p.total)),
                                                 rateBps: UInt64(max(0, p.rate)), elapsedMs: UInt64(max(0, p.elapsedMs))))
-    }
-
-    private func publishCompleted() {
-        node.logger.info("migration completed", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "to": "\(job.toHost)",
-                                                           "elapsed_ms": "\(job.elapsedMs ?? 0)", "downtime_ms": "\(job.downtimeMs ?? -1)"])
-        node.emit(ExecutorAPI.MigrationCompleted(job: job.id, vm: job.vm, from: job.fromHost, to: job.toHost,
-                                                 elapsedMs: job.elapsedMs, downtimeMs: job.downtimeMs, blackoutMs: job.blackoutMs))
-    }
-
-    private func publishFailed() {
-        node.logger.warning("migration failed", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "error": "\(job.error)"])
-        node.emit(ExecutorAPI.MigrationFailed(job: job.id, vm: job.vm, state: job.state.rawValue, error: job.error))
     }
 
     private func releaseSlot() {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MeshCore
+import Primitives
 import ServiceKit
 import VIOLINProtocol
 import ZeroMQ
@@ -359,7 +360,8 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         while !worker.isStopping {
             let contacts = lock.withLock { membership.contacts }
             let roundStarted = monotonicMillis()
-            let answered = HeartbeatRound.run(contacts) { [self] endpoint in beat(endpoint) }
+            // All members at once (Concurrently): a dead one costs its timeout, not everyone's.
+            let answered = Concurrently.filter(contacts) { [self] endpoint in beat(endpoint) }
             lock.withLock {
                 for (endpoint, entry) in beatClients where !contacts.contains(endpoint) {
                     entry.client.close()
@@ -440,12 +442,10 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
             // Through its own mesh, another host brings this host into a VIOLIN — or back into
             // its membership here, when this mesh lost track of it (a restart, a partition).
             let throughCaller = self.isPeer(who) && r.seedKey == who.key && r.seed != nil
-            if !present {
-                if self.isPeer(who) && !throughCaller {
-                    throw ProtocolError(.forbidden, "\(who.audit) is no member of VIOLIN \(r.vni) here, and may join this host only through its own mesh")
-                }
-                _ = try self.join(r.vni, seed: r.seed, seedKey: Self.key(r.seedKey))
-            } else if throughCaller, !self.isMember(r.vni, who) {
+            if !present, self.isPeer(who), !throughCaller {
+                throw ProtocolError(.forbidden, "\(who.audit) is no member of VIOLIN \(r.vni) here, and may join this host only through its own mesh")
+            }
+            if !present || (throughCaller && !self.isMember(r.vni, who)) {
                 _ = try self.join(r.vni, seed: r.seed, seedKey: Self.key(r.seedKey))
             }
             try self.requireMember(r.vni, who)

@@ -274,7 +274,7 @@ extension PolicyServer {
         let busy = creatingLock.withLock { Set(creating.map { String($0.split(separator: "/").first ?? "") }) }
         let violinOfVM = Dictionary(uniqueKeysWithValues: inv.vms.map { ($0.id, $0.violin) })
         let missing = missing.filter { !busy.contains(violinOfVM[$0] ?? "") }
-        let lost = Lost.toRestart(placement: inv.placement, violinOf: Dictionary(uniqueKeysWithValues: inv.vms.map { ($0.id, $0.violin) }),
+        let lost = Lost.toRestart(placement: inv.placement, violinOf: violinOfVM,
                                   silentSince: silent, now: Date().timeIntervalSince1970, lostAfter: options.hostLostAfter,
                                   restartAlways: Set(specs.keys), missing: missing)
         for (violin, vms) in lost.sorted(by: { $0.key < $1.key }) {
