@@ -40,6 +40,9 @@ MEMBER_TIMEOUT = 3.0          # the meshes' member_timeout (the lab's default)
 RECONCILE = 10.0              # the policy's reconcile_interval (the lab's default)
 PROCESS_HEAL, LINK_HEAL = 10.0, 30.0
 BOOT_GRACE = 60.0             # a VM (re)made boots under TCG: not judged by pings before this
+REMAKE_LIMIT = 150.0          # a restart-always guest lost with its host runs again within this
+                              # (host_lost_after 30 s + a reconcile + the remake, with room for a
+                              # control-node outage or a killed policy on the way)
 KINDS = ["kill-bus", "kill-policy", "kill-mesh", "kill-switch", "kill-monitor", "kill-executor",
          "executor-in-migration", "libvirtd-in-migration", "host-link-down", "host-lost",
          "interdomain-loss", "interdomain-delay", "control-down"]
@@ -301,6 +304,7 @@ class Soak:
         self.lost_at = {}             # host -> when it was last lost
         self.two_seen = {}            # vm -> hosts, seen running on two in the last snapshot
         self.none_since = {}          # vm -> since when it runs nowhere
+        self.remakes = []             # seconds from a host's loss until a guest lost with it ran again
         self.operator = {"migrations": 0, "refused": 0, "violin_migrations": 0}
         self.stop = False
         self.deadline = 0
@@ -385,6 +389,9 @@ class Soak:
                 if on:
                     if vm not in self.vm_since or vm in self.none_since:
                         self.vm_since[vm] = now
+                    last = self.vm_host.get(vm)
+                    if vm in self.none_since and last in self.lost_at and self.lost_at[last] >= self.none_since[vm] - 60:
+                        self.remakes.append(now - self.lost_at[last])
                     self.none_since.pop(vm, None)
                     self.vm_host[vm] = on[0]
                 elif everyone:
@@ -394,6 +401,10 @@ class Soak:
                     if now - since > 60 and not lost:
                         self.violate("one-copy", "%s has run nowhere for %.0f s (last on %s, which was not lost)"
                                      % (vm, now - since, last))
+                    if lost and now - self.lost_at[last] > REMAKE_LIMIT:
+                        # Both VIOLINs are restart: always — a guest lost with its host is made again.
+                        self.violate("remade", "%s, lost with %s at %s, ran nowhere %.0f s later"
+                                     % (vm, last, time.strftime("%H:%M:%S", time.localtime(self.lost_at[last])), REMAKE_LIMIT))
         return where
 
     def pingable(self, now):
@@ -918,6 +929,8 @@ class Soak:
                   % (self.operator["migrations"], self.operator["violin_migrations"], self.operator["refused"]),
                   "| migrations completed / failed (events) | %d / %d |" % (completed, failed),
                   "| policy decisions | %d |" % decided,
+                  "| guests lost with their host made again / longest from the loss (limit %.0f s) | %d / %s |"
+                  % (REMAKE_LIMIT, len(self.remakes), ("%.0f s" % max(self.remakes)) if self.remakes else "-"),
                   "| invariant violations | %d |" % len(self.violations), ""]
         lines += ["## TCP streams that connected", ""] + ["- VIOLIN %s to %s: %s, %d sent, %d echoed, longest stall %s ms%s"
                                                         % (x["violin"], x["ip"], "survived" if x.get("survived") else "ended", x.get("sent", 0),
