@@ -7,7 +7,7 @@ import VIOLINProtocol
 struct SwitchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switch", abstract: "Inspect a violin-switch (like ovs-appctl fdb/show).",
-        subcommands: [Fdb.self, Stats.self, Ports.self])
+        subcommands: [Fdb.self, Stats.self, Ports.self, Rate.self])
 
     struct Target: ParsableArguments {
         @Option(help: "The switch's control endpoint (default: ipc:///run/violin/switch-<vni>.sock).") var to: String?
@@ -50,5 +50,17 @@ struct SwitchCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The switch's ports, as JSON.")
         @OptionGroup var target: Target
         func run() throws { try request(target.connection, to: try target.endpoint(), SwitchAPI.Ports()) }
+    }
+
+    struct Rate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Cap what a port's VM sends (Mbit/s; 0 lifts the cap). Through the mesh, with `violin mesh rate`, the cap outlives a switch restart.")
+        @Argument(help: "The port's name.") var port: String
+        @Argument(help: "Mbit/s, 0-100000 (0: no cap).") var mbit: Double
+        @Option(help: "The bucket's size in KiB, 16-65536 (default: 20 ms at the rate, at least 64).") var burstKb: Int?
+        @OptionGroup var target: Target
+        func run() throws {
+            try request(target.connection, to: try target.endpoint(), SwitchAPI.SetPortRate(port: port, mbitS: mbit, burstKB: burstKb))
+        }
     }
 }

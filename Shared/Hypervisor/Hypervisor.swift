@@ -17,6 +17,28 @@ public struct HostInfo: Equatable, Sendable {
     public let cpus: Int
     public let memoryKiB: UInt64
     public let model: String
+    /// Memory the host has free now (nil where the driver does not say).
+    public var freeKiB: UInt64? = nil
+    public init(cpus: Int, memoryKiB: UInt64, model: String, freeKiB: UInt64? = nil) {
+        self.cpus = cpus; self.memoryKiB = memoryKiB; self.model = model; self.freeKiB = freeKiB
+    }
+}
+
+/// A guest's memory as its balloon driver reports it (nil fields: not reported). The swap and
+/// fault figures count from the guest's boot.
+public struct GuestMemoryStats: Equatable, Sendable {
+    /// Memory the guest leaves entirely unused (its MemFree), and what it could use without
+    /// swapping (MemAvailable), KiB.
+    public var unusedKiB: UInt64?
+    public var availableKiB: UInt64?
+    public var swapInKiB: UInt64?
+    public var swapOutKiB: UInt64?
+    public var majorFaults: UInt64?
+    public init(unusedKiB: UInt64? = nil, availableKiB: UInt64? = nil, swapInKiB: UInt64? = nil, swapOutKiB: UInt64? = nil,
+                majorFaults: UInt64? = nil) {
+        self.unusedKiB = unusedKiB; self.availableKiB = availableKiB; self.swapInKiB = swapInKiB; self.swapOutKiB = swapOutKiB
+        self.majorFaults = majorFaults
+    }
 }
 
 public struct DomainStats: Equatable, Sendable {
@@ -29,6 +51,8 @@ public struct DomainStats: Equatable, Sendable {
     /// Current memory (the balloon's size) and the maximum, KiB.
     public let memoryKiB: UInt64
     public let maxMemoryKiB: UInt64
+    /// The balloon driver's statistics, for a running guest that has one.
+    public var guest: GuestMemoryStats? = nil
 }
 
 public struct HypervisorError: Error, Equatable, CustomStringConvertible, Sendable {
@@ -71,7 +95,8 @@ public final class LibvirtHypervisor: Hypervisor, @unchecked Sendable {
         var info = virNodeInfo()
         guard virNodeGetInfo(conn, &info) == 0 else { throw Self.failure("node info") }
         let model = withUnsafeBytes(of: info.model) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        return HostInfo(cpus: Int(info.cpus), memoryKiB: UInt64(info.memory), model: model)
+        let free = virNodeGetFreeMemory(conn)
+        return HostInfo(cpus: Int(info.cpus), memoryKiB: UInt64(info.memory), model: model, freeKiB: free > 0 ? free / 1024 : nil)
     }
 
     public func domains() throws(HypervisorError) -> [DomainStats] {
@@ -87,12 +112,44 @@ public final class LibvirtHypervisor: Hypervisor, @unchecked Sendable {
             guard virDomainGetInfo(d, &info) == 0 else { continue }
             var uuid = [CChar](repeating: 0, count: Int(VIR_UUID_STRING_BUFLEN))
             _ = virDomainGetUUIDString(d, &uuid)
-            out.append(DomainStats(name: String(cString: virDomainGetName(d)), uuid: String(cString: uuid),
-                                   running: Int32(info.state) == Int32(VIR_DOMAIN_RUNNING.rawValue),
+            let running = Int32(info.state) == Int32(VIR_DOMAIN_RUNNING.rawValue)
+            let id = String(cString: uuid)
+            out.append(DomainStats(name: String(cString: virDomainGetName(d)), uuid: id, running: running,
                                    vcpus: Int(info.nrVirtCpu), cpuTimeNs: UInt64(info.cpuTime),
-                                   memoryKiB: UInt64(info.memory), maxMemoryKiB: UInt64(info.maxMem)))
+                                   memoryKiB: UInt64(info.memory), maxMemoryKiB: UInt64(info.maxMem),
+                                   guest: running ? guestMemory(d, uuid: id) : nil))
         }
         return out.sorted { $0.name < $1.name }
+    }
+
+    /// Domains whose balloon driver was asked for statistics (once per domain and connection).
+    private var statsPeriodSet = Set<String>()
+    /// Seconds between two readings of a guest's memory by its balloon driver.
+    public var memoryStatsPeriod: Int32 = 2
+
+    /// The balloon driver's statistics; the first time a domain is seen, it is asked to collect
+    /// them (nil until it has).
+    func guestMemory(_ d: virDomainPtr, uuid: String) -> GuestMemoryStats? {
+        if !statsPeriodSet.contains(uuid) {
+            statsPeriodSet.insert(uuid)
+            _ = virDomainSetMemoryStatsPeriod(d, memoryStatsPeriod, UInt32(VIR_DOMAIN_AFFECT_LIVE.rawValue))
+        }
+        var stats = [virDomainMemoryStatStruct](repeating: virDomainMemoryStatStruct(), count: Int(VIR_DOMAIN_MEMORY_STAT_NR.rawValue))
+        let n = virDomainMemoryStats(d, &stats, UInt32(stats.count), 0)
+        guard n > 0 else { return nil }
+        var g = GuestMemoryStats()
+        for s in stats.prefix(Int(n)) {
+            switch Int(s.tag) {
+            case Int(VIR_DOMAIN_MEMORY_STAT_UNUSED.rawValue): g.unusedKiB = s.val
+            case Int(VIR_DOMAIN_MEMORY_STAT_USABLE.rawValue): g.availableKiB = s.val
+            case Int(VIR_DOMAIN_MEMORY_STAT_SWAP_IN.rawValue): g.swapInKiB = s.val
+            case Int(VIR_DOMAIN_MEMORY_STAT_SWAP_OUT.rawValue): g.swapOutKiB = s.val
+            case Int(VIR_DOMAIN_MEMORY_STAT_MAJOR_FAULT.rawValue): g.majorFaults = s.val
+            default: break
+            }
+        }
+        // Only the balloon's own figure (and RSS) without a driver in the guest: nothing to say.
+        return g.unusedKiB == nil && g.availableKiB == nil ? nil : g
     }
 
     func lookup(_ name: String) throws(HypervisorError) -> virDomainPtr {

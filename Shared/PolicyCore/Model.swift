@@ -62,6 +62,9 @@ public struct ClusterState: Sendable {
     public var now: Double
     /// Optional: per VIOLIN, its batch queue (what a queue-aware policy may use).
     public var queues: [ViolinID: QueueInfo]
+    /// Optional: what the fine-grain levers read (guest memory, free memory, network) and what
+    /// they have set.
+    public var levers = LeverState()
 
     public init(hosts: [Host], vms: [VM], violins: [Violin], placement: [VMID: HostID], cpu: [VMID: Double] = [:],
                 network: Network = Network(), migrating: Set<VMID> = [], lastMigrated: [VMID: Double] = [:],
@@ -100,10 +103,13 @@ public enum Decision: Equatable, Sendable {
     case migrateViolin(violin: ViolinID, to: DomainID, placement: [VMID: HostID], estimatedSeconds: Double, reason: String)
     case setCPUWeight(vm: VMID, weight: Int, reason: String)
     case setBalloon(vm: VMID, targetMB: Int, reason: String)
+    /// A cap on what the VM sends through its switch port, Mbit/s; 0 lifts it.
+    case setPortRate(vm: VMID, mbitS: Double, reason: String)
 
     public var reason: String {
         switch self {
-        case .migrateVM(_, _, _, _, let r), .migrateViolin(_, _, _, _, let r), .setCPUWeight(_, _, let r), .setBalloon(_, _, let r): r
+        case .migrateVM(_, _, _, _, let r), .migrateViolin(_, _, _, _, let r), .setCPUWeight(_, _, let r), .setBalloon(_, _, let r),
+             .setPortRate(_, _, let r): r
         }
     }
 

@@ -163,6 +163,7 @@ public struct NodeConfig: Sendable {
                                                          "--bus", bus, "--instance", "mesh@\(n)"] + common, port: ServicePorts.mesh))
             out.append(Service(name: "monitor", arguments: ["--listen", "tcp://\(a):\(ServicePorts.monitor)", "--libvirt-uri", r["libvirt_uri"],
                                                             "--sample-interval", r["sample_interval"], "--bus", bus,
+                                                            "--mesh", "tcp://\(a):\(ServicePorts.mesh)", "--memory-mb", r["memory_mb"],
                                                             "--instance", "monitor@\(n)"] + common, port: ServicePorts.monitor))
             out.append(Service(name: "executor", arguments: ["--listen", "tcp://\(a):\(ServicePorts.executor)", "--host-id", n, "--libvirt-uri", r["libvirt_uri"],
                                                              "--migration-uri", r["migration_uri"], "--mesh", "tcp://\(a):\(ServicePorts.mesh)",

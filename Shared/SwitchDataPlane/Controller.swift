@@ -12,6 +12,8 @@ public final class SwitchController: @unchecked Sendable {
     private var peers: [PeerAddress] = []
     private var statics: [MAC: Location] = [:]
     private var moved: [MAC: MovedMAC] = [:]
+    /// Rate caps by port id.
+    private var rates: [UInt32: PortRate] = [:]
     private var nextPortID: UInt32 = 1
     private var generation: UInt64 = 0
     /// Events to publish; set by the service.
@@ -26,7 +28,7 @@ public final class SwitchController: @unchecked Sendable {
         generation += 1
         let now = forwarder.now
         moved = moved.filter { $0.value.untilMs > now }
-        forwarder.apply(SwitchSnapshot(generation: generation, ports: ports, peers: peers, statics: statics, moved: moved))
+        forwarder.apply(SwitchSnapshot(generation: generation, ports: ports, peers: peers, statics: statics, moved: moved, rates: rates))
     }
 
     // MARK: - Operations (also used for command-line configuration)
@@ -85,8 +87,25 @@ public final class SwitchController: @unchecked Sendable {
         let id = ports[i].id
         ports.remove(at: i)
         statics = statics.filter { $0.value != .port(id) }
+        rates[id] = nil
         commit()   // the fd closes once the forwarder lets go of the old snapshot
         emit(SwitchAPI.PortRemoved(vni: forwarder.options.vni, name: name))
+    }
+
+    /// Caps what port `name` receives from its VM at `mbitS` (0: no cap), in bursts of up to
+    /// `burstKB` (nil: 20 ms at the rate, at least 64 KiB).
+    public func setPortRate(_ name: String, mbitS: Double, burstKB: Int? = nil) throws(ProtocolError) -> SwitchAPI.PortRateReply {
+        guard let port = ports.first(where: { $0.name == name }) else { throw ProtocolError(.notFound, "no port named \(name)") }
+        guard mbitS.isFinite, (0...100_000).contains(mbitS) else { throw ProtocolError(.invalidBody, "mbit_s must be 0-100000") }
+        if mbitS == 0 {
+            rates[port.id] = nil
+            commit()
+            return SwitchAPI.PortRateReply(port: name, mbitS: 0, burstKB: 0)
+        }
+        let burst = SwitchAPI.SetPortRate.burstBytes(mbitS: mbitS, burstKB: burstKB)
+        rates[port.id] = PortRate(bytesPerSecond: mbitS * 1_000_000 / 8, burstBytes: Double(burst))
+        commit()
+        return SwitchAPI.PortRateReply(port: name, mbitS: mbitS, burstKB: burst / 1024)
     }
 
     public func setPeers(_ list: [PeerAddress]) {
@@ -151,6 +170,7 @@ public final class SwitchController: @unchecked Sendable {
             self.commit()
             return SwitchAPI.MACReply(mac: mac.description)
         }
+        t.on(SwitchAPI.SetPortRate.self) { [unowned self] r in try self.setPortRate(r.port, mbitS: r.mbitS, burstKB: r.burstKB) }
         t.on(SwitchAPI.RemoveStatic.self) { [unowned self] r in
             let mac = try Self.mac(r.mac)
             guard self.statics.removeValue(forKey: mac) != nil else { throw ProtocolError(.notFound, "no static entry for \(mac)") }
@@ -246,6 +266,8 @@ public final class SwitchController: @unchecked Sendable {
 
     static func portCounters(_ c: SwitchStats.PortCounters) -> SwitchAPI.PortCounters {
         SwitchAPI.PortCounters(rx: Int(c.rx), tx: Int(c.tx), firstRxMs: c.firstRxMs == 0 ? nil : Int(c.firstRxMs),
-                               lastRxMs: c.lastRxMs == 0 ? nil : Int(c.lastRxMs))
+                               lastRxMs: c.lastRxMs == 0 ? nil : Int(c.lastRxMs), rxBytes: c.rxBytes, txBytes: c.txBytes,
+                               rateMbitS: c.rate.map { ($0.bytesPerSecond * 8 / 1_000_000 * 1000).rounded() / 1000 },
+                               rateWaits: c.rate == nil ? nil : c.rateWaits)
     }
 }

@@ -12,14 +12,28 @@ public final class SwitchSnapshot: @unchecked Sendable {
     /// MACs of VMs that migrated away: frames for them that still arrive from a peer are sent
     /// on to the VM's new host until `untilMs` (the switch's clock), not dropped.
     public let moved: [MAC: MovedMAC]
+    /// Caps on what ports receive from their VMs, by port id.
+    public let rates: [UInt32: PortRate]
 
     public init(generation: UInt64, ports: [PortHandle], peers: [PeerAddress], statics: [MAC: Location],
-                moved: [MAC: MovedMAC] = [:]) {
+                moved: [MAC: MovedMAC] = [:], rates: [UInt32: PortRate] = [:]) {
         self.generation = generation
         self.ports = ports
         self.peers = peers
         self.statics = statics
         self.moved = moved
+        self.rates = rates
+    }
+}
+
+/// A token bucket on a port's received frames: `bytesPerSecond` on average, up to `burstBytes`
+/// at once. A port out of tokens is not read until it has some again; its frames wait in the
+/// port's own queue (a TAP's, a UDP socket's), and the kernel drops what overflows that.
+public struct PortRate: Sendable, Equatable {
+    public let bytesPerSecond: Double
+    public let burstBytes: Double
+    public init(bytesPerSecond: Double, burstBytes: Double) {
+        self.bytesPerSecond = bytesPerSecond; self.burstBytes = max(1, burstBytes)
     }
 }
 
@@ -57,6 +71,11 @@ public struct SwitchStats: Sendable, Equatable {
         /// network blackout of a migration is first-at-the-new-port minus last-at-the-old.
         public var firstRxMs: UInt64 = 0
         public var lastRxMs: UInt64 = 0
+        public var rxBytes = 0
+        public var txBytes = 0
+        /// With a rate cap: the cap, and how often the port waited for tokens.
+        public var rate: PortRate?
+        public var rateWaits = 0
     }
 
     public var dropsTotal: Int { drops.values.reduce(0, +) }
@@ -137,6 +156,18 @@ public final class Forwarder: @unchecked Sendable {
     private var portTx: [Int] = []
     private var portFirstRx: [UInt64] = []
     private var portLastRx: [UInt64] = []
+    private var portRxBytes: [Int] = []
+    private var portTxBytes: [Int] = []
+    /// Token buckets, by port index: the rate (bytes per ms; 0: no cap), the tokens (bytes; may
+    /// go below zero by one frame), when they were last filled, when a waiting port is read
+    /// again (0: it is not waiting), and how often it waited.
+    private var portRatePerMs: [Double] = []
+    private var portBurst: [Double] = []
+    private var portTokens: [Double] = []
+    private var portFilledAt: [UInt64] = []
+    private var portResumeAt: [UInt64] = []
+    private var portWaits: [Int] = []
+    private var waitingPorts = 0
     private let rx: OpaquePointer        // tunnel receive batch (own buffers)
     private let tx: OpaquePointer        // tunnel send batch (points into `slots`)
     private let slots: UnsafeMutableRawPointer
@@ -313,6 +344,7 @@ public final class Forwarder: @unchecked Sendable {
         let now = clock()
         let oldPorts = Set(current.ports.map(\.id))
         let oldPeers = Set(current.peers)
+        let oldRates = current.rates
         // Entries of ports and peers that went away are forgotten.
         for id in oldPorts.subtracting(s.ports.map(\.id)) { table.forget(.port(id)) }
         for peer in oldPeers.subtracting(s.peers) { table.forget(.peer(peer)) }
@@ -320,10 +352,14 @@ public final class Forwarder: @unchecked Sendable {
         for (mac, location) in s.statics { _ = table.setStatic(mac, at: location, nowMs: now) }
         // Per-port counters follow their ports by id.
         var rxByID: [UInt32: Int] = [:], txByID: [UInt32: Int] = [:], timesByID: [UInt32: (UInt64, UInt64)] = [:]
+        var bytesByID: [UInt32: Int] = [:], txBytesByID: [UInt32: Int] = [:], bucketByID: [UInt32: (tokens: Double, at: UInt64, waits: Int)] = [:]
         for (i, p) in current.ports.enumerated() where i < portRx.count {
             rxByID[p.id] = portRx[i]
             txByID[p.id] = portTx[i]
             timesByID[p.id] = (portFirstRx[i], portLastRx[i])
+            bytesByID[p.id] = portRxBytes[i]
+            txBytesByID[p.id] = portTxBytes[i]
+            bucketByID[p.id] = (portTokens[i], portFilledAt[i], portWaits[i])
         }
         // The epoll set follows the ports; tags are indexes into the new snapshot's ports.
         for p in current.ports { _ = vn_epoll_del(epoll, p.fd) }
@@ -339,6 +375,20 @@ public final class Forwarder: @unchecked Sendable {
         portTx = s.ports.map { txByID[$0.id] ?? 0 }
         portFirstRx = s.ports.map { timesByID[$0.id]?.0 ?? 0 }
         portLastRx = s.ports.map { timesByID[$0.id]?.1 ?? 0 }
+        portRxBytes = s.ports.map { bytesByID[$0.id] ?? 0 }
+        portTxBytes = s.ports.map { txBytesByID[$0.id] ?? 0 }
+        // A port keeps its tokens while its cap stays; a new or changed cap starts full. Every
+        // port is in the epoll set again: one still out of tokens waits again at its next read.
+        portRatePerMs = s.ports.map { (s.rates[$0.id]?.bytesPerSecond ?? 0) / 1000 }
+        portBurst = s.ports.map { s.rates[$0.id]?.burstBytes ?? 0 }
+        portTokens = s.ports.map { p in
+            guard let rate = s.rates[p.id] else { return 0 }
+            return oldRates[p.id] == rate ? bucketByID[p.id]?.tokens ?? rate.burstBytes : rate.burstBytes
+        }
+        portFilledAt = s.ports.map { bucketByID[$0.id]?.at ?? now }
+        portResumeAt = s.ports.map { _ in 0 }
+        portWaits = s.ports.map { bucketByID[$0.id]?.waits ?? 0 }
+        waitingPorts = 0
     }
 
     private func loop() {
@@ -374,7 +424,9 @@ public final class Forwarder: @unchecked Sendable {
                 for work in requests { work() }
             }
             let spinning = spinNs > 0 && DispatchTime.now().uptimeNanoseconds &- lastTraffic < spinNs
-            let count = Int(vn_epoll_wait(epoll, tags, Int32(maxEvents), spinning ? 0 : 1000))
+            var timeoutMs = spinning ? 0 : 1000
+            if waitingPorts > 0 { timeoutMs = min(timeoutMs, resumeWaitingPorts(clock())) }
+            let count = Int(vn_epoll_wait(epoll, tags, Int32(maxEvents), Int32(timeoutMs)))
             if count < 0 { continue }
             batchNow = clock()
             var traffic = false
@@ -406,6 +458,41 @@ public final class Forwarder: @unchecked Sendable {
     /// for good, so a dead TAP cannot turn the loop into a busy one.
     private var failedPorts: Set<UInt32> = []
 
+    /// Ports whose tokens are due are read again; the ms until the next one is.
+    private func resumeWaitingPorts(_ now: UInt64) -> Int {
+        var next = UInt64.max
+        for i in 0..<portResumeAt.count where portResumeAt[i] != 0 {
+            if portResumeAt[i] <= now {
+                portResumeAt[i] = 0
+                waitingPorts -= 1
+                let port = current.ports[i]
+                if !failedPorts.contains(port.id) { _ = vn_epoll_add(epoll, port.fd, Self.firstPortTag + UInt32(i)) }
+            } else {
+                next = min(next, portResumeAt[i])
+            }
+        }
+        return next == .max ? 1000 : Int(min(1000, next - now))
+    }
+
+    /// A capped port's bucket, filled for the time since it was last.
+    @inline(__always)
+    private func fill(_ i: Int) {
+        let now = batchNow
+        if now > portFilledAt[i] {
+            portTokens[i] = min(portBurst[i], portTokens[i] + Double(now - portFilledAt[i]) * portRatePerMs[i])
+            portFilledAt[i] = now
+        }
+    }
+
+    /// A capped port out of tokens: not read until it has some again.
+    private func waitForTokens(_ i: Int) {
+        let ms = max(1, UInt64((-portTokens[i] / portRatePerMs[i]).rounded(.up)))
+        portResumeAt[i] = batchNow + ms
+        portWaits[i] += 1
+        waitingPorts += 1
+        _ = vn_epoll_del(epoll, current.ports[i].fd)
+    }
+
     /// A TAP whose device went away: stop watching its descriptor.
     private func portFailed(_ index: Int) {
         let port = current.ports[index]
@@ -422,7 +509,8 @@ public final class Forwarder: @unchecked Sendable {
             s.drops[reason.rawValue] = dropCounts[DropReasonIndex.of(reason)]
         }
         for (i, p) in current.ports.enumerated() {
-            s.perPort[p.name] = .init(rx: portRx[i], tx: portTx[i], firstRxMs: portFirstRx[i], lastRxMs: portLastRx[i])
+            s.perPort[p.name] = .init(rx: portRx[i], tx: portTx[i], firstRxMs: portFirstRx[i], lastRxMs: portLastRx[i],
+                                      rxBytes: portRxBytes[i], txBytes: portTxBytes[i], rate: current.rates[p.id], rateWaits: portWaits[i])
         }
         return s
     }
@@ -445,7 +533,10 @@ public final class Forwarder: @unchecked Sendable {
             }
         }
         let headerRoom = port.vnet ? VirtioNetHeader.length : VXLAN.headerLength
+        let capped = portRatePerMs[index] > 0
+        if capped { fill(index) }
         for _ in 0..<options.batch {
+            if capped && portTokens[index] <= 0 { waitForTokens(index); break }
             if slotsUsed == options.batch { flushTunnel() }
             let slot = slots + slotsUsed * slotSize
             let readAt = slot + (headerRoom - (port.vnet ? VirtioNetHeader.length : 0))
@@ -465,6 +556,8 @@ public final class Forwarder: @unchecked Sendable {
                 n = got - VirtioNetHeader.length
             }
             portRx[index] += 1
+            portRxBytes[index] += n
+            if capped { portTokens[index] -= Double(n) }
             stats.framesFromPorts += 1
             stats.bytesFromPorts += n
             if n < Ethernet.headerLength { drop(.malformed); continue }
@@ -527,6 +620,7 @@ public final class Forwarder: @unchecked Sendable {
             let rc = io.write(port.fd, header.assumingMemoryBound(to: UInt8.self), n + VirtioNetHeader.length)
             if rc < 0 { drop(.congested); return }
             portTx[j] += 1
+            portTxBytes[j] += n
             stats.framesToPorts += 1
             return
         }
@@ -732,6 +826,7 @@ public final class Forwarder: @unchecked Sendable {
         if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += count - 1; return }
         stats.merged += count - 2
         portTx[j] += 1
+        portTxBytes[j] += max(0, Int(rc) - (current.ports[j].vnet ? VirtioNetHeader.length : 0))
         stats.framesToPorts += 1
     }
 
@@ -745,6 +840,7 @@ public final class Forwarder: @unchecked Sendable {
             : io.write(port.fd, frame.assumingMemoryBound(to: UInt8.self), n)
         if rc < 0 { drop(.congested); return }
         portTx[i] += 1
+        portTxBytes[i] += n
         stats.framesToPorts += 1
     }
 

@@ -119,6 +119,7 @@ public enum Authorization {
             "add_port_request": [.operator, .hostSelf, .anyHost], "remove_port_request": [.operator, .hostSelf, .anyHost],
             "announce_request": [.operator, .hostSelf, .anyHost],
             "port_stats_request": [.operator, .control, .domainAdmin, .hostSelf, .anyHost],
+            "set_port_rate_request": [.operator, .control],
             "members_request": [.operator, .control, .domainAdmin, .hostSelf],
             "ports_request": [.operator, .control, .domainAdmin, .hostSelf],
             // Only from the member named in the request (or the host it concerns).

@@ -1,7 +1,7 @@
 /// `violin-mesh`'s requests and events (PROTOCOL.md §8.2).
 public enum MeshAPI {
     public static let requests: [any RequestBody.Type] = [
-        JoinViolin.self, LeaveViolin.self, AddPort.self, RemovePort.self, Announce.self, PortStats.self, Members.self,
+        JoinViolin.self, LeaveViolin.self, AddPort.self, RemovePort.self, Announce.self, PortStats.self, SetPortRate.self, Members.self,
         Ports.self, MemberJoin.self, MemberAnnounce.self, MemberLeave.self, MemberHeartbeat.self,
     ]
     public static let events: [any EventBody.Type] = [
@@ -9,6 +9,10 @@ public enum MeshAPI {
     ]
 
     static let seedFields: [FieldSpec] = [.optional("seed", .endpoint), .optional("seed_key", .curveKey)]
+
+    /// A VM's port on its VIOLIN's switch is named `vm-<VM name>` (as the executor makes it):
+    /// what the monitor reads a VM's network from, and what the policy caps.
+    public static let vmPortPrefix = "vm-"
 
     public struct JoinViolin: RequestBody {
         public static let msgType = "join_violin_request"
@@ -134,6 +138,33 @@ public enum MeshAPI {
         public init(vni: UInt32, name: String) { self.vni = vni; self.name = name }
         public init(_ b: Body) { vni = b.vni()!; name = b.text("name")! }
         public var json: JSONValue { ["vni": .number(Double(vni)), "name": .string(name)] }
+    }
+
+    /// A cap on what a VM sends through its port (the switch's `set_port_rate_request` with the
+    /// VIOLIN's id); kept by the mesh, so a restarted switch has it again.
+    public struct SetPortRate: RequestBody {
+        public static let msgType = "set_port_rate_request"
+        public static let fields: [FieldSpec] = [
+            .required("vni", .vni), .required("name", .text), .required("mbit_s", .number(0...100_000)), .optional("burst_kb", .integer(16...65_536)),
+        ]
+        public typealias Reply = PortRateReply
+        public static let idempotent = true
+        public static let example = SetPortRate(vni: 9, name: "vm-a1", mbitS: 50)
+        public var vni: UInt32
+        public var name: String
+        public var mbitS: Double
+        public var burstKB: Int?
+        public init(vni: UInt32, name: String, mbitS: Double, burstKB: Int? = nil) {
+            self.vni = vni; self.name = name; self.mbitS = mbitS; self.burstKB = burstKB
+        }
+        public init(_ b: Body) { vni = b.vni()!; name = b.text("name")!; mbitS = b.number("mbit_s")!; burstKB = b.integer("burst_kb") }
+        public var json: JSONValue {
+            var o: [String: JSONValue] = ["vni": .number(Double(vni)), "name": .string(name), "mbit_s": .number(mbitS)]
+            if let burstKB { o["burst_kb"] = .number(Double(burstKB)) }
+            return .object(o)
+        }
+        /// The switch's request for it.
+        public var forSwitch: SwitchAPI.SetPortRate { SwitchAPI.SetPortRate(port: name, mbitS: mbitS, burstKB: burstKB) }
     }
 
     public struct Members: RequestBody {
@@ -307,6 +338,18 @@ public enum MeshAPI {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(vni, forKey: .vni); try c.encode(name, forKey: .name)
         }
+    }
+
+    public struct PortRateReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("name", .text), .required("mbit_s", .number(0...100_000)),
+                                                 .required("burst_kb", .count)]
+        public var vni: UInt32
+        public var name: String
+        /// 0: no cap.
+        public var mbitS: Double
+        public var burstKB: Int
+        public init(vni: UInt32, name: String, mbitS: Double, burstKB: Int) { self.vni = vni; self.name = name; self.mbitS = mbitS; self.burstKB = burstKB }
+        enum CodingKeys: String, CodingKey { case vni, name, mbitS = "mbit_s", burstKB = "burst_kb" }
     }
 
     public struct MembersReply: ReplyBody {

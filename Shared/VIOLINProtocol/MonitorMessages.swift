@@ -71,6 +71,59 @@ public enum MonitorAPI {
 
     // MARK: Events
 
+    /// A guest's memory as its balloon driver reports it; rates over the last interval (null on
+    /// the first reading).
+    public struct GuestMemory: Sendable, Equatable {
+        public var unusedMB: Int?
+        public var availableMB: Int?
+        public var swapInKBPerS: Double?
+        public var swapOutKBPerS: Double?
+        public var majorFaultsPerS: Double?
+        public init(unusedMB: Int? = nil, availableMB: Int? = nil, swapInKBPerS: Double? = nil, swapOutKBPerS: Double? = nil,
+                    majorFaultsPerS: Double? = nil) {
+            self.unusedMB = unusedMB; self.availableMB = availableMB; self.swapInKBPerS = swapInKBPerS
+            self.swapOutKBPerS = swapOutKBPerS; self.majorFaultsPerS = majorFaultsPerS
+        }
+        public var json: JSONValue {
+            func n(_ x: Int?) -> JSONValue { x.map { .number(Double($0)) } ?? .null }
+            func r(_ x: Double?) -> JSONValue { x.map { .number(($0 * 10).rounded() / 10) } ?? .null }
+            return ["unused_mb": n(unusedMB), "available_mb": n(availableMB), "swap_in_kb_s": r(swapInKBPerS),
+                    "swap_out_kb_s": r(swapOutKBPerS), "major_faults_s": r(majorFaultsPerS)]
+        }
+        /// Read back from a sample, every number range-checked; nil if it is not one.
+        public init?(_ v: JSONValue?) {
+            guard let v, case .object = v else { return nil }
+            func count(_ k: String) -> Int? { v[k].flatMap(FieldSpec.Kind.integer).flatMap { (0...(1 << 40)).contains($0) ? $0 : nil } }
+            func rate(_ k: String) -> Double? { v[k]?.numberValue.flatMap { $0.isFinite && (0...1e12).contains($0) ? $0 : nil } }
+            self.init(unusedMB: count("unused_mb"), availableMB: count("available_mb"), swapInKBPerS: rate("swap_in_kb_s"),
+                      swapOutKBPerS: rate("swap_out_kb_s"), majorFaultsPerS: rate("major_faults_s"))
+        }
+    }
+
+    /// A VM's network through its switch port, from the VM's side: `tx` what it sent, `rx` what
+    /// it got; Mbit/s over the last interval (null on the first reading).
+    public struct Net: Sendable, Equatable {
+        public var txBytes: Int, rxBytes: Int, txPackets: Int, rxPackets: Int
+        public var txMbitS: Double?, rxMbitS: Double?
+        public init(txBytes: Int, rxBytes: Int, txPackets: Int, rxPackets: Int, txMbitS: Double? = nil, rxMbitS: Double? = nil) {
+            self.txBytes = txBytes; self.rxBytes = rxBytes; self.txPackets = txPackets; self.rxPackets = rxPackets
+            self.txMbitS = txMbitS; self.rxMbitS = rxMbitS
+        }
+        public var json: JSONValue {
+            func r(_ x: Double?) -> JSONValue { x.map { .number(($0 * 100).rounded() / 100) } ?? .null }
+            return ["tx_bytes": .number(Double(txBytes)), "rx_bytes": .number(Double(rxBytes)), "tx_packets": .number(Double(txPackets)),
+                    "rx_packets": .number(Double(rxPackets)), "tx_mbit_s": r(txMbitS), "rx_mbit_s": r(rxMbitS)]
+        }
+        /// Read back from a sample, every number range-checked; nil if it is not one.
+        public init?(_ v: JSONValue?) {
+            guard let v, case .object = v else { return nil }
+            func count(_ k: String) -> Int? { v[k].flatMap(FieldSpec.Kind.integer).flatMap { $0 >= 0 ? $0 : nil } }
+            func rate(_ k: String) -> Double? { v[k]?.numberValue.flatMap { $0.isFinite && (0...1e7).contains($0) ? $0 : nil } }
+            guard let tb = count("tx_bytes"), let rb = count("rx_bytes"), let tp = count("tx_packets"), let rp = count("rx_packets") else { return nil }
+            self.init(txBytes: tb, rxBytes: rb, txPackets: tp, rxPackets: rp, txMbitS: rate("tx_mbit_s"), rxMbitS: rate("rx_mbit_s"))
+        }
+    }
+
     /// One VM as a sample describes it.
     public struct VMSample: Sendable, Equatable {
         public var name: String
@@ -80,14 +133,27 @@ public enum MonitorAPI {
         public var vcpus: Int
         public var memoryMB: Int
         public var maxMemoryMB: Int
-        public init(name: String, uuid: String, cpuPercent: Double?, vcpus: Int, memoryMB: Int, maxMemoryMB: Int) {
+        public var guest: GuestMemory?
+        public var net: Net?
+        public init(name: String, uuid: String, cpuPercent: Double?, vcpus: Int, memoryMB: Int, maxMemoryMB: Int,
+                    guest: GuestMemory? = nil, net: Net? = nil) {
             self.name = name; self.uuid = uuid; self.cpuPercent = cpuPercent; self.vcpus = vcpus
-            self.memoryMB = memoryMB; self.maxMemoryMB = maxMemoryMB
+            self.memoryMB = memoryMB; self.maxMemoryMB = maxMemoryMB; self.guest = guest; self.net = net
         }
         public var json: JSONValue {
             ["name": .string(name), "uuid": .string(uuid), "cpu_percent": cpuPercent.map { .number(($0 * 10).rounded() / 10) } ?? .null,
-             "vcpus": .number(Double(vcpus)), "memory_mb": .number(Double(memoryMB)), "max_memory_mb": .number(Double(maxMemoryMB))]
+             "vcpus": .number(Double(vcpus)), "memory_mb": .number(Double(memoryMB)), "max_memory_mb": .number(Double(maxMemoryMB)),
+             "guest_memory": guest?.json ?? .null, "net": net?.json ?? .null]
         }
+    }
+
+    /// What the fine-grain levers read of one VM in a sample (range-checked).
+    public struct LeverReading: Sendable, Equatable {
+        public var vm: String
+        public var memoryMB: Int
+        public var maxMemoryMB: Int
+        public var guest: GuestMemory?
+        public var net: Net?
     }
 
     public struct Sampled: EventBody {
@@ -95,10 +161,30 @@ public enum MonitorAPI {
         public static let fields: [FieldSpec] = [.required("host", .object), .required("vms", .list(.object))]
         public var hostCPUs: Int
         public var hostMemoryMB: Int
+        /// What the host has free (nil where the hypervisor does not say).
+        public var hostFreeMemoryMB: Int?
         public var vms: [VMSample]
-        public init(hostCPUs: Int, hostMemoryMB: Int, vms: [VMSample]) { self.hostCPUs = hostCPUs; self.hostMemoryMB = hostMemoryMB; self.vms = vms }
+        public init(hostCPUs: Int, hostMemoryMB: Int, hostFreeMemoryMB: Int? = nil, vms: [VMSample]) {
+            self.hostCPUs = hostCPUs; self.hostMemoryMB = hostMemoryMB; self.hostFreeMemoryMB = hostFreeMemoryMB; self.vms = vms
+        }
         public var json: JSONValue {
-            ["host": ["cpus": .number(Double(hostCPUs)), "memory_mb": .number(Double(hostMemoryMB))], "vms": .array(vms.map(\.json))]
+            ["host": ["cpus": .number(Double(hostCPUs)), "memory_mb": .number(Double(hostMemoryMB)),
+                      "free_memory_mb": hostFreeMemoryMB.map { .number(Double($0)) } ?? .null],
+             "vms": .array(vms.map(\.json))]
+        }
+        /// The host's free memory in a sample body, range-checked.
+        public static func hostFreeMemoryMB(_ body: JSONValue) -> Int? {
+            body["host"]?["free_memory_mb"].flatMap(FieldSpec.Kind.integer).flatMap { (0...(1 << 40)).contains($0) ? $0 : nil }
+        }
+        /// What the levers read of each VM (memory and network), every number range-checked; a
+        /// VM whose figures are not numbers in range is left out.
+        public static func leverReadings(_ body: JSONValue) -> [LeverReading] {
+            body["vms"]?.items.compactMap { v in
+                guard let name = v["name"]?.stringValue, !name.isEmpty, name.utf8.count <= 256,
+                      let mem = v["memory_mb"].flatMap(FieldSpec.Kind.integer), (0...(1 << 30)).contains(mem),
+                      let max = v["max_memory_mb"].flatMap(FieldSpec.Kind.integer), (0...(1 << 30)).contains(max) else { return nil }
+                return LeverReading(vm: name, memoryMB: mem, maxMemoryMB: max, guest: GuestMemory(v["guest_memory"]), net: Net(v["net"]))
+            } ?? []
         }
         /// The smoothed-CPU readings a subscriber needs (the policy): name and CPU %, where known.
         public static func cpuReadings(_ body: JSONValue) -> [(vm: String, cpuPercent: Double)] {

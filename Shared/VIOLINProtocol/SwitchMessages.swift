@@ -3,7 +3,7 @@ public enum SwitchAPI {
     /// Every request type the switch answers, in the document's order.
     public static let requests: [any RequestBody.Type] = [
         Stats.self, FDB.self, Ports.self, AddPort.self, RemovePort.self, Announce.self,
-        SetPeers.self, AddPeer.self, RemovePeer.self, AddStatic.self, RemoveStatic.self,
+        SetPeers.self, AddPeer.self, RemovePeer.self, AddStatic.self, RemoveStatic.self, SetPortRate.self,
     ]
     public static let events: [any EventBody.Type] = [PortAdded.self, PortRemoved.self, PeersChanged.self]
 
@@ -200,7 +200,47 @@ public enum SwitchAPI {
         public var json: JSONValue { ["mac": .string(mac.description)] }
     }
 
+    /// A cap on what a port's VM sends (its frames into the switch), a token bucket: frames
+    /// beyond the rate wait in the port's own queue, where the kernel drops what overflows it.
+    /// `mbit_s` 0 lifts the cap.
+    public struct SetPortRate: RequestBody {
+        public static let msgType = "set_port_rate_request"
+        public static let fields: [FieldSpec] = [
+            .required("port", .text), .required("mbit_s", .number(0...100_000)), .optional("burst_kb", .integer(16...65_536)),
+        ]
+        public typealias Reply = PortRateReply
+        public static let idempotent = true
+        public static let example = SetPortRate(port: "vm1", mbitS: 50)
+        public var port: String
+        public var mbitS: Double
+        /// The bucket's size; nil: 20 ms at the rate, at least 64 KiB (one offloaded frame).
+        public var burstKB: Int?
+        public init(port: String, mbitS: Double, burstKB: Int? = nil) { self.port = port; self.mbitS = mbitS; self.burstKB = burstKB }
+        public init(_ b: Body) { port = b.text("port")!; mbitS = b.number("mbit_s")!; burstKB = b.integer("burst_kb") }
+        public var json: JSONValue {
+            var o: [String: JSONValue] = ["port": .string(port), "mbit_s": .number(mbitS)]
+            if let burstKB { o["burst_kb"] = .number(Double(burstKB)) }
+            return .object(o)
+        }
+        /// The bucket's size in bytes for a rate (`burst_kb` when given).
+        public static func burstBytes(mbitS: Double, burstKB: Int?) -> Int {
+            if let burstKB { return burstKB * 1024 }
+            return max(65_536, Int(mbitS * 1_000_000 / 8 * 0.02))
+        }
+    }
+
     // MARK: Replies
+
+    public struct PortRateReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("port", .text), .required("mbit_s", .number(0...100_000)),
+                                                 .required("burst_kb", .count)]
+        public var port: String
+        /// 0: no cap.
+        public var mbitS: Double
+        public var burstKB: Int
+        public init(port: String, mbitS: Double, burstKB: Int) { self.port = port; self.mbitS = mbitS; self.burstKB = burstKB }
+        enum CodingKeys: String, CodingKey { case port, mbitS = "mbit_s", burstKB = "burst_kb" }
+    }
 
     /// A port's counters: frames each way and the wall-clock ms of its first and latest frame
     /// (null before one).
@@ -209,16 +249,31 @@ public enum SwitchAPI {
         public var tx: Int
         public var firstRxMs: Int?
         public var lastRxMs: Int?
-        public init(rx: Int, tx: Int, firstRxMs: Int?, lastRxMs: Int?) { self.rx = rx; self.tx = tx; self.firstRxMs = firstRxMs; self.lastRxMs = lastRxMs }
-        enum CodingKeys: String, CodingKey { case rx, tx, firstRxMs = "first_rx_ms", lastRxMs = "last_rx_ms" }
-        /// Written with nulls, as the document says.
+        /// Bytes the port received (frames from its VM) and sent (to it).
+        public var rxBytes: Int?
+        public var txBytes: Int?
+        /// With a rate cap: the cap (Mbit/s) and how often the port waited for it.
+        public var rateMbitS: Double?
+        public var rateWaits: Int?
+        public init(rx: Int, tx: Int, firstRxMs: Int?, lastRxMs: Int?, rxBytes: Int? = nil, txBytes: Int? = nil, rateMbitS: Double? = nil,
+                    rateWaits: Int? = nil) {
+            self.rx = rx; self.tx = tx; self.firstRxMs = firstRxMs; self.lastRxMs = lastRxMs
+            self.rxBytes = rxBytes; self.txBytes = txBytes; self.rateMbitS = rateMbitS; self.rateWaits = rateWaits
+        }
+        enum CodingKeys: String, CodingKey {
+            case rx, tx, firstRxMs = "first_rx_ms", lastRxMs = "last_rx_ms", rxBytes = "rx_bytes", txBytes = "tx_bytes", rateMbitS = "rate_mbit_s", rateWaits = "rate_waits"
+        }
+        /// Written with nulls, as the document says (the rate's fields only with a cap).
         public func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(rx, forKey: .rx); try c.encode(tx, forKey: .tx)
             try c.encode(firstRxMs, forKey: .firstRxMs); try c.encode(lastRxMs, forKey: .lastRxMs)
+            try c.encodeIfPresent(rxBytes, forKey: .rxBytes); try c.encodeIfPresent(txBytes, forKey: .txBytes)
+            try c.encodeIfPresent(rateMbitS, forKey: .rateMbitS); try c.encodeIfPresent(rateWaits, forKey: .rateWaits)
         }
         static let fields: [FieldSpec] = [.optional("rx", .count), .optional("tx", .count), .optional("first_rx_ms", .count),
-                                          .optional("last_rx_ms", .count)]
+                                          .optional("last_rx_ms", .count), .optional("rx_bytes", .count), .optional("tx_bytes", .count),
+                                          .optional("rate_mbit_s", .number(0...100_000)), .optional("rate_waits", .count)]
     }
 
     public struct StatsReply: ReplyBody {

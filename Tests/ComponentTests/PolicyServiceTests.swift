@@ -588,3 +588,84 @@ final class HostExecutor: RequestHandler, @unchecked Sendable {
         }
     }
 }
+
+/// A monitor that takes balloon and CPU-weight requests and remembers them.
+final class FakeMonitor: RequestHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var got: [Message] = []
+    var requests: [Message] { lock.lock(); defer { lock.unlock() }; return got }
+    var state: JSONValue { [:] }
+    func handle(_ request: Message) throws(ProtocolError) -> JSONValue? {
+        lock.lock(); got.append(request); lock.unlock()
+        let vm = request.body["vm"] ?? ""
+        switch request.header.msgType {
+        case "set_balloon_request": return Replies.ok(["vm": vm, "target_mb": request.body["memory_mb"] ?? 0, "memory_mb": request.body["memory_mb"] ?? 0])
+        case "set_cpu_weight_request": return Replies.ok(["vm": vm, "weight": request.body["weight"] ?? 0])
+        default: return nil
+        }
+    }
+}
+
+@Suite struct PolicyLeverTests {
+    /// With levers on, in automatic mode: a guest that leaves most of its memory unused (as its
+    /// host's monitor says) is ballooned down through that monitor, before anything moves; the
+    /// ledger has the decision with its reason, what it expects, and — once the lever settled —
+    /// its measured effect from the next sample.
+    @Test func anIdleGuestIsBallonedDownAndTheEffectIsRecorded() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-levers-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try withBus { ctx, proxy in
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            var o = PolicyServer.Options(database: dir + "/policy.sqlite")
+            o.subscribe = proxy.backendEndpoints[0]
+            o.interval = 3600
+            o.levers = true
+            o.leverSettle = 1
+            let policy = try PolicyServer(options: o, logger: logger)
+            let runtime = try makeRuntime("policy", bus: proxy.frontendEndpoints[0], handler: policy)
+            defer { runtime.stop() }
+            policy.publish = { runtime.publish($0, $1) }
+            try policy.start()
+            defer { policy.stop() }
+            let fake = FakeMonitor()
+            let monitorA = try makeRuntime("monitor", handler: fake)
+            defer { monitorA.stop() }
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 5000)
+            defer { client.close() }
+            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
+            _ = try client.call(PolicyAPI.RegisterHost(id: "a", domain: "d1", cores: 2, memoryMB: 8192, monitor: monitorA.endpoints[0]))
+            _ = try client.call("create_violin", body: ["id": "e1", "home_domain": "d1", "head": "vm0",
+                                                        "vms": [["id": "vm0", "memory_mb": 512, "host": "a"]]])
+            _ = try client.call("set_mode", body: ["mode": "automatic"])
+            let sampler = try makeRuntime("monitor", instance: "monitor@a", bus: proxy.frontendEndpoints[0])
+            defer { sampler.stop() }
+            func sample(balloon: Int, unused: Int) -> JSONValue {
+                ["host": ["cpus": 2, "memory_mb": 8192, "free_memory_mb": 4000],
+                 "vms": [["name": "vm0", "cpu_percent": 5, "memory_mb": .number(Double(balloon)), "max_memory_mb": 512,
+                          "guest_memory": ["unused_mb": .number(Double(unused)), "available_mb": .number(Double(unused + 20)),
+                                           "swap_in_kb_s": 0, "swap_out_kb_s": 0, "major_faults_s": 0]]]]
+            }
+            // Until the policy has read it: its round balloons vm0 down to 112 used + 102 headroom.
+            var decided: JSONValue?
+            #expect(try eventually(deadline: 10) {
+                sampler.publish("sampled", sample(balloon: 512, unused: 400))
+                decided = try client.call("evaluate")["decisions"]?.items.first { $0["kind"] == "set_balloon" }
+                return decided != nil
+            }, "no balloon decision")
+            #expect(decided?["decision"]?["target_mb"]?.intValue == 214 && decided?["outcome"] == "sent", "\(String(describing: decided))")
+            #expect((decided?["reason"]?.stringValue ?? "").contains("400 of 512 MB unused"), "\(String(describing: decided))")
+            let asked = fake.requests.filter { $0.header.msgType == "set_balloon_request" }
+            #expect(asked.count == 1 && asked.first?.body["vm"] == "vm0" && asked.first?.body["memory_mb"]?.intValue == 214)
+            // Once it settled, the next round writes what became of it (and asks nothing new).
+            #expect(try eventually(deadline: 10) {
+                sampler.publish("sampled", sample(balloon: 214, unused: 60))
+                _ = try client.call("evaluate")
+                let rows = try client.call("decisions", body: ["limit": 5])["decisions"]?.items ?? []
+                return rows.contains { $0["kind"] == "set_balloon" && ($0["effect"]?.stringValue ?? "").contains("vm0 has 214 MB, 60 unused") }
+            }, "the lever's effect was not recorded")
+            #expect(fake.requests.filter { $0.header.msgType == "set_balloon_request" }.count == 1, "ballooned once")
+        }
+    }
+}

@@ -22,6 +22,28 @@ func dom(_ name: String, cpu: UInt64, vcpus: Int = 2, running: Bool = true) -> D
     }
 }
 
+@Suite struct SamplerFiguresTests {
+    /// Swap and fault rates from the guest's cumulative counters; network rates from the
+    /// port's byte counters, none when a counter went back (a new port after a migration).
+    @Test func ratesFromCountersOverTheInterval() {
+        var s = Sampler()
+        var d = dom("a", cpu: 0)
+        d.guest = GuestMemoryStats(unusedKiB: 1024, availableKiB: 4096, swapInKiB: 100, swapOutKiB: 0, majorFaults: 10)
+        let net = NetCounters(txBytes: 1_000_000, rxBytes: 0, txPackets: 100, rxPackets: 0)
+        let first = s.sample([d], atNs: 1_000_000_000, net: ["a": net])
+        #expect(first.samples[0].guest?.swapInKiBPerS == nil && first.samples[0].net?.txMbitS == nil)
+        d.guest = GuestMemoryStats(unusedKiB: 512, availableKiB: 2048, swapInKiB: 300, swapOutKiB: 0, majorFaults: 110)
+        let second = s.sample([d], atNs: 3_000_000_000, net: ["a": NetCounters(txBytes: 6_000_000, rxBytes: 250_000, txPackets: 200, rxPackets: 10)])
+        let g = second.samples[0].guest
+        #expect(g?.swapInKiBPerS == 100 && g?.majorFaultsPerS == 50 && g?.unusedKiB == 512, "\(String(describing: g))")
+        // 5 MB in 2 s is 20 Mbit/s; 250 kB in 2 s is 1 Mbit/s.
+        #expect(second.samples[0].net?.txMbitS == 20 && second.samples[0].net?.rxMbitS == 1)
+        let third = s.sample([d], atNs: 4_000_000_000, net: ["a": NetCounters(txBytes: 10, rxBytes: 10, txPackets: 1, rxPackets: 1)])
+        #expect(third.samples[0].net?.txMbitS == nil && third.samples[0].net?.counters.txBytes == 10)
+        #expect(s.sample([d], atNs: 5_000_000_000).samples[0].net == nil, "a port not read: no network figures")
+    }
+}
+
 @Suite struct LibvirtTestDriverTests {
     @Test func readsAndSetsThroughLibvirt() throws {
         let hv = try LibvirtHypervisor(uri: "test:///default")

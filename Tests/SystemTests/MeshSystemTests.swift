@@ -197,6 +197,13 @@ import VIOLINProtocol
             #expect(line == (vm == "vm2" ? "count 1 violin-9" : "count 0 "), "\(vm): \(line ?? "nothing")")
         }
 
+        // A cap on vm1's port, set through the mesh (an unknown port is not_found), outlives its switch.
+        let capped = try call(lab, 1, "set_port_rate", #"{"vni":9,"name":"\#(lab.prefix)p1","mbit_s":50}"#)
+        #expect(capped["mbit_s"]?.numberValue == 50 && capped["burst_kb"]?.intValue == 122, "\(capped)")
+        let unknown = try run("/usr/sbin/ip", ["netns", "exec", lab.host(1), "\(binDir)/violin", "mesh", "rate", "9", "nope", "50",
+                                               "--to", endpoint(lab, 1)])
+        #expect(unknown.status == 1 && unknown.err.contains("not_found"), "\(unknown.err)")
+
         // The switch alone dies: the mesh starts a new one, with its port and peers.
         #expect(kill(switchPid, SIGKILL) == 0)   // VIOLIN 9's switch
         #expect(try eventually(deadline: 20) {
@@ -205,6 +212,9 @@ import VIOLINProtocol
             return pid != nil && pid != pidAfter && switchPeers(lab, 1) == ["\(lab.hostIP(2)):4789"]
         }, "restarted with its peers")
         try lab.waitForDevice("\(lab.prefix)p1", in: lab.host(1))
+        #expect(try eventually(deadline: 10) {
+            (try? call(lab, 1, "port_stats", #"{"vni":9,"name":"\#(lab.prefix)p1"}"#))?["rate_mbit_s"]?.numberValue == 50
+        }, "the restarted switch caps vm1's port again")
         #expect(meshEvent(events, "switch_exited") { $0["vni"]?.intValue == 9 && $0["status"]?.intValue == -1 } != nil, "no mesh.switch_exited")
         #expect(eventually(deadline: 10) {
             events.lines.filter { $0.contains("\"mesh.switch_started\"") && $0.contains("\"vni\":9") }.count >= 3

@@ -352,3 +352,57 @@ func tcpTransferArrivesIntact(_ lab: Lab, from: String, to: String, ip: String) 
     #expect(got != nil && got == send.out.trimmingCharacters(in: .whitespacesAndNewlines),
             "8 MB over TCP \(from) -> \(to) arrive intact: sent \(send.out), received \(got ?? "nothing")")
 }
+
+/// A VM's network cap (`set_port_rate_request`) on real switches in namespaces, measured with iperf3.
+@Suite(.serialized) struct PortRateTests {
+    /// A port capped at 50 Mbit/s carries 45-55 Mbit/s of TCP (iperf3) through the switch and a
+    /// tunnel, waiting for its tokens; an uncapped port of the same switch is not held to it;
+    /// the cap lifted, the port runs free again.
+    @Test func aCappedPortCarriesItsRateAndNoMore() throws {
+        let lab = try Lab("rate", subnet: "172.31.83")
+        defer { lab.teardown() }
+        let control = lab.scratch.ipc("rt1")
+        for h in 1...2 {
+            try lab.addHost(h)
+            try lab.spawn(in: lab.host(h), "violin-switch", ["--vni", "78", "--tunnel", "\(lab.hostIP(h)):4789",
+                                                             "--peer", "\(lab.hostIP(3 - h)):4789", "--tap", "\(lab.prefix)r\(h)1",
+                                                             "--tap", "\(lab.prefix)r\(h)2", "--bus", "none",
+                                                             "--listen", h == 1 ? control : lab.scratch.ipc("rt2")])
+        }
+        // VM v = 2(h-1)+k on host h's port k.
+        for h in 1...2 {
+            for k in 1...2 {
+                let v = 2 * (h - 1) + k
+                try lab.waitForDevice("\(lab.prefix)r\(h)\(k)", in: lab.host(h))
+                try lab.makeVM("\(lab.prefix)-r\(v)", device: "\(lab.prefix)r\(h)\(k)", from: lab.host(h),
+                               mac: "02:83:00:00:00:0\(v)", ipv4: "10.83.0.\(v)/24")
+            }
+        }
+        /// Mbit/s iperf3's receiver counted over 4 s of TCP from VM v to VM w.
+        func throughput(from v: Int, to w: Int) throws -> Double {
+            let server = try lab.spawn(in: "\(lab.prefix)-r\(w)", "/usr/bin/iperf3", ["-s", "-1", "--forceflush", "-B", "10.83.0.\(w)"])
+            try #require(server.waitForLine(timeout: 10) { $0.contains("Server listening") } != nil, "iperf3 server in r\(w)")
+            let r = try sh("ip netns exec \(lab.prefix)-r\(v) iperf3 -c 10.83.0.\(w) -t 4 -J", timeout: 40)
+            let result = try JSONText.parse(Array(r.out.utf8))
+            let bps = try #require(result["end"]?["sum_received"]?["bits_per_second"]?.numberValue, "iperf3: \(r.out.suffix(300)) \(r.err)")
+            return bps / 1e6
+        }
+        let set = try run("violin", ["switch", "rate", "\(lab.prefix)r11", "50", "--to", control])
+        #expect(set.status == 0 && (try? JSONText.parse(Array(set.out.utf8)))?["mbit_s"]?.numberValue == 50, "\(set.out) \(set.err)")
+        let capped = try throughput(from: 1, to: 3)
+        let free = try throughput(from: 2, to: 4)
+        print("port rate: capped at 50, \(capped) Mbit/s; uncapped port \(free) Mbit/s")
+        #expect((45...55).contains(capped), "capped at 50 Mbit/s, it carried \(capped)")
+        #expect(free > 200, "the uncapped port carried only \(free) Mbit/s")
+        let port = try switchStats(control)["ports"]?["\(lab.prefix)r11"]
+        #expect(port?["rate_mbit_s"]?.numberValue == 50 && (port?["rate_waits"]?.intValue ?? 0) > 0, "\(String(describing: port))")
+        #expect(try switchStats(control)["ports"]?["\(lab.prefix)r12"]?["rate_mbit_s"] == nil, "the other port has no cap")
+        // Out of range is refused, naming the field; 0 lifts the cap.
+        let bad = try run("violin", ["switch", "rate", "\(lab.prefix)r11", "100001", "--to", control])
+        #expect(bad.status != 0 && bad.err.contains("mbit_s"), "\(bad.err)")
+        let lifted = try run("violin", ["switch", "rate", "\(lab.prefix)r11", "0", "--to", control])
+        #expect(lifted.status == 0, "\(lifted.err)")
+        let after = try throughput(from: 1, to: 3)
+        #expect(after > 200, "without its cap the port carried only \(after) Mbit/s")
+    }
+}

@@ -41,6 +41,8 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         var ports: [String: JSONValue]       // name -> the add_port body, to re-create after a switch restart
         var members: [Member]
         var pid: Int32 = 0
+        /// Port name -> the set_port_rate body in force (absent in files of earlier versions).
+        var rates: [String: JSONValue]?
     }
 
     public let options: Options
@@ -187,6 +189,9 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         }
         for (_, body) in p.ports.sorted(by: { $0.key < $1.key }) {
             if let port = try? SwitchAPI.AddPort.decode(body) { _ = try? switchCall(vni, port) }
+        }
+        for (_, body) in (p.rates ?? [:]).sorted(by: { $0.key < $1.key }) {
+            if let rate = try? SwitchAPI.SetPortRate.decode(body) { _ = try? switchCall(vni, rate) }
         }
         pushPeers(vni)
         save()
@@ -471,6 +476,7 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
             guard let port = stats.ports[r.name] else { throw ProtocolError(.notFound, "no port \(r.name) in VIOLIN \(r.vni)") }
             return MeshAPI.PortStatsReply(vni: r.vni, name: r.name, counters: port)
         })
+        t.on(MeshAPI.SetPortRate.self) { [unowned self] r in try self.setPortRate(r) }
         t.on(MeshAPI.Members.self) { [unowned self] r in
             try self.requirePresent(r.vni)
             let peers = self.lock.withLock { self.membership.peers(r.vni) }
@@ -588,9 +594,26 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         let removed = try switchCall(r.vni, request)
         let empty = lock.withLock { () -> Bool in
             presence[r.vni]?.ports[r.name] = nil
+            presence[r.vni]?.rates?[r.name] = nil
             return presence[r.vni]?.ports.isEmpty ?? true
         }
         if empty { try leave(r.vni) } else { save() }
         return MeshAPI.RemovePortReply(vni: r.vni, port: removed)
+    }
+
+    /// Caps what a VM sends through its port here, and keeps the cap for a restarted switch.
+    private func setPortRate(_ r: MeshAPI.SetPortRate) throws(ProtocolError) -> MeshAPI.PortRateReply {
+        try requirePresent(r.vni)
+        guard lock.withLock({ presence[r.vni]?.ports[r.name] != nil }) else {
+            throw ProtocolError(.notFound, "no port \(r.name) in VIOLIN \(r.vni)")
+        }
+        let reply = try switchCall(r.vni, r.forSwitch)
+        lock.withLock {
+            var rates = presence[r.vni]?.rates ?? [:]
+            rates[r.name] = r.mbitS > 0 ? r.forSwitch.json : nil
+            presence[r.vni]?.rates = rates
+        }
+        save()
+        return MeshAPI.PortRateReply(vni: r.vni, name: r.name, mbitS: reply.mbitS, burstKB: reply.burstKB)
     }
 }

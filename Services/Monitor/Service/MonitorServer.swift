@@ -13,6 +13,14 @@ public final class MonitorServer: ServiceLogic, @unchecked Sendable {
     private let makeSampler: () throws -> Hypervisor
     private let interval: Double
     private let logger: Logger
+    /// Where the VMs' network figures come from: the host's mesh (its switch ports), reached with
+    /// the node's key pair; empty: none.
+    public var mesh = ""
+    public var keyPair: CurveKeyPair?
+    /// Memory the host offers to VMs, MB (0: what the hypervisor reports): with it, the free
+    /// memory published is what is left of it after the guests' balloons.
+    public var memoryMB = 0
+    private let context = ZMQContext()
     private let lock = NSLockLite()
     private var latest = MonitorAPI.SamplesReply(host: [:], vms: [])
     private let worker = WorkerThread()
@@ -31,7 +39,41 @@ public final class MonitorServer: ServiceLogic, @unchecked Sendable {
         worker.start(name: "monitor-sample") { [self] in self.sampleLoop(hv) }
     }
 
-    public func stop() { worker.stop() }
+    public func stop() {
+        worker.stop()
+        context.shutdown()
+        context.terminate()
+    }
+
+    /// Every VM port's counters on this host, by VM name (a port `vm-<name>`), through the mesh;
+    /// empty when there is no mesh or it does not answer.
+    func portCounters() -> [String: NetCounters] {
+        guard !mesh.isEmpty else { return [:] }
+        let security = keyPair.map { ClientSecurity(keyPair: $0, serverPublicKey: $0.publicKey) }
+        let client = ServiceClient(context: context, endpoint: mesh, security: security, sender: "monitor", timeoutMs: 1000)
+        defer { client.close() }
+        guard let ports = try? client.call(MeshAPI.Ports(), retries: 0) else { return [:] }
+        var out: [String: NetCounters] = [:]
+        for v in ports.violins {
+            for name in v.ports where name.hasPrefix(MeshAPI.vmPortPrefix) {
+                guard let c = try? client.call(MeshAPI.PortStats(vni: v.vni, name: name), retries: 0).counters else { continue }
+                // The port's rx is what the VM sent; its tx what the VM got.
+                out[String(name.dropFirst(MeshAPI.vmPortPrefix.count))] = NetCounters(
+                    txBytes: UInt64(max(0, c.rxBytes ?? 0)), rxBytes: UInt64(max(0, c.txBytes ?? 0)),
+                    txPackets: UInt64(max(0, c.rx)), rxPackets: UInt64(max(0, c.tx)))
+            }
+        }
+        return out
+    }
+
+    /// Free memory as published: the hypervisor's, or (with `memoryMB`) what the guests leave of
+    /// the memory offered, whichever is less.
+    public static func freeMemoryMB(host: HostInfo, guestsKiB: UInt64, offeredMB: Int) -> Int? {
+        let real = host.freeKiB.map { Int($0 / 1024) }
+        guard offeredMB > 0 else { return real }
+        let left = max(0, offeredMB - Int(guestsKiB / 1024))
+        return real.map { min($0, left) } ?? left
+    }
 
     private func sampleLoop(_ hv: Hypervisor) {
         var sampler = Sampler()
@@ -39,13 +81,14 @@ public final class MonitorServer: ServiceLogic, @unchecked Sendable {
         while !worker.isStopping {
             do {
                 let host = try hv.host()
-                let round = sampler.sample(try hv.domains(), atNs: UInt64(monotonicMillis()) * 1_000_000)
+                let domains = try hv.domains()
+                let round = sampler.sample(domains, atNs: UInt64(monotonicMillis()) * 1_000_000, net: portCounters())
                 for vm in round.appeared { emit(MonitorAPI.VMAppeared(vm: vm)) }
                 for vm in round.disappeared { emit(MonitorAPI.VMDisappeared(vm: vm)) }
-                let sampled = MonitorAPI.Sampled(hostCPUs: host.cpus, hostMemoryMB: Int(host.memoryKiB / 1024), vms: round.samples.map { s in
-                    MonitorAPI.VMSample(name: s.name, uuid: s.uuid, cpuPercent: s.cpuPercent, vcpus: s.vcpus,
-                                        memoryMB: Int(s.memoryKiB / 1024), maxMemoryMB: Int(s.maxMemoryKiB / 1024))
-                })
+                let guests = domains.filter(\.running).reduce(UInt64(0)) { $0 + $1.memoryKiB }
+                let sampled = MonitorAPI.Sampled(hostCPUs: host.cpus, hostMemoryMB: memoryMB > 0 ? memoryMB : Int(host.memoryKiB / 1024),
+                                                 hostFreeMemoryMB: Self.freeMemoryMB(host: host, guestsKiB: guests, offeredMB: memoryMB),
+                                                 vms: round.samples.map(Self.published))
                 lock.withLock { latest = MonitorAPI.SamplesReply(sampled) }
                 emit(sampled)
             } catch {
@@ -54,6 +97,22 @@ public final class MonitorServer: ServiceLogic, @unchecked Sendable {
             _ = try? poll(&items, timeoutMs: Int(interval * 1000))
             if items[0].readable { worker.waker.drain() }
         }
+    }
+
+    /// One VM's sample as `monitor.sampled` carries it.
+    static func published(_ s: VMSample) -> MonitorAPI.VMSample {
+        MonitorAPI.VMSample(name: s.name, uuid: s.uuid, cpuPercent: s.cpuPercent, vcpus: s.vcpus,
+                            memoryMB: Int(s.memoryKiB / 1024), maxMemoryMB: Int(s.maxMemoryKiB / 1024),
+                            guest: s.guest.map { g in
+                                MonitorAPI.GuestMemory(unusedMB: g.unusedKiB.map { Int($0 / 1024) }, availableMB: g.availableKiB.map { Int($0 / 1024) },
+                                                       swapInKBPerS: g.swapInKiBPerS, swapOutKBPerS: g.swapOutKiBPerS,
+                                                       majorFaultsPerS: g.majorFaultsPerS)
+                            },
+                            net: s.net.map { n in
+                                MonitorAPI.Net(txBytes: Int(clamping: n.counters.txBytes), rxBytes: Int(clamping: n.counters.rxBytes),
+                                               txPackets: Int(clamping: n.counters.txPackets), rxPackets: Int(clamping: n.counters.rxPackets),
+                                               txMbitS: n.txMbitS, rxMbitS: n.rxMbitS)
+                            })
     }
 
     public var state: JSONValue { lock.withLock { ["vms": .number(Double(latest.vms.count))] } }

@@ -17,6 +17,10 @@ struct Main: AsyncParsableCommand {
                   validate: Validate.nonNegativeNumber),
         ConfigKey("policy", default: "paper", help: "paper or cost-benefit.",
                   validate: { ["paper", "cost-benefit"].contains($0) ? nil : "paper or cost-benefit" }),
+        ConfigKey("levers", default: "false", help: "true: fine-grain levers first (CPU weight, memory balloon, network cap), migrations only where they do not do (PROTOCOL.md §8.4).",
+                  validate: { ["true", "false"].contains($0) ? nil : "true or false" }),
+        ConfigKey("link_mbit_s", default: "0", help: "Each host's link to the others, Mbit/s, for the network lever (0: unknown, no caps).",
+                  validate: Validate.nonNegativeNumber),
         ConfigKey("retention_days", default: "90", help: "Days the decision ledger keeps what is finished (pruned at start and hourly; never a row about a VIOLIN or VM that exists).", validate: Validate.positiveNumber),
     ])
 
@@ -35,6 +39,8 @@ struct Main: AsyncParsableCommand {
         po.keyPair = settings.server?.keyPair
         po.keyTable = settings.keys
         po.retentionDays = r.double("retention_days")
+        po.levers = r["levers"] == "true"
+        po.linkMbps = r.double("link_mbit_s")
         let logger = ServiceMain.logger(settings)
         try await ServiceMain.run(settings, logger: logger, server: { try PolicyServer(options: po, logger: logger) },
                                   afterStart: { try $0.start() })

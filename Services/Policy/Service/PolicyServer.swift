@@ -31,6 +31,13 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         public var retentionDays = 90.0
         /// The accepted keys and their roles (with CURVE): `violin keys` edits its file.
         public var keyTable: KeyTable?
+        /// Fine-grain levers (CPU weight, balloon, network cap) before any migration.
+        public var levers = false
+        /// Each host's link to the others, Mbit/s, for the network lever (0: unknown, no caps).
+        public var linkMbps = 0.0
+        /// Seconds a lever's effect is awaited: before another lever on the VM or a migration
+        /// off its host, and before its effect is measured for the ledger.
+        public var leverSettle = 60.0
         public init(database: String) { self.database = database }
     }
 
@@ -88,7 +95,11 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     /// VIOLINs this process is making now: their journaled creation is not left over.
     var creating = Set<String>()
     let creatingLock = NSLockLite()
-    private let context = ZMQContext()
+    let context = ZMQContext()
+    /// What the levers read and have set (`Levers.swift`).
+    var leverState = LeverState()
+    /// Lever decisions whose effect is still to be measured: id, the decision, when.
+    var awaitingEffect: [(id: Int64, decision: Decision, at: Double)] = []
     private let worker = WorkerThread()
     public var publish: (String, JSONValue) -> Void = { _, _ in }
 
@@ -97,11 +108,15 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         self.logger = logger
         store = try PolicyStore(path: options.database)
         smoother = DemandSmoother(weight: options.smoothing)
+        let inner: any AdaptationPolicy
         switch options.policy {
-        case "paper": policy = PaperPolicy()
-        case "cost-benefit": policy = CostBenefitPolicy()
+        case "paper": inner = PaperPolicy()
+        case "cost-benefit": inner = CostBenefitPolicy()
         default: throw ProtocolError(.invalidBody, "unknown policy \(options.policy) (paper, cost-benefit)")
         }
+        var levers = LeversFirstPolicy(inner: inner)
+        levers.settleSeconds = options.leverSettle
+        policy = options.levers ? levers : inner
     }
 
     var mode: String { (try? store.setting("mode")) ?? "recommend" }
@@ -179,6 +194,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         let all = MonitorAPI.Sampled.cpuReadings(body)
         let readings = all.filter { placement[$0.vm] == host }
         if readings.count < all.count { lock.withLock { refusedReadings += all.count - readings.count } }
+        if options.levers { ingestLevers(body, host: host, own: Set(placement.filter { $0.value == host }.keys)) }
         lock.withLock {
             ingested += 1
             for (name, cpu) in readings {
@@ -221,8 +237,9 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         let hosts = inv.hosts.filter { !revoked.contains($0.id) }
             .map { inv.draining.contains($0.id) ? PolicyCore.Host(id: $0.id, domain: $0.domain, cores: $0.cores, memoryMB: 0) : $0 }
         let placement = inv.placement.filter { !revoked.contains($0.value) }
-        let state = ClusterState(hosts: hosts, vms: inv.vms.filter { placement[$0.id] != nil }, violins: inv.violins, placement: placement,
+        var state = ClusterState(hosts: hosts, vms: inv.vms.filter { placement[$0.id] != nil }, violins: inv.violins, placement: placement,
                                  cpu: cpu, lastMigrated: inv.lastDecided, now: Self.now())
+        if options.levers { state.levers = leverView(placement: placement, hosts: hosts.map(\.id)) }
         return (state, inv)
     }
 
@@ -241,6 +258,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         let (state, inv) = try self.clusterState()
         let mode = self.mode
         var out: [JSONValue] = []
+        measureEffects(state)
         for d in policy.decide(state) {
             let body = describe(d)
             let inputs = JSONText.string(["cpu": .object(d.moves.reduce(into: [String: JSONValue]()) { acc, m in
@@ -249,8 +267,9 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
                                       outcome: mode == "automatic" ? "sending" : "recommended", vms: d.moves.map(\.0), at: state.now)
             var outcome = mode == "automatic" ? "" : "recommended"
             if mode == "automatic" {
-                outcome = execute(d, id: id, inv: inv, state: state)
+                outcome = d.leverVM == nil ? execute(d, id: id, inv: inv, state: state) : executeLever(d, inv: inv, state: state)
                 try store.setOutcome(id, outcome)
+                if d.leverVM != nil && outcome == "sent" { lock.withLock { awaitingEffect.append((id, d, state.now)) } }
             }
             let decided = PolicyAPI.Decided(id: Int(id), kind: kind(d), decision: body, reason: d.reason, mode: mode, outcome: outcome)
             emit(decided)
@@ -304,6 +323,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         case .migrateViolin: "migrate_violin"
         case .setCPUWeight: "set_cpu_weight"
         case .setBalloon: "set_balloon"
+        case .setPortRate: "set_port_rate"
         }
     }
 
@@ -316,6 +336,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
                     "placement": .object(placement.mapValues { .string($0) })]
         case .setCPUWeight(let vm, let w, _): return ["vm": .string(vm), "weight": .number(Double(w))]
         case .setBalloon(let vm, let mb, _): return ["vm": .string(vm), "target_mb": .number(Double(mb))]
+        case .setPortRate(let vm, let mbit, _): return ["vm": .string(vm), "mbit_s": .number(mbit)]
         }
     }
 
@@ -451,7 +472,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             ["id": .number(Double(r["id"] as Int64)), "time": .string(r["time"]), "kind": .string(r["kind"]),
              "decision": (try? JSONText.parse(Array((r["body"] as String).utf8))) ?? .null,
              "reason": .string(r["reason"]), "mode": .string(r["mode"]), "outcome": .string(r["outcome"]),
-             "asked_by": .string(r["asked_by"] ?? "")]
+             "asked_by": .string(r["asked_by"] ?? ""), "effect": .string(r["effect"] ?? "")]
         })
     }
 

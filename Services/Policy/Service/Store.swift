@@ -70,6 +70,10 @@ public final class PolicyStore: @unchecked Sendable {
                 ALTER TABLE decision ADD COLUMN asked_by TEXT NOT NULL DEFAULT '';
                 """)
         }
+        migrator.registerMigration("v9-effect") { db in
+            // What a fine-grain lever did, measured after it settled.
+            try db.execute(sql: "ALTER TABLE decision ADD COLUMN effect TEXT NOT NULL DEFAULT ''")
+        }
         try migrator.migrate(db)
     }
 
@@ -379,6 +383,10 @@ public final class PolicyStore: @unchecked Sendable {
             for vm in vms { try db.execute(sql: "UPDATE vm SET last_decided = ? WHERE id = ?", arguments: [now, vm]) }
             return id
         }
+    }
+
+    public func setEffect(_ id: Int64, _ effect: String) throws {
+        try db.write { db in try db.execute(sql: "UPDATE decision SET effect = ? WHERE id = ?", arguments: [effect, id]) }
     }
 
     public func setOutcome(_ id: Int64, _ outcome: String) throws {

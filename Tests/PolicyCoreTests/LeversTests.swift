@@ -1,0 +1,109 @@
+import Testing
+@testable import PolicyCore
+
+/// An inner policy that always proposes the same decisions (what the levers let through).
+struct Proposes: AdaptationPolicy {
+    let decisions: [Decision]
+    var name: String { "proposes" }
+    func decide(_ state: ClusterState) -> [Decision] { decisions }
+}
+
+@Suite struct LeversTests {
+    func weights(_ d: [Decision]) -> [VMID: Int] {
+        Dictionary(uniqueKeysWithValues: d.compactMap { if case .setCPUWeight(let vm, let w, _) = $0 { (vm, w) } else { nil } })
+    }
+    func balloons(_ d: [Decision]) -> [VMID: Int] {
+        Dictionary(uniqueKeysWithValues: d.compactMap { if case .setBalloon(let vm, let mb, _) = $0 { (vm, mb) } else { nil } })
+    }
+    func caps(_ d: [Decision]) -> [VMID: Double] {
+        Dictionary(uniqueKeysWithValues: d.compactMap { if case .setPortRate(let vm, let m, _) = $0 { (vm, m) } else { nil } })
+    }
+    func migrations(_ d: [Decision]) -> [(VMID, HostID)] { d.flatMap(\.moves) }
+
+    /// Host a: 4 cores, five VMs, one wanting a whole core and four at 70 %: contended. The busy
+    /// one gets the larger weight (by its demand against the mean, in steps of 64); the others
+    /// stay within a step of the default; the inner policy's move off a waits for the effect.
+    @Test func aBusyVMOnAContendedHostGetsMoreWeightBeforeAnythingMoves() {
+        let state = world([("e1-0", "a", 100)] + many("e1", 4, on: "a", cpu: 70, from: 1) + [("e2-0", "b", 10)])
+        let move = Decision.migrateVM(vm: "e1-1", from: "a", to: "b", estimatedSeconds: 5, reason: "inner")
+        let d = LeversFirstPolicy(inner: Proposes(decisions: [move])).decide(state)
+        #expect(weights(d) == ["e1-0": 1344], "\(d)")
+        #expect(d.first?.reason.contains("contended") == true && d.first?.reason.contains("expects") == true, "\(d)")
+        #expect(migrations(d).isEmpty, "no migration off a host a lever acts on now")
+        // A minute later, with the weight in force and the host still contended, the move goes.
+        var later = state
+        later.now += 61
+        later.levers.weights["e1-0"] = 1344
+        later.levers.leverAt["e1-0"] = state.now
+        let d2 = LeversFirstPolicy(inner: Proposes(decisions: [move])).decide(later)
+        #expect(weights(d2).isEmpty && migrations(d2).map(\.0) == ["e1-1"], "\(d2)")
+    }
+
+    /// Equal demand, or a host that is not contended: no weight changes; a weight set earlier
+    /// goes back to the default once the host has room.
+    @Test func weightsFollowContentionOnly() {
+        let even = world(many("e1", 6, on: "a", cpu: 100))
+        #expect(weights(LeversFirstPolicy(inner: Proposes(decisions: [])).decide(even)).isEmpty)
+        // Busy (3.7 of 4 cores) but each VM has a core of its own: weights would change nothing.
+        let ownCores = world(many("e1", 3, on: "a", cpu: 100) + [("e1-9", "a", 70)])
+        #expect(weights(LeversFirstPolicy(inner: Proposes(decisions: [])).decide(ownCores)).isEmpty)
+        var calm = world([("e1-0", "a", 50), ("e1-1", "a", 10)])
+        calm.levers.weights["e1-0"] = 2048
+        let d = LeversFirstPolicy(inner: Proposes(decisions: [])).decide(calm)
+        #expect(weights(d) == ["e1-0": LeversFirstPolicy.defaultWeight] && d.first?.reason.contains("no longer contended") == true, "\(d)")
+        // Within its settling time a VM is left alone.
+        calm.levers.leverAt["e1-0"] = calm.now - 10
+        #expect(LeversFirstPolicy(inner: Proposes(decisions: [])).decide(calm).isEmpty)
+    }
+
+    /// Unused memory is ballooned away down to what the guest uses plus headroom, never below
+    /// the floor; a guest under pressure gets memory back while its host has it.
+    @Test func balloonsShrinkUnusedMemoryAndGrowUnderPressure() {
+        var s = world([("e1-0", "a", 10), ("e1-1", "a", 10), ("e1-2", "a", 10)])
+        s.levers.hostFreeMB["a"] = 1000
+        s.levers.memory["e1-0"] = GuestMemory(balloonMB: 512, maxMB: 512, unusedMB: 400, availableMB: 420)
+        s.levers.memory["e1-1"] = GuestMemory(balloonMB: 512, maxMB: 512, unusedMB: 500, availableMB: 500)   // to the floor
+        s.levers.memory["e1-2"] = GuestMemory(balloonMB: 256, maxMB: 512, unusedMB: 2, availableMB: 10, swapInPerS: 30)
+        let d = LeversFirstPolicy(inner: Proposes(decisions: [])).decide(s)
+        // 112 MB used + 20 % of 512 = 214; 12 used + 102 = 114 < the floor of 128 (a quarter).
+        #expect(balloons(d) == ["e1-0": 214, "e1-1": 128, "e1-2": 384], "\(d)")
+        #expect(d.first { $0.leverVM == "e1-2" }?.reason.contains("swaps in") == true)
+        // Quiet, neither short nor idle: nothing.
+        s.levers.memory = ["e1-0": GuestMemory(balloonMB: 512, maxMB: 512, unusedMB: 100, availableMB: 300)]
+        #expect(LeversFirstPolicy(inner: Proposes(decisions: [])).decide(s).isEmpty)
+    }
+
+    /// A guest under pressure on a host that cannot give it memory moves to a host that can:
+    /// the one with the most free memory of its own domain first; a head node only within its
+    /// VIOLIN's home domain; nowhere when no host has room.
+    @Test func aHostOutOfMemorySendsTheVMWhereThereIsRoom() {
+        var s = world([("e1-0", "x", 10), ("e1-1", "a", 10)])
+        s.levers.hostFreeMB = ["a": 100, "b": 2000, "c": 3000, "x": 5000]
+        s.levers.memory["e1-1"] = GuestMemory(balloonMB: 256, maxMB: 512, unusedMB: 1, availableMB: 5, majorFaultsPerS: 500)
+        let d = LeversFirstPolicy(inner: Proposes(decisions: [])).decide(s)
+        #expect(balloons(d).isEmpty && migrations(d).map { "\($0.0)>\($0.1)" } == ["e1-1>c"], "\(d)")
+        #expect(d.first?.reason.contains("MB short") == true, "\(d)")
+        // The head of e1 (e1-0, home d1) sits on x in d2 and is short: only d1's hosts qualify.
+        s.levers.memory = ["e1-0": GuestMemory(balloonMB: 256, maxMB: 512, unusedMB: 1, availableMB: 5, majorFaultsPerS: 500)]
+        s.levers.hostFreeMB["x"] = 0
+        #expect(migrations(LeversFirstPolicy(inner: Proposes(decisions: [])).decide(s)).map(\.1) == ["c"])
+        s.levers.hostFreeMB = ["a": 0, "b": 0, "c": 0, "x": 0]
+        #expect(LeversFirstPolicy(inner: Proposes(decisions: [])).decide(s).isEmpty, "no room anywhere: nothing to do")
+    }
+
+    /// A VM filling a host's link that another VIOLIN shares is capped at the fair share; the
+    /// cap goes once the link is below half full; one VIOLIN alone on a full link is not capped.
+    @Test func aVMSaturatingASharedLinkIsCappedAndReleased() {
+        var s = world([("e1-0", "a", 10), ("e2-0", "a", 10), ("e3-0", "b", 10)])
+        s.levers.linkMbps = ["a": 1000, "b": 1000]
+        s.levers.sendMbps = ["e1-0": 900, "e2-0": 60, "e3-0": 990]
+        let d = LeversFirstPolicy(inner: Proposes(decisions: [])).decide(s)
+        #expect(caps(d) == ["e1-0": 500], "\(d)")   // 960 Mbit/s is 96 % of the link; fair: 1000 / 2
+        #expect(d.first?.reason.contains("2 VIOLINs") == true, "\(d)")
+        s.levers.caps["e1-0"] = 500
+        s.levers.sendMbps = ["e1-0": 200, "e2-0": 60]
+        #expect(caps(LeversFirstPolicy(inner: Proposes(decisions: [])).decide(s)) == ["e1-0": 0])
+        s.levers.linkMbps = [:]
+        #expect(caps(LeversFirstPolicy(inner: Proposes(decisions: [])).decide(s)).isEmpty, "no link figure, no network lever")
+    }
+}
