@@ -12,8 +12,27 @@ struct Simulate: ParsableCommand {
     @Option(help: "Directory for the SVG plots (fig7-runtime.svg, fig8-s2c.svg).") var out = "."
     @Flag(help: "Print one JSON object (per policy: runtime_vs_static1/2, s2c_vs_static1/2, migrations) and nothing else.")
     var json = false
+    @Flag(help: "Compare migrations only with fine-grain levers first, on the §4.2 mix and on a memory-pressure mix (12 GB hosts, working sets of 300-500 MB).")
+    var levers = false
+    @Option(help: "With --levers: the seeds, as A-B or a comma-separated list (default: --seed); prints each and their means.")
+    var seeds: String?
+
+    func seedList() throws -> [UInt64] {
+        guard let seeds else { return [seed] }
+        let parts = seeds.split(separator: "-")
+        if parts.count == 2, let a = UInt64(parts[0]), let b = UInt64(parts[1]), a <= b, b - a < 1000 { return Array(a...b) }
+        let list = seeds.split(separator: ",").compactMap { UInt64($0) }
+        guard !list.isEmpty, list.count == seeds.split(separator: ",").count else {
+            throw fail("--seeds must be A-B (at most 1000) or a comma-separated list of seeds", code: Exit.usage)
+        }
+        return list
+    }
 
     func run() throws {
+        if levers {
+            print(LeverComparison.table(seeds: try seedList()))
+            return
+        }
         let jobs = Workload.paper(seed: seed)
         var sim = Simulator()
         var lastShown = -1
@@ -72,5 +91,61 @@ extension Bench {
                              policy.name, ms, hosts, vms, violins, decisions.count))
             }
         }
+    }
+}
+
+/// Migrations only against levers first (`LeversFirstPolicy` around the same policy), on two
+/// job mixes: the §4.2 mix (working sets of 256-384 MB, 16 GB hosts: memory is never short)
+/// and a memory-pressure mix (300-500 MB, 12 GB hosts: the autonomic layout's 32 VMs on one
+/// host get 384 MB balloons).
+enum LeverComparison {
+    struct Row { let mix: String, policy: String, savedS1: Double, savedS2: Double, migrations: Int, levers: [String: Int] }
+
+    static func rows(seed: UInt64) -> [Row] {
+        var rows: [Row] = []
+        for (mix, hostMB, range) in [("4.2", 16_384, 256...384), ("memory", 12_288, 300...500)] {
+            var sim = Simulator()
+            sim.hostMemoryMB = hostMB
+            let jobs = Workload.withMemory(Workload.paper(seed: seed), seed: seed, memoryMB: range)
+            let s1 = sim.run(.static1, jobs: jobs, policy: nil), s2 = sim.run(.static2, jobs: jobs, policy: nil)
+            for inner in [PaperPolicy(), CostBenefitPolicy()] as [AdaptationPolicy] {
+                for policy in [inner, LeversFirstPolicy(inner: inner)] as [AdaptationPolicy] {
+                    let r = sim.run(.autonomic(policy.name), jobs: jobs, policy: policy)
+                    let c = Comparison(policy: policy.name, autonomic: r, static1: s1, static2: s2)
+                    rows.append(Row(mix: mix, policy: policy.name, savedS1: 1 - c.s2cVsStatic1, savedS2: 1 - c.s2cVsStatic2,
+                                    migrations: r.migrations, levers: r.levers))
+                }
+            }
+        }
+        return rows
+    }
+
+    static func table(seeds: [UInt64]) -> String {
+        var out = "Migrations only vs levers first (saved: submission-to-completion time against static 1 / 2 VMs per core)\n"
+        out += "seed  mix     policy                  saved-vs-s1  saved-vs-s2  migrations  weights  balloons\n"
+        func line(_ seed: String, _ r: Row) -> String {
+            seed.padding(toLength: 6, withPad: " ", startingAt: 0) + r.mix.padding(toLength: 8, withPad: " ", startingAt: 0)
+                + r.policy.padding(toLength: 24, withPad: " ", startingAt: 0)
+                + String(format: "%10.1f %%  %10.1f %%  %10d  %7d  %8d\n", r.savedS1 * 100, r.savedS2 * 100, r.migrations,
+                         r.levers["set_cpu_weight"] ?? 0, r.levers["set_balloon"] ?? 0)
+        }
+        var all: [Row] = []
+        for seed in seeds {
+            let rows = rows(seed: seed)
+            all += rows
+            for r in rows { out += line("\(seed)", r) }
+        }
+        guard seeds.count > 1 else { return out }
+        out += "means over \(seeds.count) seeds (migrations and levers: totals)\n"
+        for key in all.prefix(all.count / seeds.count) {
+            let same = all.filter { $0.mix == key.mix && $0.policy == key.policy }
+            let n = Double(same.count)
+            var levers: [String: Int] = [:]
+            for r in same { levers.merge(r.levers, uniquingKeysWith: +) }
+            out += line("mean", Row(mix: key.mix, policy: key.policy, savedS1: same.reduce(0) { $0 + $1.savedS1 } / n,
+                                    savedS2: same.reduce(0) { $0 + $1.savedS2 } / n, migrations: same.reduce(0) { $0 + $1.migrations },
+                                    levers: levers))
+        }
+        return out
     }
 }

@@ -1,13 +1,16 @@
 /// Fine-grain adaptation (paper §1, §2.2: "memory ballooning and weighted CPU scheduling"),
 /// tried before anything moves. Levers in order of cost:
-/// 1. CPU weight: on a contended host, each VM's weight follows its demand against the host's
-///    mean, so the busy VM gets the larger share of what the cores can give;
-/// 2. memory: unused guest memory is ballooned away (never below a floor); a guest under
-///    pressure gets memory back; a host that cannot cover the demand sends the VM to a host that
-///    can (a memory-driven migration);
+/// 1. CPU weight: on a contended host where high-demand VMs share the cores with VMs that are
+///    not, the high-demand ones get twice the default weight, so they get the larger share of
+///    what the cores can give (no one goes below the default);
+/// 2. memory: where a host wants memory (a guest of it under pressure), unused guest
+///    memory is ballooned away (never below a floor); a guest under pressure gets memory back;
+///    a host that cannot cover the demand sends the VM to a host that can (a memory-driven
+///    migration);
 /// 3. network: a VM that saturates a host's link that other VIOLINs share is capped at their
 ///    fair share on its switch port; the cap is lifted once the link has room;
 /// 4. migration of a VM or a whole VIOLIN, by the inner policy — but not off a host a lever
+///    that relieves it (a weight that covers the busy VMs' demand, a balloon that grows, a cap)
 ///    acted on within `settleSeconds`: the lever's effect is awaited first.
 /// Pure: every figure comes in `ClusterState.levers`; every decision says what it expects.
 
@@ -41,8 +44,10 @@ public struct LeverState: Equatable, Sendable {
     /// CPU weights and network caps (Mbit/s) in force; absent: the default weight, no cap.
     public var weights: [VMID: Int] = [:]
     public var caps: [VMID: Double] = [:]
-    /// When a lever last acted on each VM (seconds).
+    /// When a lever last acted on each VM, and when one that relieves its host (see
+    /// `LeversFirstPolicy.holdingHosts`) last acted on each host (seconds).
     public var leverAt: [VMID: Double] = [:]
+    public var heldAt: [HostID: Double] = [:]
     public init() {}
 }
 
@@ -55,9 +60,8 @@ public struct LeversFirstPolicy: AdaptationPolicy {
     /// A host is contended when its demand reaches this share of its cores.
     public var contention = 0.9
     public static let defaultWeight = 1024
-    public var minWeight = 256, maxWeight = 4096
-    /// A weight changes only when the new one differs by more than this share.
-    public var weightStep = 0.15
+    /// A high-demand VM's weight on a contended host it shares with VMs that are not.
+    public var boostWeight = 2048
     /// A balloon never goes below max(floorMB, floorShare of the VM's memory).
     public var floorMB = 64
     public var floorShare = 0.25
@@ -78,16 +82,38 @@ public struct LeversFirstPolicy: AdaptationPolicy {
     public init(inner: any AdaptationPolicy) { self.inner = inner }
 
     public func decide(_ state: ClusterState) -> [Decision] {
-        var out = cpuWeights(state) + memory(state) + network(state)
-        // Hosts a lever just acted on, or acts on now: their migrations wait for its effect.
-        var settling = Set<HostID>()
-        for (vm, t) in state.levers.leverAt where state.now - t < settleSeconds { if let h = state.placement[vm] { settling.insert(h) } }
-        for d in out { if let vm = d.leverVM, let h = state.placement[vm] { settling.insert(h) } }
+        let weights = cpuWeights(state)
+        var out = weights.decisions + memory(state) + network(state)
+        // Hosts a relieving lever just acted on, or acts on now: their migrations wait for its effect.
+        var settling = Set(state.levers.heldAt.filter { state.now - $0.value < settleSeconds }.keys)
+        settling.formUnion(holding(out, state, covered: weights.covered))
         let moved = Set(out.flatMap { $0.moves.map(\.0) })
         for d in inner.decide(state) where d.moves.allSatisfy({ vm, _ in !moved.contains(vm) && !settling.contains(state.placement[vm] ?? "") }) {
             out.append(d)
         }
         return out
+    }
+
+    /// The hosts of the levers among `decisions` that relieve what a migration off the host
+    /// would: a CPU weight that gives the busy VMs of a host their whole demand, a balloon that
+    /// grows, a cap. (Shrinking an idle balloon, lifting a cap or going back to the default
+    /// weight relieve nothing: the host's migrations go on.)
+    public func holdingHosts(_ decisions: [Decision], _ state: ClusterState) -> Set<HostID> {
+        holding(decisions, state, covered: cpuWeights(state).covered)
+    }
+
+    func holding(_ decisions: [Decision], _ state: ClusterState, covered: Set<HostID>) -> Set<HostID> {
+        var hosts = Set<HostID>()
+        for d in decisions {
+            guard let vm = d.leverVM, let h = state.placement[vm] else { continue }
+            switch d {
+            case .setCPUWeight(_, let w, _): if w > Self.defaultWeight && covered.contains(h) { hosts.insert(h) }
+            case .setBalloon(_, let mb, _): if mb > (state.levers.memory[vm]?.balloonMB ?? Int.max) { hosts.insert(h) }
+            case .setPortRate(_, let mbit, _): if mbit > 0 { hosts.insert(h) }
+            default: break
+            }
+        }
+        return hosts
     }
 
     func vmsOn(_ state: ClusterState) -> [HostID: [VMID]] {
@@ -102,33 +128,58 @@ public struct LeversFirstPolicy: AdaptationPolicy {
 
     // MARK: CPU weight
 
-    /// On a contended host with more VMs than cores, weights follow demand against the host's
-    /// mean; elsewhere they go back to the default.
-    func cpuWeights(_ state: ClusterState) -> [Decision] {
+    /// On a contended host with more VMs than cores, high-demand VMs beside VMs that are not get
+    /// `boostWeight`; elsewhere weights go back to the default. `covered`: the hosts where the
+    /// boost gives every high-demand VM (nearly) its whole demand.
+    func cpuWeights(_ state: ClusterState) -> (decisions: [Decision], covered: Set<HostID>) {
         var out: [Decision] = []
+        var covered = Set<HostID>()
         for (hostID, vms) in vmsOn(state).sorted(by: { $0.key < $1.key }) {
             guard let host = state.hosts[hostID] else { continue }
             let demand = vms.map { (state.cpu[$0] ?? 0) / 100 }
             let load = demand.reduce(0, +)
             let contended = vms.count > host.cores && load >= contention * Double(host.cores)
-            let mean = load / Double(max(1, vms.count))
+            // Only where high-demand VMs share the host with others that are not: those get the
+            // boost. Never less than the default for anyone — a VM whose work just started (its
+            // smoothed demand still rising) must not be starved, nor one held down by its own
+            // low weight read back as low demand.
+            let mixed = contended && vms.contains { (state.cpu[$0] ?? 0) > highDemandThreshold }
+                && vms.contains { (state.cpu[$0] ?? 0) <= highDemandThreshold }
             let weights = vms.map { vm -> Int in
-                guard contended, mean > 0 else { return Self.defaultWeight }
-                let w = Double(Self.defaultWeight) * (state.cpu[vm] ?? 0) / 100 / mean
-                return min(maxWeight, max(minWeight, Int((w / 64).rounded()) * 64))
+                mixed && (state.cpu[vm] ?? 0) > highDemandThreshold ? boostWeight : Self.defaultWeight
             }
-            let total = weights.reduce(0, +)
+            let shares = Self.fairShares(demand: demand, weights: weights, cores: Double(host.cores))
+            if mixed && vms.indices.allSatisfy({ weights[$0] == Self.defaultWeight || shares[$0] >= 0.95 * demand[$0] }) { covered.insert(hostID) }
             for (i, vm) in vms.enumerated() where settled(vm, state) {
                 let now = state.levers.weights[vm] ?? Self.defaultWeight
-                guard abs(Double(weights[i] - now)) > weightStep * Double(now) else { continue }
-                let share = min(demand[i], Double(host.cores) * Double(weights[i]) / Double(max(1, total)))
-                let why = contended
-                    ? "host \(hostID) is contended (demand \(fmt(load, 1)) on \(host.cores) cores); \(vm) wants \(whole(demand[i] * 100)) % against a mean of \(whole(mean * 100)) %"
-                    : "host \(hostID) is no longer contended (demand \(fmt(load, 1)) on \(host.cores) cores)"
+                guard weights[i] != now else { continue }
+                let share = shares[i]
+                let why = weights[i] > Self.defaultWeight
+                    ? "host \(hostID) is contended (demand \(fmt(load, 1)) on \(host.cores) cores); \(vm) is high-demand (\(whole(demand[i] * 100)) %) beside VMs that are not"
+                    : "host \(hostID) (demand \(fmt(load, 1)) on \(host.cores) cores) no longer needs \(vm) weighed up (\(whole(demand[i] * 100)) %)"
                 out.append(.setCPUWeight(vm: vm, weight: weights[i], reason: why + ": weight \(weights[i]) (expects \(whole(share * 100)) % of a core)"))
             }
         }
-        return out
+        return (out, covered)
+    }
+
+    /// Each VM's share of `cores` in cores, proportional to its weight and never more than its
+    /// demand: what one VM does not take goes to the others (as the kernel's fair scheduler).
+    static func fairShares(demand: [Double], weights: [Int], cores: Double) -> [Double] {
+        var share = [Double](repeating: 0, count: demand.count)
+        var open = Set(demand.indices.filter { demand[$0] > 0 })
+        var left = cores
+        while !open.isEmpty && left > 1e-9 {
+            let total = open.reduce(0.0) { $0 + Double(weights[$1]) }
+            let capped = open.filter { share[$0] + left * Double(weights[$0]) / total >= demand[$0] }
+            if capped.isEmpty {
+                for i in open { share[i] += left * Double(weights[i]) / total }
+                break
+            }
+            for i in capped { left -= demand[i] - share[i]; share[i] = demand[i] }
+            open.subtract(capped)
+        }
+        return share
     }
 
     // MARK: Memory
@@ -140,33 +191,38 @@ public struct LeversFirstPolicy: AdaptationPolicy {
         return nil
     }
 
-    /// Balloons down where memory lies unused, up where a guest is short; a host that cannot
-    /// give a guest under pressure its memory back sends it to one that can.
+    /// Where memory is wanted — a guest of the host under pressure — balloons shrink where it
+    /// lies unused (first, so what they free counts); then
+    /// guests under pressure get memory back, or go to a host that has it. Where no one wants
+    /// it, unused memory stays where it is: a job starting in an idle VM finds it there.
     func memory(_ state: ClusterState) -> [Decision] {
         var out: [Decision] = []
         var free = state.levers.hostFreeMB
-        for (vm, m) in state.levers.memory.sorted(by: { $0.key < $1.key }) where settled(vm, state) {
-            guard let hostID = state.placement[vm], state.vms[vm] != nil else { continue }
+        let guests = state.levers.memory.sorted(by: { $0.key < $1.key }).filter { settled($0.key, state) && state.vms[$0.key] != nil }
+        var wanted = Set<HostID>()
+        for (vm, m) in guests where pressure(m) != nil { if let h = state.placement[vm] { wanted.insert(h) } }
+        for (vm, m) in guests where pressure(m) == nil {
+            guard let hostID = state.placement[vm], wanted.contains(hostID), let unused = m.unusedMB,
+                  Double(unused) > unusedShare * Double(m.balloonMB) else { continue }
             let floor = max(floorMB, Int(floorShare * Double(m.maxMB)))
-            if let why = pressure(m) {
-                let want = min(m.maxMB, m.balloonMB + max(m.maxMB / 4, 32))
-                guard want > m.balloonMB else { continue }
-                let need = want - m.balloonMB
-                let hostFree = free[hostID] ?? Int.max
-                if hostFree - hostReserveMB >= need {
-                    free[hostID] = hostFree == Int.max ? nil : hostFree - need
-                    out.append(.setBalloon(vm: vm, targetMB: want, reason: "\(vm) \(why): balloon \(m.balloonMB) → \(want) MB (host \(hostID) has \(hostFree == Int.max ? "room" : "\(hostFree) MB free"); expects the pressure to end)"))
-                } else if let (to, seconds) = roomFor(vm, m, state, free) {
-                    free[to] = (free[to] ?? 0) - m.maxMB
-                    out.append(.migrateVM(vm: vm, from: hostID, to: to, estimatedSeconds: seconds,
-                                          reason: "\(vm) \(why) and host \(hostID) has \(hostFree) MB free, \(need) MB short: to \(to), which has \(free[to]! + m.maxMB) MB (expects the pressure to end there)"))
-                }
-            } else if let unused = m.unusedMB, Double(unused) > unusedShare * Double(m.balloonMB) {
-                let used = m.balloonMB - unused
-                let target = max(floor, used + Int(headroomShare * Double(m.balloonMB)))
-                guard target < m.balloonMB - 16 else { continue }
-                free[hostID] = free[hostID].map { $0 + m.balloonMB - target }
-                out.append(.setBalloon(vm: vm, targetMB: target, reason: "\(vm) leaves \(unused) of \(m.balloonMB) MB unused: balloon \(m.balloonMB) → \(target) MB (floor \(floor); expects \(m.balloonMB - target) MB more free on \(hostID))"))
+            let target = max(floor, m.balloonMB - unused + Int(headroomShare * Double(m.balloonMB)))
+            guard target < m.balloonMB - 16 else { continue }
+            free[hostID] = free[hostID].map { $0 + m.balloonMB - target }
+            out.append(.setBalloon(vm: vm, targetMB: target, reason: "\(vm) leaves \(unused) of \(m.balloonMB) MB unused while host \(hostID) wants memory: balloon \(m.balloonMB) → \(target) MB (floor \(floor); expects \(m.balloonMB - target) MB more free on \(hostID))"))
+        }
+        for (vm, m) in guests {
+            guard let why = pressure(m), let hostID = state.placement[vm] else { continue }
+            let want = min(m.maxMB, m.balloonMB + max(m.maxMB / 4, 32))
+            guard want > m.balloonMB else { continue }
+            let need = want - m.balloonMB
+            let hostFree = free[hostID] ?? Int.max
+            if hostFree - hostReserveMB >= need {
+                free[hostID] = hostFree == Int.max ? nil : hostFree - need
+                out.append(.setBalloon(vm: vm, targetMB: want, reason: "\(vm) \(why): balloon \(m.balloonMB) → \(want) MB (host \(hostID) has \(hostFree == Int.max ? "room" : "\(hostFree) MB free"); expects the pressure to end)"))
+            } else if let (to, seconds) = roomFor(vm, m, state, free) {
+                free[to] = (free[to] ?? 0) - m.maxMB
+                out.append(.migrateVM(vm: vm, from: hostID, to: to, estimatedSeconds: seconds,
+                                      reason: "\(vm) \(why) and host \(hostID) has \(hostFree) MB free, \(need) MB short: to \(to), which has \(free[to]! + m.maxMB) MB (expects the pressure to end there)"))
             }
         }
         return out

@@ -16,12 +16,19 @@
 ///   1-2 minutes of extra runtime per whole-environment migration whatever the job's length
 ///   (Table 2), and about 8 % for one VM on a run of a few minutes (Table 1); the constants
 ///   are chosen to land there.
+/// - Memory (for the fine-grain levers): each VM has a balloon, at first its share of its host's
+///   memory (at most its own 512 MB); an idle VM touches 128 MB, a busy one its job's working
+///   set. A VM whose working set exceeds its balloon swaps, and runs at (balloon / working
+///   set)^3 of its speed (at least 5 %). A balloon changes at once, within the host's free
+///   memory; a CPU weight gives a busy VM of a contended host its weighted share of the cores.
 public struct Job: Equatable, Sendable {
     public let id: Int
     public let violin: Int
     public let nodes: Int
     public let baseSeconds: Double   // on dedicated cores, one process per node
     public let submit: Double
+    /// The working set of each of its VMs while it runs, MB.
+    public var memoryMB = 256
 }
 
 public struct JobResult: Equatable, Sendable {
@@ -48,6 +55,8 @@ public struct SimulationResult: Sendable {
     public let jobs: [JobResult]
     public let migrations: Int
     public let makespan: Double
+    /// Fine-grain levers used, by decision kind (`set_cpu_weight`, `set_balloon`, `set_port_rate`).
+    public var levers: [String: Int] = [:]
     public var meanRuntime: Double { jobs.map(\.runtime).reduce(0, +) / Double(max(1, jobs.count)) }
     public var meanSubmitToCompletion: Double { jobs.map(\.submitToCompletion).reduce(0, +) / Double(max(1, jobs.count)) }
 }
@@ -85,6 +94,18 @@ public enum Workload {
         return jobs
     }
 
+    /// The §4.2 mix, each job with a working set per VM drawn (from its own generator, so the
+    /// jobs are the same as `paper`'s) between `memoryMB.lowerBound` and `memoryMB.upperBound`.
+    /// The memory-pressure mix: 300-500 MB, on hosts of 12 GB.
+    public static func withMemory(_ jobs: [Job], seed: UInt64, memoryMB: ClosedRange<Int>) -> [Job] {
+        var rng = SeededRandom(seed: seed ^ 0x6D65_6D6F_7279)
+        return jobs.map { j in
+            var j = j
+            j.memoryMB = memoryMB.lowerBound + rng.next(memoryMB.count)
+            return j
+        }
+    }
+
     /// 60^u for u in [0, 1], as exp(u ln 60) by its series (no Foundation).
     static func pow60(_ u: Double) -> Double {
         let x = u * 4.0943445622221
@@ -99,13 +120,16 @@ public struct Simulator {
     public var policyPeriod = 30.0
     public var smoothing = DemandSmoother.defaultWeight
     public var progress: ((String, Double) -> Void)?
+    /// Each host's memory, MB (16 GB in §4.2; the memory-pressure mix uses 12 GB).
+    public var hostMemoryMB = 16_384
 
     public init() {}
 
     static let domainOf = ["d1h1": "d1", "d1h2": "d1", "d2h1": "d2"]
+    static let idleWorkingSetMB = 128
 
     func infrastructure() -> [Host] {
-        ["d1h1", "d1h2", "d2h1"].map { Host(id: $0, domain: Self.domainOf[$0]!, cores: 8, memoryMB: 16_384) }
+        ["d1h1", "d1h2", "d2h1"].map { Host(id: $0, domain: Self.domainOf[$0]!, cores: 8, memoryMB: hostMemoryMB) }
     }
 
     /// VIOLIN sizes and where their VMs start.
@@ -133,7 +157,7 @@ public struct Simulator {
             progress?(scenario.description, Double(run.results.count) / Double(max(1, jobs.count)))
         }
         return SimulationResult(scenario: scenario, jobs: run.results.sorted { $0.job.id < $1.job.id },
-                                migrations: run.migrations, makespan: run.now)
+                                migrations: run.migrations, makespan: run.now, levers: run.levers)
     }
 
     /// One simulation's state, advanced a step at a time by `run`.
@@ -150,6 +174,11 @@ public struct Simulator {
         var pending: ArraySlice<Job>
         var migrationsInFlight: [(vm: VMID, to: HostID, ends: Double)] = []
         var migrations = 0
+        var levers: [String: Int] = [:]
+        /// Each VM's balloon (MB), its job's working set while it runs, and its CPU weight.
+        var balloon: [VMID: Int] = [:]
+        var workingSet: [VMID: Int] = [:]
+        var weight: [VMID: Int] = [:]
         var now = 0.0
         var nextPolicy: Double
 
@@ -175,6 +204,10 @@ public struct Simulator {
             smoother = DemandSmoother(weight: sim.smoothing)
             pending = jobs.sorted { ($0.submit, $0.id) < ($1.submit, $1.id) }[...]
             nextPolicy = sim.policyPeriod
+            // Balloons: each VM its share of its host's memory, at most its own.
+            var count: [HostID: Int] = [:]
+            for (_, h) in placement { count[h, default: 0] += 1 }
+            for vm in vms { balloon[vm.id] = min(vm.memoryMB, sim.hostMemoryMB / max(1, count[placement[vm.id]!] ?? 1)) }
         }
 
         /// Arrivals, then first-come-first-served starts in each VIOLIN.
@@ -187,24 +220,37 @@ public struct Simulator {
                     guard free.count >= want else { break }
                     queue[v].removeFirst()
                     let chosen = Array(free.prefix(want))
-                    chosen.forEach { busy.insert($0) }
+                    chosen.forEach { busy.insert($0); workingSet[$0] = head.memoryMB }
                     let work = head.baseSeconds * Double(head.nodes) / Double(want)
                     running.append(Running(job: head, vms: chosen, start: now, done: 0, work: work, stall: 0))
                 }
             }
         }
 
-        /// The speed of each host's busy VMs: 1 up to its cores, slower (and worse) beyond.
-        func speeds() -> [HostID: Double] {
-            var busyOn: [HostID: Int] = [:], idleOn: [HostID: Int] = [:]
+        /// The speed of each busy VM: 1 while its host has a core for it; beyond, its weighted
+        /// share of the cores (C/D with equal weights), less the overhead of oversubscription;
+        /// and slower still while its working set does not fit its balloon.
+        func speeds() -> [VMID: Double] {
+            var demand: [HostID: Double] = [:], weighted: [HostID: Double] = [:]
             for (vm, host) in state.placement {
-                if busy.contains(vm) { busyOn[host, default: 0] += 1 } else { idleOn[host, default: 0] += 1 }
+                let d = busy.contains(vm) ? 1 : 0.01
+                demand[host, default: 0] += d
+                weighted[host, default: 0] += d * Double(weight[vm] ?? LeversFirstPolicy.defaultWeight)
             }
-            return hostByID.mapValues { h in
-                let d = Double(busyOn[h.id] ?? 0) + 0.01 * Double(idleOn[h.id] ?? 0), c = Double(h.cores)
-                guard d > c else { return 1 }
-                return c / d * max(0.1, 1 - 0.05 * (d / c - 1) * 2)
+            var out: [VMID: Double] = [:]
+            for vm in busy {
+                guard let hostID = state.placement[vm], let h = hostByID[hostID] else { continue }
+                let d = demand[hostID] ?? 0, c = Double(h.cores)
+                var speed = 1.0
+                if d > c {
+                    let share = c * Double(weight[vm] ?? LeversFirstPolicy.defaultWeight) / max(1, weighted[hostID] ?? 1)
+                    speed = min(1, share) * max(0.1, 1 - 0.05 * (d / c - 1) * 2)
+                }
+                let ws = Double(workingSet[vm] ?? Simulator.idleWorkingSetMB), b = Double(balloon[vm] ?? 0)
+                if ws > b { let f = b / ws; speed *= max(0.05, f * f * f) }
+                out[vm] = speed
             }
+            return out
         }
 
         /// Every running job progresses at its slowest VM's speed (after any stall); finished
@@ -215,13 +261,13 @@ public struct Simulator {
             for i in running.indices {
                 var dt = step
                 if running[i].stall > 0 { let s = min(dt, running[i].stall); running[i].stall -= s; dt -= s }
-                let rate = running[i].vms.map { speed[state.placement[$0]!] ?? 1 }.min() ?? 1
+                let rate = running[i].vms.map { speed[$0] ?? 1 }.min() ?? 1
                 running[i].done += dt * rate
                 if running[i].done >= running[i].work { finished.append(i) }
             }
             for i in finished.reversed() {
                 let r = running.remove(at: i)
-                r.vms.forEach { busy.remove($0) }
+                r.vms.forEach { busy.remove($0); workingSet[$0] = nil }
                 results.append(JobResult(job: r.job, start: r.start, end: now + step))
             }
         }
@@ -245,14 +291,57 @@ public struct Simulator {
 
         /// The policy's round: its migrations start; each job that loses VMs to one stalls for
         /// the copy and a restart cost.
+        /// What the levers read: each guest's memory as its balloon driver would report it, each
+        /// host's free memory, the weights in force.
+        func leverState() -> LeverState {
+            var l = state.levers
+            var used: [HostID: Int] = [:]
+            for (vm, h) in state.placement {
+                let b = balloon[vm] ?? 0, ws = workingSet[vm] ?? Simulator.idleWorkingSetMB
+                used[h, default: 0] += b
+                let short = max(0, ws - b)
+                l.memory[vm] = GuestMemory(balloonMB: b, maxMB: state.vms[vm]?.memoryMB ?? b, unusedMB: max(0, b - ws - 16),
+                                           availableMB: max(0, b - ws), swapInPerS: Double(short) * 2, majorFaultsPerS: Double(short))
+            }
+            l.hostFreeMB = hostByID.mapValues { $0.memoryMB - (used[$0.id] ?? 0) }
+            l.weights = weight
+            return l
+        }
+
+        /// A lever carried out: a balloon within its host's free memory, a weight.
+        mutating func apply(_ d: Decision) {
+            guard let vm = d.leverVM, let h = state.placement[vm] else { return }
+            switch d {
+            case .setBalloon(_, let target, _):
+                let free = state.levers.hostFreeMB[h] ?? 0, now = balloon[vm] ?? 0
+                let b = max(1, min(target, now + max(0, free), state.vms[vm]?.memoryMB ?? target))
+                state.levers.hostFreeMB[h] = free - (b - now)
+                balloon[vm] = b
+                levers["set_balloon", default: 0] += 1
+            case .setCPUWeight(_, let w, _):
+                weight[vm] = w == LeversFirstPolicy.defaultWeight ? nil : w
+                levers["set_cpu_weight", default: 0] += 1
+            case .setPortRate:
+                levers["set_port_rate", default: 0] += 1
+            default: return
+            }
+            state.levers.leverAt[vm] = now
+        }
+
         mutating func policyRound(_ policy: AdaptationPolicy) {
             state.cpu = smoother.averages
             state.now = now
+            state.levers = leverState()
             state.queues = Dictionary(uniqueKeysWithValues: (0..<4).map { v in
                 ("v\(v + 1)", QueueInfo(waitingNodes: queue[v].map(\.nodes).reduce(0, +),
                                         runningNodes: vmsOf[v].filter { busy.contains($0) }.count)) })
             var copy: [Int: Double] = [:], movedVMs: [Int: Int] = [:]   // per running job
-            for d in policy.decide(state) {
+            let decisions = policy.decide(state)
+            if let lf = policy as? LeversFirstPolicy {
+                for h in lf.holdingHosts(decisions, state) { state.levers.heldAt[h] = now }
+            }
+            for d in decisions {
+                apply(d)
                 for (vm, to) in d.moves {
                     guard let from = state.placement[vm], let a = hostByID[from], let b = hostByID[to],
                           let spec = state.vms[vm] else { continue }

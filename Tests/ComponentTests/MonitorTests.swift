@@ -92,13 +92,17 @@ final class CountingMesh: RequestHandler, @unchecked Sendable {
 
 @Suite struct MonitorFiguresTests {
     /// The levers' figures in `monitor.sampled`: the guest's memory from its balloon statistics
-    /// (libvirt's test driver reports 1 GiB unused and usable), the host's free memory, and the
+    /// (libvirt's test driver reports half its balloon unused and usable), the host's free memory, and the
     /// VM's network from its switch port read through the mesh — the port's rx is what the VM
     /// sent; a port that is no VM's is not read.
     @Test func guestMemoryHostFreeMemoryAndNetwork() throws {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let node = try MonitorServer(interval: 0.1, logger: logger) { try LibvirtHypervisor(uri: "test:///default") }
+        let node = try MonitorServer(interval: 0.1, logger: logger) {
+            let hv = try LibvirtHypervisor(uri: "test:///default")
+            hv.readsGuestMemory = true
+            return hv
+        }
         let fake = CountingMesh()
         try withBus { ctx, proxy in
             let mesh = try makeRuntime("mesh", handler: fake)
@@ -115,7 +119,11 @@ final class CountingMesh: RequestHandler, @unchecked Sendable {
                 m.body["vms"]?.items.contains { $0["name"] == "test" && $0["net"]?["tx_mbit_s"]?.numberValue != nil } == true
             })
             let vm = try #require(sampled.body["vms"]?.items.first { $0["name"] == "test" })
-            #expect(vm["guest_memory"]?["unused_mb"]?.intValue == 1024 && vm["guest_memory"]?["available_mb"]?.intValue == 1024, "\(vm)")
+            // The test driver reports half the balloon unused and usable (another test may be
+            // ballooning the same shared test domain meanwhile: within the balloon, not equal).
+            let balloon = try #require(vm["memory_mb"]?.intValue)
+            let unused = vm["guest_memory"]?["unused_mb"]?.intValue ?? -1, available = vm["guest_memory"]?["available_mb"]?.intValue ?? -1
+            #expect((1...balloon).contains(unused) && (1...balloon).contains(available), "\(vm)")
             #expect(vm["guest_memory"]?["swap_in_kb_s"]?.numberValue == 0, "a rate once there are two readings: \(vm)")
             let net = try #require(vm["net"])
             #expect((net["tx_bytes"]?.intValue ?? 0) >= 2_000_000 && net["rx_bytes"]?.intValue == 3000 && net["rx_packets"]?.intValue == 20, "\(net)")
@@ -123,7 +131,7 @@ final class CountingMesh: RequestHandler, @unchecked Sendable {
             #expect((sampled.body["host"]?["free_memory_mb"]?.intValue).map { $0 >= 0 } == true, "\(sampled.body)")
             // The policy's reading of it, range-checked.
             let readings = MonitorAPI.Sampled.leverReadings(sampled.body)
-            #expect(readings.first { $0.vm == "test" }?.guest?.unusedMB == 1024 && readings.first?.net?.txMbitS != nil)
+            #expect(readings.first { $0.vm == "test" }?.guest?.unusedMB == unused && readings.first?.net?.txMbitS != nil)
         }
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import TestSupport
 import Testing
+import PolicyCore
 import PolicyService
 import ServiceKit
 import VIOLINProtocol
@@ -505,7 +506,45 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(again2.count == 2 && again2.last?["vm"] == "k2" && again2.last?["from"] == "c", "\(again2)")
             #expect(again2.last?["why"]?.stringValue?.contains("runs it no more") == true, "\(again2)")
             #expect(hosts.values.filter { $0.running.contains("k2") }.count == 1, "k2 is not running in exactly one place")
+
+            // a, where the spec pins k1, is lost: k1 is made again on another host of a's domain
+            // (restart: always means elsewhere), never beside k2.
+            let k2Host = try #require(try client.call(PolicyAPI.Inventory()).vms.first { $0.id == "k2" }?.host)
+            hosts["a"]!.down = true
+            policy.reconcile()
+            let again3 = events.withLock { restarted }
+            #expect(again3.count == 3 && again3.last?["vm"] == "k1" && again3.last?["from"] == "a", "\(again3)")
+            let to = again3.last?["to"]?.stringValue
+            #expect(to != nil && to != "a" && to != k2Host, "k1 made again on \(to ?? "nothing"), k2 is on \(k2Host)")
         }
+    }
+
+    /// The MACs a restart must not reuse: as the VMs' hosts report them, or, for a host that does
+    /// not answer now, as each VM was made (kept in the inventory); unavailable when neither knows.
+    @Test func macsInUseComeFromTheHostsOrFromTheInventory() throws {
+        var inv = PolicyStore.Inventory()
+        inv.vms = [VM(id: "x1", violin: "x", memoryMB: 128), VM(id: "x2", violin: "x", memoryMB: 128), VM(id: "y1", violin: "y", memoryMB: 128)]
+        inv.placement = ["x1": "a", "x2": "b", "y1": "b"]
+        inv.macs = ["x1": "52:54:00:00:00:01", "x2": "52:54:00:00:00:02", "y1": ""]
+        let both = try PolicyServer.macsInUse("x", inv: inv, answered: ["a": ["x1": "52:54:00:00:00:09"], "b": ["x2": "52:54:00:00:00:02"]])
+        #expect(both["x1"]?.mac == "52:54:00:00:00:09" && both["x2"]?.host == "b", "the host's word first: \(both)")
+        let silentB = try PolicyServer.macsInUse("x", inv: inv, answered: ["a": ["x1": "52:54:00:00:00:01"]])
+        #expect(silentB["x2"]?.mac == "52:54:00:00:00:02", "\(silentB)")
+        #expect(throws: ProtocolError.self) { _ = try PolicyServer.macsInUse("y", inv: inv, answered: [:]) }
+    }
+
+    /// A lost VM's pin to a silent or unknown host becomes a pin to that host's domain, or none.
+    @Test func aLostVMsHostPinIsLoosened() throws {
+        let spec = ViolinSpec(name: "v", homeDomain: "d1", head: "v1", vms: [
+            .init(name: "v1", memoryMB: 128, vcpus: 1, image: "tiny", host: "a"),
+            .init(name: "v2", memoryMB: 128, vcpus: 1, image: "tiny", host: "b"),
+            .init(name: "v3", memoryMB: 128, vcpus: 1, image: "tiny", host: "gone")])
+        let domains = ["a": "d1", "b": "d2"]
+        let u = PolicyServer.unpinned(spec, ["v1", "v3"], from: ["a", "b"], domainOf: domains)
+        #expect(u.vms.map { "\($0.host ?? "-")/\($0.domain ?? "-")" } == ["-/d1", "b/-", "-/-"], "only the lost VMs: \(u.vms)")
+        let anywhere = PolicyServer.unpinned(spec, ["v1"], from: ["a"], domainOf: domains, anywhere: true)
+        #expect(anywhere.vms[0].host == nil && anywhere.vms[0].domain == nil)
+        #expect(PolicyServer.unpinned(spec, ["v1"], from: [], domainOf: domains) == spec, "a pin to a host that answers stays")
     }
 
     /// A policy stopped while it was making a VIOLIN finds the journaled creation when it runs
@@ -607,8 +646,8 @@ final class FakeMonitor: RequestHandler, @unchecked Sendable {
 }
 
 @Suite struct PolicyLeverTests {
-    /// With levers on, in automatic mode: a guest that leaves most of its memory unused (as its
-    /// host's monitor says) is ballooned down through that monitor, before anything moves; the
+    /// With levers on, in automatic mode: while a guest swaps, its host's guest that leaves most
+    /// of its memory unused is ballooned down through the host's monitor and the short one up; the
     /// ledger has the decision with its reason, what it expects, and — once the lever settled —
     /// its measured effect from the next sample.
     @Test func anIdleGuestIsBallonedDownAndTheEffectIsRecorded() throws {
@@ -637,35 +676,40 @@ final class FakeMonitor: RequestHandler, @unchecked Sendable {
             _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
             _ = try client.call(PolicyAPI.RegisterHost(id: "a", domain: "d1", cores: 2, memoryMB: 8192, monitor: monitorA.endpoints[0]))
             _ = try client.call("create_violin", body: ["id": "e1", "home_domain": "d1", "head": "vm0",
-                                                        "vms": [["id": "vm0", "memory_mb": 512, "host": "a"]]])
+                                                        "vms": [["id": "vm0", "memory_mb": 512, "host": "a"], ["id": "vm1", "memory_mb": 512, "host": "a"]]])
             _ = try client.call("set_mode", body: ["mode": "automatic"])
             let sampler = try makeRuntime("monitor", instance: "monitor@a", bus: proxy.frontendEndpoints[0])
             defer { sampler.stop() }
-            func sample(balloon: Int, unused: Int) -> JSONValue {
-                ["host": ["cpus": 2, "memory_mb": 8192, "free_memory_mb": 4000],
-                 "vms": [["name": "vm0", "cpu_percent": 5, "memory_mb": .number(Double(balloon)), "max_memory_mb": 512,
-                          "guest_memory": ["unused_mb": .number(Double(unused)), "available_mb": .number(Double(unused + 20)),
-                                           "swap_in_kb_s": 0, "swap_out_kb_s": 0, "major_faults_s": 0]]]]
+            /// vm0 idle with `balloon` MB, `unused` of them unused; vm1 with `short` MB, swapping if `swapping`.
+            func sample(balloon: Int, unused: Int, short: Int, swapping: Bool) -> JSONValue {
+                func guest(_ name: String, _ mb: Int, unused: Int, swapIn: Double) -> JSONValue {
+                    ["name": .string(name), "cpu_percent": 5, "memory_mb": .number(Double(mb)), "max_memory_mb": 512,
+                     "guest_memory": ["unused_mb": .number(Double(unused)), "available_mb": .number(Double(unused + 20)),
+                                      "swap_in_kb_s": .number(swapIn), "swap_out_kb_s": 0, "major_faults_s": 0]]
+                }
+                return ["host": ["cpus": 2, "memory_mb": 1024, "free_memory_mb": 100],
+                        "vms": [guest("vm0", balloon, unused: unused, swapIn: 0), guest("vm1", short, unused: 2, swapIn: swapping ? 400 : 0)]]
             }
-            // Until the policy has read it: its round balloons vm0 down to 112 used + 102 headroom.
+            // Until the policy has read it: vm1 swaps, so its round balloons vm0 down to 112 used +
+            // 102 headroom, and vm1 up by a quarter of its memory with what that frees.
             var decided: JSONValue?
             #expect(try eventually(deadline: 10) {
-                sampler.publish("sampled", sample(balloon: 512, unused: 400))
+                sampler.publish("sampled", sample(balloon: 512, unused: 400, short: 256, swapping: true))
                 decided = try client.call("evaluate")["decisions"]?.items.first { $0["kind"] == "set_balloon" }
                 return decided != nil
             }, "no balloon decision")
             #expect(decided?["decision"]?["target_mb"]?.intValue == 214 && decided?["outcome"] == "sent", "\(String(describing: decided))")
-            #expect((decided?["reason"]?.stringValue ?? "").contains("400 of 512 MB unused"), "\(String(describing: decided))")
-            let asked = fake.requests.filter { $0.header.msgType == "set_balloon_request" }
-            #expect(asked.count == 1 && asked.first?.body["vm"] == "vm0" && asked.first?.body["memory_mb"]?.intValue == 214)
+            #expect((decided?["reason"]?.stringValue ?? "").contains("400 of 512 MB unused while host a wants memory"), "\(String(describing: decided))")
+            let asked = fake.requests.filter { $0.header.msgType == "set_balloon_request" }.map { "\($0.body["vm"]?.stringValue ?? "?")=\($0.body["memory_mb"]?.intValue ?? 0)" }
+            #expect(asked == ["vm0=214", "vm1=384"], "\(asked)")
             // Once it settled, the next round writes what became of it (and asks nothing new).
             #expect(try eventually(deadline: 10) {
-                sampler.publish("sampled", sample(balloon: 214, unused: 60))
+                sampler.publish("sampled", sample(balloon: 214, unused: 60, short: 384, swapping: false))
                 _ = try client.call("evaluate")
                 let rows = try client.call("decisions", body: ["limit": 5])["decisions"]?.items ?? []
                 return rows.contains { $0["kind"] == "set_balloon" && ($0["effect"]?.stringValue ?? "").contains("vm0 has 214 MB, 60 unused") }
             }, "the lever's effect was not recorded")
-            #expect(fake.requests.filter { $0.header.msgType == "set_balloon_request" }.count == 1, "ballooned once")
+            #expect(fake.requests.filter { $0.header.msgType == "set_balloon_request" }.count == 2, "each ballooned once")
         }
     }
 }

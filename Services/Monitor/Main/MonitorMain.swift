@@ -23,7 +23,11 @@ struct Main: AsyncParsableCommand {
         let logger = ServiceMain.logger(settings)
         let uri = settings.resolved["libvirt_uri"]
         try await ServiceMain.run(settings, logger: logger, server: {
-            let server = try MonitorServer(interval: settings.resolved.double("sample_interval"), logger: logger) { try LibvirtHypervisor(uri: uri) }
+            let server = try MonitorServer(interval: settings.resolved.double("sample_interval"), logger: logger) {
+                let hv = try LibvirtHypervisor(uri: uri)
+                hv.readsGuestMemory = true
+                return hv
+            }
             server.mesh = settings.resolved["mesh"]
             server.memoryMB = Int(settings.resolved["memory_mb"]) ?? 0
             server.keyPair = settings.server?.keyPair

@@ -57,7 +57,7 @@ extension PolicyServer {
         }
         ledger(spec.name, plan, capacities, outcome: "created")
         try storeCall { try store.createViolin(id: spec.name, homeDomain: spec.homeDomain, head: spec.head,
-                                               vms: plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host) }) }
+                                               vms: plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host, mac: $0.mac) }) }
         try? store.saveSpec(spec.name, body: JSONText.string(r.spec), vni: plan.vni)
         try? store.endCreation(spec.name)
         emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "running", reason: "every VM created"))
@@ -222,14 +222,7 @@ extension PolicyServer {
         guard !vms.isEmpty else { return [] }
         let (hosts, _) = answering(inv)
         let byID = Dictionary(uniqueKeysWithValues: hosts.map { ($0.host.id, $0) })
-        var existing: [String: Placement.Existing.VM] = [:]
-        for vm in inv.vms where vm.violin == spec.name {
-            let host = inv.placement[vm.id] ?? ""
-            guard let mac = byID[host]?.macs[vm.id] else {
-                throw ProtocolError(.unavailable, "\(vm.id)'s host \(host) does not answer: the MACs in use in \(spec.name) are not all known")
-            }
-            existing[vm.id] = .init(host: host, mac: mac)
-        }
+        let existing = try Self.macsInUse(spec.name, inv: inv, answered: byID.mapValues(\.macs))
         var capacities = hosts.map(\.capacity)
         for i in capacities.indices where inv.draining.contains(capacities[i].id) { capacities[i].draining = true }
         let plan: Placement.Plan
@@ -252,9 +245,9 @@ extension PolicyServer {
         defer { try? store.endCreation(journal) }
         try make(spec, plan, hosts: byID, inv: inv, joining: joining)
         if restarting {
-            for p in plan.vms { try storeCall { try store.place(vm: p.vm.name, on: p.host) } }
+            for p in plan.vms { try storeCall { try store.remade(vm: p.vm.name, on: p.host, mac: p.mac) } }
         } else {
-            try storeCall { try store.addVMs(spec.name, plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host) }) }
+            try storeCall { try store.addVMs(spec.name, plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host, mac: $0.mac) }) }
         }
         return plan.vms
     }
@@ -278,12 +271,21 @@ extension PolicyServer {
                                   silentSince: silent, now: Date().timeIntervalSince1970, lostAfter: options.hostLostAfter,
                                   restartAlways: Set(specs.keys), missing: missing)
         for (violin, vms) in lost.sorted(by: { $0.key < $1.key }) {
-            let (spec, vni) = specs[violin]!
+            let (pinned, vni) = specs[violin]!
             let gone = Set(vms)
+            let domainOf = Dictionary(uniqueKeysWithValues: inv.hosts.map { ($0.id, $0.domain) })
+            var spec = Self.unpinned(pinned, gone, from: Set(silent.keys), domainOf: domainOf)
             var around = inv
             around.vms.removeAll { gone.contains($0.id) }
             do throws(ProtocolError) {
-                let made = try addVMs(spec, spec.vms.filter { gone.contains($0.name) }, vni: vni, inv: around, restarting: true)
+                let made: [Placement.Placed]
+                do {
+                    made = try addVMs(spec, spec.vms.filter { gone.contains($0.name) }, vni: vni, inv: around, restarting: true)
+                } catch let e where e.code == .conflict && spec != pinned {
+                    // No room in the lost host's domain: anywhere the VIOLIN's rules allow.
+                    spec = Self.unpinned(pinned, gone, from: Set(silent.keys), domainOf: domainOf, anywhere: true)
+                    made = try addVMs(spec, spec.vms.filter { gone.contains($0.name) }, vni: vni, inv: around, restarting: true)
+                }
                 for p in made {
                     let from = inv.placement[p.vm.name] ?? ""
                     try? store.addLeftover(vm: p.vm.name, host: from, violin: violin)
@@ -296,6 +298,35 @@ extension PolicyServer {
                 logger.warning("cannot restart lost VMs", metadata: ["violin": "\(violin)", "vms": "\(vms)", "error": "\(error.message)"])
             }
         }
+    }
+
+    /// The VIOLIN's VMs and their MACs: as their hosts say, or, for a host that does not answer
+    /// now, as the VM was made; unavailable when neither knows.
+    public static func macsInUse(_ violin: String, inv: PolicyStore.Inventory, answered: [HostID: [String: String]])
+        throws(ProtocolError) -> [String: Placement.Existing.VM] {
+        var existing: [String: Placement.Existing.VM] = [:]
+        for vm in inv.vms where vm.violin == violin {
+            let host = inv.placement[vm.id] ?? ""
+            guard let mac = answered[host]?[vm.id] ?? inv.macs[vm.id].flatMap({ $0.isEmpty ? nil : $0 }) else {
+                throw ProtocolError(.unavailable, "\(vm.id)'s host \(host) does not answer: the MACs in use in \(violin) are not all known")
+            }
+            existing[vm.id] = .init(host: host, mac: mac)
+        }
+        return existing
+    }
+
+    /// The spec with the lost VMs' host pins loosened — `restart: always` means on another
+    /// host: a VM pinned to a host that is silent or gone from the inventory is made again in
+    /// that host's domain, or, `anywhere`, wherever the VIOLIN's other rules allow.
+    public static func unpinned(_ spec: ViolinSpec, _ lost: Set<String>, from silent: Set<String>, domainOf: [String: String],
+                         anywhere: Bool = false) -> ViolinSpec {
+        var out = spec
+        for i in out.vms.indices where lost.contains(out.vms[i].name) {
+            guard let pin = out.vms[i].host, silent.contains(pin) || domainOf[pin] == nil else { continue }
+            out.vms[i].host = nil
+            out.vms[i].domain = anywhere ? nil : domainOf[pin]
+        }
+        return out
     }
 
     /// The spec a VIOLIN was last made or applied from, read back: nil for one made otherwise.

@@ -259,6 +259,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         let mode = self.mode
         var out: [JSONValue] = []
         measureEffects(state)
+        var sentLevers: [Decision] = []
         for d in policy.decide(state) {
             let body = describe(d)
             let inputs = JSONText.string(["cpu": .object(d.moves.reduce(into: [String: JSONValue]()) { acc, m in
@@ -269,11 +270,19 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             if mode == "automatic" {
                 outcome = d.leverVM == nil ? execute(d, id: id, inv: inv, state: state) : executeLever(d, inv: inv, state: state)
                 try store.setOutcome(id, outcome)
-                if d.leverVM != nil && outcome == "sent" { lock.withLock { awaitingEffect.append((id, d, state.now)) } }
+                if d.leverVM != nil && outcome == "sent" {
+                    sentLevers.append(d)
+                    lock.withLock { awaitingEffect.append((id, d, state.now)) }
+                }
             }
             let decided = PolicyAPI.Decided(id: Int(id), kind: kind(d), decision: body, reason: d.reason, mode: mode, outcome: outcome)
             emit(decided)
             out.append(decided.json)
+        }
+        // Hosts a relieving lever acted on: their migrations wait for its effect.
+        if let levers = policy as? LeversFirstPolicy {
+            let held = levers.holdingHosts(sentLevers, state)
+            lock.withLock { for h in held { leverState.heldAt[h] = state.now } }
         }
         return out
     }

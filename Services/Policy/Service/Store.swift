@@ -70,6 +70,11 @@ public final class PolicyStore: @unchecked Sendable {
                 ALTER TABLE decision ADD COLUMN asked_by TEXT NOT NULL DEFAULT '';
                 """)
         }
+        migrator.registerMigration("v10-vm-mac") { db in
+            // Each VM's MAC as it was made: what a restart knows of a VIOLIN's MACs when one of its
+            // hosts does not answer ('' for VMs made before).
+            try db.execute(sql: "ALTER TABLE vm ADD COLUMN mac TEXT NOT NULL DEFAULT ''")
+        }
         migrator.registerMigration("v9-effect") { db in
             // What a fine-grain lever did, measured after it settled.
             try db.execute(sql: "ALTER TABLE decision ADD COLUMN effect TEXT NOT NULL DEFAULT ''")
@@ -173,7 +178,8 @@ public final class PolicyStore: @unchecked Sendable {
     public func addVMs(_ violin: String, _ vms: [NewVM]) throws {
         try db.write { db in
             for vm in vms {
-                try db.execute(sql: "INSERT INTO vm(id, violin, memory_mb, host) VALUES (?, ?, ?, ?)", arguments: [vm.id, violin, vm.memoryMB, vm.host])
+                try db.execute(sql: "INSERT INTO vm(id, violin, memory_mb, host, mac) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [vm.id, violin, vm.memoryMB, vm.host, vm.mac])
             }
         }
     }
@@ -276,8 +282,8 @@ public final class PolicyStore: @unchecked Sendable {
         }
     }
 
-    public struct NewVM { public let id: String; public let memoryMB: Int; public let host: String
-        public init(id: String, memoryMB: Int, host: String) { self.id = id; self.memoryMB = memoryMB; self.host = host } }
+    public struct NewVM { public let id: String; public let memoryMB: Int; public let host: String; public let mac: String
+        public init(id: String, memoryMB: Int, host: String, mac: String = "") { self.id = id; self.memoryMB = memoryMB; self.host = host; self.mac = mac } }
 
     public func createViolin(id: String, homeDomain: String, head: String, vms: [NewVM]) throws {
         try db.write { db in
@@ -301,8 +307,8 @@ public final class PolicyStore: @unchecked Sendable {
                 if try Bool.fetchOne(db, sql: "SELECT 1 FROM vm WHERE id = ?", arguments: [vm.id]) == true {
                     throw fail(.conflict, "VM \(vm.id) exists")
                 }
-                try db.execute(sql: "INSERT INTO vm(id, violin, memory_mb, host) VALUES (?, ?, ?, ?)",
-                               arguments: [vm.id, id, vm.memoryMB, vm.host])
+                try db.execute(sql: "INSERT INTO vm(id, violin, memory_mb, host, mac) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [vm.id, id, vm.memoryMB, vm.host, vm.mac])
             }
         }
     }
@@ -349,6 +355,9 @@ public final class PolicyStore: @unchecked Sendable {
         public var vms: [VM] = []
         public var placement: [VMID: HostID] = [:]
         public var lastDecided: [VMID: Double] = [:]
+        /// Each VM's MAC as it was made ("" where unknown).
+        public var macs: [VMID: String] = [:]
+        public init() {}
     }
 
     public func inventory() throws -> Inventory {
@@ -368,6 +377,7 @@ public final class PolicyStore: @unchecked Sendable {
                 inv.vms.append(VM(id: row["id"], violin: row["violin"], memoryMB: row["memory_mb"]))
                 inv.placement[row["id"]] = row["host"]
                 if let t = row["last_decided"] as Double? { inv.lastDecided[row["id"]] = t }
+                inv.macs[row["id"]] = row["mac"] ?? ""
             }
             return inv
         }
@@ -383,6 +393,11 @@ public final class PolicyStore: @unchecked Sendable {
             for vm in vms { try db.execute(sql: "UPDATE vm SET last_decided = ? WHERE id = ?", arguments: [now, vm]) }
             return id
         }
+    }
+
+    /// A VM made again (a restart): where it runs now, with its new MAC.
+    public func remade(vm: String, on host: String, mac: String) throws {
+        try db.write { db in try db.execute(sql: "UPDATE vm SET host = ?, mac = ? WHERE id = ?", arguments: [host, mac, vm]) }
     }
 
     public func setEffect(_ id: Int64, _ effect: String) throws {
