@@ -485,8 +485,8 @@ public final class Forwarder: @unchecked Sendable {
     }
 
     /// A capped port out of tokens: not read until it has some again.
-    private func waitForTokens(_ i: Int) {
-        let ms = max(1, UInt64((-portTokens[i] / portRatePerMs[i]).rounded(.up)))
+    private func waitForTokens(_ i: Int, tokens: Double) {
+        let ms = max(1, UInt64((-tokens / portRatePerMs[i]).rounded(.up)))
         portResumeAt[i] = batchNow + ms
         portWaits[i] += 1
         waitingPorts += 1
@@ -524,19 +524,27 @@ public final class Forwarder: @unchecked Sendable {
     /// in front of the frame (over the virtio_net_hdr, once it has been read).
     private func receiveFromPort(_ index: Int) {
         let port = current.ports[index]
-        let before = portRx[index]
+        // Counted here and written back once per batch: a counter of the object bumped per frame
+        // costs an exclusivity check each time.
+        var frames = 0, bytes = 0
+        let capped = portRatePerMs[index] > 0
+        var tokens = 0.0
+        if capped { fill(index); tokens = portTokens[index] }
         defer {
-            if portRx[index] != before {       // one clock read per batch, not per frame
-                let wall = wallClockMillis()
+            if capped { portTokens[index] = tokens }
+            if frames > 0 {
+                portRx[index] += frames
+                portRxBytes[index] += bytes
+                stats.framesFromPorts += frames
+                stats.bytesFromPorts += bytes
+                let wall = wallClockMillis()       // one clock read per batch, not per frame
                 if portFirstRx[index] == 0 { portFirstRx[index] = wall }
                 portLastRx[index] = wall
             }
         }
         let headerRoom = port.vnet ? VirtioNetHeader.length : VXLAN.headerLength
-        let capped = portRatePerMs[index] > 0
-        if capped { fill(index) }
         for _ in 0..<options.batch {
-            if capped && portTokens[index] <= 0 { waitForTokens(index); break }
+            if capped && tokens <= 0 { waitForTokens(index, tokens: tokens); break }
             if slotsUsed == options.batch { flushTunnel() }
             let slot = slots + slotsUsed * slotSize
             let readAt = slot + (headerRoom - (port.vnet ? VirtioNetHeader.length : 0))
@@ -555,11 +563,9 @@ public final class Forwarder: @unchecked Sendable {
                 vh = VirtioNetHeader(slot)
                 n = got - VirtioNetHeader.length
             }
-            portRx[index] += 1
-            portRxBytes[index] += n
-            if capped { portTokens[index] -= Double(n) }
-            stats.framesFromPorts += 1
-            stats.bytesFromPorts += n
+            frames += 1
+            bytes += n
+            if capped { tokens -= Double(n) }
             if n < Ethernet.headerLength { drop(.malformed); continue }
             let dst = MAC(UnsafeRawPointer(frame)), src = MAC(UnsafeRawPointer(frame + 6))
             let now = batchNow

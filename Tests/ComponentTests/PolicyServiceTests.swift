@@ -516,6 +516,13 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(again3.count == 3 && again3.last?["vm"] == "k1" && again3.last?["from"] == "a", "\(again3)")
             let to = again3.last?["to"]?.stringValue
             #expect(to != nil && to != "a" && to != k2Host, "k1 made again on \(to ?? "nothing"), k2 is on \(k2Host)")
+            // a stays lost; k1's new host comes back from a power cut without it. a, silent past
+            // host_lost_after, holds nothing: k1 counts as missing, and is made again.
+            let k1Host = try #require(to)
+            hosts[k1Host]!.running.removeAll { $0 == "k1" }
+            policy.reconcile()
+            let again4 = events.withLock { restarted }
+            #expect(again4.count == 4 && again4.last?["vm"] == "k1" && again4.last?["from"]?.stringValue == k1Host, "\(again4)")
         }
     }
 

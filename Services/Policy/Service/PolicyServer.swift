@@ -536,7 +536,10 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
                 if report == nil { silentSince[host] = silentSince[host] ?? now } else { silentSince[host] = nil }
             }
         }
-        let drift = Reconcile.drift(placement: inv.placement, reports: reports)
+        // A host silent for host_lost_after is lost: it holds nothing a VM could be found on, so
+        // it does not keep a VM that no other host runs from counting as missing.
+        let lostHosts = lock.withLock { Set(silentSince.filter { now - $0.value >= options.hostLostAfter }.keys) }
+        let drift = Reconcile.drift(placement: inv.placement, reports: reports.filter { !lostHosts.contains($0.key) })
         restartLost(inv, missing: Set(drift.compactMap { if case .missing(let vm, _) = $0 { vm } else { nil } }))
         let fresh = lock.withLock { () -> [Reconcile.Drift] in
             defer { lastDrift = Set(drift) }
