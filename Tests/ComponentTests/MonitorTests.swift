@@ -14,14 +14,7 @@ import ZeroMQ
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let node = try MonitorServer(interval: 0.1, logger: logger) { try LibvirtHypervisor(uri: "test:///default") }
-        try withBus { ctx, proxy in
-            let sub = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["monitor."])
-            defer { sub.close() }
-            let runtime = try makeRuntime("monitor", bus: proxy.frontendEndpoints[0], handler: node)
-            defer { runtime.stop() }
-            node.publish = { runtime.publish($0, $1) }
-            try node.start()
-            defer { node.stop() }
+        try withBus { ctx, proxy in try sampling(node, ctx, proxy, topics: ["monitor."]) { sub, runtime in
             let appeared = try #require(try sub.waitFor(timeoutMs: 5000) { $0.topic == "monitor.vm_appeared" })
             #expect(appeared.body["vm"] == "test")
             // The second sample has a CPU figure computed from CPU-time deltas.
@@ -60,8 +53,21 @@ import ZeroMQ
             let samples = try client.call("samples_request")
             let latest = try #require(samples["vms"]?.items.first { $0["name"] == "test" }, "\(samples)")
             #expect(latest["memory_mb"]?.intValue == maxMB / 2 && latest["max_memory_mb"]?.intValue == maxMB, "\(latest)")
-        }
+        } }
     }
+}
+
+/// `node` serving and sampling on the bus, with a subscriber of `topics` made before it starts.
+func sampling(_ node: MonitorServer, _ ctx: ZMQContext, _ proxy: EventProxy, topics: [String],
+              _ body: (EventSubscriber, ServiceRuntime) throws -> Void) throws {
+    let sub = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: topics)
+    defer { sub.close() }
+    let runtime = try makeRuntime("monitor", bus: proxy.frontendEndpoints[0], handler: node)
+    defer { runtime.stop() }
+    node.publish = { runtime.publish($0, $1) }
+    try node.start()
+    defer { node.stop() }
+    try body(sub, runtime)
 }
 
 /// A mesh that answers `ports_request` and `port_stats_request` for VM ports whose counters
@@ -108,30 +114,25 @@ final class CountingMesh: RequestHandler, @unchecked Sendable {
             let mesh = try makeRuntime("mesh", handler: fake)
             defer { mesh.stop() }
             node.mesh = mesh.endpoints[0]
-            let sub = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["monitor.sampled"])
-            defer { sub.close() }
-            let runtime = try makeRuntime("monitor", bus: proxy.frontendEndpoints[0], handler: node)
-            defer { runtime.stop() }
-            node.publish = { runtime.publish($0, $1) }
-            try node.start()
-            defer { node.stop() }
-            let sampled = try #require(try sub.waitFor(timeoutMs: 5000) { m in
-                m.body["vms"]?.items.contains { $0["name"] == "test" && $0["net"]?["tx_mbit_s"]?.numberValue != nil } == true
-            })
-            let vm = try #require(sampled.body["vms"]?.items.first { $0["name"] == "test" })
-            // The test driver reports half the balloon unused and usable (another test may be
-            // ballooning the same shared test domain meanwhile: within the balloon, not equal).
-            let balloon = try #require(vm["memory_mb"]?.intValue)
-            let unused = vm["guest_memory"]?["unused_mb"]?.intValue ?? -1, available = vm["guest_memory"]?["available_mb"]?.intValue ?? -1
-            #expect((1...balloon).contains(unused) && (1...balloon).contains(available), "\(vm)")
-            #expect(vm["guest_memory"]?["swap_in_kb_s"]?.numberValue == 0, "a rate once there are two readings: \(vm)")
-            let net = try #require(vm["net"])
-            #expect((net["tx_bytes"]?.intValue ?? 0) >= 2_000_000 && net["rx_bytes"]?.intValue == 3000 && net["rx_packets"]?.intValue == 20, "\(net)")
-            #expect((net["tx_mbit_s"]?.numberValue ?? 0) > 0 && net["rx_mbit_s"]?.numberValue == 0, "\(net)")
-            #expect((sampled.body["host"]?["free_memory_mb"]?.intValue).map { $0 >= 0 } == true, "\(sampled.body)")
-            // The policy's reading of it, range-checked.
-            let readings = MonitorAPI.Sampled.leverReadings(sampled.body)
-            #expect(readings.first { $0.vm == "test" }?.guest?.unusedMB == unused && readings.first?.net?.txMbitS != nil)
+            try sampling(node, ctx, proxy, topics: ["monitor.sampled"]) { sub, _ in
+                let sampled = try #require(try sub.waitFor(timeoutMs: 5000) { m in
+                    m.body["vms"]?.items.contains { $0["name"] == "test" && $0["net"]?["tx_mbit_s"]?.numberValue != nil } == true
+                })
+                let vm = try #require(sampled.body["vms"]?.items.first { $0["name"] == "test" })
+                // The test driver reports half the balloon unused and usable (another test may be
+                // ballooning the same shared test domain meanwhile: within the balloon, not equal).
+                let balloon = try #require(vm["memory_mb"]?.intValue)
+                let unused = vm["guest_memory"]?["unused_mb"]?.intValue ?? -1, available = vm["guest_memory"]?["available_mb"]?.intValue ?? -1
+                #expect((1...balloon).contains(unused) && (1...balloon).contains(available), "\(vm)")
+                #expect(vm["guest_memory"]?["swap_in_kb_s"]?.numberValue == 0, "a rate once there are two readings: \(vm)")
+                let net = try #require(vm["net"])
+                #expect((net["tx_bytes"]?.intValue ?? 0) >= 2_000_000 && net["rx_bytes"]?.intValue == 3000 && net["rx_packets"]?.intValue == 20, "\(net)")
+                #expect((net["tx_mbit_s"]?.numberValue ?? 0) > 0 && net["rx_mbit_s"]?.numberValue == 0, "\(net)")
+                #expect((sampled.body["host"]?["free_memory_mb"]?.intValue).map { $0 >= 0 } == true, "\(sampled.body)")
+                // The policy's reading of it, range-checked.
+                let readings = MonitorAPI.Sampled.leverReadings(sampled.body)
+                #expect(readings.first { $0.vm == "test" }?.guest?.unusedMB == unused && readings.first?.net?.txMbitS != nil)
+            }
         }
     }
 
