@@ -117,7 +117,7 @@ public final class LibvirtHypervisor: Hypervisor, @unchecked Sendable {
             out.append(DomainStats(name: String(cString: virDomainGetName(d)), uuid: id, running: running,
                                    vcpus: Int(info.nrVirtCpu), cpuTimeNs: UInt64(info.cpuTime),
                                    memoryKiB: UInt64(info.memory), maxMemoryKiB: UInt64(info.maxMem),
-                                   guest: running && readsGuestMemory ? guestMemory(d, uuid: id) : nil))
+                                   guest: running && readsGuestMemory ? guestMemory(d) : nil))
         }
         return out.sorted { $0.name < $1.name }
     }
@@ -125,22 +125,12 @@ public final class LibvirtHypervisor: Hypervisor, @unchecked Sendable {
     /// Whether `domains()` reads each running guest's balloon statistics (the monitor's
     /// connection does; the executor's need not).
     public var readsGuestMemory = false
-    /// Domains whose balloon driver was asked for statistics (once per domain and connection).
-    private var statsPeriodSet = Set<String>()
-    /// Seconds between two readings of a guest's memory by its balloon driver.
-    public var memoryStatsPeriod: Int32 = 2
-
-    /// The balloon driver's statistics; the first time a domain is seen, it is asked to collect
-    /// them (nil until it has).
-    func guestMemory(_ d: virDomainPtr, uuid: String) -> GuestMemoryStats? {
-        // Setting the period is a change of the domain: it would wait (up to libvirt's 30 s) for a
-        // migration's job to end. Asked only while the domain's control is free; again later if not.
-        var control = virDomainControlInfo()
-        if !statsPeriodSet.contains(uuid), virDomainGetControlInfo(d, &control, 0) == 0,
-           control.state == UInt32(VIR_DOMAIN_CONTROL_OK.rawValue) {
-            statsPeriodSet.insert(uuid)
-            _ = virDomainSetMemoryStatsPeriod(d, memoryStatsPeriod, UInt32(VIR_DOMAIN_AFFECT_LIVE.rawValue))
-        }
+    /// The balloon driver's statistics, as the guest last reported them (nil without them). The
+    /// reporting period is the domain's own (`<memballoon><stats period='2'/>` in the executor's
+    /// definitions): never changed on a running guest here — a period set at run time, just after
+    /// a live migration, was followed by the guest's kernel finding its page lists corrupt in a
+    /// chaos soak; and setting it waits for a migration's job to end.
+    func guestMemory(_ d: virDomainPtr) -> GuestMemoryStats? {
         var stats = [virDomainMemoryStatStruct](repeating: virDomainMemoryStatStruct(), count: Int(VIR_DOMAIN_MEMORY_STAT_NR.rawValue))
         let n = virDomainMemoryStats(d, &stats, UInt32(stats.count), 0)
         guard n > 0 else { return nil }
