@@ -526,6 +526,31 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
         }
     }
 
+    /// A host's silence is counted from when it began, also across a restart of the policy (it is
+    /// killed, its node goes down): the restarted policy does not start the count again.
+    @Test func aHostsSilenceOutlivesAPolicyRestart() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-policy-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let b = HostExecutor([])
+        b.down = true
+        let executor = try makeRuntime("executor", handler: b)
+        defer { executor.stop() }
+        let first = try node(dir + "/policy.sqlite") { $0.reconcileInterval = 0; $0.hostLostAfter = 3600 }
+        try first.store.registerDomain("d1")
+        try first.store.registerHost(id: "b", domain: "d1", cores: 2, memoryMB: 8192, executor: executor.endpoints[0], monitor: "", key: "")
+        first.reconcile()
+        let began = try #require(try first.store.silence()["b"])
+        first.stop()
+        let second = try node(dir + "/policy.sqlite") { $0.reconcileInterval = 0; $0.hostLostAfter = 3600 }
+        defer { second.stop() }
+        second.reconcile()
+        #expect(try second.store.silence()["b"] == began, "counted again from the restart")
+        b.down = false
+        second.reconcile()
+        #expect(try second.store.silence().isEmpty, "it answers: no longer silent")
+    }
+
     /// The MACs a restart must not reuse: as the VMs' hosts report them, or, for a host that does
     /// not answer now, as each VM was made (kept in the inventory); unavailable when neither knows.
     @Test func macsInUseComeFromTheHostsOrFromTheInventory() throws {

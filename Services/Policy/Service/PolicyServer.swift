@@ -107,6 +107,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         self.options = options
         self.logger = logger
         store = try PolicyStore(path: options.database)
+        silentSince = (try? store.silence()) ?? [:]
         smoother = DemandSmoother(weight: options.smoothing)
         let inner: any AdaptationPolicy
         switch options.policy {
@@ -531,11 +532,16 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             reports.updateValue((try? client.call(ExecutorAPI.VMs(), retries: 0)).map { Set($0.vms.map(\.name)) }, forKey: host)
         }
         let now = Date().timeIntervalSince1970
-        lock.withLock {
+        let (before, after) = lock.withLock { () -> ([HostID: Double], [HostID: Double]) in
+            let before = silentSince
             for (host, report) in reports {
                 if report == nil { silentSince[host] = silentSince[host] ?? now } else { silentSince[host] = nil }
             }
+            return (before, silentSince)
         }
+        // Kept in the store: a policy restarted (killed, its node down) goes on counting a host's
+        // silence from when it began, instead of from its own start.
+        if after != before { try? store.setSilence(after) }
         // A host silent for host_lost_after is lost: it holds nothing a VM could be found on, so
         // it does not keep a VM that no other host runs from counting as missing.
         let lostHosts = lock.withLock { Set(silentSince.filter { now - $0.value >= options.hostLostAfter }.keys) }

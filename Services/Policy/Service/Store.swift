@@ -70,14 +70,18 @@ public final class PolicyStore: @unchecked Sendable {
                 ALTER TABLE decision ADD COLUMN asked_by TEXT NOT NULL DEFAULT '';
                 """)
         }
+        migrator.registerMigration("v9-effect") { db in
+            // What a fine-grain lever did, measured after it settled.
+            try db.execute(sql: "ALTER TABLE decision ADD COLUMN effect TEXT NOT NULL DEFAULT ''")
+        }
         migrator.registerMigration("v10-vm-mac") { db in
             // Each VM's MAC as it was made: what a restart knows of a VIOLIN's MACs when one of its
             // hosts does not answer ('' for VMs made before).
             try db.execute(sql: "ALTER TABLE vm ADD COLUMN mac TEXT NOT NULL DEFAULT ''")
         }
-        migrator.registerMigration("v9-effect") { db in
-            // What a fine-grain lever did, measured after it settled.
-            try db.execute(sql: "ALTER TABLE decision ADD COLUMN effect TEXT NOT NULL DEFAULT ''")
+        migrator.registerMigration("v11-silence") { db in
+            // Since when each host has not answered the reconciliation (seconds since 1970).
+            try db.execute(sql: "CREATE TABLE silence(host TEXT PRIMARY KEY, since REAL NOT NULL)")
         }
         try migrator.migrate(db)
     }
@@ -398,6 +402,21 @@ public final class PolicyStore: @unchecked Sendable {
     /// A VM made again (a restart): where it runs now, with its new MAC.
     public func remade(vm: String, on host: String, mac: String) throws {
         try db.write { db in try db.execute(sql: "UPDATE vm SET host = ?, mac = ? WHERE id = ?", arguments: [host, mac, vm]) }
+    }
+
+    /// The hosts that do not answer, since when.
+    public func silence() throws -> [String: Double] {
+        try db.read { db in
+            Dictionary(try Row.fetchAll(db, sql: "SELECT host, since FROM silence").map { ($0["host"] as String, $0["since"] as Double) },
+                       uniquingKeysWith: { a, _ in a })
+        }
+    }
+
+    public func setSilence(_ silent: [String: Double]) throws {
+        try db.write { db in
+            try db.execute(sql: "DELETE FROM silence")
+            for (host, since) in silent { try db.execute(sql: "INSERT INTO silence(host, since) VALUES (?, ?)", arguments: [host, since]) }
+        }
     }
 
     public func setEffect(_ id: Int64, _ effect: String) throws {
