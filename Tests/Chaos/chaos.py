@@ -399,8 +399,9 @@ class Soak:
                     last = self.vm_host.get(vm)
                     lost = last in self.lost_at and self.lost_at[last] >= self.vm_since.get(vm, 0) - 1
                     if now - since > 60 and not lost:
-                        self.violate("one-copy", "%s has run nowhere for %.0f s (last on %s, which was not lost)"
-                                     % (vm, now - since, last))
+                        # One violation per stretch of absence (the message names when it began).
+                        self.violate("one-copy", "%s has run nowhere for over 60 s since %s (last on %s, which was not lost)"
+                                     % (vm, time.strftime("%H:%M:%S", time.localtime(since)), last))
                     if lost and now - self.lost_at[last] > REMAKE_LIMIT:
                         # Both VIOLINs are restart: always — a guest lost with its host is made again.
                         self.violate("remade", "%s, lost with %s at %s, ran nowhere %.0f s later"

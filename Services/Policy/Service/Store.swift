@@ -70,20 +70,25 @@ public final class PolicyStore: @unchecked Sendable {
                 ALTER TABLE decision ADD COLUMN asked_by TEXT NOT NULL DEFAULT '';
                 """)
         }
-        migrator.registerMigration("v9-effect") { db in
+        Self.registerLeverMigrations(&migrator)
+        try migrator.migrate(db)
+    }
+
+    /// The fine-grain levers' effects (v9), each VM's MAC (v10), the hosts' silence (v11).
+    static func registerLeverMigrations(_ m: inout DatabaseMigrator) {
+        m.registerMigration("v9-effect") { db in
             // What a fine-grain lever did, measured after it settled.
             try db.execute(sql: "ALTER TABLE decision ADD COLUMN effect TEXT NOT NULL DEFAULT ''")
         }
-        migrator.registerMigration("v10-vm-mac") { db in
+        m.registerMigration("v10-vm-mac") { db in
             // Each VM's MAC as it was made: what a restart knows of a VIOLIN's MACs when one of its
             // hosts does not answer ('' for VMs made before).
             try db.execute(sql: "ALTER TABLE vm ADD COLUMN mac TEXT NOT NULL DEFAULT ''")
         }
-        migrator.registerMigration("v11-silence") { db in
+        m.registerMigration("v11-silence") { db in
             // Since when each host has not answered the reconciliation (seconds since 1970).
             try db.execute(sql: "CREATE TABLE silence(host TEXT PRIMARY KEY, since REAL NOT NULL)")
         }
-        try migrator.migrate(db)
     }
 
     /// A host's links as registered: executor, mesh, libvirt URI and key.
