@@ -146,7 +146,9 @@ images() {
   mkdir -p "$run/images/tiny"
   ln -sf "$cache/vmlinuz" "$run/images/tiny/vmlinuz"
   ln -sf "$cache/initrd.gz" "$run/images/tiny/initrd.gz"
-  echo "console=ttyS0 quiet" >"$run/images/tiny/cmdline"
+  # panic=5: a guest whose kernel panics boots again in its own QEMU five seconds later, instead
+  # of running on as a QEMU nothing answers in.
+  echo "console=ttyS0 quiet panic=5" >"$run/images/tiny/cmdline"
 }
 
 up() {

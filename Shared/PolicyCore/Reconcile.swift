@@ -39,6 +39,13 @@ public enum Reconcile {
         }
         return out
     }
+
+    /// The VMs missing in both `now` and `before` (two looks in a row), whatever host the
+    /// inventory gave them.
+    public static func missingTwice(_ now: [Drift], _ before: Set<Drift>) -> Set<VMID> {
+        func missing<S: Sequence<Drift>>(_ d: S) -> Set<VMID> { Set(d.compactMap { if case .missing(let vm, _) = $0 { vm } else { nil } }) }
+        return missing(now).intersection(missing(before))
+    }
 }
 
 /// VMs lost with their host: a host that has not answered for `lostAfter` seconds is taken for

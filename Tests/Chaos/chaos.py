@@ -398,15 +398,33 @@ class Soak:
                     since = self.none_since.setdefault(vm, now)
                     last = self.vm_host.get(vm)
                     lost = last in self.lost_at and self.lost_at[last] >= self.vm_since.get(vm, 0) - 1
+                    heading = self.heading_to_lost(vm, since)
+                    if heading and not lost:
+                        last, lost = heading, True       # lost with the destination of its migration
                     if now - since > 60 and not lost:
-                        # One violation per stretch of absence (the message names when it began).
+                        # One violation per stretch of absence (the message names when it began,
+                        # the report shows what happened then).
                         self.violate("one-copy", "%s has run nowhere for over 60 s since %s (last on %s, which was not lost)"
-                                     % (vm, time.strftime("%H:%M:%S", time.localtime(since)), last))
+                                     % (vm, time.strftime("%H:%M:%S", time.localtime(since)), last), t=since)
                     if lost and now - self.lost_at[last] > REMAKE_LIMIT:
                         # Both VIOLINs are restart: always — a guest lost with its host is made again.
                         self.violate("remade", "%s, lost with %s at %s, ran nowhere %.0f s later"
                                      % (vm, last, time.strftime("%H:%M:%S", time.localtime(self.lost_at[last])), REMAKE_LIMIT))
         return where
+
+    def heading_to_lost(self, vm, since):
+        """The host `vm` was being migrated to when it vanished (at `since`), if that host was
+        lost after the migration began and before the VM was missed: a guest in post-copy runs
+        at its destination, and goes with it."""
+        starts = [x for x in self.events.matching("executor.migration_started") if x[3].get("vm") == vm and x[0] <= since]
+        if not starts:
+            return None
+        began, _, _, body = starts[-1]
+        to = body.get("to")
+        failed = any(x[3].get("job") == body.get("job") and x[0] < since for x in self.events.matching("executor.migration_failed"))
+        with self.lock:
+            lost = self.lost_at.get(to)
+        return to if lost is not None and began - 1 <= lost <= since + 2 and not failed else None
 
     def pingable(self, now):
         """The guests that should answer: running, and long enough to have booted."""

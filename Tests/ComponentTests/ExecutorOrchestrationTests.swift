@@ -14,6 +14,8 @@ import ZeroMQ
 final class FakeMesh: RequestHandler, @unchecked Sendable {
     private let lock = NSLock()
     private var got: [(type: String, body: JSONValue)] = []
+    /// The VM ports it holds: added, not yet removed.
+    private var held: [UInt32: Set<String>] = [:]
     var state: JSONValue { [:] }
     func requests(_ type: String) -> [JSONValue] { lock.withLock { got.filter { $0.type == type }.map(\.body) } }
 
@@ -24,8 +26,14 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
         let name = body["name"]?.stringValue ?? ""
         switch request.header.msgType {
         case MeshAPI.AddPort.msgType:
+            lock.withLock { _ = held[vni, default: []].insert(name) }
             return Replies.ok(MeshAPI.AddPortReply(vni: vni, port: .init(name: name, kind: "udp", local: "127.0.0.1:40000", remote: "127.0.0.1:20000")))
+        case MeshAPI.Ports.msgType:
+            let violins = lock.withLock { held.sorted { $0.key < $1.key } }
+                .map { MeshAPI.PortsReply.Violin(vni: $0.key, tunnel: "", switch: "", pid: 0, ports: $0.value.sorted()) }
+            return Replies.ok(MeshAPI.PortsReply(violins: violins))
         case MeshAPI.RemovePort.msgType:
+            lock.withLock { _ = held[vni]?.remove(name) }
             let last = SwitchAPI.PortCounters(rx: 10, tx: 10, firstRxMs: 1, lastRxMs: Int(Date().timeIntervalSince1970 * 1000))
             return Replies.ok(MeshAPI.RemovePortReply(vni: vni, port: .init(removed: name, last: last)))
         case MeshAPI.Announce.msgType:
@@ -49,7 +57,7 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
         let meshRuntime: ServiceRuntime
         init(_ id: String, world: InMemoryHypervisor.World, bus: String, consoleIdleTimeout: Double = 30,
              libvirtURI: String? = nil, control: String? = nil, maxJobs: Int = 64, database: String = ":memory:",
-             unreachableLimitS: Double? = nil) throws {
+             unreachableLimitS: Double? = nil, staleSweepS: Double = 15) throws {
             let uri = libvirtURI ?? "mem://\(id)"
             world.addHost(uri)
             meshRuntime = try makeRuntime("mesh", handler: mesh)
@@ -58,6 +66,7 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
             o.control = control
             if let unreachableLimitS { o.unreachableLimitS = unreachableLimitS }
             o.maxJobs = maxJobs
+            o.staleSweepS = staleSweepS
             o.connect = InMemoryHypervisor.connector(world)
             o.imageDir = ExecutorOrchestrationTests.imageStore
             o.progressInterval = 0.05
@@ -188,6 +197,29 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
             #expect(!world.volumes("mem://h1").contains("a1.img"), "the copy_storage source volume is left")
             #expect(world.state("mem://h2", "a1") == .running && world.state("mem://h1", "a1") == .absent)
             libvirt.cancel()
+        }
+    }
+
+    /// A VM that goes without the executor's knowing (a guest lost in a post-copy, killed
+    /// outside it) leaves its port on the mesh: found in two looks in a row, it is removed —
+    /// not only in the looks after a start. A running VM's port stays.
+    @Test func aStalePortIsRemovedWhenever() throws {
+        try withBus { ctx, proxy in
+            let world = InMemoryHypervisor.World()
+            let h1 = try Host("h1", world: world, bus: proxy.frontendEndpoints[0], staleSweepS: 0.1)
+            defer { h1.stop() }
+            let c1 = ServiceClient(context: ctx, endpoint: h1.endpoint, timeoutMs: 10_000)
+            defer { c1.close() }
+            h1.node.recover()
+            for (vm, mac) in [("a1", "52:54:00:0a:00:01"), ("a2", "52:54:00:0a:00:02")] {
+                _ = try c1.call(ExecutorAPI.CreateVM(name: vm, vni: 101, mac: MACAddress(mac)!, kernel: "/bin/sh", nicPort: 20001))
+            }
+            // Well after the start's looks: many looks have found nothing stale.
+            try #require(try eventually(deadline: 20) { h1.mesh.requests(MeshAPI.Ports.msgType).count >= 6 })
+            try InMemoryHypervisor(world: world, uri: "mem://h1").destroy("a1")
+            try #require(try eventually(deadline: 20) { !h1.mesh.requests(MeshAPI.RemovePort.msgType).isEmpty }, "a1's port stayed")
+            let removed = h1.mesh.requests(MeshAPI.RemovePort.msgType).compactMap { $0["name"]?.stringValue }
+            #expect(removed == ["vm-a1"], "\(removed)")
         }
     }
 

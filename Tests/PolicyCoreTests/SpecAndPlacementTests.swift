@@ -228,4 +228,12 @@ import Testing
         #expect(partial == [.moved(vm: "a2", from: "h1", to: "h2"), .moved(vm: "a5", from: "h3", to: "h2")])
         #expect(Reconcile.drift(placement: placement, reports: ["h1": ["a1", "a2"], "h2": ["a3", "a4"], "h3": ["a5"]]).isEmpty)
     }
+
+    /// Missing counts only when two looks in a row found it so (wherever the inventory put it).
+    @Test func missingMeansInTwoLooksInARow() {
+        let now: [Reconcile.Drift] = [.missing(vm: "a1", host: "h1"), .missing(vm: "a2", host: "h2"), .moved(vm: "a3", from: "h1", to: "h2")]
+        let before: Set<Reconcile.Drift> = [.missing(vm: "a2", host: "h1"), .missing(vm: "a4", host: "h1"), .moved(vm: "a1", from: "h1", to: "h2")]
+        #expect(Reconcile.missingTwice(now, before) == ["a2"])
+        #expect(Reconcile.missingTwice(now, []).isEmpty)
+    }
 }

@@ -26,7 +26,7 @@ struct Main: AsyncParsableCommand {
                   validate: { $0.isEmpty || $0.hasPrefix("/") ? nil : "an absolute path" }),
         ConfigKey("max_jobs", default: "64", help: "Migrations queued or running at once, at most (one more is conflict).", validate: Validate.positiveInteger),
         ConfigKey("retention_days", default: "90", help: "Days the job journal keeps what is finished (pruned at start).", validate: Validate.positiveNumber),
-        ConfigKey("stale_sweep", default: "15", help: "Seconds between the two looks, after a start, for VM ports no VM here uses (0: none).",
+        ConfigKey("stale_sweep", default: "15", help: "Seconds between looks for VM ports no VM here uses, removed when two looks in a row find them (0: none).",
                   validate: Validate.nonNegativeNumber),
     ])
 

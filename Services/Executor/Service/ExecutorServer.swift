@@ -90,7 +90,11 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         slots = DispatchSemaphore(value: max(1, options.maxMigrations))
     }
 
+    /// Signalled by `stop`: the stale-port sweep ends.
+    private let stopping = DispatchSemaphore(value: 0)
+
     public func stop() {
+        stopping.signal()
         consoles.stop()
         context.shutdown()
     }
@@ -538,17 +542,24 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         return StalePorts.find(ports: all, present: present, busy: Set(lock.withLock { busyVMs.keys }))
     }
 
-    /// After a start: ports stale in two looks `pause` seconds apart are removed.
+    /// Every `pause` seconds until stopped, a look at the mesh's VM ports: those stale in two
+    /// looks in a row are removed (a port whose VM went without this executor's knowing, as a
+    /// guest lost in a post-copy or a copy restored on a host back from a crash, would
+    /// otherwise keep its VIOLIN's switch running here for good).
     func sweepStalePorts(pause: Double) {
         guard pause > 0 else { return }
-        usleep(UInt32(pause * 1_000_000))
-        guard let first = stalePorts(), !first.isEmpty else { return }
-        usleep(UInt32(pause * 1_000_000))
-        guard let second = stalePorts() else { return }
-        for p in StalePorts.confirmed(first, second) {
-            _ = try? call(options.mesh, MeshAPI.RemovePort(vni: p.vni, name: p.name))
-            logger.notice("stale port removed", metadata: ["vni": "\(p.vni)", "port": "\(p.name)"])
+        var before: [(vni: UInt32, name: String)]?
+        while stopping.wait(timeout: .now() + pause) == .timedOut {
+            let now = stalePorts()
+            if let before, let now {
+                for p in StalePorts.confirmed(before, now) {
+                    _ = try? call(options.mesh, MeshAPI.RemovePort(vni: p.vni, name: p.name))
+                    logger.notice("stale port removed", metadata: ["vni": "\(p.vni)", "port": "\(p.name)"])
+                }
+            }
+            before = now
         }
+        stopping.signal()        // for any other waiter
     }
 
     func presence(_ hv: (any MigratingHypervisor)?, _ vm: String) -> Presence {

@@ -288,7 +288,9 @@ extension PolicyServer {
                 }
                 for p in made {
                     let from = inv.placement[p.vm.name] ?? ""
-                    try? store.addLeftover(vm: p.vm.name, host: from, violin: violin)
+                    // An old copy can only be on a host that did not answer; one that answered
+                    // without the VM has none (and may be where it is made again).
+                    if silent[from] != nil, from != p.host { try? store.addLeftover(vm: p.vm.name, host: from, violin: violin) }
                     let cause = silent[from].map { "host \(from) has not answered for \(Int(Date().timeIntervalSince1970 - $0)) s" }
                         ?? "host \(from) answers but runs it no more, and no host does"
                     emit(PolicyAPI.VMRestarted(violin: violin, vm: p.vm.name, from: from, to: p.host, why:

@@ -546,7 +546,10 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         // it does not keep a VM that no other host runs from counting as missing.
         let lostHosts = lock.withLock { Set(silentSince.filter { now - $0.value >= options.hostLostAfter }.keys) }
         let drift = Reconcile.drift(placement: inv.placement, reports: reports.filter { !lostHosts.contains($0.key) })
-        restartLost(inv, missing: Set(drift.compactMap { if case .missing(let vm, _) = $0 { vm } else { nil } }))
+        // Missing in two looks in a row: hosts are asked one after another, so a VM migrating
+        // between two of them can be missed by both answers of one look.
+        let previous = lock.withLock { lastDrift }
+        restartLost(inv, missing: Reconcile.missingTwice(drift, previous))
         let fresh = lock.withLock { () -> [Reconcile.Drift] in
             defer { lastDrift = Set(drift) }
             return drift.filter { !lastDrift.contains($0) }
