@@ -9,7 +9,7 @@ struct Simulate: ParsableCommand {
         discussion: "Prints the equivalent of the paper's Table 3 and writes Fig. 7/8-like plots as SVG. The same seed gives the same result.")
 
     @Option(help: "Seed of the job mix.") var seed: UInt64 = 1
-    @Option(help: "Directory for the SVG plots (fig7-runtime.svg, fig8-s2c.svg).") var out = "."
+    @Option(help: "Directory for the SVG plots (fig7-runtime.svg, fig8-s2c.svg; with --levers: levers-4.2-s2c.svg, levers-memory-s2c.svg).") var out = "."
     @Flag(help: "Print one JSON object (per policy: runtime_vs_static1/2, s2c_vs_static1/2, migrations) and nothing else.")
     var json = false
     @Flag(help: "Compare migrations only with fine-grain levers first, on the §4.2 mix and on a memory-pressure mix (12 GB hosts, working sets of 300-500 MB).")
@@ -30,7 +30,11 @@ struct Simulate: ParsableCommand {
 
     func run() throws {
         if levers {
-            print(LeverComparison.table(seeds: try seedList()))
+            let seeds = try seedList()
+            print(LeverComparison.table(seeds: seeds))
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            let files = try LeverComparison.plots(seed: seeds[0], into: out)
+            print("plots: \(files.joined(separator: " "))")
             return
         }
         let jobs = Workload.paper(seed: seed)
@@ -101,23 +105,50 @@ extension Bench {
 enum LeverComparison {
     struct Row { let mix: String, policy: String, savedS1: Double, savedS2: Double, migrations: Int, levers: [String: Int] }
 
+    static let mixes: [(name: String, hostMB: Int, memory: ClosedRange<Int>)] = [("4.2", 16_384, 256...384), ("memory", 12_288, 300...500)]
+
+    /// One mix on one seed: both static layouts, then each policy with and without levers.
+    static func results(_ mix: (name: String, hostMB: Int, memory: ClosedRange<Int>), seed: UInt64)
+        -> (static1: SimulationResult, static2: SimulationResult, autonomic: [(AdaptationPolicy, SimulationResult)]) {
+        var sim = Simulator()
+        sim.hostMemoryMB = mix.hostMB
+        let jobs = Workload.withMemory(Workload.paper(seed: seed), seed: seed, memoryMB: mix.memory)
+        let s1 = sim.run(.static1, jobs: jobs, policy: nil), s2 = sim.run(.static2, jobs: jobs, policy: nil)
+        var autonomic: [(AdaptationPolicy, SimulationResult)] = []
+        for inner in [PaperPolicy(), CostBenefitPolicy()] as [AdaptationPolicy] {
+            for policy in [inner, LeversFirstPolicy(inner: inner)] as [AdaptationPolicy] {
+                autonomic.append((policy, sim.run(.autonomic(policy.name), jobs: jobs, policy: policy)))
+            }
+        }
+        return (s1, s2, autonomic)
+    }
+
     static func rows(seed: UInt64) -> [Row] {
         var rows: [Row] = []
-        for (mix, hostMB, range) in [("4.2", 16_384, 256...384), ("memory", 12_288, 300...500)] {
-            var sim = Simulator()
-            sim.hostMemoryMB = hostMB
-            let jobs = Workload.withMemory(Workload.paper(seed: seed), seed: seed, memoryMB: range)
-            let s1 = sim.run(.static1, jobs: jobs, policy: nil), s2 = sim.run(.static2, jobs: jobs, policy: nil)
-            for inner in [PaperPolicy(), CostBenefitPolicy()] as [AdaptationPolicy] {
-                for policy in [inner, LeversFirstPolicy(inner: inner)] as [AdaptationPolicy] {
-                    let r = sim.run(.autonomic(policy.name), jobs: jobs, policy: policy)
-                    let c = Comparison(policy: policy.name, autonomic: r, static1: s1, static2: s2)
-                    rows.append(Row(mix: mix, policy: policy.name, savedS1: 1 - c.s2cVsStatic1, savedS2: 1 - c.s2cVsStatic2,
-                                    migrations: r.migrations, levers: r.levers))
-                }
+        for mix in mixes {
+            let (s1, s2, autonomic) = results(mix, seed: seed)
+            for (policy, r) in autonomic {
+                let c = Comparison(policy: policy.name, autonomic: r, static1: s1, static2: s2)
+                rows.append(Row(mix: mix.name, policy: policy.name, savedS1: 1 - c.s2cVsStatic1, savedS2: 1 - c.s2cVsStatic2,
+                                migrations: r.migrations, levers: r.levers))
             }
         }
         return rows
+    }
+
+    /// Per mix, the jobs' submission-to-completion times (cf. Fig. 8) of the static layouts and
+    /// of the better policy with and without levers, as `levers-<mix>-s2c.svg` in `dir`.
+    static func plots(seed: UInt64, into dir: String) throws -> [String] {
+        var files: [String] = []
+        for mix in mixes {
+            let (s1, s2, autonomic) = results(mix, seed: seed)
+            let shown = autonomic.filter { $0.0.name.contains(CostBenefitPolicy().name) }.map(\.1)
+            let file = dir + "/levers-\(mix.name)-s2c.svg"
+            try Report.svg(title: "Submission-to-completion, \(mix.name == "4.2" ? "the §4.2 mix" : "the memory-pressure mix"): migrations only vs levers first, seed \(seed)",
+                           results: [s1, s2] + shown, value: \.submitToCompletion).write(toFile: file, atomically: true, encoding: .utf8)
+            files.append(file)
+        }
+        return files
     }
 
     static func table(seeds: [UInt64]) -> String {

@@ -198,4 +198,24 @@ import ZeroMQ
             #expect(text.hasPrefix("<svg") && text.contains("autonomic-paper") && text.contains("<polyline"))
         }
     }
+
+    /// `violin simulate --levers`: migrations only against levers first on both mixes, each
+    /// with the levers it pulled, and a plot per mix with both runs of the better policy.
+    @Test func leversAreComparedAndPlotted() throws {
+        let scratch = try Scratch("sim-levers")
+        defer { scratch.cleanup() }
+        let r = try run("violin", ["simulate", "--levers", "--seed", "3", "--out", scratch.path], timeout: 300)
+        #expect(r.status == 0, "\(r.err)")
+        for mix in ["4.2", "memory"] {
+            let rows = r.out.split(separator: "\n").filter { $0.hasPrefix("3 ") && $0.contains(" \(mix) ") }
+            #expect(rows.count == 4 && rows.contains { $0.contains("levers+cost-benefit") }, "\(r.out)")
+            let text = try String(contentsOfFile: scratch.file("levers-\(mix)-s2c.svg"), encoding: .utf8)
+            #expect(text.hasPrefix("<svg") && text.contains("levers+cost-benefit") && text.contains("autonomic-cost-benefit")
+                    && text.components(separatedBy: "<polyline").count == 5, "\(mix): \(text.prefix(400))")
+        }
+        // In the memory-pressure mix levers first pulled the balloon.
+        let memory = r.out.split(separator: "\n").first { $0.hasPrefix("3 ") && $0.contains(" memory ") && $0.contains("levers+cost-benefit") }
+        let balloons = memory.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        #expect(balloons > 0, "\(String(describing: memory))")
+    }
 }
