@@ -30,6 +30,14 @@ public struct NodeConfig: Sendable {
         ConfigKey("policy", default: "paper", help: "The control node's policy: paper or cost-benefit.",
                   validate: { ["paper", "cost-benefit"].contains($0) ? nil : "paper or cost-benefit" }),
         ConfigKey("evaluate_interval", default: "30", help: "Seconds between policy rounds (control).", validate: Validate.positiveNumber),
+        ConfigKey("host_lost_after", default: "30", help: "Seconds a host may not answer before the policy takes it and its VMs for lost (control).",
+                  validate: Validate.positiveNumber),
+        ConfigKey("levers", default: "false", help: "true: the policy tries fine-grain levers (CPU weight, balloon, network cap) before migrations (control).",
+                  validate: { ["true", "false"].contains($0) ? nil : "true or false" }),
+        ConfigKey("lever_settle", default: "60", help: "Seconds a lever's effect is awaited before it is measured and its host may see a migration (control).",
+                  validate: Validate.positiveNumber),
+        ConfigKey("link_mbit_s", default: "0", help: "Each host's link to the others, Mbit/s, for the network lever (control; 0: unknown, no caps).",
+                  validate: Validate.nonNegativeNumber),
         ConfigKey("reconcile_interval", default: "10", help: "Seconds between the policy's comparisons of its inventory with the executors (control; 0: never).",
                   validate: Validate.nonNegativeNumber),
         ConfigKey("sample_interval", default: "5", help: "Seconds between monitor samples (host).", validate: Validate.positiveNumber),
@@ -146,7 +154,9 @@ public struct NodeConfig: Sendable {
             out.append(Service(name: "policy", arguments: ["--listen", "tcp://\(a):\(ServicePorts.policy)", "--bus", "tcp://\(a):\(ServicePorts.busPublishers)",
                                                            "--subscribe", "tcp://\(a):\(ServicePorts.busSubscribers)", "--database", "\(d)/policy.sqlite",
                                                            "--policy", r["policy"], "--evaluate-interval", r["evaluate_interval"],
-                                                           "--reconcile-interval", r["reconcile_interval"],
+                                                           "--reconcile-interval", r["reconcile_interval"], "--host-lost-after", r["host_lost_after"],
+                                                           "--levers", r["levers"],
+                                                           "--lever-settle", r["lever_settle"], "--link-mbit-s", r["link_mbit_s"],
                                                            "--instance", "policy@\(n)"] + curve + busKey + common, port: ServicePorts.policy))
         }
         if runsHost {

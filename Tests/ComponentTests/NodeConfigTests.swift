@@ -20,6 +20,17 @@ import ZeroMQ
         #expect(c.policyEndpoint == "tcp://10.0.0.1:7703")
     }
 
+    /// The policy's settings in a control node's file reach the policy's command line.
+    @Test func aControlNodePassesThePolicySettingsOn() throws {
+        let c = try parse("role: control\naddress: 10.0.0.1\ninsecure: true\nlevers: true\nlever_settle: 20\nlink_mbit_s: 40\nhost_lost_after: 45\n")
+        let policy = try #require(c.services.first { $0.name == "policy" }).arguments
+        for (flag, value) in [("--levers", "true"), ("--lever-settle", "20"), ("--link-mbit-s", "40"), ("--host-lost-after", "45")] {
+            let i = policy.firstIndex(of: flag)
+            #expect(i.map { policy[$0 + 1] } == value, "\(flag) in \(policy)")
+        }
+        #expect(throws: ConfigError.self) { try parse("role: control\naddress: 10.0.0.1\ninsecure: true\nlevers: yes\n") }
+    }
+
     @Test func bothRolesOnOneMachine() throws {
         let c = try parse("role: both\nnode: solo\ndomain: d1\naddress: 10.0.0.5\ninsecure: true\n")
         #expect(c.services.map(\.name) == ["bus", "policy", "mesh", "monitor", "executor"])

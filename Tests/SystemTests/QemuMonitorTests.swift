@@ -51,8 +51,11 @@ import VIOLINProtocol
         #expect(shrunk != nil, "the balloon did not reach 96 MiB")
         let dominfo = try sh("virsh -c '\(uri)' dominfo burner")
         #expect(dominfo.out.contains("98304 KiB"), "\(dominfo.out)")
-        // CPU weight: libvirt sets the guest's cgroup cpu.shares, which the kernel reads back.
-        let group = try sh("ls -d /sys/fs/cgroup/cpu/machine/qemu-*-burner.libvirt-qemu")
+        // CPU weight: libvirt sets the guest's cgroup cpu.shares, which the kernel reads back —
+        // in the daemon's own partition of the hierarchy.
+        let partition = try String(contentsOfFile: lab + "/cgroup", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(partition.hasPrefix("/sys/fs/cgroup/cpu/violin-lab/"), "\(partition)")
+        let group = try sh("ls -d \(partition)/machine/qemu-*-burner.libvirt-qemu")
         let groupDir = group.out.trimmingCharacters(in: .whitespacesAndNewlines)
         try #require(group.status == 0 && !groupDir.isEmpty && !groupDir.contains("\n"), "the guest's cpu cgroup: \(group.out) \(group.err)")
         for weight in [512, 2048] {
@@ -71,5 +74,70 @@ import VIOLINProtocol
             return v["topic"] == "monitor.vm_disappeared" && v["body"]?["vm"] == "burner"
         }
         #expect(gone != nil, "no monitor.vm_disappeared for the destroyed guest")
+        _ = try sh("bash \(Self.script) stop \(lab)", timeout: 60)
+        #expect(!FileManager.default.fileExists(atPath: partition), "the daemon's cpu partition is left")
+    }
+
+    /// Two burning guests on one host CPU: the CPU lever's weight — 2048 against the default
+    /// 1024, the `set_cpu_weight` the policy sends through the host's monitor — gives the
+    /// weighted guest the larger share as the monitor measures it; then the other way round.
+    /// Prints the shares (their ratio is a benchmark figure: the fair scheduler's 2:1 is 2.0).
+    @Test(.timeLimit(.minutes(5))) func aWeightGivesTheLargerShareOfOneCPU() throws {
+        let scratch = try Scratch("share")
+        let lab = scratch.file("lab")
+        defer {
+            _ = try? sh("bash \(Self.script) stop \(lab)", timeout: 60)
+            scratch.cleanup()
+        }
+        let built = try sh("bash \(Self.script) guest \(Self.cache)", timeout: 300)
+        try #require(built.status == 0, "guest: \(built.err)")
+        let daemon = try sh("mkdir -p \(lab) && VIOLIN_LAB_CGROUPS=cpu bash \(Self.script) daemon \(lab)", timeout: 120)
+        try #require(daemon.status == 0, "libvirtd: \(daemon.err)")
+        let guests = ["hot1", "hot2"]
+        for g in guests {
+            let booted = try sh("bash \(Self.script) boot \(lab) \(Self.cache) \(g) --cpus 0", timeout: 60)
+            try #require(booted.status == 0, "boot \(g): \(booted.err)")
+        }
+        let uri = "qemu+unix:///system?socket=\(lab)/sock/libvirt-sock"
+        let bus = try Spawned("violin-bus", ["--listen", scratch.ipc("bus"), "--publishers", scratch.ipc("pub"),
+                                             "--subscribers", scratch.ipc("sub")])
+        defer { bus.destroy() }
+        let watch = try Spawned("violin", ["watch", "--bus", scratch.ipc("sub"), "monitor.sampled", "--timeout", "240"])
+        defer { watch.destroy() }
+        let monitor = try Spawned("violin-monitor", ["--listen", scratch.ipc("monitor"), "--bus", scratch.ipc("pub"),
+                                                     "--libvirt-uri", uri, "--sample-interval", "1"])
+        defer { monitor.destroy() }
+
+        /// The guests' mean CPU over `count` samples, after `skip` more (the weights take hold).
+        func shares(_ weights: [String: Int], skip: Int = 2, count: Int = 8) throws -> [String: Double] {
+            for (vm, w) in weights.sorted(by: { $0.key < $1.key }) {
+                let r = try run("violin", ["call", scratch.ipc("monitor"), "set_cpu_weight", #"{"vm":"\#(vm)","weight":\#(w)}"#])
+                try #require(r.status == 0, "\(r.out) \(r.err)")
+            }
+            let mark = watch.lines.count
+            var index = 0, seen = 0
+            var sums: [String: Double] = [:]
+            let done = watch.waitForLine(timeout: 90) { line in
+                index += 1
+                guard index > mark, let v = try? JSONText.parse(Array(line.utf8)), case .array(let vms)? = v["body"]?["vms"] else { return false }
+                let cpu = Dictionary(vms.compactMap { vm in vm["name"]?.stringValue.map { ($0, vm["cpu_percent"]?.numberValue ?? 0) } },
+                                     uniquingKeysWith: { a, _ in a })
+                guard guests.allSatisfy({ cpu[$0] != nil }) else { return false }
+                seen += 1
+                if seen > skip { for g in guests { sums[g, default: 0] += cpu[g]! / Double(count) } }
+                return seen == skip + count
+            }
+            try #require(done != nil, "fewer than \(skip + count) samples; monitor: \(monitor.stderrText.suffix(400))")
+            return sums
+        }
+        let first = try shares(["hot1": 2048, "hot2": 1024])
+        let second = try shares(["hot1": 1024, "hot2": 2048])
+        print(String(format: "cpu_share weight 2048:1024 on one CPU: %.1f %% : %.1f %% (ratio %.2f); swapped: %.1f %% : %.1f %% (ratio %.2f)",
+                     first["hot1"]!, first["hot2"]!, first["hot1"]! / max(0.1, first["hot2"]!),
+                     second["hot2"]!, second["hot1"]!, second["hot2"]! / max(0.1, second["hot1"]!)))
+        #expect(first["hot1"]! > 1.3 * first["hot2"]!, "weight 2048 against 1024: \(first)")
+        #expect(second["hot2"]! > 1.3 * second["hot1"]!, "swapped: \(second)")
+        // Together they have the one CPU, no more.
+        #expect(first.values.reduce(0, +) < 115 && second.values.reduce(0, +) < 115, "\(first) \(second)")
     }
 }

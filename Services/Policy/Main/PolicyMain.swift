@@ -19,6 +19,8 @@ struct Main: AsyncParsableCommand {
                   validate: { ["paper", "cost-benefit"].contains($0) ? nil : "paper or cost-benefit" }),
         ConfigKey("levers", default: "false", help: "true: fine-grain levers first (CPU weight, memory balloon, network cap), migrations only where they do not do (PROTOCOL.md §8.4).",
                   validate: { ["true", "false"].contains($0) ? nil : "true or false" }),
+        ConfigKey("lever_settle", default: "60", help: "Seconds a lever's effect is awaited: then it is measured into the ledger, and only then may the same VM get another lever or its host a migration.",
+                  validate: Validate.positiveNumber),
         ConfigKey("link_mbit_s", default: "0", help: "Each host's link to the others, Mbit/s, for the network lever (0: unknown, no caps).",
                   validate: Validate.nonNegativeNumber),
         ConfigKey("retention_days", default: "90", help: "Days the decision ledger keeps what is finished (pruned at start and hourly; never a row about a VIOLIN or VM that exists).", validate: Validate.positiveNumber),
@@ -41,6 +43,7 @@ struct Main: AsyncParsableCommand {
         po.retentionDays = r.double("retention_days")
         po.levers = r["levers"] == "true"
         po.linkMbps = r.double("link_mbit_s")
+        po.leverSettle = r.double("lever_settle")
         let logger = ServiceMain.logger(settings)
         try await ServiceMain.run(settings, logger: logger, server: { try PolicyServer(options: po, logger: logger) },
                                   afterStart: { try $0.start() })
