@@ -30,6 +30,7 @@ struct PolicyCommand: ParsableCommand {
                     print("    mode \(d["mode"]?.stringValue ?? "")  outcome \(d["outcome"]?.stringValue ?? "")")
                     print("    because \(d["reason"]?.stringValue ?? "")")
                     if let who = d["asked_by"]?.stringValue, !who.isEmpty { print("    asked by \(who)") }
+                    if let effect = d["effect"]?.stringValue, !effect.isEmpty { print("    effect \(effect)") }
                 }
             }
         }

@@ -17,7 +17,7 @@ import VIOLINProtocol
     /// for their jobs and VMs, the switches for their tables, the policy for its ledger, reads
     /// ping's own summary, and pings in each VIOLIN itself; then stops the demo and checks that
     /// nothing it made is left.
-    @Test(.timeLimit(.minutes(10))) func demoScenario() throws {
+    @Test(.timeLimit(.minutes(15))) func demoScenario() throws {
         let scratch = try Scratch("demo")
         defer { scratch.cleanup() }
         let dir = scratch.file("run")
@@ -32,7 +32,7 @@ import VIOLINProtocol
                 #expect(left.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "the demo left namespaces \(tag)-*")
             }
         }
-        let up = eventually(deadline: 540) { demo.stderrText.contains("everything keeps running") || !demo.isRunning }
+        let up = eventually(deadline: 840) { demo.stderrText.contains("everything keeps running") || !demo.isRunning }
         try #require(up && demo.isRunning, "the demo did not get to its end: \(demo.stderrText.suffix(3000))")
         tag = try String(contentsOfFile: dir + "/tag", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         try #require(!tag.isEmpty)
@@ -107,6 +107,16 @@ import VIOLINProtocol
         let byPolicy = (try call(executor("h3"), "jobs")["jobs"]?.items ?? []).filter { $0["from"] == "h3" }
         #expect(!byPolicy.isEmpty && byPolicy.allSatisfy { $0["state"] == "completed" }, "jobs from h3: \(byPolicy)")
         #expect(byPolicy.allSatisfy { ["h1", "h2"].contains($0["to"]?.stringValue ?? "") }, "back to domain d1: \(byPolicy)")
+        // Levers first: a balloon, a network cap and a CPU weight in the ledger, the first of
+        // them before the policy's first migration, and effects measured after them.
+        let automatic = ledger.filter { $0["mode"] == "automatic" }
+        let kinds = Set(automatic.compactMap { $0["kind"]?.stringValue })
+        #expect(kinds.isSuperset(of: ["set_balloon", "set_port_rate", "set_cpu_weight"]) && kinds.contains { $0.hasPrefix("migrate_") },
+                "the ledger's kinds: \(kinds)")
+        let ids = { (lever: Bool) in automatic.filter { ($0["kind"]?.stringValue?.hasPrefix("set_") ?? false) == lever }.compactMap { $0["id"]?.intValue } }
+        #expect((ids(true).min() ?? .max) < (ids(false).min() ?? .min), "a lever before the first migration: \(automatic)")
+        #expect(automatic.contains { ($0["kind"]?.stringValue?.hasPrefix("set_") ?? false) && !($0["effect"]?.stringValue ?? "").isEmpty },
+                "no lever's effect measured: \(automatic)")
     }
 
     /// The executor is SIGKILLed while libvirt migrates a VM; restarted, it finds the job in its

@@ -69,8 +69,7 @@ extension PolicyServer {
     /// One request to a service of a host (its monitor, its mesh), with the host's key.
     private func hostCall<R: RequestBody>(_ endpoint: String, key: String, _ request: R) throws(ProtocolError) -> R.Reply {
         guard !endpoint.isEmpty else { throw ProtocolError(.unavailable, "no endpoint known for \(R.msgType)") }
-        let security = options.keyPair.flatMap { key.isEmpty ? nil : ClientSecurity(keyPair: $0, serverPublicKey: key) }
-        let client = ServiceClient(context: context, endpoint: endpoint, security: security, sender: "policy", timeoutMs: options.executorTimeoutMs)
+        let client = hostClient(endpoint, key: key, timeoutMs: options.executorTimeoutMs)
         defer { client.close() }
         do { return try client.call(request) } catch {
             switch error {

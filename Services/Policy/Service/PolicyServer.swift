@@ -321,10 +321,14 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     /// A client of `host`'s executor: quick requests time out after `executorTimeoutMs`, or
     /// `workTimeoutMs` with `work`.
     func executorClient(_ host: String, _ inv: PolicyStore.Inventory, work: Bool = false) -> ServiceClient {
-        let key = inv.keys[host] ?? ""
+        hostClient(inv.endpoints[host]?.executor ?? "", key: inv.keys[host] ?? "", timeoutMs: work ? options.workTimeoutMs : options.executorTimeoutMs)
+    }
+
+    /// A client of one of a host's services (executor, monitor, mesh), over CURVE with the
+    /// host's key when it has one.
+    func hostClient(_ endpoint: String, key: String, timeoutMs: Int) -> ServiceClient {
         let security = options.keyPair.flatMap { key.isEmpty ? nil : ClientSecurity(keyPair: $0, serverPublicKey: key) }
-        return ServiceClient(context: context, endpoint: inv.endpoints[host]?.executor ?? "", security: security,
-                             sender: "policy", timeoutMs: work ? options.workTimeoutMs : options.executorTimeoutMs)
+        return ServiceClient(context: context, endpoint: endpoint, security: security, sender: "policy", timeoutMs: timeoutMs)
     }
 
     func kind(_ d: Decision) -> String {
