@@ -16,6 +16,8 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
     private var got: [(type: String, body: JSONValue)] = []
     /// The VM ports it holds: added, not yet removed.
     private var held: [UInt32: Set<String>] = [:]
+    /// The cap its ports report (nil: none).
+    var rate: Double?
     var state: JSONValue { [:] }
     func requests(_ type: String) -> [JSONValue] { lock.withLock { got.filter { $0.type == type }.map(\.body) } }
 
@@ -40,7 +42,9 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
             return Replies.ok(MeshAPI.AnnounceReply(vni: vni, announced: .init(mac: body["mac"]?.stringValue ?? "", seq: 1)))
         case MeshAPI.PortStats.msgType:
             let now = Int(Date().timeIntervalSince1970 * 1000) + 5
-            return Replies.ok(MeshAPI.PortStatsReply(vni: vni, name: name, counters: .init(rx: 1, tx: 1, firstRxMs: now, lastRxMs: now)))
+            return Replies.ok(MeshAPI.PortStatsReply(vni: vni, name: name, counters: .init(rx: 1, tx: 1, firstRxMs: now, lastRxMs: now, rateMbitS: rate)))
+        case MeshAPI.SetPortRate.msgType:
+            return Replies.ok(MeshAPI.PortRateReply(vni: vni, name: name, mbitS: body["mbit_s"]?.numberValue ?? 0, burstKB: 64))
         default:
             return nil
         }
@@ -240,8 +244,23 @@ final class FakeMesh: RequestHandler, @unchecked Sendable {
             let removed = h1.mesh.requests(MeshAPI.RemovePort.msgType)
             #expect(removed.count == 1 && removed[0]["forward_to"]?.stringValue == h2.meshRuntime.endpoints[0])
             #expect(h2.mesh.requests(MeshAPI.RemovePort.msgType).isEmpty)
+            #expect(h2.mesh.requests(MeshAPI.SetPortRate.msgType).isEmpty, "a cap set where the source port had none")
             let completed = try events.waitFor(timeoutMs: 10_000) { $0.header.msgType == ExecutorAPI.MigrationCompleted.topic }
             #expect(completed?.body["to"] == "h2" && completed?.body["vm"] == "a1")
+        }
+    }
+
+    /// A VM whose port is capped (the network lever) keeps its cap at the destination: the
+    /// destination's port gets it as it is prepared, before the VM arrives.
+    @Test func aCapGoesWithItsVM() throws {
+        try withTwoHosts { world, h1, h2, c1, _ in
+            h1.mesh.rate = 20
+            let started = try c1.call(ExecutorAPI.Migrate(vm: "a1", options: .init(toExecutor: h2.endpoint)))
+            try #require(world.waitForMigration("a1", timeout: 20), "libvirt was never asked to migrate")
+            let capped = h2.mesh.requests(MeshAPI.SetPortRate.msgType)
+            #expect(capped.count == 1 && capped.first?["name"] == "vm-a1" && capped.first?["mbit_s"]?.numberValue == 20, "\(capped)")
+            world.finish("a1")
+            #expect(try job(c1, started.job) { $0.state == "completed" }?.state == "completed")
         }
     }
 

@@ -458,6 +458,11 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         let port = MeshAPI.AddPort(vni: facts.vni, port: Self.switchPort(facts, vm: job.vm), seed: options.mesh,
                                    seedKey: options.keyPair?.publicKey)
         _ = try call(job.destinationMesh, port, key: job.destinationKey)
+        // A cap on the VM's port here goes with the VM.
+        let name = VMSpec.portName(job.vm)
+        if let rate = (try? call(options.mesh, MeshAPI.PortStats(vni: facts.vni, name: name), retries: 0))?.counters.rateMbitS, rate > 0 {
+            _ = try? call(job.destinationMesh, MeshAPI.SetPortRate(vni: facts.vni, name: name, mbitS: rate), key: job.destinationKey)
+        }
     }
 
     /// What libvirt's migrate call ended with, filled in by its helper thread.
