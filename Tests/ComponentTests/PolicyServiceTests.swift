@@ -691,6 +691,63 @@ final class FakeMonitor: RequestHandler, @unchecked Sendable {
 }
 
 @Suite struct PolicyLeverTests {
+    /// With levers on, in automatic mode: a guest under pressure on a host that cannot give it
+    /// memory (little free, no neighbour with memory to spare) is migrated — that guest, not
+    /// its neighbour — to the host with room, through its host's executor; the ledger says why.
+    @Test func aHostOutOfMemoryMigratesTheShortGuestWhereThereIsRoom() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-levers-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try withBus { ctx, proxy in
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            var o = PolicyServer.Options(database: dir + "/policy.sqlite")
+            o.subscribe = proxy.backendEndpoints[0]
+            o.interval = 3600
+            o.levers = true
+            let policy = try PolicyServer(options: o, logger: logger)
+            let runtime = try makeRuntime("policy", bus: proxy.frontendEndpoints[0], handler: policy)
+            defer { runtime.stop() }
+            policy.publish = { runtime.publish($0, $1) }
+            try policy.start()
+            defer { policy.stop() }
+            let (executorA, executorB) = (FakeExecutor(), FakeExecutor())
+            let (monitorA, monitorB) = (FakeMonitor(), FakeMonitor())
+            let runtimes = try [executorA, executorB].map { try makeRuntime("executor", handler: $0) }
+                + [monitorA, monitorB].map { try makeRuntime("monitor", handler: $0) }
+            defer { runtimes.forEach { $0.stop() } }
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 5000)
+            defer { client.close() }
+            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
+            _ = try client.call(PolicyAPI.RegisterHost(id: "a", domain: "d1", cores: 2, memoryMB: 1024, executor: runtimes[0].endpoints[0], monitor: runtimes[2].endpoints[0]))
+            _ = try client.call(PolicyAPI.RegisterHost(id: "b", domain: "d1", cores: 2, memoryMB: 4096, executor: runtimes[1].endpoints[0], monitor: runtimes[3].endpoints[0]))
+            _ = try client.call("create_violin", body: ["id": "e1", "home_domain": "d1", "head": "vm0",
+                                                        "vms": [["id": "vm0", "memory_mb": 512, "host": "a"], ["id": "vm1", "memory_mb": 512, "host": "a"]]])
+            _ = try client.call("set_mode", body: ["mode": "automatic"])
+            let samplerA = try makeRuntime("monitor", instance: "monitor@a", bus: proxy.frontendEndpoints[0])
+            let samplerB = try makeRuntime("monitor", instance: "monitor@b", bus: proxy.frontendEndpoints[0])
+            defer { samplerA.stop(); samplerB.stop() }
+            func guest(_ name: String, balloon: Int, unused: Int, swapIn: Double) -> JSONValue {
+                ["name": .string(name), "cpu_percent": 5, "memory_mb": .number(Double(balloon)), "max_memory_mb": 512,
+                 "guest_memory": ["unused_mb": .number(Double(unused)), "available_mb": .number(Double(unused + 4)),
+                                  "swap_in_kb_s": .number(swapIn), "swap_out_kb_s": 0, "major_faults_s": 0]]
+            }
+            // Host a: 40 MB free; vm1 at 256 of 512 MB swaps, vm0 uses all it has. Host b: 3000 MB free.
+            var migrated: JSONValue?
+            #expect(try eventually(deadline: 10) {
+                samplerA.publish("sampled", ["host": ["cpus": 2, "memory_mb": 1024, "free_memory_mb": 40],
+                                             "vms": [guest("vm0", balloon: 512, unused: 8, swapIn: 0), guest("vm1", balloon: 256, unused: 2, swapIn: 300)]])
+                samplerB.publish("sampled", ["host": ["cpus": 2, "memory_mb": 4096, "free_memory_mb": 3000], "vms": []])
+                migrated = try client.call("evaluate")["decisions"]?.items.first { $0["kind"] == "migrate_vm" }
+                return migrated != nil
+            }, "no migration")
+            #expect(migrated?["decision"]?["vm"] == "vm1" && migrated?["decision"]?["to"] == "b" && migrated?["outcome"] == "sent", "\(String(describing: migrated))")
+            #expect((migrated?["reason"]?.stringValue ?? "").contains("host a has 40 MB free"), "\(String(describing: migrated))")
+            #expect(executorA.migrations.map { $0["vm"]?.stringValue } == ["vm1"] && executorB.migrations.isEmpty, "\(executorA.migrations)")
+            #expect(!monitorA.requests.contains { $0.header.msgType == "set_balloon_request" && $0.body["vm"] == "vm0" }, "vm0 had nothing to give")
+        }
+    }
+
     /// With levers on, in automatic mode: while a guest swaps, its host's guest that leaves most
     /// of its memory unused is ballooned down through the host's monitor and the short one up; the
     /// ledger has the decision with its reason, what it expects, and — once the lever settled —
