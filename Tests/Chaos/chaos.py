@@ -301,6 +301,7 @@ class Soak:
         self.busy = set()             # nodes a fault is acting on now
         self.vm_since = {}            # vm -> when it was last seen running after being nowhere
         self.vm_host = {}             # vm -> the host it was last seen running on
+        self.seen_at = {}             # vm -> when it was last seen running (on vm_host)
         self.lost_at = {}             # host -> when it was last lost
         self.two_seen = {}            # vm -> hosts, seen running on two in the last snapshot
         self.none_since = {}          # vm -> since when it runs nowhere
@@ -394,10 +395,13 @@ class Soak:
                         self.remakes.append(now - self.lost_at[last])
                     self.none_since.pop(vm, None)
                     self.vm_host[vm] = on[0]
+                    self.seen_at[vm] = now
                 elif everyone:
                     since = self.none_since.setdefault(vm, now)
                     last = self.vm_host.get(vm)
-                    lost = last in self.lost_at and self.lost_at[last] >= self.vm_since.get(vm, 0) - 1
+                    # Lost with its host: the host it last ran on was lost since it was last
+                    # seen there (a VM that ran on elsewhere meanwhile, unseen nowhere, was not).
+                    lost = last in self.lost_at and self.lost_at[last] >= self.seen_at.get(vm, 0) - 3
                     heading = self.heading_to_lost(vm, since)
                     if heading and not lost:
                         last, lost = heading, True       # lost with the destination of its migration
