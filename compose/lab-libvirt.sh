@@ -5,7 +5,9 @@
 #                                          initramfs with virtio net/balloon (kernel command line:
 #                                          violin.ip=A.B.C.D/N sets eth0, violin.burn=1 burns CPU,
 #                                          violin.dirty=1 rewrites 32 MiB of memory over and over
-#                                          (saying VIOLIN-DIRTYING on its console first);
+#                                          (saying VIOLIN-DIRTYING on its console first),
+#                                          violin.fill=N fills its memory until N MiB are available
+#                                          (then says VIOLIN-FILLED);
 #                                          with an address it serves TCP echo on 5000 and a shell
 #                                          on 2323 — a lab guest inside an isolated VIOLIN)
 #   lab-libvirt.sh daemon DIR [ADDR]      start libvirtd (QEMU driver, TCG) in a private mount
@@ -13,18 +15,24 @@
 #                                          it also listens on tcp ADDR:16509 and migrates on ADDR
 #                                          (run it inside the host's network namespace); prints its pid.
 #                                          VIOLIN_LAB_CGROUPS=cpu puts each guest in a cgroup v1
-#                                          "cpu" group, so CPU weights take effect (default: none);
+#                                          "cpu" group, so CPU weights take effect (default: none),
+#                                          under the daemon's own partition of the hierarchy
+#                                          (its path in DIR/cgroup; removed by `stop`);
 #                                          VIOLIN_LAB_CA=CADIR (with ADDR): TLS too, on ADDR:16514, with a
 #                                          certificate for ADDR from that CA, and QEMU's migration
 #                                          stream over TLS (migrate_tls_force)
 #   lab-libvirt.sh ca CADIR               make the lab's small CA (once: ca.pem, ca.key)
-#   lab-libvirt.sh boot DIR CACHE NAME    define and start guest NAME (128 MiB, 1 vCPU, burning)
+#   lab-libvirt.sh boot DIR CACHE NAME [--cpus LIST] [--memory MAX[/NOW]] [--cmdline WORDS]
+#                                          define and start guest NAME: 1 vCPU, 128 MiB, burning
+#                                          (--cmdline, default violin.burn=1); --cpus: its threads
+#                                          on those host CPUs only (e.g. 0); --memory: MAX MiB with
+#                                          the balloon at NOW; balloon statistics every 2 s
 #   lab-libvirt.sh stop DIR               destroy the guests, stop libvirtd, kill what is left
 #   lab-libvirt.sh crash DIR              SIGKILL libvirtd alone (its guests run on; `daemon` again
 #                                          restarts it, and it takes them back)
 set -euo pipefail
 cmd=$1; shift
-GUEST_VERSION=8
+GUEST_VERSION=9
 CAPS=/var/cache/violin-test-guest/libvirt-caps
 
 guest() {
@@ -56,9 +64,9 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null || mknod /dev/ttyS0 c 4 64
 for m in $mods; do insmod /lib/\$m.ko 2>/dev/null; done
-ip=; burn=; dirty=
+ip=; burn=; dirty=; fill=
 for x in \$(cat /proc/cmdline); do
-  case \$x in violin.ip=*) ip=\${x#violin.ip=} ;; violin.burn=1) burn=1 ;; violin.dirty=1) dirty=1 ;; esac
+  case \$x in violin.ip=*) ip=\${x#violin.ip=} ;; violin.burn=1) burn=1 ;; violin.dirty=1) dirty=1 ;; violin.fill=*) fill=\${x#violin.fill=} ;; esac
 done
 ip link set lo up
 if [ -n "\$ip" ]; then
@@ -84,6 +92,15 @@ if [ -n "\$dirty" ]; then
   cat /tmp/r /tmp/r /tmp/r /tmp/r > /tmp/q && cat /tmp/q /tmp/q /tmp/q /tmp/q > /tmp/a
   echo VIOLIN-DIRTYING
   while :; do cp /tmp/a /tmp/b; cp /tmp/b /tmp/a; done
+fi
+# A guest that fills its memory (files in its RAM root) until only violin.fill=N MiB are
+# available, then says so on its console.
+if [ -n "\$fill" ]; then
+  i=0
+  while [ "\$(awk '/^MemAvailable:/ {print \$2}' /proc/meminfo)" -gt \$((fill * 1024)) ]; do
+    dd if=/dev/zero of=/tmp/fill\$i bs=1M count=1 2>/dev/null; i=\$((i + 1))
+  done
+  echo VIOLIN-FILLED \$i
 fi
 [ -n "\$burn" ] && while :; do :; done
 while :; do sleep 3600; done
@@ -122,6 +139,15 @@ ca() {  # dir
   mkdir -p "$dir" && chmod 700 "$dir"
   openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/ca.key" -out "$dir/ca.pem" \
     -days 30 -subj "/CN=VIOLIN lab CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+}
+
+# Shell words that mount the cgroup v1 cpu hierarchy at /sys/fs/cgroup/cpu where it is not (the
+# /sys of a network namespace, from `ip netns exec`, has no cgroups), in a private mount namespace.
+cpu_cgroup_mount() {
+  echo "{ [ -d /sys/fs/cgroup/cpu ] || { mount -t tmpfs violin-cg /sys/fs/cgroup && mkdir /sys/fs/cgroup/cpu && mount -t cgroup -o cpu cgroup /sys/fs/cgroup/cpu; }; }"
+}
+with_cpu_cgroup() {  # shell words, run where the cpu hierarchy is at /sys/fs/cgroup/cpu
+  unshare -m --propagation private sh -c "$(cpu_cgroup_mount) && $1"
 }
 
 daemon() {
@@ -167,9 +193,17 @@ CONF
   mkdir -p /var/lib/libvirt /var/log/libvirt /var/cache/libvirt /etc/libvirt
   local listen=; [ -n "$addr" ] && listen=--listen
   # With cgroups: libvirt picks cgroup v2 when it sees the hybrid layout's empty unified
-  # hierarchy; hidden in the daemon's own mount namespace, it uses v1's cpu controller.
+  # hierarchy; hidden in the daemon's own mount namespace, it uses v1's cpu controller. Each
+  # daemon gets its own partition of the cpu hierarchy, bound over the hierarchy's root in its
+  # namespace: two daemons' guests never share a group (a migrating VM is on both at once, and
+  # libvirt names groups by domain id and name).
   local cgroup_step=
-  [ "${VIOLIN_LAB_CGROUPS:-}" = cpu ] && cgroup_step='{ ! mountpoint -q /sys/fs/cgroup/unified || umount /sys/fs/cgroup/unified; } &&'
+  if [ "${VIOLIN_LAB_CGROUPS:-}" = cpu ]; then
+    local rel; rel=violin-lab/$(printf %s "$(realpath -m "$dir")" | cksum | cut -d' ' -f1)
+    with_cpu_cgroup "mkdir -p /sys/fs/cgroup/cpu/$rel"
+    echo "/sys/fs/cgroup/cpu/$rel" > "$dir/cgroup"
+    cgroup_step="$(cpu_cgroup_mount) && { ! mountpoint -q /sys/fs/cgroup/unified || umount /sys/fs/cgroup/unified; } && mount --bind /sys/fs/cgroup/cpu/$rel /sys/fs/cgroup/cpu &&"
+  fi
   # The daemon outlives this script: it must hold none of our caller's descriptors (a test
   # harness waits for its pipes to close).
   (
@@ -200,19 +234,28 @@ CONF
 }
 
 boot() {
-  local dir=$1 cache=$2 name=$3
+  local dir=$1 cache=$2 name=$3 cpus= memory=128 words=violin.burn=1
+  shift 3
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --cpus) cpus=$2 ;; --memory) memory=$2 ;; --cmdline) words=$2 ;;
+      *) echo "boot: unknown option $1" >&2; return 64 ;;
+    esac
+    shift 2
+  done
   cat > "$dir/$name.xml" <<XML
 <domain type='qemu'>
   <name>$name</name>
-  <memory unit='MiB'>128</memory>
-  <currentMemory unit='MiB'>128</currentMemory>
-  <vcpu>1</vcpu>
+  <memory unit='MiB'>${memory%/*}</memory>
+  <currentMemory unit='MiB'>${memory#*/}</currentMemory>
+  <vcpu$([ -n "$cpus" ] && echo " cpuset='$cpus'")>1</vcpu>
+  $([ -n "$cpus" ] && echo "<cputune><emulatorpin cpuset='$cpus'/></cputune>")
   <os><type arch='x86_64' machine='pc'>hvm</type>
     <kernel>$cache/vmlinuz</kernel><initrd>$cache/initrd.gz</initrd>
-    <cmdline>console=ttyS0 quiet violin.burn=1</cmdline></os>
+    <cmdline>console=ttyS0 quiet $words</cmdline></os>
   <devices>
     <serial type='file'><source path='$dir/$name.console'/><target port='0'/></serial>
-    <memballoon model='virtio'/>
+    <memballoon model='virtio'><stats period='2'/></memballoon>
   </devices>
 </domain>
 XML
@@ -250,6 +293,11 @@ stop() {
   pkill -9 -f "qemu-system.*$dir" 2>/dev/null || true
   # The daemon's own process (unshare execs sh execs libvirtd: the pid is libvirtd's).
   [ -f "$dir/libvirtd.pid" ] && kill -9 "$(cat "$dir/libvirtd.pid")" 2>/dev/null || true
+  # Its cpu partition, once the guests' threads have left it (groups go leaves first).
+  if [ -f "$dir/cgroup" ]; then
+    with_cpu_cgroup "for i in \$(seq 50); do find $(cat "$dir/cgroup") -depth -type d -exec rmdir {} + 2>/dev/null; [ -d $(cat "$dir/cgroup") ] || break; sleep 0.1; done" || true
+    rm -f "$dir/cgroup"
+  fi
 }
 
 "$cmd" "$@"

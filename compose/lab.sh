@@ -4,7 +4,8 @@
 # real node uses; see compose/DEPLOY.md) and runs `violin node run FILE` in each node's
 # namespace — what runs here is what a deployment runs. A control node (ctl, 10.77.0.100) and
 # three host nodes in two domains (d1: h1 10.77.0.1, h2 10.77.0.2; d2: h3 10.77.0.3), each host
-# with its own libvirtd (QEMU/TCG, private mount namespace). Each domain has its own bridge
+# with its own libvirtd (QEMU/TCG, private mount namespace, its guests in its own partition of
+# the cgroup v1 cpu hierarchy, so CPU weights take effect). Each domain has its own bridge
 # (the control node sits on d1's); the domains are joined by a router namespace (RUN's tag
 # -rt, one leg per domain named for it, proxy ARP, so every node keeps its 10.77.0.0/24
 # address), so a fault can act on the link between domains alone:
@@ -24,6 +25,7 @@
 #   lab.sh libvirtd-restart RUN NODE  SIGKILL a host's libvirtd and start it again (guests run on)
 #   lab.sh curve RUN NODE           print the operator's CURVE options for NODE's services (if keyed)
 # VIOLIN_BIN names the directory of the executables (default: swift build --show-bin-path).
+# VIOLIN_LAB_LEVERS=1 (for `up`): the policy with its fine-grain levers (the local demo).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cmd=${1:?usage: lab.sh up|add|down|kill|start|ns RUN ...}; run=${2:?RUN directory}
@@ -135,7 +137,7 @@ host_up() {  # node domain
   mkdir -p "$run/$1"
   host_file "$1" "$2"
   local ca=; keyed && ca=$run/ca
-  VIOLIN_LAB_CA=$ca ip netns exec "$(tag)-$1" bash "$here/lab-libvirt.sh" daemon "$run/$1/libvirt" "$(addr "$1")" >/dev/null
+  VIOLIN_LAB_CGROUPS=cpu VIOLIN_LAB_CA=$ca ip netns exec "$(tag)-$1" bash "$here/lab-libvirt.sh" daemon "$run/$1/libvirt" "$(addr "$1")" >/dev/null
   node_run "$1"
 }
 
@@ -170,6 +172,12 @@ allowed_keys: $run/keys/allowed"
   ip -n "$t-rt" link set lo up
   ip netns exec "$t-rt" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.all.send_redirects=0
   netns ctl d1
+  # VIOLIN_LAB_LEVERS=1: the policy tries its fine-grain levers first, awaits their effect 20 s,
+  # and takes each host's link for 4 Mbit/s (so a TCG guest can fill it).
+  local levers=
+  [ "${VIOLIN_LAB_LEVERS:-}" = 1 ] && levers="levers: true
+lever_settle: 20
+link_mbit_s: 4"
   cat >"$run/nodes/ctl.yaml" <<YAML
 # The control node of the local lab (compose/lab.sh).
 role: control
@@ -178,6 +186,7 @@ address: 10.77.0.100
 policy: paper
 evaluate_interval: 5
 data_dir: $run/ctl
+$levers
 $keys
 YAML
   node_run ctl
@@ -201,7 +210,7 @@ revive() {  # node
   ip -n "$t-net" link set "$n" up
   if [ "$n" != ctl ]; then
     local ca=; keyed && ca=$run/ca
-    VIOLIN_LAB_CA=$ca ip netns exec "$t-$n" bash "$here/lab-libvirt.sh" daemon "$run/$n/libvirt" "$(addr "$n")" >/dev/null
+    VIOLIN_LAB_CGROUPS=cpu VIOLIN_LAB_CA=$ca ip netns exec "$t-$n" bash "$here/lab-libvirt.sh" daemon "$run/$n/libvirt" "$(addr "$n")" >/dev/null
   fi
   node_run "$n"
 }
@@ -209,7 +218,7 @@ revive() {  # node
 libvirtd_restart() {  # node
   local n=$1 ca=; keyed && ca=$run/ca
   bash "$here/lab-libvirt.sh" crash "$run/$n/libvirt"
-  VIOLIN_LAB_CA=$ca ip netns exec "$(tag)-$n" bash "$here/lab-libvirt.sh" daemon "$run/$n/libvirt" "$(addr "$n")" >/dev/null
+  VIOLIN_LAB_CGROUPS=cpu VIOLIN_LAB_CA=$ca ip netns exec "$(tag)-$n" bash "$here/lab-libvirt.sh" daemon "$run/$n/libvirt" "$(addr "$n")" >/dev/null
 }
 
 down() {

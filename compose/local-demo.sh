@@ -7,8 +7,11 @@
 # compose/demo-b.yaml; the same IP addresses in both) with `violin create`, looked at with
 # `violin list` and `violin show`; pings go inside each VIOLIN and none across; `violin migrate`
 # moves one VM live to the other domain while a 10 ms ping and a TCP stream run, then a whole
-# VIOLIN (its head node stays home); two guests' CPUs are loaded and the policy, in automatic
-# mode, moves load without an operator; `violin destroy` ends both VIOLINs, and the demo checks
+# VIOLIN (its head node stays home); then the policy, in automatic mode with its fine-grain
+# levers, acts on h3 without an operator: a guest that fills its memory gets memory back (and
+# its idle neighbours give theirs), two guests of two VIOLINs that fill the host's link are
+# capped at their fair share, busy guests get CPU weight — each lever's effect measured 20 s
+# later — and then load moves off h3; `violin destroy` ends both VIOLINs, and the demo checks
 # that no libvirt domain and no switch is left on any host. Per migration it prints the time,
 # the hypervisor's downtime, the network blackout the switches measured, the pings lost and
 # whether the TCP connection survived. It removes everything it made, also on Ctrl-C.
@@ -45,8 +48,10 @@ cache=/var/cache/violin-test-guest
 run=${VIOLIN_DEMO_DIR:-$(mktemp -d /tmp/violin-demo.XXXXXX)}
 mkdir -p "$run"
 export VIOLIN_BIN
+sinks=
 cleanup() {
   trap - EXIT INT TERM
+  [ -z "$sinks" ] || kill $sinks 2>/dev/null || true
   bash compose/lab.sh down "$run" || true
   rm -rf "$run"
 }
@@ -71,7 +76,7 @@ bash compose/lab-libvirt.sh guest "$cache" 2>/dev/null
 
 say "== nodes (compose/lab.sh): control 10.77.0.100 with violin-bus and violin-policy; hosts with"
 say "   libvirtd (TCG), violin-mesh, violin-monitor, violin-executor: d1 = h1 10.77.0.1, h2 10.77.0.2; d2 = h3 10.77.0.3"
-bash compose/lab.sh up "$run"
+VIOLIN_LAB_LEVERS=1 bash compose/lab.sh up "$run"
 tag=$(cat "$run/tag")
 # shellcheck disable=SC2046
 if [ $json = 1 ]; then violin cluster status --control 10.77.0.100 $(op ctl) >&2; else violin cluster status --control 10.77.0.100 $(op ctl); fi
@@ -189,13 +194,36 @@ say "  h2 holds: $vms_h2;  h3 holds: $vms_h3"
 shown violin show b "${ctl[@]}"
 read -r cross2 learned2 <<<"$(cross)"
 
-say "== the policy in automatic mode: two guests on h3 burn CPU"
+say "== the policy in automatic mode, fine-grain levers first (a migration off a host waits 20 s after a lever that relieves it)"
+say "   on h3 (a2, b2, b3; 1 core offered, a 4 Mbit/s link): b2, ballooned to 96 MiB, fills its memory; a2 and b3 send TCP"
 before=$(grep -c migration_completed "$run/events.jsonl" || true)
+monitor() { echo "tcp://$(addr "$1"):7702"; }
+call "$(monitor h3)" set_balloon '{"vm":"b2","memory_mb":96}' >/dev/null
 shown violin policy mode automatic --to tcp://10.77.0.100:7703 "${ctl[@]:2}"
-console_run a2 "(while :; do :; done) >/dev/null 2>&1 &" >/dev/null
-console_run b2 "(while :; do :; done) >/dev/null 2>&1 &" >/dev/null
-say "  a2 and b2 burn; waiting for the policy to act (the decision and its migrations on the bus) ..."
-wait_for 180 bash -c "[ \$(grep -c migration_completed $run/events.jsonl) -gt $before ]" || true
+console_run b2 "(i=0; while [ \$(awk '/^MemAvailable/ {print \$2}' /proc/meminfo) -gt 6144 ]; do dd if=/dev/zero of=/tmp/f\$i bs=1M count=1 2>/dev/null; i=\$((i+1)); done) >/dev/null 2>&1 &" >/dev/null
+# A TCP sink at each VIOLIN's probe; the senders are guests of two VIOLINs on one host.
+for v in a b; do
+  ip netns exec "$tag-p$v" python3 -c 'import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("10.0.0.100", 9000)); s.listen(4)
+def drain(c):
+    while c.recv(65536): pass
+while True: threading.Thread(target=drain, args=(s.accept()[0],), daemon=True).start()' &
+  sinks="$sinks $!"
+done
+for v in a b; do wait_for 10 in_ns "p$v" bash -c "ss -ltn | grep -q 10.0.0.100:9000"; done
+for vm in a2 b3; do console_run $vm "(yes 0123456789abcdef | nc 10.0.0.100 9000) >/dev/null 2>&1 &" >/dev/null; done
+say "  waiting for the levers: balloons, network caps ..."
+# policy.decided events of a kind; the ledger rows with a measured effect.
+decided() { [ "$(grep '"policy.decided"' "$run/events.jsonl" | grep -c "\"kind\":\"$1\"")" -gt 0 ]; }
+moved() { [ "$(grep -c migration_completed "$run/events.jsonl")" -gt "$before" ]; }
+measured() { violin policy decisions --json --limit 50 --to tcp://10.77.0.100:7703 "${ctl[@]:2}" \
+  | python3 -c 'import json,sys; w=[d for d in json.load(sys.stdin)["decisions"] if d["kind"]=="set_cpu_weight"]; sys.exit(0 if w and all(d.get("effect") for d in w) else 1)'; }
+wait_for 150 decided set_balloon || true
+wait_for 90 decided set_port_rate || true
+say "  then a2 and b2 burn their CPU ..."
+for vm in a2 b2; do console_run $vm "(while :; do :; done) >/dev/null 2>&1 &" >/dev/null; done
+wait_for 90 decided set_cpu_weight || true
+wait_for 180 moved || true
 # A whole-VIOLIN decision moves several VMs: wait for all of its jobs.
 wait_for 120 bash -c "python3 - $run/events.jsonl <<'PY'
 import json,sys
@@ -206,7 +234,11 @@ for l in open(sys.argv[1]):
     if t in ('executor.migration_completed','executor.migration_failed'): ended.add(b['job'])
 sys.exit(0 if started and started<=ended else 1)
 PY" || true
-grep policy.decided "$run/events.jsonl" | tail -1 | json_field '["body"]["reason"]' 2>/dev/null | sed 's/^/  policy: /' >&2 || true
+# The levers' effects are written 20 s after them (the CPU weights' last).
+wait_for 60 measured || true
+kill $sinks 2>/dev/null || true; sinks=
+shown violin policy decisions --limit 12 --to tcp://10.77.0.100:7703 "${ctl[@]:2}"
+violin policy decisions --json --limit 50 --to tcp://10.77.0.100:7703 "${ctl[@]:2}" >"$run/ledger.json" || echo '{"decisions":[]}' >"$run/ledger.json"
 shown violin policy mode recommend --to tcp://10.77.0.100:7703 "${ctl[@]:2}"
 
 say "== violin destroy: both VIOLINs, every VM on every host"
@@ -265,6 +297,9 @@ decisions = []
 for line in open(os.path.join(run, "events.jsonl")):
     e = json.loads(line)
     if e["topic"] == "policy.decided": decisions.append({"kind": e["body"]["kind"], "outcome": e["body"]["outcome"], "reason": e["body"]["reason"]})
+# The ledger, oldest first: what each lever expected and the effect measured after it.
+ledger = [{"id": d["id"], "kind": d["kind"], "outcome": d["outcome"], "reason": d["reason"], "effect": d.get("effect", "")}
+          for d in reversed(json.load(open(os.path.join(run, "ledger.json")))["decisions"]) if d.get("mode") == "automatic"]
 result = {
     "isolation": {"a_pings_received": int(pa_ok or 0), "b_pings_received": int(pb_ok or 0), "a_to_b_only_address_received": int(pa_b3 or 0),
                   "mac_of_10.0.0.2_in_a": mac_a,
@@ -272,6 +307,7 @@ result = {
                   "macs_learned_before": int(learned1), "macs_learned_after": int(learned2)},
     "violin_b_after": {"h2": vms_h2.split(), "h3": vms_h3.split()},
     "policy_decisions": decisions,
+    "ledger": ledger,
     "after_destroy": {"libvirt_domains": int(domains_left), "switches": int(switches_left)},
     "migrations": migrations,
 }
@@ -287,8 +323,11 @@ else:
         tcp_ok = "-" if m["tcp_survived"] is None else ("ok" if m["tcp_survived"] else "LOST")
         print("  %-7s %-4s %-4s %-4s %-10s %9s %11s %11s %11s %5s" % (m["step"], m["vm"], m["from"], m["to"], m["state"], f(m["elapsed_ms"]),
               f(m["downtime_ms"]), f(m["blackout_ms"]), lost, tcp_ok))
-    for d in decisions[-3:]:
-        print("  policy (%s, %s): %s" % (d["kind"], d["outcome"], d["reason"][:150]))
+    print("== the policy's decisions in automatic mode, in order (levers first)")
+    for d in ledger:
+        print("  #%s %s (%s): %s" % (d["id"], d["kind"], d["outcome"], d["reason"][:160]))
+        if d["effect"]:
+            print("      effect: %s" % d["effect"][:160])
 PY
 if [ $keep = 1 ]; then
   say "== everything keeps running (namespaces $tag-*); Ctrl-C stops and cleans up"
