@@ -691,10 +691,9 @@ final class FakeMonitor: RequestHandler, @unchecked Sendable {
 }
 
 @Suite struct PolicyLeverTests {
-    /// With levers on, in automatic mode: a guest under pressure on a host that cannot give it
-    /// memory (little free, no neighbour with memory to spare) is migrated — that guest, not
-    /// its neighbour — to the host with room, through its host's executor; the ledger says why.
-    @Test func aHostOutOfMemoryMigratesTheShortGuestWhereThereIsRoom() throws {
+    /// A policy with levers on (effects awaited `settle` seconds), reading samples from a bus,
+    /// rounds on request only; the body gets the bus's context and proxy and the policy's runtime.
+    func withLeverPolicy(settle: Double = 60, _ body: (ZMQContext, EventProxy, ServiceRuntime) throws -> Void) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-levers-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -705,12 +704,22 @@ final class FakeMonitor: RequestHandler, @unchecked Sendable {
             o.subscribe = proxy.backendEndpoints[0]
             o.interval = 3600
             o.levers = true
+            o.leverSettle = settle
             let policy = try PolicyServer(options: o, logger: logger)
             let runtime = try makeRuntime("policy", bus: proxy.frontendEndpoints[0], handler: policy)
             defer { runtime.stop() }
             policy.publish = { runtime.publish($0, $1) }
             try policy.start()
             defer { policy.stop() }
+            try body(ctx, proxy, runtime)
+        }
+    }
+
+    /// With levers on, in automatic mode: a guest under pressure on a host that cannot give it
+    /// memory (little free, no neighbour with memory to spare) is migrated — that guest, not
+    /// its neighbour — to the host with room, through its host's executor; the ledger says why.
+    @Test func aHostOutOfMemoryMigratesTheShortGuestWhereThereIsRoom() throws {
+        try withLeverPolicy { ctx, proxy, runtime in
             let (executorA, executorB) = (FakeExecutor(), FakeExecutor())
             let (monitorA, monitorB) = (FakeMonitor(), FakeMonitor())
             let runtimes = try [executorA, executorB].map { try makeRuntime("executor", handler: $0) }
@@ -753,23 +762,7 @@ final class FakeMonitor: RequestHandler, @unchecked Sendable {
     /// ledger has the decision with its reason, what it expects, and — once the lever settled —
     /// its measured effect from the next sample.
     @Test func anIdleGuestIsBallonedDownAndTheEffectIsRecorded() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-levers-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try withBus { ctx, proxy in
-            var logger = Logger(label: "test")
-            logger.logLevel = .critical
-            var o = PolicyServer.Options(database: dir + "/policy.sqlite")
-            o.subscribe = proxy.backendEndpoints[0]
-            o.interval = 3600
-            o.levers = true
-            o.leverSettle = 1
-            let policy = try PolicyServer(options: o, logger: logger)
-            let runtime = try makeRuntime("policy", bus: proxy.frontendEndpoints[0], handler: policy)
-            defer { runtime.stop() }
-            policy.publish = { runtime.publish($0, $1) }
-            try policy.start()
-            defer { policy.stop() }
+        try withLeverPolicy(settle: 1) { ctx, proxy, runtime in
             let fake = FakeMonitor()
             let monitorA = try makeRuntime("monitor", handler: fake)
             defer { monitorA.stop() }

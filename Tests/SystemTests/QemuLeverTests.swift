@@ -7,37 +7,18 @@ import VIOLINProtocol
 /// guest's balloon statistics from violin-monitor's samples and gives the guest memory back
 /// through the same monitor when the guest fills what it has.
 @Suite(.serialized) struct QemuLeverTests {
-    static let script = packageRoot + "/compose/lab-libvirt.sh"
-    static let cache = "/var/cache/violin-test-guest"
     /// From the guest's "full" on its console to a sample showing its balloon raised.
     static let raisedWithin = 60.0
 
     @Test(.timeLimit(.minutes(5))) func aGuestThatFillsItsMemoryGetsMore() throws {
-        let scratch = try Scratch("lever")
-        let lab = scratch.file("lab")
-        defer {
-            _ = try? sh("bash \(Self.script) stop \(lab)", timeout: 60)
-            scratch.cleanup()
-        }
-        let built = try sh("bash \(Self.script) guest \(Self.cache)", timeout: 300)
-        try #require(built.status == 0, "guest: \(built.err)")
-        let daemon = try sh("mkdir -p \(lab) && bash \(Self.script) daemon \(lab)", timeout: 120)
-        try #require(daemon.status == 0, "libvirtd: \(daemon.err)")
-        let uri = "qemu+unix:///system?socket=\(lab)/sock/libvirt-sock"
-
-        let bus = try Spawned("violin-bus", ["--listen", scratch.ipc("bus"), "--publishers", scratch.ipc("pub"),
-                                             "--subscribers", scratch.ipc("sub")])
-        defer { bus.destroy() }
-        let watch = try Spawned("violin", ["watch", "--bus", scratch.ipc("sub"), "monitor.sampled", "--timeout", "280"])
-        defer { watch.destroy() }
-        let monitor = try Spawned("violin-monitor", ["--listen", scratch.ipc("monitor"), "--bus", scratch.ipc("pub"),
-                                                     "--instance", "monitor@a", "--libvirt-uri", uri, "--sample-interval", "1"])
-        defer { monitor.destroy() }
-        let policy = try Spawned("violin-policy", ["--listen", scratch.ipc("policy"), "--bus", scratch.ipc("pub"),
-                                                   "--subscribe", scratch.ipc("sub"), "--database", scratch.file("policy.sqlite"),
-                                                   "--levers", "true", "--lever-settle", "5", "--evaluate-interval", "2",
-                                                   "--reconcile-interval", "0"])
-        defer { policy.destroy() }
+        let host = try QemuHost("lever", cgroups: false)
+        defer { host.stop() }
+        let (scratch, lab) = (host.scratch, host.lab)
+        let (watch, _) = try host.monitored(watching: "monitor.sampled", instance: "monitor@a")
+        let policy = try host.spawn("violin-policy", ["--listen", scratch.ipc("policy"), "--bus", scratch.ipc("pub"),
+                                                      "--subscribe", scratch.ipc("sub"), "--database", scratch.file("policy.sqlite"),
+                                                      "--levers", "true", "--lever-settle", "5", "--evaluate-interval", "2",
+                                                      "--reconcile-interval", "0"])
         func call(_ type: String, _ body: String) throws -> String {
             let r = try run("violin", ["call", scratch.ipc("policy"), type, body])
             try #require(r.status == 0, "\(type): \(r.out) \(r.err)")
@@ -49,8 +30,7 @@ import VIOLINProtocol
         _ = try call("set_mode", #"{"mode":"automatic"}"#)
 
         // 192 MiB at most, the balloon at 96: the guest fills its RAM until 8 MiB are available.
-        let booted = try sh("bash \(Self.script) boot \(lab) \(Self.cache) filler --memory 192/96 --cmdline violin.fill=8", timeout: 60)
-        try #require(booted.status == 0, "boot: \(booted.err)")
+        try host.boot("filler", "--memory 192/96 --cmdline violin.fill=8")
         let console = lab + "/filler.console"
         try #require(try eventually(deadline: 180) {
             ((try? String(contentsOfFile: console, encoding: .utf8)) ?? "").contains("VIOLIN-FILLED")
@@ -66,7 +46,8 @@ import VIOLINProtocol
         // The ledger: the balloon decision with why, and — once settled — what became of it.
         let ledger = try JSONText.parse(Array(try call("decisions", #"{"limit":20}"#).utf8))
         let row = ledger["decisions"]?.items.first { $0["kind"] == "set_balloon" && $0["decision"]?["vm"] == "filler" }
-        #expect((row?["reason"]?.stringValue ?? "").contains("MB available of 96"), "\(String(describing: row))")
+        let reason = row?["reason"]?.stringValue ?? ""
+        #expect(reason.contains("MB available of 96"), "\(String(describing: row))")
         #expect(try eventually(deadline: 30) {
             let rows = (try? JSONText.parse(Array(try call("decisions", #"{"limit":20}"#).utf8)))?["decisions"]?.items ?? []
             return rows.contains { $0["kind"] == "set_balloon" && !($0["effect"]?.stringValue ?? "").isEmpty }

@@ -5,34 +5,13 @@ import VIOLINProtocol
 /// violin-monitor on a real libvirt daemon with a real QEMU guest (TCG): a CPU-burning guest
 /// shows high CPU in the samples, and a balloon change is seen through libvirt.
 @Suite(.serialized) struct QemuMonitorTests {
-    static let script = packageRoot + "/compose/lab-libvirt.sh"
-    static let cache = "/var/cache/violin-test-guest"
-
     @Test(.timeLimit(.minutes(5))) func burningGuestAndBalloon() throws {
-        let scratch = try Scratch("qemu")
-        let lab = scratch.file("lab")
-        defer {
-            _ = try? sh("bash \(Self.script) stop \(lab)", timeout: 60)
-            scratch.cleanup()
-        }
-        let built = try sh("bash \(Self.script) guest \(Self.cache)", timeout: 300)
-        try #require(built.status == 0, "guest: \(built.err)")
         // With the cgroup v1 cpu controller, so a CPU weight has somewhere to take effect.
-        let daemon = try sh("mkdir -p \(lab) && VIOLIN_LAB_CGROUPS=cpu bash \(Self.script) daemon \(lab)", timeout: 120)
-        let log = (try? String(contentsOfFile: lab + "/libvirtd.out", encoding: .utf8)) ?? "(no log)"
-        try #require(daemon.status == 0, "libvirtd: \(daemon.err) \(log.suffix(600))")
-        let booted = try sh("bash \(Self.script) boot \(lab) \(Self.cache) burner", timeout: 60)
-        try #require(booted.status == 0, "boot: \(booted.err)")
-        let uri = "qemu+unix:///system?socket=\(lab)/sock/libvirt-sock"
-
-        let bus = try Spawned("violin-bus", ["--listen", scratch.ipc("bus"), "--publishers", scratch.ipc("pub"),
-                                             "--subscribers", scratch.ipc("sub")])
-        defer { bus.destroy() }
-        let watch = try Spawned("violin", ["watch", "--bus", scratch.ipc("sub"), "monitor.", "--timeout", "120"])
-        defer { watch.destroy() }
-        let monitor = try Spawned("violin-monitor", ["--listen", scratch.ipc("monitor"), "--bus", scratch.ipc("pub"),
-                                                     "--libvirt-uri", uri, "--sample-interval", "0.5"])
-        defer { monitor.destroy() }
+        let host = try QemuHost("qemu", cgroups: true)
+        defer { host.stop() }
+        try host.boot("burner")
+        let (scratch, lab, uri) = (host.scratch, host.lab, host.uri)
+        let (watch, monitor) = try host.monitored(watching: "monitor.", interval: "0.5")
 
         // The guest burns its vCPU: the samples say so.
         let hot = watch.waitForLine(timeout: 60) { line in
@@ -74,7 +53,7 @@ import VIOLINProtocol
             return v["topic"] == "monitor.vm_disappeared" && v["body"]?["vm"] == "burner"
         }
         #expect(gone != nil, "no monitor.vm_disappeared for the destroyed guest")
-        _ = try sh("bash \(Self.script) stop \(lab)", timeout: 60)
+        host.stop()
         #expect(!FileManager.default.fileExists(atPath: partition), "the daemon's cpu partition is left")
     }
 
@@ -83,30 +62,12 @@ import VIOLINProtocol
     /// weighted guest the larger share as the monitor measures it; then the other way round.
     /// Prints the shares (their ratio is a benchmark figure: the fair scheduler's 2:1 is 2.0).
     @Test(.timeLimit(.minutes(5))) func aWeightGivesTheLargerShareOfOneCPU() throws {
-        let scratch = try Scratch("share")
-        let lab = scratch.file("lab")
-        defer {
-            _ = try? sh("bash \(Self.script) stop \(lab)", timeout: 60)
-            scratch.cleanup()
-        }
-        let built = try sh("bash \(Self.script) guest \(Self.cache)", timeout: 300)
-        try #require(built.status == 0, "guest: \(built.err)")
-        let daemon = try sh("mkdir -p \(lab) && VIOLIN_LAB_CGROUPS=cpu bash \(Self.script) daemon \(lab)", timeout: 120)
-        try #require(daemon.status == 0, "libvirtd: \(daemon.err)")
+        let host = try QemuHost("share", cgroups: true)
+        defer { host.stop() }
         let guests = ["hot1", "hot2"]
-        for g in guests {
-            let booted = try sh("bash \(Self.script) boot \(lab) \(Self.cache) \(g) --cpus 0", timeout: 60)
-            try #require(booted.status == 0, "boot \(g): \(booted.err)")
-        }
-        let uri = "qemu+unix:///system?socket=\(lab)/sock/libvirt-sock"
-        let bus = try Spawned("violin-bus", ["--listen", scratch.ipc("bus"), "--publishers", scratch.ipc("pub"),
-                                             "--subscribers", scratch.ipc("sub")])
-        defer { bus.destroy() }
-        let watch = try Spawned("violin", ["watch", "--bus", scratch.ipc("sub"), "monitor.sampled", "--timeout", "240"])
-        defer { watch.destroy() }
-        let monitor = try Spawned("violin-monitor", ["--listen", scratch.ipc("monitor"), "--bus", scratch.ipc("pub"),
-                                                     "--libvirt-uri", uri, "--sample-interval", "1"])
-        defer { monitor.destroy() }
+        for g in guests { try host.boot(g, "--cpus 0") }
+        let scratch = host.scratch
+        let (watch, monitor) = try host.monitored(watching: "monitor.sampled")
 
         /// The guests' mean CPU over `count` samples, after `skip` more (the weights take hold).
         func shares(_ weights: [String: Int], skip: Int = 2, count: Int = 8) throws -> [String: Double] {
