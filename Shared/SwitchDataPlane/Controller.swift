@@ -171,6 +171,7 @@ public final class SwitchController: @unchecked Sendable {
             return SwitchAPI.MACReply(mac: mac.description)
         }
         t.on(SwitchAPI.SetPortRate.self) { [unowned self] r in try self.setPortRate(r.port, mbitS: r.mbitS, burstKB: r.burstKB) }
+        t.on(SwitchAPI.Trace.self) { [unowned self] r in try self.trace(r) }
         t.on(SwitchAPI.RemoveStatic.self) { [unowned self] r in
             let mac = try Self.mac(r.mac)
             guard self.statics.removeValue(forKey: mac) != nil else { throw ProtocolError(.notFound, "no static entry for \(mac)") }
@@ -233,6 +234,47 @@ public final class SwitchController: @unchecked Sendable {
             info.remote = remote.description
         }
         return info
+    }
+
+    /// `Trace.trace` over what the switch holds now: its ports and peers, the table's entry for
+    /// the destination (from the forwarding thread), a migrated VM's grace forwarding.
+    private func trace(_ r: SwitchAPI.Trace) throws(ProtocolError) -> SwitchAPI.TraceReply {
+        guard let src = MAC(r.src) else { throw ProtocolError(.invalidBody, "src: \(r.src) is not a MAC address") }
+        guard let dst = MAC(r.dst) else { throw ProtocolError(.invalidBody, "dst: \(r.dst) is not a MAC address") }
+        let entry: Trace.Entry
+        switch r.at {
+        case .port(let name):
+            guard let port = ports.first(where: { $0.name == name }) else { throw ProtocolError(.notFound, "no port named \(name)") }
+            entry = .port(port.id)
+        case .peer(let text): entry = .peer(try Self.address(text))
+        }
+        guard let entries = forwarder.fdb() else { throw ProtocolError(.unavailable, "the forwarding thread did not answer") }
+        let known = entries.first { $0.mac == dst }
+        var state = Trace.State(vni: forwarder.options.vni, ports: ports.map(\.id), peers: peers,
+                                known: known.map { ($0.location, $0.ageS, $0.isStatic) })
+        if let m = moved[dst] { state.moved = (m.peer, (Double(m.untilMs) - Double(forwarder.now)) / 1000) }
+        let result = Trace.trace(entry, vni: r.vni ?? forwarder.options.vni, src: src, dst: dst, state)
+        func name(_ id: UInt32) -> String { ports.first { $0.id == id }?.name ?? "#\(id)" }
+        // The steps name ports by number; the reply by name.
+        let byID = ports.sorted { $0.id > $1.id }      // #12 before #1
+        let why = result.why.map { line in byID.reduce(line) { $0.replacingOccurrences(of: "#\($1.id)", with: $1.name) } }
+        var reply = SwitchAPI.TraceReply(action: "drop", why: (r.ethertype.map { [String(format: "ethertype 0x%04x (not a forwarding rule's input)", $0)] } ?? []) + why)
+        switch result.outcome {
+        case .port(let id): reply.action = "port"; reply.port = name(id)
+        case .peer(let p): reply.action = "peer"; reply.peer = p.description
+        case .flood(let ps, let peers): reply.action = "flood"; reply.ports = ps.map(name); reply.peers = peers.map(\.description)
+        case .grace(let p): reply.action = "grace"; reply.peer = p.description
+        case .drop(let reason): reply.reason = reason.rawValue
+        }
+        if let known {
+            var port: String?, peer: String?
+            switch known.location {
+            case .port(let id): port = name(id)
+            case .peer(let p): peer = p.description
+            }
+            reply.learned = .init(mac: dst.description, port: port, peer: peer, ageS: (known.ageS * 10).rounded() / 10, static: known.isStatic)
+        }
+        return reply
     }
 
     private func fdb() throws(ProtocolError) -> SwitchAPI.FDBReply {

@@ -3,7 +3,7 @@ public enum SwitchAPI {
     /// Every request type the switch answers, in the document's order.
     public static let requests: [any RequestBody.Type] = [
         Stats.self, FDB.self, Ports.self, AddPort.self, RemovePort.self, Announce.self,
-        SetPeers.self, AddPeer.self, RemovePeer.self, AddStatic.self, RemoveStatic.self, SetPortRate.self,
+        SetPeers.self, AddPeer.self, RemovePeer.self, AddStatic.self, RemoveStatic.self, SetPortRate.self, Trace.self,
     ]
     public static let events: [any EventBody.Type] = [PortAdded.self, PortRemoved.self, PeersChanged.self]
 
@@ -229,7 +229,68 @@ public enum SwitchAPI {
         }
     }
 
+    /// What the switch would do with a frame from `src` to `dst` entering at a port or from a
+    /// peer, and why; nothing is sent or learned.
+    public struct Trace: RequestBody {
+        public static let msgType = "trace_request"
+        public static let fields: [FieldSpec] = [
+            .optional("port", .text), .optional("peer", .address(anyPort: false)), .required("src", .text), .required("dst", .text),
+            .optional("vni", .vni), .optional("ethertype", .integer(0...0xFFFF)),
+        ]
+        public typealias Reply = TraceReply
+        public static let idempotent = true
+        public static let example = Trace(at: .port("vm1"), src: "02:00:00:00:00:01", dst: "ff:ff:ff:ff:ff:ff")
+        public var at: AddStatic.Location
+        /// Any MAC, multicast and zero included (their frames are traced too).
+        public var src: String
+        public var dst: String
+        /// For a frame from a peer: the VNI in its VXLAN header (default: the switch's).
+        public var vni: UInt32?
+        public var ethertype: Int?
+        public init(at: AddStatic.Location, src: String, dst: String, vni: UInt32? = nil, ethertype: Int? = nil) {
+            self.at = at; self.src = src; self.dst = dst; self.vni = vni; self.ethertype = ethertype
+        }
+        public init(_ b: Body) throws(ProtocolError) {
+            switch (b.text("port"), b.text("peer")) {
+            case (let port?, nil): at = .port(port)
+            case (nil, let peer?): at = .peer(peer)
+            default: throw ProtocolError(.invalidBody, "give port (a name) or peer (an address), one of them")
+            }
+            src = b.text("src")!; dst = b.text("dst")!
+            vni = b.vni(); ethertype = b.integer("ethertype")
+        }
+        public var json: JSONValue {
+            var o: [String: JSONValue] = ["src": .string(src), "dst": .string(dst)]
+            switch at {
+            case .port(let p): o["port"] = .string(p)
+            case .peer(let p): o["peer"] = .string(p)
+            }
+            if let vni { o["vni"] = .number(Double(vni)) }
+            if let ethertype { o["ethertype"] = .number(Double(ethertype)) }
+            return .object(o)
+        }
+    }
+
     // MARK: Replies
+
+    public struct TraceReply: ReplyBody {
+        public static let fields: [FieldSpec] = [
+            .required("action", .choice(["port", "peer", "flood", "grace", "drop"])), .required("why", .list(.string)),
+        ]
+        /// `port`, `peer`, `flood`, `grace` (on to a migrated VM's new host) or `drop`.
+        public var action: String
+        /// The port or peer it goes to; for a flood, every port and peer.
+        public var port: String?
+        public var peer: String?
+        public var ports: [String]?
+        public var peers: [String]?
+        /// A drop's reason, as `stats_request` counts it.
+        public var reason: String?
+        /// The table's entry for the destination, if it has one.
+        public var learned: FDBReply.Entry?
+        public var why: [String]
+        public init(action: String, why: [String]) { self.action = action; self.why = why }
+    }
 
     public struct PortRateReply: ReplyBody {
         public static let fields: [FieldSpec] = [.required("port", .text), .required("mbit_s", .number(0...100_000)),

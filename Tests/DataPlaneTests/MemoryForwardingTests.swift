@@ -161,3 +161,55 @@ func dataSegment(dst: MAC, src: MAC, seq: UInt32, payload: Int) -> [UInt8] {
     }
     return f
 }
+
+extension UDPPortTests {
+    /// `trace_request` says what the switch then does with the same frame: for a learned
+    /// destination, an unknown one, a broadcast from a port and one from a peer, and a drop —
+    /// the copies that arrive, and the switch's own counters, match the trace.
+    @Test func aTraceSaysWhatTheSwitchThenDoes() throws {
+        let sw = MemorySwitch(vni: 7)
+        defer { sw.stop() }
+        let fds = ["vm1": try sw.port("vm1"), "vm2": try sw.port("vm2"), "vm3": try sw.port("vm3")]
+        let peerA = PeerAddress("10.0.0.2:4789")!, peerB = PeerAddress("10.0.0.3:4789")!
+        sw.controller.setPeers([peerA, peerB])
+        let m1 = MAC("02:00:00:00:07:01")!, m2 = MAC("02:00:00:00:07:02")!, mA = MAC("02:00:00:00:07:0a")!, nobody = MAC("02:00:00:00:07:99")!
+        var judged = 0
+
+        /// Traces the frame, sends it, and checks that what arrived is what the trace said.
+        func check(_ at: SwitchAPI.AddStatic.Location, src: MAC, dst: MAC, expect action: String, _ label: String) throws {
+            let t = try sw.controller.requests.call(SwitchAPI.Trace(at: at, src: src.description, dst: dst.description))
+            #expect(t.action == action, "\(label): \(t)")
+            let ports = t.action == "port" ? [t.port!] : t.ports ?? []
+            let peers = t.action == "peer" ? [t.peer!] : t.peers ?? []
+            let before = try sw.controller.stats()
+            let payload = "trace-\(judged)"
+            switch at {
+            case .port(let name): sw.net.inject(fds[name]!, frame(dst: dst, src: src, payload: payload))
+            case .peer(let p): sw.net.inject(sw.tunnel.fd, [8, 0, 0, 0, 0, 0, 7, 0] + frame(dst: dst, src: src, payload: payload), from: PeerAddress(p)!)
+            }
+            for name in ports { #expect(try sw.collect(fds[name]!, count: 1).map { payloadText($0.bytes) } == [payload], "\(label): \(name)") }
+            if !peers.isEmpty {
+                let sent = try sw.collect(sw.tunnel.fd, count: peers.count)
+                #expect(Set(sent.compactMap { $0.to?.description }) == Set(peers), "\(label): \(sent.map(\.to))")
+            }
+            if t.action == "drop" {
+                _ = try eventually(deadline: 5) { (try sw.controller.stats().drops[t.reason!] ?? 0) > (before.drops[t.reason!] ?? 0) }
+            }
+            // Every copy the switch made is one the trace named.
+            let after = try sw.controller.stats()
+            #expect((after.frames["to_ports"] ?? 0) - (before.frames["to_ports"] ?? 0) == ports.count, "\(label): copies to ports")
+            #expect((after.frames["to_peers"] ?? 0) - (before.frames["to_peers"] ?? 0) == peers.count, "\(label): copies to peers")
+            if let reason = t.reason { #expect((after.drops[reason] ?? 0) - (before.drops[reason] ?? 0) == 1, "\(label): \(reason)") }
+            judged += 1
+        }
+        try check(.port("vm1"), src: m1, dst: .broadcast, expect: "flood", "a broadcast from a port")
+        try check(.port("vm2"), src: m2, dst: nobody, expect: "flood", "an unknown destination")
+        try check(.port("vm2"), src: m2, dst: m1, expect: "port", "a learned destination")
+        try check(.peer(peerA.description), src: mA, dst: .broadcast, expect: "flood", "a broadcast from a peer")
+        try check(.port("vm1"), src: m1, dst: mA, expect: "peer", "a destination behind a peer")
+        try check(.port("vm1"), src: m1, dst: m1, expect: "drop", "a frame to its own port")
+        let learned = try sw.controller.requests.call(SwitchAPI.Trace(at: .port("vm3"), src: m2.description, dst: m1.description))
+        #expect(learned.learned?.port == "vm1" && learned.why.contains { $0.contains("learned at") && $0.contains("vm1") }, "\(learned)")
+        #expect(judged == 6)
+    }
+}

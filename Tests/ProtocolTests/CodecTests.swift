@@ -158,8 +158,8 @@ func decodeAny(_ frames: [[UInt8]]) throws -> Message {
     }
 
     @Test func laterMinorVersionsAreRead() throws {
-        let m = try Codec.decode(frames(header: #"{"msg_id":"a","msg_type":"ping_request","version":"1.7"}"#))
-        #expect(m.header.version == "1.7")
+        let m = try Codec.decode(frames(header: #"{"msg_id":"a","msg_type":"ping_request","version":"1.8"}"#))
+        #expect(m.header.version == "1.8")
     }
 
     @Test func unknownErrorCodesAreKept() {
