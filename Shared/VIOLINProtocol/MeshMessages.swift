@@ -251,14 +251,23 @@ public enum MeshAPI {
 
     public struct MemberHeartbeat: RequestBody {
         public static let msgType = "member_heartbeat_request"
-        public static let fields: [FieldSpec] = [.required("endpoint", .endpoint)]
+        public static let fields: [FieldSpec] = [.required("endpoint", .endpoint), .optional("violins", .list(.vni))]
         public typealias Reply = HeartbeatReply
         public static let idempotent = true
-        public static let example = MemberHeartbeat(endpoint: "tcp://10.0.0.2:7701")
+        public static let example = MemberHeartbeat(endpoint: "tcp://10.0.0.2:7701", violins: [9])
         public var endpoint: String
-        public init(endpoint: String) { self.endpoint = endpoint }
-        public init(_ b: Body) { endpoint = b.text("endpoint")! }
-        public var json: JSONValue { ["endpoint": .string(endpoint)] }
+        /// The VIOLINs in which the sender counts the receiver as a member (nil: not said).
+        public var violins: [UInt32]?
+        public init(endpoint: String, violins: [UInt32]? = nil) { self.endpoint = endpoint; self.violins = violins }
+        public init(_ b: Body) {
+            endpoint = b.text("endpoint")!
+            if case .array(let list)? = b.value["violins"] { violins = list.compactMap { $0.intValue.map { UInt32($0) } } }
+        }
+        public var json: JSONValue {
+            var o: [String: JSONValue] = ["endpoint": .string(endpoint)]
+            if let violins { o["violins"] = .array(violins.map { .number(Double($0)) }) }
+            return .object(o)
+        }
     }
 
     // MARK: Replies
@@ -386,10 +395,13 @@ public enum MeshAPI {
     }
 
     public struct HeartbeatReply: ReplyBody {
-        public static let fields: [FieldSpec] = [.required("violins", .list(.vni))]
+        public static let fields: [FieldSpec] = [.required("violins", .list(.vni)), .optional("unknown", .list(.vni))]
         /// The VIOLINs present on the answering host.
         public var violins: [UInt32]
-        public init(violins: [UInt32]) { self.violins = violins }
+        /// Of the request's `violins`, those present here in which the sender is no member here
+        /// (an announcement of it was lost): the sender announces itself again.
+        public var unknown: [UInt32]?
+        public init(violins: [UInt32], unknown: [UInt32]? = nil) { self.violins = violins; self.unknown = unknown }
     }
 
     // MARK: Events

@@ -138,6 +138,26 @@ import VIOLINProtocol
         #expect(try meshIsFull(lab, [1, 2, 4], timeout: 5))
     }
 
+    /// A member whose announcement one host missed (a lossy link between domains) is taken in
+    /// there again by the heartbeats alone: that host answers a heartbeat naming the VIOLIN with
+    /// "unknown", and the member announces itself again.
+    @Test func aMissedMemberIsTakenInAgain() throws {
+        let lab = try Lab("mesh-miss", subnet: "172.31.84")
+        defer { lab.teardown() }
+        for h in 1...3 { try lab.addHost(h) }
+        for h in 1...3 { try startMesh(lab, h) }
+        #expect(try eventually(deadline: 10) { (1...3).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
+        _ = try call(lab, 1, "join_violin", #"{"vni":9}"#)
+        for h in 2...3 { _ = try call(lab, h, "join_violin", #"{"vni":9,"seed":"\#(endpoint(lab, 1))"}"#) }
+        try #require(try meshIsFull(lab, [1, 2, 3]), "three switches peer with each other")
+        // Host 3 drops host 2, as if host 2's announcement had never reached it; host 2 still
+        // counts host 3 a member.
+        _ = try call(lab, 3, "member_leave", #"{"vni":9,"endpoint":"\#(endpoint(lab, 2))"}"#)
+        #expect(try meshIsFull(lab, [1, 2, 3], timeout: 10), "host 3 never took host 2 in again")
+        let members = try call(lab, 3, "members", #"{"vni":9}"#)
+        #expect(JSONText.string(members["members"] ?? .null).contains(endpoint(lab, 2)), "\(members)")
+    }
+
     @Test func meshRestartAdoptsRunningSwitchesWithoutLosingAPing() throws {
         let lab = try Lab("adopt", subnet: "172.31.80")
         defer { lab.teardown() }

@@ -263,9 +263,12 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
             entry = (key, ServiceClient(context: context, endpoint: endpoint, security: security, sender: options.me, timeoutMs: timeoutMs))
         }
         guard let entry else { return false }
-        let ok = (try? entry.client.call(MeshAPI.MemberHeartbeat(endpoint: options.me), retries: 0)) != nil
+        // The VIOLINs in which we count it a member: it says in which of them we are none there.
+        let shared = lock.withLock { membership.members.filter { presence[$0.key] != nil && $0.value[endpoint] != nil }.keys.sorted() }
+        let reply = try? entry.client.call(MeshAPI.MemberHeartbeat(endpoint: options.me, violins: shared), retries: 0)
         lock.withLock { beatClients[endpoint] = entry }
-        return ok
+        for vni in reply?.unknown ?? [] where shared.contains(vni) { reannounce(vni, to: endpoint) }
+        return reply != nil
     }
 
     private func announce(_ change: MembershipChange?) {
@@ -515,10 +518,14 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         })
         t.on(MeshAPI.MemberHeartbeat.self, caller: { [unowned self] r, who in
             try self.requireEndpoint(r.endpoint, who)
-            let (changes, vnis) = self.lock.withLock { (self.membership.heard(r.endpoint, now: Self.now()), self.membership.violins) }
+            let (changes, vnis, unknown) = self.lock.withLock { () -> ([MembershipChange], [UInt32], [UInt32]) in
+                // Where the sender counts us a member and we are present, but do not know it.
+                let unknown = (r.violins ?? []).filter { self.presence[$0] != nil && self.membership.members[$0]?[r.endpoint] == nil }
+                return (self.membership.heard(r.endpoint, now: Self.now()), self.membership.violins, unknown.sorted())
+            }
             changes.forEach(self.announce)
             for case .joined(let vni, _) in changes { self.pushPeers(vni) }
-            return MeshAPI.HeartbeatReply(violins: vnis.sorted())
+            return MeshAPI.HeartbeatReply(violins: vnis.sorted(), unknown: r.violins == nil ? nil : unknown)
         })
     }
 
