@@ -100,7 +100,7 @@ public struct VMSpec: Equatable, Sendable {
               <os><type arch='x86_64' machine='pc'>hvm</type>
                 <kernel>\(escape(kernel))</kernel>\(initrd.isEmpty ? "" : "<initrd>\(escape(initrd))</initrd>")
                 <cmdline>\(escape(cmdline))</cmdline></os>
-              <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
+              <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>restart</on_crash>
               <devices>
             \(devices)  </devices>
             </domain>

@@ -27,6 +27,9 @@ import Testing
         #expect(xml.contains("<serial type='pty'>") && xml.contains("<console type='pty'>"), "libvirt's console stream reaches it")
         #expect(!xml.contains("type='network'"), "no uplink unless asked")
         #expect(s.portName == "vm-a1")
+        // A guest that reboots (its own reboot, or a kernel panic with panic=N) boots again in
+        // its domain; one that powers off is gone.
+        #expect(xml.contains("<on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot>"))
     }
 
     /// The head node's uplink: a second NIC, after the VIOLIN's, on the host's NAT network.
