@@ -13,7 +13,7 @@ struct Violin: ParsableCommand {
         abstract: "Talk to VIOLIN services over ZeroMQ.",
         version: violinVersion,
         subcommands: [Ping.self, Status.self, Metrics.self, Call.self, Watch.self, SwitchCommand.self, MeshCommand.self, PolicyCommand.self,
-                      NodeCommand.self, ClusterCommand.self, Create.self, Apply.self, Destroy.self, List.self, Show.self, Migrate.self, Jobs.self, Cancel.self, Console.self, StopStart.Stop.self, StopStart.Start.self, Images.self, ImageCommand.self, Simulate.self, Keygen.self, KeysCommand.self, Bench.self,
+                      NodeCommand.self, ClusterCommand.self, Create.self, Apply.self, Destroy.self, List.self, Show.self, Migrate.self, Jobs.self, Cancel.self, Console.self, StopStart.Stop.self, StopStart.Start.self, Images.self, ImageCommand.self, Simulate.self, Keygen.self, KeysCommand.self, Bench.self, TopCommand.self,
                       Version.self])
 }
 

@@ -176,6 +176,46 @@ import ZeroMQ
     }
 }
 
+@Suite struct TopCommandTests {
+    /// `violin top --once` against a real violin-policy (in a namespace of its own, on the
+    /// default ports): each host with its domain, cores and VMs — one whose executor does not
+    /// answer marked silent —, the migrations in progress.
+    @Test func oneFrameShowsHostsAndVMs() throws {
+        let scratch = try Scratch("top")
+        let ns = "vtop-\(UUID().uuidString.prefix(8).lowercased())"
+        var policy: Spawned?
+        defer {
+            policy?.destroy()
+            _ = try? sh("ip netns del \(ns)")
+            scratch.cleanup()
+        }
+        try #require(try sh("ip netns add \(ns) && ip -n \(ns) link set lo up").status == 0)
+        policy = try Spawned("/usr/sbin/ip", ["netns", "exec", ns, "\(binDir)/violin-policy", "--listen", "tcp://127.0.0.1:7703", "--bus", "none",
+                                              "--subscribe", "none", "--database", scratch.file("policy.sqlite"), "--reconcile-interval", "0"])
+        func violin(_ args: String) throws -> (status: Int32, out: String, err: String) {
+            try sh("ip netns exec \(ns) '\(binDir)/violin' \(args)", timeout: 30)
+        }
+        try #require(try eventually(deadline: 20) { (try? violin("ping --to tcp://127.0.0.1:7703 --timeout 1"))?.status == 0 })
+        for (type, body) in [("register_domain", #"{"id":"d1"}"#),
+                             ("register_host", #"{"id":"h1","domain":"d1","cores":2,"memory_mb":2048,"executor":"tcp://127.0.0.1:7704"}"#),
+                             ("create_violin", #"{"id":"v1","home_domain":"d1","head":"x1","vms":[{"id":"x1","memory_mb":128,"host":"h1"},{"id":"x2","memory_mb":128,"host":"h1"}]}"#)] {
+            let r = try violin("call tcp://127.0.0.1:7703 \(type) '\(body)'")
+            try #require(r.status == 0, "\(type): \(r.err)")
+        }
+        let r = try violin("top --once --control 127.0.0.1 --timeout 1")
+        #expect(r.status == 0, "\(r.err)")
+        let lines = r.out.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("VIOLIN top — policy paper, mode recommend") == true, "\(r.out)")
+        let host = lines.first { $0.hasPrefix("h1 ") } ?? ""
+        #expect(host.contains(" d1 ") && host.contains(" silent ") && host.hasSuffix("x1 x2"), "\(r.out)")
+        #expect(lines.contains("MIGRATIONS IN PROGRESS: 0"), "\(r.out)")
+        // The ledger holds no decision yet (requests are audit rows, not decisions).
+        #expect(!lines.contains("LAST DECISIONS"), "\(r.out)")
+        let bad = try violin("top --once --control 127.0.0.1 --interval 0.1")
+        #expect(bad.status == 64 && bad.err.contains("--interval"), "\(bad.err)")
+    }
+}
+
 @Suite struct SimulateCommandTests {
     /// `violin simulate` gives the same figures for the same seed in two separate processes
     /// (no dependence on hashing order), and writes both plots.
