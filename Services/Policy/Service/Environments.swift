@@ -270,35 +270,48 @@ extension PolicyServer {
         let lost = Lost.toRestart(placement: inv.placement, violinOf: violinOfVM,
                                   silentSince: silent, now: Date().timeIntervalSince1970, lostAfter: options.hostLostAfter,
                                   restartAlways: Set(specs.keys), missing: missing)
-        for (violin, vms) in lost.sorted(by: { $0.key < $1.key }) {
-            let (pinned, vni) = specs[violin]!
-            let gone = Set(vms)
-            let domainOf = Dictionary(uniqueKeysWithValues: inv.hosts.map { ($0.id, $0.domain) })
-            var spec = Self.unpinned(pinned, gone, from: Set(silent.keys), domainOf: domainOf)
-            var around = inv
-            around.vms.removeAll { gone.contains($0.id) }
+        // A VIOLIN being made, changed or destroyed is left alone, lost VMs and missing ones alike.
+        for (violin, vms) in lost.sorted(by: { $0.key < $1.key }) where !busy.contains(violin) {
             do throws(ProtocolError) {
-                let made: [Placement.Placed]
-                do {
-                    made = try addVMs(spec, spec.vms.filter { gone.contains($0.name) }, vni: vni, inv: around, restarting: true)
-                } catch let e where e.code == .conflict && spec != pinned {
-                    // No room in the lost host's domain: anywhere the VIOLIN's rules allow.
-                    spec = Self.unpinned(pinned, gone, from: Set(silent.keys), domainOf: domainOf, anywhere: true)
-                    made = try addVMs(spec, spec.vms.filter { gone.contains($0.name) }, vni: vni, inv: around, restarting: true)
-                }
-                for p in made {
-                    let from = inv.placement[p.vm.name] ?? ""
-                    // An old copy can only be on a host that did not answer; one that answered
-                    // without the VM has none (and may be where it is made again).
-                    if silent[from] != nil, from != p.host { try? store.addLeftover(vm: p.vm.name, host: from, violin: violin) }
-                    let cause = silent[from].map { "host \(from) has not answered for \(Int(Date().timeIntervalSince1970 - $0)) s" }
-                        ?? "host \(from) answers but runs it no more, and no host does"
-                    emit(PolicyAPI.VMRestarted(violin: violin, vm: p.vm.name, from: from, to: p.host, why:
-                        "\(cause); made again on \(p.host) from image \(p.vm.image): a new boot, its memory is gone"))
+                try exclusively(violin) { () throws(ProtocolError) in
+                    // A destroy may have ended it, or its VMs moved, since the inventory was read.
+                    guard let now = try? store.inventory(), now.violins.contains(where: { $0.id == violin }) else { return }
+                    let still = vms.filter { now.placement[$0] == inv.placement[$0] }
+                    guard !still.isEmpty else { return }
+                    try restart(violin, still, spec: specs[violin]!, inv: now, silent: silent)
                 }
             } catch {
                 logger.warning("cannot restart lost VMs", metadata: ["violin": "\(violin)", "vms": "\(vms)", "error": "\(error.message)"])
             }
+        }
+    }
+
+    /// Lost VMs of one `restart: always` VIOLIN made again (in the lost host's domain first).
+    private func restart(_ violin: String, _ vms: [VMID], spec saved: (spec: ViolinSpec, vni: UInt32), inv: PolicyStore.Inventory,
+                         silent: [HostID: Double]) throws(ProtocolError) {
+        let (pinned, vni) = saved
+        let gone = Set(vms)
+        let domainOf = Dictionary(uniqueKeysWithValues: inv.hosts.map { ($0.id, $0.domain) })
+        var spec = Self.unpinned(pinned, gone, from: Set(silent.keys), domainOf: domainOf)
+        var around = inv
+        around.vms.removeAll { gone.contains($0.id) }
+        let made: [Placement.Placed]
+        do {
+            made = try addVMs(spec, spec.vms.filter { gone.contains($0.name) }, vni: vni, inv: around, restarting: true)
+        } catch let e where e.code == .conflict && spec != pinned {
+            // No room in the lost host's domain: anywhere the VIOLIN's rules allow.
+            spec = Self.unpinned(pinned, gone, from: Set(silent.keys), domainOf: domainOf, anywhere: true)
+            made = try addVMs(spec, spec.vms.filter { gone.contains($0.name) }, vni: vni, inv: around, restarting: true)
+        }
+        for p in made {
+            let from = inv.placement[p.vm.name] ?? ""
+            // An old copy can only be on a host that did not answer; one that answered
+            // without the VM has none (and may be where it is made again).
+            if silent[from] != nil, from != p.host { try? store.addLeftover(vm: p.vm.name, host: from, violin: violin) }
+            let cause = silent[from].map { "host \(from) has not answered for \(Int(Date().timeIntervalSince1970 - $0)) s" }
+                ?? "host \(from) answers but runs it no more, and no host does"
+            emit(PolicyAPI.VMRestarted(violin: violin, vm: p.vm.name, from: from, to: p.host, why:
+                "\(cause); made again on \(p.host) from image \(p.vm.image): a new boot, its memory is gone"))
         }
     }
 
@@ -364,7 +377,13 @@ extension PolicyServer {
         }
     }
 
+    /// Never while a restart of its lost VMs runs (`exclusively`): that restart's VMs would
+    /// outlive the VIOLIN.
     func destroyEnvironment(_ name: String) throws(ProtocolError) -> PolicyAPI.DestroyedReply {
+        try exclusively(name) { () throws(ProtocolError) in try destroyNow(name) }
+    }
+
+    private func destroyNow(_ name: String) throws(ProtocolError) -> PolicyAPI.DestroyedReply {
         let inv = try storeCall { try store.inventory() }
         guard inv.violins.contains(where: { $0.id == name }) else { throw ProtocolError(.notFound, "no VIOLIN named \(name)") }
         emit(PolicyAPI.PhaseChanged(name: name, phase: "destroying", reason: "asked"))

@@ -95,6 +95,10 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     /// VIOLINs this process is making now: their journaled creation is not left over.
     var creating = Set<String>()
     let creatingLock = NSLockLite()
+    /// VIOLINs a destroy or a restart of lost VMs works on now: one of them at a time per
+    /// VIOLIN (`exclusively`), so a restart never makes a VM of a VIOLIN being destroyed.
+    private var turnsTaken = Set<String>()
+    private let turns = NSCondition()
     let context = ZMQContext()
     /// What the levers read and have set (`Levers.swift`).
     var leverState = LeverState()
@@ -320,6 +324,21 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     /// A client for a host's executor: over CURVE when both we and the host have keys.
     /// A client of `host`'s executor: quick requests time out after `executorTimeoutMs`, or
     /// `workTimeoutMs` with `work`.
+    /// Runs `body` while no other destroy or restart works on `violin`.
+    func exclusively<T>(_ violin: String, _ body: () throws(ProtocolError) -> T) throws(ProtocolError) -> T {
+        turns.lock()
+        while turnsTaken.contains(violin) { turns.wait() }
+        turnsTaken.insert(violin)
+        turns.unlock()
+        defer {
+            turns.lock()
+            turnsTaken.remove(violin)
+            turns.broadcast()
+            turns.unlock()
+        }
+        return try body()
+    }
+
     func executorClient(_ host: String, _ inv: PolicyStore.Inventory, work: Bool = false) -> ServiceClient {
         hostClient(inv.endpoints[host]?.executor ?? "", key: inv.keys[host] ?? "", timeoutMs: work ? options.workTimeoutMs : options.executorTimeoutMs)
     }
