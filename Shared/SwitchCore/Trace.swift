@@ -9,7 +9,7 @@ public enum Trace {
     }
 
     /// What the switch holds that the steps read.
-    public struct State: Equatable, Sendable {
+    public struct State: Sendable {
         public var vni: UInt32
         public var ports: [UInt32]
         public var peers: [PeerAddress]
@@ -21,11 +21,6 @@ public enum Trace {
         public init(vni: UInt32, ports: [UInt32], peers: [PeerAddress], known: (location: Location, ageS: Double, isStatic: Bool)? = nil,
                     moved: (peer: PeerAddress, leftS: Double)? = nil) {
             self.vni = vni; self.ports = ports; self.peers = peers; self.known = known; self.moved = moved
-        }
-        public static func == (a: State, b: State) -> Bool {
-            a.vni == b.vni && a.ports == b.ports && a.peers == b.peers
-                && a.known?.location == b.known?.location && a.known?.ageS == b.known?.ageS && a.known?.isStatic == b.known?.isStatic
-                && a.moved?.peer == b.moved?.peer && a.moved?.leftS == b.moved?.leftS
         }
     }
 
@@ -47,15 +42,23 @@ public enum Trace {
 
     /// The steps of the forwarding thread for a frame of `vni` from `src` to `dst` entering at
     /// `entry` (`vni` counts only for a frame from a peer: a port's frames are the switch's own VNI).
-    public static func trace(_ entry: Entry, vni: UInt32, src: MAC, dst: MAC, _ s: State) -> Result {
+    /// `portName` names a port in the steps (default `#<id>`).
+    public static func trace(_ entry: Entry, vni: UInt32, src: MAC, dst: MAC, _ s: State,
+                             portName: (UInt32) -> String = { "#\($0)" }) -> Result {
         var why: [String] = []
+        func place(_ l: Location) -> String {
+            switch l {
+            case .port(let id): return "port \(portName(id))"
+            case .peer(let p): return "peer \(p)"
+            }
+        }
         func done(_ o: Outcome, _ line: String) -> Result { why.append(line); return Result(outcome: o, why: why) }
         let source: Location
         switch entry {
         case .port(let id):
-            guard s.ports.contains(id) else { return done(.drop(.noRoute), "no port #\(id) here") }
+            guard s.ports.contains(id) else { return done(.drop(.noRoute), "no port \(portName(id)) here") }
             source = .port(id)
-            why.append("from local port #\(id)")
+            why.append("from local port \(portName(id))")
         case .peer(let p):
             guard s.peers.contains(p) else { return done(.drop(.unknownPeer), "\(p) is not a peer of this switch: dropped (unknown_peer)") }
             guard vni == s.vni else { return done(.drop(.wrongVNI), "VNI \(vni) is not this switch's \(s.vni): dropped (wrong_vni)") }
@@ -80,8 +83,8 @@ public enum Trace {
         }
         switch Forwarding.decide(from: source, destination: dst, source: src, known: known) {
         case .port(let id):
-            guard s.ports.contains(id) else { return done(.drop(.noRoute), "port #\(id) is gone: dropped (no_route)") }
-            return done(.port(id), "unicast to local port #\(id)")
+            guard s.ports.contains(id) else { return done(.drop(.noRoute), "port \(portName(id)) is gone: dropped (no_route)") }
+            return done(.port(id), "unicast to local port \(portName(id))")
         case .peer(let p):
             guard s.peers.contains(p) else { return done(.drop(.noRoute), "\(p) is no longer a peer: dropped (no_route)") }
             return done(.peer(p), "unicast to peer \(p)")
@@ -99,13 +102,6 @@ public enum Trace {
             default: line = "dropped (\(reason.rawValue))"
             }
             return done(.drop(reason), line)
-        }
-    }
-
-    static func place(_ l: Location) -> String {
-        switch l {
-        case .port(let id): return "port #\(id)"
-        case .peer(let p): return "peer \(p)"
         }
     }
 

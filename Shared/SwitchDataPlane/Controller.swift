@@ -253,11 +253,9 @@ public final class SwitchController: @unchecked Sendable {
         var state = Trace.State(vni: forwarder.options.vni, ports: ports.map(\.id), peers: peers,
                                 known: known.map { ($0.location, $0.ageS, $0.isStatic) })
         if let m = moved[dst] { state.moved = (m.peer, (Double(m.untilMs) - Double(forwarder.now)) / 1000) }
-        let result = Trace.trace(entry, vni: r.vni ?? forwarder.options.vni, src: src, dst: dst, state)
         func name(_ id: UInt32) -> String { ports.first { $0.id == id }?.name ?? "#\(id)" }
-        // The steps name ports by number; the reply by name.
-        let byID = ports.sorted { $0.id > $1.id }      // #12 before #1
-        let why = result.why.map { line in byID.reduce(line) { $0.replacingOccurrences(of: "#\($1.id)", with: $1.name) } }
+        let result = Trace.trace(entry, vni: r.vni ?? forwarder.options.vni, src: src, dst: dst, state, portName: name)
+        let why = result.why
         var reply = SwitchAPI.TraceReply(action: "drop", why: (r.ethertype.map { [String(format: "ethertype 0x%04x (not a forwarding rule's input)", $0)] } ?? []) + why)
         switch result.outcome {
         case .port(let id): reply.action = "port"; reply.port = name(id)
