@@ -60,8 +60,9 @@ public enum Placement {
 
     /// With `existing`, only the spec's VMs it does not hold are placed (the plan lists those),
     /// in its VNI, with MACs none of its VMs has, counting where its VMs run for `pack`,
-    /// `spread` and anti-affinity.
-    public static func place(_ spec: ViolinSpec, hosts: [Host], usedVNIs: Set<UInt32>,
+    /// `spread` and anti-affinity. `heldPorts` are NIC ports bound on hosts that may not answer
+    /// now (the inventory's VMs and their old copies): never given either.
+    public static func place(_ spec: ViolinSpec, hosts: [Host], usedVNIs: Set<UInt32>, heldPorts: Set<Int> = [],
                              overheadMB: Int = defaultOverheadMB, existing: Existing? = nil) -> Result<Plan, Refusal> {
         guard let vni = existing?.vni ?? (1...UInt32(0xFF_FFFF)).lazy.first(where: { !usedVNIs.contains($0) }) else {
             return .failure(Refusal(vm: spec.name, reason: "every VNI is in use"))
@@ -70,7 +71,7 @@ public enum Placement {
         // A VM's NIC takes two UDP ports, nic_port (the switch's end) and nic_port + 1 (the guest's),
         // on whichever host it runs: none in use on any host is given again.
         var taken = [Bool](repeating: false, count: 65_537)
-        for h in hosts { for p in h.usedPorts where (0...65_535).contains(p) { taken[p] = true; taken[p + 1] = true } }
+        for p in hosts.flatMap(\.usedPorts) + heldPorts where (0...65_535).contains(p) { taken[p] = true; taken[p + 1] = true }
         var nextPort = nicPorts.lowerBound
         var here: [String: [String]] = [:]   // host -> this VIOLIN's VMs placed there
         for (name, e) in existing?.vms ?? [:] { here[e.host, default: []].append(name) }

@@ -488,6 +488,11 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(made.first?["why"]?.stringValue?.contains("memory is gone") == true)
             let again = hosts["c"]!.created.first { $0["name"] == "k2" }
             #expect(again?["mac"]?.stringValue == k2.mac && again?["image"] == "tiny" && again?["vni"] == .number(Double(kept.vni)), "\(String(describing: again))")
+            // b is silent, not gone: its copy of k2 and p1 still hold their NIC port pairs, so
+            // the new copy gets a pair of its own.
+            let heldOnB = hosts["b"]!.created.compactMap { $0["nic_port"]?.intValue }
+            let newPort = try #require(again?["nic_port"]?.intValue)
+            #expect(heldOnB.count == 2 && !heldOnB.contains { abs($0 - newPort) <= 1 }, "k2 made again on port \(newPort); b holds \(heldOnB)")
             let inv = try client.call(PolicyAPI.Inventory())
             #expect(inv.vms.first { $0.id == "k2" }?.host == "c" && inv.vms.first { $0.id == "p1" }?.host == "b", "\(inv.vms)")
             policy.reconcile()

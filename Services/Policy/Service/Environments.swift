@@ -34,7 +34,7 @@ extension PolicyServer {
         var capacities = hosts.map(\.capacity)
         for i in capacities.indices where inv.draining.contains(capacities[i].id) { capacities[i].draining = true }
         let plan: Placement.Plan
-        switch Placement.place(spec, hosts: capacities, usedVNIs: vnis) {
+        switch Placement.place(spec, hosts: capacities, usedVNIs: vnis, heldPorts: inv.heldPorts) {
         case .failure(let refusal): throw ProtocolError(.conflict, "\(spec.name) does not fit: \(refusal)")
         case .success(let p): plan = p
         }
@@ -57,7 +57,7 @@ extension PolicyServer {
         }
         ledger(spec.name, plan, capacities, outcome: "created")
         try storeCall { try store.createViolin(id: spec.name, homeDomain: spec.homeDomain, head: spec.head,
-                                               vms: plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host, mac: $0.mac) }) }
+                                               vms: plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host, mac: $0.mac, nicPort: $0.nicPort) }) }
         try? store.saveSpec(spec.name, body: JSONText.string(r.spec), vni: plan.vni)
         try? store.endCreation(spec.name)
         emit(PolicyAPI.PhaseChanged(name: spec.name, phase: "running", reason: "every VM created"))
@@ -203,7 +203,7 @@ extension PolicyServer {
             } else {
                 left.append("\(name)@\(host)")
             }
-            if left.last?.hasPrefix(name + "@") == true { try? store.addLeftover(vm: name, host: host, violin: spec.name) }
+            if left.last?.hasPrefix(name + "@") == true { try? store.addLeftover(vm: name, host: host, violin: spec.name, nicPort: inv.nicPorts[name] ?? 0) }
             try? store.removeVM(name)
         }
         try? store.saveSpec(spec.name, body: JSONText.string(r.spec), vni: saved.vni)
@@ -226,7 +226,8 @@ extension PolicyServer {
         var capacities = hosts.map(\.capacity)
         for i in capacities.indices where inv.draining.contains(capacities[i].id) { capacities[i].draining = true }
         let plan: Placement.Plan
-        switch Placement.place(spec, hosts: capacities, usedVNIs: [], existing: Placement.Existing(vni: vni, vms: existing)) {
+        switch Placement.place(spec, hosts: capacities, usedVNIs: [], heldPorts: inv.heldPorts,
+                               existing: Placement.Existing(vni: vni, vms: existing)) {
         case .failure(let refusal): throw ProtocolError(.conflict, "\(spec.name) does not fit: \(refusal)")
         case .success(let p): plan = p
         }
@@ -245,9 +246,9 @@ extension PolicyServer {
         defer { try? store.endCreation(journal) }
         try make(spec, plan, hosts: byID, inv: inv, joining: joining)
         if restarting {
-            for p in plan.vms { try storeCall { try store.remade(vm: p.vm.name, on: p.host, mac: p.mac) } }
+            for p in plan.vms { try storeCall { try store.remade(vm: p.vm.name, on: p.host, mac: p.mac, nicPort: p.nicPort) } }
         } else {
-            try storeCall { try store.addVMs(spec.name, plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host, mac: $0.mac) }) }
+            try storeCall { try store.addVMs(spec.name, plan.vms.map { .init(id: $0.vm.name, memoryMB: $0.vm.memoryMB, host: $0.host, mac: $0.mac, nicPort: $0.nicPort) }) }
         }
         return plan.vms
     }
@@ -307,7 +308,7 @@ extension PolicyServer {
             let from = inv.placement[p.vm.name] ?? ""
             // An old copy can only be on a host that did not answer; one that answered
             // without the VM has none (and may be where it is made again).
-            if silent[from] != nil, from != p.host { try? store.addLeftover(vm: p.vm.name, host: from, violin: violin) }
+            if silent[from] != nil, from != p.host { try? store.addLeftover(vm: p.vm.name, host: from, violin: violin, nicPort: inv.nicPorts[p.vm.name] ?? 0) }
             let cause = silent[from].map { "host \(from) has not answered for \(Int(Date().timeIntervalSince1970 - $0)) s" }
                 ?? "host \(from) answers but runs it no more, and no host does"
             emit(PolicyAPI.VMRestarted(violin: violin, vm: p.vm.name, from: from, to: p.host, why:
@@ -406,7 +407,7 @@ extension PolicyServer {
                 // Gone already counts as destroyed; a host that does not answer keeps it.
                 if case .error(let e) = error, e.code == .notFound { destroyed.append(vm.id) } else {
                     left.append("\(vm.id)@\(host)")
-                    try? store.addLeftover(vm: vm.id, host: host, violin: name)
+                    try? store.addLeftover(vm: vm.id, host: host, violin: name, nicPort: inv.nicPorts[vm.id] ?? 0)
                 }
             }
         }

@@ -74,7 +74,8 @@ public final class PolicyStore: @unchecked Sendable {
         try migrator.migrate(db)
     }
 
-    /// The fine-grain levers' effects (v9), each VM's MAC (v10), the hosts' silence (v11).
+    /// The fine-grain levers' effects (v9), each VM's MAC (v10), the hosts' silence (v11), the NIC
+    /// ports of VMs and of leftover copies (v12).
     static func registerLeverMigrations(_ m: inout DatabaseMigrator) {
         m.registerMigration("v9-effect") { db in
             // What a fine-grain lever did, measured after it settled.
@@ -88,6 +89,12 @@ public final class PolicyStore: @unchecked Sendable {
         m.registerMigration("v11-silence") { db in
             // Since when each host has not answered the reconciliation (seconds since 1970).
             try db.execute(sql: "CREATE TABLE silence(host TEXT PRIMARY KEY, since REAL NOT NULL)")
+        }
+        m.registerMigration("v12-nic-port") { db in
+            // Each VM's NIC port as it was made, and an old copy's: a port pair stays bound on a host
+            // that does not answer, so a placement must not give it again (0 where unknown).
+            try db.execute(sql: "ALTER TABLE vm ADD COLUMN nic_port INTEGER NOT NULL DEFAULT 0")
+            try db.execute(sql: "ALTER TABLE leftover ADD COLUMN nic_port INTEGER NOT NULL DEFAULT 0")
         }
     }
 
@@ -187,8 +194,8 @@ public final class PolicyStore: @unchecked Sendable {
     public func addVMs(_ violin: String, _ vms: [NewVM]) throws {
         try db.write { db in
             for vm in vms {
-                try db.execute(sql: "INSERT INTO vm(id, violin, memory_mb, host, mac) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [vm.id, violin, vm.memoryMB, vm.host, vm.mac])
+                try db.execute(sql: "INSERT INTO vm(id, violin, memory_mb, host, mac, nic_port) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [vm.id, violin, vm.memoryMB, vm.host, vm.mac, vm.nicPort])
             }
         }
     }
@@ -209,9 +216,11 @@ public final class PolicyStore: @unchecked Sendable {
         try db.write { db in try db.execute(sql: "DELETE FROM creation WHERE name = ?", arguments: [name]) }
     }
 
-    public func addLeftover(vm: String, host: String, violin: String) throws {
+    /// An old copy of `vm` to destroy on `host` when it answers; `nicPort` is the pair it still holds.
+    public func addLeftover(vm: String, host: String, violin: String, nicPort: Int = 0) throws {
         try db.write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO leftover(vm, host, violin) VALUES (?, ?, ?)", arguments: [vm, host, violin])
+            try db.execute(sql: "INSERT OR REPLACE INTO leftover(vm, host, violin, nic_port) VALUES (?, ?, ?, ?)",
+                           arguments: [vm, host, violin, nicPort])
         }
     }
 
@@ -291,8 +300,12 @@ public final class PolicyStore: @unchecked Sendable {
         }
     }
 
-    public struct NewVM { public let id: String; public let memoryMB: Int; public let host: String; public let mac: String
-        public init(id: String, memoryMB: Int, host: String, mac: String = "") { self.id = id; self.memoryMB = memoryMB; self.host = host; self.mac = mac } }
+    public struct NewVM {
+        public let id: String, memoryMB: Int, host: String, mac: String, nicPort: Int
+        public init(id: String, memoryMB: Int, host: String, mac: String = "", nicPort: Int = 0) {
+            self.id = id; self.memoryMB = memoryMB; self.host = host; self.mac = mac; self.nicPort = nicPort
+        }
+    }
 
     public func createViolin(id: String, homeDomain: String, head: String, vms: [NewVM]) throws {
         try db.write { db in
@@ -316,8 +329,8 @@ public final class PolicyStore: @unchecked Sendable {
                 if try Bool.fetchOne(db, sql: "SELECT 1 FROM vm WHERE id = ?", arguments: [vm.id]) == true {
                     throw fail(.conflict, "VM \(vm.id) exists")
                 }
-                try db.execute(sql: "INSERT INTO vm(id, violin, memory_mb, host, mac) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [vm.id, id, vm.memoryMB, vm.host, vm.mac])
+                try db.execute(sql: "INSERT INTO vm(id, violin, memory_mb, host, mac, nic_port) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [vm.id, id, vm.memoryMB, vm.host, vm.mac, vm.nicPort])
             }
         }
     }
@@ -366,6 +379,11 @@ public final class PolicyStore: @unchecked Sendable {
         public var lastDecided: [VMID: Double] = [:]
         /// Each VM's MAC as it was made ("" where unknown).
         public var macs: [VMID: String] = [:]
+        /// Each VM's NIC port as it was made (absent where unknown).
+        public var nicPorts: [VMID: Int] = [:]
+        /// The NIC ports the inventory knows to be bound somewhere: its VMs' and their old copies'
+        /// not yet destroyed — on hosts that answer or not.
+        public var heldPorts: Set<Int> = []
         public init() {}
     }
 
@@ -387,7 +405,9 @@ public final class PolicyStore: @unchecked Sendable {
                 inv.placement[row["id"]] = row["host"]
                 if let t = row["last_decided"] as Double? { inv.lastDecided[row["id"]] = t }
                 inv.macs[row["id"]] = row["mac"] ?? ""
+                if let port = row["nic_port"] as Int?, port > 0 { inv.nicPorts[row["id"]] = port; inv.heldPorts.insert(port) }
             }
+            inv.heldPorts.formUnion(try Int.fetchAll(db, sql: "SELECT nic_port FROM leftover WHERE nic_port > 0"))
             return inv
         }
     }
@@ -404,9 +424,11 @@ public final class PolicyStore: @unchecked Sendable {
         }
     }
 
-    /// A VM made again (a restart): where it runs now, with its new MAC.
-    public func remade(vm: String, on host: String, mac: String) throws {
-        try db.write { db in try db.execute(sql: "UPDATE vm SET host = ?, mac = ? WHERE id = ?", arguments: [host, mac, vm]) }
+    /// A VM made again (a restart): where it runs now, with its new MAC and NIC port.
+    public func remade(vm: String, on host: String, mac: String, nicPort: Int) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE vm SET host = ?, mac = ?, nic_port = ? WHERE id = ?", arguments: [host, mac, nicPort, vm])
+        }
     }
 
     /// The hosts that do not answer, since when.
