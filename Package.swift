@@ -24,6 +24,12 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        // The Prometheus exposition (swift-metrics' backend) and the small HTTP server it is
+        // served from, with the control node's web view (SwiftNIO: event-loop threads of its
+        // own, as the services' threads are).
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // Native libraries, found through pkg-config.
@@ -37,8 +43,8 @@ let package = Package(
                 exclude: ["PROTOCOL.md"]),
         // Locks, the eventfd waker, worker threads and clocks: what the ZeroMQ layer and the data
         // plane share, so the data plane does not link libzmq.
-        .target(name: "CSystem", path: "Shared/CSystem"),
-        .target(name: "Primitives", dependencies: ["CSystem"], path: "Shared/Primitives"),
+        .target(name: "CPrimitives", path: "Shared/CPrimitives"),
+        .target(name: "Primitives", dependencies: ["CPrimitives"], path: "Shared/Primitives"),
         // Thin layer over libzmq: sockets, poll, Lazy Pirate client, proxy, CURVE + ZAP. The only
         // module that imports CZeroMQ.
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ", "Primitives"], path: "Shared/ZeroMQ"),
@@ -49,6 +55,11 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ], path: "Shared/ServiceKit"),
         // The data plane's syscalls: TAP, UDP, recvmmsg/sendmmsg batches.
         .target(name: "CNetShim", path: "Shared/CNetShim"),

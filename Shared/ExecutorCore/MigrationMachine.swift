@@ -37,9 +37,11 @@ public struct MigrationProgress: Sendable, Equatable {
     public var processed: Int, remaining: Int, total: Int, rate: Int, elapsedMs: Int
     /// The pass over memory (1 during the first full pass).
     public var iteration: Int
-    public init(processed: Int, remaining: Int, total: Int, rate: Int, elapsedMs: Int, iteration: Int) {
+    /// Bytes per second the guest dirties.
+    public var dirtyRate: Int
+    public init(processed: Int, remaining: Int, total: Int, rate: Int, elapsedMs: Int, iteration: Int, dirtyRate: Int = 0) {
         self.processed = processed; self.remaining = remaining; self.total = total; self.rate = rate
-        self.elapsedMs = elapsedMs; self.iteration = iteration
+        self.elapsedMs = elapsedMs; self.iteration = iteration; self.dirtyRate = dirtyRate
     }
 }
 

@@ -33,6 +33,8 @@ public struct JobStats: Sendable, Equatable {
     public var downtimeMs: UInt64?
     /// Pre-copy pass over memory (1 during the first full pass).
     public var iteration: UInt64 = 0
+    /// How fast the guest dirties its memory, bytes per second (0 until QEMU measured it).
+    public var dirtyBytesPerSecond: UInt64 = 0
     public init() {}
 }
 
@@ -149,6 +151,9 @@ extension LibvirtHypervisor {
         s.bytesPerSecond = value(VIR_DOMAIN_JOB_MEMORY_BPS) ?? 0
         s.downtimeMs = value(VIR_DOMAIN_JOB_DOWNTIME)
         s.iteration = value(VIR_DOMAIN_JOB_MEMORY_ITERATION) ?? 0
+        // Pages per second times the page size; a product past UInt64 is clamped, never trapped.
+        let (dirty, over) = (value(VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE) ?? 0).multipliedReportingOverflow(by: value(VIR_DOMAIN_JOB_MEMORY_PAGE_SIZE) ?? 4096)
+        s.dirtyBytesPerSecond = over ? .max : dirty
         return s
     }
 

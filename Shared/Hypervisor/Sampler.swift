@@ -13,6 +13,8 @@ public struct VMSample: Equatable, Sendable {
     public var guest: GuestFigures? = nil
     /// Its network, through its switch port (nil when the port was not read).
     public var net: NetFigures? = nil
+    /// CPU time its vCPUs used since it started, as the hypervisor counts it.
+    public var cpuTimeNs: UInt64 = 0
 }
 
 public struct GuestFigures: Equatable, Sendable {
@@ -82,6 +84,7 @@ public struct Sampler: Sendable {
             next[d.uuid] = Last(cpuNs: d.cpuTimeNs, atNs: atNs, guest: d.guest, net: net[d.name])
             var s = VMSample(name: d.name, uuid: d.uuid, cpuPercent: cpu, vcpus: d.vcpus, memoryKiB: d.memoryKiB,
                              maxMemoryKiB: d.maxMemoryKiB)
+            s.cpuTimeNs = d.cpuTimeNs
             if let g = d.guest {
                 s.guest = GuestFigures(unusedKiB: g.unusedKiB, availableKiB: g.availableKiB,
                                        swapInKiBPerS: Self.rate(g.swapInKiB, prev?.guest?.swapInKiB, seconds: seconds),

@@ -1,6 +1,6 @@
 /// Thread primitives and clocks shared by the ZeroMQ layer and the data plane: neither needs
 /// the other to lock, wake a poll loop or read the time.
-import CSystem
+import CPrimitives
 #if canImport(Glibc)
 import Glibc
 #endif

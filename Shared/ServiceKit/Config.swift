@@ -149,6 +149,9 @@ public enum Validate {
         }
         return ok ? nil : "one or more ZeroMQ endpoints (tcp://HOST:PORT, ipc://PATH), comma-separated"
     }
+    public static let httpAddress: @Sendable (String) -> String? = { v in
+        v.isEmpty || HTTPAddress(v) != nil ? nil : "HOST:PORT with an IPv4 address or [IPv6], or empty for none"
+    }
     public static let optionalEndpoint: @Sendable (String) -> String? = { v in
         v.isEmpty || v == "none" ? nil : endpoints(v)
     }

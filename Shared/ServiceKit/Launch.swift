@@ -19,6 +19,8 @@ public struct ServiceOptions: ParsableArguments {
     @Option(help: "Key-pair file: require CURVE on every tcp:// endpoint.") public var curveKey: String?
     @Option(help: "Allowed client public keys: file or directory of *.pub.") public var curveAllowed: String?
     @Option(help: "Public-key file of the bus, when the bus requires CURVE.") public var busPublicKey: String?
+    @Option(help: "HOST:PORT serving the Prometheus exposition at /metrics.") public var metricsListen: String?
+    @Option(help: "Bearer-token file a scrape must match (required beyond loopback).") public var metricsTokenFile: String?
     /// The service's own keys, as `--kebab-name VALUE` or `--kebab-name=VALUE` (see the
     /// service's --help): declared once, in its `ServiceDescription`, and read from here.
     @Argument(parsing: .allUnrecognized, help: .hidden) public var serviceKeys: [String] = []
@@ -34,6 +36,8 @@ public struct ServiceOptions: ParsableArguments {
         v["curve_key"] = curveKey
         v["curve_allowed"] = curveAllowed
         v["bus_public_key"] = busPublicKey
+        v["metrics_listen"] = metricsListen
+        v["metrics_token_file"] = metricsTokenFile
         return v
     }
 }

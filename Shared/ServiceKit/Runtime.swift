@@ -19,6 +19,11 @@ public protocol RequestHandler: AnyObject {
     func handle(_ request: Message, from requester: Requester) throws(ProtocolError) -> JSONValue?
     /// Called once by the runtime that serves this handler, with what sends stream messages.
     func attach(_ streams: any StreamSender)
+    /// The service's own Prometheus series, given again at every scrape (on the HTTP server's
+    /// task, not the loop thread: read shared state under its lock).
+    func collectMetrics(into metrics: MetricSet)
+    /// Called once with the runtime's series, for what is recorded as it happens (histograms).
+    func attach(metrics: MetricSet)
 }
 
 extension RequestHandler {
@@ -26,6 +31,8 @@ extension RequestHandler {
     public func lane(of msgType: String) -> RequestTable.Lane { .quick }
     public func handle(_ request: Message, from requester: Requester) throws(ProtocolError) -> JSONValue? { try handle(request) }
     public func attach(_ streams: any StreamSender) {}
+    public func collectMetrics(into metrics: MetricSet) {}
+    public func attach(metrics: MetricSet) {}
 }
 
 /// Where a request came from on a service's ROUTER socket: the peer's identity (and the empty
@@ -75,6 +82,9 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
     public let settings: ServiceSettings
     public let context: ZMQContext
     public let counters = Counters()
+    /// The Prometheus series served at `metrics_listen` (/metrics).
+    public let metrics = MetricSet()
+    private var metricsEndpoint: HTTPEndpoint?
     public let logger: Logger
     public let version: String
     private weak var handler: RequestHandler?
@@ -130,6 +140,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
             self?.onRefusedKey?(key, address)
         }
         handler?.attach(self)
+        handler?.attach(metrics: metrics)
     }
 
     private final class Refusals: @unchecked Sendable {
@@ -139,12 +150,31 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
     public func setHandler(_ handler: RequestHandler) {
         self.handler = handler
         handler.attach(self)
+        handler.attach(metrics: metrics)
     }
 
     /// The endpoints actually bound (after `start`).
     public var endpoints: [String] { lock.withLock { bound } }
 
     public var uptime: Double { Double(monotonicMillis() - startedMono) / 1000 }
+
+    /// The port the Prometheus exposition is served on (nil without `metrics_listen`).
+    public var metricsPort: UInt16? { lock.withLock { metricsPortBound } }
+    private var metricsPortBound: UInt16?
+
+    /// The runtime's own series — every counter of `metrics` as `violin_<service>_<name>_total`,
+    /// every gauge as `violin_<service>_<name>`, the uptime — then the handler's.
+    private func collectMetrics(_ m: MetricSet) {
+        let prefix = "violin_" + MetricSet.name(settings.service)
+        for (name, value) in metricsCounters() {
+            m.counter(prefix + "_" + MetricSet.name(name) + "_total", total: Double(value), help: "\(settings.service): \(name)")
+        }
+        for (name, value) in extraGauges() {
+            m.gauge(prefix + "_" + MetricSet.name(name), value: value, help: "\(settings.service): \(name)")
+        }
+        m.gauge(prefix + "_uptime_seconds", value: uptime, help: "Seconds since the \(settings.service) started.")
+        handler?.collectMetrics(into: m)
+    }
 
     /// Queues an event `<service>.<name>`; it leaves on the loop thread.
     public func publish(_ name: String, _ body: JSONValue) {
@@ -184,6 +214,15 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         t.name = settings.service
         thread = t
         t.start()
+        if let address = settings.metricsListen {
+            let endpoint = try HTTPEndpoint(address: address, token: settings.metricsToken, routes: ["/metrics": { [weak self] _ in
+                guard let self else { return HTTPAnswer.text("stopping\n", status: 503) }
+                return .body(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
+                             Data(self.metrics.scrape(refresh: self.collectMetrics)))
+            }])
+            let port = try endpoint.start()
+            lock.withLock { metricsEndpoint = endpoint; metricsPortBound = port }
+        }
         logger.info("service started", metadata: ["listen": "\(endpoints)", "bus": "\(settings.bus ?? "none")"])
     }
 
@@ -201,6 +240,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
     private func teardown() {
         guard !torn else { return }
         torn = true
+        lock.withLock { metricsEndpoint }?.stop()
         zap?.stop()
         context.shutdown()
         context.terminate()
@@ -392,6 +432,15 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
         }
     }
 
+    /// Every counter `metrics` reports: the runtime's, the extra ones, the handler's, CURVE's.
+    private func metricsCounters() -> [String: Int] {
+        var counters = self.counters.snapshot
+        for (k, v) in extraCounters() { counters[k] = v }
+        for (k, v) in handler?.counters ?? [:] { counters[k] = v }
+        if let zap { (counters["curve_accepted"], counters["curve_refused"]) = zap.counts }
+        return counters
+    }
+
     /// The requests every service answers (PROTOCOL.md §5), before the service's own.
     private lazy var adminRequests: RequestTable = {
         var t = RequestTable()
@@ -408,10 +457,7 @@ public final class ServiceRuntime: Service, @unchecked Sendable {
                 state: self.handler?.state ?? [:])
         }
         t.on(AdminAPI.Metrics.self) { [unowned self] _ in
-            var counters = self.counters.snapshot
-            for (k, v) in self.extraCounters() { counters[k] = v }
-            for (k, v) in self.handler?.counters ?? [:] { counters[k] = v }
-            if let zap = self.zap { (counters["curve_accepted"], counters["curve_refused"]) = zap.counts }
+            let counters = self.metricsCounters()
             var gauges = self.extraGauges()
             gauges["uptime_s"] = self.uptime
             return MetricsReply(service: self.settings.service, counters: counters, gauges: gauges)

@@ -37,6 +37,11 @@ public struct ServiceDescription: Sendable {
                       help: "The key table: the public keys allowed to connect and the role of each (`<key> <role>` lines, or a directory of *.pub files with role lines)."),
             ConfigKey("bus_public_key", default: "",
                       help: "Public-key file of the bus, when the bus requires CURVE."),
+            ConfigKey("metrics_listen", default: "",
+                      help: "HOST:PORT where the Prometheus exposition is served at /metrics (empty: not served). Beyond loopback it needs metrics_token_file.",
+                      validate: Validate.httpAddress),
+            ConfigKey("metrics_token_file", default: "",
+                      help: "File holding the bearer token every scrape must send (Prometheus' `authorization` setting); required unless metrics_listen is loopback."),
         ] + extraKeys
     }
 }
@@ -97,6 +102,9 @@ public struct ServiceSettings: Sendable {
     }
     /// Our key pair and the bus's public key, when the bus requires CURVE.
     public var busSecurity: ClientSecurity?
+    /// Where the Prometheus exposition is served, and the bearer token a scrape must carry.
+    public var metricsListen: HTTPAddress?
+    public var metricsToken: String?
     public var resolved: ResolvedConfig
 
     public init(service: String, instance: String, listen: [String], bus: String?, heartbeatInterval: Double = 5,
@@ -165,11 +173,34 @@ public struct ServiceSettings: Sendable {
             } catch { throw fail("bus_public_key", "\(error)") }
         }
         let bus = r["bus"]
-        return ServiceSettings(
+        var out = ServiceSettings(
             service: d.name, instance: r["instance"], listen: r.list("listen"),
             bus: bus.isEmpty || bus == "none" ? nil : bus,
             heartbeatInterval: r.double("heartbeat_interval"), maxMessageBytes: r.int("max_message_bytes"),
             logLevel: r["log_level"], server: server, keys: keys, busSecurity: busSecurity, resolved: r)
+        (out.metricsListen, out.metricsToken) = try httpServing(r, listenKey: "metrics_listen", tokenKey: "metrics_token_file")
+        return out
+    }
+
+    /// An HTTP endpoint's address and bearer token from two keys: a token file must hold one
+    /// line of 1 to 4096 characters; an address beyond loopback without a token is refused.
+    public static func httpServing(_ r: ResolvedConfig, listenKey: String, tokenKey: String) throws(ConfigError) -> (HTTPAddress?, String?) {
+        func fail(_ key: String, _ reason: String) -> ConfigError {
+            ConfigError(key: key, source: r.sources[key] ?? .defaultValue, reason: reason)
+        }
+        var token: String?
+        if !r[tokenKey].isEmpty {
+            guard let text = try? String(contentsOfFile: r[tokenKey], encoding: .utf8) else { throw fail(tokenKey, "cannot read \(r[tokenKey])") }
+            let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard (1...4096).contains(t.count), !t.contains(where: \.isNewline) else { throw fail(tokenKey, "must hold one line of 1 to 4096 characters") }
+            token = t
+        }
+        guard !r[listenKey].isEmpty else { return (nil, token) }
+        guard let address = HTTPAddress(r[listenKey]) else { throw fail(listenKey, "HOST:PORT with an IPv4 address or [IPv6]") }
+        if token == nil && !address.isLoopback {
+            throw fail(listenKey, "\(address) is beyond loopback: set \(tokenKey) (a bearer token every client must send)")
+        }
+        return (address, token)
     }
 }
 

@@ -79,6 +79,10 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     var threads = 0
     let slots: DispatchSemaphore
     public var publish: (String, JSONValue) -> Void = { _, _ in }
+    /// The migrations running here and how the finished ones ended (Prometheus).
+    let running = RunningMigrations()
+    public func attach(metrics: MetricSet) { running.attach(metrics) }
+    public func collectMetrics(into m: MetricSet) { running.collect(into: m) }
 
     public init(options: Options, logger: Logger) throws {
         self.options = options
@@ -681,6 +685,7 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     }
 
     func publishCompleted(_ job: Journal.Job) {
+        running.ended(job.vm, state: job.state.rawValue, downtimeMs: job.downtimeMs, blackoutMs: job.blackoutMs)
         logger.info("migration completed", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "to": "\(job.toHost)",
                                                       "elapsed_ms": "\(job.elapsedMs ?? 0)", "downtime_ms": "\(job.downtimeMs ?? -1)"])
         emit(ExecutorAPI.MigrationCompleted(job: job.id, vm: job.vm, from: job.fromHost, to: job.toHost,
@@ -688,6 +693,7 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
     }
 
     func publishFailed(_ job: Journal.Job) {
+        running.ended(job.vm, state: job.state.rawValue, downtimeMs: nil, blackoutMs: nil)
         logger.warning("migration failed", metadata: ["job": "\(job.id)", "vm": "\(job.vm)", "state": "\(job.state.rawValue)", "error": "\(job.error)"])
         emit(ExecutorAPI.MigrationFailed(job: job.id, vm: job.vm, state: job.state.rawValue, error: job.error))
     }

@@ -106,8 +106,9 @@ final class MigrationRunner {
 
     private func progress() -> MigrationProgress? {
         guard let s = try? watcher?.jobStats(job.vm), s.active else { return nil }
-        return MigrationProgress(processed: Int(s.processed), remaining: Int(s.remaining), total: Int(s.total),
-                                 rate: Int(s.bytesPerSecond), elapsedMs: Int(s.elapsedMs), iteration: Int(s.iteration))
+        return MigrationProgress(processed: Int(clamping: s.processed), remaining: Int(clamping: s.remaining), total: Int(clamping: s.total),
+                                 rate: Int(clamping: s.bytesPerSecond), elapsedMs: Int(s.elapsedMs), iteration: Int(s.iteration),
+                                 dirtyRate: Int(clamping: s.dirtyBytesPerSecond))
     }
 
     /// The destination keeps libvirt's figures of the finished job; without them, our clock's.
@@ -121,6 +122,7 @@ final class MigrationRunner {
 
     private func publishProgress(_ phase: MigrationEffect.Phase, _ p: MigrationProgress) {
         let phase = ExecutorAPI.MigrationProgress.Phase(rawValue: phase.rawValue) ?? .precopy
+        node.running.update(job.vm, phase: phase.rawValue, p)
         node.emit(ExecutorAPI.MigrationProgress(job: job.id, vm: job.vm, phase: phase, processedBytes: UInt64(max(0, p.processed)),
                                                 remainingBytes: UInt64(max(0, p.remaining)), totalBytes: UInt64(max(0, p.total)),
                                                 rateBps: UInt64(max(0, p.rate)), elapsedMs: UInt64(max(0, p.elapsedMs))))

@@ -64,6 +64,8 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
     private var stopping = false
     private let context = ZMQContext()
     private let worker = WorkerThread()
+    /// Heartbeats sent and unanswered, switches restarted: for the Prometheus exposition.
+    private let figures = Counters()
     public var publish: (String, JSONValue) -> Void = { _, _ in }
 
     /// Refuses a run directory others could plant files in (`PrivateDirectory`).
@@ -370,6 +372,8 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
             let roundStarted = monotonicMillis()
             // All members at once (Concurrently): a dead one costs its timeout, not everyone's.
             let answered = Concurrently.filter(contacts) { [self] endpoint in beat(endpoint) }
+            figures.add("heartbeats_sent", contacts.count)
+            figures.add("heartbeats_missed", contacts.count - answered.count)
             lock.withLock {
                 for (endpoint, entry) in beatClients where !contacts.contains(endpoint) {
                     entry.client.close()
@@ -406,6 +410,7 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
             // An adopted switch is not our child: its exit status is not ours to read.
             for vni in adoptedDead { emit(MeshAPI.SwitchExited(vni: vni, status: -1)) }
             for vni in due {
+                figures.add("switch_restarts")
                 restarts.async { [self] in
                     startSwitch(vni)
                     lock.withLock { _ = restarting.remove(vni) }
@@ -422,6 +427,23 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
     public var state: JSONValue {
         lock.withLock {
             ["violins": .array(presence.keys.sorted().map { .number(Double($0)) })]
+        }
+    }
+
+    /// The mesh's series, and each of its switches' (asked for their stats at each scrape).
+    public func collectMetrics(into m: MetricSet) {
+        let members: [(UInt32, Int)] = lock.withLock {
+            presence.keys.sorted().map { vni in (vni, (membership.members[vni] ?? [:]).values.filter(\.alive).count) }
+        }
+        for (vni, n) in members {
+            m.gauge("violin_mesh_members", [("vni", "\(vni)")], value: Double(n), help: "Other hosts' meshes alive in the VIOLIN's mesh.")
+        }
+        m.counter("violin_mesh_heartbeats_sent_total", total: Double(figures["heartbeats_sent"]), help: "Heartbeats sent to member meshes.")
+        m.counter("violin_mesh_heartbeats_missed_total", total: Double(figures["heartbeats_missed"]), help: "Heartbeats a member did not answer.")
+        m.counter("violin_mesh_switch_restarts_total", total: Double(figures["switch_restarts"]), help: "Switches restarted after they died.")
+        for (vni, _) in members {
+            guard let stats = try? switchCall(vni, SwitchAPI.Stats(), timeoutMs: 1000) else { continue }
+            SwitchFigures.collect(stats, into: m)
         }
     }
 

@@ -23,6 +23,8 @@ public final class MonitorServer: ServiceLogic, @unchecked Sendable {
     private let context = ZMQContext()
     private let lock = NSLockLite()
     private var latest = MonitorAPI.SamplesReply(host: [:], vms: [])
+    /// The latest round as read (for the Prometheus exposition): the host's figures and each VM's.
+    private var latestRound: (cpus: Int, memoryMB: Int, freeMB: Int?, vms: [VMSample])?
     private let worker = WorkerThread()
     public var publish: (String, JSONValue) -> Void = { _, _ in }
 
@@ -89,7 +91,10 @@ public final class MonitorServer: ServiceLogic, @unchecked Sendable {
                 let sampled = MonitorAPI.Sampled(hostCPUs: host.cpus, hostMemoryMB: memoryMB > 0 ? memoryMB : Int(host.memoryKiB / 1024),
                                                  hostFreeMemoryMB: Self.freeMemoryMB(host: host, guestsKiB: guests, offeredMB: memoryMB),
                                                  vms: round.samples.map(Self.published))
-                lock.withLock { latest = MonitorAPI.SamplesReply(sampled) }
+                lock.withLock {
+                    latest = MonitorAPI.SamplesReply(sampled)
+                    latestRound = (sampled.hostCPUs, sampled.hostMemoryMB, sampled.hostFreeMemoryMB, round.samples)
+                }
                 emit(sampled)
             } catch {
                 logger.warning("sampling failed", metadata: ["error": "\(error)"])
@@ -116,6 +121,34 @@ public final class MonitorServer: ServiceLogic, @unchecked Sendable {
     }
 
     public var state: JSONValue { lock.withLock { ["vms": .number(Double(latest.vms.count))] } }
+
+    /// The latest sample as Prometheus series: the host's, and per VM its CPU, memory and network.
+    public func collectMetrics(into m: MetricSet) {
+        guard let r = lock.withLock({ latestRound }) else { return }
+        m.gauge("violin_host_cpus", value: Double(r.cpus), help: "CPUs of the host.")
+        m.gauge("violin_host_memory_bytes", value: Double(r.memoryMB) * 1_048_576, help: "Memory the host offers to VMs.")
+        if let free = r.freeMB {
+            m.gauge("violin_host_memory_free_bytes", value: Double(free) * 1_048_576, help: "Memory the host's VMs leave free.")
+        }
+        m.gauge("violin_host_vms", value: Double(r.vms.count), help: "VMs running on the host.")
+        for vm in r.vms {
+            let l = [("vm", vm.name)]
+            m.counter("violin_vm_cpu_seconds_total", l, total: Double(vm.cpuTimeNs) / 1e9, help: "CPU time the VM's vCPUs used.")
+            if let p = vm.cpuPercent {
+                m.gauge("violin_vm_cpu_ratio", l, value: p / 100, help: "Share of its vCPUs the VM used over the last sample interval (0-1).")
+            }
+            m.gauge("violin_vm_vcpus", l, value: Double(vm.vcpus), help: "The VM's vCPUs.")
+            m.gauge("violin_vm_memory_bytes", l, value: Double(vm.memoryKiB) * 1024, help: "Memory the VM has now (its balloon's target).")
+            m.gauge("violin_vm_memory_max_bytes", l, value: Double(vm.maxMemoryKiB) * 1024, help: "The most memory the VM may have.")
+            if let avail = vm.guest?.availableKiB {
+                m.gauge("violin_vm_memory_available_bytes", l, value: Double(avail) * 1024, help: "Memory the guest says it can still use.")
+            }
+            if let net = vm.net?.counters {
+                m.counter("violin_vm_network_transmit_bytes_total", l, total: Double(net.txBytes), help: "Bytes the VM sent through its switch port.")
+                m.counter("violin_vm_network_receive_bytes_total", l, total: Double(net.rxBytes), help: "Bytes the VM received through its switch port.")
+            }
+        }
+    }
 
     private func failure(_ e: HypervisorError) -> ProtocolError {
         switch e.kind {

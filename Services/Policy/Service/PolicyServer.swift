@@ -106,6 +106,15 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     var awaitingEffect: [(id: Int64, decision: Decision, at: Double)] = []
     private let worker = WorkerThread()
     public var publish: (String, JSONValue) -> Void = { _, _ in }
+    /// Phases and drift as said on the bus (`PolicyFigures.swift`).
+    let figures = PolicyFigures()
+
+    /// Publishes a typed event, counting what the exposition shows of it.
+    func emit(_ event: some EventBody) {
+        let body = event.json
+        figures.saw(type(of: event).event, body)
+        publish(type(of: event).event, body)
+    }
 
     public init(options: Options, logger: Logger) throws {
         self.options = options

@@ -455,6 +455,19 @@ public final class PolicyStore: @unchecked Sendable {
     }
 
     /// The newest `limit` decisions; with `audit`, the requests recorded by `audit` too.
+    /// How many decisions of each kind ended how (an outcome's first word: "failed: why" is "failed").
+    public func decisionCounts() throws -> [DecisionKey: Int] {
+        try db.read { db in
+            var out: [DecisionKey: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT kind, outcome, COUNT(*) AS n FROM decision GROUP BY kind, outcome") {
+                let outcome = String((row["outcome"] as String? ?? "").prefix { $0 != ":" && $0 != " " })
+                out[DecisionKey(kind: row["kind"] ?? "", outcome: outcome.isEmpty ? "none" : outcome), default: 0] += row["n"] as Int? ?? 0
+            }
+            return out
+        }
+    }
+    public struct DecisionKey: Hashable, Sendable { public let kind: String, outcome: String }
+
     public func decisions(limit: Int, audit: Bool = false) throws -> [Row] {
         try db.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM decision \(audit ? "" : "WHERE mode != 'request'") ORDER BY id DESC LIMIT ?", arguments: [limit])
