@@ -24,6 +24,9 @@
 #   lab.sh revive RUN NODE          a lost node back: link up, libvirtd (no guests), its node again
 #   lab.sh libvirtd-restart RUN NODE  SIGKILL a host's libvirtd and start it again (guests run on)
 #   lab.sh curve RUN NODE           print the operator's CURVE options for NODE's services (if keyed)
+# Every node serves Prometheus expositions on its address (ports 9700-9704, the bearer token in
+# RUN/metrics.token; `violin node prometheus RUN/nodes/*.yaml` writes the scrape configuration),
+# and the control node the live web view at http://10.77.0.100:9780/?access_token=TOKEN.
 # VIOLIN_BIN names the directory of the executables (default: swift build --show-bin-path).
 # VIOLIN_LAB_LEVERS=1 (for `up`): the policy with its fine-grain levers (the local demo).
 set -euo pipefail
@@ -128,6 +131,8 @@ sample_interval: 1
 data_dir: $run/$1
 image_dir: $run/images
 uplink_network: violin-nat
+metrics_address: $(addr $1)
+metrics_token_file: $run/metrics.token
 $keys
 YAML
 }
@@ -149,8 +154,10 @@ images() {
   ln -sf "$cache/vmlinuz" "$run/images/tiny/vmlinuz"
   ln -sf "$cache/initrd.gz" "$run/images/tiny/initrd.gz"
   # panic=5: a guest whose kernel panics boots again in its own QEMU five seconds later, instead
-  # of running on as a QEMU nothing answers in.
-  echo "console=ttyS0 quiet panic=5" >"$run/images/tiny/cmdline"
+  # of running on as a QEMU nothing answers in. softlockup_panic=1: a CPU stuck in the kernel for
+  # 2 × watchdog_thresh s panics too (seen in the chaos soak: after a live migration under TCG a
+  # guest's virtio-net said "output.0:id 0 is not a head!" and its CPU stayed stuck for good).
+  echo "console=ttyS0 quiet panic=5 softlockup_panic=1 watchdog_thresh=5" >"$run/images/tiny/cmdline"
 }
 
 up() {
@@ -166,6 +173,8 @@ up() {
 allowed_keys: $run/keys/allowed"
   fi
   [ -f "$run/tag" ] || echo "vl$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')" >"$run/tag"
+  # The bearer token of every node's Prometheus exposition and of the web view.
+  [ -f "$run/metrics.token" ] || (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$run/metrics.token")
   local t; t=$(tag)
   ip netns add "$t-net"
   ip netns add "$t-rt"
@@ -186,6 +195,9 @@ address: 10.77.0.100
 policy: paper
 evaluate_interval: 5
 data_dir: $run/ctl
+metrics_address: 10.77.0.100
+metrics_token_file: $run/metrics.token
+web_listen: 10.77.0.100:9780
 $levers
 $keys
 YAML

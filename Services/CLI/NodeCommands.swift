@@ -9,7 +9,7 @@ import ZeroMQ
 struct NodeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "node", abstract: "Check or run one node (control, host or both) from its configuration file.",
-        discussion: "The file's keys (YAML):\n" + NodeConfig.help, subcommands: [Init.self, Check.self, Run.self])
+        discussion: "The file's keys (YAML):\n" + NodeConfig.help, subcommands: [Init.self, Check.self, Run.self, Prometheus.self])
 
     static func load(_ path: String, checkFiles: Bool = true) throws -> NodeConfig {
         do { return try NodeConfig.load(path: path, checkFiles: checkFiles) } catch {
@@ -81,6 +81,57 @@ struct NodeCommand: ParsableCommand {
             let c = try NodeCommand.load(file, checkFiles: !noFiles)
             print("node \(c.node): role \(c.role.rawValue)\(c.runsHost ? ", domain \(c.domain)" : ""), address \(c.address)")
             for s in c.services { print("  violin-\(s.name) \(s.arguments.joined(separator: " "))") }
+        }
+    }
+
+    /// A Prometheus scrape configuration for the deployment the node files describe: one job
+    /// per node, its services as targets labelled with node, domain and service, its bearer
+    /// token as Prometheus' `authorization` credentials file.
+    struct Prometheus: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a Prometheus scrape configuration for the nodes' expositions (metrics_address).")
+        @Argument(help: "The nodes' configuration files.") var files: [String]
+        @Option(help: "Seconds between scrapes.") var scrapeInterval: Int = 5
+        @Option(help: "Where Prometheus reads the token files, when not where the node files say (a directory: each file by its name).")
+        var tokenDir: String?
+        @Option(help: "Write here instead of standard output.") var out: String?
+
+        func validate() throws {
+            guard !files.isEmpty else { throw ValidationError("name at least one node file") }
+            guard (1...3600).contains(scrapeInterval) else { throw ValidationError("--scrape-interval: 1 to 3600 seconds") }
+        }
+
+        func run() throws {
+            let nodes = try files.map { try NodeCommand.load($0, checkFiles: false) }
+            let text = try Self.config(nodes, interval: scrapeInterval, tokenDir: tokenDir)
+            if let out {
+                guard FileManager.default.createFile(atPath: out, contents: Data(text.utf8)) else { throw fail("cannot write \(out)", code: 1) }
+            } else {
+                print(text, terminator: "")
+            }
+        }
+
+        static func config(_ nodes: [NodeConfig], interval: Int, tokenDir: String?) throws -> String {
+            var y = "# Prometheus scrape configuration for VIOLIN (violin node prometheus).\nglobal:\n  scrape_interval: \(interval)s\n"
+            y += "  evaluation_interval: \(interval)s\nscrape_configs:\n"
+            var seen = Set<String>()
+            for n in nodes {
+                guard seen.insert(n.node).inserted else { throw fail("node \(n.node) is named twice", code: Exit.usage) }
+                let services = n.services.compactMap { s in n.metricsListen(s.port).map { (s.name, $0) } }
+                guard !services.isEmpty else { throw fail("\(n.path): no metrics_address, nothing to scrape", code: Exit.usage) }
+                y += "  - job_name: violin-\(n.node)\n"
+                let token = n.resolved["metrics_token_file"]
+                if !token.isEmpty {
+                    let path = tokenDir.map { $0 + "/" + (token as NSString).lastPathComponent } ?? token
+                    y += "    authorization:\n      type: Bearer\n      credentials_file: '\(path)'\n"
+                }
+                y += "    static_configs:\n"
+                for (service, target) in services {
+                    y += "      - targets: ['\(target)']\n        labels:\n          node: '\(n.node)'\n          service: '\(service)'\n"
+                    if n.runsHost { y += "          domain: '\(n.domain)'\n" }
+                }
+            }
+            return y
         }
     }
 

@@ -55,7 +55,7 @@ public enum HTTPAnswer: Sendable {
 
 /// A small read-only HTTP/1.1 server (SwiftNIO) for the Prometheus exposition and the web view.
 /// Never open beyond loopback: with a bearer token every request must carry it
-/// (`Authorization: Bearer <token>`, compared in constant time); without one, `init` refuses
+/// (`Authorization: Bearer <token>` or `?access_token=`, compared in constant time); without one, `init` refuses
 /// any address but a loopback one. GET and HEAD only; a path it does not know gets 404. Routes
 /// run off the event loop (they may block on a service's requests).
 public final class HTTPEndpoint: @unchecked Sendable {
@@ -122,8 +122,11 @@ public final class HTTPEndpoint: @unchecked Sendable {
     /// The answer to one request, before any route runs: nil when a route should answer.
     func refusal(_ head: HTTPRequestHead) -> (HTTPResponseStatus, String, HTTPHeaders)? {
         if let token {
-            let got = Array((head.headers.first(name: "Authorization") ?? "").utf8)
-            if !Self.sameBytes(got, Array("Bearer \(token)".utf8)) {
+            // The header, or (RFC 6750 §2.3) `access_token` in the query: what a browser's page
+            // and its EventSource can send.
+            let header = Self.sameBytes(Array((head.headers.first(name: "Authorization") ?? "").utf8), Array("Bearer \(token)".utf8))
+            let query = Self.sameBytes(Array((Self.query(head.uri)["access_token"] ?? "").utf8), Array(token.utf8))
+            if !header && !query {
                 return (.unauthorized, "a bearer token is required\n", ["WWW-Authenticate": "Bearer"])
             }
         }

@@ -48,6 +48,11 @@ public struct NodeConfig: Sendable {
         ConfigKey("key", default: "", help: "This node's CURVE key-pair file (violin keygen); empty: no CURVE."),
         ConfigKey("allowed_keys", default: "", help: "The key table: the public keys allowed in and the role of each (`<key> <role>` lines, or a directory of .pub files with role lines): on the control node the hosts' and operators'; on a host (optional) the control node's, the other hosts' and operators' — without it a host keeps data_dir/keys.table from the control node's accepted keys."),
         ConfigKey("control_public_key", default: "", help: "Host: the control node's public-key file."),
+        ConfigKey("metrics_address", default: "", help: "The address every service of the node serves its Prometheus exposition on (/metrics, port = its request port + 2000: bus 9700, mesh 9701, monitor 9702, policy 9703, executor 9704); empty: none. Beyond loopback it needs metrics_token_file.",
+                  validate: { $0.isEmpty || HTTPAddress("\($0.contains(":") ? "[\($0)]" : $0):0") != nil ? nil : "an IPv4 or IPv6 address" }),
+        ConfigKey("metrics_token_file", default: "", help: "The bearer token (a file of one line) every scrape of the node's expositions and its web view must carry; required beyond loopback."),
+        ConfigKey("web_listen", default: "", help: "Control node: HOST:PORT of the live web view (the federation, migrations, decisions; read-only); empty: none. Beyond loopback it needs metrics_token_file.",
+                  validate: Validate.httpAddress),
         ConfigKey("insecure", default: "false", help: "true: run without a key on a non-loopback address (every service answers anyone; the node warns every minute).",
                   validate: { ["true", "false"].contains($0) ? nil : "true or false" }),
     ]
@@ -107,7 +112,19 @@ public struct NodeConfig: Sendable {
             throw fail("key", "a node on \(r["address"]) (not loopback) needs a key: violin keygen --out FILE, then key: FILE.key "
                        + "(and allowed_keys); or insecure: true to run every service open to anyone who reaches it")
         }
+        // Never an HTTP endpoint open beyond loopback: a token, or loopback addresses.
+        if r["metrics_token_file"].isEmpty {
+            if !r["metrics_address"].isEmpty, !(HTTPAddress(config.metricsListen(0) ?? "")?.isLoopback ?? false) {
+                throw fail("metrics_address", "\(r["metrics_address"]) is beyond loopback: set metrics_token_file (the bearer token Prometheus sends)")
+            }
+            if let web = HTTPAddress(r["web_listen"]), !web.isLoopback {
+                throw fail("web_listen", "\(web) is beyond loopback: set metrics_token_file (the bearer token the browser sends)")
+            }
+        }
         if checkFiles {
+            if !r["metrics_token_file"].isEmpty, (try? String(contentsOfFile: r["metrics_token_file"], encoding: .utf8)) == nil {
+                throw fail("metrics_token_file", "cannot read \(r["metrics_token_file"])")
+            }
             if !r["key"].isEmpty {
                 do { _ = try KeyFiles.readKeyPair(r["key"]) } catch { throw fail("key", "\(error)") }
                 if config.runsControl && r["allowed_keys"].isEmpty { throw fail("allowed_keys", "required on a control node with a key") }
@@ -137,11 +154,19 @@ public struct NodeConfig: Sendable {
         role == .host && !resolved["key"].isEmpty && resolved["allowed_keys"].isEmpty ? "\(dataDir)/keys.table" : nil
     }
 
+    /// Where a service answering on `port` serves its exposition (`metrics_address`:port+2000).
+    public func metricsListen(_ port: Int) -> String? {
+        let a = resolved["metrics_address"]
+        guard !a.isEmpty else { return nil }
+        return a.contains(":") ? "[\(a)]:\(port + 2000)" : "\(a):\(port + 2000)"
+    }
+
     /// The services this node runs, with the flags that wire them to each other.
     public var services: [Service] {
         let r = resolved
         let a = address, c = controlAddress, d = dataDir, n = node
         var common = ["--log-level", r["log_level"]]
+        if !r["metrics_token_file"].isEmpty { common += ["--metrics-token-file", r["metrics_token_file"]] }
         var out: [Service] = []
         let key = r["key"]
         if runsControl {
@@ -182,7 +207,12 @@ public struct NodeConfig: Sendable {
                                                              "--libvirt-pki", r["libvirt_pki"],
                                                              "--bus", bus, "--instance", "executor@\(n)"] + common, port: ServicePorts.executor))
         }
-        return out
+        return out.map { s in
+            var args = s.arguments
+            if let m = metricsListen(s.port) { args += ["--metrics-listen", m] }
+            if s.name == "policy", !r["web_listen"].isEmpty { args += ["--web-listen", r["web_listen"]] }
+            return Service(name: s.name, arguments: args, port: s.port)
+        }
     }
 
     /// The control node's endpoints, as a host (or a client) reaches them.

@@ -23,6 +23,8 @@ struct Main: AsyncParsableCommand {
                   validate: Validate.positiveNumber),
         ConfigKey("link_mbit_s", default: "0", help: "Each host's link to the others, Mbit/s, for the network lever (0: unknown, no caps).",
                   validate: Validate.nonNegativeNumber),
+        ConfigKey("web_listen", default: "", help: "HOST:PORT of the live web view (read-only; empty: none). Beyond loopback it needs metrics_token_file, whose token it then asks of every request.",
+                  validate: Validate.httpAddress),
         ConfigKey("retention_days", default: "90", help: "Days the decision ledger keeps what is finished (pruned at start and hourly; never a row about a VIOLIN or VM that exists).", validate: Validate.positiveNumber),
     ])
 
@@ -45,7 +47,15 @@ struct Main: AsyncParsableCommand {
         po.linkMbps = r.double("link_mbit_s")
         po.leverSettle = r.double("lever_settle")
         let logger = ServiceMain.logger(settings)
+        let web: HTTPAddress?
+        do { (web, _) = try ServiceSettings.httpServing(r, listenKey: "web_listen", tokenKey: "metrics_token_file") } catch {
+            FileHandle.standardError.write(Data("violin-policy: \(error)\n".utf8))
+            throw ExitCode(78)
+        }
         try await ServiceMain.run(settings, logger: logger, server: { try PolicyServer(options: po, logger: logger) },
-                                  afterStart: { try $0.start() })
+                                  afterStart: { server in
+                                      if let web { try server.serveWeb(web, token: settings.metricsToken) }
+                                      try server.start()
+                                  })
     }
 }

@@ -11,16 +11,16 @@ final class PolicyFigures: @unchecked Sendable {
     private var drift: [String: Int] = [:]
 
     /// Every phase a VIOLIN can be in (PROTOCOL.md, `policy.phase_changed`).
-    static let allPhases = ["placing", "creating", "running", "failed", "destroying", "destroyed"]
+    static let allPhases = ["placing", "creating", "running", "failed", "destroying"]
 
     func saw(_ topic: String, _ body: JSONValue) {
         lock.withLock {
             switch topic {
-            case PolicyAPI.PhaseChanged.event:
+            case PolicyAPI.PhaseChanged.topic:
                 guard let name = body["name"]?.stringValue, let phase = body["phase"]?.stringValue else { return }
                 // A VIOLIN destroyed or never made is no longer counted in any phase.
                 if phase == "destroyed" || (phase == "failed" && phases[name] != "running") { phases[name] = nil } else { phases[name] = phase }
-            case PolicyAPI.DriftDetected.event:
+            case PolicyAPI.DriftDetected.topic:
                 drift[body["kind"]?.stringValue ?? "other", default: 0] += 1
             default: break
             }

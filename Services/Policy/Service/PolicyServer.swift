@@ -109,11 +109,27 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     /// Phases and drift as said on the bus (`PolicyFigures.swift`).
     let figures = PolicyFigures()
 
-    /// Publishes a typed event, counting what the exposition shows of it.
+    /// The live web view and where it is served (`web_listen`), when it is.
+    private(set) var web: WebView?
+    private var webEndpoint: HTTPEndpoint?
+
+    /// Publishes a typed event, counting what the exposition shows of it and showing it on the web view.
     func emit(_ event: some EventBody) {
         let body = event.json
-        figures.saw(type(of: event).event, body)
+        figures.saw(type(of: event).topic, body)
+        web?.feed(type(of: event).topic, body)
         publish(type(of: event).event, body)
+    }
+
+    /// Serves the web view at `address` (loopback, or with `token`); returns the port bound.
+    @discardableResult
+    public func serveWeb(_ address: HTTPAddress, token: String?) throws -> UInt16 {
+        let view = WebView(policy: self)
+        let endpoint = try HTTPEndpoint(address: address, token: token, routes: view.routes)
+        web = view
+        let port = try endpoint.start()
+        webEndpoint = endpoint
+        return port
     }
 
     public init(options: Options, logger: Logger) throws {
@@ -157,6 +173,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     }
 
     public func stop() {
+        webEndpoint?.stop()
         reconciler.stop()
         worker.stop()
         context.shutdown()
@@ -173,6 +190,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             if let sub, items.count > 1, items[1].readable {
                 while case .event(let m, let missed)? = try? sub.next(timeoutMs: 0) {
                     if missed > 0 { catchUp(missed, sender: m.header.sender) }
+                    web?.feed(m.header.msgType, m.body)
                     switch m.header.msgType {
                     case ExecutorAPI.MigrationCompleted.topic: migrated(m.body, sender: m.header.sender)
                     case MonitorAPI.Sampled.topic: ingest(m.body, sender: m.header.sender)
