@@ -84,7 +84,7 @@ function render() {
   for (const m of state.migrations) {
     const total = m.total_bytes || 0, left = m.remaining_bytes || 0;
     const done = total > 0 ? 100 * (1 - left / total) : 0;
-    mig.append(el("div", { class: "migration", "data-migration": m.vm },
+    mig.append(el("div", { class: "migration", "data-migration": m.vm, "data-remaining": String(left) },
       el("div", {}, `${m.vm}: ${m.from} → ${m.to} · ${m.phase}`),
       el("div", { class: "bar" }, el("div", { style: `width:${done.toFixed(0)}%` })),
       el("div", { class: "muted" }, `${mb(left)} left · ${mb(m.rate_bps || 0)}/s`)));
