@@ -1,4 +1,8 @@
 import Foundation
+@testable import ExecutorService
+import ExecutorCore
+import MeshService
+@testable import PolicyService
 import Logging
 import ServiceKit
 import Testing
@@ -91,5 +95,60 @@ import ZeroMQ
         let text = scrape()
         #expect(!text.contains(#"vm="b""#), "\(text)")
         #expect(Self.promtool(text) == nil, "\(Self.promtool(text) ?? "")")
+    }
+}
+
+/// Each service's figures as series: pure mappings from what the service keeps.
+@Suite struct ServiceFiguresTests {
+    static func text(_ m: MetricSet, _ fill: (MetricSet) -> Void) -> String { String(decoding: m.scrape(refresh: fill), as: UTF8.self) }
+
+    @Test func aSwitchsStatsBecomeItsSeries() {
+        var stats = SwitchAPI.StatsReply(vni: 7, tunnel: "10.0.0.1:4789",
+                                         frames: ["from_ports": 120, "from_peers": 80, "to_ports": 75, "to_peers": 110, "floods": 9],
+                                         portFailures: 0, bytes: ["from_ports": 9000, "from_peers": 6000], drops: ["no port": 3],
+                                         ports: ["vm-a": .init(rx: 60, tx: 40, firstRxMs: nil, lastRxMs: nil, rxBytes: 4500, txBytes: 3000)],
+                                         macTable: ["size": 4, "learned": 6, "moved": 1, "expired": 2], peers: [])
+        let m = MetricSet()
+        let first = Self.text(m) { SwitchFigures.collect(stats, into: $0) }
+        for line in [#"violin_switch_frames_total{vni="7",direction="from_ports"} 120"#, #"violin_switch_floods_total{vni="7"} 9"#,
+                     #"violin_switch_drops_total{vni="7",reason="no_port"} 3"#, #"violin_switch_mac_table_entries{vni="7"} 4"#,
+                     #"violin_switch_mac_aged_total{vni="7"} 2"#, #"violin_switch_port_rx_bytes_total{vni="7",port="vm-a"} 4500"#] {
+            #expect(first.contains(line), "missing \(line) in \(first)")
+        }
+        #expect(MetricsTests.promtool(first) == nil, "\(MetricsTests.promtool(first) ?? "")")
+        // The VM migrated away: its port's series go; the switch's counters keep counting.
+        stats.ports = [:]
+        stats.frames["from_ports"] = 130
+        let second = Self.text(m) { SwitchFigures.collect(stats, into: $0) }
+        #expect(!second.contains("vm-a") && second.contains(#"violin_switch_frames_total{vni="7",direction="from_ports"} 130"#), "\(second)")
+    }
+
+    @Test func migrationsShowWhileTheyRunAndCountWhenTheyEnd() {
+        let m = MetricSet()
+        let running = RunningMigrations()
+        running.attach(m)
+        running.update("a1", phase: "precopy", MigrationProgress(processed: 1000, remaining: 5000, total: 6000, rate: 800, elapsedMs: 500, iteration: 1, dirtyRate: 64))
+        let during = Self.text(m) { running.collect(into: $0) }
+        #expect(during.contains(#"violin_migration_data_remaining_bytes{vm="a1",phase="precopy"} 5000"#), "\(during)")
+        #expect(during.contains(#"violin_migration_dirty_memory_rate_bytes{vm="a1",phase="precopy"} 64"#) && during.contains("violin_migrations_running 1"))
+        running.ended("a1", state: "completed", downtimeMs: 42, blackoutMs: 300)
+        let after = Self.text(m) { running.collect(into: $0) }
+        #expect(!after.contains(#"vm="a1""#), "\(after)")
+        #expect(after.contains(#"violin_migrations_total{outcome="completed"} 1"#) && after.contains("violin_migration_downtime_seconds_count 1")
+                && after.contains(#"violin_migration_blackout_seconds_bucket{le="0.5"} 1"#), "\(after)")
+        #expect(MetricsTests.promtool(after) == nil, "\(MetricsTests.promtool(after) ?? "")")
+    }
+
+    @Test func violinsAreCountedByTheirLastPhase() {
+        let f = PolicyFigures()
+        f.saw(PolicyAPI.PhaseChanged.topic, ["name": "a", "phase": "creating"])
+        f.saw(PolicyAPI.PhaseChanged.topic, ["name": "b", "phase": "running"])
+        f.saw(PolicyAPI.PhaseChanged.topic, ["name": "c", "phase": "placing"])
+        f.saw(PolicyAPI.PhaseChanged.topic, ["name": "c", "phase": "failed"])   // never made: not counted
+        f.saw(PolicyAPI.DriftDetected.topic, ["kind": "moved"])
+        // a is being made (not in the inventory yet), b and d run (d from before this process).
+        let phases = f.violinsByPhase(inventory: ["b", "d"])
+        #expect(phases["creating"] == 1 && phases["running"] == 2 && phases["failed"] == 0 && phases["placing"] == 0, "\(phases)")
+        #expect(f.driftFound == ["moved": 1])
     }
 }

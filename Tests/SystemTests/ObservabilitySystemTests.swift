@@ -78,10 +78,15 @@ import VIOLINProtocol
         defer { browser.destroy() }
         try #require(try eventually(deadline: 60) { browser.lines.contains("STEP before") }, "the page never showed o2 on h2: \(browser.lines) \(browser.stderrText)")
         // Slowed to 8 MiB/s, the migration lasts long enough for 1 s scrapes to see it move.
-        let moved = try lab.violin("migrate o2 --to h3 --bandwidth 8 --wait 150 --control 10.77.0.100 \(ctl)", timeout: 180)
-        try #require(moved.status == 0, "migrate: \(moved.err)")
+        let migrate = try Spawned("/bin/sh", ["-c", "exec ip netns exec \(ns) '\(binDir)/violin' migrate o2 --to h3 --bandwidth 8 --wait 150 --control 10.77.0.100 \(ctl)"])
+        defer { migrate.destroy() }
+        // While it runs, `violin top` shows it too: from h2 to h3, with what it has left.
+        #expect(try eventually(deadline: 60) { browser.lines.contains("STEP during") }, "no progress bar in pre-copy during the migration: \(browser.lines)")
+        let top = try lab.violin("top --once --control 10.77.0.100 \(ctl)")
+        let row = top.out.split(separator: "\n").first { $0.hasPrefix("o2 ") }.map(String.init) ?? ""
+        #expect(top.out.contains("MIGRATIONS IN PROGRESS: 1") && row.contains("h2") && row.contains("h3") && row.contains("MiB"), "violin top: \(top.out) \(top.err)")
+        #expect(migrate.waitExit(timeout: 150) == 0, "migrate: \(migrate.lines) \(migrate.stderrText)")
         #expect(try eventually(deadline: 60) { browser.lines.contains("STEP after") }, "the page never showed o2 on h3: \(browser.lines) \(browser.stderrText)")
-        #expect(browser.lines.contains("STEP during"), "no progress bar in pre-copy during the migration: \(browser.lines)")
         let dom = (try? String(contentsOfFile: "\(shots)/after.html", encoding: .utf8)) ?? ""
         #expect(dom.contains("data-host=\"h3\"") && dom.contains("data-vm=\"o2\""), "rendered DOM: \(dom.prefix(400))")
         if let out = ProcessInfo.processInfo.environment["VIOLIN_WEBVIEW_SHOTS"] {
