@@ -9,10 +9,14 @@ public enum Reconcile {
         case missing(vm: VMID, host: HostID)
         /// A host runs a VM the inventory does not know. Reported.
         case stray(vm: String, host: HostID)
+        /// The inventory says `from`, which answers without it; no host that answers runs it; and
+        /// `from`'s own journal says it migrated it to `to`, which does not answer. Corrected:
+        /// the VM is where it went (and is lost with `to` if `to` stays silent).
+        case departed(vm: VMID, from: HostID, to: HostID)
 
         public var kind: String {
             switch self {
-            case .moved: "moved"
+            case .moved, .departed: "moved"
             case .missing: "missing"
             case .stray: "stray"
             }
@@ -38,6 +42,31 @@ public enum Reconcile {
             for vm in vms.sorted() where placement[vm] == nil { out.append(.stray(vm: vm, host: host)) }
         }
         return out
+    }
+
+    /// The VMs whose inventory host answered without them and that no answering host runs:
+    /// whose journals to read (`departed`).
+    public static func unaccounted(placement: [VMID: HostID], reports: [HostID: Set<String>?]) -> [VMID: HostID] {
+        let answered = reports.compactMapValues { $0 }
+        var out: [VMID: HostID] = [:]
+        for (vm, host) in placement {
+            guard let ran = answered[host], !ran.contains(vm), !answered.values.contains(where: { $0.contains(vm) }) else { continue }
+            out[vm] = host
+        }
+        return out
+    }
+
+    /// Of the `unaccounted` VMs, those their host's journal says it migrated away
+    /// (`destinations`: per host, each VM's destination in its newest completed migration from
+    /// there) to a host that does not answer now (silent, or lost and no longer asked): the
+    /// policy missed the `executor.migration_completed` (it was down) and the destination went
+    /// silent before a reconciliation could see the VM there.
+    public static func departed(_ unaccounted: [VMID: HostID], reports: [HostID: Set<String>?],
+                                destinations: [HostID: [VMID: HostID]]) -> [Drift] {
+        unaccounted.sorted(by: { $0.key < $1.key }).compactMap { vm, host in
+            guard let to = destinations[host]?[vm], to != host, (reports[to] ?? nil) == nil else { return nil }
+            return .departed(vm: vm, from: host, to: to)
+        }
     }
 
     /// The VMs missing in both `now` and `before` (two looks in a row), whatever host the

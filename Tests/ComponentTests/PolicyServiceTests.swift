@@ -544,6 +544,52 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
         }
     }
 
+    /// A migration the policy never heard of (it was down), to a host that went silent right
+    /// after: the source answers without the VM, and its journal says where it went. The VM is
+    /// placed there at once, and made again when that host stays silent — not left on the
+    /// source until it counts as missing in two looks of a policy that may be restarted between them.
+    @Test func aVMFollowsItsSourcesJournalToAHostThatWentSilent() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-policy-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try withContext { ctx in
+            let policy = try node(dir + "/policy.sqlite") { $0.reconcileInterval = 0; $0.executorTimeoutMs = 2000; $0.hostLostAfter = 0 }
+            let runtime = try makeRuntime("policy", handler: policy)
+            defer { runtime.stop() }
+            let events = NSLock()
+            var seen: [(String, JSONValue)] = []
+            policy.publish = { topic, body in events.withLock { seen.append((topic, body)) } }
+            let hosts = ["a": HostExecutor([]), "b": HostExecutor([]), "c": HostExecutor([])]
+            let runtimes = try hosts.mapValues { try makeRuntime("executor", handler: $0) }
+            defer { runtimes.values.forEach { $0.stop() } }
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 10_000)
+            defer { client.close() }
+            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
+            for id in ["a", "b", "c"] {
+                _ = try client.call(PolicyAPI.RegisterHost(id: id, domain: "d1", cores: 2, memoryMB: 8192, executor: runtimes[id]!.endpoints[0]))
+            }
+            _ = try client.call(PolicyAPI.CreateEnvironment(spec: [
+                "name": "k", "home_domain": "d1", "image": "tiny", "restart": "always",
+                "vms": [["name": "k1", "host": "a"], ["name": "k2", "host": "b"]]]))
+            // b sent k2 to c (the event was lost), then c went silent.
+            hosts["b"]!.running = []
+            hosts["b"]!.jobs = [.init(job: "job-1", vm: "k2", from: "b", to: "c", state: "completed", error: "", elapsedMs: 900, downtimeMs: 40,
+                                      blackoutMs: 90, processedBytes: nil, remainingBytes: nil, rateBps: nil, decisionID: "",
+                                      createdAt: "2026-12-07T10:00:00Z", updatedAt: "2026-12-07T10:00:01Z")]
+            hosts["c"]!.down = true
+            policy.reconcile()
+            let moved = events.withLock { seen.first { $0.0 == PolicyAPI.DriftDetected.event } }
+            #expect(moved?.1["kind"] == "moved" && moved?.1["host"] == "c" && moved?.1["inventory_host"] == "b"
+                    && moved?.1["why"]?.stringValue?.contains("journal") == true, "\(String(describing: moved))")
+            #expect(try client.call(PolicyAPI.Inventory()).vms.first { $0.id == "k2" }?.host == "c")
+            // c stays silent (host_lost_after 0 here): k2 is made again where it can run.
+            policy.reconcile()
+            let restarted = events.withLock { seen.filter { $0.0 == PolicyAPI.VMRestarted.event } }
+            #expect(restarted.count == 1 && restarted.first?.1["vm"] == "k2" && restarted.first?.1["from"] == "c", "\(restarted)")
+            #expect(hosts.values.filter { $0.running.contains("k2") }.count == 1)
+        }
+    }
+
     /// A host's silence is counted from when it began, also across a restart of the policy (it is
     /// killed, its node goes down): the restarted policy does not start the count again.
     @Test func aHostsSilenceOutlivesAPolicyRestart() throws {
@@ -643,6 +689,9 @@ final class HostExecutor: RequestHandler, @unchecked Sendable {
     /// While down, it answers everything with `unavailable` (a host whose libvirt is gone).
     var down: Bool { get { lock.withLock { isDown } } set { lock.withLock { isDown = newValue } } }
     private var isDown = false
+    /// Its journal: the migrations it ran, newest first (`jobs_request`).
+    var jobs: [ExecutorAPI.JobReport] { get { lock.withLock { journal } } set { lock.withLock { journal = newValue } } }
+    private var journal: [ExecutorAPI.JobReport] = []
     /// How many times it was asked what it runs.
     var asked: Int { lock.withLock { vmsAsked } }
     private var vmsAsked = 0
@@ -658,6 +707,8 @@ final class HostExecutor: RequestHandler, @unchecked Sendable {
             return Replies.ok(ExecutorAPI.VMsReply(host: "fake", vms: running.map {
                 .init(name: $0, state: "running", memoryMB: 256, mac: made[$0]?["mac"]?.stringValue, nicPort: made[$0]?["nic_port"]?.intValue)
             }))
+        case ExecutorAPI.Jobs.msgType:
+            return Replies.ok(ExecutorAPI.JobsReply(jobs: jobs))
         case ExecutorAPI.HostInfo.msgType:
             return Replies.ok(ExecutorAPI.HostInfoReply(host: "fake", migrationURI: "qemu:///fake", mesh: "tcp://127.0.0.1:1", freeMemoryMB: 4096, migrationsRunning: 0))
         case ExecutorAPI.Images.msgType:

@@ -231,6 +231,22 @@ import Testing
         #expect(Reconcile.drift(placement: placement, reports: ["h1": ["a1", "a2"], "h2": ["a3", "a4"], "h3": ["a5"]]).isEmpty)
     }
 
+    /// A VM its host answers without and no answering host runs: where that host's journal says
+    /// it went, if that host does not answer (silent, or lost and no longer asked).
+    @Test func aVMFollowsItsHostsJournalToASilentHost() {
+        let placement = ["a1": "h1", "a2": "h1", "a3": "h2", "a4": "h2"]
+        let reports: [String: Set<String>?] = ["h1": [], "h2": ["a3", "a2"], "h3": nil]
+        // a1 and a4 are unaccounted (a2 runs on h2: an ordinary move; a3 where it should be).
+        let unaccounted = Reconcile.unaccounted(placement: placement, reports: reports)
+        #expect(unaccounted == ["a1": "h1", "a4": "h2"])
+        // h1 migrated a1 to h3 (silent) and to h4 (lost: no longer asked); h2 sent a4 to h1, which answers without it.
+        #expect(Reconcile.departed(unaccounted, reports: reports, destinations: ["h1": ["a1": "h3"], "h2": ["a4": "h1"]])
+                == [.departed(vm: "a1", from: "h1", to: "h3")])
+        #expect(Reconcile.departed(unaccounted, reports: reports, destinations: ["h1": ["a1": "h4"]]) == [.departed(vm: "a1", from: "h1", to: "h4")])
+        #expect(Reconcile.departed(unaccounted, reports: reports, destinations: [:]).isEmpty, "no journal, no guess")
+        #expect(Reconcile.Drift.departed(vm: "a1", from: "h1", to: "h3").kind == "moved")
+    }
+
     /// Missing counts only when two looks in a row found it so (wherever the inventory put it).
     @Test func missingMeansInTwoLooksInARow() {
         let now: [Reconcile.Drift] = [.missing(vm: "a1", host: "h1"), .missing(vm: "a2", host: "h2"), .moved(vm: "a3", from: "h1", to: "h2")]

@@ -567,6 +567,22 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         }
     }
 
+    /// Per host, where its newest completed migration of each VM took it (its executor's
+    /// journal); a host that does not answer gives nothing.
+    func destinations(of hosts: Set<HostID>, _ inv: PolicyStore.Inventory) -> [HostID: [VMID: HostID]] {
+        var out: [HostID: [VMID: HostID]] = [:]
+        for host in hosts.sorted() where !(inv.endpoints[host]?.executor ?? "").isEmpty {
+            let client = executorClient(host, inv)
+            defer { client.close() }
+            guard let jobs = try? client.call(ExecutorAPI.Jobs(limit: 200), retries: 0) else { continue }
+            var went: [VMID: HostID] = [:]
+            // Newest first: the first completed migration of a VM from here is its latest.
+            for j in jobs.jobs where j.state == "completed" && j.from == host && went[j.vm] == nil { went[j.vm] = j.to }
+            out[host] = went
+        }
+        return out
+    }
+
     /// One comparison of the inventory with what every executor runs: a VM that moved without
     /// the policy hearing of it is moved in the inventory; the rest is reported. Each drift is
     /// published once, until it changes.
@@ -595,7 +611,14 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         // A host silent for host_lost_after is lost: it holds nothing a VM could be found on, so
         // it does not keep a VM that no other host runs from counting as missing.
         let lostHosts = lock.withLock { Set(silentSince.filter { now - $0.value >= options.hostLostAfter }.keys) }
-        let drift = Reconcile.drift(placement: inv.placement, reports: reports.filter { !lostHosts.contains($0.key) })
+        let asked = reports.filter { !lostHosts.contains($0.key) }
+        var drift = Reconcile.drift(placement: inv.placement, reports: asked)
+        // A VM its host answers without, that no other answering host runs: that host's journal
+        // may say it migrated it to one that has gone silent since.
+        let unaccounted = Reconcile.unaccounted(placement: inv.placement, reports: asked)
+        let departed = Reconcile.departed(unaccounted, reports: asked, destinations: destinations(of: Set(unaccounted.values), inv))
+        let went = Set(departed.compactMap { if case .departed(let vm, _, _) = $0 { vm } else { nil } })
+        drift = drift.filter { if case .missing(let vm, _) = $0 { !went.contains(vm) } else { true } } + departed
         // Missing in two looks in a row: hosts are asked one after another, so a VM migrating
         // between two of them can be missed by both answers of one look.
         let previous = lock.withLock { lastDrift }
@@ -610,6 +633,10 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
                 do { try store.place(vm: vm, on: to) } catch { logger.warning("reconcile: cannot move \(vm) to \(to): \(error)"); continue }
                 emit(PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: to, inventoryHost: from,
                                              why: "\(to) runs it, not \(from): the inventory now places it on \(to)"))
+            case .departed(let vm, let from, let to):
+                do { try store.place(vm: vm, on: to) } catch { logger.warning("reconcile: cannot move \(vm) to \(to): \(error)"); continue }
+                emit(PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: to, inventoryHost: from,
+                                             why: "\(from) answers without it and its journal says it migrated it to \(to), which does not answer: the inventory now places it on \(to)"))
             case .missing(let vm, let host):
                 emit(PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: "", inventoryHost: host,
                                              why: "every host answered and none runs it"))
