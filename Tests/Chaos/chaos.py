@@ -15,6 +15,7 @@ Run as root after `swift build` (VIOLIN_BIN names other executables). A 3-minute
 fixed seed is part of Tests/run.sh; 20-minute soaks are a benchmark (Tests/Benchmarks/chaos-soak.sh).
 """
 import argparse
+import glob
 import json
 import os
 import random
@@ -43,6 +44,12 @@ BOOT_GRACE = 60.0             # a VM (re)made boots under TCG: not judged by pin
 REMAKE_LIMIT = 150.0          # a restart-always guest lost with its host runs again within this
                               # (host_lost_after 30 s + a reconcile + the remake, with room for a
                               # control-node outage or a killed policy on the way)
+# A guest kernel that crashed (its console says so): it cannot answer pings whatever the network
+# does. Seen under TCG after live migrations: virtio-net's "output.0:id 0 is not a head!", then a
+# CPU stuck for good (the lab's guests now panic on a soft lockup and boot again: panic=5).
+GUEST_CRASH = re.compile(r"Kernel panic|soft lockup|BUG: |Oops|general protection fault|is not a head")
+JUDGE_AFTER = 15.0            # pings are judged this long after a group's deadline: time for a
+                              # crash's console line (a soft lockup shows 10 s in) to be read first
 KINDS = ["kill-bus", "kill-policy", "kill-mesh", "kill-switch", "kill-monitor", "kill-executor",
          "executor-in-migration", "libvirtd-in-migration", "host-link-down", "host-lost",
          "interdomain-loss", "interdomain-delay", "control-down"]
@@ -306,6 +313,9 @@ class Soak:
         self.two_seen = {}            # vm -> hosts, seen running on two in the last snapshot
         self.none_since = {}          # vm -> since when it runs nowhere
         self.remakes = []             # seconds from a host's loss until a guest lost with it ran again
+        self.crashes = []             # (time, vm, console file, line): guest kernels that crashed
+        self.crash_checked = set()    # crashes whose reboot was judged
+        self.console_at = {}          # console file -> bytes read
         self.operator = {"migrations": 0, "refused": 0, "violin_migrations": 0}
         self.stop = False
         self.deadline = 0
@@ -416,6 +426,49 @@ class Soak:
                                      % (vm, last, time.strftime("%H:%M:%S", time.localtime(self.lost_at[last])), REMAKE_LIMIT))
         return where
 
+    def scan_consoles(self):
+        """New console lines of every guest: a kernel crash restarts the guest's boot grace (it
+        boots again, in its own QEMU, after panic=5), so its pings are not held against the
+        network until it could answer again; the crash itself is reported."""
+        now = time.time()
+        for path in sorted(glob.glob(os.path.join(self.lab.run, "h*", "console", "*.log"))):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(self.console_at.get(path, 0))
+                    data = f.read()
+            except OSError:
+                continue
+            cut = data.rfind(b"\n") + 1
+            self.console_at[path] = self.console_at.get(path, 0) + cut
+            vm = os.path.basename(path)[:-4]
+            for line in data[:cut].decode("utf-8", "replace").splitlines():
+                if not GUEST_CRASH.search(line):
+                    continue
+                with self.lock:
+                    if any(c[1] == vm and now - c[0] < 60 for c in self.crashes):
+                        continue            # the same crash, told in more lines
+                    self.crashes.append((now, vm, path, line.strip()[:160]))
+                    if vm in self.vm_since:
+                        self.vm_since[vm] = now
+                log("guest crash: %s: %s" % (vm, line.strip()[:160]))
+
+    def crashed_recently(self, vm, since):
+        with self.lock:
+            return any(c[1] == vm and c[0] >= since for c in self.crashes)
+
+    def judge_reboots(self, now):
+        """A crashed guest boots again and answers pings within its boot grace (and 30 s more)."""
+        for t, vm, path, line in list(self.crashes):
+            if (t, vm) in self.crash_checked or now < t + BOOT_GRACE + 30:
+                continue
+            self.crash_checked.add((t, vm))
+            hits = [(v, ip) for v, guests in VIOLINS.items() for g, ip in guests.items() if g == vm]
+            for v, ip in hits:
+                first = self.probes.first_reply(v, ip, t)
+                if first is None or first > t + BOOT_GRACE + 30:
+                    self.violate("guest-reboot", "%s's kernel crashed at %s (%s) and it did not answer again within %.0f s"
+                                 % (vm, time.strftime("%H:%M:%S", time.localtime(t)), line, BOOT_GRACE + 30), t)
+
     def heading_to_lost(self, vm, since):
         """The host `vm` was being migrated to when it vanished (at `since`), if that host was
         lost after the migration began and before the VM was missed: a guest in post-copy runs
@@ -466,8 +519,10 @@ class Soak:
         while not self.stop:
             t0 = time.time()
             try:
+                self.scan_consoles()
                 self.snapshot()
                 self.judge()
+                self.judge_reboots(time.time())
             except Exception as e:          # a check that could not be made is not a pass
                 log("checker: %r" % e)
             time.sleep(max(0.2, 2 - (time.time() - t0)))
@@ -510,7 +565,7 @@ class Soak:
             if "mesh_at" not in lead and now <= last + 2 * MEMBER_TIMEOUT + 3:
                 if self.mesh_full():
                     lead["mesh_at"] = max(time.time(), last)
-            if now < deadline + 2:
+            if now < deadline + JUDGE_AFTER:
                 continue
             for g in group:
                 g["judged"] = True
@@ -519,7 +574,9 @@ class Soak:
             what = "%s (%s)" % (lead["kind"], lead["detail"]) + ("" if len(group) == 1 else " and %d overlapping faults" % (len(group) - 1))
             if "mesh_at" not in lead:
                 self.violate("mesh-full", "after %s ended, a VIOLIN's mesh was not full within %.0f s" % (what, 2 * MEMBER_TIMEOUT), last)
-            targets = [(v, vm, ip) for v, vm, ip in self.pingable(now) if self.vm_since[vm] + BOOT_GRACE <= last]
+            # A guest whose kernel crashed around then is judged by its reboot (judge_reboots).
+            targets = [(v, vm, ip) for v, vm, ip in self.pingable(now)
+                       if self.vm_since[vm] + BOOT_GRACE <= last and not self.crashed_recently(vm, last - BOOT_GRACE)]
             for v, vm, ip in targets:
                 first = self.probes.first_reply(v, ip, last)
                 if first is None or first > deadline:
@@ -954,7 +1011,13 @@ class Soak:
                   "| policy decisions | %d |" % decided,
                   "| guests lost with their host made again / longest from the loss (limit %.0f s) | %d / %s |"
                   % (REMAKE_LIMIT, len(self.remakes), ("%.0f s" % max(self.remakes)) if self.remakes else "-"),
+                  "| guest kernels that crashed (each judged by its reboot instead of its pings) | %d |" % len(self.crashes),
                   "| invariant violations | %d |" % len(self.violations), ""]
+        if self.crashes:
+            lines += ["## Guest kernels that crashed", "",
+                      "Read from the guests' consoles. A crashed guest cannot answer pings, whatever the network does: "
+                      "it must boot again and answer within %.0f s (invariant guest-reboot)." % (BOOT_GRACE + 30), ""]
+            lines += ["- %s %s: %s" % (time.strftime("%H:%M:%S", time.localtime(t)), vm, line) for t, vm, _, line in self.crashes] + [""]
         lines += ["## TCP streams that connected", ""] + ["- VIOLIN %s to %s: %s, %d sent, %d echoed, longest stall %s ms%s"
                                                         % (x["violin"], x["ip"], "survived" if x.get("survived") else "ended", x.get("sent", 0),
                                                            x.get("echoed", 0), x.get("longest_stall_ms", "-"), (": " + x["error"]) if x.get("error") else "")
