@@ -448,10 +448,9 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
         }
     }
 
-    /// `restart: always`: a VM whose host stops answering is made again on a host that answers,
-    /// from its image, with its MAC; the old copy goes once its host answers again. A VIOLIN
-    /// without it keeps waiting for its host.
-    @Test func lostVMsOfARestartAlwaysVIOLINAreMadeAgain() throws {
+    /// A policy (rounds and reconciliations on request, hosts lost at once) with three fake
+    /// executors a, b and c registered in domain d1, and a client of it.
+    func withThreeHosts(_ body: (PolicyServer, [String: HostExecutor], ServiceClient) throws -> Void) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-policy-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -459,9 +458,6 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             let policy = try node(dir + "/policy.sqlite") { $0.reconcileInterval = 0; $0.executorTimeoutMs = 2000; $0.hostLostAfter = 0 }
             let runtime = try makeRuntime("policy", handler: policy)
             defer { runtime.stop() }
-            let events = NSLock()
-            var restarted: [JSONValue] = []
-            policy.publish = { topic, body in if topic == PolicyAPI.VMRestarted.event { events.withLock { restarted.append(body) } } }
             let hosts = ["a": HostExecutor([]), "b": HostExecutor([]), "c": HostExecutor([])]
             let runtimes = try hosts.mapValues { try makeRuntime("executor", handler: $0) }
             defer { runtimes.values.forEach { $0.stop() } }
@@ -471,6 +467,18 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             for id in ["a", "b", "c"] {
                 _ = try client.call(PolicyAPI.RegisterHost(id: id, domain: "d1", cores: 2, memoryMB: 8192, executor: runtimes[id]!.endpoints[0]))
             }
+            try body(policy, hosts, client)
+        }
+    }
+
+    /// `restart: always`: a VM whose host stops answering is made again on a host that answers,
+    /// from its image, with its MAC; the old copy goes once its host answers again. A VIOLIN
+    /// without it keeps waiting for its host.
+    @Test func lostVMsOfARestartAlwaysVIOLINAreMadeAgain() throws {
+        try withThreeHosts { policy, hosts, client in
+            let events = NSLock()
+            var restarted: [JSONValue] = []
+            policy.publish = { topic, body in if topic == PolicyAPI.VMRestarted.event { events.withLock { restarted.append(body) } } }
             // k2 goes to b (spread; never beside k1); p1, of a VIOLIN without restart, too.
             let kept = try client.call(PolicyAPI.CreateEnvironment(spec: [
                 "name": "kept", "home_domain": "d1", "image": "tiny", "restart": "always", "placement": "spread", "uplink": "nat",
@@ -549,25 +557,10 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
     /// placed there at once, and made again when that host stays silent — not left on the
     /// source until it counts as missing in two looks of a policy that may be restarted between them.
     @Test func aVMFollowsItsSourcesJournalToAHostThatWentSilent() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("violin-policy-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try withContext { ctx in
-            let policy = try node(dir + "/policy.sqlite") { $0.reconcileInterval = 0; $0.executorTimeoutMs = 2000; $0.hostLostAfter = 0 }
-            let runtime = try makeRuntime("policy", handler: policy)
-            defer { runtime.stop() }
+        try withThreeHosts { policy, hosts, client in
             let events = NSLock()
             var seen: [(String, JSONValue)] = []
             policy.publish = { topic, body in events.withLock { seen.append((topic, body)) } }
-            let hosts = ["a": HostExecutor([]), "b": HostExecutor([]), "c": HostExecutor([])]
-            let runtimes = try hosts.mapValues { try makeRuntime("executor", handler: $0) }
-            defer { runtimes.values.forEach { $0.stop() } }
-            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 10_000)
-            defer { client.close() }
-            _ = try client.call(PolicyAPI.RegisterDomain(id: "d1"))
-            for id in ["a", "b", "c"] {
-                _ = try client.call(PolicyAPI.RegisterHost(id: id, domain: "d1", cores: 2, memoryMB: 8192, executor: runtimes[id]!.endpoints[0]))
-            }
             _ = try client.call(PolicyAPI.CreateEnvironment(spec: [
                 "name": "k", "home_domain": "d1", "image": "tiny", "restart": "always",
                 "vms": [["name": "k1", "host": "a"], ["name": "k2", "host": "b"]]]))
