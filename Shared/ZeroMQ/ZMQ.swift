@@ -34,6 +34,9 @@ public final class ZMQContext: @unchecked Sendable {
         zmq_ctx_set(handle, ZMQ_IO_THREADS, ioThreads)
         // Never block in zmq_ctx_term on unsent messages.
         zmq_ctx_set(handle, ZMQ_BLOCKY, 0)
+        // Every socket may bind or connect to IPv6 endpoints (`tcp://[::1]:7701`); IPv4 ones work
+        // as before.
+        zmq_ctx_set(handle, ZMQ_IPV6, 1)
     }
 
     public func shutdown() { zmq_ctx_shutdown(handle) }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import TestSupport
 import Testing
 import ServiceKit
@@ -224,6 +225,33 @@ extension ServiceRuntimeTests {
             #expect(sampled.body["cpu"] == .number(0.5))
             #expect(sub.gaps == 0)
             #expect(proxy.snapshot.events >= 7)
+        }
+    }
+}
+
+/// The control plane over IPv6: a service bound to an IPv6 endpoint answers over it, and
+/// publishes its events to a bus reached over IPv6.
+@Suite struct IPv6TransportTests {
+    @Test func aServiceAnswersAndPublishesOverIPv6() throws {
+        try withContext { ctx in
+            let proxy = try EventProxy(context: ctx, frontend: ["tcp://[::1]:*"], backend: ["tcp://[::1]:*"])
+            proxy.start()
+            defer { proxy.stop() }
+            #expect(proxy.frontendEndpoints[0].hasPrefix("tcp://[::1]:"), "\(proxy.frontendEndpoints)")
+            let sub = try EventSubscriber(context: ctx, endpoint: proxy.backendEndpoints[0], topics: ["mesh."])
+            defer { sub.close() }
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            let settings = ServiceSettings(service: "mesh", instance: "mesh@v6", listen: ["tcp://[::1]:*"], bus: proxy.frontendEndpoints[0],
+                                           heartbeatInterval: 0.05)
+            let runtime = try ServiceRuntime(settings: settings, logger: logger)
+            try runtime.start()
+            defer { runtime.stop() }
+            #expect(runtime.endpoints[0].hasPrefix("tcp://[::1]:"), "\(runtime.endpoints)")
+            let client = ServiceClient(context: ctx, endpoint: runtime.endpoints[0], timeoutMs: 3000)
+            defer { client.close() }
+            #expect(try client.call(AdminAPI.Ping()).service == "mesh")
+            #expect(try sub.waitFor(timeoutMs: 5000) { $0.topic == "mesh.heartbeat" } != nil, "no event over IPv6")
         }
     }
 }
