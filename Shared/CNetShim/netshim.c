@@ -61,22 +61,26 @@ int vn_writev(int fd, const uint8_t *const *ptrs, const size_t *lens, int count)
     }
 }
 
+static socklen_t fill_addr16(struct sockaddr_in6 *slot, uint64_t hi, uint64_t lo, uint16_t port);
+
 int vn_udp_send_gather(int fd, const uint8_t *const *ptrs, const size_t *lens, int count,
                        uint32_t addr_be, uint16_t port, uint16_t segment, int timeout_ms) {
+    return vn_udp_send_gather16(fd, ptrs, lens, count, 0, ((uint64_t)addr_be << 32) | 0xFFFF0000u, port, segment, timeout_ms);
+}
+
+int vn_udp_send_gather16(int fd, const uint8_t *const *ptrs, const size_t *lens, int count,
+                         uint64_t hi, uint64_t lo, uint16_t port, uint16_t segment, int timeout_ms) {
     if (count <= 0 || count > 1024) return -EINVAL;
     struct iovec iov[count];
     size_t total = 0;
     for (int i = 0; i < count; i++) { iov[i].iov_base = (void *)ptrs[i]; iov[i].iov_len = lens[i]; total += lens[i]; }
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = addr_be;
-    sa.sin_port = htons(port);
+    struct sockaddr_in6 sa;
+    socklen_t salen = fill_addr16(&sa, hi, lo, port);
     char ctrl[CMSG_SPACE(sizeof(uint16_t))];
     struct msghdr h;
     memset(&h, 0, sizeof h);
     h.msg_name = &sa;
-    h.msg_namelen = sizeof sa;
+    h.msg_namelen = salen;
     h.msg_iov = iov;
     h.msg_iovlen = count;
     if (segment > 0 && total > segment) {
@@ -101,6 +105,11 @@ int vn_udp_send_gather(int fd, const uint8_t *const *ptrs, const size_t *lens, i
 int vn_udp_send_gso(int fd, const uint8_t *buf, size_t len, uint32_t addr_be, uint16_t port,
                     uint16_t segment, int timeout_ms) {
     return vn_udp_send_gather(fd, &buf, &len, 1, addr_be, port, segment, timeout_ms);
+}
+
+int vn_udp_send_gso16(int fd, const uint8_t *buf, size_t len, uint64_t hi, uint64_t lo, uint16_t port,
+                      uint16_t segment, int timeout_ms) {
+    return vn_udp_send_gather16(fd, &buf, &len, 1, hi, lo, port, segment, timeout_ms);
 }
 
 int vn_writev2(int fd, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
@@ -168,10 +177,10 @@ int vn_udp_open(uint32_t addr_be, uint16_t port, int bufsize) {
 }
 
 int vn_udp_local_port(int fd) {
-    struct sockaddr_in sa;
+    struct sockaddr_in6 sa;   /* either family: the port is at the same offset */
     socklen_t len = sizeof sa;
     if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) return -errno;
-    return ntohs(sa.sin_port);
+    return ntohs(sa.sin6_port);
 }
 
 int vn_udp_connect(int fd, uint32_t addr_be, uint16_t port) {
@@ -181,6 +190,32 @@ int vn_udp_connect(int fd, uint32_t addr_be, uint16_t port) {
     sa.sin_addr.s_addr = addr_be;
     sa.sin_port = htons(port);
     return connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ? -errno : 0;
+}
+
+int vn_udp_open16(uint64_t hi, uint64_t lo, uint16_t port, int bufsize) {
+    struct sockaddr_in6 sa;
+    socklen_t len = fill_addr16(&sa, hi, lo, port);
+    int fd = socket(sa.sin6_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (sa.sin6_family == AF_INET6) { int only = 1; setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof only); }
+    if (bufsize > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize);
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize);
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsize, sizeof bufsize);
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bufsize, sizeof bufsize);
+    }
+    if (bind(fd, (struct sockaddr *)&sa, len) < 0) { int e = errno; close(fd); return -e; }
+    return fd;
+}
+
+int vn_udp_send16(int fd, const uint8_t *data, size_t len, uint64_t hi, uint64_t lo, uint16_t port) {
+    struct sockaddr_in6 sa;
+    socklen_t salen = fill_addr16(&sa, hi, lo, port);
+    for (;;) {
+        ssize_t n = sendto(fd, data, len, 0, (struct sockaddr *)&sa, salen);
+        if (n >= 0) return (int)n;
+        if (errno != EINTR) return -errno;
+    }
 }
 
 int vn_parse_ipv4(const char *text, uint32_t *out_be) {
@@ -235,12 +270,46 @@ int vn_poll_readable(const int *fds, uint8_t *ready, int count, int timeout_ms) 
     }
 }
 
+/* An underlay address as two words holding its 16 bytes in memory order, IPv4 as
+ * ::ffff:a.b.c.d: written into a socket address of its own family; its length returned. */
+static socklen_t fill_addr16(struct sockaddr_in6 *slot, uint64_t hi, uint64_t lo, uint16_t port) {
+    uint8_t a[16];
+    memcpy(a, &hi, 8);
+    memcpy(a + 8, &lo, 8);
+    static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+    if (memcmp(a, mapped, 12) == 0) {
+        struct sockaddr_in *sa = (struct sockaddr_in *)slot;
+        memset(sa, 0, sizeof *sa);
+        sa->sin_family = AF_INET;
+        memcpy(&sa->sin_addr, a + 12, 4);
+        sa->sin_port = htons(port);
+        return sizeof *sa;
+    }
+    memset(slot, 0, sizeof *slot);
+    slot->sin6_family = AF_INET6;
+    memcpy(&slot->sin6_addr, a, 16);
+    slot->sin6_port = htons(port);
+    return sizeof *slot;
+}
+
+static void read_addr16(const struct sockaddr_in6 *slot, uint64_t *hi, uint64_t *lo) {
+    uint8_t a[16] = { 0 };
+    if (slot->sin6_family == AF_INET6) {
+        memcpy(a, &slot->sin6_addr, 16);
+    } else {
+        a[10] = 0xff; a[11] = 0xff;
+        memcpy(a + 12, &((const struct sockaddr_in *)slot)->sin_addr, 4);
+    }
+    memcpy(hi, a, 8);
+    memcpy(lo, a + 8, 8);
+}
+
 struct vn_batch {
     int capacity;
     int bufsize;
     struct mmsghdr *msgs;
     struct iovec *iovs;
-    struct sockaddr_in *addrs;
+    struct sockaddr_in6 *addrs;   /* room for either family; IPv4 slots hold a sockaddr_in */
     uint8_t *data;
     char *ctrl;            /* CTRL_SIZE per slot: UDP_GRO on receive, UDP_SEGMENT on send */
 };
@@ -276,22 +345,29 @@ void vn_batch_free(vn_batch *b) {
 
 uint8_t *vn_batch_buffer(vn_batch *b, int i) { return b->data + (size_t)i * b->bufsize; }
 int vn_batch_length(const vn_batch *b, int i) { return (int)b->msgs[i].msg_len; }
-uint32_t vn_batch_addr(const vn_batch *b, int i) { return b->addrs[i].sin_addr.s_addr; }
-uint16_t vn_batch_port(const vn_batch *b, int i) { return ntohs(b->addrs[i].sin_port); }
+uint32_t vn_batch_addr(const vn_batch *b, int i) { return ((const struct sockaddr_in *)&b->addrs[i])->sin_addr.s_addr; }
+uint16_t vn_batch_port(const vn_batch *b, int i) { return ntohs(b->addrs[i].sin6_port); }   /* same offset in both families */
+
+void vn_batch_addr16(const vn_batch *b, int i, uint64_t *hi, uint64_t *lo) { read_addr16(&b->addrs[i], hi, lo); }
 
 void vn_batch_set_send(vn_batch *b, int i, const uint8_t *data, size_t len, uint32_t addr_be, uint16_t port) {
+    vn_batch_set_send16(b, i, data, len, 0, ((uint64_t)addr_be << 32) | 0xFFFF0000u, port);
+}
+
+void vn_batch_set_send16(vn_batch *b, int i, const uint8_t *data, size_t len, uint64_t hi, uint64_t lo, uint16_t port) {
     b->iovs[i].iov_base = (void *)data;
     b->iovs[i].iov_len = len;
-    b->addrs[i].sin_family = AF_INET;
-    b->addrs[i].sin_addr.s_addr = addr_be;
-    b->addrs[i].sin_port = htons(port);
-    b->msgs[i].msg_hdr.msg_namelen = sizeof b->addrs[i];
+    b->msgs[i].msg_hdr.msg_namelen = fill_addr16(&b->addrs[i], hi, lo, port);
     b->msgs[i].msg_hdr.msg_control = NULL;
     b->msgs[i].msg_hdr.msg_controllen = 0;
 }
 
 void vn_batch_set_send_gso(vn_batch *b, int i, const uint8_t *data, size_t len, uint32_t addr_be, uint16_t port, uint16_t segment) {
-    vn_batch_set_send(b, i, data, len, addr_be, port);
+    vn_batch_set_send_gso16(b, i, data, len, 0, ((uint64_t)addr_be << 32) | 0xFFFF0000u, port, segment);
+}
+
+void vn_batch_set_send_gso16(vn_batch *b, int i, const uint8_t *data, size_t len, uint64_t hi, uint64_t lo, uint16_t port, uint16_t segment) {
+    vn_batch_set_send16(b, i, data, len, hi, lo, port);
     if (segment == 0 || len <= segment) return;
     char *c = b->ctrl + (size_t)i * CTRL_SIZE;
     memset(c, 0, CTRL_SIZE);
@@ -310,10 +386,12 @@ const uint8_t *vn_batch_send_data(const vn_batch *b, int i) { return b->iovs[i].
 size_t vn_batch_send_len(const vn_batch *b, int i) { return b->iovs[i].iov_len; }
 
 void vn_batch_set_recv(vn_batch *b, int i, int len, uint32_t addr_be, uint16_t port) {
+    vn_batch_set_recv16(b, i, len, 0, ((uint64_t)addr_be << 32) | 0xFFFF0000u, port);
+}
+
+void vn_batch_set_recv16(vn_batch *b, int i, int len, uint64_t hi, uint64_t lo, uint16_t port) {
     b->msgs[i].msg_len = (unsigned)len;
-    b->addrs[i].sin_family = AF_INET;
-    b->addrs[i].sin_addr.s_addr = addr_be;
-    b->addrs[i].sin_port = htons(port);
+    fill_addr16(&b->addrs[i], hi, lo, port);
     b->msgs[i].msg_hdr.msg_controllen = 0;
 }
 

@@ -11,42 +11,145 @@ public enum Location: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// A peer switch's underlay address: IPv4 (network byte order, as the socket gives it) and UDP port.
+/// A peer switch's underlay address and UDP port: IPv4 or IPv6, kept as its 16 bytes in memory
+/// order in two words (an IPv4 address as ::ffff:a.b.c.d), as the data plane's C shim takes it.
 public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
-    public let addressBE: UInt32
+    public let hi: UInt64
+    public let lo: UInt64
     public let port: UInt16
 
-    public init(addressBE: UInt32, port: UInt16) {
-        self.addressBE = addressBE
+    /// The words of ::ffff:0.0.0.0 (IPv4-mapped) before the address's own four bytes.
+    static let mappedLo: UInt64 = 0xFFFF_0000
+
+    public init(hi: UInt64, lo: UInt64, port: UInt16) {
+        self.hi = hi
+        self.lo = lo
         self.port = port
     }
 
-    /// "10.0.0.1:4789" (port optional, default 4789). Port 0 ("any free port") only for a
+    /// An IPv4 address (network byte order, as a socket gives it).
+    public init(addressBE: UInt32, port: UInt16) {
+        self.init(hi: 0, lo: UInt64(addressBE) << 32 | Self.mappedLo, port: port)
+    }
+
+    public var isIPv6: Bool { hi != 0 || lo & 0xFFFF_FFFF != Self.mappedLo }
+
+    /// The IPv4 address in network byte order (0 for an IPv6 one).
+    public var addressBE: UInt32 { isIPv6 ? 0 : UInt32(truncatingIfNeeded: lo >> 32) }
+
+    /// The address alone (for matching a peer whatever its port).
+    public var address: Host { Host(hi: hi, lo: lo) }
+    public struct Host: Hashable, Sendable { public let hi: UInt64, lo: UInt64 }
+
+    /// "10.0.0.1:4789" or "[2001:db8::1]:4789" (the port optional, default 4789; an IPv6
+    /// address without a port may go without brackets). Port 0 ("any free port") only for a
     /// local address to bind, with `allowAnyPort`.
     public init?(_ text: String, defaultPort: UInt16 = VXLAN.defaultPort, allowAnyPort: Bool = false) {
-        let parts = text.split(separator: ":")
-        guard parts.count == 1 || parts.count == 2 else { return nil }
-        let octets = parts[0].split(separator: ".", omittingEmptySubsequences: false)
-        guard octets.count == 4 else { return nil }
-        var be: UInt32 = 0
-        for (i, o) in octets.enumerated() {
-            guard o.count <= 3, let v = UInt8(o) else { return nil }
-            be |= UInt32(v) << (8 * UInt32(i))
+        var host = Substring(text), portText: Substring?
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":") else { return nil }
+                portText = rest.dropFirst()
+            }
+        } else if text.filter({ $0 == ":" }).count == 1 {
+            let colon = text.firstIndex(of: ":")!
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
         }
         var port = defaultPort
-        if parts.count == 2 {
-            guard let p = UInt16(parts[1]), p > 0 || allowAnyPort else { return nil }
+        if let portText {
+            guard (1...5).contains(portText.count), portText.allSatisfy({ $0.isASCII && $0.isNumber }),
+                  let p = UInt16(portText), p > 0 || allowAnyPort else { return nil }
             port = p
         }
-        self.addressBE = be
-        self.port = port
+        guard let bytes = Self.parse4(host) ?? (host.contains(":") ? Self.parse6(host) : nil) else { return nil }
+        var hi: UInt64 = 0, lo: UInt64 = 0
+        withUnsafeMutableBytes(of: &hi) { for k in 0..<8 { $0[k] = bytes[k] } }
+        withUnsafeMutableBytes(of: &lo) { for k in 0..<8 { $0[k] = bytes[8 + k] } }
+        self.init(hi: hi, lo: lo, port: port)
     }
 
+    /// The 16 bytes, in order.
+    public var bytes: [UInt8] {
+        var out = [UInt8](repeating: 0, count: 16)
+        withUnsafeBytes(of: hi) { for k in 0..<8 { out[k] = $0[k] } }
+        withUnsafeBytes(of: lo) { for k in 0..<8 { out[8 + k] = $0[k] } }
+        return out
+    }
+
+    static func parse4(_ s: Substring) -> [UInt8]? {
+        let octets = s.split(separator: ".", omittingEmptySubsequences: false)
+        guard octets.count == 4 else { return nil }
+        var out = [UInt8](repeating: 0, count: 16)
+        out[10] = 0xFF; out[11] = 0xFF
+        for (i, o) in octets.enumerated() {
+            guard (1...3).contains(o.count), o.allSatisfy({ $0.isASCII && $0.isNumber }), let v = UInt8(o) else { return nil }
+            out[12 + i] = v
+        }
+        return out
+    }
+
+    /// RFC 4291 text: eight groups of hex, one "::" for a run of zeros, an IPv4 tail allowed.
+    static func parse6(_ s: Substring) -> [UInt8]? {
+        guard s.count <= 45, !s.contains(":::") else { return nil }
+        var groups: [UInt16] = [], tail: [UInt16] = [], seenGap = false
+        // Split at the one "::" (a second one is refused).
+        var halves = [String(s)]
+        let chars = Array(s)
+        if let gap = (0..<max(0, chars.count - 1)).first(where: { chars[$0] == ":" && chars[$0 + 1] == ":" }) {
+            halves = [String(chars[..<gap]), String(chars[(gap + 2)...])]
+            if halves[1].contains("::") || halves[1].hasPrefix(":") { return nil }
+        }
+        func parse(_ part: String, into out: inout [UInt16]) -> Bool {
+            guard !part.isEmpty else { return true }
+            let fields = part.split(separator: ":", omittingEmptySubsequences: false)
+            for (k, f) in fields.enumerated() {
+                if k == fields.count - 1, f.contains("."), let v4 = parse4(f[...]) {
+                    out.append(UInt16(v4[12]) << 8 | UInt16(v4[13]))
+                    out.append(UInt16(v4[14]) << 8 | UInt16(v4[15]))
+                    continue
+                }
+                guard (1...4).contains(f.count), let v = UInt16(f, radix: 16) else { return false }
+                out.append(v)
+            }
+            return true
+        }
+        guard parse(halves[0], into: &groups) else { return nil }
+        if halves.count == 2 {
+            seenGap = true
+            guard parse(halves[1], into: &tail) else { return nil }
+        }
+        let total = groups.count + tail.count
+        guard seenGap ? total <= 7 : total == 8 else { return nil }
+        let all = groups + [UInt16](repeating: 0, count: 8 - total) + tail
+        var out = [UInt8](repeating: 0, count: 16)
+        for (k, g) in all.enumerated() { out[2 * k] = UInt8(g >> 8); out[2 * k + 1] = UInt8(g & 0xFF) }
+        return out
+    }
+
+    /// The address in its usual text: dotted for IPv4, RFC 5952 for IPv6.
     public var host: String {
-        (0..<4).map { String((addressBE >> (8 * UInt32($0))) & 0xFF) }.joined(separator: ".")
+        let b = bytes
+        if !isIPv6 { return "\(b[12]).\(b[13]).\(b[14]).\(b[15])" }
+        let g = (0..<8).map { UInt16(b[2 * $0]) << 8 | UInt16(b[2 * $0 + 1]) }
+        // The longest run of two or more zero groups becomes "::".
+        var best = (start: -1, length: 0), k = 0
+        while k < 8 {
+            guard g[k] == 0 else { k += 1; continue }
+            var e = k
+            while e < 8 && g[e] == 0 { e += 1 }
+            if e - k > best.length && e - k >= 2 { best = (k, e - k) }
+            k = e
+        }
+        let hex = g.map { String($0, radix: 16) }
+        if best.start < 0 { return hex.joined(separator: ":") }
+        return hex[..<best.start].joined(separator: ":") + "::" + hex[(best.start + best.length)...].joined(separator: ":")
     }
 
-    public var description: String { "\(host):\(port)" }
+    public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
 /// The MAC learning table (after Open vSwitch's lib/mac-learning): O(1) lookup, idle ageing

@@ -139,12 +139,12 @@ public final class SwitchController: @unchecked Sendable {
         }
         t.on(SwitchAPI.SetPeers.self) { [unowned self] r in
             var list: [PeerAddress] = []
-            for text in r.peers { list.append(try Self.address(text)) }
+            for text in r.peers { list.append(try self.peer(text)) }
             self.setPeers(list)
             return self.peersReply()
         }
         t.on(SwitchAPI.AddPeer.self) { [unowned self] r in
-            let p = try Self.address(r.peer)
+            let p = try self.peer(r.peer)
             if !self.peers.contains(p) { self.setPeers(self.peers + [p]) }
             return self.peersReply()
         }
@@ -162,7 +162,7 @@ public final class SwitchController: @unchecked Sendable {
                 guard let port = self.ports.first(where: { $0.name == name }) else { throw ProtocolError(.notFound, "no port named \(name)") }
                 location = .port(port.id)
             case .peer(let text):
-                let p = try Self.address(text)
+                let p = try self.peer(text)
                 guard self.peers.contains(p) else { throw ProtocolError(.notFound, "\(p) is not a peer") }
                 location = .peer(p)
             }
@@ -189,7 +189,7 @@ public final class SwitchController: @unchecked Sendable {
         switch r.kind {
         case .tap(let mtu): port = try addTAP(r.name, mtu: mtu)
         case .udp(let local, let remote):
-            port = try addUDP(r.name, local: try Self.address(local, port: 0), remote: try Self.address(remote))
+            port = try addUDP(r.name, local: try Self.udpAddress(local, port: 0), remote: try Self.udpAddress(remote))
         }
         var reply = SwitchAPI.AddPortReply(port: describe(port))
         // The VM behind the port is known (it arrives by migration): tell the peers now.
@@ -202,7 +202,7 @@ public final class SwitchController: @unchecked Sendable {
     private func removePort(_ r: SwitchAPI.RemovePort) throws(ProtocolError) -> SwitchAPI.RemovePortReply {
         // The VM behind it migrated: late frames for its MAC go on to its new host for a while.
         var forward: (MAC, PeerAddress, Double)?
-        if let f = r.forward { forward = (try Self.mac(f.mac), try Self.address(f.to), f.graceS) }
+        if let f = r.forward { forward = (try Self.mac(f.mac), try peer(f.to), f.graceS) }
         guard ports.contains(where: { $0.name == r.name }) else { throw ProtocolError(.notFound, "no port named \(r.name)") }
         // The port's last counters, for the caller's blackout measurement.
         let last = forwarder.statistics()?.perPort[r.name]
@@ -217,8 +217,26 @@ public final class SwitchController: @unchecked Sendable {
     /// `port` is 0, which lets the kernel choose).
     private static func address(_ text: String, port: UInt16 = VXLAN.defaultPort) throws(ProtocolError) -> PeerAddress {
         guard let a = PeerAddress(text, defaultPort: port, allowAnyPort: port == 0) else {
-            throw ProtocolError(.invalidBody, "\(text) is not an IPv4 address with a port, e.g. 10.0.0.1:4789")
+            throw ProtocolError(.invalidBody, "\(text) is not an address with a port, e.g. 10.0.0.1:4789 or [2001:db8::1]:4789")
         }
+        return a
+    }
+
+    /// A peer switch's address: of the tunnel's family (one VIOLIN's switches share one).
+    private func peer(_ text: String) throws(ProtocolError) -> PeerAddress {
+        let a = try Self.address(text)
+        let tunnel = forwarder.tunnelAddress
+        guard a.isIPv6 == tunnel.isIPv6 else {
+            throw ProtocolError(.invalidBody, "\(a) is \(a.isIPv6 ? "IPv6" : "IPv4") but this switch's tunnel \(tunnel) is \(tunnel.isIPv6 ? "IPv6" : "IPv4"): "
+                                + "a VIOLIN's switches use one address family")
+        }
+        return a
+    }
+
+    /// A UDP port's own address or its VM's: IPv4 (QEMU's UDP socket NIC on this host).
+    private static func udpAddress(_ text: String, port: UInt16 = VXLAN.defaultPort) throws(ProtocolError) -> PeerAddress {
+        let a = try address(text, port: port)
+        guard !a.isIPv6 else { throw ProtocolError(.invalidBody, "\(a): a UDP port's addresses are IPv4 (the host's own, e.g. 127.0.0.1)") }
         return a
     }
 
@@ -246,7 +264,7 @@ public final class SwitchController: @unchecked Sendable {
         case .port(let name):
             guard let port = ports.first(where: { $0.name == name }) else { throw ProtocolError(.notFound, "no port named \(name)") }
             entry = .port(port.id)
-        case .peer(let text): entry = .peer(try Self.address(text))
+        case .peer(let text): entry = .peer(try peer(text))
         }
         guard let entries = forwarder.fdb() else { throw ProtocolError(.unavailable, "the forwarding thread did not answer") }
         let known = entries.first { $0.mac == dst }

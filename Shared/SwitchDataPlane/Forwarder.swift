@@ -151,7 +151,7 @@ public final class Forwarder: @unchecked Sendable {
     private var peerSet: Set<PeerAddress> = []
     /// Peers by IPv4 address alone: a VXLAN sender picks its UDP source port per flow (RFC 7348
     /// §5, as Linux does), so only the address identifies it. Nil where two peers share an address.
-    private var peerByIP: [UInt32: PeerAddress?] = [:]
+    private var peerByIP: [PeerAddress.Host: PeerAddress?] = [:]
     private var portRx: [Int] = []
     private var portTx: [Int] = []
     private var portFirstRx: [UInt64] = []
@@ -370,7 +370,7 @@ public final class Forwarder: @unchecked Sendable {
         portIndex = Dictionary(uniqueKeysWithValues: s.ports.enumerated().map { ($1.id, $0) })
         peerSet = Set(s.peers)
         peerByIP = [:]
-        for p in s.peers { peerByIP[p.addressBE] = peerByIP[p.addressBE] == nil ? .some(p) : .some(nil) }
+        for p in s.peers { peerByIP[p.address] = peerByIP[p.address] == nil ? .some(p) : .some(nil) }
         portRx = s.ports.map { rxByID[$0.id] ?? 0 }
         portTx = s.ports.map { txByID[$0.id] ?? 0 }
         portFirstRx = s.ports.map { timesByID[$0.id]?.0 ?? 0 }
@@ -757,12 +757,14 @@ public final class Forwarder: @unchecked Sendable {
             for i in 0..<count {
                 let total = Int(vn_batch_length(rx, Int32(i)))
                 let base = UnsafeMutableRawPointer(vn_batch_buffer(rx, Int32(i))!)
-                let from = PeerAddress(addressBE: vn_batch_addr(rx, Int32(i)), port: vn_batch_port(rx, Int32(i)))
+                var hi: UInt64 = 0, lo: UInt64 = 0
+                vn_batch_addr16(rx, Int32(i), &hi, &lo)
+                let from = PeerAddress(hi: hi, lo: lo, port: vn_batch_port(rx, Int32(i)))
                 let gso = Int(vn_batch_gso_size(rx, Int32(i)))
                 let step = gso > 0 ? gso : max(total, 1)
                 let peer: PeerAddress?
                 if peerSet.contains(from) { peer = from }
-                else if let p = peerByIP[from.addressBE], let p { peer = p }
+                else if let p = peerByIP[from.address], let p { peer = p }
                 else { peer = nil }
                 var offset = 0
                 while offset < total {
@@ -893,7 +895,7 @@ public final class Forwarder: @unchecked Sendable {
     private func flushPlain(_ from: inout Int, upTo end: Int) {
         guard end > from else { return }
         for k in from..<end {
-            vn_batch_set_send(tx, Int32(k - from), txPointers[k], txLengths[k], txPeers[k].addressBE, txPeers[k].port)
+            vn_batch_set_send16(tx, Int32(k - from), txPointers[k], txLengths[k], txPeers[k].hi, txPeers[k].lo, txPeers[k].port)
         }
         let n = end - from
         let sent = Int(io.send(tunnel.fd, batch: tx, Int32(n)))

@@ -34,20 +34,20 @@ struct NetIO {
 
     @inline(__always) func send(_ fd: Int32, _ data: UnsafePointer<UInt8>, _ len: Int, to peer: PeerAddress) -> Int32 {
         if let m = memory { return m.send(fd, data, len, to: peer, segment: 0) }
-        return vn_udp_send(fd, data, len, peer.addressBE, peer.port)
+        return vn_udp_send16(fd, data, len, peer.hi, peer.lo, peer.port)
     }
 
     /// One buffer as datagrams of `segment` octets (one datagram when `segment` is 0).
     @inline(__always) func send(_ fd: Int32, _ buf: UnsafePointer<UInt8>, _ len: Int, to peer: PeerAddress, segment: UInt16) -> Int32 {
         if let m = memory { return m.send(fd, buf, len, to: peer, segment: segment) }
-        return vn_udp_send_gso(fd, buf, len, peer.addressBE, peer.port, segment, 50)
+        return vn_udp_send_gso16(fd, buf, len, peer.hi, peer.lo, peer.port, segment, 50)
     }
 
     /// Datagrams of `segment` octets from pieces gathered into one buffer.
     @inline(__always) func send(_ fd: Int32, gather ptrs: UnsafePointer<UnsafePointer<UInt8>?>, _ lens: UnsafePointer<Int>, _ count: Int32,
                                 to peer: PeerAddress, segment: UInt16) -> Int32 {
         if let m = memory { return m.send(fd, gather: ptrs, lens, count, to: peer, segment: segment) }
-        return vn_udp_send_gather(fd, ptrs, lens, count, peer.addressBE, peer.port, segment, 50)
+        return vn_udp_send_gather16(fd, ptrs, lens, count, peer.hi, peer.lo, peer.port, segment, 50)
     }
 
     /// Fills `rx` with what waits; how many.
@@ -178,7 +178,7 @@ public final class MemoryNetwork: @unchecked Sendable {
             while i < vn_batch_capacity(rx), !e.inbox.isEmpty {
                 let item = e.inbox.removeFirst()
                 item.bytes.withUnsafeBufferPointer { vn_batch_buffer(rx, i)!.update(from: $0.baseAddress!, count: $0.count) }
-                vn_batch_set_recv(rx, i, Int32(item.bytes.count), item.from?.addressBE ?? 0, item.from?.port ?? 0)
+                vn_batch_set_recv16(rx, i, Int32(item.bytes.count), item.from?.hi ?? 0, item.from?.lo ?? PeerAddress(addressBE: 0, port: 0).lo, item.from?.port ?? 0)
                 i += 1
             }
             if e.inbox.isEmpty { e.ready.drain() }
@@ -191,7 +191,9 @@ public final class MemoryNetwork: @unchecked Sendable {
             guard let e = endpoints[fd] else { return -EBADF }
             for i in 0..<count {
                 let bytes = Array(UnsafeBufferPointer(start: vn_batch_send_data(tx, i), count: vn_batch_send_len(tx, i)))
-                e.outbox.append((PeerAddress(addressBE: vn_batch_addr(tx, i), port: vn_batch_port(tx, i)), bytes))
+                var hi: UInt64 = 0, lo: UInt64 = 0
+                vn_batch_addr16(tx, i, &hi, &lo)
+                e.outbox.append((PeerAddress(hi: hi, lo: lo, port: vn_batch_port(tx, i)), bytes))
             }
             return count
         }

@@ -111,10 +111,10 @@ public final class TunnelSocket: @unchecked Sendable {
     public let network: MemoryNetwork?
 
     public init(bind address: PeerAddress, gro: Bool = true) throws(NetError) {
-        fd = try NetError.check(vn_udp_open(address.addressBE, address.port, 8 << 20), "bind tunnel \(address)")
+        fd = try NetError.check(vn_udp_open16(address.hi, address.lo, address.port, 8 << 20), "bind tunnel \(address)")
         self.gro = gro && vn_udp_set_gro(fd) == 0
         let p = vn_udp_local_port(fd)
-        local = PeerAddress(addressBE: address.addressBE, port: p > 0 ? UInt16(p) : address.port)
+        local = PeerAddress(hi: address.hi, lo: address.lo, port: p > 0 ? UInt16(p) : address.port)
         network = nil
     }
 

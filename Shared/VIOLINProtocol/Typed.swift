@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Typed messages: each request and event of the catalogue is a type that lists its fields
 /// (name, kind, range, required), is decoded and validated once, against that list, and is
 /// encoded by the only code that builds its body. PROTOCOL.md's tables and these lists are
@@ -78,7 +82,7 @@ extension FieldSpec.Kind {
         case .flag: return value.boolValue != nil
         case .vni: return Self.integer(value).map((1...0xFF_FFFF).contains) ?? false
         case .mac: return value.stringValue.flatMap(MACAddress.init).map(\.isUnicast) ?? false
-        case .address(let any): return value.stringValue.map { IPv4Address.isValid($0, anyPort: any) } ?? false
+        case .address(let any): return value.stringValue.map { UnderlayAddress.isValid($0, anyPort: any) } ?? false
         case .list(let k):
             guard case .array(let items) = value else { return false }
             return items.allSatisfy(k.accepts)
@@ -323,15 +327,30 @@ public struct MACAddress: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// IPv4 "a.b.c.d[:port]" as fields carry it.
-public enum IPv4Address {
+/// An underlay address as fields carry it: IPv4 "a.b.c.d[:port]" or IPv6 "[addr][:port]".
+public enum UnderlayAddress {
     public static func isValid(_ text: String, anyPort: Bool) -> Bool {
-        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 1 || parts.count == 2 else { return false }
-        let octets = parts[0].split(separator: ".", omittingEmptySubsequences: false)
-        guard octets.count == 4, octets.allSatisfy({ $0.count <= 3 && UInt8($0) != nil }) else { return false }
-        if parts.count == 2 {
-            guard let p = UInt16(parts[1]), p > 0 || anyPort else { return false }
+        var host = Substring(text), port: Substring?
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return false }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":") else { return false }
+                port = rest.dropFirst()
+            }
+            var a6 = in6_addr()
+            guard host.count <= 45, inet_pton(AF_INET6, String(host), &a6) == 1 else { return false }
+        } else {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 1 || parts.count == 2 else { return false }
+            host = parts[0]
+            port = parts.count == 2 ? parts[1] : nil
+            let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+            guard octets.count == 4, octets.allSatisfy({ (1...3).contains($0.count) && $0.allSatisfy(\.isNumber) && UInt8($0) != nil }) else { return false }
+        }
+        if let port {
+            guard (1...5).contains(port.count), port.allSatisfy({ $0.isASCII && $0.isNumber }), let p = UInt16(port), p > 0 || anyPort else { return false }
         }
         return true
     }

@@ -27,6 +27,26 @@ let peer1 = PeerAddress("10.0.0.1:4789")!, peer2 = PeerAddress("10.0.0.2:4789")!
         for bad in ["", "10.1.2", "10.1.2.3:0", "10.1.2.3:70000", "10.1.2.256", "a.b.c.d", "10.1.2.3:4:5", "1.2.3.4.5"] {
             #expect(PeerAddress(bad) == nil, "\(bad)")
         }
+        #expect(PeerAddress("10.1.2.3")?.isIPv6 == false)
+    }
+
+    /// IPv6 underlay addresses: bracketed with a port, RFC 5952 text back, the same address
+    /// written two ways equal, an IPv4 one never mistaken for IPv6.
+    @Test func ipv6PeerAddresses() throws {
+        let a = try #require(PeerAddress("[2001:db8::1]:4790"))
+        #expect(a.isIPv6 && a.port == 4790 && a.description == "[2001:db8::1]:4790" && a.addressBE == 0)
+        #expect(PeerAddress("[2001:0db8:0:0:0:0:0:0001]:4790") == a, "the same address, written in full")
+        #expect(PeerAddress("[fd78::2]")?.port == 4789 && PeerAddress("fd78::2")?.description == "[fd78::2]:4789")
+        #expect(PeerAddress("[::1]:1")?.host == "::1" && PeerAddress("[::]:0", allowAnyPort: true)?.host == "::")
+        #expect(PeerAddress("[1:0:0:2:0:0:0:3]")?.host == "1:0:0:2::3", "the longest run of zeros is the one compressed")
+        #expect(PeerAddress("[::ffff:10.1.2.3]:5")?.isIPv6 == false, "an IPv4-mapped address is the IPv4 one")
+        #expect(PeerAddress("[::ffff:10.1.2.3]:5") == PeerAddress("10.1.2.3:5"))
+        #expect(PeerAddress("[64:ff9b::10.1.2.3]")?.host == "64:ff9b::a01:203")
+        #expect(a.bytes == [0x20, 0x01, 0x0d, 0xb8] + [UInt8](repeating: 0, count: 11) + [1])
+        for bad in ["[2001:db8::1", "[2001:db8::1]4789", "[2001:db8::1]:", "[2001:db8::1]:0", "[2001:db8::1]:65536", "[1:2:3:4:5:6:7:8:9]",
+                    "[1::2::3]", "[12345::1]", "[g::1]", "[:::1]", "[1:2:3:4:5:6:7]", "2001:db8::1:4789:x"] {
+            #expect(PeerAddress(bad) == nil, "\(bad)")
+        }
     }
 
     @Test func vxlanHeaderRoundTrip() {

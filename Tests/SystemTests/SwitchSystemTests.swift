@@ -50,7 +50,10 @@ func switchStats(_ control: String) throws -> JSONValue {
     @Test(arguments: [(["--slice-us", "50"], "--slice-us must be 0 or 100-100000"),
                       (["--slice-us", "100001"], "--slice-us must be 0 or 100-100000"),
                       (["--nice", "20"], "--nice must be 0-19"),
-                      (["--sched", "fifo"], "--sched must be batch or normal")])
+                      (["--sched", "fifo"], "--sched must be batch or normal"),
+                      // One VIOLIN's switches use one address family: the tunnel IPv4, a peer IPv6.
+                      (["--peer", "[2001:db8::7]:4789"], "--peer [2001:db8::7]:4789 is IPv6 but --tunnel 127.0.0.1:0 is IPv4"),
+                      (["--peer", "[2001:db8::7"], "--peer [2001:db8::7 must be a.b.c.d[:port] or [IPv6][:port]")])
     func badSchedulingFlagsAreRefused(flags: [String], message: String) throws {
         let r = try run("violin-switch", ["--vni", "5", "--tunnel", "127.0.0.1:0"] + flags, timeout: 20)
         #expect(r.status == 64, "\(r.status): \(r.err)")
@@ -242,6 +245,40 @@ func switchStats(_ control: String) throws -> JSONValue {
         #expect((stats["drops"]?["unknown_peer"]?.intValue ?? -1) == 0, "the kernel's varying source ports are accepted")
         #expect((stats["drops"]?["bad_checksum"]?.intValue ?? -1) == 0, "no segment taken for corrupt")
     }
+
+    /// The same over an IPv6 underlay: our switch on [fd78::1]:4789, the kernel's vxlan device on
+    /// [fd78::2]; pings and TCP both ways; a peer of the other family refused at run time.
+    @Test func kernelVXLANInteroperatesOverIPv6() throws {
+        let lab = try Lab("kvxlan6", subnet: "172.31.79")
+        defer { lab.teardown() }
+        try lab.addHost(1)
+        try lab.addHost(2)
+        for i in [1, 2] { try lab.must("ip -n \(lab.host(i)) addr add fd78::\(i)/64 dev u0 nodad") }
+        let control = lab.scratch.ipc("sw6")
+        try lab.spawn(in: lab.host(1), "violin-switch", ["--vni", "4243", "--tunnel", "[fd78::1]:4789",
+                                                         "--peer", "[fd78::2]:4789", "--tap", "\(lab.prefix)t",
+                                                         "--listen", control, "--bus", "none"])
+        try lab.waitForDevice("\(lab.prefix)t", in: lab.host(1))
+        try lab.makeVM("\(lab.prefix)-vm1", device: "\(lab.prefix)t", from: lab.host(1), mac: "02:79:00:00:00:01", ipv4: "10.79.0.1/24", mtu: 1430)
+        try lab.must("ip -n \(lab.host(2)) link add \(lab.prefix)k type vxlan id 4243 dstport 4789 local fd78::2 remote fd78::1 dev u0")
+        try lab.makeVM("\(lab.prefix)-vm2", device: "\(lab.prefix)k", from: lab.host(2), mac: "02:79:00:00:00:02", ipv4: "10.79.0.2/24", mtu: 1430)
+        let there = try sh("ip netns exec \(lab.prefix)-vm1 ping -c 5 -i 0.2 -W 2 10.79.0.2", timeout: 30)
+        #expect(there.status == 0, "violin -> kernel vxlan over IPv6: \(there.out)")
+        let back = try sh("ip netns exec \(lab.prefix)-vm2 ping -c 5 -i 0.2 -W 2 10.79.0.1", timeout: 30)
+        #expect(back.status == 0, "kernel vxlan -> violin over IPv6: \(back.out)")
+        for (from, to, ip) in [("vm1", "vm2", "10.79.0.2"), ("vm2", "vm1", "10.79.0.1")] {
+            try tcpTransferArrivesIntact(lab, from: "\(lab.prefix)-\(from)", to: "\(lab.prefix)-\(to)", ip: ip)
+        }
+        let stats = try switchStats(control)
+        #expect(stats["tunnel"]?.stringValue == "[fd78::1]:4789", "\(stats)")
+        #expect((stats["drops"]?["unknown_peer"]?.intValue ?? -1) == 0)
+        #expect(stats["peers"] == ["[fd78::2]:4789"], "\(stats)")
+        // An IPv4 peer for an IPv6 switch: refused, naming both families; the peers stay.
+        let mixed = try run("violin", ["call", control, "add_peer_request", #"{"peer": "172.31.79.2:4789"}"#], timeout: 20)
+        #expect(mixed.status == 1 && mixed.err.contains("one address family"), "\(mixed.status) \(mixed.err)")
+        #expect(try switchStats(control)["peers"] == ["[fd78::2]:4789"])
+    }
+
     /// Bursts of small datagrams of one flow (and some shorter ones among them) between two
     /// switches: every datagram arrives intact, and the receiving switch merged trains of them
     /// into single USO writes to its TAP. Then bulk TCP each way arrives byte for byte.

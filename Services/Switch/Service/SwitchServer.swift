@@ -29,8 +29,13 @@ public final class SwitchServer: RequestHandler {
         /// The first thing wrong with the settings, as a flag would name it; nil when all is well.
         public var problem: String? {
             guard (1...VXLAN.maxVNI).contains(vni) else { return "--vni must be 1-16777215" }
-            guard PeerAddress(tunnel, allowAnyPort: true) != nil else { return "--tunnel must be a.b.c.d:port" }
-            for p in peers where PeerAddress(p) == nil { return "--peer \(p) must be a.b.c.d[:port]" }
+            guard let local = PeerAddress(tunnel, allowAnyPort: true) else { return "--tunnel must be a.b.c.d:port or [IPv6]:port" }
+            for p in peers {
+                guard let peer = PeerAddress(p) else { return "--peer \(p) must be a.b.c.d[:port] or [IPv6][:port]" }
+                if peer.isIPv6 != local.isIPv6 {
+                    return "--peer \(p) is \(peer.isIPv6 ? "IPv6" : "IPv4") but --tunnel \(tunnel) is \(local.isIPv6 ? "IPv6" : "IPv4"): a VIOLIN's switches use one address family"
+                }
+            }
             guard (68...65_535).contains(mtu) else { return "--mtu must be 68-65535" }
             guard (0...19).contains(forwarding.niceness) else { return "--nice must be 0-19, not \(forwarding.niceness)" }
             let slice = forwarding.sliceMicros

@@ -32,6 +32,14 @@ int vn_link_mac(const char *name, uint8_t *mac_out);
 /* A nonblocking IPv4 UDP socket bound to addr:port (host order port; addr in network order).
  * Returns the fd or -errno. */
 int vn_udp_open(uint32_t addr_be, uint16_t port, int bufsize);
+/* Underlay addresses of either family: `hi`, `lo` hold the 16 bytes in memory order, an IPv4
+ * address as ::ffff:a.b.c.d (its socket is AF_INET); an IPv6 socket is IPv6 only. */
+int vn_udp_open16(uint64_t hi, uint64_t lo, uint16_t port, int bufsize);
+int vn_udp_send_gso16(int fd, const uint8_t *buf, size_t len, uint64_t hi, uint64_t lo, uint16_t port,
+                      uint16_t segment, int timeout_ms);
+int vn_udp_send16(int fd, const uint8_t *data, size_t len, uint64_t hi, uint64_t lo, uint16_t port);
+int vn_udp_send_gather16(int fd, const uint8_t *const *ptrs, const size_t *lens, int count,
+                         uint64_t hi, uint64_t lo, uint16_t port, uint16_t segment, int timeout_ms);
 /* The locally bound port of a socket (host order), or -errno. */
 int vn_udp_local_port(int fd);
 /* Parses dotted-quad IPv4 text into network order; returns 0 on success, -1 otherwise. */
@@ -49,6 +57,10 @@ int vn_poll_readable(const int *fds, uint8_t *ready, int count, int timeout_ms);
 /* A batch of up to `capacity` datagrams. Receive: every slot owns a buffer of `bufsize` bytes.
  * Send: each slot points at any memory (vn_batch_set_send). All memory is allocated once. */
 typedef struct vn_batch vn_batch;
+void vn_batch_addr16(const vn_batch *b, int i, uint64_t *hi, uint64_t *lo);
+void vn_batch_set_send16(vn_batch *b, int i, const uint8_t *data, size_t len, uint64_t hi, uint64_t lo, uint16_t port);
+void vn_batch_set_send_gso16(vn_batch *b, int i, const uint8_t *data, size_t len, uint64_t hi, uint64_t lo, uint16_t port, uint16_t segment);
+void vn_batch_set_recv16(vn_batch *b, int i, int len, uint64_t hi, uint64_t lo, uint16_t port);
 vn_batch *vn_batch_new(int capacity, int bufsize);
 void vn_batch_free(vn_batch *b);
 uint8_t *vn_batch_buffer(vn_batch *b, int i);
