@@ -65,6 +65,43 @@ import VIOLINProtocol
         }
     }
 
+    /// Meshes over IPv6, control plane and tunnels: two hosts join one VIOLIN and their switches
+    /// peer at [fd7b::1]:4789 and [fd7b::2]:4789. A host whose underlay is IPv4 is refused by the
+    /// seed (one VIOLIN, one address family) and keeps nothing of the VIOLIN.
+    @Test func ipv6MeshesAndAMixedFamilyRefused() throws {
+        let lab = try Lab("mesh6", subnet: "172.31.81")
+        defer { lab.teardown() }
+        for h in 1...3 { try lab.addHost(h) }
+        for h in 1...2 { try lab.must("ip -n \(lab.host(h)) addr add fd7b::\(h)/64 dev u0 nodad") }
+        func start(_ h: Int, listen: String, host: String) throws {
+            try lab.spawn(in: lab.host(h), "violin-mesh", ["--listen", listen, "--host-address", host, "--run-dir", lab.scratch.file("m\(h)"),
+                                                          "--bus", "none", "--member-interval", "0.3", "--log-level", "warning"])
+        }
+        try start(1, listen: "tcp://[fd7b::1]:7701,tcp://\(lab.hostIP(1)):7701", host: "fd7b::1")
+        try start(2, listen: "tcp://[fd7b::2]:7701", host: "fd7b::2")
+        try start(3, listen: endpoint(lab, 3), host: lab.hostIP(3))
+        func call(_ h: Int, _ to: String, _ type: String, _ body: String) throws -> (status: Int32, out: String, err: String) {
+            try run("/usr/sbin/ip", ["netns", "exec", lab.host(h), "\(binDir)/violin", "call", to, type, body, "--timeout", "10"])
+        }
+        #expect(try eventually(deadline: 10) { try call(1, "tcp://[fd7b::1]:7701", "ping", "{}").status == 0 && call(2, "tcp://[fd7b::2]:7701", "ping", "{}").status == 0 })
+        try #require(try call(1, "tcp://[fd7b::1]:7701", "join_violin", #"{"vni":9}"#).status == 0)
+        let joined = try call(2, "tcp://[fd7b::2]:7701", "join_violin", #"{"vni":9,"seed":"tcp://[fd7b::1]:7701"}"#)
+        try #require(joined.status == 0, "\(joined.err)")
+        #expect(try JSONText.parse(Array(joined.out.utf8))["tunnel"]?.stringValue == "[fd7b::2]:4789", "\(joined.out)")
+        #expect(try eventually(deadline: 20) { switchPeers(lab, 1) == ["[fd7b::2]:4789"] && switchPeers(lab, 2) == ["[fd7b::1]:4789"] },
+                "\(switchPeers(lab, 1)) \(switchPeers(lab, 2))")
+        // Host 3, IPv4, asks host 1 (over IPv4) to let it in: refused, naming the families.
+        let mixed = try call(3, endpoint(lab, 3), "join_violin", #"{"vni":9,"seed":"tcp://\#(lab.hostIP(1)):7701"}"#)
+        #expect(mixed.status == 1 && mixed.err.contains("one address family"), "\(mixed.status) \(mixed.err)")
+        let left = try call(3, endpoint(lab, 3), "status", "{}")
+        #expect(left.status == 0 && (try? JSONText.parse(Array(left.out.utf8)))?["state"]?["violins"] == [], "host 3 kept VIOLIN 9: \(left.out)")
+        // Nor does host 1 take host 3 announcing itself straight away.
+        let announced = try call(3, "tcp://\(lab.hostIP(1)):7701", "member_announce",
+                                 #"{"vni":9,"endpoint":"\#(endpoint(lab, 3))","tunnel":"\#(lab.hostIP(3)):4789"}"#)
+        #expect(announced.status == 1 && announced.err.contains("one address family"), "\(announced.status) \(announced.err)")
+        #expect(switchPeers(lab, 1) == ["[fd7b::2]:4789"], "host 1 admitted host 3: \(switchPeers(lab, 1))")
+    }
+
     @Test func membershipThroughASeedAndLiveness() throws {
         let lab = try Lab("mesh", subnet: "172.31.79")
         defer { lab.teardown() }

@@ -3,6 +3,7 @@ import Foundation
 import MeshService
 import ServiceKit
 import ServiceLifecycle
+import VIOLINProtocol
 
 /// violin-mesh: the switch control plane of one host (PROTOCOL.md §8.2).
 @main
@@ -10,8 +11,8 @@ struct Main: AsyncParsableCommand {
     static let configuration = description.command(abstract: "VIOLIN switch control plane (one per host).")
     static let description = ServiceDescription(name: "mesh", defaultListen: "tcp://127.0.0.1:\(ServicePorts.mesh)", extraKeys: [
         ConfigKey("advertise", default: "", help: "Our mesh endpoint as other hosts reach it (default: the first listen endpoint)."),
-        ConfigKey("host_address", default: "127.0.0.1", help: "This host's underlay IPv4 address: where its switches' tunnels listen.",
-                  validate: { v in v.split(separator: ".").count == 4 && v.split(separator: ".").allSatisfy { UInt8($0) != nil } ? nil : "an IPv4 address" }),
+        ConfigKey("host_address", default: "127.0.0.1", help: "This host's underlay address, IPv4 or IPv6: where its switches' tunnels listen (a VIOLIN's switches all use one family).",
+                  validate: { v in UnderlayAddress.isValid(v.contains(":") ? "[\(v)]" : v, anyPort: false) ? nil : "an IPv4 or IPv6 address" }),
         ConfigKey("switch_binary", default: "", help: "Path of violin-switch (default: beside violin-mesh)."),
         ConfigKey("run_dir", default: "", help: "Directory for switch control sockets, their logs and the mesh's state; mode 0700, this user's (default: /run/violin/mesh-<port>)."),
         ConfigKey("max_members", default: "256", help: "Other hosts one VIOLIN may have as members here, at most.", validate: Validate.positiveInteger),

@@ -15,7 +15,7 @@ import ZeroMQ
 public final class MeshServer: ServiceLogic, @unchecked Sendable {
     public struct Options: Sendable {
         public var me: String                 // our mesh endpoint, as other hosts reach it
-        public var hostAddress: String        // our underlay IPv4 address, for the tunnels
+        public var hostAddress: String        // our underlay address (IPv4 or IPv6), for the tunnels
         public var basePort: UInt16 = 4789
         public var switchBinary: String
         public var runDirectory: String
@@ -288,7 +288,7 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         let isNew: Bool? = lock.withLock {
             if presence[vni] != nil { return false }
             guard presence.count < options.maxViolins else { return nil }
-            let tunnel = "\(options.hostAddress):\(freePort())"
+            let tunnel = Self.tunnel(options.hostAddress, port: freePort())
             presence[vni] = Presence(tunnel: tunnel, ports: [:], members: [])
             membership.present(vni, tunnel: tunnel)
             return true
@@ -308,7 +308,16 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
             do {
                 reply = try meshCall(seed, MeshAPI.MemberJoin(member: .init(vni: vni, endpoint: options.me, tunnel: tunnel, key: myKey)),
                                      key: seedKey)
-            } catch { throw ProtocolError(.unavailable, "seed \(seed): \(error)") }
+            } catch {
+                // Refused by the seed (a VIOLIN of the other address family, a full one): nothing stays here.
+                if case .error(let e) = error, e.code == .conflict { try? leave(vni); throw ProtocolError(.conflict, "seed \(seed): \(e.message)") }
+                throw ProtocolError(.unavailable, "seed \(seed): \(error)")
+            }
+            // One VIOLIN's switches use one address family: a VIOLIN of the other is not joined.
+            if let other = reply.members.first(where: { !Self.sameFamily($0.tunnel, tunnel) }) {
+                try? leave(vni)
+                throw ProtocolError(.conflict, Self.familyClash(vni, theirs: other.tunnel, ours: tunnel))
+            }
             var others: [(String, String)] = []
             for m in reply.members {
                 let (e, t) = (m.endpoint, m.tunnel)
@@ -597,6 +606,9 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
 
     private func admit(_ m: MeshAPI.Member) throws(ProtocolError) {
         try requirePresent(m.vni)
+        if let ours = lock.withLock({ presence[m.vni]?.tunnel }), !Self.sameFamily(m.tunnel, ours) {
+            throw ProtocolError(.conflict, Self.familyClash(m.vni, theirs: m.tunnel, ours: ours))
+        }
         let (full, change) = lock.withLock { () -> (Bool, MembershipChange?) in
             if membership.isFull(m.vni, adding: m.endpoint) { return (true, nil) }
             return (false, membership.admit(m.vni, endpoint: m.endpoint, tunnel: m.tunnel, now: Self.now(), key: m.key))
@@ -607,6 +619,18 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         announce(change)
         pushPeers(m.vni)
         save()
+    }
+
+    /// A switch's tunnel on `address`: "10.0.0.1:4790", or "[2001:db8::1]:4790".
+    static func tunnel(_ address: String, port: UInt16) -> String {
+        address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
+    }
+
+    static func sameFamily(_ a: String, _ b: String) -> Bool { a.hasPrefix("[") == b.hasPrefix("[") }
+
+    static func familyClash(_ vni: UInt32, theirs: String, ours: String) -> String {
+        "VIOLIN \(vni)'s switches use \(theirs.hasPrefix("[") ? "IPv6" : "IPv4") (\(theirs)); this host's tunnel is \(ours): "
+            + "a VIOLIN's switches use one address family"
     }
 
     private func removePort(_ r: MeshAPI.RemovePort) throws(ProtocolError) -> MeshAPI.RemovePortReply {
