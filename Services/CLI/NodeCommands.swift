@@ -26,7 +26,7 @@ struct NodeCommand: ParsableCommand {
                 + "A host keeps its table from the control node's accepted keys (data_dir/keys.table, starting with --control-key as control).")
         @Option(help: "control, host or both.") var role: String
         @Option(help: "The node's id (a host's id in the inventory).") var node: String
-        @Option(help: "The node's IPv4 address, as the other nodes reach it.") var address: String
+        @Option(help: "The node's IPv4 or IPv6 address, as the other nodes reach it.") var address: String
         @Option(help: "The host's domain (host, both).") var domain: String?
         @Option(help: "The control node's address (host).") var controlAddress: String?
         @Option(help: "The control node's public-key file (host).") var controlKey: String?
@@ -37,10 +37,10 @@ struct NodeCommand: ParsableCommand {
         func validate() throws {
             guard ["control", "host", "both"].contains(role) else { throw ValidationError("--role: control, host or both") }
             guard Role.validName(node) else { throw ValidationError("--node: 1-64 letters, digits, '.', '_' or '-'") }
-            guard NodeConfig.isIPv4(address) else { throw ValidationError("--address: an IPv4 address") }
+            guard NodeConfig.isAddress(address) else { throw ValidationError("--address: an IPv4 or IPv6 address") }
             if role != "control" { guard domain.map(Role.validName) == true else { throw ValidationError("--domain is required for a host") } }
             if role == "host" {
-                guard controlAddress.map(NodeConfig.isIPv4) == true, controlKey != nil else {
+                guard controlAddress.map(NodeConfig.isAddress) == true, controlKey != nil else {
                     throw ValidationError("a host needs --control-address and --control-key (the control node's .pub)")
                 }
             }
@@ -180,7 +180,7 @@ struct NodeCommand: ParsableCommand {
             let ctx = ZMQContext()
             defer { ctx.shutdown(); ctx.terminate() }
             func answers(_ s: NodeConfig.Service, deadline: Double) -> Bool {
-                ServiceClient.waitUntilAnswers(context: ctx, endpoint: "tcp://\(c.address):\(s.port)", security: security(c, s),
+                ServiceClient.waitUntilAnswers(context: ctx, endpoint: ServicePorts.endpoint(c.address, s.port), security: security(c, s),
                                                within: deadline, attemptMs: 500, alive: { children[s.name]?.isRunning != false })
             }
             do {
@@ -311,8 +311,8 @@ struct NodeCommand: ParsableCommand {
             }
             try tolerate(PolicyAPI.RegisterDomain(id: c.domain))
             try tolerate(PolicyAPI.RegisterHost(id: c.node, domain: c.domain, cores: max(1, cores), memoryMB: max(1, memory),
-                                                executor: "tcp://\(c.address):\(ServicePorts.executor)", monitor: "tcp://\(c.address):\(ServicePorts.monitor)", key: ownKey,
-                                                mesh: "tcp://\(c.address):\(ServicePorts.mesh)", migrationURI: c.resolved["migration_uri"]))
+                                                executor: ServicePorts.endpoint(c.address, ServicePorts.executor), monitor: ServicePorts.endpoint(c.address, ServicePorts.monitor), key: ownKey,
+                                                mesh: ServicePorts.endpoint(c.address, ServicePorts.mesh), migrationURI: c.resolved["migration_uri"]))
         }
     }
 }
@@ -352,18 +352,20 @@ struct ClusterCommand: ParsableCommand {
                         "rtt_ms": ping == nil ? .null : .number((rtt * 10).rounded() / 10),
                         "version": status.map { .string($0.version) } ?? .null, "uptime_s": status.map { .number($0.uptimeS) } ?? .null]
             }
-            let policyEP = "tcp://\(control):\(ServicePorts.policy)"
+            let policyEP = ServicePorts.endpoint(control, ServicePorts.policy)
             // A node reached without CURVE is open to anyone who reaches it: marked insecure.
             var nodes: [JSONValue] = [["node": "control", "role": "control", "domain": .null, "address": .string(control),
                                        "insecure": .bool(sec == nil && !control.hasPrefix("127.")),
-                                       "services": [service("bus", "tcp://\(control):\(ServicePorts.bus)"),
+                                       "services": [service("bus", ServicePorts.endpoint(control, ServicePorts.bus)),
                                                     service("policy", policyEP)]]]
             let (inventory, _) = call(policyEP, PolicyAPI.Inventory())
             guard let inventory else { throw fail("the control node's policy at \(policyEP) does not answer", code: Exit.noReply) }
             var violinOf: [String: String] = [:]
             for v in inventory.vms { violinOf[v.id] = v.violin }
             for h in inventory.hosts {
-                let address = h.executor.replacingOccurrences(of: "tcp://", with: "").split(separator: ":").first.map(String.init) ?? ""
+                let hostPort = h.executor.replacingOccurrences(of: "tcp://", with: "")
+                let address = hostPort.hasPrefix("[") ? String(hostPort.dropFirst().prefix { $0 != "]" })
+                                                      : hostPort.split(separator: ":").first.map(String.init) ?? ""
                 let (vmsReply, _) = call(h.executor, ExecutorAPI.VMs(), key: h.key)
                 var vms: [JSONValue] = []
                 var vnis = Set<UInt32>()
@@ -372,7 +374,7 @@ struct ClusterCommand: ParsableCommand {
                                 "violin": violinOf[v.name].map { .string($0) } ?? .null])
                     if let vni = v.vni { vnis.insert(vni) }
                 }
-                let services: JSONValue = [service("mesh", "tcp://\(address):\(ServicePorts.mesh)", key: h.key), service("monitor", "tcp://\(address):\(ServicePorts.monitor)", key: h.key),
+                let services: JSONValue = [service("mesh", ServicePorts.endpoint(address, ServicePorts.mesh), key: h.key), service("monitor", ServicePorts.endpoint(address, ServicePorts.monitor), key: h.key),
                                            service("executor", h.executor, key: h.key)]
                 nodes.append(["node": .string(h.id), "role": "host", "domain": .string(h.domain), "address": .string(address),
                               "draining": .bool(h.draining), "insecure": .bool(h.key.isEmpty && !address.hasPrefix("127.")), "services": services,
@@ -419,7 +421,7 @@ struct ClusterCommand: ParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() throws {
-            let policyEP = "tcp://\(control):\(ServicePorts.policy)"
+            let policyEP = ServicePorts.endpoint(control, ServicePorts.policy)
             let plan = try connection.with(policyEP) { client in
                 do { return try client.call(PolicyAPI.DrainHost(id: host), retries: connection.retries) } catch {
                     throw fail("drain: \(error)", code: Exit.errorReply)

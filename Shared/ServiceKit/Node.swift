@@ -13,10 +13,10 @@ public struct NodeConfig: Sendable {
                   validate: { ["control", "host", "both"].contains($0) ? nil : "control, host or both" }),
         ConfigKey("node", default: "", help: "This node's id (default: the hostname); a host's id in the inventory."),
         ConfigKey("domain", default: "", help: "The administrative domain of a host node (required for host)."),
-        ConfigKey("address", default: "", help: "This node's IPv4 address, as the other nodes reach it (required).",
-                  validate: { isIPv4($0) ? nil : "an IPv4 address like 10.0.0.2" }),
-        ConfigKey("control_address", default: "", help: "The control node's IPv4 address (host; default: address, for role both).",
-                  validate: { $0.isEmpty || isIPv4($0) ? nil : "an IPv4 address like 10.0.0.1" }),
+        ConfigKey("address", default: "", help: "This node's address, IPv4 or IPv6, as the other nodes reach it (required); a host's switches tunnel from it, and one VIOLIN's hosts share a family.",
+                  validate: { isAddress($0) ? nil : "an IPv4 address like 10.0.0.2 or an IPv6 one like 2001:db8::2" }),
+        ConfigKey("control_address", default: "", help: "The control node's address, IPv4 or IPv6 (host; default: address, for role both).",
+                  validate: { $0.isEmpty || isAddress($0) ? nil : "an IPv4 address like 10.0.0.1 or an IPv6 one like 2001:db8::1" }),
         ConfigKey("libvirt_uri", default: "qemu:///system", help: "The host's libvirt."),
         ConfigKey("migration_uri", default: "", help: "How other hosts' libvirt reach this one (default: qemu+tcp://<address>/system)."),
         ConfigKey("libvirt_pki", default: "", help: "Host: the executor's TLS client certificate directory for other hosts' qemu+tls libvirt (cacert.pem, clientcert.pem, clientkey.pem; empty: /etc/pki).",
@@ -70,7 +70,12 @@ public struct NodeConfig: Sendable {
     /// Open on purpose: no key on an address others reach (`insecure: true`).
     public var insecure: Bool { resolved["key"].isEmpty && !Self.isLoopback(address) }
 
-    static func isLoopback(_ address: String) -> Bool { address.hasPrefix("127.") }
+    static func isLoopback(_ address: String) -> Bool { address.hasPrefix("127.") || address == "::1" }
+
+    /// An IPv4 or IPv6 address (no port, no brackets).
+    public static func isAddress(_ v: String) -> Bool {
+        isIPv4(v) || (v.contains(":") && HTTPAddress("[\(v)]:0") != nil)
+    }
 
     public static func isIPv4(_ v: String) -> Bool {
         let parts = v.split(separator: ".", omittingEmptySubsequences: false)
@@ -97,10 +102,10 @@ public struct NodeConfig: Sendable {
             ConfigError(key: key, source: r.sources[key] ?? .file(path: path, line: nil), reason: reason)
         }
         if r["role"].isEmpty { throw fail("role", "required: control, host or both") }
-        if r["address"].isEmpty { throw fail("address", "required: this node's IPv4 address") }
+        if r["address"].isEmpty { throw fail("address", "required: this node's IPv4 or IPv6 address") }
         var values = r.values
         if values["node"]?.isEmpty ?? true { values["node"] = hostname }
-        if values["migration_uri"]?.isEmpty ?? true { values["migration_uri"] = "qemu+tcp://\(r["address"])/system" }
+        if values["migration_uri"]?.isEmpty ?? true { values["migration_uri"] = "qemu+tcp://\(ServicePorts.bracketed(r["address"]))/system" }
         r = ResolvedConfig(values: values, sources: r.sources)
         let config = NodeConfig(path: path, resolved: r)
         if config.runsHost {
@@ -172,12 +177,12 @@ public struct NodeConfig: Sendable {
         if runsControl {
             var curve: [String] = []
             if !key.isEmpty { curve = ["--curve-key", key, "--curve-allowed", r["allowed_keys"]] }
-            out.append(Service(name: "bus", arguments: ["--listen", "tcp://\(a):\(ServicePorts.bus)", "--publishers", "tcp://\(a):\(ServicePorts.busPublishers)",
-                                                        "--subscribers", "tcp://\(a):\(ServicePorts.busSubscribers)", "--instance", "bus@\(n)"] + curve + common, port: ServicePorts.bus))
+            out.append(Service(name: "bus", arguments: ["--listen", ServicePorts.endpoint(a, ServicePorts.bus), "--publishers", ServicePorts.endpoint(a, ServicePorts.busPublishers),
+                                                        "--subscribers", ServicePorts.endpoint(a, ServicePorts.busSubscribers), "--instance", "bus@\(n)"] + curve + common, port: ServicePorts.bus))
             // The policy reaches its own bus as any client does (with the node's key, as the bus's).
             let busKey = key.isEmpty ? [] : ["--bus-public-key", key]
-            out.append(Service(name: "policy", arguments: ["--listen", "tcp://\(a):\(ServicePorts.policy)", "--bus", "tcp://\(a):\(ServicePorts.busPublishers)",
-                                                           "--subscribe", "tcp://\(a):\(ServicePorts.busSubscribers)", "--database", "\(d)/policy.sqlite",
+            out.append(Service(name: "policy", arguments: ["--listen", ServicePorts.endpoint(a, ServicePorts.policy), "--bus", ServicePorts.endpoint(a, ServicePorts.busPublishers),
+                                                           "--subscribe", ServicePorts.endpoint(a, ServicePorts.busSubscribers), "--database", "\(d)/policy.sqlite",
                                                            "--policy", r["policy"], "--evaluate-interval", r["evaluate_interval"],
                                                            "--reconcile-interval", r["reconcile_interval"], "--host-lost-after", r["host_lost_after"],
                                                            "--levers", r["levers"],
@@ -193,15 +198,15 @@ public struct NodeConfig: Sendable {
                             "--bus-public-key", role == .both ? key : r["control_public_key"]]
             }
             common += busCurve
-            let bus = "tcp://\(c):\(ServicePorts.busPublishers)"
-            out.append(Service(name: "mesh", arguments: ["--listen", "tcp://\(a):\(ServicePorts.mesh)", "--host-address", a, "--run-dir", "\(d)/mesh",
+            let bus = ServicePorts.endpoint(c, ServicePorts.busPublishers)
+            out.append(Service(name: "mesh", arguments: ["--listen", ServicePorts.endpoint(a, ServicePorts.mesh), "--host-address", a, "--run-dir", "\(d)/mesh",
                                                          "--bus", bus, "--instance", "mesh@\(n)"] + common, port: ServicePorts.mesh))
-            out.append(Service(name: "monitor", arguments: ["--listen", "tcp://\(a):\(ServicePorts.monitor)", "--libvirt-uri", r["libvirt_uri"],
+            out.append(Service(name: "monitor", arguments: ["--listen", ServicePorts.endpoint(a, ServicePorts.monitor), "--libvirt-uri", r["libvirt_uri"],
                                                             "--sample-interval", r["sample_interval"], "--bus", bus,
-                                                            "--mesh", "tcp://\(a):\(ServicePorts.mesh)", "--memory-mb", r["memory_mb"],
+                                                            "--mesh", ServicePorts.endpoint(a, ServicePorts.mesh), "--memory-mb", r["memory_mb"],
                                                             "--instance", "monitor@\(n)"] + common, port: ServicePorts.monitor))
-            out.append(Service(name: "executor", arguments: ["--listen", "tcp://\(a):\(ServicePorts.executor)", "--host-id", n, "--libvirt-uri", r["libvirt_uri"],
-                                                             "--migration-uri", r["migration_uri"], "--mesh", "tcp://\(a):\(ServicePorts.mesh)",
+            out.append(Service(name: "executor", arguments: ["--listen", ServicePorts.endpoint(a, ServicePorts.executor), "--host-id", n, "--libvirt-uri", r["libvirt_uri"],
+                                                             "--migration-uri", r["migration_uri"], "--mesh", ServicePorts.endpoint(a, ServicePorts.mesh),
                                                              "--database", "\(d)/executor.sqlite", "--memory-mb", r["memory_mb"], "--image-dir", r["image_dir"],
                                                              "--uplink-network", r["uplink_network"], "--control", policyEndpoint,
                                                              "--libvirt-pki", r["libvirt_pki"],
@@ -216,8 +221,8 @@ public struct NodeConfig: Sendable {
     }
 
     /// The control node's endpoints, as a host (or a client) reaches them.
-    public var policyEndpoint: String { "tcp://\(controlAddress):\(ServicePorts.policy)" }
-    public var busSubscribers: String { "tcp://\(controlAddress):\(ServicePorts.busSubscribers)" }
+    public var policyEndpoint: String { ServicePorts.endpoint(controlAddress, ServicePorts.policy) }
+    public var busSubscribers: String { ServicePorts.endpoint(controlAddress, ServicePorts.busSubscribers) }
 
     /// Every key, its default and its meaning (for --help and the guide).
     public static var help: String {

@@ -12,6 +12,9 @@ public enum ServicePorts {
     /// Where subscribers read the bus.
     public static let busSubscribers = 7711
 
-    /// `tcp://<address>:<port>`.
-    public static func endpoint(_ address: String, _ port: Int) -> String { "tcp://\(address):\(port)" }
+    /// `tcp://<address>:<port>`, an IPv6 address in brackets.
+    public static func endpoint(_ address: String, _ port: Int) -> String { "tcp://\(bracketed(address)):\(port)" }
+
+    /// An address as it goes before ":port" in an endpoint or a URI: `[2001:db8::1]` for IPv6.
+    public static func bracketed(_ address: String) -> String { address.contains(":") ? "[\(address)]" : address }
 }

@@ -20,6 +20,17 @@ import ZeroMQ
         #expect(c.policyEndpoint == "tcp://10.0.0.1:7703")
     }
 
+    /// An IPv6 host: its endpoints, tunnels and migration URI carry the address in brackets.
+    @Test func anIPv6HostAndItsServices() throws {
+        let c = try parse("role: host\ndomain: d1\naddress: 2001:db8::11\ncontrol_address: 2001:db8::1\ninsecure: true\n")
+        let mesh = c.services[0].arguments, executor = c.services[2].arguments
+        #expect(mesh.contains("tcp://[2001:db8::11]:7701") && mesh.contains("2001:db8::11"), "\(mesh)")
+        #expect(executor.contains("qemu+tcp://[2001:db8::11]/system") && executor.contains("tcp://[2001:db8::1]:7710"), "\(executor)")
+        #expect(c.policyEndpoint == "tcp://[2001:db8::1]:7703")
+        #expect(throws: ConfigError.self) { try parse("role: host\ndomain: d1\naddress: 2001:db8::zz\ncontrol_address: 2001:db8::1\ninsecure: true\n") }
+        #expect(throws: ConfigError.self) { try parse("role: host\ndomain: d1\naddress: 2001:db8::1:4789:1:2:3:4:5\ncontrol_address: 2001:db8::1\ninsecure: true\n") }
+    }
+
     /// The policy's settings in a control node's file reach the policy's command line.
     @Test func aControlNodePassesThePolicySettingsOn() throws {
         let c = try parse("role: control\naddress: 10.0.0.1\ninsecure: true\nlevers: true\nlever_settle: 20\nlink_mbit_s: 40\nhost_lost_after: 45\n")
