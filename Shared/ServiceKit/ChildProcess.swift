@@ -1,3 +1,4 @@
+import CPrimitives
 import Foundation
 
 /// A child process started with `posix_spawn`, reaped by a thread of its own.
@@ -42,6 +43,9 @@ public final class ChildProcess: @unchecked Sendable {
             case .descriptor(let d): posix_spawn_file_actions_adddup2(&actions, d, fd)
             }
         }
+        // Nothing else of ours reaches the child: a switch outliving its killed mesh must not
+        // hold the mesh's listening sockets (its metrics port among them) against the next one.
+        vp_spawn_close_from(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

@@ -9,11 +9,11 @@ import VIOLINProtocol
     func endpoint(_ lab: Lab, _ h: Int) -> String { "tcp://\(lab.hostIP(h)):7701" }
 
     @discardableResult
-    func startMesh(_ lab: Lab, _ h: Int, timeout: Double = 1.5, bus: String = "none") throws -> Spawned {
+    func startMesh(_ lab: Lab, _ h: Int, timeout: Double = 1.5, bus: String = "none", metrics: String? = nil) throws -> Spawned {
         try lab.spawn(in: lab.host(h), "violin-mesh", [
             "--listen", endpoint(lab, h), "--host-address", lab.hostIP(h), "--run-dir", lab.scratch.file("m\(h)"),
             "--bus", bus, "--member-interval", "0.3", "--member-timeout", "\(timeout)", "--member-forget-after", "4",
-            "--log-level", "warning"])
+            "--log-level", "warning"] + (metrics.map { ["--metrics-listen", $0] } ?? []))
     }
 
     /// A bus in host 1's namespace that every host's mesh publishes to, and a watcher of its
@@ -202,7 +202,8 @@ import VIOLINProtocol
         let (bus, events) = try meshBus(lab)
         var meshes: [Int: Spawned] = [:]
         // The member timeout is longer than a mesh restart: the peers never drop host 1.
-        for h in 1...2 { meshes[h] = try startMesh(lab, h, timeout: 6, bus: bus) }
+        // Host 1's mesh serves metrics: its switch, outliving it, must not hold that port.
+        for h in 1...2 { meshes[h] = try startMesh(lab, h, timeout: 6, bus: bus, metrics: h == 1 ? "127.0.0.1:19701" : nil) }
         #expect(try eventually(deadline: 10) { (1...2).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
         try violinAcrossTwoHosts(lab, vni: 9, ports: "p", vms: (1, 2))
         #expect(try meshIsFull(lab, [1, 2]))
@@ -213,8 +214,9 @@ import VIOLINProtocol
         #expect(ping.waitForLine(timeout: 10) { $0.contains("bytes from") } != nil)
         meshes[1]!.signal(SIGKILL)
         _ = meshes[1]!.waitExit(timeout: 10)
-        meshes[1] = try startMesh(lab, 1, timeout: 6, bus: bus)
-        #expect(try eventually(deadline: 10) { (try? call(lab, 1, "ping", "{}")) != nil })
+        meshes[1] = try startMesh(lab, 1, timeout: 6, bus: bus, metrics: "127.0.0.1:19701")
+        #expect(try eventually(deadline: 10) { (try? call(lab, 1, "ping", "{}")) != nil }, "the mesh did not start again: \(meshes[1]!.stderrText)")
+        #expect(try sh("ip netns exec \(lab.host(1)) curl -sf http://127.0.0.1:19701/metrics").out.contains("violin_switch_frames_total"))
         let pidAfter = try call(lab, 1, "ports", "{}")["violins"].flatMap { v -> Int? in
             if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } }
         #expect(pidBefore != nil && pidBefore == pidAfter, "the switch was adopted, not restarted")
@@ -303,8 +305,9 @@ import VIOLINProtocol
         try #require(pid10 > 1, "switch pid \(pid10)")
         meshes[1]!.signal(SIGKILL)
         _ = meshes[1]!.waitExit(timeout: 10)
-        meshes[1] = try startMesh(lab, 1, timeout: 6, bus: bus)
-        #expect(try eventually(deadline: 10) { (try? call(lab, 1, "ping", "{}")) != nil })
+        meshes[1] = try startMesh(lab, 1, timeout: 6, bus: bus, metrics: "127.0.0.1:19701")
+        #expect(try eventually(deadline: 10) { (try? call(lab, 1, "ping", "{}")) != nil }, "the mesh did not start again: \(meshes[1]!.stderrText)")
+        #expect(try sh("ip netns exec \(lab.host(1)) curl -sf http://127.0.0.1:19701/metrics").out.contains("violin_switch_frames_total"))
         _ = try call(lab, 1, "leave_violin", #"{"vni":10}"#)
         func gone(_ pid: Int32) -> Bool {
             kill(pid, 0) != 0 || ((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? "").contains(") Z ")

@@ -13,4 +13,9 @@ static inline void violin_set_thread_name(const char *name) { prctl(PR_SET_NAME,
 static inline int violin_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 static inline void violin_eventfd_signal(int fd) { uint64_t one = 1; (void)!write(fd, &one, sizeof one); }
 static inline void violin_eventfd_drain(int fd) { uint64_t n; (void)!read(fd, &n, sizeof n); }
+#include <spawn.h>
+/* Every descriptor from `from` up closed in a spawned child (glibc's
+ * posix_spawn_file_actions_addclosefrom_np): a child never holds its parent's sockets. */
+int vp_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
+
 #endif
