@@ -22,7 +22,7 @@ def main():
     profile = tempfile.mkdtemp(prefix="cdp-", dir=out)
     browser = subprocess.Popen(
         [shutil.which("chromium") or "/usr/bin/chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
-         "--no-first-run", "--window-size=1400,900", "--remote-debugging-port=0", "--user-data-dir=" + profile, "about:blank"],
+         "--no-first-run", "--disable-dev-shm-usage", "--window-size=1400,900", "--remote-debugging-port=0", "--user-data-dir=" + profile, "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         port_file = os.path.join(profile, "DevToolsActivePort")
