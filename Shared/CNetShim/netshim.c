@@ -273,22 +273,23 @@ int vn_poll_readable(const int *fds, uint8_t *ready, int count, int timeout_ms) 
 /* An underlay address as two words holding its 16 bytes in memory order, IPv4 as
  * ::ffff:a.b.c.d: written into a socket address of its own family; its length returned. */
 static socklen_t fill_addr16(struct sockaddr_in6 *slot, uint64_t hi, uint64_t lo, uint16_t port) {
-    uint8_t a[16];
-    memcpy(a, &hi, 8);
-    memcpy(a + 8, &lo, 8);
-    static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-    if (memcmp(a, mapped, 12) == 0) {
+    /* ::ffff:a.b.c.d: bytes 0-9 zero, 10-11 0xff; the two words hold them in memory order. */
+    uint8_t l[8];
+    memcpy(l, &lo, 8);
+    if (hi == 0 && l[0] == 0 && l[1] == 0 && l[2] == 0xff && l[3] == 0xff) {
         struct sockaddr_in *sa = (struct sockaddr_in *)slot;
-        memset(sa, 0, sizeof *sa);
         sa->sin_family = AF_INET;
-        memcpy(&sa->sin_addr, a + 12, 4);
         sa->sin_port = htons(port);
+        memcpy(&sa->sin_addr, l + 4, 4);
+        memset(sa->sin_zero, 0, sizeof sa->sin_zero);
         return sizeof *sa;
     }
-    memset(slot, 0, sizeof *slot);
     slot->sin6_family = AF_INET6;
-    memcpy(&slot->sin6_addr, a, 16);
     slot->sin6_port = htons(port);
+    slot->sin6_flowinfo = 0;
+    memcpy(&slot->sin6_addr, &hi, 8);
+    memcpy((uint8_t *)&slot->sin6_addr + 8, &lo, 8);
+    slot->sin6_scope_id = 0;
     return sizeof *slot;
 }
 

@@ -150,6 +150,12 @@ public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// One word into the hasher (the MAC table and the peer set hash these per frame): the
+    /// address's words and the port folded together; equality still compares all three.
+    @inline(__always) public func hash(into hasher: inout Hasher) {
+        hasher.combine(hi ^ (lo &* 0x9E37_79B9_7F4A_7C15) ^ UInt64(port))
+    }
 }
 
 /// The MAC learning table (after Open vSwitch's lib/mac-learning): O(1) lookup, idle ageing
