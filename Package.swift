@@ -67,7 +67,7 @@ let package = Package(
         .target(name: "CChecksum", path: "Shared/CChecksum"),
         // Pure switching: frames, VXLAN header, MAC table, the forwarding decision.
         // Exclusivity is checked statically; the dynamic check costs the hot path ~1 % (measured).
-        .target(name: "SwitchCore", dependencies: ["CChecksum"], path: "Shared/SwitchCore",
+        .target(name: "SwitchCore", dependencies: ["CChecksum", "VIOLINProtocol"], path: "Shared/SwitchCore",
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         // The forwarding loop and ports, on top of the core and the shim.
         .target(name: "SwitchDataPlane", dependencies: ["SwitchCore", "CNetShim", "Primitives", "VIOLINProtocol"],

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Primitives
+import VIOLINProtocol
 
 /// Where a service serves HTTP (`metrics_listen`, the control node's `web_listen`):
 /// `HOST:PORT` with an IPv4 address or `[IPv6]`, port 0 for any.
@@ -14,24 +15,17 @@ public struct HTTPAddress: Equatable, Sendable, CustomStringConvertible {
     public var isLoopback: Bool { host == "::1" || host.hasPrefix("127.") }
 
     public init?(_ text: String) {
-        let hostPart: Substring, portPart: Substring
+        guard let (hostPart, portText) = HostPort.split(text), let portPart = portText,
+              let port = HostPort.port(portPart, allowZero: true) else { return nil }
         if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
-            hostPart = text[text.index(after: text.startIndex)..<close]
-            portPart = text[text.index(close, offsetBy: 2)...]
             var a6 = in6_addr()
             guard inet_pton(AF_INET6, String(hostPart), &a6) == 1 else { return nil }
         } else {
-            guard let colon = text.lastIndex(of: ":") else { return nil }
-            hostPart = text[..<colon]
-            portPart = text[text.index(after: colon)...]
             var a4 = in_addr()
             guard inet_pton(AF_INET, String(hostPart), &a4) == 1 else { return nil }
         }
-        guard (1...5).contains(portPart.count), portPart.allSatisfy({ $0.isASCII && $0.isNumber }),
-              let port = Int(portPart), port <= 65_535 else { return nil }
         self.host = String(hostPart)
-        self.port = UInt16(port)
+        self.port = port
     }
 }
 

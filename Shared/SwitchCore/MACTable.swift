@@ -1,3 +1,5 @@
+import VIOLINProtocol
+
 /// Where a MAC address lives, as a switch sees it: one of its local ports or one of its peers.
 public enum Location: Hashable, Sendable, CustomStringConvertible {
     case port(UInt32)
@@ -45,24 +47,10 @@ public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
     /// address without a port may go without brackets). Port 0 ("any free port") only for a
     /// local address to bind, with `allowAnyPort`.
     public init?(_ text: String, defaultPort: UInt16 = VXLAN.defaultPort, allowAnyPort: Bool = false) {
-        var host = Substring(text), portText: Substring?
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]") else { return nil }
-            host = text[text.index(after: text.startIndex)..<close]
-            let rest = text[text.index(after: close)...]
-            if !rest.isEmpty {
-                guard rest.hasPrefix(":") else { return nil }
-                portText = rest.dropFirst()
-            }
-        } else if text.filter({ $0 == ":" }).count == 1 {
-            let colon = text.firstIndex(of: ":")!
-            host = text[..<colon]
-            portText = text[text.index(after: colon)...]
-        }
+        guard let (host, portText) = HostPort.split(text) else { return nil }
         var port = defaultPort
         if let portText {
-            guard (1...5).contains(portText.count), portText.allSatisfy({ $0.isASCII && $0.isNumber }),
-                  let p = UInt16(portText), p > 0 || allowAnyPort else { return nil }
+            guard let p = HostPort.port(portText, allowZero: allowAnyPort) else { return nil }
             port = p
         }
         guard let bytes = Self.parse4(host) ?? (host.contains(":") ? Self.parse6(host) : nil) else { return nil }

@@ -327,31 +327,41 @@ public struct MACAddress: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// "host:port" text split: "10.0.0.1:4789", "[2001:db8::1]:4789", or either without its port
+/// ("10.0.0.1", "[2001:db8::1]", or a bare "2001:db8::1"). Nil when brackets are unbalanced or
+/// followed by anything but ":port". Neither part is checked here.
+public enum HostPort {
+    public static func split(_ text: String) -> (host: Substring, port: Substring?)? {
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            let host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            if rest.isEmpty { return (host, nil) }
+            guard rest.hasPrefix(":") else { return nil }
+            return (host, rest.dropFirst())
+        }
+        let colons = text.filter { $0 == ":" }.count
+        guard colons == 1, let colon = text.firstIndex(of: ":") else { return (Substring(text), nil) }
+        return (text[..<colon], text[text.index(after: colon)...])
+    }
+
+    /// A port's text as a number: 1-5 digits, 1-65535 (0 too with `allowZero`).
+    public static func port(_ text: Substring, allowZero: Bool) -> UInt16? {
+        guard (1...5).contains(text.count), text.allSatisfy({ $0.isASCII && $0.isNumber }), let p = UInt16(text), p > 0 || allowZero else { return nil }
+        return p
+    }
+}
+
 /// An underlay address as fields carry it: IPv4 "a.b.c.d[:port]" or IPv6 "[addr][:port]".
 public enum UnderlayAddress {
     public static func isValid(_ text: String, anyPort: Bool) -> Bool {
-        var host = Substring(text), port: Substring?
+        guard let (host, port) = HostPort.split(text) else { return false }
+        if let port, HostPort.port(port, allowZero: anyPort) == nil { return false }
         if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]") else { return false }
-            host = text[text.index(after: text.startIndex)..<close]
-            let rest = text[text.index(after: close)...]
-            if !rest.isEmpty {
-                guard rest.hasPrefix(":") else { return false }
-                port = rest.dropFirst()
-            }
             var a6 = in6_addr()
-            guard host.count <= 45, inet_pton(AF_INET6, String(host), &a6) == 1 else { return false }
-        } else {
-            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-            guard parts.count == 1 || parts.count == 2 else { return false }
-            host = parts[0]
-            port = parts.count == 2 ? parts[1] : nil
-            let octets = host.split(separator: ".", omittingEmptySubsequences: false)
-            guard octets.count == 4, octets.allSatisfy({ (1...3).contains($0.count) && $0.allSatisfy(\.isNumber) && UInt8($0) != nil }) else { return false }
+            return host.count <= 45 && inet_pton(AF_INET6, String(host), &a6) == 1
         }
-        if let port {
-            guard (1...5).contains(port.count), port.allSatisfy({ $0.isASCII && $0.isNumber }), let p = UInt16(port), p > 0 || anyPort else { return false }
-        }
-        return true
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets.allSatisfy { (1...3).contains($0.count) && $0.allSatisfy(\.isNumber) && UInt8($0) != nil }
     }
 }
