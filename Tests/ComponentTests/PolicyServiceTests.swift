@@ -552,6 +552,31 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
         }
     }
 
+    /// A restart and a destroy of the same VIOLIN take turns: a destroy asked while a restart
+    /// of its lost VM is making it waits, then destroys that VM too (before, it read the
+    /// inventory while the restart ran, and the VM made again outlived the destroy).
+    @Test func aDestroyWaitsForARestartOfItsViolin() throws {
+        try withThreeHosts { policy, hosts, client in
+            _ = try client.call(PolicyAPI.CreateEnvironment(spec: [
+                "name": "k", "home_domain": "d1", "image": "tiny", "restart": "always",
+                "vms": [["name": "k1", "host": "a"], ["name": "k2", "host": "b"]]]))
+            let gate = DispatchSemaphore(value: 0)
+            hosts["a"]!.holdCreates = gate
+            hosts["c"]!.holdCreates = gate
+            hosts["b"]!.down = true
+            // b is lost (host_lost_after 0): the reconciliation makes k2 again on a or c, held there.
+            let reconciled = Pending()
+            Thread { policy.reconcile(); reconciled.finish(.success(.null)) }.start()
+            try #require(try eventually(deadline: 20) { hosts["a"]!.createsAsked + hosts["c"]!.createsAsked >= 1 }, "the restart never made k2")
+            let destroyed = Pending()
+            Thread { destroyed.finish(Result { try client.call(PolicyAPI.DestroyEnvironment(name: "k")).json }) }.start()
+            #expect(try eventually(deadline: 20) { policy.waitingForTurn == 1 }, "the destroy did not wait for the restart: \(String(describing: destroyed.value))")
+            gate.signal()
+            #expect(try eventually(deadline: 30) { destroyed.value != nil && reconciled.value != nil })
+            #expect(hosts["c"]!.running.isEmpty && hosts["a"]!.running.isEmpty, "left: \(hosts.mapValues(\.running))")
+        }
+    }
+
     /// A migration the policy never heard of (it was down), to a host that went silent right
     /// after: the source answers without the VM, and its journal says where it went. The VM is
     /// placed there at once, and made again when that host stays silent — not left on the
@@ -679,6 +704,13 @@ final class HostExecutor: RequestHandler, @unchecked Sendable {
     var running: [String] { get { lock.withLock { names } } set { lock.withLock { names = newValue } } }
     var created: [JSONValue] { lock.withLock { made } }
     var refuse: String { get { lock.withLock { refused } } set { lock.withLock { refused = newValue } } }
+    /// While set, a create waits for it (on the executor's worker) before it makes the VM.
+    var holdCreates: DispatchSemaphore? { get { lock.withLock { hold } } set { lock.withLock { hold = newValue } } }
+    private var hold: DispatchSemaphore?
+    /// Creates received while `holdCreates` was set.
+    var createsAsked: Int { lock.withLock { creates } }
+    private var creates = 0
+    func lane(of msgType: String) -> RequestTable.Lane { msgType == ExecutorAPI.CreateVM.msgType && holdCreates != nil ? .long : .quick }
     /// While down, it answers everything with `unavailable` (a host whose libvirt is gone).
     var down: Bool { get { lock.withLock { isDown } } set { lock.withLock { isDown = newValue } } }
     private var isDown = false
@@ -707,6 +739,11 @@ final class HostExecutor: RequestHandler, @unchecked Sendable {
         case ExecutorAPI.Images.msgType:
             return Replies.ok(ExecutorAPI.ImagesReply(host: "fake", images: [.init(name: "tiny", kind: "kernel")]))
         case ExecutorAPI.CreateVM.msgType:
+            let held = lock.withLock { () -> DispatchSemaphore? in
+                if hold != nil { creates += 1 }
+                return hold
+            }
+            if let held { held.wait(); held.signal() }
             let name = body["name"]?.stringValue ?? ""
             if name == refuse { throw ProtocolError(.unavailable, "libvirt: no room for \(name)") }
             lock.withLock { names.append(name); made.append(body) }

@@ -99,6 +99,9 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     /// VIOLIN (`exclusively`), so a restart never makes a VM of a VIOLIN being destroyed.
     private var turnsTaken = Set<String>()
     private let turns = NSCondition()
+    /// How many callers wait for their turn now (tests watch it).
+    public var waitingForTurn: Int { turns.lock(); defer { turns.unlock() }; return waiting }
+    private var waiting = 0
     let context = ZMQContext()
     /// What the levers read and have set (`Levers.swift`).
     var leverState = LeverState()
@@ -349,12 +352,10 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     }
 
     /// A client for a host's executor: over CURVE when both we and the host have keys.
-    /// A client of `host`'s executor: quick requests time out after `executorTimeoutMs`, or
-    /// `workTimeoutMs` with `work`.
     /// Runs `body` while no other destroy or restart works on `violin`.
     func exclusively<T>(_ violin: String, _ body: () throws(ProtocolError) -> T) throws(ProtocolError) -> T {
         turns.lock()
-        while turnsTaken.contains(violin) { turns.wait() }
+        while turnsTaken.contains(violin) { waiting += 1; turns.wait(); waiting -= 1 }
         turnsTaken.insert(violin)
         turns.unlock()
         defer {
@@ -366,6 +367,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         return try body()
     }
 
+    /// A client of `host`'s executor: quick requests time out after `executorTimeoutMs`, or
+    /// `workTimeoutMs` with `work`.
     func executorClient(_ host: String, _ inv: PolicyStore.Inventory, work: Bool = false) -> ServiceClient {
         hostClient(inv.endpoints[host]?.executor ?? "", key: inv.keys[host] ?? "", timeoutMs: work ? options.workTimeoutMs : options.executorTimeoutMs)
     }
