@@ -170,7 +170,17 @@ public final class ZMQSocket {
         if zmq_getsockopt(try live("getsockopt"), ZMQ_LAST_ENDPOINT, &buffer, &size) != 0 {
             throw ZMQError.last("zmq_getsockopt(LAST_ENDPOINT)")
         }
-        return String(cString: buffer)
+        return Self.unmapped(String(cString: buffer))
+    }
+
+    /// With IPv6 on, ZeroMQ reports an IPv4 endpoint as IPv4-mapped (`tcp://[::ffff:10.0.0.1]:7701`):
+    /// given back as it was asked for (`tcp://10.0.0.1:7701`), so endpoints compare as written.
+    static func unmapped(_ endpoint: String) -> String {
+        let prefix = "tcp://[::ffff:"
+        guard endpoint.hasPrefix(prefix), let close = endpoint.firstIndex(of: "]") else { return endpoint }
+        let v4 = endpoint[endpoint.index(endpoint.startIndex, offsetBy: prefix.count)..<close]
+        guard v4.split(separator: ".").count == 4 else { return endpoint }
+        return "tcp://\(v4)\(endpoint[endpoint.index(after: close)...])"
     }
 
     /// Sends all frames as one multipart message. Returns false when `dontWait` and it would block.

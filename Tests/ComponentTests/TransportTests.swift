@@ -252,6 +252,12 @@ extension ServiceRuntimeTests {
             defer { client.close() }
             #expect(try client.call(AdminAPI.Ping()).service == "mesh")
             #expect(try sub.waitFor(timeoutMs: 5000) { $0.topic == "mesh.heartbeat" } != nil, "no event over IPv6")
+            // An IPv4 endpoint bound with IPv6 on is reported as it was asked for, not IPv4-mapped.
+            let v4 = try ZMQSocket(ctx, .router)
+            defer { v4.close() }
+            try v4.bind("tcp://127.0.0.1:*")
+            let bound = try v4.lastEndpoint()
+            #expect(bound.hasPrefix("tcp://127.0.0.1:"), "\(bound)")
         }
     }
 }
