@@ -197,6 +197,8 @@ private final class Connection: ChannelInboundHandler, @unchecked Sendable {
         case .body(let status, let type, let data):
             respond(context, head, status: HTTPResponseStatus(statusCode: status), type: type, body: data)
         case .stream(let type, let first, let source):
+            // The client may have gone while the route ran: no slot is taken for it.
+            guard context.channel.isActive else { return }
             guard endpoint.openStream() else {
                 respond(context, head, status: .serviceUnavailable, type: "text/plain", body: Data("too many streams open\n".utf8))
                 return
