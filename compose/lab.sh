@@ -24,9 +24,10 @@
 #   lab.sh revive RUN NODE          a lost node back: link up, libvirtd (no guests), its node again
 #   lab.sh libvirtd-restart RUN NODE  SIGKILL a host's libvirtd and start it again (guests run on)
 #   lab.sh curve RUN NODE           print the operator's CURVE options for NODE's services (if keyed)
-# Every node serves Prometheus expositions on its address (ports 9700-9704, the bearer token in
-# RUN/metrics.token; `violin node prometheus RUN/nodes/*.yaml` writes the scrape configuration),
-# and the control node the live web view at http://10.77.0.100:9780/?access_token=TOKEN.
+# With VIOLIN_LAB_OBSERVE=1 every node serves Prometheus expositions on its address (ports
+# 9700-9704, the bearer token in RUN/metrics.token; `violin node prometheus RUN/nodes/*.yaml`
+# writes the scrape configuration), and the control node the live web view at
+# http://10.77.0.100:9780/?access_token=TOKEN.
 # VIOLIN_BIN names the directory of the executables (default: swift build --show-bin-path).
 # VIOLIN_LAB_LEVERS=1 (for `up`): the policy with its fine-grain levers (the local demo).
 set -euo pipefail
@@ -107,6 +108,16 @@ node_run() {
   done
 }
 
+# VIOLIN_LAB_OBSERVE=1 (for `up`, kept for `add`): every node serves its Prometheus expositions
+# (and the control node the web view), with RUN/metrics.token.
+observe() {  # address [web]
+  [ -f "$run/observe" ] || return 0
+  echo "metrics_address: $1"
+  echo "metrics_token_file: $run/metrics.token"
+  [ "${2:-}" = web ] && echo "web_listen: $1:9780"
+  return 0
+}
+
 host_file() {  # node domain
   local keys="insecure: true    # the lab run with --open: no keys, on its own bridge"
   if keyed; then
@@ -131,8 +142,7 @@ sample_interval: 1
 data_dir: $run/$1
 image_dir: $run/images
 uplink_network: violin-nat
-metrics_address: $(addr $1)
-metrics_token_file: $run/metrics.token
+$(observe "$(addr $1)")
 $keys
 YAML
 }
@@ -175,6 +185,7 @@ allowed_keys: $run/keys/allowed"
   [ -f "$run/tag" ] || echo "vl$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')" >"$run/tag"
   # The bearer token of every node's Prometheus exposition and of the web view.
   [ -f "$run/metrics.token" ] || (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$run/metrics.token")
+  [ "${VIOLIN_LAB_OBSERVE:-}" = 1 ] && touch "$run/observe"
   local t; t=$(tag)
   ip netns add "$t-net"
   ip netns add "$t-rt"
@@ -195,9 +206,7 @@ address: 10.77.0.100
 policy: paper
 evaluate_interval: 5
 data_dir: $run/ctl
-metrics_address: 10.77.0.100
-metrics_token_file: $run/metrics.token
-web_listen: 10.77.0.100:9780
+$(observe 10.77.0.100 web)
 $levers
 $keys
 YAML

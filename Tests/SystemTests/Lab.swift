@@ -102,13 +102,13 @@ final class LocalLab {
 
     /// Keyed, as the lab is by default: every node gets a CURVE key with its role and serves
     /// over CURVE; `keys: false` runs it open (`lab.sh up --open`).
-    init(_ name: String, keys: Bool = true) throws {
+    init(_ name: String, keys: Bool = true, observe: Bool = false) throws {
         scratch = try Scratch(name)
         run = scratch.file("lab")
         do {
             let built = try sh("bash '\(packageRoot)/compose/lab-libvirt.sh' guest \(Self.guestCache)", timeout: 300)
             guard built.status == 0 else { throw LabError(description: "guest: \(built.err)") }
-            let up = try sh("\(command) up \(run)\(keys ? "" : " --open")", timeout: 240)
+            let up = try sh("\(observe ? "VIOLIN_LAB_OBSERVE=1 " : "")\(command) up \(run)\(keys ? "" : " --open")", timeout: 240)
             guard up.status == 0 else {
                 throw LabError(description: "lab: \(up.err) logs: \((try? sh("tail -n 5 \(run)/*/*.log").out) ?? "")")
             }

@@ -11,7 +11,7 @@ import VIOLINProtocol
 extension MigrationSystemTests {
 
     @Test(.timeLimit(.minutes(8))) func prometheusAndTheWebViewFollowTrafficAndAMigration() throws {
-        let lab = try LocalLab("observe", keys: true)
+        let lab = try LocalLab("observe", keys: true, observe: true)
         defer { lab.teardown() }
         let dir = lab.run, ns = lab.controlNamespace, ctl = try lab.curve("ctl")
         let token = try String(contentsOfFile: "\(dir)/metrics.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
