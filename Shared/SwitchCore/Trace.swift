@@ -69,15 +69,7 @@ public enum Trace {
         why.append("source \(src) learned at \(place(source))")
         // The destination as the table answers after learning the source (which may be it).
         let known: Location? = dst.isMulticast ? nil : (dst == src ? source : s.known?.location)
-        if dst.isMulticast {
-            why.append("destination \(dst) is \(dst == .broadcast ? "broadcast" : "multicast")")
-        } else if let k = s.known, dst != src {
-            why.append("destination \(dst) learned at \(place(k.location))\(k.isStatic ? " (static)" : ", heard \(tenths(k.ageS)) s ago")")
-        } else if dst == src {
-            why.append("destination \(dst) is the source itself")
-        } else {
-            why.append("destination \(dst) is not in the table")
-        }
+        why.append(destination(dst, src: src, s.known, place: place))
         if case .peer(let from) = source, !dst.isMulticast, let m = s.moved, m.leftS > 0, m.peer != from {
             return done(.grace(m.peer), "its VM migrated to \(m.peer): on to it, \(tenths(m.leftS)) s of grace left")
         }
@@ -103,6 +95,15 @@ public enum Trace {
             }
             return done(.drop(reason), line)
         }
+    }
+
+    /// What the table says of the destination, as one step of the trace.
+    static func destination(_ dst: MAC, src: MAC, _ known: (location: Location, ageS: Double, isStatic: Bool)?,
+                            place: (Location) -> String) -> String {
+        if dst.isMulticast { return "destination \(dst) is \(dst == .broadcast ? "broadcast" : "multicast")" }
+        if dst == src { return "destination \(dst) is the source itself" }
+        guard let k = known else { return "destination \(dst) is not in the table" }
+        return "destination \(dst) learned at \(place(k.location))\(k.isStatic ? " (static)" : ", heard \(tenths(k.ageS)) s ago")"
     }
 
     /// "3.5" (one decimal, without Foundation).

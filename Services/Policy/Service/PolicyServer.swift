@@ -630,24 +630,27 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             defer { lastDrift = Set(drift) }
             return drift.filter { !lastDrift.contains($0) }
         }
-        for d in fresh {
-            switch d {
-            case .moved(let vm, let from, let to):
-                do { try store.place(vm: vm, on: to) } catch { logger.warning("reconcile: cannot move \(vm) to \(to): \(error)"); continue }
-                emit(PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: to, inventoryHost: from,
-                                             why: "\(to) runs it, not \(from): the inventory now places it on \(to)"))
-            case .departed(let vm, let from, let to):
-                do { try store.place(vm: vm, on: to) } catch { logger.warning("reconcile: cannot move \(vm) to \(to): \(error)"); continue }
-                emit(PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: to, inventoryHost: from,
-                                             why: "\(from) answers without it and its journal says it migrated it to \(to), which does not answer: the inventory now places it on \(to)"))
-            case .missing(let vm, let host):
-                emit(PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: "", inventoryHost: host,
-                                             why: "every host answered and none runs it"))
-            case .stray(let vm, let host):
-                emit(PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: host, inventoryHost: "",
-                                             why: "\(host) runs a VM no VIOLIN owns"))
-            }
-        }
+        fresh.forEach(apply)
         lock.withLock { driftFound += fresh.count }
+    }
+
+    /// A drift seen for the first time: a VM found elsewhere is placed there; each is published.
+    private func apply(_ d: Reconcile.Drift) {
+        let event: PolicyAPI.DriftDetected
+        switch d {
+        case .moved(let vm, let from, let to), .departed(let vm, let from, let to):
+            do { try store.place(vm: vm, on: to) } catch { logger.warning("reconcile: cannot move \(vm) to \(to): \(error)"); return }
+            let why = if case .departed = d {
+                "\(from) answers without it and its journal says it migrated it to \(to), which does not answer"
+            } else {
+                "\(to) runs it, not \(from)"
+            }
+            event = PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: to, inventoryHost: from, why: why + ": the inventory now places it on \(to)")
+        case .missing(let vm, let host):
+            event = PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: "", inventoryHost: host, why: "every host answered and none runs it")
+        case .stray(let vm, let host):
+            event = PolicyAPI.DriftDetected(kind: d.kind, vm: vm, host: host, inventoryHost: "", why: "\(host) runs a VM no VIOLIN owns")
+        }
+        emit(event)
     }
 }
