@@ -11,7 +11,9 @@
 ///    fair share on its switch port; the cap is lifted once the link has room;
 /// 4. migration of a VM or a whole VIOLIN, by the inner policy — but not off a host a lever
 ///    that relieves it (a weight that covers the busy VMs' demand, a balloon that grows, a cap)
-///    acted on within `settleSeconds`: the lever's effect is awaited first.
+///    acted on within `settleSeconds`: the lever's effect is awaited first. A hold is not renewed
+///    for two more settling times after it ends, so a host whose levers keep changing (demand
+///    swinging about a threshold) still gets its migration.
 /// Pure: every figure comes in `ClusterState.levers`; every decision says what it expects.
 
 /// A guest's memory as its balloon driver reports it; rates over the last interval.
@@ -44,8 +46,8 @@ public struct LeverState: Equatable, Sendable {
     /// CPU weights and network caps (Mbit/s) in force; absent: the default weight, no cap.
     public var weights: [VMID: Int] = [:]
     public var caps: [VMID: Double] = [:]
-    /// When a lever last acted on each VM, and when one that relieves its host (see
-    /// `LeversFirstPolicy.holdingHosts`) last acted on each host (seconds).
+    /// When a lever last acted on each VM, and when a hold of each host (a lever that relieves
+    /// it, see `LeversFirstPolicy.holdingHosts`) began (seconds).
     public var leverAt: [VMID: Double] = [:]
     public var heldAt: [HostID: Double] = [:]
     public init() {}
@@ -86,7 +88,7 @@ public struct LeversFirstPolicy: AdaptationPolicy {
         var out = weights.decisions + memory(state) + network(state)
         // Hosts a relieving lever just acted on, or acts on now: their migrations wait for its effect.
         var settling = Set(state.levers.heldAt.filter { state.now - $0.value < settleSeconds }.keys)
-        settling.formUnion(holding(out, state, covered: weights.covered))
+        settling.formUnion(holding(out, state, covered: weights.covered).filter { mayHold($0, state) })
         let moved = Set(out.flatMap { $0.moves.map(\.0) })
         for d in inner.decide(state) where d.moves.allSatisfy({ vm, _ in !moved.contains(vm) && !settling.contains(state.placement[vm] ?? "") }) {
             out.append(d)
@@ -98,8 +100,15 @@ public struct LeversFirstPolicy: AdaptationPolicy {
     /// would: a CPU weight that gives the busy VMs of a host their whole demand, a balloon that
     /// grows, a cap. (Shrinking an idle balloon, lifting a cap or going back to the default
     /// weight relieve nothing: the host's migrations go on.)
+    /// Only hosts that may be held again (`mayHold`): the caller records the hold's start.
     public func holdingHosts(_ decisions: [Decision], _ state: ClusterState) -> Set<HostID> {
-        holding(decisions, state, covered: cpuWeights(state).covered)
+        holding(decisions, state, covered: cpuWeights(state).covered).filter { mayHold($0, state) }
+    }
+
+    /// A host may be held unless its last hold began within three settling times: one held,
+    /// two in which its migrations go whatever its levers do.
+    func mayHold(_ host: HostID, _ state: ClusterState) -> Bool {
+        state.levers.heldAt[host].map { state.now - $0 >= 3 * settleSeconds } ?? true
     }
 
     func holding(_ decisions: [Decision], _ state: ClusterState, covered: Set<HostID>) -> Set<HostID> {

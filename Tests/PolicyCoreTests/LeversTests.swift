@@ -39,6 +39,25 @@ struct Proposes: AdaptationPolicy {
         #expect(weights(d2).isEmpty && migrations(d2).map(\.0) == ["e1-1"], "\(d2)")
     }
 
+    /// A host whose levers keep changing (demand swinging about a threshold) is held once: in the
+    /// two settling times after its hold, a new relieving lever does not hold it again and the
+    /// inner policy's move goes; after them, a lever holds it again.
+    @Test func aHoldIsNotRenewedRightAfterItEnds() {
+        var state = world([("e1-0", "a", 100)] + many("e1", 4, on: "a", cpu: 70, from: 1) + [("e2-0", "b", 10)])
+        let move = Decision.migrateVM(vm: "e1-1", from: "a", to: "b", estimatedSeconds: 5, reason: "inner")
+        let policy = LeversFirstPolicy(inner: Proposes(decisions: [move]))
+        state.levers.heldAt["a"] = state.now - policy.settleSeconds - 1
+        let d = policy.decide(state)
+        #expect(weights(d) == ["e1-0": 2048] && migrations(d).map(\.0) == ["e1-1"], "\(d)")
+        #expect(policy.holdingHosts(d, state).isEmpty)
+        // Within its hold nothing moves; three settling times after its start a lever holds it again.
+        state.levers.heldAt["a"] = state.now - policy.settleSeconds + 1
+        #expect(migrations(policy.decide(state)).isEmpty)
+        state.levers.heldAt["a"] = state.now - 3 * policy.settleSeconds
+        let again = policy.decide(state)
+        #expect(migrations(again).isEmpty && policy.holdingHosts(again, state) == ["a"], "\(again)")
+    }
+
     /// Equal demand, or a host that is not contended: no weight changes; a weight set earlier
     /// goes back to the default once the host has room. A boost that cannot give the busy VMs
     /// their demand holds no migration.
