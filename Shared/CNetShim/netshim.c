@@ -9,6 +9,7 @@
 #include <netinet/udp.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -521,3 +522,49 @@ int vn_thread_slice_us(int tid) {
     return (int)(a.runtime / 1000);
 }
 
+
+int vn_thread_realtime(int priority) {
+    if (priority < 1 || priority > 99) return -EINVAL;
+    struct vn_sched_attr a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.policy = SCHED_FIFO;
+    a.priority = (uint32_t)priority;
+    return syscall(SYS_sched_setattr, 0, &a, 0) < 0 ? -errno : 0;
+}
+
+/* Reads up to `cap - 1` bytes of a small /proc file into `buf` (NUL-terminated). */
+static int vn_read_small(const char *path, char *buf, size_t cap) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    ssize_t n = read(fd, buf, cap - 1);
+    int err = errno;
+    close(fd);
+    if (n < 0) return -err;
+    buf[n] = 0;
+    return 0;
+}
+
+int vn_thread_schedstat(uint64_t *cpu_ns, uint64_t *wait_ns, uint64_t *runs) {
+    char buf[128];
+    int rc = vn_read_small("/proc/thread-self/schedstat", buf, sizeof buf);
+    if (rc < 0) return rc;
+    unsigned long long a, b, c;
+    if (sscanf(buf, "%llu %llu %llu", &a, &b, &c) != 3) return -EINVAL;
+    *cpu_ns = a; *wait_ns = b; *runs = c;
+    return 0;
+}
+
+int vn_host_idle(uint64_t *idle_ns, int *cpus) {
+    char buf[256];
+    int rc = vn_read_small("/proc/stat", buf, sizeof buf);
+    if (rc < 0) return rc;
+    unsigned long long v[5];
+    if (sscanf(buf, "cpu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4]) != 5) return -EINVAL;
+    long hz = sysconf(_SC_CLK_TCK);
+    if (hz <= 0) hz = 100;
+    *idle_ns = (uint64_t)(v[3] + v[4]) * (1000000000ULL / (uint64_t)hz);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    *cpus = n > 0 ? (int)n : 1;
+    return 0;
+}

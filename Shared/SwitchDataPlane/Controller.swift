@@ -319,7 +319,8 @@ public final class SwitchController: @unchecked Sendable {
             drops: drops, ports: s.perPort.mapValues(Self.portCounters),
             macTable: ["size": Int(s.tableSize), "max": Int(forwarder.options.maxMACs), "learned": Int(s.table.learned),
                        "moved": Int(s.table.moved), "expired": Int(s.table.expired), "refused": Int(s.table.refused)],
-            peers: peers.map(\.description))
+            peers: peers.map(\.description),
+            scheduling: .init(mode: s.schedulingMode, realtimeEntries: s.realtimeEntries, overBudget: s.overBudget, refused: s.realtimeRefused))
     }
 
     static func portCounters(_ c: SwitchStats.PortCounters) -> SwitchAPI.PortCounters {

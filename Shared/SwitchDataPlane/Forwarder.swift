@@ -63,6 +63,13 @@ public struct SwitchStats: Sendable, Equatable {
     public var batches = 0
     /// Ports whose device failed under the switch (deleted from outside): no longer read.
     public var portFailures = 0
+    /// The forwarding thread's scheduling (`Options.realtimeWhenBusy`): `fair` or `realtime`
+    /// now (`fixed` without it), times it became real-time, windows it went over its budget,
+    /// and why the kernel refused real-time (nil: never refused).
+    public var schedulingMode = "fixed"
+    public var realtimeEntries = 0
+    public var overBudget = 0
+    public var realtimeRefused: String?
 
     public struct PortCounters: Sendable, Equatable {
         public var rx = 0
@@ -122,6 +129,13 @@ public final class Forwarder: @unchecked Sendable {
         /// round trips of ~0.1-0.2 ms instead of several ms; on an idle one, longer (measured
         /// in Tests/Benchmarks/results/README.md). So it is an option, off by default.
         public var sliceMicros: UInt32 = 0
+        /// Real-time (SCHED_FIFO at `realtimePriority`) while the host's cores are all busy and
+        /// the thread's wake-ups wait for them, within `realtimeBudget` of a core per window
+        /// (`SchedulingGovernor`); the scheduling above otherwise. A refusal (a CPU cgroup
+        /// without a real-time budget) is reported in the stats and not tried again.
+        public var realtimeWhenBusy = true
+        public var realtimeBudget = 0.3
+        public var realtimePriority: Int32 = 1
         public init(vni: UInt32) { self.vni = vni }
     }
 
@@ -321,6 +335,10 @@ public final class Forwarder: @unchecked Sendable {
             setThreadName("violin-forward")   // what top -H and perf show
             self.schedulingResult = vn_thread_schedule(self.options.batchScheduling ? 1 : 0, self.options.niceness,
                                                        self.options.sliceMicros)
+            if self.options.realtimeWhenBusy {
+                self.governor.budget = self.options.realtimeBudget
+                self.stats.schedulingMode = "fair"
+            }
             self.loop()
             self.done.signal()
         }
@@ -443,8 +461,47 @@ public final class Forwarder: @unchecked Sendable {
                 table.expire(nowMs: batchNow)
                 nextSweep = batchNow + 1000
             }
+            if options.realtimeWhenBusy && batchNow >= nextWindow {
+                govern()
+                nextWindow = batchNow + Self.windowMs
+            }
             stats.batches += 1
         }
+    }
+
+    // MARK: - Scheduling
+
+    /// How often the thread's scheduling is reconsidered, ms.
+    private static let windowMs: UInt64 = 100
+    private var nextWindow: UInt64 = 0
+    private var governor = SchedulingGovernor()
+    /// The figures at the start of the current window: uptime, thread CPU, wait, runs, host idle (ns).
+    private var windowStart: (at: UInt64, cpu: UInt64, wait: UInt64, runs: UInt64, idle: UInt64)?
+
+    /// Ends a window: reads the thread's and the host's figures and applies what the governor
+    /// decides. Runs on the forwarding thread (the scheduling calls act on the calling thread).
+    private func govern() {
+        var cpu: UInt64 = 0, wait: UInt64 = 0, runs: UInt64 = 0, idle: UInt64 = 0
+        var cpus: Int32 = 0
+        guard vn_thread_schedstat(&cpu, &wait, &runs) == 0, vn_host_idle(&idle, &cpus) == 0 else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        defer { windowStart = (now, cpu, wait, runs, idle) }
+        guard let w0 = windowStart, now > w0.at else { return }
+        let window = SchedulingGovernor.Window(elapsedNs: now - w0.at, cpuNs: cpu &- w0.cpu, waitNs: wait &- w0.wait,
+                                               wakeups: runs &- w0.runs, hostIdleNs: idle &- w0.idle, cpus: Int(cpus))
+        guard governor.decide(window, now: now) != nil else { return }
+        if governor.mode == .realtime {
+            let rc = vn_thread_realtime(options.realtimePriority)
+            if rc != 0 {
+                governor.realtimeRefused()
+                stats.realtimeRefused = String(cString: strerror(-rc))
+            }
+        } else {
+            _ = vn_thread_schedule(options.batchScheduling ? 1 : 0, options.niceness, options.sliceMicros)
+        }
+        stats.schedulingMode = governor.mode.rawValue
+        stats.realtimeEntries = governor.promotions
+        stats.overBudget = governor.overBudget
     }
 
     private static let tunnelTag: UInt32 = 0

@@ -341,8 +341,22 @@ public enum SwitchAPI {
         public static let fields: [FieldSpec] = [
             .required("vni", .vni), .required("tunnel", .text), .required("frames", .object), .required("port_failures", .count),
             .required("bytes", .object), .required("drops", .object), .required("ports", .object), .required("mac_table", .object),
-            .required("peers", .list(.address(anyPort: false))),
+            .required("peers", .list(.address(anyPort: false))), .optional("scheduling", .object),
         ]
+        /// The forwarding thread's scheduling: `mode` `fair` or `realtime` (real-time while its
+        /// host is busy), `fixed` (not adaptive); `realtime_entries`; `over_budget` (windows it
+        /// used more of a core than its budget, and went back to fair); `refused` (why the
+        /// kernel refused real-time; absent if it never did).
+        public struct Scheduling: Codable, Sendable, Equatable {
+            public var mode: String
+            public var realtimeEntries: Int
+            public var overBudget: Int
+            public var refused: String?
+            public init(mode: String, realtimeEntries: Int, overBudget: Int, refused: String?) {
+                self.mode = mode; self.realtimeEntries = realtimeEntries; self.overBudget = overBudget; self.refused = refused
+            }
+            enum CodingKeys: String, CodingKey { case mode, realtimeEntries = "realtime_entries", overBudget = "over_budget", refused }
+        }
         public var vni: UInt32
         public var tunnel: String
         /// `from_ports`, `from_peers`, `to_ports`, `to_peers`, `floods`, `grace_forwarded`, `merged`.
@@ -356,12 +370,15 @@ public enum SwitchAPI {
         /// `size`, `max`, `learned`, `moved`, `expired`, `refused`.
         public var macTable: [String: Int]
         public var peers: [String]
+        public var scheduling: Scheduling?
         public init(vni: UInt32, tunnel: String, frames: [String: Int], portFailures: Int, bytes: [String: Int], drops: [String: Int],
-                    ports: [String: PortCounters], macTable: [String: Int], peers: [String]) {
+                    ports: [String: PortCounters], macTable: [String: Int], peers: [String], scheduling: Scheduling? = nil) {
             self.vni = vni; self.tunnel = tunnel; self.frames = frames; self.portFailures = portFailures; self.bytes = bytes
-            self.drops = drops; self.ports = ports; self.macTable = macTable; self.peers = peers
+            self.drops = drops; self.ports = ports; self.macTable = macTable; self.peers = peers; self.scheduling = scheduling
         }
-        enum CodingKeys: String, CodingKey { case vni, tunnel, frames, portFailures = "port_failures", bytes, drops, ports, macTable = "mac_table", peers }
+        enum CodingKeys: String, CodingKey {
+            case vni, tunnel, frames, portFailures = "port_failures", bytes, drops, ports, macTable = "mac_table", peers, scheduling
+        }
     }
 
     public struct FDBReply: ReplyBody {

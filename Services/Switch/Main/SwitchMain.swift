@@ -34,6 +34,10 @@ struct Main: AsyncParsableCommand {
     var nice: Int32 = 10
     @Option(help: "Time slice of the forwarding thread in microseconds, 100-100000 (0: the kernel's). On a host whose cores are busy, '--sched normal --nice 0 --slice-us 100' keeps round trips short (Linux 6.12+).")
     var sliceUs: UInt32 = 0
+    @Option(help: "Real-time forwarding: 'busy' (SCHED_FIFO while every core of the host is busy and the thread's wake-ups wait, within --realtime-budget of a core; the scheduling above otherwise) or 'off'.")
+    var realtime = "busy"
+    @Option(help: "Most of a core the forwarding thread may use in a 100 ms window while real-time, 0.05-1: above it, back to the fair class for 1 s or more.")
+    var realtimeBudget = 0.3
     @Flag(help: "Turn off the offloads (TAP TSO with virtio_net_hdr, UDP GSO and GRO with coalescing).")
     var noOffload = false
     @OptionGroup var options: ServiceOptions
@@ -49,11 +53,15 @@ struct Main: AsyncParsableCommand {
         s.forwarding.batchScheduling = sched == "batch"
         s.forwarding.niceness = nice
         s.forwarding.sliceMicros = sliceUs
+        s.forwarding.realtimeWhenBusy = realtime == "busy"
+        s.forwarding.realtimeBudget = realtimeBudget
         return s
     }
 
     func validate() throws {
         guard sched == "batch" || sched == "normal" else { throw ValidationError("--sched must be batch or normal") }
+        guard realtime == "busy" || realtime == "off" else { throw ValidationError("--realtime must be busy or off") }
+        guard realtimeBudget >= 0.05, realtimeBudget <= 1 else { throw ValidationError("--realtime-budget must be 0.05-1 (a share of one core)") }
         guard ageing > 0, ageing < 1e9 else { throw ValidationError("--ageing must be a positive number of seconds") }
         if let problem = settings.problem { throw ValidationError(problem) }
     }

@@ -101,4 +101,13 @@ int vn_epoll_wait(int ep, uint32_t *tags, int max, int timeout_ms);
 int vn_thread_schedule(int batch, int nice, unsigned slice_us);
 /* Thread `tid`'s time slice in microseconds as the kernel reports it (sched_getattr), or -errno. */
 int vn_thread_slice_us(int tid);
+/* Makes the calling thread real-time: SCHED_FIFO at `priority` (1-99). 0 or -errno (EPERM in a
+ * CPU cgroup without a real-time budget when the kernel groups real-time time). */
+int vn_thread_realtime(int priority);
+/* The calling thread's CPU time, time runnable but waiting for a CPU (ns), and times it was put
+ * on a CPU (/proc/thread-self/schedstat). 0 or -errno. */
+int vn_thread_schedstat(uint64_t *cpu_ns, uint64_t *wait_ns, uint64_t *runs);
+/* The host's idle time (idle and iowait) summed over its CPUs, in ns (/proc/stat), and its
+ * CPU count. 0 or -errno. */
+int vn_host_idle(uint64_t *idle_ns, int *cpus);
 #endif
