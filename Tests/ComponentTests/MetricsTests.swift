@@ -107,12 +107,15 @@ import ZeroMQ
                                          frames: ["from_ports": 120, "from_peers": 80, "to_ports": 75, "to_peers": 110, "floods": 9],
                                          portFailures: 0, bytes: ["from_ports": 9000, "from_peers": 6000], drops: ["no port": 3],
                                          ports: ["vm-a": .init(rx: 60, tx: 40, firstRxMs: nil, lastRxMs: nil, rxBytes: 4500, txBytes: 3000)],
-                                         macTable: ["size": 4, "learned": 6, "moved": 1, "expired": 2], peers: [])
+                                         macTable: ["size": 4, "learned": 6, "moved": 1, "expired": 2], peers: [],
+                                         scheduling: .init(mode: "realtime", realtimeEntries: 3, overBudget: 2, refused: nil))
         let m = MetricSet()
         let first = Self.text(m) { SwitchFigures.collect(stats, into: $0) }
         for line in [#"violin_switch_frames_total{vni="7",direction="from_ports"} 120"#, #"violin_switch_floods_total{vni="7"} 9"#,
                      #"violin_switch_drops_total{vni="7",reason="no_port"} 3"#, #"violin_switch_mac_table_entries{vni="7"} 4"#,
-                     #"violin_switch_mac_aged_total{vni="7"} 2"#, #"violin_switch_port_rx_bytes_total{vni="7",port="vm-a"} 4500"#] {
+                     #"violin_switch_mac_aged_total{vni="7"} 2"#, #"violin_switch_port_rx_bytes_total{vni="7",port="vm-a"} 4500"#,
+                     #"violin_switch_realtime{vni="7"} 1"#, #"violin_switch_realtime_over_budget_total{vni="7"} 2"#,
+                     #"violin_switch_realtime_refused{vni="7"} 0"#] {
             #expect(first.contains(line), "missing \(line) in \(first)")
         }
         #expect(MetricsTests.promtool(first) == nil, "\(MetricsTests.promtool(first) ?? "")")

@@ -23,6 +23,16 @@ public enum SwitchFigures {
         for (kind, key) in [("learned", "learned"), ("moved", "moved"), ("aged", "expired")] {
             m.counter("violin_switch_mac_\(kind)_total", [vni], total: Double(s.macTable[key] ?? 0), help: "MAC table entries \(kind).")
         }
+        if let sched = s.scheduling {
+            m.gauge("violin_switch_realtime", [vni], value: sched.mode == "realtime" ? 1 : 0,
+                    help: "1 while the forwarding thread runs real-time (its host's cores all busy), else 0.")
+            m.counter("violin_switch_realtime_entries_total", [vni], total: Double(sched.realtimeEntries),
+                      help: "Times the forwarding thread became real-time.")
+            m.counter("violin_switch_realtime_over_budget_total", [vni], total: Double(sched.overBudget),
+                      help: "Windows in which the real-time forwarding thread used more than its budget of a core and went back to the fair class.")
+            m.gauge("violin_switch_realtime_refused", [vni], value: sched.refused == nil ? 0 : 1,
+                    help: "1 if the kernel refused the forwarding thread real-time (a CPU cgroup without a real-time budget).")
+        }
         for (name, port) in s.ports.sorted(by: { $0.key < $1.key }) {
             let labels = [vni, ("port", name)]
             m.counter("violin_switch_port_rx_frames_total", labels, total: Double(port.rx), help: "Frames the port received from its VM.")
