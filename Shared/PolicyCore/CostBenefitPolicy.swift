@@ -25,6 +25,8 @@ public struct CostBenefitPolicy: AdaptationPolicy {
     /// (seeds 1-8, checked on 9-24, see Tests/Benchmarks/results/README.md); 0.5 saves a little
     /// more with more migrations, 0.1 as much with as many migrations as the paper's policy.
     public var margin = 1.0
+    /// A VM whose smoothed CPU use (% of a vCPU) is above this is high-demand (the paper's candidates).
+    public var highThreshold = highDemandThreshold
 
     public init() {}
 
@@ -38,7 +40,8 @@ public struct CostBenefitPolicy: AdaptationPolicy {
         var paper = PaperPolicy()
         paper.cooldownSeconds = cooldownSeconds
         paper.maxConcurrent = maxConcurrent
-        var scores = Scores(state)
+        paper.highThreshold = highThreshold
+        var scores = Scores(state, highThreshold: highThreshold)
         var kept: [Decision] = []
         for d in paper.decide(state) {
             var benefit = 0.0, cost = 0.0

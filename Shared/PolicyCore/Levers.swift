@@ -59,6 +59,8 @@ public struct LeversFirstPolicy: AdaptationPolicy {
     /// How long a lever's effect is awaited before the same VM gets another lever, or its host
     /// a migration off it.
     public var settleSeconds = 60.0
+    /// A VM whose smoothed CPU use (% of a vCPU) is above this is high-demand.
+    public var highThreshold = highDemandThreshold
     /// A host is contended when its demand reaches this share of its cores.
     public var contention = 0.9
     public static let defaultWeight = 1024
@@ -152,10 +154,10 @@ public struct LeversFirstPolicy: AdaptationPolicy {
             // boost. Never less than the default for anyone — a VM whose work just started (its
             // smoothed demand still rising) must not be starved, nor one held down by its own
             // low weight read back as low demand.
-            let mixed = contended && vms.contains { (state.cpu[$0] ?? 0) > highDemandThreshold }
-                && vms.contains { (state.cpu[$0] ?? 0) <= highDemandThreshold }
+            let mixed = contended && vms.contains { (state.cpu[$0] ?? 0) > highThreshold }
+                && vms.contains { (state.cpu[$0] ?? 0) <= highThreshold }
             let weights = vms.map { vm -> Int in
-                mixed && (state.cpu[vm] ?? 0) > highDemandThreshold ? boostWeight : Self.defaultWeight
+                mixed && (state.cpu[vm] ?? 0) > highThreshold ? boostWeight : Self.defaultWeight
             }
             let shares = Self.fairShares(demand: demand, weights: weights, cores: Double(host.cores))
             if mixed && vms.indices.allSatisfy({ weights[$0] == Self.defaultWeight || shares[$0] >= 0.95 * demand[$0] }) { covered.insert(hostID) }

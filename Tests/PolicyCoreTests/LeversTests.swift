@@ -58,6 +58,25 @@ struct Proposes: AdaptationPolicy {
         #expect(migrations(again).isEmpty && policy.holdingHosts(again, state) == ["a"], "\(again)")
     }
 
+    /// The high-demand threshold is a setting: eight VMs at 60 % on host a's 4 cores are not
+    /// high-demand at the paper's 75 %, so nothing moves; at 50 % they are, the weights go up
+    /// beside an idle one, and the paper's policy (and ours) even them out.
+    @Test func theHighDemandThresholdIsASetting() {
+        let state = world(many("e1", 8, on: "a", cpu: 60) + [("e2-0", "a", 5)])
+        #expect(PaperPolicy().decide(state).isEmpty && CostBenefitPolicy().decide(state).isEmpty)
+        var paper = PaperPolicy()
+        paper.highThreshold = 50
+        #expect(paper.decide(state).flatMap(\.moves).count >= 1, "\(paper.decide(state))")
+        var costBenefit = CostBenefitPolicy()
+        costBenefit.highThreshold = 50
+        costBenefit.margin = 0
+        #expect(!costBenefit.decide(state).isEmpty)
+        var levers = LeversFirstPolicy(inner: Proposes(decisions: []))
+        #expect(weights(levers.decide(state)).isEmpty)
+        levers.highThreshold = 50
+        #expect(weights(levers.decide(state)).count == 8, "\(levers.decide(state))")
+    }
+
     /// Equal demand, or a host that is not contended: no weight changes; a weight set earlier
     /// goes back to the default once the host has room. A boost that cannot give the busy VMs
     /// their demand holds no migration.

@@ -21,6 +21,8 @@ struct Main: AsyncParsableCommand {
                   validate: { ["true", "false"].contains($0) ? nil : "true or false" }),
         ConfigKey("lever_settle", default: "60", help: "Seconds a lever's effect is awaited: then it is measured into the ledger, and only then may the same VM get another lever or its host a migration.",
                   validate: Validate.positiveNumber),
+        ConfigKey("high_demand_percent", default: "75", help: "A VM whose smoothed CPU use is above this share of its vCPU (1-100 %) is high-demand: what the policy evens out over the cores.",
+                  validate: { v in Double(v).map { (1...100).contains($0) } == true ? nil : "a number 1-100" }),
         ConfigKey("link_mbit_s", default: "0", help: "Each host's link to the others, Mbit/s, for the network lever (0: unknown, no caps).",
                   validate: Validate.nonNegativeNumber),
         ConfigKey("web_listen", default: "", help: "HOST:PORT of the live web view (read-only; empty: none). Beyond loopback it needs metrics_token_file, whose token it then asks of every request.",
@@ -46,6 +48,7 @@ struct Main: AsyncParsableCommand {
         po.levers = r["levers"] == "true"
         po.linkMbps = r.double("link_mbit_s")
         po.leverSettle = r.double("lever_settle")
+        po.highDemandPercent = r.double("high_demand_percent")
         let logger = ServiceMain.logger(settings)
         let web: HTTPAddress?
         do { (web, _) = try ServiceSettings.httpServing(r, listenKey: "web_listen", tokenKey: "metrics_token_file") } catch {

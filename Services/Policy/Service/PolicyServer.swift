@@ -38,6 +38,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         /// Seconds a lever's effect is awaited: before another lever on the VM or a migration
         /// off its host, and before its effect is measured for the ledger.
         public var leverSettle = 60.0
+        /// A VM whose smoothed CPU use (% of a vCPU) is above this is high-demand.
+        public var highDemandPercent = highDemandThreshold
         public init(database: String) { self.database = database }
     }
 
@@ -143,12 +145,19 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         smoother = DemandSmoother(weight: options.smoothing)
         let inner: any AdaptationPolicy
         switch options.policy {
-        case "paper": inner = PaperPolicy()
-        case "cost-benefit": inner = CostBenefitPolicy()
+        case "paper":
+            var paper = PaperPolicy()
+            paper.highThreshold = options.highDemandPercent
+            inner = paper
+        case "cost-benefit":
+            var costBenefit = CostBenefitPolicy()
+            costBenefit.highThreshold = options.highDemandPercent
+            inner = costBenefit
         default: throw ProtocolError(.invalidBody, "unknown policy \(options.policy) (paper, cost-benefit)")
         }
         var levers = LeversFirstPolicy(inner: inner)
         levers.settleSeconds = options.leverSettle
+        levers.highThreshold = options.highDemandPercent
         policy = options.levers ? levers : inner
     }
 
@@ -234,7 +243,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             ingested += 1
             for (name, cpu) in readings {
                 smoother.add(name, cpu: cpu)
-                let isHigh = (smoother.averages[name] ?? 0) > highDemandThreshold
+                let isHigh = (smoother.averages[name] ?? 0) > options.highDemandPercent
                 if isHigh != high.contains(name) {
                     if isHigh { high.insert(name) } else { high.remove(name) }
                     roundDue = true
@@ -520,7 +529,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
 
     func explain() throws(ProtocolError) -> PolicyAPI.ExplainReply {
         let (state, inv) = try storeCall { try self.clusterState() }
-        let scores = Scores(state)
+        let scores = Scores(state, highThreshold: options.highDemandPercent)
         return PolicyAPI.ExplainReply(
             hosts: inv.hosts.map { h in
                 .init(id: h.id, domain: h.domain, cores: h.cores, score: (scores.score(h.id) * 1000).rounded() / 1000,
