@@ -36,6 +36,8 @@ public struct NodeConfig: Sendable {
                   validate: { ["true", "false"].contains($0) ? nil : "true or false" }),
         ConfigKey("lever_settle", default: "60", help: "Seconds a lever's effect is awaited before it is measured and its host may see a migration (control).",
                   validate: Validate.positiveNumber),
+        ConfigKey("high_demand_percent", default: "75", help: "A VM whose smoothed CPU use is above this share of its vCPU (1-100 %) is high-demand (control).",
+                  validate: { v in Double(v).map { (1...100).contains($0) } == true ? nil : "a number 1-100" }),
         ConfigKey("link_mbit_s", default: "0", help: "Each host's link to the others, Mbit/s, for the network lever (control; 0: unknown, no caps).",
                   validate: Validate.nonNegativeNumber),
         ConfigKey("reconcile_interval", default: "10", help: "Seconds between the policy's comparisons of its inventory with the executors (control; 0: never).",
@@ -187,6 +189,7 @@ public struct NodeConfig: Sendable {
                                                            "--reconcile-interval", r["reconcile_interval"], "--host-lost-after", r["host_lost_after"],
                                                            "--levers", r["levers"],
                                                            "--lever-settle", r["lever_settle"], "--link-mbit-s", r["link_mbit_s"],
+                                                           "--high-demand-percent", r["high_demand_percent"],
                                                            "--instance", "policy@\(n)"] + curve + busKey + common, port: ServicePorts.policy))
         }
         if runsHost {

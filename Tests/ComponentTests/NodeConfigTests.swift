@@ -33,13 +33,14 @@ import ZeroMQ
 
     /// The policy's settings in a control node's file reach the policy's command line.
     @Test func aControlNodePassesThePolicySettingsOn() throws {
-        let c = try parse("role: control\naddress: 10.0.0.1\ninsecure: true\nlevers: true\nlever_settle: 20\nlink_mbit_s: 40\nhost_lost_after: 45\n")
+        let c = try parse("role: control\naddress: 10.0.0.1\ninsecure: true\nlevers: true\nlever_settle: 20\nlink_mbit_s: 40\nhost_lost_after: 45\nhigh_demand_percent: 50\n")
         let policy = try #require(c.services.first { $0.name == "policy" }).arguments
-        for (flag, value) in [("--levers", "true"), ("--lever-settle", "20"), ("--link-mbit-s", "40"), ("--host-lost-after", "45")] {
+        for (flag, value) in [("--levers", "true"), ("--lever-settle", "20"), ("--link-mbit-s", "40"), ("--host-lost-after", "45"), ("--high-demand-percent", "50")] {
             let i = policy.firstIndex(of: flag)
             #expect(i.map { policy[$0 + 1] } == value, "\(flag) in \(policy)")
         }
         #expect(throws: ConfigError.self) { try parse("role: control\naddress: 10.0.0.1\ninsecure: true\nlevers: yes\n") }
+        #expect(throws: ConfigError.self) { try parse("role: control\naddress: 10.0.0.1\ninsecure: true\nhigh_demand_percent: 0\n") }
     }
 
     @Test func bothRolesOnOneMachine() throws {
