@@ -80,6 +80,22 @@ public enum Reconcile {
 /// VMs lost with their host: a host that has not answered for `lostAfter` seconds is taken for
 /// lost, and the VMs the inventory places there are lost with it. Pure.
 public enum Lost {
+    /// Each host's silence after one look (`answered`: the hosts that answered it; every other
+    /// host in `asked` did not): an answering host is not silent; a silent one is silent since
+    /// it first was — or since `now` when the look before heard no host at all. That look was
+    /// the policy cut off (its node or link down), not every host gone: a silence it could not
+    /// tell from its own does not count toward `lostAfter` (else the first look after its
+    /// return, with some hosts not yet answering, would take them for lost and make their VMs
+    /// again while they still run).
+    public static func silence(_ before: [HostID: Double], asked: Set<HostID>, answered: Set<HostID>,
+                               previousHeardNone: Bool, now: Double) -> [HostID: Double] {
+        var out = before
+        for host in asked {
+            if answered.contains(host) { out[host] = nil } else { out[host] = previousHeardNone ? now : (before[host] ?? now) }
+        }
+        return out
+    }
+
     /// The lost VMs, by VIOLIN, of the VIOLINs in `restartAlways`: those on a host silent for
     /// `lostAfter`, and those `missing` (every host answered and none runs it: a host back
     /// from a power cut before anyone noticed it was gone comes back without its VMs).

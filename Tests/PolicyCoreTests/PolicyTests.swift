@@ -328,4 +328,22 @@ struct Oracle {
                                    restartAlways: ["kept"])
         #expect(early.isEmpty, "silent for 20 s of 30")
     }
+
+    /// A host's silence counts from when it began — unless the look before heard no host at
+    /// all (the policy was cut off): then from now, so the first look after the policy's return,
+    /// with a host not answering yet, does not take that host for lost.
+    @Test func silenceDuringThePolicysOwnIsolationDoesNotCount() {
+        let hosts: Set<HostID> = ["a", "b", "c"]
+        // b silent since 100; a and c answer: b stays silent since 100, a and c are not silent.
+        let s1 = Lost.silence(["b": 100, "a": 90], asked: hosts, answered: ["a", "c"], previousHeardNone: false, now: 150)
+        #expect(s1 == ["b": 100])
+        // The policy was cut off (the look before heard none): b and c, silent since 100, restart at 150.
+        let s2 = Lost.silence(["a": 100, "b": 100, "c": 100], asked: hosts, answered: ["a"], previousHeardNone: true, now: 150)
+        #expect(s2 == ["b": 150, "c": 150])
+        let restart = Lost.toRestart(placement: ["k": "b"], violinOf: ["k": "kept"], silentSince: s2, now: 150, lostAfter: 30,
+                                     restartAlways: ["kept"])
+        #expect(restart.isEmpty, "b's silence while the policy heard nobody does not make k lost")
+        // A host without an executor to ask keeps what it had.
+        #expect(Lost.silence(["z": 5], asked: hosts, answered: hosts, previousHeardNone: false, now: 150) == ["z": 5])
+    }
 }

@@ -90,6 +90,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     private var missedEvents = 0
     /// The last reconciliation's findings (each is published once), and how many so far.
     private var lastDrift = Set<Reconcile.Drift>()
+    /// The last look at the hosts heard none of them (the policy was cut off).
+    private var heardNone = false
     /// Hosts that did not answer the last reconciliation, since when (seconds since 1970).
     var silentSince: [HostID: Double] = [:]
     private var driftFound = 0
@@ -610,11 +612,11 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             reports.updateValue((try? client.call(ExecutorAPI.VMs(), retries: 0)).map { Set($0.vms.map(\.name)) }, forKey: host)
         }
         let now = Date().timeIntervalSince1970
+        let answered = Set(reports.filter { $0.value != nil }.keys)
         let (before, after) = lock.withLock { () -> ([HostID: Double], [HostID: Double]) in
             let before = silentSince
-            for (host, report) in reports {
-                if report == nil { silentSince[host] = silentSince[host] ?? now } else { silentSince[host] = nil }
-            }
+            silentSince = Lost.silence(before, asked: Set(reports.keys), answered: answered, previousHeardNone: heardNone, now: now)
+            heardNone = !reports.isEmpty && answered.isEmpty
             return (before, silentSince)
         }
         // Kept in the store: a policy restarted (killed, its node down) goes on counting a host's
