@@ -43,6 +43,17 @@ public final class SwitchController: @unchecked Sendable {
         return added(port)
     }
 
+    /// A port on network device `device`, made by someone else (a VM's TAP NIC, a veth).
+    public func addPacket(_ name: String, device: String) throws(ProtocolError) -> PortHandle {
+        if let same = ports.first(where: { $0.name == name }), same.kind == .packet(device: device) { return same }
+        try checkNewName(name)
+        let port: PortHandle
+        do { port = try PortHandle.packet(id: nextPortID, name: name, device: device) } catch {
+            throw ProtocolError(.unavailable, error.description)
+        }
+        return added(port)
+    }
+
     public func addUDP(_ name: String, local: PeerAddress, remote: PeerAddress) throws(ProtocolError) -> PortHandle {
         // The same port asked for again (a resend after a timeout, a VM made again after an
         // attempt cut short): the port there is the answer, not a conflict.
@@ -251,6 +262,7 @@ public final class SwitchController: @unchecked Sendable {
             info.local = local.description
             info.remote = remote.description
         }
+        if case .packet(let device) = p.kind { info.local = device }
         return info
     }
 

@@ -23,6 +23,9 @@ public enum PortKind: Equatable, Sendable {
     /// QEMU's UDP socket netdev (libvirt `<interface type='udp'>`): one raw Ethernet frame per
     /// datagram, from QEMU's `remote` to our `local` and back.
     case udp(local: PeerAddress, remote: PeerAddress)
+    /// A network device someone else made — a VM's TAP NIC held by QEMU (with vhost-net), a
+    /// veth — read and written through a packet socket, one frame at a time.
+    case packet(device: String)
     /// A port of a `MemoryNetwork` (tests).
     case memory
 
@@ -30,6 +33,7 @@ public enum PortKind: Equatable, Sendable {
         switch self {
         case .tap: return "tap"
         case .udp: return "udp"
+        case .packet: return "packet"
         case .memory: return "memory"
         }
     }
@@ -83,6 +87,14 @@ public final class PortHandle: @unchecked Sendable {
         var mac = [UInt8](repeating: 0, count: 6)
         let hasMAC = vn_link_mac(real, &mac) == 0
         return PortHandle(id: id, name: real, kind: .tap, fd: fd, mac: hasMAC ? MAC(octets: mac) : nil, vnet: offload)
+    }
+
+    /// Attaches to network device `device` (which must exist) with a packet socket.
+    public static func packet(id: UInt32, name: String, device: String) throws(NetError) -> PortHandle {
+        let fd = try NetError.check(vn_packet_open(device, 4 << 20), "attach to device \(device)")
+        var mac = [UInt8](repeating: 0, count: 6)
+        let hasMAC = vn_link_mac(device, &mac) == 0
+        return PortHandle(id: id, name: name, kind: .packet(device: device), fd: fd, mac: hasMAC ? MAC(octets: mac) : nil, vnet: true)
     }
 
     /// Binds `local` and connects to `remote`: the QEMU UDP netdev's other end.

@@ -22,6 +22,8 @@ struct Main: AsyncParsableCommand {
     @Option(help: "A peer switch's address:port (repeatable).") var peer: [String] = []
     @Option(help: "Create a TAP port with this name (repeatable).") var tap: [String] = []
     @Option(help: "A QEMU UDP port: NAME=LOCAL_ADDR:PORT,REMOTE_ADDR:PORT (repeatable).") var udpPort: [String] = []
+    @Option(help: "An existing network device as a port, through a packet socket (repeatable): a VM's TAP NIC that QEMU holds (libvirt <interface type='ethernet'>, vhost-net), a veth.")
+    var packetPort: [String] = []
     @Option(help: "A static MAC entry: MAC=PORTNAME or MAC=PEER_ADDR:PORT (repeatable).") var `static`: [String] = []
     @Option(help: "MTU of the TAP ports.") var mtu = 1450
     @Option(help: "Most MAC addresses learned.") var maxMacs = 8192
@@ -44,7 +46,7 @@ struct Main: AsyncParsableCommand {
 
     var settings: SwitchServer.Settings {
         var s = SwitchServer.Settings(vni: vni)
-        s.tunnel = tunnel; s.peers = peer; s.taps = tap; s.udpPorts = udpPort; s.statics = `static`; s.mtu = mtu
+        s.tunnel = tunnel; s.peers = peer; s.taps = tap; s.udpPorts = udpPort; s.packetPorts = packetPort; s.statics = `static`; s.mtu = mtu
         s.forwarding.batch = batch
         s.forwarding.maxMACs = maxMacs
         s.forwarding.ageingMs = UInt64(max(0, ageing) * 1000)

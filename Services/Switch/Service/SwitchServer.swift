@@ -16,6 +16,8 @@ public final class SwitchServer: RequestHandler {
         public var taps: [String] = []
         /// NAME=LOCAL_ADDR:PORT,REMOTE_ADDR:PORT
         public var udpPorts: [String] = []
+        /// Network devices made by someone else, each a port by its own name (a packet socket).
+        public var packetPorts: [String] = []
         /// MAC=PORTNAME or MAC=PEER_ADDR:PORT
         public var statics: [String] = []
         public var mtu = 1450
@@ -35,6 +37,9 @@ public final class SwitchServer: RequestHandler {
                 if peer.isIPv6 != local.isIPv6 {
                     return "--peer \(p) is \(peer.isIPv6 ? "IPv6" : "IPv4") but --tunnel \(tunnel) is \(local.isIPv6 ? "IPv6" : "IPv4"): a VIOLIN's switches use one address family"
                 }
+            }
+            for d in packetPorts where d.isEmpty || d.utf8.count > 15 || d.contains("/") || d.contains(" ") {
+                return "--packet-port \(d) must be a network device's name (1-15 characters, no '/' or space)"
             }
             guard (68...65_535).contains(mtu) else { return "--mtu must be 68-65535" }
             guard (0...19).contains(forwarding.niceness) else { return "--nice must be 0-19, not \(forwarding.niceness)" }
@@ -65,6 +70,7 @@ public final class SwitchServer: RequestHandler {
         let c = controller
         c.setPeers(s.peers.compactMap { PeerAddress($0) })
         for name in s.taps { _ = try c.addTAP(name) }
+        for device in s.packetPorts { _ = try c.addPacket(device, device: device) }
         for spec in s.udpPorts {
             let parts = spec.split(separator: "=", maxSplits: 1)
             let ends = parts.count == 2 ? parts[1].split(separator: ",") : []

@@ -110,4 +110,10 @@ int vn_thread_schedstat(uint64_t *cpu_ns, uint64_t *wait_ns, uint64_t *runs);
 /* The host's idle time (idle and iowait) summed over its CPUs, in ns (/proc/stat), and its
  * CPU count. 0 or -errno. */
 int vn_host_idle(uint64_t *idle_ns, int *cpus);
+/* A packet socket on network device `ifname` (AF_PACKET, every protocol, non-blocking): each
+ * read is one frame the device received (from its other end: a VM's TAP NIC, a veth), each
+ * write one frame sent out of it, each behind a virtio_net_hdr (PACKET_VNET_HDR: TSO frames
+ * whole, as on a TAP with offloads); the frames it sends itself are not read back. The device
+ * is set up. The fd or -errno. */
+int vn_packet_open(const char *ifname, int rcvbuf);
 #endif
