@@ -347,7 +347,13 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
                               timeoutMs: 500)
         }
         if let child, child.isRunning {
+            // Gone before the request is answered: its tunnel port is free again at once, and a
+            // VIOLIN that joins next may be given it (its switch could not bind it otherwise).
             child.terminate()
+            if child.wait(timeout: 5) == nil {
+                child.terminate(SIGKILL)
+                _ = child.wait(timeout: 5)
+            }
         } else if pid > 1, isOurSwitch(pid, vni) {
             // A switch adopted after a restart of the mesh is no child of ours, but ours to stop.
             kill(pid, SIGTERM)
