@@ -335,10 +335,7 @@ public final class Forwarder: @unchecked Sendable {
             setThreadName("violin-forward")   // what top -H and perf show
             self.schedulingResult = vn_thread_schedule(self.options.batchScheduling ? 1 : 0, self.options.niceness,
                                                        self.options.sliceMicros)
-            if self.options.realtimeWhenBusy {
-                self.governor.budget = self.options.realtimeBudget
-                self.stats.schedulingMode = "fair"
-            }
+            self.governor.budget = self.options.realtimeBudget
             self.loop()
             self.done.signal()
         }
@@ -494,15 +491,15 @@ public final class Forwarder: @unchecked Sendable {
             let rc = vn_thread_realtime(options.realtimePriority)
             if rc != 0 {
                 governor.realtimeRefused()
-                stats.realtimeRefused = String(cString: strerror(-rc))
+                realtimeRefusal = String(cString: strerror(-rc))
             }
         } else {
             _ = vn_thread_schedule(options.batchScheduling ? 1 : 0, options.niceness, options.sliceMicros)
         }
-        stats.schedulingMode = governor.mode.rawValue
-        stats.realtimeEntries = governor.promotions
-        stats.overBudget = governor.overBudget
     }
+
+    /// Why the kernel refused real-time (the governor then keeps the thread fair for good).
+    private var realtimeRefusal: String?
 
     private static let tunnelTag: UInt32 = 0
     private static let wakerTag: UInt32 = 1
@@ -560,6 +557,10 @@ public final class Forwarder: @unchecked Sendable {
 
     private func snapshotStats() -> SwitchStats {
         var s = stats
+        s.schedulingMode = options.realtimeWhenBusy ? governor.mode.rawValue : "fixed"
+        s.realtimeEntries = governor.promotions
+        s.overBudget = governor.overBudget
+        s.realtimeRefused = realtimeRefusal
         s.table = table.counters
         s.tableSize = table.count
         for reason in DropReason.allCases where dropCounts[DropReasonIndex.of(reason)] > 0 {
