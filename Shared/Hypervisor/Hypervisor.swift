@@ -53,6 +53,9 @@ public struct DomainStats: Equatable, Sendable {
     public let maxMemoryKiB: UInt64
     /// The balloon driver's statistics, for a running guest that has one.
     public var guest: GuestMemoryStats? = nil
+    /// Time its vCPU threads waited in the host's run queue since it started, nanoseconds (nil
+    /// where unknown: filled in by the monitor from `VCPUWaitReader`, not by libvirt).
+    public var vcpuWaitNs: UInt64? = nil
 }
 
 public struct HypervisorError: Error, Equatable, CustomStringConvertible, Sendable {

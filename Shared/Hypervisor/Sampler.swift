@@ -5,6 +5,10 @@ public struct VMSample: Equatable, Sendable {
     public let uuid: String
     /// CPU use in % of the VM's vCPUs over the last interval; nil on the first reading.
     public let cpuPercent: Double?
+    /// CPU demand in % of its vCPUs over the last interval: the time they ran plus the time they
+    /// waited for a CPU (what it would have used on an idle host); nil on the first reading or
+    /// without the vCPUs' wait.
+    public var demandPercent: Double? = nil
     public let vcpus: Int
     public let memoryKiB: UInt64
     public let maxMemoryKiB: UInt64
@@ -45,6 +49,7 @@ public struct NetFigures: Equatable, Sendable {
 public struct Sampler: Sendable {
     private struct Last: Sendable {
         var cpuNs: UInt64, atNs: UInt64
+        var waitNs: UInt64?
         var guest: GuestMemoryStats?
         var net: NetCounters?
     }
@@ -81,9 +86,13 @@ public struct Sampler: Sendable {
             } else if prev == nil {
                 appeared.append(d.name)
             }
-            next[d.uuid] = Last(cpuNs: d.cpuTimeNs, atNs: atNs, guest: d.guest, net: net[d.name])
+            next[d.uuid] = Last(cpuNs: d.cpuTimeNs, atNs: atNs, waitNs: d.vcpuWaitNs, guest: d.guest, net: net[d.name])
             var s = VMSample(name: d.name, uuid: d.uuid, cpuPercent: cpu, vcpus: d.vcpus, memoryKiB: d.memoryKiB,
                              maxMemoryKiB: d.maxMemoryKiB)
+            if let prev, let cpu, let w = d.vcpuWaitNs, let pw = prev.waitNs, w >= pw {
+                let wall = Double(atNs - prev.atNs) * Double(max(1, d.vcpus))
+                s.demandPercent = min(100, cpu + Double(w - pw) / wall * 100)
+            }
             s.cpuTimeNs = d.cpuTimeNs
             if let g = d.guest {
                 s.guest = GuestFigures(unusedKiB: g.unusedKiB, availableKiB: g.availableKiB,

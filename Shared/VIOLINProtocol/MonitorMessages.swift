@@ -130,18 +130,21 @@ public enum MonitorAPI {
         public var uuid: String
         /// Of its vCPUs over the last interval; nil on the first reading.
         public var cpuPercent: Double?
+        /// Of its vCPUs: ran plus waited for a CPU over the last interval; nil where unknown.
+        public var demandPercent: Double?
         public var vcpus: Int
         public var memoryMB: Int
         public var maxMemoryMB: Int
         public var guest: GuestMemory?
         public var net: Net?
-        public init(name: String, uuid: String, cpuPercent: Double?, vcpus: Int, memoryMB: Int, maxMemoryMB: Int,
+        public init(name: String, uuid: String, cpuPercent: Double?, demandPercent: Double? = nil, vcpus: Int, memoryMB: Int, maxMemoryMB: Int,
                     guest: GuestMemory? = nil, net: Net? = nil) {
-            self.name = name; self.uuid = uuid; self.cpuPercent = cpuPercent; self.vcpus = vcpus
+            self.name = name; self.uuid = uuid; self.cpuPercent = cpuPercent; self.demandPercent = demandPercent; self.vcpus = vcpus
             self.memoryMB = memoryMB; self.maxMemoryMB = maxMemoryMB; self.guest = guest; self.net = net
         }
         public var json: JSONValue {
             ["name": .string(name), "uuid": .string(uuid), "cpu_percent": cpuPercent.map { .number(($0 * 10).rounded() / 10) } ?? .null,
+             "demand_percent": demandPercent.map { .number(($0 * 10).rounded() / 10) } ?? .null,
              "vcpus": .number(Double(vcpus)), "memory_mb": .number(Double(memoryMB)), "max_memory_mb": .number(Double(maxMemoryMB)),
              "guest_memory": guest?.json ?? .null, "net": net?.json ?? .null]
         }
@@ -186,12 +189,14 @@ public enum MonitorAPI {
                 return LeverReading(vm: name, memoryMB: mem, maxMemoryMB: max, guest: GuestMemory(v["guest_memory"]), net: Net(v["net"]))
             } ?? []
         }
-        /// The smoothed-CPU readings a subscriber needs (the policy): name and CPU %, where known.
+        /// The CPU readings a subscriber smooths (the policy): name and CPU demand % — the
+        /// sample's `demand_percent` where it has one in range, else its `cpu_percent` — where known.
         public static func cpuReadings(_ body: JSONValue) -> [(vm: String, cpuPercent: Double)] {
-            body["vms"]?.items.compactMap { v in
-                // A reading out of any host's range (0 to 100 % of 4096 cores) is not one.
-                guard let name = v["name"]?.stringValue, !name.isEmpty, name.utf8.count <= 256, let cpu = v["cpu_percent"]?.numberValue,
-                      cpu.isFinite, (0...409_600).contains(cpu) else { return nil }
+            // A reading out of any host's range (0 to 100 % of 4096 cores) is not one.
+            func percent(_ x: JSONValue?) -> Double? { x?.numberValue.flatMap { $0.isFinite && (0...409_600).contains($0) ? $0 : nil } }
+            return body["vms"]?.items.compactMap { v in
+                guard let name = v["name"]?.stringValue, !name.isEmpty, name.utf8.count <= 256,
+                      let cpu = percent(v["demand_percent"]) ?? percent(v["cpu_percent"]) else { return nil }
                 return (name, cpu)
             } ?? []
         }

@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 @testable import Hypervisor
 
 func dom(_ name: String, cpu: UInt64, vcpus: Int = 2, running: Bool = true) -> DomainStats {
@@ -63,5 +64,52 @@ func dom(_ name: String, cpu: UInt64, vcpus: Int = 2, running: Bool = true) -> D
         #expect { _ = try hv.setMemory("test", kib: test.maxMemoryKiB * 4) } throws: { ($0 as? HypervisorError)?.kind == .invalid }
         #expect { _ = try hv.cpuWeight("nope") } throws: { ($0 as? HypervisorError)?.kind == .notFound }
         #expect { _ = try hv.setCPUWeight("nope", 10) } throws: { ($0 as? HypervisorError)?.kind == .notFound }
+    }
+}
+
+@Suite struct DemandTests {
+    /// Demand is what the vCPUs ran plus what they waited for a CPU: a VM that got 60 % of its
+    /// vCPU and waited 40 % wanted all of it.
+    @Test func demandIsUsePlusRunQueueWait() {
+        var s = Sampler()
+        var a = dom("a", cpu: 0, vcpus: 1), b = dom("b", cpu: 0, vcpus: 1)
+        a.vcpuWaitNs = 5_000_000_000
+        _ = s.sample([a, b], atNs: 1_000_000_000)
+        a = dom("a", cpu: 600_000_000, vcpus: 1); a.vcpuWaitNs = 5_400_000_000
+        b = dom("b", cpu: 300_000_000, vcpus: 1)
+        let r = s.sample([a, b], atNs: 2_000_000_000)
+        let sa = r.samples[0], sb = r.samples[1]
+        #expect(sa.cpuPercent == 60 && sa.demandPercent == 100, "\(sa)")
+        #expect(sb.cpuPercent == 30 && sb.demandPercent == nil, "no wait known: no demand")
+        // A wait that went back (a new process after a migration) is no reading.
+        a = dom("a", cpu: 900_000_000, vcpus: 1); a.vcpuWaitNs = 100
+        #expect(s.sample([a], atNs: 3_000_000_000).samples[0].demandPercent == nil)
+    }
+
+    /// The reader finds a VM's QEMU by its `-uuid` and sums its vCPU threads' run-queue delay,
+    /// other threads left out; a VM without a process has no reading.
+    @Test func readsVCPUThreadsOfTheRightProcess() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("vcpuwait-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        func put(_ path: String, _ text: String) throws {
+            let p = root + "/" + path
+            try FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try text.write(toFile: p, atomically: false, encoding: .utf8)
+        }
+        let uuid = "6f1c1b2e-0000-4000-8000-000000000001"
+        try put("4242/cmdline", "/usr/bin/qemu-system-x86_64\0-name\0guest=a1\0-uuid\0\(uuid)\0-smp\02\0")
+        try put("4242/task/4242/comm", "qemu-system-x86\n"); try put("4242/task/4242/schedstat", "9 1000000 3\n")
+        try put("4242/task/4250/comm", "CPU 0/TCG\n"); try put("4242/task/4250/schedstat", "500 2000 7\n")
+        try put("4242/task/4251/comm", "CPU 1/TCG\n"); try put("4242/task/4251/schedstat", "500 3000 7\n")
+        try put("77/cmdline", "bash\0-c\0echo -uuid\0")
+        let reader = VCPUWaitReader(proc: root)
+        #expect(reader.waits(uuids: [uuid, "other"]) == [uuid: 5000])
+        try put("4242/task/4251/schedstat", "900 8000 9\n")
+        #expect(reader.waits(uuids: [uuid]) == [uuid: 10_000])
+        // The process went and another took its pid: no reading until the VM's QEMU is found.
+        try put("4242/cmdline", "sleep\0100\0")
+        #expect(reader.waits(uuids: [uuid]).isEmpty)
+        #expect(VCPUWaitReader.isVCPUThread(comm: "CPU 3/KVM") && VCPUWaitReader.isVCPUThread(comm: "ALL CPUs/TCG"))
+        #expect(!VCPUWaitReader.isVCPUThread(comm: "CPU-hog") && VCPUWaitReader.runDelayNs(schedstat: "1 2") == nil)
     }
 }

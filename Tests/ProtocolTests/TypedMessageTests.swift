@@ -258,3 +258,21 @@ func withField(_ body: JSONValue, _ name: String, _ value: JSONValue?) -> JSONVa
         Set(cell.split(separator: "`", omittingEmptySubsequences: false).enumerated().filter { $0.offset % 2 == 1 }.map { String($0.element) })
     }
 }
+
+@Suite struct DemandReadingTests {
+    /// The policy smooths demand where a sample has it (a starved VM's use understates its
+    /// need), use where it has none; a figure out of range is no figure.
+    @Test func demandWinsOverUseWhereKnown() {
+        let body: JSONValue = ["host": ["cpus": 2], "vms": [
+            ["name": "starved", "cpu_percent": 60, "demand_percent": 100],
+            ["name": "plain", "cpu_percent": 40, "demand_percent": .null],
+            ["name": "odd", "cpu_percent": 30, "demand_percent": -5],
+            ["name": "broken", "cpu_percent": "lots"],
+        ]]
+        let r = MonitorAPI.Sampled.cpuReadings(body)
+        #expect(r.map(\.vm) == ["starved", "plain", "odd"])
+        #expect(r.map(\.cpuPercent) == [100, 40, 30])
+        let s = MonitorAPI.VMSample(name: "a", uuid: "u", cpuPercent: 61.04, demandPercent: 99.96, vcpus: 1, memoryMB: 64, maxMemoryMB: 64)
+        #expect(s.json["demand_percent"] == 100 && s.json["cpu_percent"] == 61)
+    }
+}

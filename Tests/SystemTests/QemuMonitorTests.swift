@@ -61,6 +61,8 @@ import VIOLINProtocol
     /// 1024, the `set_cpu_weight` the policy sends through the host's monitor — gives the
     /// weighted guest the larger share as the monitor measures it; then the other way round.
     /// Prints the shares (their ratio is a benchmark figure: the fair scheduler's 2:1 is 2.0).
+    /// Each guest wants its whole vCPU: its demand (use plus the run-queue wait of its vCPU
+    /// thread) says so, where its use is its share.
     @Test(.timeLimit(.minutes(5))) func aWeightGivesTheLargerShareOfOneCPU() throws {
         let host = try QemuHost("share", cgroups: true)
         defer { host.stop() }
@@ -70,6 +72,7 @@ import VIOLINProtocol
         let (watch, monitor) = try host.monitored(watching: "monitor.sampled")
 
         /// The guests' mean CPU over `count` samples, after `skip` more (the weights take hold).
+        var demands: [String: Double] = [:]
         func shares(_ weights: [String: Int], skip: Int = 2, count: Int = 8) throws -> [String: Double] {
             for (vm, w) in weights.sorted(by: { $0.key < $1.key }) {
                 let r = try run("violin", ["call", scratch.ipc("monitor"), "set_cpu_weight", #"{"vm":"\#(vm)","weight":\#(w)}"#])
@@ -83,9 +86,16 @@ import VIOLINProtocol
                 guard index > mark, let v = try? JSONText.parse(Array(line.utf8)), case .array(let vms)? = v["body"]?["vms"] else { return false }
                 let cpu = Dictionary(vms.compactMap { vm in vm["name"]?.stringValue.map { ($0, vm["cpu_percent"]?.numberValue ?? 0) } },
                                      uniquingKeysWith: { a, _ in a })
+                let demand = Dictionary(vms.compactMap { vm in vm["name"]?.stringValue.map { ($0, vm["demand_percent"]?.numberValue ?? 0) } },
+                                        uniquingKeysWith: { a, _ in a })
                 guard guests.allSatisfy({ cpu[$0] != nil }) else { return false }
                 seen += 1
-                if seen > skip { for g in guests { sums[g, default: 0] += cpu[g]! / Double(count) } }
+                if seen > skip {
+                    for g in guests {
+                        sums[g, default: 0] += cpu[g]! / Double(count)
+                        demands[g, default: 0] += (demand[g] ?? 0) / Double(2 * count)
+                    }
+                }
                 return seen == skip + count
             }
             try #require(done != nil, "fewer than \(skip + count) samples; monitor: \(monitor.stderrText.suffix(400))")
@@ -100,5 +110,8 @@ import VIOLINProtocol
         #expect(second["hot2"]! > 1.3 * second["hot1"]!, "swapped: \(second)")
         // Together they have the one CPU, no more.
         #expect(first.values.reduce(0, +) < 115 && second.values.reduce(0, +) < 115, "\(first) \(second)")
+        // Yet each wants all of its vCPU.
+        print(String(format: "cpu_demand on one CPU: hot1 %.1f %%, hot2 %.1f %%", demands["hot1"]!, demands["hot2"]!))
+        #expect(guests.allSatisfy { demands[$0]! > 85 }, "demand of two guests sharing one CPU: \(demands)")
     }
 }

@@ -79,11 +79,14 @@ public final class MonitorServer: ServiceLogic, @unchecked Sendable {
 
     private func sampleLoop(_ hv: Hypervisor) {
         var sampler = Sampler()
+        let waits = VCPUWaitReader()
         var items = [PollItem(fd: worker.waker.readFD)]
         while !worker.isStopping {
             do {
                 let host = try hv.host()
-                let domains = try hv.domains()
+                var domains = try hv.domains()
+                let waited = waits.waits(uuids: domains.filter(\.running).map(\.uuid))
+                for i in domains.indices { domains[i].vcpuWaitNs = waited[domains[i].uuid] }
                 let round = sampler.sample(domains, atNs: UInt64(monotonicMillis()) * 1_000_000, net: portCounters())
                 for vm in round.appeared { emit(MonitorAPI.VMAppeared(vm: vm)) }
                 for vm in round.disappeared { emit(MonitorAPI.VMDisappeared(vm: vm)) }
@@ -106,7 +109,7 @@ public final class MonitorServer: ServiceLogic, @unchecked Sendable {
 
     /// One VM's sample as `monitor.sampled` carries it.
     static func published(_ s: VMSample) -> MonitorAPI.VMSample {
-        MonitorAPI.VMSample(name: s.name, uuid: s.uuid, cpuPercent: s.cpuPercent, vcpus: s.vcpus,
+        MonitorAPI.VMSample(name: s.name, uuid: s.uuid, cpuPercent: s.cpuPercent, demandPercent: s.demandPercent, vcpus: s.vcpus,
                             memoryMB: Int(s.memoryKiB / 1024), maxMemoryMB: Int(s.maxMemoryKiB / 1024),
                             guest: s.guest.map { g in
                                 MonitorAPI.GuestMemory(unusedMB: g.unusedKiB.map { Int($0 / 1024) }, availableMB: g.availableKiB.map { Int($0 / 1024) },
@@ -136,6 +139,9 @@ public final class MonitorServer: ServiceLogic, @unchecked Sendable {
             m.counter("violin_vm_cpu_seconds_total", l, total: Double(vm.cpuTimeNs) / 1e9, help: "CPU time the VM's vCPUs used.")
             if let p = vm.cpuPercent {
                 m.gauge("violin_vm_cpu_ratio", l, value: p / 100, help: "Share of its vCPUs the VM used over the last sample interval (0-1).")
+            }
+            if let p = vm.demandPercent {
+                m.gauge("violin_vm_cpu_demand_ratio", l, value: p / 100, help: "Share of its vCPUs the VM used or waited for over the last sample interval (0-1).")
             }
             m.gauge("violin_vm_vcpus", l, value: Double(vm.vcpus), help: "The VM's vCPUs.")
             m.gauge("violin_vm_memory_bytes", l, value: Double(vm.memoryKiB) * 1024, help: "Memory the VM has now (its balloon's target).")
