@@ -19,6 +19,8 @@ public struct VMSpec: Equatable, Sendable {
     /// A fresh disk of this size (MiB) in the host's storage pool, instead of `disk`.
     public var diskMB = 0
     public var nicPort: Int
+    /// How the VM's NIC reaches its switch.
+    public var nic: NIC = .udp
     public var console: String = ""
     /// A second NIC on this libvirt network (the head node's uplink, a NAT network); "" none.
     public var uplinkNetwork: String = ""
@@ -26,6 +28,10 @@ public struct VMSpec: Equatable, Sendable {
     public init(name: String, vni: UInt32, mac: String, kernel: String, nicPort: Int) {
         self.name = name; self.vni = vni; self.mac = mac; self.kernel = kernel; self.nicPort = nicPort
     }
+
+    /// A VM's NIC: QEMU's UDP socket on the host's loopback (`nicPort`), or a TAP device
+    /// `vm-NAME` the switch makes (`vm_tap`) and QEMU opens, with vhost-net where the host has it.
+    public enum NIC: String, Sendable, Equatable { case udp, tap }
 
     public struct Invalid: Error, Equatable, CustomStringConvertible {
         public let description: String
@@ -55,7 +61,10 @@ public struct VMSpec: Equatable, Sendable {
         for (key, path) in [("initrd", initrd), ("disk", disk), ("console", console)] where !path.isEmpty && !path.hasPrefix("/") {
             throw fail("\(key) must be an absolute path")
         }
-        guard (1024...65_534).contains(nicPort) else { throw fail("nic_port must be 1024..65534 (the guest uses nic_port + 1)") }
+        switch nic {
+        case .udp: guard (1024...65_534).contains(nicPort) else { throw fail("nic_port must be 1024..65534 (the guest uses nic_port + 1)") }
+        case .tap: guard portName.utf8.count <= 15 else { throw fail("a VM with a TAP NIC has a name of at most 12 characters (its device is vm-NAME)") }
+        }
         guard uplinkNetwork.isEmpty || (uplinkNetwork.count <= 64 && uplinkNetwork.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }))
         else { throw fail("uplink network must be a libvirt network name of letters, digits, '-', '_' or '.'") }
         for (key, v) in [("name", name), ("kernel", kernel), ("initrd", initrd), ("cmdline", cmdline), ("disk", disk), ("console", console)]
@@ -71,14 +80,28 @@ public struct VMSpec: Equatable, Sendable {
             devices += "    <disk type='file' device='disk'><driver name='qemu' type='raw'/>"
                 + "<source file='\(escape(disk))'/><target dev='vda' bus='virtio'/></disk>\n"
         }
-        devices += """
-                <interface type='udp'>
-                  <mac address='\(mac)'/>
-                  <source address='127.0.0.1' port='\(nicPort)'><local address='127.0.0.1' port='\(nicPort + 1)'/></source>
-                  <model type='virtio'/>
-                </interface>
+        switch nic {
+        case .udp:
+            devices += """
+                    <interface type='udp'>
+                      <mac address='\(mac)'/>
+                      <source address='127.0.0.1' port='\(nicPort)'><local address='127.0.0.1' port='\(nicPort + 1)'/></source>
+                      <model type='virtio'/>
+                    </interface>
 
-            """
+                """
+        case .tap:
+            // The switch made the device (managed='no': libvirt opens it and leaves it be); libvirt
+            // gives QEMU vhost-net where the host has it.
+            devices += """
+                    <interface type='ethernet'>
+                      <mac address='\(mac)'/>
+                      <target dev='\(escape(portName))' managed='no'/>
+                      <model type='virtio'/>
+                    </interface>
+
+                """
+        }
         if !uplinkNetwork.isEmpty {
             devices += "    <interface type='network'><source network='\(escape(uplinkNetwork))'/><model type='virtio'/></interface>\n"
         }
@@ -93,7 +116,7 @@ public struct VMSpec: Equatable, Sendable {
         return """
             <domain type='qemu'>
               <name>\(escape(name))</name>
-              <metadata><violin:vm xmlns:violin='\(Self.namespace)' vni='\(vni)' mac='\(mac)' nic_port='\(nicPort)' memory_mb='\(memoryMB)'/></metadata>
+              <metadata><violin:vm xmlns:violin='\(Self.namespace)' vni='\(vni)' mac='\(mac)' nic_port='\(nicPort)'\(nic == .tap ? " nic='tap'" : "") memory_mb='\(memoryMB)'/></metadata>
               <memory unit='MiB'>\(memoryMB)</memory>
               <currentMemory unit='MiB'>\(memoryMB)</currentMemory>
               <vcpu>\(vcpus)</vcpu>
@@ -129,6 +152,7 @@ public struct VMFacts: Equatable, Sendable {
     public var vni: UInt32
     public var mac: String
     public var nicPort: Int
+    public var nic: VMSpec.NIC
     public var memoryMB: Int
 
     /// nil when the domain carries no VIOLIN metadata (not one of ours). libvirt re-writes the
@@ -151,6 +175,7 @@ public struct VMFacts: Equatable, Sendable {
         guard let vni = attrs["vni"].flatMap({ UInt32($0) }), let mac = attrs["mac"],
               let port = attrs["nic_port"].flatMap({ Int($0) }) else { return nil }
         self.vni = vni; self.mac = mac; self.nicPort = port
+        self.nic = attrs["nic"].flatMap(VMSpec.NIC.init(rawValue:)) ?? .udp
         self.memoryMB = attrs["memory_mb"].flatMap { Int($0) } ?? 0
     }
 
@@ -166,6 +191,7 @@ public struct VMFacts: Equatable, Sendable {
 
     /// The switch port a host prepares for this VM (the body of the mesh's add_port).
     public func portBody(vm: String) -> [String: String] {
-        ["name": VMSpec.portName(vm), "kind": "udp", "local": "127.0.0.1:\(nicPort)", "remote": "127.0.0.1:\(nicPort + 1)", "mac": mac]
+        if nic == .tap { return ["name": VMSpec.portName(vm), "kind": "vm_tap", "mac": mac] }
+        return ["name": VMSpec.portName(vm), "kind": "udp", "local": "127.0.0.1:\(nicPort)", "remote": "127.0.0.1:\(nicPort + 1)", "mac": mac]
     }
 }

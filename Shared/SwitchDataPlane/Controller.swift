@@ -54,6 +54,18 @@ public final class SwitchController: @unchecked Sendable {
         return added(port)
     }
 
+    /// A TAP device for a VM's NIC, made by the switch and opened by QEMU (PortKind.vmTap).
+    public func addVMTap(_ name: String, mtu: Int? = nil) throws(ProtocolError) -> PortHandle {
+        // Asked again (a resend, a migration's port prepared twice): the port there is the answer.
+        if let same = ports.first(where: { $0.name == name }), same.kind == .vmTap { return same }
+        try checkNewName(name)
+        let port: PortHandle
+        do { port = try PortHandle.vmTap(id: nextPortID, name: name, mtu: mtu ?? defaultMTU) } catch {
+            throw ProtocolError(error.code == EINVAL ? .conflict : .unavailable, error.description)
+        }
+        return added(port)
+    }
+
     public func addUDP(_ name: String, local: PeerAddress, remote: PeerAddress) throws(ProtocolError) -> PortHandle {
         // The same port asked for again (a resend after a timeout, a VM made again after an
         // attempt cut short): the port there is the answer, not a conflict.
@@ -199,6 +211,7 @@ public final class SwitchController: @unchecked Sendable {
         let port: PortHandle
         switch r.kind {
         case .tap(let mtu): port = try addTAP(r.name, mtu: mtu)
+        case .vmTap(let mtu): port = try addVMTap(r.name, mtu: mtu)
         case .udp(let local, let remote):
             port = try addUDP(r.name, local: try Self.udpAddress(local, port: 0), remote: try Self.udpAddress(remote))
         }

@@ -1,3 +1,5 @@
+import Foundation
+import Primitives
 import CNetShim
 import SwitchCore
 #if canImport(Glibc)
@@ -26,6 +28,11 @@ public enum PortKind: Equatable, Sendable {
     /// A network device someone else made — a VM's TAP NIC held by QEMU (with vhost-net), a
     /// veth — read and written through a packet socket, one frame at a time.
     case packet(device: String)
+    /// A persistent TAP device the switch makes for a VM's NIC, named as the port, which QEMU
+    /// opens (libvirt `<interface type='ethernet'>`, vhost-net where the host has it); read and
+    /// written like `packet`. Made before the VM arrives by migration; removed with the port once
+    /// no VM holds it.
+    case vmTap
     /// A port of a `MemoryNetwork` (tests).
     case memory
 
@@ -34,6 +41,7 @@ public enum PortKind: Equatable, Sendable {
         case .tap: return "tap"
         case .udp: return "udp"
         case .packet: return "packet"
+        case .vmTap: return "vm_tap"
         case .memory: return "memory"
         }
     }
@@ -63,7 +71,11 @@ public final class PortHandle: @unchecked Sendable {
         self.network = network
     }
 
-    deinit { if let network { network.close(fd) } else { _ = vn_close(fd) } }
+    deinit {
+        if let network { network.close(fd) } else { _ = vn_close(fd) }
+        // A VM's TAP goes with its port, unless a VM still holds it (then it stays for the VM).
+        if kind == .vmTap, vn_vmtap_remove(name) == -EBUSY { VMTapReaper.shared.remove(name) }
+    }
 
     /// A port of an in-memory network: frames the test injects arrive as from a VM; what the
     /// switch writes waits for the test to take.
@@ -95,6 +107,22 @@ public final class PortHandle: @unchecked Sendable {
         var mac = [UInt8](repeating: 0, count: 6)
         let hasMAC = vn_link_mac(device, &mac) == 0
         return PortHandle(id: id, name: name, kind: .packet(device: device), fd: fd, mac: hasMAC ? MAC(octets: mac) : nil, vnet: true)
+    }
+
+    /// Makes persistent TAP device `name` for a VM's NIC (or takes the one a VM holds already:
+    /// after a switch restart) and attaches to it with a packet socket.
+    public static func vmTap(id: UInt32, name: String, mtu: Int) throws(NetError) -> PortHandle {
+        let made = vn_vmtap_make(name, Int32(mtu))
+        if made == -EINVAL { throw NetError(operation: "make TAP \(name) (a device of that name that is no TAP exists)", code: EINVAL) }
+        _ = try NetError.check(made, "make TAP \(name)")
+        let fd = vn_packet_open(name, 4 << 20)
+        if fd < 0 {
+            if made == 0 { _ = vn_vmtap_remove(name) }
+            throw NetError(operation: "attach to TAP \(name)", code: -fd)
+        }
+        var mac = [UInt8](repeating: 0, count: 6)
+        let hasMAC = vn_link_mac(name, &mac) == 0
+        return PortHandle(id: id, name: name, kind: .vmTap, fd: fd, mac: hasMAC ? MAC(octets: mac) : nil, vnet: true)
     }
 
     /// Binds `local` and connects to `remote`: the QEMU UDP netdev's other end.
@@ -139,4 +167,39 @@ public final class TunnelSocket: @unchecked Sendable {
     }
 
     deinit { if let network { network.close(fd) } else { _ = vn_close(fd) } }
+}
+
+/// Removes VM TAP devices whose port went while a VM still held them (a VM destroyed just
+/// after its port): retried every second for two minutes on a thread of its own, so a device
+/// goes once its last holder does and nothing waits for it.
+final class VMTapReaper: @unchecked Sendable {
+    static let shared = VMTapReaper()
+    private let lock = NSLockLite()
+    private var pending: [String: Int] = [:]
+    private var running = false
+
+    func remove(_ name: String) {
+        let start: Bool = lock.withLock {
+            pending[name] = 120
+            defer { running = true }
+            return !running
+        }
+        guard start else { return }
+        let t = Thread { [self] in
+            while true {
+                sleep(1)
+                let names = lock.withLock { Array(pending.keys) }
+                for n in names {
+                    let rc = vn_vmtap_remove(n)
+                    lock.withLock {
+                        if rc != -EBUSY { pending[n] = nil } else { pending[n, default: 1] -= 1; if pending[n]! <= 0 { pending[n] = nil } }
+                    }
+                }
+                let done: Bool = lock.withLock { if pending.isEmpty { running = false; return true } else { return false } }
+                if done { return }
+            }
+        }
+        t.name = "vmtap-reaper"
+        t.start()
+    }
 }

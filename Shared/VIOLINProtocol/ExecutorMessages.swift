@@ -13,7 +13,7 @@ public enum ExecutorAPI {
         public static let msgType = "create_vm_request"
         public static let fields: [FieldSpec] = [
             .required("name", .text), .required("vni", .vni), .required("mac", .mac), .optional("image", .text), .optional("kernel", .text),
-            .required("nic_port", .integer(1024...65_534)), .optional("memory_mb", .integer(16...65_536)), .optional("vcpus", .integer(1...64)),
+            .optional("nic_port", .integer(1024...65_534)), .optional("nic", .choice(["udp", "tap"])), .optional("memory_mb", .integer(16...65_536)), .optional("vcpus", .integer(1...64)),
             .optional("initrd", .string), .optional("cmdline", .string), .optional("disk", .string),
             .optional("disk_mb", .integer(0...1_048_576)), .optional("console", .string),
             .optional("seed", .text), .optional("seed_key", .string), .optional("uplink", .flag),
@@ -29,7 +29,10 @@ public enum ExecutorAPI {
         public var kernel: String
         /// An image of the host's store (`image_dir`): what the VM boots, instead of host paths.
         public var image: String?
+        /// QEMU's UDP socket (0 with a TAP NIC).
         public var nicPort: Int
+        /// `udp` or `tap`.
+        public var nic = "udp"
         public var memoryMB = 128
         public var vcpus = 1
         public var initrd = "", cmdline = "", disk = "", console = ""
@@ -48,7 +51,10 @@ public enum ExecutorAPI {
             guard (b.text("kernel") == nil) != (b.text("image") == nil) else {
                 throw ProtocolError(.invalidBody, "give image (a name in the host's image store) or kernel, not both or neither")
             }
-            self.init(name: b.text("name")!, vni: b.vni()!, mac: b.mac()!, kernel: b.text("kernel") ?? "", nicPort: b.integer("nic_port")!)
+            let nic = b.text("nic") ?? "udp"
+            guard nic == "tap" || b.integer("nic_port") != nil else { throw ProtocolError(.invalidBody, "nic_port is required for a udp NIC") }
+            self.init(name: b.text("name")!, vni: b.vni()!, mac: b.mac()!, kernel: b.text("kernel") ?? "", nicPort: b.integer("nic_port") ?? 0)
+            self.nic = nic
             image = b.text("image")
             memoryMB = b.integer("memory_mb") ?? 128
             vcpus = b.integer("vcpus") ?? 1
@@ -61,7 +67,7 @@ public enum ExecutorAPI {
 
         public var json: JSONValue {
             var o: [String: JSONValue] = ["name": .string(name), "vni": .number(Double(vni)), "mac": .string(mac.description),
-                                          "nic_port": .number(Double(nicPort)),
+                                          "nic_port": .number(Double(nicPort)), "nic": .string(nic),
                                           "memory_mb": .number(Double(memoryMB)), "vcpus": .number(Double(vcpus))]
             for (k, v) in [("kernel", kernel), ("initrd", initrd), ("cmdline", cmdline), ("disk", disk), ("console", console)] where !v.isEmpty {
                 o[k] = .string(v)

@@ -31,12 +31,14 @@ public enum SwitchAPI {
     public struct AddPort: RequestBody {
         public enum Kind: Sendable, Equatable {
             case tap(mtu: Int?)
+            /// A persistent TAP for a VM's NIC, named as the port, that QEMU opens.
+            case vmTap(mtu: Int?)
             /// QEMU's UDP netdev: the switch's `local` address ("a.b.c.d:0": any port) and QEMU's `remote`.
             case udp(local: String, remote: String)
         }
         public static let msgType = "add_port_request"
         public static let fields: [FieldSpec] = [
-            .required("name", .text), .optional("kind", .choice(["tap", "udp"])), .optional("mtu", .integer(68...65_535)),
+            .required("name", .text), .optional("kind", .choice(["tap", "udp", "vm_tap"])), .optional("mtu", .integer(68...65_535)),
             .optional("local", .address(anyPort: true)), .optional("remote", .address(anyPort: false)), .optional("mac", .mac),
         ]
         public typealias Reply = AddPortReply
@@ -57,6 +59,8 @@ public enum SwitchAPI {
                 guard let local = b.text("local") else { throw ProtocolError(.invalidBody, "local is required for a udp port") }
                 guard let remote = b.text("remote") else { throw ProtocolError(.invalidBody, "remote is required for a udp port") }
                 kind = .udp(local: local, remote: remote)
+            } else if b.text("kind") == "vm_tap" {
+                kind = .vmTap(mtu: b.integer("mtu"))
             } else {
                 kind = .tap(mtu: b.integer("mtu"))
             }
@@ -67,6 +71,9 @@ public enum SwitchAPI {
             switch kind {
             case .tap(let mtu):
                 o["kind"] = "tap"
+                if let mtu { o["mtu"] = .number(Double(mtu)) }
+            case .vmTap(let mtu):
+                o["kind"] = "vm_tap"
                 if let mtu { o["mtu"] = .number(Double(mtu)) }
             case .udp(let local, let remote):
                 o["kind"] = "udp"; o["local"] = .string(local); o["remote"] = .string(remote)

@@ -89,6 +89,29 @@ import Testing
     }
 }
 
+@Suite struct TapNICSpecTests {
+    /// A TAP NIC: libvirt opens the device the switch made (managed='no') and leaves it be; the
+    /// choice travels in the metadata, so a migration's destination prepares the same kind of
+    /// port; no nic_port is needed, but the device name must fit a network device's.
+    @Test func aTapNICIsTheSwitchsDeviceAndTravels() throws {
+        var s = VMSpecTests.spec()
+        s.nic = .tap
+        s.nicPort = 0
+        try s.validate()
+        let xml = s.domainXML
+        #expect(xml.contains("<interface type='ethernet'>") && xml.contains("<target dev='vm-a1' managed='no'/>"), "\(xml)")
+        #expect(!xml.contains("<interface type='udp'>"))
+        let f = try #require(VMFacts(domainXML: xml))
+        #expect(f.nic == .tap && f.portBody(vm: "a1") == ["name": "vm-a1", "kind": "vm_tap", "mac": "52:54:00:0a:00:01"])
+        let port = ExecutorServer.switchPort(f, vm: "a1")
+        #expect(port.kind == .vmTap(mtu: nil) && port.name == "vm-a1")
+        // A UDP VM's metadata has no nic attribute: VMs made before TAP NICs read as UDP.
+        #expect(VMFacts(domainXML: VMSpecTests.spec().domainXML)?.nic == .udp)
+        s.name = "thirteen-char"
+        #expect(throws: VMSpec.Invalid.self) { try s.validate() }
+    }
+}
+
 @Suite struct RecoveryTests {
     static let places: [Presence] = [.running, .paused, .absent, .unknown]
 

@@ -485,4 +485,58 @@ func tcpTransferArrivesIntact(_ lab: Lab, from: String, to: String, ip: String) 
                                             "--listen", lab.scratch.ipc("pkt3")], timeout: 10)
         #expect(bad.status != 0 && bad.err.contains("\(lab.prefix)nx"), "\(bad.status) \(bad.err)")
     }
+
+    /// A `vm_tap` port: the switch makes a persistent TAP device for a VM's NIC and leaves it for
+    /// QEMU to open (here a stand-in opens it as QEMU does, with a virtio_net_hdr); frames the
+    /// "VM" writes reach the switch, asking again is no conflict, a device of that name that is
+    /// no TAP is never adopted, and the device goes with its port once nothing holds it.
+    @Test(.timeLimit(.minutes(2))) func aVMTapIsMadeForQEMUAndRemovedWithItsPort() throws {
+        let lab = try Lab("vmtap", subnet: "172.31.88")
+        defer { lab.teardown() }
+        try lab.addHost(1)
+        let control = lab.scratch.ipc("vt1"), ns = lab.host(1), dev = "\(lab.prefix)v"
+        try lab.spawn(in: ns, "violin-switch", ["--vni", "88", "--tunnel", "\(lab.hostIP(1)):4789", "--bus", "none", "--listen", control])
+        func call(_ type: String, _ body: String) throws -> (status: Int32, out: String, err: String) {
+            var r = try run("violin", ["call", control, type, body])
+            for _ in 0..<50 where r.status != 0 && r.err.contains("unavailable") && type == "ports" { r = try run("violin", ["call", control, type, body]) }
+            return r
+        }
+        #expect(eventually(deadline: 10) { (try? call("ports", "{}"))?.status == 0 }, "the switch does not answer")
+        let added = try call("add_port", #"{"name":"\#(dev)","kind":"vm_tap","mtu":1400}"#)
+        try #require(added.status == 0, "add_port vm_tap: \(added.err)")
+        #expect((try? JSONText.parse(Array(added.out.utf8)))?["port"]?["kind"] == "vm_tap", "\(added.out)")
+        func flags() throws -> String? {
+            let r = try sh("ip netns exec \(ns) cat /sys/class/net/\(dev)/tun_flags")
+            return r.status == 0 ? r.out.trimmingCharacters(in: .whitespacesAndNewlines) : nil
+        }
+        #expect(try flags() != nil, "no TAP \(dev)")
+        #expect(try lab.must("ip -n \(ns) -d link show \(dev)").contains("mtu 1400"))
+        // The same port again: answered with the port there.
+        #expect(try call("add_port", #"{"name":"\#(dev)","kind":"vm_tap"}"#).status == 0)
+        // QEMU's part, played by a stand-in: it opens the device (TUNSETIFF, virtio_net_hdr) and
+        // sends broadcast frames into the VIOLIN until told to stop.
+        let qemu = try lab.spawn(in: ns, "/usr/bin/env", ["python3", "-c", """
+            import fcntl, os, struct, sys, time
+            fd = os.open("/dev/net/tun", os.O_RDWR)
+            fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", b"\(dev)", 0x0002 | 0x1000 | 0x4000))
+            print("attached", flush=True)
+            frame = bytes(10) + b"\\xff" * 6 + bytes.fromhex("025800000001") + b"\\x88\\xb5" + b"violin" * 10
+            for _ in range(300):
+                os.write(fd, frame); time.sleep(0.02)
+            """])
+        try #require(qemu.waitForLine(timeout: 10) { $0 == "attached" } != nil, "the stand-in could not open \(dev): \(qemu.stderrText)")
+        #expect(eventually(deadline: 10) { ((try? switchStats(control))?["ports"]?[dev]?["rx"]?.intValue ?? 0) > 0 }, "no frame from the VM reached the switch")
+        // Held by the "VM": removing the port leaves the device to it while it runs, and it goes
+        // once the VM lets go.
+        #expect(try call("remove_port", #"{"name":"\#(dev)"}"#).status == 0)
+        #expect(try call("ports", "{}").out.contains(dev) == false)
+        #expect(try flags() != nil, "the TAP went while the VM held it")
+        qemu.destroy()
+        #expect(eventually(deadline: 10) { (try? flags()) == nil }, "the TAP \(dev) is left after its port and its VM went")
+        // A device of that name that is not a TAP: refused, not adopted.
+        try lab.must("ip -n \(ns) link add \(dev) type veth peer name \(lab.prefix)w")
+        let clash = try call("add_port", #"{"name":"\#(dev)","kind":"vm_tap"}"#)
+        #expect(clash.status == 1 && clash.err.contains("conflict") && clash.err.contains("no TAP"), "\(clash.out) \(clash.err)")
+        #expect(try call("ports", "{}").out.contains(dev) == false, "the veth became a port")
+    }
 }

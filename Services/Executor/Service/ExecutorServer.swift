@@ -157,9 +157,11 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         }
     }
 
-    /// The VM's port on its VIOLIN's switch: QEMU's UDP netdev on this host's loopback.
+    /// The VM's port on its VIOLIN's switch: QEMU's UDP netdev on this host's loopback, or the
+    /// TAP device its NIC opens.
     static func switchPort(_ facts: VMFacts, vm: String) -> SwitchAPI.AddPort {
         let b = facts.portBody(vm: vm)
+        if b["kind"] == "vm_tap" { return SwitchAPI.AddPort(name: b["name"] ?? VMSpec.portName(vm), kind: .vmTap(mtu: nil)) }
         return SwitchAPI.AddPort(name: b["name"] ?? VMSpec.portName(vm), kind: .udp(local: b["local"] ?? "", remote: b["remote"] ?? ""))
     }
 
@@ -218,6 +220,7 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         var spec = VMSpec(name: r.name, vni: r.vni, mac: r.mac.description, kernel: booted.kernel, nicPort: r.nicPort)
         spec.memoryMB = r.memoryMB
         spec.vcpus = r.vcpus
+        spec.nic = VMSpec.NIC(rawValue: r.nic) ?? .udp
         spec.initrd = r.image == nil ? r.initrd : booted.initrd
         // With an image, the request's words follow the image's own command line.
         spec.cmdline = r.image == nil ? r.cmdline : [booted.cmdline, r.cmdline].filter { !$0.isEmpty }.joined(separator: " ")

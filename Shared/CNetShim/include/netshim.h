@@ -116,4 +116,11 @@ int vn_host_idle(uint64_t *idle_ns, int *cpus);
  * whole, as on a TAP with offloads); the frames it sends itself are not read back. The device
  * is set up. The fd or -errno. */
 int vn_packet_open(const char *ifname, int rcvbuf);
+/* A persistent TAP device `name` for a VM's NIC (QEMU opens it: libvirt's <interface
+ * type='ethernet'> with managed='no'), up, with `mtu` (0: leave it). 0: made; 1: it exists as a
+ * TAP held by someone (a VM) and is left as it is; -errno otherwise (-EINVAL: a device of that
+ * name that is no TAP). */
+int vn_vmtap_make(const char *name, int mtu);
+/* Removes persistent TAP `name` when nothing holds it. 0: removed or absent; -EBUSY: held. */
+int vn_vmtap_remove(const char *name);
 #endif
