@@ -64,6 +64,10 @@ public struct ViolinSpec: Sendable, Equatable {
     /// `nat`: the head node gets a second NIC on its host's NAT network, to reach out.
     public var uplink: Uplink = .none
     public enum Uplink: String, Sendable, CaseIterable { case none, nat }
+    /// How its VMs' NICs reach the switches: QEMU's UDP socket, or a TAP device (vhost-net
+    /// where the host has it) that the switch makes on each host the VM runs on.
+    public var nic: NIC = .udp
+    public enum NIC: String, Sendable, CaseIterable { case udp, tap }
 
     public init(name: String, homeDomain: String, head: String, vms: [VM]) {
         self.name = name; self.homeDomain = homeDomain; self.head = head; self.vms = vms
@@ -72,7 +76,7 @@ public struct ViolinSpec: Sendable, Equatable {
     public static let memoryRange = 16...65_536
     public static let vcpuRange = 1...64
     public static let workerRange = 1...1000
-    static let topKeys = ["name", "home_domain", "head", "image", "memory_mb", "vcpus", "vms", "workers", "placement", "anti_affinity", "restart", "uplink"]
+    static let topKeys = ["name", "home_domain", "head", "image", "memory_mb", "vcpus", "vms", "workers", "placement", "anti_affinity", "restart", "uplink", "nic"]
     static let vmKeys = ["name", "memory_mb", "vcpus", "image", "ip", "host", "domain"]
     static let workerKeys = ["count", "name", "memory_mb", "vcpus", "image"]
 }
@@ -118,6 +122,14 @@ extension ViolinSpec {
         if let u = try top.text("uplink") {
             guard let uplink = Uplink(rawValue: u) else { throw SpecError("uplink", line: top.line("uplink"), "must be none or nat") }
             spec.uplink = uplink
+        }
+        if let n = try top.text("nic") {
+            guard let nic = NIC(rawValue: n) else { throw SpecError("nic", line: top.line("nic"), "must be udp or tap") }
+            // A TAP NIC's device is vm-NAME, a network device name of at most 15 characters.
+            if nic == .tap, let long = vms.first(where: { $0.name.utf8.count > 12 }) {
+                throw SpecError("nic", line: top.line("nic"), "tap needs VM names of at most 12 characters (\(long.name) is longer)")
+            }
+            spec.nic = nic
         }
         return spec
     }
@@ -250,6 +262,7 @@ extension ViolinSpec {
         guard old.head == new.head else { return refuse("head", old.head, new.head) }
         guard old.placement == new.placement else { return refuse("placement", old.placement.rawValue, new.placement.rawValue) }
         guard old.uplink == new.uplink else { return refuse("uplink", old.uplink.rawValue, new.uplink.rawValue) }
+        guard old.nic == new.nic else { return refuse("nic", old.nic.rawValue, new.nic.rawValue) }
         guard old.antiAffinity.map(Set.init) == new.antiAffinity.map(Set.init) else {
             return refuse("anti_affinity", "\(old.antiAffinity)", "\(new.antiAffinity)")
         }

@@ -149,6 +149,12 @@ public final class SwitchController: @unchecked Sendable {
         var t = RequestTable()
         t.on(SwitchAPI.Stats.self) { [unowned self] _ in try self.stats() }
         t.on(SwitchAPI.FDB.self) { [unowned self] _ in try self.fdb() }
+        t.on(SwitchAPI.Traffic.self) { [unowned self] r in
+            guard let t = self.forwarder.traffic(limit: r.limit) else { throw ProtocolError(.unavailable, "the forwarding thread did not answer") }
+            return SwitchAPI.TrafficReply(vni: self.forwarder.options.vni,
+                                          pairs: t.pairs.map { .init(src: $0.src.description, dst: $0.dst.description, frames: $0.frames, bytes: $0.bytes) },
+                                          other: .init(frames: t.otherFrames, bytes: t.otherBytes))
+        }
         t.on(SwitchAPI.Ports.self) { [unowned self] _ in SwitchAPI.PortsReply(ports: self.ports.map(self.describe)) }
         t.on(SwitchAPI.AddPort.self) { [unowned self] r in try self.addPort(r) }
         t.on(SwitchAPI.RemovePort.self) { [unowned self] r in try self.removePort(r) }

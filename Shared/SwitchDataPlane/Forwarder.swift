@@ -171,6 +171,8 @@ public final class Forwarder: @unchecked Sendable {
     private var portFirstRx: [UInt64] = []
     private var portLastRx: [UInt64] = []
     private var portRxBytes: [Int] = []
+    /// Who talks to whom: unicast frames from ports by (source, destination) MAC.
+    private var pairs = PairCounter()
     private var portTxBytes: [Int] = []
     /// Token buckets, by port index: the rate (bytes per ms; 0: no cap), the tokens (bytes; may
     /// go below zero by one frame), when they were last filled, when a waiting port is read
@@ -264,6 +266,12 @@ public final class Forwarder: @unchecked Sendable {
     /// The counters, as the forwarding thread has them; nil if it does not answer in time.
     public func statistics(timeoutMs: Int = 2000) -> SwitchStats? {
         perform(timeoutMs: timeoutMs) { [unowned self] in self.snapshotStats() }
+    }
+
+    /// The `limit` heaviest pairs of who talks to whom, and what the rest add up to; nil if the
+    /// forwarding thread does not answer in time.
+    public func traffic(limit: Int, timeoutMs: Int = 2000) -> (pairs: [PairCounter.Pair], otherFrames: Int, otherBytes: Int)? {
+        perform(timeoutMs: timeoutMs) { [unowned self] in self.pairs.heaviest(limit) }
     }
 
     /// The MAC table as the forwarding thread sees it, or nil if it does not answer in time.
@@ -629,6 +637,7 @@ public final class Forwarder: @unchecked Sendable {
             let now = batchNow
             let source = Location.port(port.id)
             if table.learn(src, at: source, nowMs: now) == .invalidSource { drop(.badSource); continue }
+            if !dst.isMulticast { pairs.add(src: src, dst: dst, bytes: n) }
             let decision = Forwarding.decide(from: source, destination: dst, source: src,
                                              known: dst.isMulticast ? nil : table.lookup(dst, nowMs: now))
             let tso = vh.gsoType != VirtioNetHeader.gsoNone

@@ -5,7 +5,7 @@ public enum MeshAPI {
         Ports.self, MemberJoin.self, MemberAnnounce.self, MemberLeave.self, MemberHeartbeat.self,
     ]
     public static let events: [any EventBody.Type] = [
-        MemberJoined.self, MemberLeft.self, SwitchStarted.self, SwitchAdopted.self, SwitchExited.self,
+        MemberJoined.self, MemberLeft.self, SwitchStarted.self, SwitchAdopted.self, SwitchExited.self, Traffic.self,
     ]
 
     static let seedFields: [FieldSpec] = [.optional("seed", .endpoint), .optional("seed_key", .curveKey)]
@@ -405,6 +405,37 @@ public enum MeshAPI {
     }
 
     // MARK: Events
+
+    /// Who talks to whom through this host's switch of a VIOLIN (its `traffic_request`), every
+    /// `traffic_interval` seconds while its VMs send: cumulative counters, heaviest pairs first.
+    public struct Traffic: EventBody {
+        public static let topic = "mesh.traffic"
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("pairs", .list(.object)), .required("other", .object)]
+        public var vni: UInt32
+        public var pairs: [SwitchAPI.TrafficReply.Pair]
+        public var other: SwitchAPI.TrafficReply.Other
+        public init(vni: UInt32, pairs: [SwitchAPI.TrafficReply.Pair], other: SwitchAPI.TrafficReply.Other) {
+            self.vni = vni; self.pairs = pairs; self.other = other
+        }
+        public var json: JSONValue {
+            ["vni": .number(Double(vni)),
+             "pairs": .array(pairs.map { ["src": .string($0.src), "dst": .string($0.dst), "frames": .number(Double($0.frames)), "bytes": .number(Double($0.bytes))] }),
+             "other": ["frames": .number(Double(other.frames)), "bytes": .number(Double(other.bytes))]]
+        }
+        /// Read back from an event body: every pair's MACs and counters checked (a pair that is
+        /// not one is left out); nil without a VNI.
+        public static func read(_ body: JSONValue) -> Traffic? {
+            guard let vni = body["vni"].flatMap(FieldSpec.Kind.integer), (1..<(1 << 24)).contains(vni) else { return nil }
+            func count(_ v: JSONValue?) -> Int? { v.flatMap(FieldSpec.Kind.integer).flatMap { (0...(1 << 62)).contains($0) ? $0 : nil } }
+            let pairs: [SwitchAPI.TrafficReply.Pair] = (body["pairs"]?.items ?? []).prefix(1024).compactMap { p in
+                guard let s = p["src"]?.stringValue, MACAddress(s) != nil, let d = p["dst"]?.stringValue, MACAddress(d) != nil,
+                      let f = count(p["frames"]), let b = count(p["bytes"]) else { return nil }
+                return .init(src: s.lowercased(), dst: d.lowercased(), frames: f, bytes: b)
+            }
+            let other = SwitchAPI.TrafficReply.Other(frames: count(body["other"]?["frames"]) ?? 0, bytes: count(body["other"]?["bytes"]) ?? 0)
+            return Traffic(vni: UInt32(vni), pairs: pairs, other: other)
+        }
+    }
 
     public struct MemberJoined: EventBody {
         public static let topic = "mesh.member_joined"

@@ -4,6 +4,7 @@ public enum SwitchAPI {
     public static let requests: [any RequestBody.Type] = [
         Stats.self, FDB.self, Ports.self, AddPort.self, RemovePort.self, Announce.self,
         SetPeers.self, AddPeer.self, RemovePeer.self, AddStatic.self, RemoveStatic.self, SetPortRate.self, Trace.self,
+        Traffic.self,
     ]
     public static let events: [any EventBody.Type] = [PortAdded.self, PortRemoved.self, PeersChanged.self]
 
@@ -234,6 +235,37 @@ public enum SwitchAPI {
             if let burstKB { return burstKB * 1024 }
             return max(65_536, Int(mbitS * 1_000_000 / 8 * 0.02))
         }
+    }
+
+    /// Who talks to whom through this switch: per (source, destination) MAC, the unicast frames
+    /// its ports received from VMs, heaviest first.
+    public struct Traffic: RequestBody {
+        public static let msgType = "traffic_request"
+        public static let fields: [FieldSpec] = [.optional("limit", .integer(1...1024))]
+        public typealias Reply = TrafficReply
+        public static let idempotent = true
+        public static let example = Traffic(limit: 16)
+        public var limit: Int
+        public init(limit: Int = 64) { self.limit = limit }
+        public init(_ b: Body) { limit = b.integer("limit") ?? 64 }
+        public var json: JSONValue { ["limit": .number(Double(limit))] }
+    }
+
+    public struct TrafficReply: ReplyBody {
+        public struct Pair: Codable, Sendable, Equatable {
+            public var src: String, dst: String
+            public var frames: Int, bytes: Int
+            public init(src: String, dst: String, frames: Int, bytes: Int) { self.src = src; self.dst = dst; self.frames = frames; self.bytes = bytes }
+        }
+        public struct Other: Codable, Sendable, Equatable {
+            public var frames: Int, bytes: Int
+            public init(frames: Int, bytes: Int) { self.frames = frames; self.bytes = bytes }
+        }
+        public static let fields: [FieldSpec] = [.required("vni", .vni), .required("pairs", .list(.object)), .required("other", .object)]
+        public var vni: UInt32
+        public var pairs: [Pair]
+        public var other: Other
+        public init(vni: UInt32, pairs: [Pair], other: Other) { self.vni = vni; self.pairs = pairs; self.other = other }
     }
 
     /// What the switch would do with a frame from `src` to `dst` entering at a port or from a

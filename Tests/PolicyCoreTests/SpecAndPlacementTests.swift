@@ -18,10 +18,22 @@ import Testing
         #expect(spec.vms[1].ip == "10.0.0.2" && spec.antiAffinity == [["head", "db"]])
     }
 
+    /// `nic: tap` reads as a TAP NIC for every VM; without it, UDP; it cannot change in place.
+    @Test func aSpecChoosesItsVMsNIC() throws {
+        let tap = try SpecFile.parse("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\nnic: tap\n")
+        let udp = try SpecFile.parse("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\n")
+        #expect(tap.nic == .tap && udp.nic == .udp)
+        guard case .failure(let e) = ViolinSpec.change(from: udp, to: tap) else { Issue.record("a NIC changed in place"); return }
+        #expect(e.key == "nic")
+    }
+
+
     @Test(arguments: [
         ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\ncolour: blue\n", "colour", 5),
         ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\nrestart: sometimes\n", "restart", 5),
         ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\nuplink: wifi\n", "uplink", 5),
+        ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}]\nnic: vhost\n", "nic", 5),
+        ("name: a\nhome_domain: d1\nimage: t\nvms: [{name: thirteen-char}]\nnic: tap\n", "nic", 5),
         ("name: a\nhome_domain: d1\nimage: t\nvms:\n  - name: x\n    memory_mb: 9\n", "vms[0].memory_mb", 6),
         ("name: a\nhome_domain: d1\nimage: t\nvms:\n  - name: x\n    memory: 64\n", "vms[0].memory", 6),
         ("home_domain: d1\nimage: t\nvms: [{name: x}]\n", "name", 1),

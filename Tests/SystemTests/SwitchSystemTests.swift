@@ -539,4 +539,66 @@ func tcpTransferArrivesIntact(_ lab: Lab, from: String, to: String, ip: String) 
         #expect(clash.status == 1 && clash.err.contains("conflict") && clash.err.contains("no TAP"), "\(clash.out) \(clash.err)")
         #expect(try call("ports", "{}").out.contains(dev) == false, "the veth became a port")
     }
+
+    /// Who talks to whom, as the switches count it: known UDP traffic between known MACs —
+    /// across hosts and within one — appears once, at the switch where it enters, per direction,
+    /// with its frames and bytes (Ethernet frames of 14 + 20 + 8 + 1000 bytes).
+    @Test(.timeLimit(.minutes(2))) func pairCountersMatchKnownTraffic() throws {
+        let lab = try Lab("pairs", subnet: "172.31.89")
+        defer { lab.teardown() }
+        for h in 1...2 { try lab.addHost(h) }
+        let taps = [1: ["\(lab.prefix)t1"], 2: ["\(lab.prefix)t2", "\(lab.prefix)t3"]]
+        for h in 1...2 {
+            try lab.spawn(in: lab.host(h), "violin-switch", ["--vni", "89", "--tunnel", "\(lab.hostIP(h)):4789", "--peer", "\(lab.hostIP(3 - h)):4789",
+                                                             "--bus", "none", "--listen", lab.scratch.ipc("pair\(h)")] + taps[h]!.flatMap { ["--tap", $0] })
+        }
+        for (h, devices) in taps {
+            for d in devices {
+                let v = Int(String(d.last!))!
+                try lab.waitForDevice(d, in: lab.host(h))
+                try lab.makeVM("\(lab.prefix)-v\(v)", device: d, from: lab.host(h), mac: "02:89:00:00:00:0\(v)", ipv4: "10.89.0.\(v)/24")
+            }
+        }
+        func send(from v: Int, to w: Int, count: Int) throws {
+            try lab.must("""
+                ip netns exec \(lab.prefix)-v\(v) python3 -c 'import socket, time
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                for i in range(\(count)):
+                    s.sendto(bytes(1000), ("10.89.0.\(w)", 9))
+                    if i % 50 == 49: time.sleep(0.005)'
+                """)
+        }
+        // Resolved first (ARP), so the counts below are the datagrams and at most a refresh.
+        for (v, w) in [(1, 2), (2, 3)] {
+            #expect(eventually(deadline: 10) { (try? sh("ip netns exec \(lab.prefix)-v\(v) ping -c 1 -W 1 10.89.0.\(w)"))?.status == 0 })
+        }
+        func pairs(_ h: Int) throws -> [String: (frames: Int, bytes: Int)] {
+            let r = try run("violin", ["call", lab.scratch.ipc("pair\(h)"), "traffic", #"{"limit":16}"#])
+            try #require(r.status == 0, "\(r.err)")
+            let v = try JSONText.parse(Array(r.out.utf8))
+            var out: [String: (Int, Int)] = [:]
+            for p in v["pairs"]?.items ?? [] { out["\(p["src"]?.stringValue ?? "")>\(p["dst"]?.stringValue ?? "")"] = (p["frames"]?.intValue ?? -1, p["bytes"]?.intValue ?? -1) }
+            return out
+        }
+        let before1 = try pairs(1), before2 = try pairs(2)
+        try send(from: 1, to: 2, count: 1000)
+        try send(from: 2, to: 3, count: 300)
+        let m = (1...3).map { "02:89:00:00:00:0\($0)" }
+        func grew(_ now: [String: (frames: Int, bytes: Int)], _ before: [String: (frames: Int, bytes: Int)], _ key: String) -> (Int, Int) {
+            ((now[key]?.frames ?? 0) - (before[key]?.frames ?? 0), (now[key]?.bytes ?? 0) - (before[key]?.bytes ?? 0))
+        }
+        var across = (0, 0), local = (0, 0)
+        // The forwarding thread may still be at its last batch: wait for the counts to arrive.
+        _ = eventually(deadline: 5) {
+            across = grew((try? pairs(1)) ?? [:], before1, "\(m[0])>\(m[1])")
+            local = grew((try? pairs(2)) ?? [:], before2, "\(m[1])>\(m[2])")
+            return across.0 >= 1000 && local.0 >= 300
+        }
+        // Exactly the datagrams, give or take an ARP refresh (42-byte frames).
+        #expect((1000...1002).contains(across.0) && (1_042_000...1_042_084).contains(across.1), "v1 to v2 at h1: \(across)")
+        #expect((300...302).contains(local.0) && (312_600...312_684).contains(local.1), "v2 to v3 at h2: \(local)")
+        // Counted where they enter only: h2 did not count v1's frames again, h1 not v2's.
+        let h2 = try pairs(2), h1 = try pairs(1)
+        #expect(grew(h2, before2, "\(m[0])>\(m[1])").0 == 0 && grew(h1, before1, "\(m[1])>\(m[2])").0 == 0, "\(h1) \(h2)")
+    }
 }

@@ -19,6 +19,8 @@ struct Main: AsyncParsableCommand {
         ConfigKey("max_violins", default: "256", help: "VIOLINs present on this host at most (a switch process each).", validate: Validate.positiveInteger),
         ConfigKey("member_interval", default: "1", help: "Seconds between heartbeats to each member.", validate: Validate.positiveNumber),
         ConfigKey("member_timeout", default: "3", help: "Seconds of silence before a member leaves the peer sets.", validate: Validate.positiveNumber),
+        ConfigKey("traffic_interval", default: "10", help: "Seconds between mesh.traffic events (who talks to whom through each switch); 0: none.",
+                  validate: Validate.nonNegativeNumber),
         ConfigKey("member_forget_after", default: "", help: "Seconds of silence before a member is forgotten (default: 20 member timeouts, at least 60).",
                   validate: { $0.isEmpty ? nil : Validate.positiveNumber($0) }),
     ])
@@ -36,6 +38,7 @@ struct Main: AsyncParsableCommand {
                                   runDirectory: r["run_dir"].isEmpty ? "\(PrivateDirectory.root)/mesh-\(port)" : r["run_dir"])
         mo.interval = r.double("member_interval")
         mo.timeout = r.double("member_timeout")
+        mo.trafficInterval = r.double("traffic_interval")
         mo.forgetAfter = r["member_forget_after"].isEmpty ? nil : r.double("member_forget_after")
         mo.maxViolins = Int(r["max_violins"]) ?? 256
         mo.maxMembers = Int(r["max_members"]) ?? 256

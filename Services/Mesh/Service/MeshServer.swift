@@ -21,6 +21,8 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         public var runDirectory: String
         public var interval = 1.0
         public var timeout = 3.0
+        /// Seconds between `mesh.traffic` events (0: none).
+        public var trafficInterval = 10.0
         /// VIOLINs present here at most: each is a switch process.
         public var maxViolins = 256
         /// Members one VIOLIN may have here (other hosts); one more is refused.
@@ -380,6 +382,18 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
 
     // MARK: - Heartbeats and supervision
 
+    private var lastTraffic: Int64 = 0
+
+    /// Who talks to whom through each VIOLIN's switch here, on the bus (`mesh.traffic`), for the
+    /// switches that counted any pair; a switch that does not answer is skipped this time.
+    private func publishTraffic() {
+        let vnis = lock.withLock { presence.keys.sorted() }
+        for vni in vnis {
+            guard let t = try? switchCall(vni, SwitchAPI.Traffic(limit: 64), timeoutMs: 1000), !t.pairs.isEmpty else { continue }
+            emit(MeshAPI.Traffic(vni: vni, pairs: t.pairs, other: t.other))
+        }
+    }
+
     private func heartbeatLoop() {
         var items = [PollItem(fd: worker.waker.readFD)]
         while !worker.isStopping {
@@ -430,6 +444,10 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
                     startSwitch(vni)
                     lock.withLock { _ = restarting.remove(vni) }
                 }
+            }
+            if options.trafficInterval > 0, monotonicMillis() - lastTraffic >= Int64(options.trafficInterval * 1000) {
+                lastTraffic = monotonicMillis()
+                publishTraffic()
             }
             // A round that waited for a slow member counts against the pause to the next.
             _ = try? poll(&items, timeoutMs: max(0, Int(options.interval * 1000) - Int(monotonicMillis() - roundStarted)))

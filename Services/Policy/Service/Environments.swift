@@ -104,6 +104,7 @@ extension PolicyServer {
             r.image = p.vm.image; r.memoryMB = p.vm.memoryMB; r.vcpus = p.vm.vcpus
             if let ip = p.vm.ip { r.cmdline = "violin.ip=\(ip)/24" }
             r.uplink = spec.uplink == .nat && p.vm.name == spec.head
+            r.nic = spec.nic.rawValue
             if let seed { r.seed = seed.mesh; r.seedKey = seed.key.isEmpty ? nil : seed.key }
             return r
         }
