@@ -2,7 +2,7 @@
 public enum PolicyAPI {
     public static let requests: [any RequestBody.Type] = [
         RegisterDomain.self, RegisterHost.self, RemoveHost.self, CreateViolin.self, DestroyViolin.self, SetMode.self,
-        Evaluate.self, Explain.self, Decisions.self, Inventory.self, DrainHost.self, CreateEnvironment.self, DestroyEnvironment.self, ApplyEnvironment.self,
+        Evaluate.self, Explain.self, Traffic.self, Decisions.self, Inventory.self, DrainHost.self, CreateEnvironment.self, DestroyEnvironment.self, ApplyEnvironment.self,
     ] + keyRequests
     public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self, DriftDetected.self, PhaseChanged.self, VMPlaced.self, VMRestarted.self]
 
@@ -149,6 +149,33 @@ public enum PolicyAPI {
         public typealias Reply = ExplainReply
         public static let idempotent = true
         public init() {}
+    }
+
+    /// Who talks to whom: the traffic matrix, from the switches' pair counters.
+    public struct Traffic: RequestBody {
+        public static let msgType = "traffic_request"
+        public static let fields: [FieldSpec] = [.optional("violin", .text)]
+        public typealias Reply = TrafficReply
+        public static let idempotent = true
+        public static let example = Traffic(violin: "A")
+        public var violin: String?
+        public init(violin: String? = nil) { self.violin = violin }
+        public init(_ b: Body) { violin = b.text("violin") }
+        public var json: JSONValue { violin.map { ["violin": .string($0)] } ?? [:] }
+    }
+
+    public struct TrafficReply: ReplyBody {
+        public struct Flow: Codable, Sendable, Equatable {
+            public var violin: String, from: String, to: String
+            public var bytesPerS: Double
+            public init(violin: String, from: String, to: String, bytesPerS: Double) {
+                self.violin = violin; self.from = from; self.to = to; self.bytesPerS = bytesPerS
+            }
+            enum CodingKeys: String, CodingKey { case violin, from, to, bytesPerS = "bytes_per_s" }
+        }
+        public static let fields: [FieldSpec] = [.required("flows", .list(.object))]
+        public var flows: [Flow]
+        public init(flows: [Flow]) { self.flows = flows }
     }
 
     public struct Decisions: RequestBody {

@@ -384,6 +384,26 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
             #expect(made.phase == "running" && Set(made.vms.map(\.host)) == ["a", "b"], "spread over both: \(made.vms.map(\.host))")
             let requests = a.created + b.created
             #expect(Set(requests.compactMap { $0["name"]?.stringValue }) == ["x1", "x2", "x3"])
+            // Who talks to whom: a host's mesh reports its switch's pair counters; the policy reads
+            // the MACs as the VMs it made, the rate from two reports, and believes a host only
+            // about frames its own VMs sent.
+            do {
+                func mac(_ vm: String) -> String { requests.first { $0["name"]?.stringValue == vm }?["mac"]?.stringValue ?? "?" }
+                let x1Host = try #require(made.vms.first { $0.name == "x1" }?.host), other = x1Host == "a" ? "b" : "a"
+                func report(_ bytes: Int, from host: String, at: Double) {
+                    policy.ingestTraffic(["vni": .number(Double(made.vni)), "other": ["frames": 0, "bytes": 0],
+                                          "pairs": [["src": .string(mac("x1")), "dst": .string(mac("x2")), "frames": 1, "bytes": .number(Double(bytes))]]],
+                                         sender: "mesh@\(host)", atS: at)
+                }
+                let now = Date().timeIntervalSince1970
+                let refusedBefore = try client.call("metrics")["counters"]?["readings_refused"]?.intValue ?? -1
+                report(0, from: other, at: now - 20); report(90_000, from: other, at: now - 10)
+                report(1_000, from: x1Host, at: now - 10); report(21_000, from: x1Host, at: now)
+                let flows = try client.call(PolicyAPI.Traffic(violin: "lab")).flows
+                #expect(flows == [.init(violin: "lab", from: "x1", to: "x2", bytesPerS: 2000)], "\(flows)")
+                #expect(try client.call("metrics")["counters"]?["readings_refused"]?.intValue == refusedBefore + 2, "host \(other) spoke for x1")
+                #expect(try client.send("traffic_request", body: ["violin": "nope"]).body["code"] == .string(ErrorCode.notFound.rawValue))
+            }
             #expect(requests.allSatisfy { $0["image"] == "tiny" && $0["vni"] == .number(Double(made.vni)) && $0["kernel"] == nil && $0["uplink"] == nil })
             #expect(requests.first { $0["name"] == "x1" }?["cmdline"] == "violin.ip=10.0.0.1/24")
             // Each VM is announced where it runs, with the placement's reason; then the VIOLIN runs.

@@ -61,10 +61,19 @@ extension MigrationSystemTests {
         for ip in ["10.83.0.1", "10.83.0.2"] {
             #expect(eventually(deadline: 120) { (try? sh("ip netns exec \(probeNS) ping -c 1 -W 1 \(ip)").status) == 0 }, "\(ip) does not answer")
         }
+        // Who talks to whom reaches the bus: h1's mesh reports its switch's pair counters.
+        let traffic = try Spawned("/usr/sbin/ip", ["netns", "exec", lab.controlNamespace, "\(binDir)/violin", "watch", "--bus", "tcp://10.77.0.100:7711",
+                                                    "mesh.traffic", "--timeout", "200"] + lab.keyArgs("ctl"))
+        defer { traffic.destroy() }
         // The two kinds of NIC talk, guest to guest.
         let g2g = try sh("ip netns exec \(probeNS) python3 \(packageRoot)/compose/probe.py sh 10.83.0.1 'ping -c 3 -W 2 10.83.0.2' --timeout 30", timeout: 40)
         #expect(g2g.out.contains("3 packets received"), "t1 (TAP) to u1 (UDP): \(g2g.out) \(g2g.err)")
 
+        let reported = traffic.waitForLine(timeout: 40) { line in
+            guard let v = try? Self.json(line), v["topic"] == "mesh.traffic", v["body"]?["vni"]?.intValue == vni else { return false }
+            return v["body"]?["pairs"]?.items.contains { $0["src"] == "52:54:00:83:00:01" && ($0["bytes"]?.intValue ?? 0) > 0 } == true
+        }
+        #expect(reported != nil, "no mesh.traffic with t1's frames: \(traffic.stderrText.suffix(300))")
         // A 10 ms ping and a TCP stream to t1 while it moves to h2.
         let pings = try Spawned("/usr/sbin/ip", ["netns", "exec", probeNS, "ping", "-q", "-i", "0.01", "-w", "25", "10.83.0.1"])
         defer { pings.destroy() }

@@ -74,6 +74,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     }
     /// Monitor readings about a VM the sender's host does not run (ignored).
     private var refusedReadings = 0
+    /// Who talks to whom (from `mesh.traffic`).
+    private var traffic = TrafficMatrix()
     /// Where each VM runs, as the inventory says, read again at most once a second (samples
     /// come many times a second).
     private var placementCache: (at: Int64, map: [String: String]) = (-1, [:])
@@ -173,7 +175,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         let sub: EventSubscriber? = try options.subscribe.map {
             // Every event of the monitors and executors, not only the two it reads: a publisher's
             // seq counts all its events, so only a subscriber of all of them sees true gaps.
-            try EventSubscriber(context: context, endpoint: $0, topics: ["monitor.", "executor."], security: options.busSecurity)
+            try EventSubscriber(context: context, endpoint: $0, topics: ["monitor.", "executor.", MeshAPI.Traffic.topic], security: options.busSecurity)
         }
         worker.start(name: "policy-worker") { [self] in
             self.work(sub)
@@ -208,6 +210,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
                     switch m.header.msgType {
                     case ExecutorAPI.MigrationCompleted.topic: migrated(m.body, sender: m.header.sender)
                     case MonitorAPI.Sampled.topic: ingest(m.body, sender: m.header.sender)
+                    case MeshAPI.Traffic.topic: ingestTraffic(m.body, sender: m.header.sender)
                     default: break
                     }
                 }
@@ -252,6 +255,32 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// One `mesh.traffic` body: the pair counters of the sender's host's switch (`mesh@<host>`,
+    /// which the bus checked against its key), read as VMs through the inventory's MACs. Pairs
+    /// whose source VM is not on that host are refused (counted with the refused readings).
+    public func ingestTraffic(_ body: JSONValue, sender: String, atS: Double? = nil) {
+        guard sender.hasPrefix("mesh@"), let t = MeshAPI.Traffic.read(body), let inv = try? store.inventory() else { return }
+        let host = String(sender.dropFirst("mesh@".count))
+        let byMAC = Dictionary(inv.macs.compactMap { $0.value.isEmpty ? nil : ($0.value.lowercased(), $0.key) }, uniquingKeysWith: { a, _ in a })
+        let result = lock.withLock {
+            traffic.ingest(host: host, pairs: t.pairs.map { (src: $0.src, dst: $0.dst, bytes: $0.bytes) }, atS: atS ?? Self.now(),
+                           vm: { byMAC[$0] }, placement: { inv.placement[$0] })
+        }
+        if result.refused > 0 { lock.withLock { refusedReadings += result.refused } }
+    }
+
+    func trafficReply(_ violin: String?) throws(ProtocolError) -> PolicyAPI.TrafficReply {
+        let inv: PolicyStore.Inventory
+        do { inv = try store.inventory() } catch { throw ProtocolError(.internalError, "\(error)") }
+        if let violin, !inv.violins.contains(where: { $0.id == violin }) { throw ProtocolError(.notFound, "no VIOLIN \(violin)") }
+        let owner = Dictionary(inv.vms.map { ($0.id, $0.violin) }, uniquingKeysWith: { a, _ in a })
+        let flows = lock.withLock { traffic.flows(nowS: Self.now()) }
+        return PolicyAPI.TrafficReply(flows: flows.compactMap { f in
+            guard let v = owner[f.from], owner[f.to] == v, violin == nil || violin == v else { return nil }
+            return .init(violin: v, from: f.from, to: f.to, bytesPerS: (f.bytesPerS * 10).rounded() / 10)
+        })
     }
 
     /// An executor moved a VM: the inventory follows (the VM's new host, as the executor names
@@ -472,6 +501,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
             return PolicyAPI.DecisionsReply(decisions: decisions)
         }
         t.on(PolicyAPI.Explain.self) { [unowned self] _ in try self.explain() }
+        t.on(PolicyAPI.Traffic.self) { [unowned self] r in try self.trafficReply(r.violin) }
         t.on(PolicyAPI.Decisions.self) { [unowned self] r in try self.decisions(limit: r.limit, audit: r.audit) }
         t.on(PolicyAPI.Inventory.self) { [unowned self] _ in try self.inventoryReply() }
         t.on(PolicyAPI.CreateEnvironment.self, caller: { [unowned self] r, who in
