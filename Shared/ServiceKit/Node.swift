@@ -38,6 +38,8 @@ public struct NodeConfig: Sendable {
                   validate: Validate.positiveNumber),
         ConfigKey("high_demand_percent", default: "75", help: "A VM whose smoothed CPU use is above this share of its vCPU (1-100 %) is high-demand (control).",
                   validate: { v in Double(v).map { (1...100).contains($0) } == true ? nil : "a number 1-100" }),
+        ConfigKey("traffic_interval", default: "10", help: "Seconds between a host's mesh.traffic events, who talks to whom through its switches (host; 0: none).",
+                  validate: Validate.nonNegativeNumber),
         ConfigKey("link_mbit_s", default: "0", help: "Each host's link to the others, Mbit/s, for the network lever (control; 0: unknown, no caps).",
                   validate: Validate.nonNegativeNumber),
         ConfigKey("reconcile_interval", default: "10", help: "Seconds between the policy's comparisons of its inventory with the executors (control; 0: never).",
@@ -203,7 +205,7 @@ public struct NodeConfig: Sendable {
             common += busCurve
             let bus = ServicePorts.endpoint(c, ServicePorts.busPublishers)
             out.append(Service(name: "mesh", arguments: ["--listen", ServicePorts.endpoint(a, ServicePorts.mesh), "--host-address", a, "--run-dir", "\(d)/mesh",
-                                                         "--bus", bus, "--instance", "mesh@\(n)"] + common, port: ServicePorts.mesh))
+                                                         "--bus", bus, "--instance", "mesh@\(n)", "--traffic-interval", r["traffic_interval"]] + common, port: ServicePorts.mesh))
             out.append(Service(name: "monitor", arguments: ["--listen", ServicePorts.endpoint(a, ServicePorts.monitor), "--libvirt-uri", r["libvirt_uri"],
                                                             "--sample-interval", r["sample_interval"], "--bus", bus,
                                                             "--mesh", ServicePorts.endpoint(a, ServicePorts.mesh), "--memory-mb", r["memory_mb"],
