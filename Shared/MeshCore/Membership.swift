@@ -101,9 +101,16 @@ public struct Membership: Sendable {
                 if members[vni]![endpoint]!.alive && silent > timeout {
                     members[vni]![endpoint]!.alive = false
                     changes.append(.left(vni: vni, member: endpoint, reason: "timeout"))
-                } else if !members[vni]![endpoint]!.alive && silent > evictAfter {
-                    members[vni]![endpoint] = nil    // already out of the peer sets: forgotten
                 }
+            }
+            // The long silent are forgotten (no longer heartbeated) only while the VIOLIN has a
+            // member alive here: a host that hears none of them (its link down, or all the others
+            // lost a while) keeps them, so whichever comes back first hears from it and takes it
+            // back — forgetting them all would leave it an island no one knows.
+            guard members[vni]!.values.contains(where: \.alive) else { continue }
+            for endpoint in members[vni]!.keys.sorted() where !members[vni]![endpoint]!.alive
+                && now - members[vni]![endpoint]!.lastHeard > evictAfter {
+                members[vni]![endpoint] = nil    // already out of the peer sets: forgotten
             }
         }
         return changes

@@ -88,9 +88,26 @@ import Testing
         _ = m.heard("c", now: 20)
         #expect(m.expire(now: 10) == [.left(vni: 1, member: "b", reason: "timeout")])
         #expect(m.contacts == ["b", "c"])
+        _ = m.heard("c", now: 30)
         _ = m.expire(now: 31.5)
-        #expect(m.contacts == ["c"], "b, silent 30 s, is forgotten")
+        #expect(m.contacts == ["c"], "b, silent 30 s, is forgotten (c is alive)")
         #expect(m.admit(1, endpoint: "d", tunnel: "10.0.0.4:4789", now: 32) != nil, "its place is free again")
+    }
+
+    /// A host that hears no member of a VIOLIN at all (its own link down, or every other host
+    /// gone a while) forgets none of them: the first to come back is still heartbeated, answers,
+    /// and the VIOLIN is whole again, where forgetting all would leave this host an island.
+    @Test func anIsolatedHostKeepsItsMembers() {
+        var m = Membership(me: "a", timeout: 3, maxMembers: 8, evictAfter: 30)
+        m.present(2, tunnel: "10.0.0.1:4790")
+        for (e, t) in [("b", "10.0.0.2:4790"), ("c", "10.0.0.3:4790")] { _ = m.admit(2, endpoint: e, tunnel: t, now: 0) }
+        _ = m.expire(now: 10)
+        _ = m.expire(now: 100)
+        #expect(m.contacts == ["b", "c"], "none alive: none forgotten")
+        _ = m.heard("b", now: 101)
+        #expect(m.peers(2) == ["10.0.0.2:4790"])
+        _ = m.expire(now: 102)
+        #expect(m.contacts == ["b"], "with b alive again, the long silent c is forgotten")
     }
 }
 
