@@ -107,5 +107,18 @@ import ZeroMQ
         _ = try client.call(MeshAPI.LeaveViolin(vni: 1), retries: 0)
         _ = try client.call(MeshAPI.JoinViolin(vni: 3), retries: 0)
         #expect(Set(try client.call(MeshAPI.Ports(), retries: 0).violins.map(\.vni)) == [2, 3])
+        // A join through a seed that does not answer fails and keeps nothing: a VIOLIN left here
+        // with no member would be an island a later add_port takes for joined.
+        _ = try client.call(MeshAPI.LeaveViolin(vni: 3), retries: 0)
+        let silent = try freeTCPEndpoint()
+        do {
+            _ = try client.call(MeshAPI.AddPort(vni: 4, port: SwitchAPI.AddPort(name: "p4", kind: .udp(local: "127.0.0.1:0", remote: "127.0.0.1:29999")),
+                                                seed: silent), retries: 0)
+            Issue.record("joined through a seed that does not answer")
+        } catch {
+            guard case .error(let e) = error else { Issue.record("\(error)"); return }
+            #expect(e.code == .unavailable && e.message.contains(silent), "\(e)")
+        }
+        #expect(try client.call(MeshAPI.Ports(), retries: 0).violins.map(\.vni) == [2], "the failed join left VIOLIN 4 here")
     }
 }

@@ -15,10 +15,10 @@ extension MigrationSystemTests {
         let run = lab.run
         let tag = try lab.lab("ns \(run) h1").out.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "-h1", with: "")
         func call(_ host: Int, _ type: String, _ body: String) throws -> (status: Int32, out: String, err: String) {
-            try lab.violin("call tcp://10.77.0.\(host):7704 \(type) '\(body)' \(lab.keys("h\(host)"))")
+            try lab.violin("call tcp://10.77.0.\(host):7704 \(type) '\(body)' --timeout 120 \(lab.keys("h\(host)"))", timeout: 130)
         }
         func mesh(_ host: Int, _ type: String, _ body: String) throws -> JSONValue {
-            let r = try lab.violin("call tcp://10.77.0.\(host):7701 \(type) '\(body)' \(lab.keys("h\(host)"))")
+            let r = try lab.violin("call tcp://10.77.0.\(host):7701 \(type) '\(body)' --timeout 30 \(lab.keys("h\(host)"))", timeout: 40)
             try #require(r.status == 0, "\(type) at h\(host)'s mesh: \(r.err)")
             return try Self.json(r.out)
         }
@@ -39,7 +39,11 @@ extension MigrationSystemTests {
         let made = try call(1, "create_vm", #"{"name":"t1","vni":\#(vni),"mac":"52:54:00:83:00:01",\#(boot),"nic":"tap","cmdline":"console=ttyS0 quiet violin.ip=10.83.0.1/24"}"#)
         try #require(made.status == 0, "create_vm t1 (TAP NIC): \(made.err)")
         #expect(try Self.json(made.out)["port"]?["kind"] == "vm_tap", "\(made.out)")
-        let udp = try call(2, "create_vm", #"{"name":"u1","vni":\#(vni),"mac":"52:54:00:83:00:02",\#(boot),"nic_port":21300,"seed":"tcp://10.77.0.1:7701","cmdline":"console=ttyS0 quiet violin.ip=10.83.0.2/24"}"#)
+        // Joined through h1's mesh, with its key (as the policy sends it).
+        let h1Key = try #require(try String(contentsOfFile: "\(run)/keys/h1.pub", encoding: .utf8).split(separator: "\n")
+            .first { $0.hasPrefix("public-key = ") }.map { String($0.dropFirst("public-key = ".count)) })
+        let seed = #""seed":"tcp://10.77.0.1:7701","seed_key":"\#(h1Key)""#
+        let udp = try call(2, "create_vm", #"{"name":"u1","vni":\#(vni),"mac":"52:54:00:83:00:02",\#(boot),"nic_port":21300,\#(seed),"cmdline":"console=ttyS0 quiet violin.ip=10.83.0.2/24"}"#)
         try #require(udp.status == 0, "create_vm u1 (UDP NIC): \(udp.err)")
         // Bad requests: a UDP NIC without its port; a TAP NIC whose device name would be too long.
         let noPort = try call(1, "create_vm", #"{"name":"t2","vni":\#(vni),"mac":"52:54:00:83:00:03",\#(boot)}"#)
@@ -56,7 +60,7 @@ extension MigrationSystemTests {
         let probeNS = "\(tag)-p83", probeDev = "\(tag.suffix(6))p83"
         try must("ip netns add \(probeNS) && ip -n \(probeNS) link set lo up")
         defer { _ = try? sh("ip netns pids \(probeNS) | xargs -r kill -9; ip netns del \(probeNS)") }
-        _ = try mesh(3, "add_port", #"{"vni":\#(vni),"name":"\#(probeDev)","seed":"tcp://10.77.0.1:7701"}"#)
+        _ = try mesh(3, "add_port", #"{"vni":\#(vni),"name":"\#(probeDev)",\#(seed)}"#)
         try must("ip -n \(tag)-h3 link set \(probeDev) netns \(probeNS) && ip -n \(probeNS) addr add 10.83.0.100/24 dev \(probeDev) && ip -n \(probeNS) link set \(probeDev) up")
         for ip in ["10.83.0.1", "10.83.0.2"] {
             #expect(eventually(deadline: 120) { (try? sh("ip netns exec \(probeNS) ping -c 1 -W 1 \(ip)").status) == 0 }, "\(ip) does not answer")

@@ -511,8 +511,11 @@ public final class ExecutorServer: ServiceLogic, @unchecked Sendable {
         let portName = VMSpec.portName(job.vm)
         let mac = MACAddress(facts.mac)
         if let mac { _ = try? call(job.destinationMesh, MeshAPI.Announce(vni: facts.vni, name: portName, mac: mac), key: job.destinationKey) }
+        // The last port of its VIOLIN here: the mesh leaves the VIOLIN (telling its members, waiting
+        // for its switch to exit) before it answers, which can take seconds — the port's last
+        // counters are in that answer.
         let old = try? call(options.mesh, MeshAPI.RemovePort(vni: facts.vni, name: portName,
-                                                             forward: mac.map { .init(mac: $0, to: job.destinationMesh) }))
+                                                             forward: mac.map { .init(mac: $0, to: job.destinationMesh) }), timeoutMs: 15_000)
         // The guest's first frame at the new place may follow the resume by a moment.
         var first: Int?
         let deadline = DispatchTime.now().uptimeNanoseconds + 2_000_000_000

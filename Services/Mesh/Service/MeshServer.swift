@@ -313,6 +313,9 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
             } catch {
                 // Refused by the seed (a VIOLIN of the other address family, a full one): nothing stays here.
                 if case .error(let e) = error, e.code == .conflict { try? leave(vni); throw ProtocolError(.conflict, "seed \(seed): \(e.message)") }
+                // No answer (a seed down, or one reached without its key): a VIOLIN new here is not
+                // kept either — an island no member knows, which a later add_port would take for joined.
+                if isNew { try? leave(vni) }
                 throw ProtocolError(.unavailable, "seed \(seed): \(error)")
             }
             // One VIOLIN's switches use one address family: a VIOLIN of the other is not joined.
