@@ -13,6 +13,12 @@
 ///   hosts) misses.
 /// - cost: a move stalls the VM's job: half the pre-copy time (from memory, dirty rate and
 ///   bandwidth) plus the pause and the network's relearning, for every node of the job.
+/// - traffic (where the switches measured it, `ClusterState.traffic`): two VMs that exchange
+///   `r` bytes/s on different hosts each wait `r / C` of their time on the link between them
+///   (`C`: the domain's or the inter-domain bandwidth), on one host nothing. A move's change of
+///   that wait over its horizon counts as benefit (a chatty pair brought together) or cost (one
+///   split, or sent across domains); and of the high-demand VMs on a host, the one whose move
+///   pays best goes — so a chatty pair stays together when a quiet VM's move relieves as much.
 public struct CostBenefitPolicy: AdaptationPolicy {
     public var name: String { "cost-benefit" }
     public var cooldownSeconds = 200.0
@@ -36,6 +42,37 @@ public struct CostBenefitPolicy: AdaptationPolicy {
         let c = Double(max(1, cores))
         return load > c ? load * (load / c - 1) : 0
     }
+
+    /// The link wait, in VM-seconds per second, of two VMs exchanging `bytesPerS` between hosts
+    /// `a` and `b`: each waits `r / C` of its time; on one host, nothing.
+    public static func linkWait(_ bytesPerS: Double, _ a: Host?, _ b: Host?, network: Network) -> Double {
+        guard let a, let b, a.id != b.id, bytesPerS > 0 else { return 0 }
+        let mbps = a.domain == b.domain ? network.intraDomainMBps : network.interDomainMBps
+        return 2 * min(1, bytesPerS / max(1, mbps * 1_000_000))
+    }
+
+    /// What one move is worth: the CPU benefit, the traffic's change (positive: less waiting on
+    /// links) and the migration's cost, all in VM-seconds; `placement` is before the move.
+    func value(_ vmID: VMID, to: HostID, _ trial: Scores, _ state: ClusterState) -> (cpu: Double, traffic: Double, cost: Double, moved: Double)? {
+        guard let vm = state.vms[vmID], let fromID = trial.placement[vmID], let src = state.hosts[fromID],
+              let dst = state.hosts[to] else { return nil }
+        let demand = (state.cpu[vmID] ?? 0) / 100
+        let ls = trial.load[fromID] ?? 0, ld = trial.load[to] ?? 0
+        let before = Self.lag(load: ls, cores: src.cores) + Self.lag(load: ld, cores: dst.cores)
+        let after = Self.lag(load: ls - demand, cores: src.cores) + Self.lag(load: ld + demand, cores: dst.cores)
+        let horizon = horizonSeconds * ((state.queues[vm.violin]?.waitingNodes ?? 0) > 0 ? 2 : 1)
+        var traffic = 0.0, moved = 0.0
+        for (peer, r) in state.traffic[vmID] ?? [:] {
+            guard let at = trial.placement[peer].flatMap({ state.hosts[$0] }) else { continue }
+            let was = Self.linkWait(r, src, at, network: state.network), will = Self.linkWait(r, dst, at, network: state.network)
+            traffic += (was - will) * horizon
+            if was != will { moved += r }
+        }
+        let width = Double(max(1, state.queues[vm.violin]?.runningNodes ?? 1))
+        let cost = (MigrationCost.seconds(of: vm, from: src, to: dst, network: state.network) / 2 + fixedCostSeconds) * width
+        return ((before - after) * horizon, traffic, cost, moved)
+    }
+
     public func decide(_ state: ClusterState) -> [Decision] {
         var paper = PaperPolicy()
         paper.cooldownSeconds = cooldownSeconds
@@ -43,24 +80,36 @@ public struct CostBenefitPolicy: AdaptationPolicy {
         paper.highThreshold = highThreshold
         var scores = Scores(state, highThreshold: highThreshold)
         var kept: [Decision] = []
-        for d in paper.decide(state) {
-            var benefit = 0.0, cost = 0.0
+        var taken = Set<VMID>()
+        for var d in paper.decide(state) {
+            // A single VM's move: of the high-demand VMs on its host that may move to the same
+            // host, the one whose move pays best (with traffic measured: the one that splits the
+            // least chatter).
+            if case .migrateVM(let vm, let from, let to, _, let reason) = d, !state.traffic.isEmpty {
+                let alternatives = scores.placement.filter { $0.value == from && (state.cpu[$0.key] ?? 0) > highThreshold }.map(\.key)
+                    .filter { $0 == vm || (!taken.contains($0) && state.canMove($0, cooldown: cooldownSeconds)
+                        && scores.freeMemory(to, state: state) >= (state.vms[$0]?.memoryMB ?? .max)) }.sorted()
+                let net = alternatives.compactMap { v in value(v, to: to, scores, state).map { (v, $0.cpu + $0.traffic - margin * $0.cost) } }
+                if let best = net.max(by: { ($0.1, $1.0) < ($1.1, $0.0) }), best.0 != vm,
+                   let src = state.hosts[from], let dst = state.hosts[to], let bvm = state.vms[best.0] {
+                    d = .migrateVM(vm: best.0, from: from, to: to, estimatedSeconds: MigrationCost.seconds(of: bvm, from: src, to: dst, network: state.network),
+                                   reason: reason + "; \(best.0) moves instead of \(vm) (it splits less traffic)")
+                }
+            }
+            // A VM an earlier decision of this round took (in place of another) stays put.
+            if d.moves.contains(where: { taken.contains($0.0) }) { continue }
+            var benefit = 0.0, cost = 0.0, traffic = 0.0, moved = 0.0
             var trial = scores
             for (vmID, to) in d.moves {
-                guard let vm = state.vms[vmID], let fromID = trial.placement[vmID], let src = state.hosts[fromID],
-                      let dst = state.hosts[to] else { continue }
-                let demand = (state.cpu[vmID] ?? 0) / 100
-                let ls = trial.load[fromID] ?? 0, ld = trial.load[to] ?? 0
-                let before = Self.lag(load: ls, cores: src.cores) + Self.lag(load: ld, cores: dst.cores)
-                let after = Self.lag(load: ls - demand, cores: src.cores) + Self.lag(load: ld + demand, cores: dst.cores)
-                let horizon = horizonSeconds * ((state.queues[vm.violin]?.waitingNodes ?? 0) > 0 ? 2 : 1)
-                benefit += (before - after) * horizon
-                let width = Double(max(1, state.queues[vm.violin]?.runningNodes ?? 1))
-                cost += (MigrationCost.seconds(of: vm, from: src, to: dst, network: state.network) / 2 + fixedCostSeconds) * width
+                guard let v = value(vmID, to: to, trial, state) else { continue }
+                benefit += v.cpu; traffic += v.traffic; cost += v.cost; moved += v.moved
                 trial.move(vmID, to: to, state: state)
             }
-            if benefit > margin * cost {
+            if benefit + traffic > margin * cost {
+                if !state.traffic.isEmpty { d = d.withReason(d.reason + "; traffic weighed: \(fmt(moved / 1_000_000)) MB/s changes links, "
+                    + "worth \(fmt(traffic, 0)) VM-s against \(fmt(benefit, 0)) VM-s of CPU and \(fmt(cost, 0)) VM-s of moving") }
                 kept.append(d)
+                for (vmID, _) in d.moves { taken.insert(vmID) }
                 scores = trial
             }
         }

@@ -65,6 +65,9 @@ public struct ClusterState: Sendable {
     /// Optional: what the fine-grain levers read (guest memory, free memory, network) and what
     /// they have set.
     public var levers = LeverState()
+    /// Optional: bytes per second between VMs (both ways summed), from the switches' pair
+    /// counters (`TrafficMatrix`); symmetric, a VM absent talks to no one.
+    public var traffic: [VMID: [VMID: Double]] = [:]
 
     public init(hosts: [Host], vms: [VM], violins: [Violin], placement: [VMID: HostID], cpu: [VMID: Double] = [:],
                 network: Network = Network(), migrating: Set<VMID> = [], lastMigrated: [VMID: Double] = [:],
@@ -114,6 +117,17 @@ public enum Decision: Equatable, Sendable {
     }
 
     /// The VMs this decision moves, with their destinations.
+    /// The same decision with another reason.
+    public func withReason(_ r: String) -> Decision {
+        switch self {
+        case .migrateVM(let vm, let from, let to, let s, _): .migrateVM(vm: vm, from: from, to: to, estimatedSeconds: s, reason: r)
+        case .migrateViolin(let v, let to, let p, let s, _): .migrateViolin(violin: v, to: to, placement: p, estimatedSeconds: s, reason: r)
+        case .setCPUWeight(let vm, let w, _): .setCPUWeight(vm: vm, weight: w, reason: r)
+        case .setBalloon(let vm, let mb, _): .setBalloon(vm: vm, targetMB: mb, reason: r)
+        case .setPortRate(let vm, let rate, _): .setPortRate(vm: vm, mbitS: rate, reason: r)
+        }
+    }
+
     public var moves: [(VMID, HostID)] {
         switch self {
         case .migrateVM(let vm, _, let to, _, _): [(vm, to)]
@@ -162,5 +176,16 @@ public enum MigrationCost {
     public static func seconds(of vm: VM, from a: Host, to b: Host, network: Network) -> Double {
         seconds(memoryMB: vm.memoryMB, dirtyRateMBps: vm.dirtyRateMBps,
                 bandwidthMBps: a.domain == b.domain ? network.intraDomainMBps : network.interDomainMBps)
+    }
+}
+
+extension ClusterState {
+    /// Sets the traffic between VMs from directed flows (bytes/s), summing both directions.
+    public mutating func setTraffic(_ flows: [(from: VMID, to: VMID, bytesPerS: Double)]) {
+        traffic = [:]
+        for f in flows where f.from != f.to && f.bytesPerS > 0 {
+            traffic[f.from, default: [:]][f.to, default: 0] += f.bytesPerS
+            traffic[f.to, default: [:]][f.from, default: 0] += f.bytesPerS
+        }
     }
 }

@@ -315,6 +315,9 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         var state = ClusterState(hosts: hosts, vms: inv.vms.filter { placement[$0.id] != nil }, violins: inv.violins, placement: placement,
                                  cpu: cpu, lastMigrated: inv.lastDecided, now: Self.now())
         if options.levers { state.levers = leverView(placement: placement, hosts: hosts.map(\.id)) }
+        // Who talks to whom, as the switches measured it (the cost-benefit policy weighs it).
+        let flows = lock.withLock { traffic.flows(nowS: Self.now()) }
+        state.setTraffic(flows.map { (from: $0.from, to: $0.to, bytesPerS: $0.bytesPerS) })
         return (state, inv)
     }
 

@@ -1,0 +1,50 @@
+import PolicyCore
+import Testing
+
+/// The cost-benefit policy with the traffic the switches measured: pure decisions.
+@Suite struct TrafficPolicyTests {
+    /// Three busy VMs of one VIOLIN on a 2-core host, an idle host beside it (same domain), and
+    /// `talk` bytes/s between pairs of them.
+    func state(_ talk: [(VMID, VMID, Double)], cores: Int = 2) -> ClusterState {
+        var s = ClusterState(hosts: [Host(id: "h1", domain: "d1", cores: cores, memoryMB: 4096), Host(id: "h2", domain: "d1", cores: 2, memoryMB: 4096)],
+                             vms: ["a", "b", "c"].map { VM(id: $0, violin: "v", memoryMB: 256, dirtyRateMBps: 5) },
+                             violins: [Violin(id: "v", homeDomain: "d1", head: "h")],
+                             placement: ["a": "h1", "b": "h1", "c": "h1"], cpu: ["a": 100, "b": 100, "c": 100],
+                             network: Network(intraDomainMBps: 100, interDomainMBps: 25), now: 10_000)
+        s.setTraffic(talk.map { (from: $0.0, to: $0.1, bytesPerS: $0.2) })
+        return s
+    }
+
+    func moved(_ ds: [Decision]) -> [VMID] { ds.flatMap { $0.moves.map(\.0) } }
+
+    /// Without traffic the paper's pick (the first by name) moves; with a and b talking, the
+    /// quiet c moves instead — an equal relief that splits nothing — and the reason says so.
+    @Test func aChattyPairIsNotSplitWhenAQuietMoveRelievesAsMuch() {
+        let quiet = CostBenefitPolicy().decide(state([]))
+        #expect(moved(quiet) == ["a"], "\(quiet)")
+        let chatty = CostBenefitPolicy().decide(state([("a", "b", 40_000_000), ("b", "a", 10_000_000)]))
+        #expect(moved(chatty) == ["c"], "\(chatty)")
+        let reason = chatty.first?.reason ?? ""
+        #expect(reason.contains("c moves instead of a") && reason.contains("traffic weighed"), "\(reason)")
+    }
+
+    /// Every pair talks hard: any move splits chatter worth more than the CPU it frees, so none
+    /// is made; the same load without the traffic is moved.
+    @Test func aMoveWhoseTrafficCostsMoreThanItsBenefitIsNotMade() {
+        let talk: [(VMID, VMID, Double)] = [("a", "b", 60_000_000), ("a", "c", 60_000_000), ("b", "c", 60_000_000)]
+        #expect(CostBenefitPolicy().decide(state(talk)).isEmpty)
+        #expect(!CostBenefitPolicy().decide(state([])).isEmpty)
+        // Light chatter does not stop a move that pays.
+        #expect(moved(CostBenefitPolicy().decide(state([("a", "b", 100_000)]))).count == 1)
+    }
+
+    /// The link's wait: nothing on one host, r/C each on a domain's link, more across domains.
+    @Test func linkWaitByWhereThePairIs() {
+        let n = Network(intraDomainMBps: 100, interDomainMBps: 25)
+        let h1 = Host(id: "h1", domain: "d1", cores: 2, memoryMB: 1), h2 = Host(id: "h2", domain: "d1", cores: 2, memoryMB: 1)
+        let x = Host(id: "x", domain: "d2", cores: 2, memoryMB: 1)
+        #expect(CostBenefitPolicy.linkWait(50_000_000, h1, h1, network: n) == 0)
+        #expect(CostBenefitPolicy.linkWait(50_000_000, h1, h2, network: n) == 1.0)
+        #expect(CostBenefitPolicy.linkWait(10_000_000, h1, x, network: n) == 0.8)
+    }
+}
