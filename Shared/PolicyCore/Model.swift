@@ -189,3 +189,17 @@ extension ClusterState {
         }
     }
 }
+
+extension ClusterState {
+    /// VMs their VIOLIN's owner said will be busy (`demand_hint_request`), with their VIOLIN:
+    /// each demands its whole vCPU from now, and its VIOLIN counts as having work waiting — so
+    /// a policy moves ahead of the load instead of after it.
+    public mutating func expect(_ busy: [VMID: ViolinID]) {
+        for (vm, violin) in busy.sorted(by: { $0.key < $1.key }) where placement[vm] != nil {
+            cpu[vm] = max(cpu[vm] ?? 0, 100)
+            var q = queues[violin] ?? QueueInfo(waitingNodes: 0, runningNodes: 0)
+            q.waitingNodes += 1
+            queues[violin] = q
+        }
+    }
+}

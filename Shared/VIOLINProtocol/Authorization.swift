@@ -141,7 +141,7 @@ public enum Authorization {
             "create_environment_request": [.operator], "destroy_environment_request": [.operator],
             "apply_environment_request": [.operator],
             "set_mode_request": [.operator], "evaluate_request": [.operator],
-            "explain_request": [.operator, .domainAdmin], "traffic_request": [.operator, .domainAdmin], "decisions_request": [.operator, .domainAdmin],
+            "explain_request": [.operator, .domainAdmin], "traffic_request": [.operator, .domainAdmin], "demand_hint_request": [.operator, .domainAdmin], "decisions_request": [.operator, .domainAdmin],
             "inventory_request": [.operator, .domainAdmin],
             // A domain admin: only keys of its own domain's hosts.
             "keys_request": [.operator, .domainAdmin],

@@ -7,7 +7,7 @@ public enum Wire {
     public static let majorVersion = 1
     public static let protocolFrame = "\(protocolName)/\(majorVersion)"
     /// The header's `version` field: major.minor of the message catalogue.
-    public static let version = "1.8"
+    public static let version = "1.9"
     /// Default largest message a service accepts (all frames together).
     public static let defaultMaxMessageBytes = 1 << 20
 }

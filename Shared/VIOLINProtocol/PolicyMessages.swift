@@ -2,7 +2,7 @@
 public enum PolicyAPI {
     public static let requests: [any RequestBody.Type] = [
         RegisterDomain.self, RegisterHost.self, RemoveHost.self, CreateViolin.self, DestroyViolin.self, SetMode.self,
-        Evaluate.self, Explain.self, Traffic.self, Decisions.self, Inventory.self, DrainHost.self, CreateEnvironment.self, DestroyEnvironment.self, ApplyEnvironment.self,
+        Evaluate.self, Explain.self, Traffic.self, DemandHint.self, Decisions.self, Inventory.self, DrainHost.self, CreateEnvironment.self, DestroyEnvironment.self, ApplyEnvironment.self,
     ] + keyRequests
     public static let events: [any EventBody.Type] = [Decided.self, ModeChanged.self, HostDraining.self, DriftDetected.self, PhaseChanged.self, VMPlaced.self, VMRestarted.self]
 
@@ -176,6 +176,34 @@ public enum PolicyAPI {
         public static let fields: [FieldSpec] = [.required("flows", .list(.object))]
         public var flows: [Flow]
         public init(flows: [Flow]) { self.flows = flows }
+    }
+
+    /// What is coming: these VMs of a VIOLIN will be busy for `seconds` from now.
+    public struct DemandHint: RequestBody {
+        public static let msgType = "demand_hint_request"
+        public static let fields: [FieldSpec] = [.required("violin", .text), .required("vms", .list(.text)), .required("seconds", .number(1...86_400))]
+        public typealias Reply = DemandHintReply
+        public static let idempotent = true
+        public static let example = DemandHint(violin: "A", vms: ["a2", "a3"], seconds: 600)
+        public var violin: String
+        public var vms: [String]
+        public var seconds: Double
+        public init(violin: String, vms: [String], seconds: Double) { self.violin = violin; self.vms = vms; self.seconds = seconds }
+        public init(_ b: Body) throws(ProtocolError) {
+            violin = b.text("violin")!
+            vms = (b.value["vms"]?.items ?? []).compactMap(\.stringValue)
+            guard (1...1000).contains(vms.count) else { throw ProtocolError(.invalidBody, "vms must list 1-1000 VM ids") }
+            seconds = b.number("seconds")!
+        }
+        public var json: JSONValue { ["violin": .string(violin), "vms": .array(vms.map { .string($0) }), "seconds": .number(seconds)] }
+    }
+
+    public struct DemandHintReply: ReplyBody {
+        public static let fields: [FieldSpec] = [.required("violin", .text), .required("vms", .list(.text)), .required("until", .number(0...1e12))]
+        public var violin: String
+        public var vms: [String]
+        public var until: Double
+        public init(violin: String, vms: [String], until: Double) { self.violin = violin; self.vms = vms; self.until = until }
     }
 
     public struct Decisions: RequestBody {

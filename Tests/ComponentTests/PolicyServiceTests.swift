@@ -404,6 +404,20 @@ final class FakeExecutor: RequestHandler, @unchecked Sendable {
                 #expect(try client.call("metrics")["counters"]?["readings_refused"]?.intValue == refusedBefore + 2, "host \(other) spoke for x1")
                 #expect(try client.send("traffic_request", body: ["violin": "nope"]).body["code"] == .string(ErrorCode.notFound.rawValue))
             }
+            // What is coming: hinted VMs count as high-demand at once, while they are idle.
+            do {
+                func high() throws -> Int { try client.call("explain")["hosts"]?.items.reduce(0) { $0 + ($1["high_demand_vms"]?.intValue ?? 0) } ?? -1 }
+                #expect(try high() == 0)
+                let hint = try client.call(PolicyAPI.DemandHint(violin: "lab", vms: ["x1", "x2"], seconds: 300))
+                #expect(hint.vms == ["x1", "x2"] && hint.until > Date().timeIntervalSince1970 + 290)
+                #expect(try high() == 2, "the hinted VMs are not high-demand")
+                #expect(try client.send("demand_hint_request", body: ["violin": "lab", "vms": ["x9"], "seconds": 60]).body["code"] == .string(ErrorCode.notFound.rawValue))
+                #expect(try client.send("demand_hint_request", body: ["violin": "lab", "vms": [], "seconds": 60]).body["code"] == .string(ErrorCode.invalidBody.rawValue))
+                #expect(try client.send("demand_hint_request", body: ["violin": "lab", "vms": ["x1"], "seconds": 0]).body["code"] == .string(ErrorCode.invalidBody.rawValue))
+                // A hint of one second ends it.
+                _ = try client.call(PolicyAPI.DemandHint(violin: "lab", vms: ["x1", "x2"], seconds: 1))
+                #expect(eventually(deadline: 5) { (try? high()) == 0 }, "the ended hint still counts")
+            }
             #expect(requests.allSatisfy { $0["image"] == "tiny" && $0["vni"] == .number(Double(made.vni)) && $0["kernel"] == nil && $0["uplink"] == nil })
             #expect(requests.first { $0["name"] == "x1" }?["cmdline"] == "violin.ip=10.0.0.1/24")
             // Each VM is announced where it runs, with the placement's reason; then the VIOLIN runs.

@@ -47,4 +47,22 @@ import Testing
         #expect(CostBenefitPolicy.linkWait(50_000_000, h1, h2, network: n) == 1.0)
         #expect(CostBenefitPolicy.linkWait(10_000_000, h1, x, network: n) == 0.8)
     }
+
+    /// A hint that the VMs will be busy moves one now, while they are still idle; without it,
+    /// nothing moves until the load arrives.
+    @Test func aHintBeforeTheDemandMovesEarlier() {
+        var idle = state([])
+        idle.cpu = ["a": 10, "b": 10, "c": 10]
+        for policy in [PaperPolicy(), CostBenefitPolicy()] as [AdaptationPolicy] {
+            #expect(policy.decide(idle).isEmpty, "\(policy.name) moved idle VMs")
+            var hinted = idle
+            hinted.expect(["a": "v", "b": "v", "c": "v"])
+            #expect(moved(policy.decide(hinted)).count == 1, "\(policy.name) did not move ahead of the hinted load")
+            #expect(hinted.queues["v"]?.waitingNodes == 3)
+        }
+        // A hint for a VM the state does not place changes nothing.
+        var stray = idle
+        stray.expect(["zz": "v"])
+        #expect(stray.cpu["zz"] == nil && stray.queues.isEmpty)
+    }
 }

@@ -76,6 +76,8 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
     private var refusedReadings = 0
     /// Who talks to whom (from `mesh.traffic`).
     private var traffic = TrafficMatrix()
+    /// VMs that will be busy (`demand_hint_request`): their VIOLIN and until when.
+    private var hints: [VMID: (violin: String, until: Double)] = [:]
     /// Where each VM runs, as the inventory says, read again at most once a second (samples
     /// come many times a second).
     private var placementCache: (at: Int64, map: [String: String]) = (-1, [:])
@@ -271,6 +273,26 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         if result.refused > 0 { lock.withLock { refusedReadings += result.refused } }
     }
 
+    /// VMs of a VIOLIN that will be busy for `seconds`: the next round counts them so at once.
+    func demandHint(_ r: PolicyAPI.DemandHint, _ caller: Caller) throws(ProtocolError) -> PolicyAPI.DemandHintReply {
+        let inv: PolicyStore.Inventory
+        do { inv = try store.inventory() } catch { throw ProtocolError(.internalError, "\(error)") }
+        guard let violin = inv.violins.first(where: { $0.id == r.violin }) else { throw ProtocolError(.notFound, "no VIOLIN \(r.violin)") }
+        if !caller.isOperator, !caller.adminDomains.isEmpty, !caller.adminDomains.contains(violin.homeDomain) {
+            throw forbidden("\(caller.audit) administers \(caller.adminDomains.joined(separator: ",")), not \(violin.homeDomain) (VIOLIN \(r.violin))")
+        }
+        let own = Set(inv.vms.filter { $0.violin == r.violin }.map(\.id))
+        if let stranger = r.vms.first(where: { !own.contains($0) }) { throw ProtocolError(.notFound, "\(stranger) is no VM of VIOLIN \(r.violin)") }
+        let until = Self.now() + r.seconds
+        lock.withLock {
+            for vm in r.vms { hints[vm] = (r.violin, until) }
+            roundDue = true
+        }
+        audit("demand_hint", ["violin": .string(r.violin), "vms": .array(r.vms.map { .string($0) }), "seconds": .number(r.seconds)], caller)
+        worker.waker.wake()
+        return PolicyAPI.DemandHintReply(violin: r.violin, vms: r.vms, until: (until * 1000).rounded() / 1000)
+    }
+
     func trafficReply(_ violin: String?) throws(ProtocolError) -> PolicyAPI.TrafficReply {
         let inv: PolicyStore.Inventory
         do { inv = try store.inventory() } catch { throw ProtocolError(.internalError, "\(error)") }
@@ -315,6 +337,11 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         var state = ClusterState(hosts: hosts, vms: inv.vms.filter { placement[$0.id] != nil }, violins: inv.violins, placement: placement,
                                  cpu: cpu, lastMigrated: inv.lastDecided, now: Self.now())
         if options.levers { state.levers = leverView(placement: placement, hosts: hosts.map(\.id)) }
+        // What is coming: a hinted VM demands its whole vCPU until its hint ends, and its VIOLIN
+        // counts as having jobs waiting.
+        let now = Self.now()
+        let coming = lock.withLock { hints = hints.filter { $0.value.until > now }; return hints }
+        state.expect(coming.mapValues(\.violin))
         // Who talks to whom, as the switches measured it (the cost-benefit policy weighs it).
         let flows = lock.withLock { traffic.flows(nowS: Self.now()) }
         state.setTraffic(flows.map { (from: $0.from, to: $0.to, bytesPerS: $0.bytesPerS) })
@@ -505,6 +532,7 @@ public final class PolicyServer: ServiceLogic, @unchecked Sendable {
         }
         t.on(PolicyAPI.Explain.self) { [unowned self] _ in try self.explain() }
         t.on(PolicyAPI.Traffic.self) { [unowned self] r in try self.trafficReply(r.violin) }
+        t.on(PolicyAPI.DemandHint.self, caller: { [unowned self] r, who in try self.demandHint(r, who) })
         t.on(PolicyAPI.Decisions.self) { [unowned self] r in try self.decisions(limit: r.limit, audit: r.audit) }
         t.on(PolicyAPI.Inventory.self) { [unowned self] _ in try self.inventoryReply() }
         t.on(PolicyAPI.CreateEnvironment.self, caller: { [unowned self] r, who in
