@@ -84,15 +84,19 @@ extension Bench {
         @Option(help: "VMs.") var vms = 20_000
         @Option(help: "VIOLINs.") var violins = 2000
         @Option(help: "Domains.") var domains = 10
+        @Option(help: "Peers each VM exchanges traffic with (the traffic matrix the cost-benefit policy weighs; 0: none).") var peers = 4
 
         func run() throws {
-            let state = PolicyBench.state(hosts: hosts, vms: vms, violins: violins, domains: domains, seed: 7)
-            for policy in [PaperPolicy(), CostBenefitPolicy()] as [AdaptationPolicy] {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                let decisions = policy.decide(state)
-                let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
-                print(String(format: "policy_round_ms %@ %.1f (hosts=%d vms=%d violins=%d, decisions=%d)",
-                             policy.name, ms, hosts, vms, violins, decisions.count))
+            for withTraffic in [false, true] where withTraffic == false || peers > 0 {
+                let state = PolicyBench.state(hosts: hosts, vms: vms, violins: violins, domains: domains, seed: 7, peers: withTraffic ? peers : 0)
+                let pairs = state.traffic.values.reduce(0) { $0 + $1.count } / 2
+                for policy in [PaperPolicy(), CostBenefitPolicy()] as [AdaptationPolicy] {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    let decisions = policy.decide(state)
+                    let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+                    print(String(format: "policy_round_ms %@ %.1f (hosts=%d vms=%d violins=%d traffic_pairs=%d, decisions=%d)",
+                                 policy.name, ms, hosts, vms, violins, pairs, decisions.count))
+                }
             }
         }
     }
