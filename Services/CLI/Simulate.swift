@@ -14,7 +14,9 @@ struct Simulate: ParsableCommand {
     var json = false
     @Flag(help: "Compare migrations only with fine-grain levers first, on the §4.2 mix and on a memory-pressure mix (12 GB hosts, working sets of 300-500 MB).")
     var levers = false
-    @Option(help: "With --levers: the seeds, as A-B or a comma-separated list (default: --seed); prints each and their means.")
+    @Flag(help: "Compare the policies on the communication mix (jobs of 2+ nodes exchange 5-40 MB/s per VM): saved time, migrations and bytes across domains, with and without the traffic signal.")
+    var traffic = false
+    @Option(help: "With --levers or --traffic: the seeds, as A-B or a comma-separated list (default: --seed); prints each and their means.")
     var seeds: String?
 
     func seedList() throws -> [UInt64] {
@@ -29,6 +31,10 @@ struct Simulate: ParsableCommand {
     }
 
     func run() throws {
+        if traffic {
+            print(TrafficComparison.table(seeds: try seedList()))
+            return
+        }
         if levers {
             let seeds = try seedList()
             print(LeverComparison.table(seeds: seeds))
@@ -180,6 +186,49 @@ enum LeverComparison {
             out += line("mean", Row(mix: key.mix, policy: key.policy, savedS1: same.reduce(0) { $0 + $1.savedS1 } / n,
                                     savedS2: same.reduce(0) { $0 + $1.savedS2 } / n, migrations: same.reduce(0) { $0 + $1.migrations },
                                     levers: levers))
+        }
+        return out
+    }
+}
+
+/// The policies on the communication mix: what the traffic signal changes.
+enum TrafficComparison {
+    struct Row { let seed: UInt64, policy: String, savedS1: Double, savedS2: Double, migrations: Int, interDomainGB: Double, interHostGB: Double }
+
+    static func rows(seed: UInt64) -> [Row] {
+        let sim = Simulator()
+        let jobs = Workload.withCommunication(Workload.paper(seed: seed), seed: seed)
+        let s1 = sim.run(.static1, jobs: jobs, policy: nil), s2 = sim.run(.static2, jobs: jobs, policy: nil)
+        let policies: [AdaptationPolicy] = [PaperPolicy(), TrafficBlind(CostBenefitPolicy()), CostBenefitPolicy()]
+        var rows = [Row(seed: seed, policy: "static-2vm-per-core", savedS1: 1 - s2.meanSubmitToCompletion / s1.meanSubmitToCompletion, savedS2: 0,
+                        migrations: 0, interDomainGB: s2.interDomainBytes / 1e9, interHostGB: s2.interHostBytes / 1e9)]
+        for p in policies {
+            let r = sim.run(.autonomic(p.name), jobs: jobs, policy: p)
+            let c = Comparison(policy: p.name, autonomic: r, static1: s1, static2: s2)
+            rows.append(Row(seed: seed, policy: p.name, savedS1: 1 - c.s2cVsStatic1, savedS2: 1 - c.s2cVsStatic2, migrations: r.migrations,
+                            interDomainGB: r.interDomainBytes / 1e9, interHostGB: r.interHostBytes / 1e9))
+        }
+        return rows
+    }
+
+    static func table(seeds: [UInt64]) -> String {
+        var out = "communication mix (jobs of 2+ nodes: 5-40 MB/s per VM to their fellows; 100 MB/s in a domain, 25 MB/s across)\n"
+        out += "seed  policy                  saved vs static1  saved vs static2  migrations  GB across domains  GB between hosts\n"
+        var all: [Row] = []
+        for seed in seeds {
+            for r in rows(seed: seed) {
+                all.append(r)
+                out += String(format: "%-5llu %@ %15.1f %% %15.1f %% %11d %18.1f %17.1f\n", r.seed, r.policy.padding(toLength: 23, withPad: " ", startingAt: 0),
+                              r.savedS1 * 100, r.savedS2 * 100, r.migrations, r.interDomainGB, r.interHostGB)
+            }
+        }
+        out += "means over \(seeds.count) seeds\n"
+        for name in Array(Set(all.map(\.policy))).sorted() {
+            let rs = all.filter { $0.policy == name }
+            let n = Double(rs.count)
+            out += String(format: "      %@ %15.1f %% %15.1f %% %11.1f %18.1f %17.1f\n", name.padding(toLength: 23, withPad: " ", startingAt: 0),
+                          rs.map(\.savedS1).reduce(0, +) / n * 100, rs.map(\.savedS2).reduce(0, +) / n * 100,
+                          Double(rs.map(\.migrations).reduce(0, +)) / n, rs.map(\.interDomainGB).reduce(0, +) / n, rs.map(\.interHostGB).reduce(0, +) / n)
         }
         return out
     }

@@ -116,3 +116,16 @@ public struct CostBenefitPolicy: AdaptationPolicy {
         return kept
     }
 }
+
+/// A policy with the traffic signal taken away (what the same policy decides without the
+/// switches' pair counters): for comparisons.
+public struct TrafficBlind: AdaptationPolicy {
+    public var inner: AdaptationPolicy
+    public init(_ inner: AdaptationPolicy) { self.inner = inner }
+    public var name: String { inner.name + "-blind" }
+    public func decide(_ state: ClusterState) -> [Decision] {
+        var s = state
+        s.traffic = [:]
+        return inner.decide(s)
+    }
+}

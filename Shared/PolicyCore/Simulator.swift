@@ -29,6 +29,9 @@ public struct Job: Equatable, Sendable {
     public let submit: Double
     /// The working set of each of its VMs while it runs, MB.
     public var memoryMB = 256
+    /// What each of its VMs exchanges with the job's other VMs while it runs, MB/s in all
+    /// (MPI-like: spread evenly over them); 0: a job that does not communicate.
+    public var commMBps = 0.0
 }
 
 public struct JobResult: Equatable, Sendable {
@@ -57,6 +60,9 @@ public struct SimulationResult: Sendable {
     public let makespan: Double
     /// Fine-grain levers used, by decision kind (`set_cpu_weight`, `set_balloon`, `set_port_rate`).
     public var levers: [String: Int] = [:]
+    /// Bytes the jobs' VMs exchanged across domains (the slow link), and between hosts of one domain.
+    public var interDomainBytes = 0.0
+    public var interHostBytes = 0.0
     public var meanRuntime: Double { jobs.map(\.runtime).reduce(0, +) / Double(max(1, jobs.count)) }
     public var meanSubmitToCompletion: Double { jobs.map(\.submitToCompletion).reduce(0, +) / Double(max(1, jobs.count)) }
 }
@@ -102,6 +108,18 @@ public enum Workload {
         return jobs.map { j in
             var j = j
             j.memoryMB = memoryMB.lowerBound + rng.next(memoryMB.count)
+            return j
+        }
+    }
+
+    /// The communication mix: the same jobs, each of 2 nodes or more exchanging 5-40 MB/s per VM
+    /// with its fellows (from its own generator, so the jobs are the same as `paper`'s).
+    public static func withCommunication(_ jobs: [Job], seed: UInt64) -> [Job] {
+        var rng = SeededRandom(seed: seed ^ 0x636F_6D6D)
+        return jobs.map { j in
+            var j = j
+            let r = 5 + 35 * rng.unit()
+            if j.nodes > 1 { j.commMBps = r }
             return j
         }
     }
@@ -156,8 +174,11 @@ public struct Simulator {
             }
             progress?(scenario.description, Double(run.results.count) / Double(max(1, jobs.count)))
         }
-        return SimulationResult(scenario: scenario, jobs: run.results.sorted { $0.job.id < $1.job.id },
-                                migrations: run.migrations, makespan: run.now, levers: run.levers)
+        var result = SimulationResult(scenario: scenario, jobs: run.results.sorted { $0.job.id < $1.job.id },
+                                      migrations: run.migrations, makespan: run.now, levers: run.levers)
+        result.interDomainBytes = run.interDomainBytes
+        result.interHostBytes = run.interHostBytes
+        return result
     }
 
     /// One simulation's state, advanced a step at a time by `run`.
@@ -175,6 +196,7 @@ public struct Simulator {
         var migrationsInFlight: [(vm: VMID, to: HostID, ends: Double)] = []
         var migrations = 0
         var levers: [String: Int] = [:]
+        var interDomainBytes = 0.0, interHostBytes = 0.0
         /// Each VM's balloon (MB), its job's working set while it runs, and its CPU weight.
         var balloon: [VMID: Int] = [:]
         var workingSet: [VMID: Int] = [:]
@@ -253,15 +275,38 @@ public struct Simulator {
             return out
         }
 
-        /// Every running job progresses at its slowest VM's speed (after any stall); finished
-        /// ones free their VMs.
+        /// A communicating job's VMs on different hosts wait on the link between them: each VM
+        /// spends `r / C` of its time waiting for every fellow elsewhere (`r`: what it sends that
+        /// fellow, `C`: the domain's or the inter-domain bandwidth). The job's slowdown is its
+        /// worst VM's: it runs `1 / (1 + wait)` as fast. Also adds the bytes that crossed hosts
+        /// and domains in `dt`.
+        mutating func communication(_ job: Job, _ vms: [VMID], dt: Double) -> Double {
+            guard job.commMBps > 0, vms.count > 1 else { return 1 }
+            let perPeer = job.commMBps / Double(vms.count - 1)
+            var worst = 0.0
+            for v in vms {
+                guard let hv = state.placement[v].flatMap({ hostByID[$0] }) else { continue }
+                var wait = 0.0
+                for w in vms where w != v {
+                    guard let hw = state.placement[w].flatMap({ hostByID[$0] }), hw.id != hv.id else { continue }
+                    let sameDomain = hw.domain == hv.domain
+                    wait += perPeer / (sameDomain ? state.network.intraDomainMBps : state.network.interDomainMBps)
+                    if sameDomain { interHostBytes += perPeer * 1e6 * dt } else { interDomainBytes += perPeer * 1e6 * dt }
+                }
+                worst = max(worst, wait)
+            }
+            return 1 / (1 + worst)
+        }
+
+        /// Every running job progresses at its slowest VM's speed (after any stall), slowed by
+        /// its communication across hosts; finished ones free their VMs.
         mutating func advanceJobs(_ step: Double) {
             let speed = speeds()
             var finished: [Int] = []
             for i in running.indices {
                 var dt = step
                 if running[i].stall > 0 { let s = min(dt, running[i].stall); running[i].stall -= s; dt -= s }
-                let rate = running[i].vms.map { speed[$0] ?? 1 }.min() ?? 1
+                let rate = (running[i].vms.map { speed[$0] ?? 1 }.min() ?? 1) * communication(running[i].job, running[i].vms, dt: dt)
                 running[i].done += dt * rate
                 if running[i].done >= running[i].work { finished.append(i) }
             }
@@ -335,6 +380,13 @@ public struct Simulator {
             state.queues = Dictionary(uniqueKeysWithValues: (0..<4).map { v in
                 ("v\(v + 1)", QueueInfo(waitingNodes: queue[v].map(\.nodes).reduce(0, +),
                                         runningNodes: vmsOf[v].filter { busy.contains($0) }.count)) })
+            // Who talks to whom, as the switches would measure it: each running job's VMs.
+            var flows: [(from: VMID, to: VMID, bytesPerS: Double)] = []
+            for r in running where r.job.commMBps > 0 && r.vms.count > 1 {
+                let perPeer = r.job.commMBps * 1e6 / Double(r.vms.count - 1)
+                for v in r.vms { for w in r.vms where w != v { flows.append((v, w, perPeer)) } }
+            }
+            state.setTraffic(flows)
             var copy: [Int: Double] = [:], movedVMs: [Int: Int] = [:]   // per running job
             let decisions = policy.decide(state)
             if let lf = policy as? LeversFirstPolicy {

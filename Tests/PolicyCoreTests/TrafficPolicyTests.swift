@@ -66,3 +66,21 @@ import Testing
         #expect(stray.cpu["zz"] == nil && stray.queues.isEmpty)
     }
 }
+
+/// The simulator's communication model.
+@Suite struct CommunicationModelTests {
+    /// The static layouts keep each VIOLIN on one host: nothing crosses a host or a domain, and
+    /// the communicating mix runs as fast as the silent one. Under a policy that moves VMs,
+    /// jobs split over hosts and bytes cross.
+    @Test func bytesCrossOnlyWhereVMsAreSplit() {
+        let sim = Simulator()
+        let silent = Workload.paper(seed: 5, count: 20)
+        let talking = Workload.withCommunication(silent, seed: 5)
+        #expect(talking.contains { $0.commMBps > 0 } && talking.allSatisfy { $0.nodes > 1 || $0.commMBps == 0 })
+        let a = sim.run(.static1, jobs: silent, policy: nil), b = sim.run(.static1, jobs: talking, policy: nil)
+        #expect(b.interDomainBytes == 0 && b.interHostBytes == 0)
+        #expect(a.jobs.map(\.end) == b.jobs.map(\.end))
+        let moved = sim.run(.autonomic("paper"), jobs: talking, policy: PaperPolicy())
+        #expect(moved.migrations > 0 && moved.interHostBytes + moved.interDomainBytes > 0)
+    }
+}
