@@ -62,7 +62,8 @@ public struct CostBenefitPolicy: AdaptationPolicy {
         let after = Self.lag(load: ls - demand, cores: src.cores) + Self.lag(load: ld + demand, cores: dst.cores)
         let horizon = horizonSeconds * ((state.queues[vm.violin]?.waitingNodes ?? 0) > 0 ? 2 : 1)
         var traffic = 0.0, moved = 0.0
-        for (peer, r) in state.traffic[vmID] ?? [:] {
+        // In a fixed order: the same state gives the same sums, so the same decisions.
+        for (peer, r) in (state.traffic[vmID] ?? [:]).sorted(by: { $0.key < $1.key }) {
             guard let at = trial.placement[peer].flatMap({ state.hosts[$0] }) else { continue }
             let was = Self.linkWait(r, src, at, network: state.network), will = Self.linkWait(r, dst, at, network: state.network)
             traffic += (was - will) * horizon

@@ -140,6 +140,9 @@ public struct Simulator {
     public var progress: ((String, Double) -> Void)?
     /// Each host's memory, MB (16 GB in §4.2; the memory-pressure mix uses 12 GB).
     public var hostMemoryMB = 16_384
+    /// Each VIOLIN's batch scheduler tells the policy what is coming (`demand_hint_request`):
+    /// the idle VMs its next queued job will take are hinted busy.
+    public var hints = false
 
     public init() {}
 
@@ -203,6 +206,7 @@ public struct Simulator {
         var weight: [VMID: Int] = [:]
         var now = 0.0
         var nextPolicy: Double
+        var hints = false
 
         /// Four VIOLINs laid out as the scenario says, every VM idle.
         init(_ sim: Simulator, _ scenario: Scenario, jobs: [Job]) {
@@ -226,6 +230,7 @@ public struct Simulator {
             smoother = DemandSmoother(weight: sim.smoothing)
             pending = jobs.sorted { ($0.submit, $0.id) < ($1.submit, $1.id) }[...]
             nextPolicy = sim.policyPeriod
+            hints = sim.hints
             // Balloons: each VM its share of its host's memory, at most its own.
             var count: [HostID: Int] = [:]
             for (_, h) in placement { count[h, default: 0] += 1 }
@@ -387,6 +392,15 @@ public struct Simulator {
                 for v in r.vms { for w in r.vms where w != v { flows.append((v, w, perPeer)) } }
             }
             state.setTraffic(flows)
+            // The batch schedulers' hints: the idle VMs each VIOLIN's next job will take.
+            if hints {
+                var coming: [VMID: ViolinID] = [:]
+                for v in 0..<4 {
+                    guard let next = queue[v].first else { continue }
+                    for vm in vmsOf[v].filter({ !busy.contains($0) }).prefix(min(next.nodes, vmsOf[v].count)) { coming[vm] = "v\(v + 1)" }
+                }
+                state.expect(coming)
+            }
             var copy: [Int: Double] = [:], movedVMs: [Int: Int] = [:]   // per running job
             let decisions = policy.decide(state)
             if let lf = policy as? LeversFirstPolicy {
