@@ -602,27 +602,33 @@ fail: {
     }
 }
 
-int vn_vmtap_make(const char *name, int mtu) {
+/* Whether network device `name` is a TUN/TAP device (the kernel lists its tun_flags). */
+static int vmtap_is_tap(const char *name) {
+    char path[64];
+    snprintf(path, sizeof path, "/sys/class/net/%s/tun_flags", name);
+    return access(path, F_OK) == 0;
+}
+
+/* Attaches a new descriptor to TAP `name` (made if absent): the fd, or -errno. TUNSETIFF on a
+ * name that another kind of device has fails (EINVAL; EBUSY for a TAP someone holds), so a
+ * device the switch did not make is never adopted by mistake. */
+static int vmtap_attach(const char *name) {
     if (!name || !*name || strlen(name) >= IFNAMSIZ) return -EINVAL;
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     if (fd < 0) return -errno;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
-    /* TUNSETIFF on a name that is taken by another kind of device fails (EINVAL, or EBUSY for
-     * a TAP someone holds): a device the switch did not make is never adopted by mistake. */
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
     strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
-        int e = errno;
-        close(fd);
-        if (e == EBUSY) {
-            /* Held: a TAP only if the kernel says it is one. */
-            char path[64];
-            snprintf(path, sizeof path, "/sys/class/net/%s/tun_flags", name);
-            return access(path, F_OK) == 0 ? 1 : -EINVAL;
-        }
-        return -e;
-    }
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = errno; close(fd); return -e; }
+    return fd;
+}
+
+int vn_vmtap_make(const char *name, int mtu) {
+    int fd = vmtap_attach(name);
+    /* Held: a TAP only if the kernel says it is one. */
+    if (fd == -EBUSY) return vmtap_is_tap(name) ? 1 : -EINVAL;
+    if (fd < 0) return fd;
     if (ioctl(fd, TUNSETPERSIST, 1) < 0) { int e = errno; close(fd); return -e; }
     close(fd);
     int rc = vn_link_configure(name, mtu, NULL);
@@ -632,16 +638,10 @@ int vn_vmtap_make(const char *name, int mtu) {
 
 int vn_vmtap_remove(const char *name) {
     if (!name || !*name || strlen(name) >= IFNAMSIZ) return -EINVAL;
-    char path[64];
-    snprintf(path, sizeof path, "/sys/class/net/%s/tun_flags", name);
-    if (access(path, F_OK) != 0) return 0;
-    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETPERSIST, 0) < 0) { int e = errno; close(fd); return -e; }
+    if (!vmtap_is_tap(name)) return 0;
+    int fd = vmtap_attach(name);
+    if (fd < 0) return fd;
+    if (ioctl(fd, TUNSETPERSIST, 0) < 0) { int e = errno; close(fd); return -e; }
     close(fd);   /* the last holder gone and not persistent: the kernel removes the device */
     return 0;
 }
