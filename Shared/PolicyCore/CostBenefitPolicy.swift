@@ -74,6 +74,28 @@ public struct CostBenefitPolicy: AdaptationPolicy {
         return ((before - after) * horizon, traffic, cost, moved)
     }
 
+    /// Hosts in `domain` for `members`, those that talk most first, each to the host where most
+    /// of its traffic already goes (then the least loaded): memory never overcommitted, a
+    /// high-demand VM only where a core is free. nil when one of them fits nowhere.
+    static func placeTogether(_ members: [VMID], in domain: DomainID, _ scores: Scores, _ state: ClusterState,
+                              highThreshold: Double) -> [VMID: HostID]? {
+        let hosts = state.hosts.values.filter { $0.domain == domain }.sorted { $0.id < $1.id }
+        let set = Set(members)
+        func talk(_ v: VMID) -> Double { (state.traffic[v] ?? [:]).filter { set.contains($0.key) }.values.reduce(0, +) }
+        var trial = scores
+        var out: [VMID: HostID] = [:]
+        for vm in members.sorted(by: { (talk($0), $1) > (talk($1), $0) }) {
+            guard let spec = state.vms[vm] else { return nil }
+            let isHigh = (state.cpu[vm] ?? 0) > highThreshold
+            let fits = hosts.filter { trial.freeMemory($0.id, state: state) >= spec.memoryMB && (!isHigh || trial.high[$0.id, default: 0] < $0.cores) }
+            func toward(_ h: HostID) -> Double { (state.traffic[vm] ?? [:]).filter { out[$0.key] == h }.values.reduce(0, +) }
+            guard let best = fits.max(by: { (toward($0.id), -trial.score($0.id), $1.id) < (toward($1.id), -trial.score($1.id), $0.id) }) else { return nil }
+            out[vm] = best.id
+            trial.move(vm, to: best.id, state: state)
+        }
+        return out
+    }
+
     public func decide(_ state: ClusterState) -> [Decision] {
         var paper = PaperPolicy()
         paper.cooldownSeconds = cooldownSeconds
@@ -96,6 +118,14 @@ public struct CostBenefitPolicy: AdaptationPolicy {
                     d = .migrateVM(vm: best.0, from: from, to: to, estimatedSeconds: MigrationCost.seconds(of: bvm, from: src, to: dst, network: state.network),
                                    reason: reason + "; \(best.0) moves instead of \(vm) (it splits less traffic)")
                 }
+            }
+            // A whole VIOLIN's move: its members placed in the new domain so that those that talk
+            // most share hosts.
+            if case .migrateViolin(let violin, let domain, let placement, let seconds, let reason) = d, !state.traffic.isEmpty,
+               let together = Self.placeTogether(Array(placement.keys), in: domain, scores, state, highThreshold: highThreshold),
+               together != placement {
+                d = .migrateViolin(violin: violin, to: domain, placement: together, estimatedSeconds: seconds,
+                                   reason: reason + "; members that talk placed together")
             }
             // A VM an earlier decision of this round took (in place of another) stays put.
             if d.moves.contains(where: { taken.contains($0.0) }) { continue }

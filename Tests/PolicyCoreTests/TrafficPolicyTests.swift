@@ -67,6 +67,28 @@ import Testing
     }
 }
 
+/// A whole VIOLIN moved to another domain: its chatty members land together.
+@Suite struct ViolinMoveTrafficTests {
+    @Test func chattyGroupsStayTogetherInAWholeVIOLINMove() {
+        // d1 is overloaded (one 2-core host, five busy VMs, no other host there); d2 has two
+        // 2-core hosts. a-b and c-d talk; the head h stays home.
+        let hosts = [Host(id: "h1", domain: "d1", cores: 2, memoryMB: 8192), Host(id: "x1", domain: "d2", cores: 2, memoryMB: 8192),
+                     Host(id: "x2", domain: "d2", cores: 2, memoryMB: 8192)]
+        let ids = ["a", "b", "c", "d", "h"]
+        var s = ClusterState(hosts: hosts, vms: ids.map { VM(id: $0, violin: "v", memoryMB: 256, dirtyRateMBps: 5) },
+                             violins: [Violin(id: "v", homeDomain: "d1", head: "h")],
+                             placement: Dictionary(uniqueKeysWithValues: ids.map { ($0, "h1") }),
+                             cpu: Dictionary(uniqueKeysWithValues: ids.map { ($0, 100.0) }), network: Network(), now: 10_000)
+        let blind = PaperPolicy().decide(s)
+        guard case .migrateViolin(_, "d2", let paperPlan, _, _)? = blind.first else { Issue.record("no VIOLIN move: \(blind)"); return }
+        s.setTraffic([("a", "b", 30_000_000), ("c", "d", 30_000_000)])
+        let ds = CostBenefitPolicy().decide(s)
+        guard case .migrateViolin(_, "d2", let plan, _, let reason)? = ds.first else { Issue.record("no VIOLIN move: \(ds)"); return }
+        #expect(plan["a"] == plan["b"] && plan["c"] == plan["d"] && plan["a"] != plan["c"], "\(plan) (the paper's: \(paperPlan))")
+        #expect(Set(plan.keys) == Set(paperPlan.keys) && reason.contains("placed together"), "\(reason)")
+    }
+}
+
 /// The simulator's communication model.
 @Suite struct CommunicationModelTests {
     /// The static layouts keep each VIOLIN on one host: nothing crosses a host or a domain, and
