@@ -15,6 +15,7 @@ Run as root after `swift build` (VIOLIN_BIN names other executables). A 3-minute
 fixed seed is part of Tests/run.sh; 20-minute soaks are a benchmark (Tests/Benchmarks/chaos-soak.sh).
 """
 import argparse
+import calendar
 import glob
 import json
 import os
@@ -315,6 +316,7 @@ class Soak:
         self.two_seen = {}            # vm -> hosts, seen running on two in the last snapshot
         self.none_since = {}          # vm -> since when it runs nowhere
         self.remakes = []             # seconds from a host's loss until a guest lost with it ran again
+        self.journal_cache = {}       # (vm, since) -> the migration the journals say it was in
         self.crashes = []             # (time, vm, console file, line): guest kernels that crashed
         self.crash_checked = set()    # crashes whose reboot was judged
         self.console_at = {}          # console file -> bytes read
@@ -476,14 +478,48 @@ class Soak:
         lost after the migration began and before the VM was missed: a guest in post-copy runs
         at its destination, and goes with it."""
         starts = [x for x in self.events.matching("executor.migration_started") if x[3].get("vm") == vm and x[0] <= since]
-        if not starts:
+        began = to = None
+        if starts:
+            began, _, _, body = starts[-1]
+            to = body.get("to")
+            if any(x[3].get("job") == body.get("job") and x[0] < since for x in self.events.matching("executor.migration_failed")):
+                to = None
+        # The bus may not have carried the start (the control node down, the bus killed): the
+        # source executors' journals know every migration they began.
+        journal = self.journal_migration(vm, since)
+        if journal and (began is None or journal[0] > began):
+            began, to = journal
+        if to is None:
             return None
-        began, _, _, body = starts[-1]
-        to = body.get("to")
-        failed = any(x[3].get("job") == body.get("job") and x[0] < since for x in self.events.matching("executor.migration_failed"))
         with self.lock:
             lost = self.lost_at.get(to)
-        return to if lost is not None and began - 1 <= lost <= since + 2 and not failed else None
+        return to if lost is not None and began - 1 <= lost <= since + 2 else None
+
+    def journal_migration(self, vm, since):
+        """The latest migration of `vm` that an executor journaled as begun before `since` and
+        that had not failed by then: (when it began, its destination), or None. Asked once per
+        absence (cached)."""
+        key = (vm, since)
+        if key in self.journal_cache:
+            return self.journal_cache[key]
+        def epoch(text):
+            try:
+                return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+            except (TypeError, ValueError):
+                return None
+        best = None
+        for h in self.up_hosts():
+            jobs = self.lab.call(h, "executor", "jobs", json.dumps({"limit": 10000}), timeout=3) or {}
+            for j in jobs.get("jobs", []):
+                began, updated = epoch(j.get("created_at")), epoch(j.get("updated_at"))
+                if j.get("vm") != vm or began is None or began > since:
+                    continue
+                if j.get("state") in ("failed", "cancelled", "rolled_back") and updated is not None and updated < since - 1:
+                    continue
+                if best is None or began > best[0]:
+                    best = (began, j.get("to"))
+        self.journal_cache[key] = best
+        return best
 
     def pingable(self, now):
         """The guests that should answer: running, and long enough to have booted."""
