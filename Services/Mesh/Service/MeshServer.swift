@@ -62,6 +62,10 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
     /// Restarts run here, one at a time, so a switch that takes seconds to come up never
     /// holds up the heartbeats; `restarting` keeps a VIOLIN from being queued twice.
     private let restarts = DispatchQueue(label: "mesh-switch-restarts")
+    /// The traffic reports go out here, off the heartbeat thread (a switch slow to answer must
+    /// not stretch a heartbeat round); one report at a time.
+    private let reports = DispatchQueue(label: "mesh-traffic-reports")
+    private var reporting = false
     private var restarting: Set<UInt32> = []
     private var stopping = false
     private let context = ZMQContext()
@@ -448,9 +452,13 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
                     lock.withLock { _ = restarting.remove(vni) }
                 }
             }
-            if options.trafficInterval > 0, monotonicMillis() - lastTraffic >= Int64(options.trafficInterval * 1000) {
+            if options.trafficInterval > 0, monotonicMillis() - lastTraffic >= Int64(options.trafficInterval * 1000),
+               lock.withLock({ reporting ? false : { reporting = true; return true }() }) {
                 lastTraffic = monotonicMillis()
-                publishTraffic()
+                reports.async { [self] in
+                    publishTraffic()
+                    lock.withLock { reporting = false }
+                }
             }
             // A round that waited for a slow member counts against the pause to the next.
             _ = try? poll(&items, timeoutMs: max(0, Int(options.interval * 1000) - Int(monotonicMillis() - roundStarted)))
