@@ -225,6 +225,11 @@ final class Scripted: RequestHandler, @unchecked Sendable {
             #expect(code { try admin2.call(PolicyAPI.RemoveHost(id: "h1")) } == .forbidden)
             #expect(code { try evil.call(PolicyAPI.SetMode(mode: .automatic)) } == .forbidden)
             #expect(code { try evil.call(PolicyAPI.DestroyViolin(id: "x")) } == .forbidden)
+            // Demand hints: a host may not send one; another domain's admin not for a VIOLIN of d1.
+            _ = try op.call(PolicyAPI.CreateViolin(id: "e1", homeDomain: "d1", head: "v0", vms: [.init(id: "v0", memoryMB: 128, host: "h1")]))
+            #expect(code { try evil.call(PolicyAPI.DemandHint(violin: "e1", vms: ["v0"], seconds: 60)) } == .forbidden)
+            #expect(code { try admin2.call(PolicyAPI.DemandHint(violin: "e1", vms: ["v0"], seconds: 60)) } == .forbidden)
+            #expect(try op.call(PolicyAPI.DemandHint(violin: "e1", vms: ["v0"], seconds: 60)).vms == ["v0"])
             // What a host may read: its own record, to migrate; not the keys.
             #expect(try h1.call(PolicyAPI.HostRecord(id: "h1")).migrationURI == "qemu+tls://10.0.0.1/system")
             #expect(code { try h1.call(PolicyAPI.Keys()) } == .forbidden)
