@@ -68,6 +68,7 @@ public enum Placement {
             return .failure(Refusal(vm: spec.name, reason: "every VNI is in use"))
         }
         var free = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0.freeMB) })
+        let domainOf = Dictionary(uniqueKeysWithValues: hosts.map { ($0.id, $0.domain) })
         // A VM's NIC takes two UDP ports, nic_port (the switch's end) and nic_port + 1 (the guest's),
         // on whichever host it runs: none in use on any host is given again.
         var taken = [Bool](repeating: false, count: 65_537)
@@ -82,7 +83,7 @@ public enum Placement {
             let need = vm.memoryMB + overheadMB
             let allowed = hosts.filter { admits($0, vm, spec) }
             let fitting = allowed.filter { free[$0.id]! >= need && !clashes(vm.name, on: $0.id, spec, here) }
-            guard let h = choose(fitting, spec, vm: vm, here: here, free: free) else {
+            guard let h = choose(fitting, spec, vm: vm, here: here, free: free, domainOf: domainOf) else {
                 return .failure(refusal(vm, need: need, spec, allowed: allowed, free: free))
             }
             free[h.id]! -= need
@@ -128,8 +129,21 @@ public enum Placement {
         return spec.antiAffinity.contains { g in g.contains(vm) && g.contains { $0 != vm && there.contains($0) } }
     }
 
-    static func choose(_ hosts: [Host], _ spec: ViolinSpec, vm: ViolinSpec.VM, here: [String: [String]], free: [String: Int]) -> Host? {
-        hosts.min { a, b in
+    /// How many of `vm`'s traffic-group mates are on `host` already.
+    static func mates(_ vm: String, on host: String, _ spec: ViolinSpec, _ here: [String: [String]]) -> Int {
+        let group = Set(spec.traffic.filter { $0.contains(vm) }.flatMap { $0 }).subtracting([vm])
+        return (here[host] ?? []).filter { group.contains($0) }.count
+    }
+
+    static func choose(_ hosts: [Host], _ spec: ViolinSpec, vm: ViolinSpec.VM, here: [String: [String]], free: [String: Int],
+                       domainOf: [String: String] = [:]) -> Host? {
+        // VMs that talk: where their mates are (a host, else a domain) before anything else.
+        let mateDomains = Set(here.keys.filter { mates(vm.name, on: $0, spec, here) > 0 }.compactMap { domainOf[$0] })
+        return hosts.min { a, b in
+            let (ma, mb) = (mates(vm.name, on: a.id, spec, here), mates(vm.name, on: b.id, spec, here))
+            if ma != mb { return ma > mb }
+            let near = (mateDomains.contains(a.domain), mateDomains.contains(b.domain))
+            if near.0 != near.1 { return near.0 }
             let home = (a.domain == spec.homeDomain, b.domain == spec.homeDomain)
             if home.0 != home.1 { return home.0 }
             let (na, nb) = (here[a.id]?.count ?? 0, here[b.id]?.count ?? 0)
@@ -158,6 +172,7 @@ public enum Placement {
         if let p = vm.host { why.append("pinned to \(p)") }
         if let p = vm.domain { why.append("pinned to domain \(p)") }
         why.append(already > 0 ? "\(already) of its VMs already there" : "first of its VMs there")
+        if let g = spec.traffic.first(where: { $0.contains(vm.name) }) { why.append("talks with \(g.filter { $0 != vm.name }.joined(separator: ","))") }
         why.append("\(freeAfter) MiB left free")
         return "\(h.id) (\(why.joined(separator: "; ")))"
     }

@@ -58,6 +58,9 @@ public struct ViolinSpec: Sendable, Equatable {
     public var placement: Spreading = .pack
     /// Groups of VMs no two of which share a host.
     public var antiAffinity: [[String]] = []
+    /// Groups of VMs that talk to each other (a hint: placed on one host where they fit, else
+    /// in one domain — the link wait the traffic-aware policy weighs, avoided from the start).
+    public var traffic: [[String]] = []
     /// `always`: a VM lost with its host is made again on another host from its image.
     public var restart: Restart = .never
     public enum Restart: String, Sendable, CaseIterable { case never, always }
@@ -76,7 +79,7 @@ public struct ViolinSpec: Sendable, Equatable {
     public static let memoryRange = 16...65_536
     public static let vcpuRange = 1...64
     public static let workerRange = 1...1000
-    static let topKeys = ["name", "home_domain", "head", "image", "memory_mb", "vcpus", "vms", "workers", "placement", "anti_affinity", "restart", "uplink", "nic"]
+    static let topKeys = ["name", "home_domain", "head", "image", "memory_mb", "vcpus", "vms", "workers", "placement", "anti_affinity", "traffic", "restart", "uplink", "nic"]
     static let vmKeys = ["name", "memory_mb", "vcpus", "image", "ip", "host", "domain"]
     static let workerKeys = ["count", "name", "memory_mb", "vcpus", "image"]
 }
@@ -115,6 +118,12 @@ extension ViolinSpec {
             spec.placement = s
         }
         spec.antiAffinity = try Self.groups(top.node("anti_affinity"), known: vmLines)
+        spec.traffic = try Self.groups(top.node("traffic"), known: vmLines, key: "traffic")
+        for (i, g) in spec.traffic.enumerated() {
+            if let clash = spec.antiAffinity.first(where: { Set($0).intersection(g).count >= 2 }) {
+                throw SpecError("traffic[\(i)]", line: top.line("traffic"), "\(g) and the anti-affinity group \(clash) want two of the same VMs apart and together")
+            }
+        }
         if let r = try top.text("restart") {
             guard let restart = Restart(rawValue: r) else { throw SpecError("restart", line: top.line("restart"), "must be never or always") }
             spec.restart = restart
@@ -163,21 +172,21 @@ extension ViolinSpec {
         return (1...count).map { i in var w = vm; w.name = "\(prefix)-\(i)"; return w }
     }
 
-    static func groups(_ node: SpecNode?, known: [String: Int]) throws(SpecError) -> [[String]] {
+    static func groups(_ node: SpecNode?, known: [String: Int], key: String = "anti_affinity") throws(SpecError) -> [[String]] {
         guard let node else { return [] }
-        guard case .list(let groups, _) = node else { throw SpecError("anti_affinity", line: node.line, "must be a list of lists of VM names") }
+        guard case .list(let groups, _) = node else { throw SpecError(key, line: node.line, "must be a list of lists of VM names") }
         var out: [[String]] = []
         for (i, g) in groups.enumerated() {
-            guard case .list(let names, _) = g else { throw SpecError("anti_affinity[\(i)]", line: g.line, "must be a list of VM names") }
+            guard case .list(let names, _) = g else { throw SpecError("\(key)[\(i)]", line: g.line, "must be a list of VM names") }
             var group: [String] = []
             for n in names {
                 guard case .scalar(let name, _) = n, known[name] != nil else {
-                    throw SpecError("anti_affinity[\(i)]", line: n.line, "names a VM that is not in the spec")
+                    throw SpecError("\(key)[\(i)]", line: n.line, "names a VM that is not in the spec")
                 }
                 group.append(name)
             }
             guard Set(group).count == group.count, group.count >= 2 else {
-                throw SpecError("anti_affinity[\(i)]", line: g.line, "needs two or more different VMs")
+                throw SpecError("\(key)[\(i)]", line: g.line, "needs two or more different VMs")
             }
             out.append(group)
         }
@@ -263,6 +272,7 @@ extension ViolinSpec {
         guard old.placement == new.placement else { return refuse("placement", old.placement.rawValue, new.placement.rawValue) }
         guard old.uplink == new.uplink else { return refuse("uplink", old.uplink.rawValue, new.uplink.rawValue) }
         guard old.nic == new.nic else { return refuse("nic", old.nic.rawValue, new.nic.rawValue) }
+        guard old.traffic.map(Set.init) == new.traffic.map(Set.init) else { return refuse("traffic", "\(old.traffic)", "\(new.traffic)") }
         guard old.antiAffinity.map(Set.init) == new.antiAffinity.map(Set.init) else {
             return refuse("anti_affinity", "\(old.antiAffinity)", "\(new.antiAffinity)")
         }

@@ -150,6 +150,36 @@ import Testing
         #expect(spread.vms.map(\.host).sorted() == ["h1", "h1", "h2", "h2"], "spread stays home, evenly")
     }
 
+    /// `traffic` groups: VMs that talk share a host where they fit — even under `spread` —
+    /// else a domain; the reason names who they talk with; a group that is also kept apart is
+    /// refused when the spec is read.
+    @Test func vmsThatTalkArePlacedTogether() throws {
+        var spec = ViolinSpec(name: "v", homeDomain: "d1", head: "a", vms: ["a", "b", "c", "d"].map {
+            ViolinSpec.VM(name: $0, memoryMB: 128, vcpus: 1, image: "tiny") })
+        spec.placement = .spread
+        spec.traffic = [["b", "d"]]
+        let inventory = hosts([("h1", "d1", 4096), ("h2", "d1", 4096), ("h3", "d2", 8192)])
+        let plan = try Placement.place(spec, hosts: inventory, usedVNIs: []).get()
+        let at = Dictionary(uniqueKeysWithValues: plan.vms.map { ($0.vm.name, $0.host) })
+        #expect(at["b"] == at["d"], "\(at)")
+        #expect(plan.vms.first { $0.vm.name == "d" }?.reason.contains("talks with b") == true)
+        // No room for the mate on its host: the same domain, not the other.
+        // (b is pinned to h3 in d2, which has room for b alone; pack alone would put d at home, on h1.)
+        let tight = hosts([("h1", "d1", 4096), ("h3", "d2", 250), ("h4", "d2", 4096)])
+        var packed = spec
+        packed.placement = .pack
+        packed.vms = [ViolinSpec.VM(name: "a", memoryMB: 128, vcpus: 1, image: "tiny", host: "h1"),
+                      ViolinSpec.VM(name: "b", memoryMB: 128, vcpus: 1, image: "tiny", host: "h3"),
+                      ViolinSpec.VM(name: "d", memoryMB: 128, vcpus: 1, image: "tiny")]
+        let near = try Placement.place(packed, hosts: tight, usedVNIs: []).get()
+        #expect(near.vms.first { $0.vm.name == "d" }?.host == "h4", "\(near.vms.map { ($0.vm.name, $0.host) })")
+        packed.traffic = []
+        #expect(try Placement.place(packed, hosts: tight, usedVNIs: []).get().vms.first { $0.vm.name == "d" }?.host == "h1")
+        #expect(throws: SpecError.self) {
+            try SpecFile.parse("name: a\nhome_domain: d1\nimage: t\nvms: [{name: x}, {name: y}]\ntraffic: [[x, y]]\nanti_affinity: [[x, y]]\n")
+        }
+    }
+
     /// `violin apply`: only VMs added or removed; every other change is refused, naming it.
     @Test func aRunningVIOLINChangesOnlyByItsVMs() throws {
         let old = ViolinSpec(name: "v", homeDomain: "d1", head: "a", vms: ["a", "b", "c"].map {
