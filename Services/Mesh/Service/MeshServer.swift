@@ -401,6 +401,45 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         }
     }
 
+    /// Switches due for a restart, and adopted ones that died: restarted off this thread.
+    private func superviseSwitches() {
+        // Switches due for a restart, and adopted ones that died.
+        let (due, adoptedDead): ([UInt32], [UInt32]) = lock.withLock {
+            let now = Self.now()
+            var list = schedule.due(at: now)
+            var dead: [UInt32] = []
+            for (vni, p) in presence where children[vni] == nil && !schedule.isScheduled(vni) && !restarting.contains(vni)
+                && p.pid > 0 && kill(p.pid, 0) != 0 {
+                dead.append(vni)
+            }
+            list += dead
+            list = list.filter { !restarting.contains($0) }
+            list.forEach { schedule.cancel($0); restarting.insert($0) }
+            return (list.sorted(), dead.sorted())
+        }
+        // An adopted switch is not our child: its exit status is not ours to read.
+        for vni in adoptedDead { emit(MeshAPI.SwitchExited(vni: vni, status: -1)) }
+        for vni in due {
+            figures.add("switch_restarts")
+            restarts.async { [self] in
+                startSwitch(vni)
+                lock.withLock { _ = restarting.remove(vni) }
+            }
+        }
+    }
+
+    /// Every `traffic_interval`, the switches' pair counters on the bus (one report at a time).
+    private func reportTrafficIfDue() {
+        guard options.trafficInterval > 0, monotonicMillis() - lastTraffic >= Int64(options.trafficInterval * 1000) else { return }
+        let start: Bool = lock.withLock { defer { reporting = true }; return !reporting }
+        guard start else { return }
+        lastTraffic = monotonicMillis()
+        reports.async { [self] in
+            publishTraffic()
+            lock.withLock { reporting = false }
+        }
+    }
+
     private func heartbeatLoop() {
         var items = [PollItem(fd: worker.waker.readFD)]
         while !worker.isStopping {
@@ -429,37 +468,8 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
             expired.forEach(announce)
             for vni in Set(expired.compactMap { if case .left(let v, _, _) = $0 { v } else { nil } }) { pushPeers(vni) }
             if !expired.isEmpty { save() }
-            // Switches due for a restart, and adopted ones that died.
-            let (due, adoptedDead): ([UInt32], [UInt32]) = lock.withLock {
-                let now = Self.now()
-                var list = schedule.due(at: now)
-                var dead: [UInt32] = []
-                for (vni, p) in presence where children[vni] == nil && !schedule.isScheduled(vni) && !restarting.contains(vni)
-                    && p.pid > 0 && kill(p.pid, 0) != 0 {
-                    dead.append(vni)
-                }
-                list += dead
-                list = list.filter { !restarting.contains($0) }
-                list.forEach { schedule.cancel($0); restarting.insert($0) }
-                return (list.sorted(), dead.sorted())
-            }
-            // An adopted switch is not our child: its exit status is not ours to read.
-            for vni in adoptedDead { emit(MeshAPI.SwitchExited(vni: vni, status: -1)) }
-            for vni in due {
-                figures.add("switch_restarts")
-                restarts.async { [self] in
-                    startSwitch(vni)
-                    lock.withLock { _ = restarting.remove(vni) }
-                }
-            }
-            if options.trafficInterval > 0, monotonicMillis() - lastTraffic >= Int64(options.trafficInterval * 1000),
-               lock.withLock({ reporting ? false : { reporting = true; return true }() }) {
-                lastTraffic = monotonicMillis()
-                reports.async { [self] in
-                    publishTraffic()
-                    lock.withLock { reporting = false }
-                }
-            }
+            superviseSwitches()
+            reportTrafficIfDue()
             // A round that waited for a slow member counts against the pause to the next.
             _ = try? poll(&items, timeoutMs: max(0, Int(options.interval * 1000) - Int(monotonicMillis() - roundStarted)))
             if items[0].readable { worker.waker.drain() }
