@@ -46,6 +46,38 @@ int vn_tap_open_offload(const char *name, char *name_out) {
     return fd;
 }
 
+/* Opens `queues` queues of multi-queue TAP `name` (IFF_MULTI_QUEUE), each with a virtio_net_hdr
+ * and the checksum and TCPv4 segmentation offloads when `offload` is set. The kernel spreads the
+ * frames it sends to the device over the queues by a symmetric flow hash, and remembers the queue
+ * a flow's frames were last written to (so its replies come back on it). Fills fds[0..queues). */
+int vn_tap_open_mq(const char *name, int queues, int offload, int *fds, char *name_out) {
+    if (queues < 1 || queues > 16) return -EINVAL;
+    char actual[IFNAMSIZ];
+    memset(actual, 0, sizeof actual);
+    if (name) strncpy(actual, name, IFNAMSIZ - 1);
+    for (int q = 0; q < queues; q++) {
+        int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE | (offload ? IFF_VNET_HDR : 0);
+        memcpy(ifr.ifr_name, actual, IFNAMSIZ);
+        int hdr = 10;
+        int bad = fd < 0 || ioctl(fd, TUNSETIFF, &ifr) < 0 ||
+            (offload && (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0 ||
+                         ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4)) < 0));
+        if (bad) {
+            int e = errno;
+            if (fd >= 0) close(fd);
+            for (int k = 0; k < q; k++) close(fds[k]);
+            return -e;
+        }
+        memcpy(actual, ifr.ifr_name, IFNAMSIZ);
+        fds[q] = fd;
+    }
+    if (name_out) { memcpy(name_out, actual, IFNAMSIZ); name_out[IFNAMSIZ - 1] = 0; }
+    return 0;
+}
+
 int vn_udp_set_gro(int fd) {
     int on = 1;
     return setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on) < 0 ? -errno : 0;
@@ -207,6 +239,91 @@ int vn_udp_open16(uint64_t hi, uint64_t lo, uint16_t port, int bufsize) {
     }
     if (bind(fd, (struct sockaddr *)&sa, len) < 0) { int e = errno; close(fd); return -e; }
     return fd;
+}
+
+#include <linux/filter.h>
+
+/* `count` UDP sockets bound to one address with SO_REUSEPORT, and a classic BPF program that
+ * picks the socket for each VXLAN datagram by its inner flow: a hash of (source port +
+ * destination port) for TCP and UDP over IPv4 (any header length) or IPv6 (no extension headers),
+ * of (source + destination address) for other IPv4, socket 0 for the rest (ARP). The sum
+ * is symmetric, so a flow's data and its replies land on the same socket on every host, whatever
+ * UDP source port the sender used. The kernel runs the program with the data past the UDP header.
+ * Fills fds[0..count); port 0 binds the first to a free port and the rest to the same one. */
+int vn_udp_open_group(uint64_t hi, uint64_t lo, uint16_t port, int bufsize, int count, int *fds) {
+    if (count < 1 || count > 16) return -EINVAL;
+    uint16_t bound = port;
+    for (int k = 0; k < count; k++) {
+        struct sockaddr_in6 sa;
+        socklen_t len = fill_addr16(&sa, hi, lo, bound);
+        int fd = socket(sa.sin6_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1, e = 0;
+        if (fd < 0) { e = errno; goto fail; }
+        if (sa.sin6_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bufsize > 0) {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize);
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize);
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsize, sizeof bufsize);
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bufsize, sizeof bufsize);
+        }
+        if (count > 1 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) { e = errno; close(fd); goto fail; }
+        if (bind(fd, (struct sockaddr *)&sa, len) < 0) { e = errno; close(fd); goto fail; }
+        fds[k] = fd;
+        if (k == 0) { int p = vn_udp_local_port(fd); if (p > 0) bound = (uint16_t)p; }
+        continue;
+    fail:
+        for (int j = 0; j < k; j++) close(fds[j]);
+        return -e;
+    }
+    if (count == 1) return 0;
+    /* Offsets from the UDP payload: VXLAN 8, inner Ethernet 14, so the inner ethertype at 20 and
+     * the inner IP header at 22. */
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 20),                 /* 0: ethertype */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 0, 14),     /* 1: IPv4? else 16 */
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 31),                 /* 2: IPv4 protocol */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0),           /* 3: TCP -> 5 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 0, 7),          /* 4: UDP -> 5, else 12 */
+        BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 22),                /* 5: X = IPv4 header length */
+        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 22),                 /* 6: source port */
+        BPF_STMT(BPF_ST, 0),                                    /* 7 */
+        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 24),                 /* 8: destination port */
+        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 9 */
+        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 10 */
+        BPF_JUMP(BPF_JMP | BPF_JA, 16, 0, 0),                   /* 11: -> 28 (mix) */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 34),                 /* 12: IPv4 source */
+        BPF_STMT(BPF_ST, 0),                                    /* 13 */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 38),                 /* 14: IPv4 destination */
+        BPF_JUMP(BPF_JMP | BPF_JA, 10, 0, 0),                   /* 15: -> 26 (add, mod) */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x86dd, 0, 15),     /* 16: IPv6? else 32 */
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 28),                 /* 17: next header */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0),           /* 18: TCP -> 20 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 0, 12),         /* 19: UDP -> 20, else 32 */
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 62),                 /* 20: source port */
+        BPF_STMT(BPF_ST, 0),                                    /* 21 */
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 64),                 /* 22: destination port */
+        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 23 */
+        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 24 */
+        BPF_JUMP(BPF_JMP | BPF_JA, 2, 0, 0),                    /* 25: -> 28 (mix) */
+        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 26 */
+        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 27 */
+        /* Mixed before the modulo: Linux gives connect() even ports and servers listen on
+         * odd ones as often as not, so the sum's low bits alone would put all on one socket. */
+        BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 0x9E3779B1u),       /* 28 */
+        BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),                /* 29 */
+        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)count),   /* 30 */
+        BPF_STMT(BPF_RET | BPF_A, 0),                           /* 31 */
+        /* Last: the kernel's checker does not take a return as the end of a path, so a load of
+         * M[0] right after one would count as a load before any store. */
+        BPF_STMT(BPF_RET | BPF_K, 0),                           /* 32: anything else: socket 0 */
+    };
+    struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
+    if (setsockopt(fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0) {
+        int e = errno;
+        for (int j = 0; j < count; j++) close(fds[j]);
+        return -e;
+    }
+    return 0;
 }
 
 int vn_udp_send16(int fd, const uint8_t *data, size_t len, uint64_t hi, uint64_t lo, uint16_t port) {

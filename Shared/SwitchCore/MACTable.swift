@@ -233,6 +233,17 @@ public struct MACTable: Sendable {
         return e.location
     }
 
+    /// What another table of the same switch (another forwarding thread's) saw: `mac` at
+    /// `location`. A fresh sighting there (learned or moved) is learned as if seen here; a
+    /// repeated one only keeps alive an entry at the same place (or makes a missing one), never
+    /// moves it, since what this table saw itself may be newer.
+    @discardableResult
+    public mutating func heard(_ mac: MAC, at location: Location, nowMs: UInt64, fresh: Bool) -> LearnResult {
+        if fresh { return learn(mac, at: location, nowMs: nowMs) }
+        if let e = entries[mac.raw], e.isStatic || e.location != location { return .refused }
+        return learn(mac, at: location, nowMs: nowMs)
+    }
+
     /// Removes entries idle for longer than the ageing time; returns how many.
     @discardableResult
     public mutating func expire(nowMs: UInt64) -> Int {

@@ -37,7 +37,7 @@ public final class SwitchController: @unchecked Sendable {
         try checkNewName(name)
         let port: PortHandle
         do { port = try PortHandle.tap(id: nextPortID, name: name, mtu: mtu ?? defaultMTU,
-                                      offload: forwarder.options.offload) } catch {
+                                      offload: forwarder.options.offload, queues: forwarder.options.queues) } catch {
             throw ProtocolError(.unavailable, error.description)
         }
         return added(port)
@@ -351,7 +351,8 @@ public final class SwitchController: @unchecked Sendable {
             macTable: ["size": Int(s.tableSize), "max": Int(forwarder.options.maxMACs), "learned": Int(s.table.learned),
                        "moved": Int(s.table.moved), "expired": Int(s.table.expired), "refused": Int(s.table.refused)],
             peers: peers.map(\.description),
-            scheduling: .init(mode: s.schedulingMode, realtimeEntries: s.realtimeEntries, overBudget: s.overBudget, refused: s.realtimeRefused))
+            scheduling: .init(mode: s.schedulingMode, realtimeEntries: s.realtimeEntries, overBudget: s.overBudget, refused: s.realtimeRefused),
+            threads: s.perThread.isEmpty ? nil : s.perThread.map { ["from_ports": $0.framesFromPorts, "from_peers": $0.framesFromPeers] })
     }
 
     static func portCounters(_ c: SwitchStats.PortCounters) -> SwitchAPI.PortCounters {

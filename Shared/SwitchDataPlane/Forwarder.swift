@@ -70,6 +70,13 @@ public struct SwitchStats: Sendable, Equatable {
     public var realtimeEntries = 0
     public var overBudget = 0
     public var realtimeRefused: String?
+    /// What each forwarding thread read, with more than one (`Forwarder.Options.queues`).
+    public var perThread: [ThreadCounters] = []
+
+    public struct ThreadCounters: Sendable, Equatable {
+        public var framesFromPorts = 0
+        public var framesFromPeers = 0
+    }
 
     public struct PortCounters: Sendable, Equatable {
         public var rx = 0
@@ -95,52 +102,22 @@ public struct FdbEntry: Sendable, Equatable {
     public let isStatic: Bool
 }
 
-/// The forwarding loop of one switch (one VIOLIN on one host): one thread that owns the MAC
-/// table, polls the tunnel socket and every port, reads in batches, decides with
+/// One forwarding loop of a switch (one VIOLIN on one host; one of `Forwarder`'s shards): one
+/// thread that owns its MAC table, polls the tunnel socket and every port, reads in batches, decides with
 /// `Forwarding.decide`, and sends to peers with sendmmsg. Buffers are allocated once; per frame
 /// there is no allocation, no lock, no logging. Control changes arrive as `SwitchSnapshot`s,
 /// looked at once per batch.
-public final class Forwarder: @unchecked Sendable {
-    public struct Options: Sendable {
-        public var vni: UInt32
-        public var batch = 64
-        public var maxMACs = 8192
-        public var ageingMs: UInt64 = 300_000
-        /// TAPs with virtio_net_hdr + TSO, UDP GSO sends and GRO receives with coalescing.
-        public var offload = true
-        /// After traffic, keep polling without sleeping for this long: a reply that comes back
-        /// within it is picked up without a thread wake-up (latency), at the price of CPU.
-        public var spinMicros = 0
-        /// Run the forwarding thread under SCHED_BATCH (see `vn_thread_schedule`). Measured
-        /// here (overlay-bench, 3 rounds each way): TCP 10 % faster, small packets per second
-        /// 20 % fewer (the receiving application gets less CPU), round trips alike.
-        public var batchScheduling = true
-        /// Nice value of the forwarding thread (0-19). Above 0 the host's own work (the VMs, the
-        /// applications at both ends) wins the CPU when the cores are all busy: a flood the
-        /// receiver cannot take is then dropped at the port's queue, where dropping costs
-        /// nothing, instead of being read, tunnelled and delivered only to be dropped at the
-        /// receiving socket. Measured here (quick harness, 3 runs each): 64-byte UDP received
-        /// 120-123 k/s at 0, 140-147 k at 5, 188-199 k at 10, 219-232 k at 19; TCP and round
-        /// trips within their run-to-run spread at 10, TCP lower at 19.
-        public var niceness: Int32 = 10
-        /// The forwarding thread's EEVDF time slice in microseconds, 100-100,000 (0: the
-        /// kernel's, 0.75 ms scaled by the core count). With a short slice and `SCHED_OTHER` at
-        /// nice 0, its wake-ups preempt busy threads at once: on a host whose cores are busy,
-        /// round trips of ~0.1-0.2 ms instead of several ms; on an idle one, longer (measured
-        /// in Tests/Benchmarks/results/README.md). So it is an option, off by default.
-        public var sliceMicros: UInt32 = 0
-        /// Real-time (SCHED_FIFO at `realtimePriority`) while the host's cores are all busy and
-        /// the thread's wake-ups wait for them, within `realtimeBudget` of a core per window
-        /// (`SchedulingGovernor`); the scheduling above otherwise. A refusal (a CPU cgroup
-        /// without a real-time budget) is reported in the stats and not tried again.
-        public var realtimeWhenBusy = true
-        public var realtimeBudget = 0.3
-        public var realtimePriority: Int32 = 1
-        public init(vni: UInt32) { self.vni = vni }
-    }
+final class ForwardingShard: @unchecked Sendable {
+    typealias Options = Forwarder.Options
 
-    public let options: Options
+    let options: Options
     private let tunnel: TunnelSocket
+    /// Which of the switch's shards this is: it reads queue `shard` of multi-queue ports and
+    /// writes to it, and shares what it learns with the others through `board`.
+    let shard: Int
+    private let board: LearnBoard?
+    /// By port index: the descriptor this shard reads and writes.
+    private var portFD: [Int32] = []
     /// Every read and write of the ports and the tunnel (the system's, or a MemoryNetwork's).
     private let io: NetIO
     private let clock: @Sendable () -> UInt64
@@ -207,10 +184,12 @@ public final class Forwarder: @unchecked Sendable {
     /// The largest UDP payload one send may carry (IPv4).
     private let maxUDPPayload = 65_507
 
-    public init(options: Options, tunnel: TunnelSocket,
-                clock: @escaping @Sendable () -> UInt64 = { UInt64(monotonicMillis()) }) {
+    init(options: Options, tunnel: TunnelSocket, shard: Int = 0, board: LearnBoard? = nil,
+         clock: @escaping @Sendable () -> UInt64) {
         self.options = options
         self.tunnel = tunnel
+        self.shard = shard
+        self.board = board
         io = NetIO(memory: tunnel.network)
         self.clock = clock
         table = MACTable(maxEntries: options.maxMACs, ageingMs: options.ageingMs)
@@ -296,7 +275,7 @@ public final class Forwarder: @unchecked Sendable {
         perform(timeoutMs: 2000) { [unowned self] in
             self.moveSequence &+= 1
             let seq = self.moveSequence
-            self.table.learn(mac, at: .port(portID), nowMs: self.clock())
+            _ = self.learn(mac, at: .port(portID), self.clock())
             // VXLAN header, then: broadcast <- mac, RARP (0x8035) request reverse, sequence in the padding.
             var f = [UInt8](repeating: 0, count: VXLAN.headerLength + 60)
             f.withUnsafeMutableBytes { VXLAN.write(vni: self.options.vni, to: $0.baseAddress!) }
@@ -385,9 +364,10 @@ public final class Forwarder: @unchecked Sendable {
             bucketByID[p.id] = (portTokens[i], portFilledAt[i], portWaits[i])
         }
         // The epoll set follows the ports; tags are indexes into the new snapshot's ports.
-        for p in current.ports { _ = vn_epoll_del(epoll, p.fd) }
-        for (i, p) in s.ports.enumerated() where !failedPorts.contains(p.id) {
-            _ = vn_epoll_add(epoll, p.fd, Self.firstPortTag + UInt32(i))
+        for (i, p) in current.ports.enumerated() where p.reads(shard: shard) { _ = vn_epoll_del(epoll, portFD[i]) }
+        portFD = s.ports.map { $0.fd(shard: shard) }
+        for (i, p) in s.ports.enumerated() where !failedPorts.contains(p.id) && p.reads(shard: shard) {
+            _ = vn_epoll_add(epoll, portFD[i], Self.firstPortTag + UInt32(i))
         }
         current = s
         portIndex = Dictionary(uniqueKeysWithValues: s.ports.enumerated().map { ($1.id, $0) })
@@ -402,11 +382,13 @@ public final class Forwarder: @unchecked Sendable {
         portTxBytes = s.ports.map { txBytesByID[$0.id] ?? 0 }
         // A port keeps its tokens while its cap stays; a new or changed cap starts full. Every
         // port is in the epoll set again: one still out of tokens waits again at its next read.
-        portRatePerMs = s.ports.map { (s.rates[$0.id]?.bytesPerSecond ?? 0) / 1000 }
-        portBurst = s.ports.map { s.rates[$0.id]?.burstBytes ?? 0 }
+        // A multi-queue port's cap is shared out evenly among the threads that read its queues.
+        portRatePerMs = s.ports.map { (s.rates[$0.id]?.bytesPerSecond ?? 0) / 1000 / Double($0.queues) }
+        portBurst = s.ports.map { (s.rates[$0.id]?.burstBytes ?? 0) / Double($0.queues) }
         portTokens = s.ports.map { p in
             guard let rate = s.rates[p.id] else { return 0 }
-            return oldRates[p.id] == rate ? bucketByID[p.id]?.tokens ?? rate.burstBytes : rate.burstBytes
+            let burst = rate.burstBytes / Double(p.queues)
+            return oldRates[p.id] == rate ? bucketByID[p.id]?.tokens ?? burst : burst
         }
         portFilledAt = s.ports.map { bucketByID[$0.id]?.at ?? now }
         portResumeAt = s.ports.map { _ in 0 }
@@ -452,6 +434,7 @@ public final class Forwarder: @unchecked Sendable {
             let count = Int(vn_epoll_wait(epoll, tags, Int32(maxEvents), Int32(timeoutMs)))
             if count < 0 { continue }
             batchNow = clock()
+            if let board { exchangeNews(board) }
             var traffic = false
             for k in 0..<count {
                 switch tags[k] {
@@ -528,7 +511,7 @@ public final class Forwarder: @unchecked Sendable {
                 portResumeAt[i] = 0
                 waitingPorts -= 1
                 let port = current.ports[i]
-                if !failedPorts.contains(port.id) { _ = vn_epoll_add(epoll, port.fd, Self.firstPortTag + UInt32(i)) }
+                if !failedPorts.contains(port.id) { _ = vn_epoll_add(epoll, portFD[i], Self.firstPortTag + UInt32(i)) }
             } else {
                 next = min(next, portResumeAt[i])
             }
@@ -552,14 +535,14 @@ public final class Forwarder: @unchecked Sendable {
         portResumeAt[i] = batchNow + ms
         portWaits[i] += 1
         waitingPorts += 1
-        _ = vn_epoll_del(epoll, current.ports[i].fd)
+        _ = vn_epoll_del(epoll, portFD[i])
     }
 
     /// A TAP whose device went away: stop watching its descriptor.
     private func portFailed(_ index: Int) {
         let port = current.ports[index]
         failedPorts.insert(port.id)
-        _ = vn_epoll_del(epoll, port.fd)
+        _ = vn_epoll_del(epoll, portFD[index])
         stats.portFailures += 1
     }
 
@@ -580,6 +563,33 @@ public final class Forwarder: @unchecked Sendable {
         }
         return s
     }
+
+    /// Learns `mac` at `location`; a new or moved address is news for the other threads. False
+    /// for a source address no frame may have (multicast, zero).
+    @inline(__always)
+    private func learn(_ mac: MAC, at location: Location, _ now: UInt64) -> Bool {
+        switch table.learn(mac, at: location, nowMs: now) {
+        case .invalidSource: return false
+        case .learned, .moved: board?.post(from: shard, .init(mac: mac, location: location, fresh: true))
+        default: break
+        }
+        return true
+    }
+
+    /// What the other threads learned, into this one's table; and, every `shareMs`, the
+    /// addresses this one saw since, so the others' entries for them do not age out.
+    private func exchangeNews(_ board: LearnBoard) {
+        for n in board.take(shard) { table.heard(n.mac, at: n.location, nowMs: batchNow, fresh: n.fresh) }
+        guard batchNow >= nextShare else { return }
+        let since = nextShare &- Self.shareMs
+        nextShare = batchNow + Self.shareMs
+        board.post(from: shard, all: table.dump().compactMap { e in
+            e.entry.isStatic || e.entry.lastSeenMs < since ? nil : .init(mac: e.mac, location: e.entry.location, fresh: false)
+        })
+    }
+
+    private static let shareMs: UInt64 = 30_000
+    private var nextShare: UInt64 = 0
 
     @inline(__always)
     private func drop(_ reason: DropReason) {
@@ -614,7 +624,7 @@ public final class Forwarder: @unchecked Sendable {
             if slotsUsed == options.batch { flushTunnel() }
             let slot = slots + slotsUsed * slotSize
             let readAt = slot + (headerRoom - (port.vnet ? VirtioNetHeader.length : 0))
-            let got = Int(io.read(port.fd, readAt.assumingMemoryBound(to: UInt8.self), slotSize - headerRoom))
+            let got = Int(io.read(portFD[index], readAt.assumingMemoryBound(to: UInt8.self), slotSize - headerRoom))
             if got <= 0 {
                 // A TAP whose device is gone answers EBADFD (or EIO) for good. Anything else is
                 // passing: a QEMU UDP port reports ECONNREFUSED once while QEMU is not there yet.
@@ -636,7 +646,7 @@ public final class Forwarder: @unchecked Sendable {
             let dst = MAC(UnsafeRawPointer(frame)), src = MAC(UnsafeRawPointer(frame + 6))
             let now = batchNow
             let source = Location.port(port.id)
-            if table.learn(src, at: source, nowMs: now) == .invalidSource { drop(.badSource); continue }
+            if !learn(src, at: source, now) { drop(.badSource); continue }
             if !dst.isMulticast { pairs.add(src: src, dst: dst, bytes: n) }
             let decision = Forwarding.decide(from: source, destination: dst, source: src,
                                              known: dst.isMulticast ? nil : table.lookup(dst, nowMs: now))
@@ -690,7 +700,7 @@ public final class Forwarder: @unchecked Sendable {
         if port.vnet {
             let header = frame - VirtioNetHeader.length
             vh.write(to: header)
-            let rc = io.write(port.fd, header.assumingMemoryBound(to: UInt8.self), n + VirtioNetHeader.length)
+            let rc = io.write(portFD[j], header.assumingMemoryBound(to: UInt8.self), n + VirtioNetHeader.length)
             if rc < 0 { drop(.congested); return }
             portTx[j] += 1
             portTxBytes[j] += n
@@ -859,7 +869,7 @@ public final class Forwarder: @unchecked Sendable {
         if Offload.checkInner(frame, length: n) == .corrupt { drop(.badChecksum); return }
         let dst = MAC(UnsafeRawPointer(frame)), src = MAC(UnsafeRawPointer(frame + 6))
         let source = Location.peer(peer)
-        if table.learn(src, at: source, nowMs: now) == .invalidSource { drop(.badSource); return }
+        if !learn(src, at: source, now) { drop(.badSource); return }
         // A late frame for a VM that migrated away: on to its new host, during the grace period.
         if !current.moved.isEmpty, let m = current.moved[dst], now < m.untilMs, m.peer != peer {
             flushCoalescer()
@@ -897,7 +907,7 @@ public final class Forwarder: @unchecked Sendable {
     private func flushCoalescer() {
         guard let (count, j) = coalescer.finish() else { return }
         guard j < current.ports.count else { drop(.noRoute); return }
-        let rc = io.write(current.ports[j].fd, gather: coalescer.pieces, coalescer.pieceLengths, Int32(count))
+        let rc = io.write(portFD[j], gather: coalescer.pieces, coalescer.pieceLengths, Int32(count))
         if rc < 0 { dropCounts[DropReasonIndex.of(.congested)] += count - 1; return }
         stats.merged += count - 2
         portTx[j] += 1
@@ -910,9 +920,9 @@ public final class Forwarder: @unchecked Sendable {
     private func writePort(_ i: Int, _ frame: UnsafeMutableRawPointer, _ n: Int) {
         let port = current.ports[i]
         let rc = port.vnet
-            ? io.write(port.fd, header: zeroHeader.assumingMemoryBound(to: UInt8.self), VirtioNetHeader.length,
+            ? io.write(portFD[i], header: zeroHeader.assumingMemoryBound(to: UInt8.self), VirtioNetHeader.length,
                        frame: frame.assumingMemoryBound(to: UInt8.self), n)
-            : io.write(port.fd, frame.assumingMemoryBound(to: UInt8.self), n)
+            : io.write(portFD[i], frame.assumingMemoryBound(to: UInt8.self), n)
         if rc < 0 { drop(.congested); return }
         portTx[i] += 1
         portTxBytes[i] += n

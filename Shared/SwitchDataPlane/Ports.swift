@@ -57,11 +57,15 @@ public final class PortHandle: @unchecked Sendable {
     public let mac: MAC?
     /// Frames on this fd carry a virtio_net_hdr (a TAP with offloads).
     public let vnet: Bool
+    /// A multi-queue TAP's queues (the first is `fd`); empty for every other port.
+    let queueFDs: [Int32]
 
     /// The network a memory port belongs to (which owns its descriptor).
     private let network: MemoryNetwork?
 
-    init(id: UInt32, name: String, kind: PortKind, fd: Int32, mac: MAC?, vnet: Bool = false, network: MemoryNetwork? = nil) {
+    init(id: UInt32, name: String, kind: PortKind, fd: Int32, mac: MAC?, vnet: Bool = false, network: MemoryNetwork? = nil,
+         queueFDs: [Int32] = []) {
+        self.queueFDs = queueFDs
         self.id = id
         self.name = name
         self.kind = kind
@@ -71,7 +75,18 @@ public final class PortHandle: @unchecked Sendable {
         self.network = network
     }
 
+    /// Whether forwarding thread `shard` reads this port: its queue of a multi-queue TAP;
+    /// thread 0 alone any other port.
+    @inline(__always) func reads(shard: Int) -> Bool { shard < max(1, queueFDs.count) }
+
+    /// The descriptor thread `shard` reads and writes: its queue, or the port's one.
+    @inline(__always) func fd(shard: Int) -> Int32 { shard < queueFDs.count ? queueFDs[shard] : fd }
+
+    /// Queues of a multi-queue TAP, 1 otherwise.
+    public var queues: Int { max(1, queueFDs.count) }
+
     deinit {
+        for q in queueFDs.dropFirst() { _ = vn_close(q) }
         if let network { network.close(fd) } else { _ = vn_close(fd) }
         // A VM's TAP goes with its port, unless a VM still holds it (then it stays for the VM).
         if kind == .vmTap, vn_vmtap_remove(name) == -EBUSY { VMTapReaper.shared.remove(name) }
@@ -86,19 +101,25 @@ public final class PortHandle: @unchecked Sendable {
 
     /// Creates TAP device `name` (up, with `mtu`); with `offload`, with a virtio_net_hdr and the
     /// kernel's checksum and TCPv4 segmentation offloads.
-    public static func tap(id: UInt32, name: String, mtu: Int, offload: Bool = true) throws(NetError) -> PortHandle {
+    /// With `queues` above 1, a multi-queue TAP: one queue per forwarding thread.
+    public static func tap(id: UInt32, name: String, mtu: Int, offload: Bool = true, queues: Int = 1) throws(NetError) -> PortHandle {
         var actual = [CChar](repeating: 0, count: 16)
-        let fd = try NetError.check(offload ? vn_tap_open_offload(name, &actual) : vn_tap_open(name, &actual),
-                                    "open TAP \(name)")
+        var fds = [Int32](repeating: -1, count: max(1, queues))
+        if queues > 1 {
+            _ = try NetError.check(vn_tap_open_mq(name, Int32(queues), offload ? 1 : 0, &fds, &actual), "open TAP \(name) with \(queues) queues")
+        } else {
+            fds[0] = try NetError.check(offload ? vn_tap_open_offload(name, &actual) : vn_tap_open(name, &actual), "open TAP \(name)")
+        }
         let real = String(cString: actual)
         let rc = vn_link_configure(real, Int32(mtu), nil)
         if rc < 0 {
-            _ = vn_close(fd)
+            for fd in fds { _ = vn_close(fd) }
             throw NetError(operation: "configure \(real)", code: -rc)
         }
         var mac = [UInt8](repeating: 0, count: 6)
         let hasMAC = vn_link_mac(real, &mac) == 0
-        return PortHandle(id: id, name: real, kind: .tap, fd: fd, mac: hasMAC ? MAC(octets: mac) : nil, vnet: offload)
+        return PortHandle(id: id, name: real, kind: .tap, fd: fds[0], mac: hasMAC ? MAC(octets: mac) : nil, vnet: offload,
+                          queueFDs: queues > 1 ? fds : [])
     }
 
     /// Attaches to network device `device` (which must exist) with a packet socket.
@@ -156,6 +177,26 @@ public final class TunnelSocket: @unchecked Sendable {
         let p = vn_udp_local_port(fd)
         local = PeerAddress(hi: address.hi, lo: address.lo, port: p > 0 ? UInt16(p) : address.port)
         network = nil
+    }
+
+    private init(fd: Int32, local: PeerAddress, gro: Bool) {
+        self.fd = fd
+        self.local = local
+        self.gro = gro
+        network = nil
+    }
+
+    /// `count` sockets bound to `address` (port 0: a free one, the same for all) with
+    /// SO_REUSEPORT, among which the kernel steers each datagram by its inner flow
+    /// (`vn_udp_open_group`): one per forwarding thread.
+    public static func group(bind address: PeerAddress, gro: Bool = true, count: Int) throws(NetError) -> [TunnelSocket] {
+        guard count > 1 else { return [try TunnelSocket(bind: address, gro: gro)] }
+        var fds = [Int32](repeating: -1, count: count)
+        _ = try NetError.check(vn_udp_open_group(address.hi, address.lo, address.port, 8 << 20, Int32(count), &fds),
+                               "bind \(count) tunnel sockets at \(address)")
+        let p = vn_udp_local_port(fds[0])
+        let local = PeerAddress(hi: address.hi, lo: address.lo, port: p > 0 ? UInt16(p) : address.port)
+        return fds.map { TunnelSocket(fd: $0, local: local, gro: gro && vn_udp_set_gro($0) == 0) }
     }
 
     /// A tunnel of an in-memory network, as if bound at `address`.

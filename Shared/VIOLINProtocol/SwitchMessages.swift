@@ -380,7 +380,7 @@ public enum SwitchAPI {
         public static let fields: [FieldSpec] = [
             .required("vni", .vni), .required("tunnel", .text), .required("frames", .object), .required("port_failures", .count),
             .required("bytes", .object), .required("drops", .object), .required("ports", .object), .required("mac_table", .object),
-            .required("peers", .list(.address(anyPort: false))), .optional("scheduling", .object),
+            .required("peers", .list(.address(anyPort: false))), .optional("scheduling", .object), .optional("threads", .list(.object)),
         ]
         /// The forwarding thread's scheduling: `mode` `fair` or `realtime` (real-time while its
         /// host is busy), `fixed` (not adaptive); `realtime_entries`; `over_budget` (windows it
@@ -410,13 +410,17 @@ public enum SwitchAPI {
         public var macTable: [String: Int]
         public var peers: [String]
         public var scheduling: Scheduling?
+        /// With more than one forwarding thread, what each read: `from_ports`, `from_peers`.
+        public var threads: [[String: Int]]?
         public init(vni: UInt32, tunnel: String, frames: [String: Int], portFailures: Int, bytes: [String: Int], drops: [String: Int],
-                    ports: [String: PortCounters], macTable: [String: Int], peers: [String], scheduling: Scheduling? = nil) {
+                    ports: [String: PortCounters], macTable: [String: Int], peers: [String], scheduling: Scheduling? = nil,
+                    threads: [[String: Int]]? = nil) {
             self.vni = vni; self.tunnel = tunnel; self.frames = frames; self.portFailures = portFailures; self.bytes = bytes
             self.drops = drops; self.ports = ports; self.macTable = macTable; self.peers = peers; self.scheduling = scheduling
+            self.threads = threads
         }
         enum CodingKeys: String, CodingKey {
-            case vni, tunnel, frames, portFailures = "port_failures", bytes, drops, ports, macTable = "mac_table", peers, scheduling
+            case vni, tunnel, frames, portFailures = "port_failures", bytes, drops, ports, macTable = "mac_table", peers, scheduling, threads
         }
     }
 

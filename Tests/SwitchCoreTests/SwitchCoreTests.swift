@@ -88,6 +88,22 @@ let peer1 = PeerAddress("10.0.0.1:4789")!, peer2 = PeerAddress("10.0.0.2:4789")!
         #expect(r6 == .invalidSource)
     }
 
+    /// News from another forwarding thread: a fresh sighting moves an entry as learning does; a
+    /// repeated one keeps an entry at the same place alive (or makes a missing one) and never
+    /// moves one, nor touches a static entry.
+    @Test func aRepeatedSightingKeepsAnEntryAliveButNeverMovesIt() {
+        var t = MACTable(maxEntries: 16, ageingMs: 1000)
+        t.learn(a, at: .port(1), nowMs: 0)
+        #expect(t.heard(a, at: .port(1), nowMs: 900, fresh: false) == .refreshed)
+        #expect(t.lookup(a, nowMs: 1800) == .port(1), "kept alive past its own ageing")
+        #expect(t.heard(a, at: .peer(peer1), nowMs: 1000, fresh: false) == .refused)
+        #expect(t.lookup(a, nowMs: 1000) == .port(1), "a repeated sighting elsewhere does not move it")
+        #expect(t.heard(a, at: .peer(peer1), nowMs: 1000, fresh: true) == .moved(from: .port(1)))
+        #expect(t.heard(b, at: .port(2), nowMs: 1000, fresh: false) == .learned)
+        _ = t.setStatic(b, at: .port(3), nowMs: 1000)
+        #expect(t.heard(b, at: .port(2), nowMs: 1100, fresh: false) == .refused && t.lookup(b, nowMs: 1100) == .port(3))
+    }
+
     @Test func staticEntriesNeitherAgeNorMove() {
         var t = MACTable(maxEntries: 4, ageingMs: 10)
         t.learn(a, at: .port(1), nowMs: 0)

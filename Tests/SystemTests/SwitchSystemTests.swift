@@ -21,15 +21,17 @@ func switchStats(_ control: String) throws -> JSONValue {
     func mac(_ v: Int) -> String { String(format: "02:77:00:00:00:%02x", v) }
     func control(_ lab: Lab, _ violin: String, _ h: Int) -> String { lab.scratch.ipc("sw-\(violin)\(h)") }
 
-    /// Builds the lab: the switches, and six VMs per VIOLIN (v = 2(h-1)+k, 10.77.0.v, fd77::v).
-    func build(_ lab: Lab) throws {
+    /// Builds the lab: the switches (`queues` forwarding threads each), and six VMs per VIOLIN
+    /// (v = 2(h-1)+k, 10.77.0.v, fd77::v).
+    func build(_ lab: Lab, queues: Int) throws {
         for h in 1...3 { try lab.addHost(h) }
         for vl in Self.violins {
             for h in 1...3 {
                 let peers = (1...3).filter { $0 != h }.flatMap { ["--peer", "\(lab.hostIP($0)):\(vl.port)"] }
                 let taps = (1...2).flatMap { ["--tap", "\(lab.prefix)\(vl.name)\(h)\($0)"] }
                 try lab.spawn(in: lab.host(h), "violin-switch", ["--vni", "\(vl.vni)", "--tunnel", "\(lab.hostIP(h)):\(vl.port)",
-                                                                 "--listen", control(lab, vl.name, h), "--bus", "none"] + peers + taps)
+                                                                 "--listen", control(lab, vl.name, h), "--bus", "none",
+                                                                 "--queues", "\(queues)"] + peers + taps)
             }
         }
         for vl in Self.violins {
@@ -83,10 +85,12 @@ func switchStats(_ control: String) throws -> JSONValue {
         return n
     }
 
-    @Test func twoViolinsOnThreeHosts() throws {
-        let lab = try Lab("switch")
+    /// With one forwarding thread per switch, and with two (multi-queue TAPs, two tunnel
+    /// sockets): learning, the flood rules, isolation and a VM's move hold either way.
+    @Test(arguments: [1, 2]) func twoViolinsOnThreeHosts(queues: Int) throws {
+        let lab = try Lab("switch\(queues)")
         defer { lab.teardown() }
-        try build(lab)
+        try build(lab, queues: queues)
         let switches = lab.processes
 
         // Full ping matrix inside each VIOLIN.
@@ -199,15 +203,17 @@ func switchStats(_ control: String) throws -> JSONValue {
 /// A Linux kernel vxlan device is a valid peer both ways, and tshark reads our datagrams as
 /// VXLAN with the VIOLIN's VNI.
 @Suite(.serialized) struct KernelVXLANInteropTests {
-    @Test func kernelVXLANInteroperatesBothWays() throws {
-        let lab = try Lab("kvxlan", subnet: "172.31.78")
+    /// With one forwarding thread, and with two (the kernel's per-flow UDP source ports then
+    /// meet the switch's steering of datagrams by inner flow).
+    @Test(arguments: [1, 2]) func kernelVXLANInteroperatesBothWays(queues: Int) throws {
+        let lab = try Lab("kvxlan\(queues)", subnet: queues == 1 ? "172.31.78" : "172.31.76")
         defer { lab.teardown() }
         try lab.addHost(1)
         try lab.addHost(2)
         let control = lab.scratch.ipc("sw")
         try lab.spawn(in: lab.host(1), "violin-switch", ["--vni", "4242", "--tunnel", "\(lab.hostIP(1)):4789",
                                                          "--peer", "\(lab.hostIP(2)):4789", "--tap", "\(lab.prefix)t",
-                                                         "--listen", control, "--bus", "none"])
+                                                         "--listen", control, "--bus", "none", "--queues", "\(queues)"])
         try lab.waitForDevice("\(lab.prefix)t", in: lab.host(1))
         try lab.makeVM("\(lab.prefix)-vm1", device: "\(lab.prefix)t", from: lab.host(1), mac: "02:78:00:00:00:01",
                        ipv4: "10.78.0.1/24")
@@ -389,6 +395,51 @@ func tcpTransferArrivesIntact(_ lab: Lab, from: String, to: String, ip: String) 
     let got = receiver.waitForLine(timeout: 60) { $0.split(separator: " ").count == 2 }
     #expect(got != nil && got == send.out.trimmingCharacters(in: .whitespacesAndNewlines),
             "8 MB over TCP \(from) -> \(to) arrive intact: sent \(send.out), received \(got ?? "nothing")")
+}
+
+/// Switches of two forwarding threads (`--queues 2`): multi-queue TAPs, two tunnel sockets each.
+@Suite(.serialized) struct ShardedSwitchTests {
+    /// Sixteen TCP streams between two VMs: both threads of the sending switch carry some, and
+    /// each stream stays on one thread index on both hosts, data and ACKs — what thread k of the
+    /// receiving switch read from its VM (the ACKs) is what thread k of the sending switch read
+    /// from the tunnel.
+    @Test(.timeLimit(.minutes(2))) func flowsSpreadOverThreadsAndEachStaysOnOne() throws {
+        let lab = try Lab("shard", subnet: "172.31.75")
+        defer { lab.teardown() }
+        var controls: [String] = []
+        for h in 1...2 {
+            try lab.addHost(h)
+            controls.append(lab.scratch.ipc("sw\(h)"))
+            try lab.spawn(in: lab.host(h), "violin-switch", ["--vni", "75", "--tunnel", "\(lab.hostIP(h)):4789",
+                                                             "--peer", "\(lab.hostIP(3 - h)):4789", "--tap", "\(lab.prefix)t\(h)",
+                                                             "--listen", controls[h - 1], "--bus", "none", "--queues", "2"])
+        }
+        for h in 1...2 {
+            try lab.waitForDevice("\(lab.prefix)t\(h)", in: lab.host(h))
+            try lab.makeVM("\(lab.prefix)-vm\(h)", device: "\(lab.prefix)t\(h)", from: lab.host(h),
+                           mac: "02:75:00:00:00:0\(h)", ipv4: "10.75.0.\(h)/24")
+        }
+        let server = try lab.spawn(in: "\(lab.prefix)-vm2", "/usr/bin/iperf3", ["-s", "-1", "--forceflush", "-B", "10.75.0.2"])
+        try #require(server.waitForLine(timeout: 10) { $0.contains("Server listening") } != nil, "iperf3 server")
+        let r = try sh("ip netns exec \(lab.prefix)-vm1 iperf3 -c 10.75.0.2 -P 16 -t 3 -J", timeout: 60)
+        let result = try JSONText.parse(Array(r.out.utf8))
+        let bps = try #require(result["end"]?["sum_received"]?["bits_per_second"]?.numberValue, "iperf3: \(r.out.suffix(300)) \(r.err)")
+        print("sharded switch: 16 streams, \(bps / 1e9) Gbit/s")
+        func threads(_ control: String) throws -> [(ports: Int, peers: Int)] {
+            let list = try switchStats(control)["threads"]?.items ?? []
+            return list.map { ($0["from_ports"]?.intValue ?? -1, $0["from_peers"]?.intValue ?? -1) }
+        }
+        let sender = try threads(controls[0]), receiver = try threads(controls[1])
+        print("sharded switch: sender threads \(sender), receiver threads \(receiver)")
+        #expect(sender.count == 2 && receiver.count == 2)
+        let sent = sender.map(\.ports).reduce(0, +)
+        #expect(sender.allSatisfy { $0.ports * 33 >= sent }, "both threads read streams from the VM: \(sender)")
+        let acks = receiver.map(\.ports).reduce(0, +)
+        for k in 0..<2 {
+            #expect(abs(receiver[k].ports - sender[k].peers) <= acks / 50 + 20,
+                    "thread \(k): the receiver read \(receiver[k].ports) ACKs, the sender's thread \(k) got \(sender[k].peers)")
+        }
+    }
 }
 
 /// A VM's network cap (`set_port_rate_request`) on real switches in namespaces, measured with iperf3.

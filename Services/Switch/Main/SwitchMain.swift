@@ -40,6 +40,8 @@ struct Main: AsyncParsableCommand {
     var realtime = "busy"
     @Option(help: "Most of a core the forwarding thread may use in a 100 ms window while real-time, 0.05-1: above it, back to the fair class for 1 s or more.")
     var realtimeBudget = 0.3
+    @Option(help: "Forwarding threads, 1-16: each reads one queue of every TAP port (multi-queue) and one of as many tunnel sockets (SO_REUSEPORT), and a flow's frames stay on one thread both ways. Other ports are read by the first thread.")
+    var queues = 1
     @Flag(help: "Turn off the offloads (TAP TSO with virtio_net_hdr, UDP GSO and GRO with coalescing).")
     var noOffload = false
     @OptionGroup var options: ServiceOptions
@@ -57,6 +59,7 @@ struct Main: AsyncParsableCommand {
         s.forwarding.sliceMicros = sliceUs
         s.forwarding.realtimeWhenBusy = realtime == "busy"
         s.forwarding.realtimeBudget = realtimeBudget
+        s.forwarding.queues = queues
         return s
     }
 

@@ -45,6 +45,7 @@ public final class SwitchServer: RequestHandler {
             guard (0...19).contains(forwarding.niceness) else { return "--nice must be 0-19, not \(forwarding.niceness)" }
             let slice = forwarding.sliceMicros
             guard slice == 0 || (100...100_000).contains(slice) else { return "--slice-us must be 0 or 100-100000, not \(slice)" }
+            guard (1...16).contains(forwarding.queues) else { return "--queues must be 1-16, not \(forwarding.queues)" }
             guard forwarding.maxMACs > 0, forwarding.ageingMs > 0, (1...1024).contains(forwarding.batch) else {
                 return "--max-macs, --ageing must be positive and --batch 1-1024"
             }
@@ -54,17 +55,18 @@ public final class SwitchServer: RequestHandler {
 
     public let controller: SwitchController
     public var forwarder: Forwarder { controller.forwarder }
-    private let tunnelSocket: TunnelSocket
+    private let tunnelSockets: [TunnelSocket]
 
     /// Opens the tunnel socket and sets up the ports, peers and static entries the settings
     /// name; forwarding starts with `start()`.
     public init(_ s: Settings) throws {
-        tunnelSocket = try TunnelSocket(bind: PeerAddress(s.tunnel, allowAnyPort: true)!, gro: s.forwarding.offload)
-        controller = SwitchController(forwarder: Forwarder(options: s.forwarding, tunnel: tunnelSocket), defaultMTU: s.mtu)
+        tunnelSockets = try TunnelSocket.group(bind: PeerAddress(s.tunnel, allowAnyPort: true)!, gro: s.forwarding.offload,
+                                               count: s.forwarding.queues)
+        controller = SwitchController(forwarder: Forwarder(options: s.forwarding, tunnels: tunnelSockets), defaultMTU: s.mtu)
         try configure(s)
     }
 
-    public var tunnel: PeerAddress { tunnelSocket.local }
+    public var tunnel: PeerAddress { tunnelSockets[0].local }
 
     private func configure(_ s: Settings) throws {
         let c = controller

@@ -11,6 +11,8 @@ int vn_tap_open(const char *name, char *name_out);
 /* The same with a 10-octet virtio_net_hdr before every frame and the kernel's checksum and
  * TCPv4 segmentation offloads on: reads may then be 64 KB TSO frames with partial checksums. */
 int vn_tap_open_offload(const char *name, char *name_out);
+/* `queues` queues of multi-queue TAP `name` into fds (with offloads: virtio_net_hdr, CSUM, TSO4). */
+int vn_tap_open_mq(const char *name, int queues, int offload, int *fds, char *name_out);
 /* Lets a UDP socket receive coalesced datagram trains (UDP_GRO); gso size per slot below. */
 int vn_udp_set_gro(int fd);
 /* writev of `count` pieces (at most 1024): one TAP packet gathered from several buffers. */
@@ -35,6 +37,8 @@ int vn_udp_open(uint32_t addr_be, uint16_t port, int bufsize);
 /* Underlay addresses of either family: `hi`, `lo` hold the 16 bytes in memory order, an IPv4
  * address as ::ffff:a.b.c.d (its socket is AF_INET); an IPv6 socket is IPv6 only. */
 int vn_udp_open16(uint64_t hi, uint64_t lo, uint16_t port, int bufsize);
+/* `count` SO_REUSEPORT sockets on one address, datagrams steered by inner flow (see netshim.c). */
+int vn_udp_open_group(uint64_t hi, uint64_t lo, uint16_t port, int bufsize, int count, int *fds);
 int vn_udp_send_gso16(int fd, const uint8_t *buf, size_t len, uint64_t hi, uint64_t lo, uint16_t port,
                       uint16_t segment, int timeout_ms);
 int vn_udp_send16(int fd, const uint8_t *data, size_t len, uint64_t hi, uint64_t lo, uint16_t port);
