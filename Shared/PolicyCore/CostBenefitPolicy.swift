@@ -69,8 +69,10 @@ public struct CostBenefitPolicy: AdaptationPolicy {
             traffic += (was - will) * horizon
             if was != will { moved += r }
         }
-        let width = Double(max(1, state.queues[vm.violin]?.runningNodes ?? 1))
-        let cost = (MigrationCost.seconds(of: vm, from: src, to: dst, network: state.network) / 2 + fixedCostSeconds) * width
+        let seconds = MigrationCost.seconds(of: vm, from: src, to: dst, network: state.network)
+        // A VM hinted busy but idle yet stalls no job: the copy only risks its job's start.
+        let cost = state.expected.contains(vmID) ? seconds / 2
+            : (seconds / 2 + fixedCostSeconds) * Double(max(1, state.queues[vm.violin]?.runningNodes ?? 1))
         return ((before - after) * horizon, traffic, cost, moved)
     }
 
@@ -107,8 +109,8 @@ public struct CostBenefitPolicy: AdaptationPolicy {
         for var d in paper.decide(state) {
             // A single VM's move: of the high-demand VMs on its host that may move to the same
             // host, the one whose move pays best (with traffic measured: the one that splits the
-            // least chatter).
-            if case .migrateVM(let vm, let from, let to, _, let reason) = d, !state.traffic.isEmpty {
+            // least chatter; with hints: one hinted busy but idle yet, whose move stalls no job).
+            if case .migrateVM(let vm, let from, let to, _, let reason) = d, !state.traffic.isEmpty || !state.expected.isEmpty {
                 let alternatives = scores.placement.filter { $0.value == from && (state.cpu[$0.key] ?? 0) > highThreshold }.map(\.key)
                     .filter { $0 == vm || (!taken.contains($0) && state.canMove($0, cooldown: cooldownSeconds)
                         && scores.freeMemory(to, state: state) >= (state.vms[$0]?.memoryMB ?? .max)) }.sorted()
@@ -116,7 +118,7 @@ public struct CostBenefitPolicy: AdaptationPolicy {
                 if let best = net.max(by: { ($0.1, $1.0) < ($1.1, $0.0) }), best.0 != vm,
                    let src = state.hosts[from], let dst = state.hosts[to], let bvm = state.vms[best.0] {
                     d = .migrateVM(vm: best.0, from: from, to: to, estimatedSeconds: MigrationCost.seconds(of: bvm, from: src, to: dst, network: state.network),
-                                   reason: reason + "; \(best.0) moves instead of \(vm) (it splits less traffic)")
+                                   reason: reason + "; \(best.0) moves instead of \(vm) (its move pays best: less traffic split, or no job stalled)")
                 }
             }
             // A whole VIOLIN's move: its members placed in the new domain so that those that talk

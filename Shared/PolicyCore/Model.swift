@@ -68,6 +68,9 @@ public struct ClusterState: Sendable {
     /// Optional: bytes per second between VMs (both ways summed), from the switches' pair
     /// counters (`TrafficMatrix`); symmetric, a VM absent talks to no one.
     public var traffic: [VMID: [VMID: Double]] = [:]
+    /// VMs hinted busy (`expect`) that were idle when hinted: no job of theirs runs yet, so
+    /// moving one stalls nobody.
+    public var expected: Set<VMID> = []
 
     public init(hosts: [Host], vms: [VM], violins: [Violin], placement: [VMID: HostID], cpu: [VMID: Double] = [:],
                 network: Network = Network(), migrating: Set<VMID> = [], lastMigrated: [VMID: Double] = [:],
@@ -196,6 +199,7 @@ extension ClusterState {
     /// a policy moves ahead of the load instead of after it.
     public mutating func expect(_ busy: [VMID: ViolinID]) {
         for (vm, violin) in busy.sorted(by: { $0.key < $1.key }) where placement[vm] != nil {
+            if (cpu[vm] ?? 0) <= highDemandThreshold { expected.insert(vm) }
             cpu[vm] = max(cpu[vm] ?? 0, 100)
             var q = queues[violin] ?? QueueInfo(waitingNodes: 0, runningNodes: 0)
             q.waitingNodes += 1

@@ -207,6 +207,7 @@ public struct Simulator {
         var now = 0.0
         var nextPolicy: Double
         var hints = false
+        var hintLeadSeconds = 60.0
 
         /// Four VIOLINs laid out as the scenario says, every VM idle.
         init(_ sim: Simulator, _ scenario: Scenario, jobs: [Job]) {
@@ -378,6 +379,26 @@ public struct Simulator {
             state.levers.leverAt[vm] = now
         }
 
+        /// The batch schedulers' hints: the idle VMs each VIOLIN's next job will take, once the
+        /// scheduler expects it to start within `hintLeadSeconds` (its running jobs' remaining
+        /// work at full speed frees enough VMs by then), as a scheduler's estimated start time.
+        func comingSoon() -> [VMID: ViolinID] {
+            var coming: [VMID: ViolinID] = [:]
+            for v in 0..<4 {
+                guard let next = queue[v].first else { continue }
+                let free = vmsOf[v].filter { !busy.contains($0) }
+                var short = min(next.nodes, vmsOf[v].count) - free.count
+                var start = 0.0
+                for r in running.filter({ $0.job.violin == v }).sorted(by: { $0.work - $0.done < $1.work - $1.done }) where short > 0 {
+                    short -= r.vms.count
+                    start = r.stall + r.work - r.done
+                }
+                guard short <= 0, start <= hintLeadSeconds else { continue }
+                for vm in free.prefix(min(next.nodes, vmsOf[v].count)) { coming[vm] = "v\(v + 1)" }
+            }
+            return coming
+        }
+
         mutating func policyRound(_ policy: AdaptationPolicy) {
             state.cpu = smoother.averages
             state.now = now
@@ -393,14 +414,7 @@ public struct Simulator {
             }
             state.setTraffic(flows)
             // The batch schedulers' hints: the idle VMs each VIOLIN's next job will take.
-            if hints {
-                var coming: [VMID: ViolinID] = [:]
-                for v in 0..<4 {
-                    guard let next = queue[v].first else { continue }
-                    for vm in vmsOf[v].filter({ !busy.contains($0) }).prefix(min(next.nodes, vmsOf[v].count)) { coming[vm] = "v\(v + 1)" }
-                }
-                state.expect(coming)
-            }
+            if hints { state.expect(comingSoon()) }
             var copy: [Int: Double] = [:], movedVMs: [Int: Int] = [:]   // per running job
             let decisions = policy.decide(state)
             if let lf = policy as? LeversFirstPolicy {

@@ -48,6 +48,22 @@ import Testing
         #expect(CostBenefitPolicy.linkWait(10_000_000, h1, x, network: n) == 0.8)
     }
 
+    /// Two running VMs and one hinted busy but idle yet on an overloaded host: the hinted one
+    /// moves — the same relief, and no running job stalls for it.
+    @Test func aHintedIdleVMMovesInsteadOfARunningOne() {
+        var s = state([])
+        s.cpu["c"] = 5
+        s.expect(["c": "v"])
+        #expect(s.expected == ["c"])
+        let ds = CostBenefitPolicy().decide(s)
+        #expect(moved(ds) == ["c"], "\(ds)")
+        #expect(ds.first?.reason.contains("c moves instead of a") == true, "\(ds.first?.reason ?? "")")
+        // A VM hinted while already busy is no cheaper to move than its fellows.
+        var busy = state([])
+        busy.expect(["c": "v"])
+        #expect(busy.expected.isEmpty && moved(CostBenefitPolicy().decide(busy)) == ["a"])
+    }
+
     /// A hint that the VMs will be busy moves one now, while they are still idle; without it,
     /// nothing moves until the load arrives.
     @Test func aHintBeforeTheDemandMovesEarlier() {
