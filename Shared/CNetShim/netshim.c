@@ -719,6 +719,73 @@ fail: {
     }
 }
 
+/* `count` packet sockets on device `ifname` (each as vn_packet_open) in one fanout group
+ * whose classic BPF program picks the socket for each frame the device receives by its flow,
+ * with the same function as vn_udp_open_group's (a hash of the sum of the TCP/UDP ports, of the
+ * addresses for other IPv4, socket 0 for the rest), so a flow from a VM meets the forwarding
+ * thread its replies from the tunnel meet. The kernel runs it with the data at the network
+ * header (the Ethernet type from the skb). Fills fds[0..count). */
+int vn_packet_open_group(const char *ifname, int rcvbuf, int count, int *fds) {
+    if (count < 1 || count > 16) return -EINVAL;
+    for (int k = 0; k < count; k++) {
+        int fd = vn_packet_open(ifname, rcvbuf);
+        if (fd < 0) { for (int j = 0; j < k; j++) close(fds[j]); return fd; }
+        fds[k] = fd;
+    }
+    if (count == 1) return 0;
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, SKF_AD_OFF + SKF_AD_PROTOCOL), /* 0: ethertype */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 0, 14),     /* 1: IPv4? else 16 */
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 9),                  /* 2: IPv4 protocol */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0),           /* 3: TCP -> 5 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 0, 7),          /* 4: UDP -> 5, else 12 */
+        BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0),                 /* 5: X = IPv4 header length */
+        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 0),                  /* 6: source port */
+        BPF_STMT(BPF_ST, 0),                                    /* 7 */
+        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 2),                  /* 8: destination port */
+        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 9 */
+        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 10 */
+        BPF_JUMP(BPF_JMP | BPF_JA, 16, 0, 0),                   /* 11: -> 28 (mix) */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 12),                 /* 12: IPv4 source */
+        BPF_STMT(BPF_ST, 0),                                    /* 13 */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 16),                 /* 14: IPv4 destination */
+        BPF_JUMP(BPF_JMP | BPF_JA, 10, 0, 0),                   /* 15: -> 26 (add, mix) */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x86dd, 0, 15),     /* 16: IPv6? else 32 */
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 6),                  /* 17: next header */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0),           /* 18: TCP -> 20 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 0, 12),         /* 19: UDP -> 20, else 32 */
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 40),                 /* 20: source port */
+        BPF_STMT(BPF_ST, 0),                                    /* 21 */
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 42),                 /* 22: destination port */
+        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 23 */
+        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 24 */
+        BPF_JUMP(BPF_JMP | BPF_JA, 2, 0, 0),                    /* 25: -> 28 (mix) */
+        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 26 */
+        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 27 */
+        BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 0x9E3779B1u),       /* 28 */
+        BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),                /* 29 */
+        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)count),   /* 30 */
+        BPF_STMT(BPF_RET | BPF_A, 0),                           /* 31 */
+        BPF_STMT(BPF_RET | BPF_K, 0),                           /* 32: anything else: socket 0 */
+    };
+    struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
+    int arg = (PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+    int e = 0;
+    if (setsockopt(fds[0], SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0) { e = errno; goto fail; }
+    int got = 0;
+    socklen_t len = sizeof got;
+    if (getsockopt(fds[0], SOL_PACKET, PACKET_FANOUT, &got, &len) < 0) { e = errno; goto fail; }
+    arg = (got & 0xFFFF) | (PACKET_FANOUT_CBPF << 16);
+    for (int k = 1; k < count; k++) {
+        if (setsockopt(fds[k], SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0) { e = errno; goto fail; }
+    }
+    if (setsockopt(fds[0], SOL_PACKET, PACKET_FANOUT_DATA, &prog, sizeof prog) < 0) { e = errno; goto fail; }
+    return 0;
+fail:
+    for (int j = 0; j < count; j++) close(fds[j]);
+    return -e;
+}
+
 /* Whether network device `name` is a TUN/TAP device (the kernel lists its tun_flags). */
 static int vmtap_is_tap(const char *name) {
     char path[64];

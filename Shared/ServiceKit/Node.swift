@@ -40,6 +40,8 @@ public struct NodeConfig: Sendable {
                   validate: { v in Double(v).map { (1...100).contains($0) } == true ? nil : "a number 1-100" }),
         ConfigKey("traffic_interval", default: "10", help: "Seconds between a host's mesh.traffic events, who talks to whom through its switches (host; 0: none).",
                   validate: Validate.nonNegativeNumber),
+        ConfigKey("switch_queues", default: "1", help: "Forwarding threads of each of the host's switches, 1-16 (host; violin-switch --queues).",
+                  validate: { v in Int(v).map { (1...16).contains($0) } == true ? nil : "a whole number 1-16" }),
         ConfigKey("link_mbit_s", default: "0", help: "Each host's link to the others, Mbit/s, for the network lever (control; 0: unknown, no caps).",
                   validate: Validate.nonNegativeNumber),
         ConfigKey("reconcile_interval", default: "10", help: "Seconds between the policy's comparisons of its inventory with the executors (control; 0: never).",
@@ -205,7 +207,8 @@ public struct NodeConfig: Sendable {
             common += busCurve
             let bus = ServicePorts.endpoint(c, ServicePorts.busPublishers)
             out.append(Service(name: "mesh", arguments: ["--listen", ServicePorts.endpoint(a, ServicePorts.mesh), "--host-address", a, "--run-dir", "\(d)/mesh",
-                                                         "--bus", bus, "--instance", "mesh@\(n)", "--traffic-interval", r["traffic_interval"]] + common, port: ServicePorts.mesh))
+                                                         "--bus", bus, "--instance", "mesh@\(n)", "--traffic-interval", r["traffic_interval"],
+                                                         "--switch-queues", r["switch_queues"]] + common, port: ServicePorts.mesh))
             out.append(Service(name: "monitor", arguments: ["--listen", ServicePorts.endpoint(a, ServicePorts.monitor), "--libvirt-uri", r["libvirt_uri"],
                                                             "--sample-interval", r["sample_interval"], "--bus", bus,
                                                             "--mesh", ServicePorts.endpoint(a, ServicePorts.mesh), "--memory-mb", r["memory_mb"],

@@ -48,7 +48,7 @@ public final class SwitchController: @unchecked Sendable {
         if let same = ports.first(where: { $0.name == name }), same.kind == .packet(device: device) { return same }
         try checkNewName(name)
         let port: PortHandle
-        do { port = try PortHandle.packet(id: nextPortID, name: name, device: device) } catch {
+        do { port = try PortHandle.packet(id: nextPortID, name: name, device: device, queues: forwarder.options.queues) } catch {
             throw ProtocolError(.unavailable, error.description)
         }
         return added(port)
@@ -60,7 +60,7 @@ public final class SwitchController: @unchecked Sendable {
         if let same = ports.first(where: { $0.name == name }), same.kind == .vmTap { return same }
         try checkNewName(name)
         let port: PortHandle
-        do { port = try PortHandle.vmTap(id: nextPortID, name: name, mtu: mtu ?? defaultMTU) } catch {
+        do { port = try PortHandle.vmTap(id: nextPortID, name: name, mtu: mtu ?? defaultMTU, queues: forwarder.options.queues) } catch {
             throw ProtocolError(error.code == EINVAL ? .conflict : .unavailable, error.description)
         }
         return added(port)

@@ -57,7 +57,8 @@ public final class PortHandle: @unchecked Sendable {
     public let mac: MAC?
     /// Frames on this fd carry a virtio_net_hdr (a TAP with offloads).
     public let vnet: Bool
-    /// A multi-queue TAP's queues (the first is `fd`); empty for every other port.
+    /// A multi-queue TAP's queues, or a packet port's fanout sockets (the first is `fd`); empty
+    /// for every other port.
     let queueFDs: [Int32]
 
     /// The network a memory port belongs to (which owns its descriptor).
@@ -75,14 +76,14 @@ public final class PortHandle: @unchecked Sendable {
         self.network = network
     }
 
-    /// Whether forwarding thread `shard` reads this port: its queue of a multi-queue TAP;
-    /// thread 0 alone any other port.
+    /// Whether forwarding thread `shard` reads this port: its queue of a multi-queue TAP or its
+    /// socket of a packet port's fanout group; thread 0 alone any other port.
     @inline(__always) func reads(shard: Int) -> Bool { shard < max(1, queueFDs.count) }
 
     /// The descriptor thread `shard` reads and writes: its queue, or the port's one.
     @inline(__always) func fd(shard: Int) -> Int32 { shard < queueFDs.count ? queueFDs[shard] : fd }
 
-    /// Queues of a multi-queue TAP, 1 otherwise.
+    /// Queues of a multi-queue TAP (sockets of a packet port's fanout group), 1 otherwise.
     public var queues: Int { max(1, queueFDs.count) }
 
     deinit {
@@ -122,28 +123,39 @@ public final class PortHandle: @unchecked Sendable {
                           queueFDs: queues > 1 ? fds : [])
     }
 
-    /// Attaches to network device `device` (which must exist) with a packet socket.
-    public static func packet(id: UInt32, name: String, device: String) throws(NetError) -> PortHandle {
-        let fd = try NetError.check(vn_packet_open(device, 4 << 20), "attach to device \(device)")
+    /// Attaches to network device `device` (which must exist) with a packet socket; with
+    /// `queues` above 1, with that many in a fanout group that steers the device's frames by
+    /// flow as the tunnel's sockets do (`vn_packet_open_group`): one per forwarding thread.
+    public static func packet(id: UInt32, name: String, device: String, queues: Int = 1) throws(NetError) -> PortHandle {
+        let fds = try packetSockets(device, queues: queues)
         var mac = [UInt8](repeating: 0, count: 6)
         let hasMAC = vn_link_mac(device, &mac) == 0
-        return PortHandle(id: id, name: name, kind: .packet(device: device), fd: fd, mac: hasMAC ? MAC(octets: mac) : nil, vnet: true)
+        return PortHandle(id: id, name: name, kind: .packet(device: device), fd: fds[0], mac: hasMAC ? MAC(octets: mac) : nil, vnet: true,
+                          queueFDs: fds.count > 1 ? fds : [])
+    }
+
+    private static func packetSockets(_ device: String, queues: Int) throws(NetError) -> [Int32] {
+        var fds = [Int32](repeating: -1, count: max(1, queues))
+        _ = try NetError.check(vn_packet_open_group(device, 4 << 20, Int32(fds.count), &fds), "attach to device \(device)")
+        return fds
     }
 
     /// Makes persistent TAP device `name` for a VM's NIC (or takes the one a VM holds already:
     /// after a switch restart) and attaches to it with a packet socket.
-    public static func vmTap(id: UInt32, name: String, mtu: Int) throws(NetError) -> PortHandle {
+    public static func vmTap(id: UInt32, name: String, mtu: Int, queues: Int = 1) throws(NetError) -> PortHandle {
         let made = vn_vmtap_make(name, Int32(mtu))
         if made == -EINVAL { throw NetError(operation: "make TAP \(name) (a device of that name that is no TAP exists)", code: EINVAL) }
         _ = try NetError.check(made, "make TAP \(name)")
-        let fd = vn_packet_open(name, 4 << 20)
-        if fd < 0 {
+        var fds = [Int32](repeating: -1, count: max(1, queues))
+        let rc = vn_packet_open_group(name, 4 << 20, Int32(fds.count), &fds)
+        if rc < 0 {
             if made == 0 { _ = vn_vmtap_remove(name) }
-            throw NetError(operation: "attach to TAP \(name)", code: -fd)
+            throw NetError(operation: "attach to TAP \(name)", code: -rc)
         }
         var mac = [UInt8](repeating: 0, count: 6)
         let hasMAC = vn_link_mac(name, &mac) == 0
-        return PortHandle(id: id, name: name, kind: .vmTap, fd: fd, mac: hasMAC ? MAC(octets: mac) : nil, vnet: true)
+        return PortHandle(id: id, name: name, kind: .vmTap, fd: fds[0], mac: hasMAC ? MAC(octets: mac) : nil, vnet: true,
+                          queueFDs: fds.count > 1 ? fds : [])
     }
 
     /// Binds `local` and connects to `remote`: the QEMU UDP netdev's other end.

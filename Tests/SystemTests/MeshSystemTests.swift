@@ -9,11 +9,23 @@ import VIOLINProtocol
     func endpoint(_ lab: Lab, _ h: Int) -> String { "tcp://\(lab.hostIP(h)):7701" }
 
     @discardableResult
-    func startMesh(_ lab: Lab, _ h: Int, timeout: Double = 1.5, bus: String = "none", metrics: String? = nil) throws -> Spawned {
+    func startMesh(_ lab: Lab, _ h: Int, timeout: Double = 1.5, bus: String = "none", metrics: String? = nil, extra: [String] = []) throws -> Spawned {
         try lab.spawn(in: lab.host(h), "violin-mesh", [
             "--listen", endpoint(lab, h), "--host-address", lab.hostIP(h), "--run-dir", lab.scratch.file("m\(h)"),
             "--bus", bus, "--member-interval", "0.3", "--member-timeout", "\(timeout)", "--member-forget-after", "4",
-            "--log-level", "warning"] + (metrics.map { ["--metrics-listen", $0] } ?? []))
+            "--log-level", "warning"] + (metrics.map { ["--metrics-listen", $0] } ?? []) + extra)
+    }
+
+    /// The pid of the switch host `h`'s mesh runs for its first VIOLIN.
+    func switchPID(_ lab: Lab, _ h: Int) throws -> Int32 {
+        try #require(try call(lab, h, "ports", "{}")["violins"].flatMap { v -> Int? in
+            if case .array(let l) = v { return l.first?["pid"]?.intValue } else { return nil } }.flatMap(Int32.init(exactly:)))
+    }
+
+    /// Threads of process `pid` named violin-forward: its forwarding threads.
+    func forwardingThreads(_ pid: Int32) -> Int {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.filter { (try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/comm", encoding: .utf8))?.hasPrefix("violin-forward") == true }.count
     }
 
     /// A bus in host 1's namespace that every host's mesh publishes to, and a watcher of its
@@ -108,13 +120,16 @@ import VIOLINProtocol
         for h in 1...4 { try lab.addHost(h) }
         let (bus, events) = try meshBus(lab)
         var meshes: [Int: Spawned] = [:]
-        for h in 1...4 { meshes[h] = try startMesh(lab, h, bus: bus) }
+        // Host 2's mesh starts its switches with two forwarding threads (node file `switch_queues`).
+        for h in 1...4 { meshes[h] = try startMesh(lab, h, bus: bus, extra: h == 2 ? ["--switch-queues", "2"] : []) }
         #expect(try eventually(deadline: 10) { (1...4).allSatisfy { h in (try? call(lab, h, "ping", "{}")) != nil } })
 
         // Three hosts join through host 1 alone.
         _ = try call(lab, 1, "join_violin", #"{"vni":9}"#)
         for h in 2...3 { _ = try call(lab, h, "join_violin", #"{"vni":9,"seed":"\#(endpoint(lab, 1))"}"#) }
         #expect(try meshIsFull(lab, [1, 2, 3]), "three switches peer with each other")
+        let threads = (forwardingThreads(try switchPID(lab, 2)), forwardingThreads(try switchPID(lab, 1)))
+        #expect(threads == (2, 1), "host 2's switch has two forwarding threads, host 1's one: \(threads)")
         // The bus heard it: each host started VIOLIN 9's switch, and hosts 2 and 3 joined.
         for h in [2, 3] {
             #expect(meshEvent(events, "member_joined") { $0["vni"]?.intValue == 9 && $0["member"]?.stringValue == endpoint(lab, h) } != nil,

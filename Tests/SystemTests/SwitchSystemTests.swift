@@ -397,26 +397,30 @@ func tcpTransferArrivesIntact(_ lab: Lab, from: String, to: String, ip: String) 
             "8 MB over TCP \(from) -> \(to) arrive intact: sent \(send.out), received \(got ?? "nothing")")
 }
 
-/// Switches of two forwarding threads (`--queues 2`): multi-queue TAPs, two tunnel sockets each.
+/// Switches of two forwarding threads (`--queues 2`): two queues or sockets per port, two tunnel
+/// sockets each.
 @Suite(.serialized) struct ShardedSwitchTests {
     /// Sixteen TCP streams between two VMs: both threads of the sending switch carry some, and
     /// each stream stays on one thread index on both hosts, data and ACKs — what thread k of the
     /// receiving switch read from its VM (the ACKs) is what thread k of the sending switch read
     /// from the tunnel.
-    @Test(.timeLimit(.minutes(2))) func flowsSpreadOverThreadsAndEachStaysOnOne() throws {
-        let lab = try Lab("shard", subnet: "172.31.75")
+    /// The VMs' ports are multi-queue TAPs (`tap`), or veths read through packet sockets in a
+    /// fanout group (`packet`, as a VM's TAP NIC is).
+    @Test(.timeLimit(.minutes(2)), arguments: ["tap", "packet"]) func flowsSpreadOverThreadsAndEachStaysOnOne(kind: String) throws {
+        let lab = try Lab("shard-\(kind)", subnet: kind == "tap" ? "172.31.75" : "172.31.74")
         defer { lab.teardown() }
         var controls: [String] = []
         for h in 1...2 {
             try lab.addHost(h)
             controls.append(lab.scratch.ipc("sw\(h)"))
+            if kind == "packet" { try lab.must("ip -n \(lab.host(h)) link add \(lab.prefix)t\(h) type veth peer name \(lab.prefix)q\(h)") }
             try lab.spawn(in: lab.host(h), "violin-switch", ["--vni", "75", "--tunnel", "\(lab.hostIP(h)):4789",
-                                                             "--peer", "\(lab.hostIP(3 - h)):4789", "--tap", "\(lab.prefix)t\(h)",
-                                                             "--listen", controls[h - 1], "--bus", "none", "--queues", "2"])
+                                                             "--peer", "\(lab.hostIP(3 - h)):4789", kind == "tap" ? "--tap" : "--packet-port",
+                                                             "\(lab.prefix)t\(h)", "--listen", controls[h - 1], "--bus", "none", "--queues", "2"])
         }
         for h in 1...2 {
             try lab.waitForDevice("\(lab.prefix)t\(h)", in: lab.host(h))
-            try lab.makeVM("\(lab.prefix)-vm\(h)", device: "\(lab.prefix)t\(h)", from: lab.host(h),
+            try lab.makeVM("\(lab.prefix)-vm\(h)", device: "\(lab.prefix)\(kind == "tap" ? "t" : "q")\(h)", from: lab.host(h),
                            mac: "02:75:00:00:00:0\(h)", ipv4: "10.75.0.\(h)/24")
         }
         let server = try lab.spawn(in: "\(lab.prefix)-vm2", "/usr/bin/iperf3", ["-s", "-1", "--forceflush", "-B", "10.75.0.2"])

@@ -21,6 +21,8 @@ struct Main: AsyncParsableCommand {
         ConfigKey("member_timeout", default: "3", help: "Seconds of silence before a member leaves the peer sets.", validate: Validate.positiveNumber),
         ConfigKey("traffic_interval", default: "10", help: "Seconds between mesh.traffic events (who talks to whom through each switch); 0: none.",
                   validate: Validate.nonNegativeNumber),
+        ConfigKey("switch_queues", default: "1", help: "Forwarding threads of each switch this mesh starts, 1-16 (violin-switch --queues).",
+                  validate: { v in Int(v).map { (1...16).contains($0) } == true ? nil : "a whole number 1-16" }),
         ConfigKey("member_forget_after", default: "", help: "Seconds of silence before a member is forgotten (default: 20 member timeouts, at least 60).",
                   validate: { $0.isEmpty ? nil : Validate.positiveNumber($0) }),
     ])
@@ -39,6 +41,7 @@ struct Main: AsyncParsableCommand {
         mo.interval = r.double("member_interval")
         mo.timeout = r.double("member_timeout")
         mo.trafficInterval = r.double("traffic_interval")
+        mo.switchQueues = Int(r["switch_queues"]) ?? 1
         mo.forgetAfter = r["member_forget_after"].isEmpty ? nil : r.double("member_forget_after")
         mo.maxViolins = Int(r["max_violins"]) ?? 256
         mo.maxMembers = Int(r["max_members"]) ?? 256

@@ -23,6 +23,8 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         public var timeout = 3.0
         /// Seconds between `mesh.traffic` events (0: none).
         public var trafficInterval = 10.0
+        /// Forwarding threads of each switch (`violin-switch --queues`).
+        public var switchQueues = 1
         /// VIOLINs present here at most: each is a switch process.
         public var maxViolins = 256
         /// Members one VIOLIN may have here (other hosts); one more is refused.
@@ -167,7 +169,7 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
         // The switch outlives the mesh: it must not hold the mesh's own output open.
         let log = options.runDirectory + "/switch-\(vni).log"
         let arguments = ["--vni", "\(vni)", "--tunnel", p.tunnel, "--listen", control(vni), "--bus", "none",
-                         "--log-level", "warning"]
+                         "--log-level", "warning", "--queues", "\(options.switchQueues)"]
         // Started under the lock that `switchExited` takes: a switch that dies at once is
         // seen as this VIOLIN's child, and restarted.
         let started: Result<ChildProcess, Error> = lock.withLock {
