@@ -243,6 +243,56 @@ int vn_udp_open16(uint64_t hi, uint64_t lo, uint16_t port, int bufsize) {
 
 #include <linux/filter.h>
 
+enum { STEERING_LENGTH = 33 };
+
+/* The program that steers a frame to one of `count` sockets by its flow: a hash of (source port +
+ * destination port) for TCP and UDP over IPv4 (any header length) or IPv6 (no extension
+ * headers), of (source + destination address) for other IPv4, socket 0 for the rest (ARP). The
+ * sum is symmetric: a flow and its replies get the same socket. The Ethernet type is loaded from
+ * `type_at` (an offset, or SKF_AD_OFF + SKF_AD_PROTOCOL for the skb's), the IP header starts at
+ * `ip`. Jumps are relative to the next instruction; a load of M[0] follows a store on every path
+ * the kernel's checker walks (it does not end a path at a return, hence the last instruction). */
+static void steering_program(struct sock_filter *code, uint32_t type_at, uint32_t ip, uint32_t count) {
+    struct sock_filter p[STEERING_LENGTH] = {
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, type_at),            /* 0: Ethernet type */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 0, 14),     /* 1: IPv4? else 16 */
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, ip + 9),             /* 2: IPv4 protocol */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0),           /* 3: TCP -> 5 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 0, 7),          /* 4: UDP -> 5, else 12 */
+        BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, ip),                /* 5: X = IPv4 header length */
+        BPF_STMT(BPF_LD | BPF_H | BPF_IND, ip),                 /* 6: source port */
+        BPF_STMT(BPF_ST, 0),                                    /* 7 */
+        BPF_STMT(BPF_LD | BPF_H | BPF_IND, ip + 2),             /* 8: destination port */
+        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 9 */
+        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 10 */
+        BPF_JUMP(BPF_JMP | BPF_JA, 16, 0, 0),                   /* 11: -> 28 (mix) */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ip + 12),            /* 12: IPv4 source */
+        BPF_STMT(BPF_ST, 0),                                    /* 13 */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ip + 16),            /* 14: IPv4 destination */
+        BPF_JUMP(BPF_JMP | BPF_JA, 10, 0, 0),                   /* 15: -> 26 (add, mix) */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x86dd, 0, 15),     /* 16: IPv6? else 32 */
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, ip + 6),             /* 17: next header */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0),           /* 18: TCP -> 20 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 0, 12),         /* 19: UDP -> 20, else 32 */
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, ip + 40),            /* 20: source port */
+        BPF_STMT(BPF_ST, 0),                                    /* 21 */
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, ip + 42),            /* 22: destination port */
+        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 23 */
+        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 24 */
+        BPF_JUMP(BPF_JMP | BPF_JA, 2, 0, 0),                    /* 25: -> 28 (mix) */
+        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 26 */
+        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 27 */
+        /* Mixed before the modulo: Linux gives connect() even ports and servers listen on
+         * odd ones as often as not, so the sum's low bits alone would put all on one socket. */
+        BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 0x9E3779B1u),       /* 28 */
+        BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),                /* 29 */
+        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, count),             /* 30 */
+        BPF_STMT(BPF_RET | BPF_A, 0),                           /* 31 */
+        BPF_STMT(BPF_RET | BPF_K, 0),                           /* 32: anything else: socket 0 */
+    };
+    memcpy(code, p, sizeof p);
+}
+
 /* `count` UDP sockets bound to one address with SO_REUSEPORT, and a classic BPF program that
  * picks the socket for each VXLAN datagram by its inner flow: a hash of (source port +
  * destination port) for TCP and UDP over IPv4 (any header length) or IPv6 (no extension headers),
@@ -276,48 +326,10 @@ int vn_udp_open_group(uint64_t hi, uint64_t lo, uint16_t port, int bufsize, int 
         return -e;
     }
     if (count == 1) return 0;
-    /* Offsets from the UDP payload: VXLAN 8, inner Ethernet 14, so the inner ethertype at 20 and
-     * the inner IP header at 22. */
-    struct sock_filter code[] = {
-        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 20),                 /* 0: ethertype */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 0, 14),     /* 1: IPv4? else 16 */
-        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 31),                 /* 2: IPv4 protocol */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0),           /* 3: TCP -> 5 */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 0, 7),          /* 4: UDP -> 5, else 12 */
-        BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 22),                /* 5: X = IPv4 header length */
-        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 22),                 /* 6: source port */
-        BPF_STMT(BPF_ST, 0),                                    /* 7 */
-        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 24),                 /* 8: destination port */
-        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 9 */
-        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 10 */
-        BPF_JUMP(BPF_JMP | BPF_JA, 16, 0, 0),                   /* 11: -> 28 (mix) */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 34),                 /* 12: IPv4 source */
-        BPF_STMT(BPF_ST, 0),                                    /* 13 */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 38),                 /* 14: IPv4 destination */
-        BPF_JUMP(BPF_JMP | BPF_JA, 10, 0, 0),                   /* 15: -> 26 (add, mod) */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x86dd, 0, 15),     /* 16: IPv6? else 32 */
-        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 28),                 /* 17: next header */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0),           /* 18: TCP -> 20 */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 0, 12),         /* 19: UDP -> 20, else 32 */
-        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 62),                 /* 20: source port */
-        BPF_STMT(BPF_ST, 0),                                    /* 21 */
-        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 64),                 /* 22: destination port */
-        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 23 */
-        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 24 */
-        BPF_JUMP(BPF_JMP | BPF_JA, 2, 0, 0),                    /* 25: -> 28 (mix) */
-        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 26 */
-        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 27 */
-        /* Mixed before the modulo: Linux gives connect() even ports and servers listen on
-         * odd ones as often as not, so the sum's low bits alone would put all on one socket. */
-        BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 0x9E3779B1u),       /* 28 */
-        BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),                /* 29 */
-        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)count),   /* 30 */
-        BPF_STMT(BPF_RET | BPF_A, 0),                           /* 31 */
-        /* Last: the kernel's checker does not take a return as the end of a path, so a load of
-         * M[0] right after one would count as a load before any store. */
-        BPF_STMT(BPF_RET | BPF_K, 0),                           /* 32: anything else: socket 0 */
-    };
-    struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
+    /* From the UDP payload: VXLAN 8, inner Ethernet 14; the inner type at 20, IP at 22. */
+    struct sock_filter code[STEERING_LENGTH];
+    steering_program(code, 20, 22, (uint32_t)count);
+    struct sock_fprog prog = { .len = STEERING_LENGTH, .filter = code };
     if (setsockopt(fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0) {
         int e = errno;
         for (int j = 0; j < count; j++) close(fds[j]);
@@ -733,42 +745,9 @@ int vn_packet_open_group(const char *ifname, int rcvbuf, int count, int *fds) {
         fds[k] = fd;
     }
     if (count == 1) return 0;
-    struct sock_filter code[] = {
-        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, SKF_AD_OFF + SKF_AD_PROTOCOL), /* 0: ethertype */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 0, 14),     /* 1: IPv4? else 16 */
-        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 9),                  /* 2: IPv4 protocol */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0),           /* 3: TCP -> 5 */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 0, 7),          /* 4: UDP -> 5, else 12 */
-        BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0),                 /* 5: X = IPv4 header length */
-        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 0),                  /* 6: source port */
-        BPF_STMT(BPF_ST, 0),                                    /* 7 */
-        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 2),                  /* 8: destination port */
-        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 9 */
-        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 10 */
-        BPF_JUMP(BPF_JMP | BPF_JA, 16, 0, 0),                   /* 11: -> 28 (mix) */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 12),                 /* 12: IPv4 source */
-        BPF_STMT(BPF_ST, 0),                                    /* 13 */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 16),                 /* 14: IPv4 destination */
-        BPF_JUMP(BPF_JMP | BPF_JA, 10, 0, 0),                   /* 15: -> 26 (add, mix) */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x86dd, 0, 15),     /* 16: IPv6? else 32 */
-        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 6),                  /* 17: next header */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0),           /* 18: TCP -> 20 */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 0, 12),         /* 19: UDP -> 20, else 32 */
-        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 40),                 /* 20: source port */
-        BPF_STMT(BPF_ST, 0),                                    /* 21 */
-        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 42),                 /* 22: destination port */
-        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 23 */
-        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 24 */
-        BPF_JUMP(BPF_JMP | BPF_JA, 2, 0, 0),                    /* 25: -> 28 (mix) */
-        BPF_STMT(BPF_LDX | BPF_MEM, 0),                         /* 26 */
-        BPF_STMT(BPF_ALU | BPF_ADD | BPF_X, 0),                 /* 27 */
-        BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 0x9E3779B1u),       /* 28 */
-        BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),                /* 29 */
-        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)count),   /* 30 */
-        BPF_STMT(BPF_RET | BPF_A, 0),                           /* 31 */
-        BPF_STMT(BPF_RET | BPF_K, 0),                           /* 32: anything else: socket 0 */
-    };
-    struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
+    struct sock_filter code[STEERING_LENGTH];
+    steering_program(code, SKF_AD_OFF + SKF_AD_PROTOCOL, 0, (uint32_t)count);
+    struct sock_fprog prog = { .len = STEERING_LENGTH, .filter = code };
     int arg = (PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
     int e = 0;
     if (setsockopt(fds[0], SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0) { e = errno; goto fail; }
