@@ -40,4 +40,22 @@ import Testing
         let left = try store.decisions(limit: 10, audit: true).map { $0["body"] as String }
         #expect(Set(left) == [#"{"vm":"x0","to":"h1"}"#, #"{"name":"live"}"#], "\(left)")
     }
+
+    /// The inventory is read once and kept until the next write: every write shows in the next
+    /// read — a VM placed, added, removed; a host draining.
+    @Test func theInventoryFollowsEveryWrite() throws {
+        let store = try PolicyStore(path: ":memory:")
+        try store.registerDomain("d1")
+        for h in ["h1", "h2"] { try store.registerHost(id: h, domain: "d1", cores: 2, memoryMB: 4096, executor: "", monitor: "") }
+        try store.createViolin(id: "v", homeDomain: "d1", head: "v0", vms: [.init(id: "v0", memoryMB: 256, host: "h1")])
+        #expect(try store.inventory().placement == ["v0": "h1"])
+        try store.place(vm: "v0", on: "h2")
+        #expect(try store.inventory().placement == ["v0": "h2"])
+        try store.addVMs("v", [.init(id: "v1", memoryMB: 256, host: "h1")])
+        #expect(try store.inventory().vms.map(\.id) == ["v0", "v1"])
+        try store.removeVM("v1")
+        #expect(try store.inventory().vms.map(\.id) == ["v0"])
+        try store.setDraining("h1")
+        #expect(try store.inventory().draining == ["h1"])
+    }
 }

@@ -6,6 +6,18 @@ import PolicyCore
 /// violin-policy loses nothing.
 public final class PolicyStore: @unchecked Sendable {
     let db: DatabaseQueue
+    /// The inventory as last read, until the next write: every `mesh.traffic` event and every
+    /// request reads it, writes are rare. `generation` counts writes, so a read that raced one
+    /// is not kept.
+    private let cacheLock = NSLock()
+    private var cached: Inventory?
+    private var generation = 0
+
+    /// A write transaction; the cached inventory goes with it.
+    private func write<T>(_ updates: (Database) throws -> T) throws -> T {
+        defer { cacheLock.withLock { cached = nil; generation += 1 } }
+        return try db.write(updates)
+    }
 
     public struct Failure: Error, CustomStringConvertible {
         public enum Kind { case notFound, conflict, invalid }
@@ -115,7 +127,7 @@ public final class PolicyStore: @unchecked Sendable {
     /// Notes a key refused at its first contact (pending), unless it was rejected; at most
     /// `cap` are kept (the oldest pending go first).
     public func notePendingKey(_ key: String, address: String, cap: Int = 256) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: """
                 INSERT INTO key_state(key, state, address, first_seen, attempts) VALUES (?, 'pending', ?, ?, 1)
                 ON CONFLICT(key) DO UPDATE SET attempts = MIN(attempts + 1, 1000000000), address = excluded.address
@@ -128,7 +140,7 @@ public final class PolicyStore: @unchecked Sendable {
     }
 
     public func setKeyState(_ key: String, _ state: String?) throws {
-        try db.write { db in
+        try write { db in
             if let state {
                 try db.execute(sql: """
                     INSERT INTO key_state(key, state, address, first_seen, attempts) VALUES (?, ?, '', ?, 0)
@@ -152,7 +164,7 @@ public final class PolicyStore: @unchecked Sendable {
     /// exists (their history stays while they live). Returns how many went.
     @discardableResult
     public func prune(before cutoff: Date) throws -> Int {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: """
                 DELETE FROM decision WHERE time < ?
                 AND NOT EXISTS (SELECT 1 FROM vm WHERE instr(decision.body, '"' || vm.id || '"') > 0)
@@ -165,7 +177,7 @@ public final class PolicyStore: @unchecked Sendable {
     /// Records who asked for a change of state (the audit trail in the ledger), as it is asked:
     /// its outcome is the request's own reply (and, for work, its own ledger row).
     public func audit(kind: String, body: String, askedBy: String, outcome: String = "asked") throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: """
                 INSERT INTO decision(time, kind, body, reason, inputs, mode, outcome, asked_by) VALUES (?, ?, ?, ?, '{}', 'request', ?, ?)
                 """, arguments: [ISO8601DateFormatter().string(from: Date()), kind, body, "asked by \(askedBy)", outcome, askedBy])
@@ -173,7 +185,7 @@ public final class PolicyStore: @unchecked Sendable {
     }
 
     public func saveSpec(_ violin: String, body: String, vni: UInt32) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: """
                 INSERT INTO spec(violin, body, vni, created_at) VALUES (?, ?, ?, ?)
                 ON CONFLICT(violin) DO UPDATE SET body = excluded.body, vni = excluded.vni
@@ -192,7 +204,7 @@ public final class PolicyStore: @unchecked Sendable {
 
     /// VMs joining a VIOLIN (`apply`).
     public func addVMs(_ violin: String, _ vms: [NewVM]) throws {
-        try db.write { db in
+        try write { db in
             for vm in vms {
                 try db.execute(sql: "INSERT INTO vm(id, violin, memory_mb, host, mac, nic_port) VALUES (?, ?, ?, ?, ?, ?)",
                                arguments: [vm.id, violin, vm.memoryMB, vm.host, vm.mac, vm.nicPort])
@@ -201,31 +213,31 @@ public final class PolicyStore: @unchecked Sendable {
     }
 
     public func removeVM(_ id: String) throws {
-        try db.write { db in try db.execute(sql: "DELETE FROM vm WHERE id = ?", arguments: [id]) }
+        try write { db in try db.execute(sql: "DELETE FROM vm WHERE id = ?", arguments: [id]) }
     }
 
     /// A creation is under way: its VMs (`vm@host`), journaled before the first is made.
     public func beginCreation(_ name: String, vms: [String]) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO creation(name, vms, started) VALUES (?, ?, ?)",
                            arguments: [name, vms.joined(separator: " "), Date().timeIntervalSince1970])
         }
     }
 
     public func endCreation(_ name: String) throws {
-        try db.write { db in try db.execute(sql: "DELETE FROM creation WHERE name = ?", arguments: [name]) }
+        try write { db in try db.execute(sql: "DELETE FROM creation WHERE name = ?", arguments: [name]) }
     }
 
     /// An old copy of `vm` to destroy on `host` when it answers; `nicPort` is the pair it still holds.
     public func addLeftover(vm: String, host: String, violin: String, nicPort: Int = 0) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO leftover(vm, host, violin, nic_port) VALUES (?, ?, ?, ?)",
                            arguments: [vm, host, violin, nicPort])
         }
     }
 
     public func removeLeftover(vm: String, host: String) throws {
-        try db.write { db in try db.execute(sql: "DELETE FROM leftover WHERE vm = ? AND host = ?", arguments: [vm, host]) }
+        try write { db in try db.execute(sql: "DELETE FROM leftover WHERE vm = ? AND host = ?", arguments: [vm, host]) }
     }
 
     /// VMs still to destroy: (vm, host, violin).
@@ -248,7 +260,7 @@ public final class PolicyStore: @unchecked Sendable {
 
     /// Marks a host as draining: it takes no VM from then on.
     public func setDraining(_ id: String) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: "UPDATE host SET draining = 1 WHERE id = ?", arguments: [id])
             guard db.changesCount == 1 else { throw fail(.notFound, "no host \(id)") }
         }
@@ -257,7 +269,7 @@ public final class PolicyStore: @unchecked Sendable {
     func fail(_ kind: Failure.Kind, _ text: String) -> Failure { Failure(kind: kind, description: text) }
 
     public func registerDomain(_ id: String) throws {
-        try db.write { db in
+        try write { db in
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM domain WHERE id = ?", arguments: [id]) == true {
                 throw fail(.conflict, "domain \(id) exists")
             }
@@ -267,7 +279,7 @@ public final class PolicyStore: @unchecked Sendable {
 
     public func registerHost(id: String, domain: String, cores: Int, memoryMB: Int, executor: String, monitor: String,
                              key: String = "", mesh: String = "", migrationURI: String = "") throws {
-        try db.write { db in
+        try write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM domain WHERE id = ?", arguments: [domain]) == true else {
                 throw fail(.notFound, "no domain \(domain)")
             }
@@ -289,7 +301,7 @@ public final class PolicyStore: @unchecked Sendable {
     }
 
     public func removeHost(_ id: String) throws {
-        try db.write { db in
+        try write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM host WHERE id = ?", arguments: [id]) == true else {
                 throw fail(.notFound, "no host \(id)")
             }
@@ -308,7 +320,7 @@ public final class PolicyStore: @unchecked Sendable {
     }
 
     public func createViolin(id: String, homeDomain: String, head: String, vms: [NewVM]) throws {
-        try db.write { db in
+        try write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM domain WHERE id = ?", arguments: [homeDomain]) == true else {
                 throw fail(.notFound, "no domain \(homeDomain)")
             }
@@ -336,7 +348,7 @@ public final class PolicyStore: @unchecked Sendable {
     }
 
     public func destroyViolin(_ id: String) throws {
-        try db.write { db in
+        try write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM violin WHERE id = ?", arguments: [id]) == true else {
                 throw fail(.notFound, "no VIOLIN \(id)")
             }
@@ -349,7 +361,7 @@ public final class PolicyStore: @unchecked Sendable {
     }
 
     public func setSetting(_ key: String, _ value: String) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: "INSERT INTO setting(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                            arguments: [key, value])
         }
@@ -357,7 +369,7 @@ public final class PolicyStore: @unchecked Sendable {
 
     /// Records that `vm` now runs on `host`.
     public func place(vm: String, on host: String) throws {
-        try db.write { db in
+        try write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM host WHERE id = ?", arguments: [host]) == true else {
                 throw fail(.notFound, "no host \(host)")
             }
@@ -388,6 +400,14 @@ public final class PolicyStore: @unchecked Sendable {
     }
 
     public func inventory() throws -> Inventory {
+        let (hit, seen) = cacheLock.withLock { (cached, generation) }
+        if let hit { return hit }
+        let inv = try readInventory()
+        cacheLock.withLock { if generation == seen { cached = inv } }
+        return inv
+    }
+
+    private func readInventory() throws -> Inventory {
         try db.read { db in
             var inv = Inventory()
             inv.domains = try String.fetchAll(db, sql: "SELECT id FROM domain ORDER BY id")
@@ -415,7 +435,7 @@ public final class PolicyStore: @unchecked Sendable {
     /// Appends a decision to the ledger; returns its id.
     public func record(kind: String, body: String, reason: String, inputs: String, mode: String, outcome: String,
                        vms: [VMID], at now: Double) throws -> Int64 {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: "INSERT INTO decision(time, kind, body, reason, inputs, mode, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
                            arguments: [ISO8601DateFormatter().string(from: Date()), kind, body, reason, inputs, mode, outcome])
             let id = db.lastInsertedRowID
@@ -426,7 +446,7 @@ public final class PolicyStore: @unchecked Sendable {
 
     /// A VM made again (a restart): where it runs now, with its new MAC and NIC port.
     public func remade(vm: String, on host: String, mac: String, nicPort: Int) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: "UPDATE vm SET host = ?, mac = ?, nic_port = ? WHERE id = ?", arguments: [host, mac, nicPort, vm])
         }
     }
@@ -440,18 +460,18 @@ public final class PolicyStore: @unchecked Sendable {
     }
 
     public func setSilence(_ silent: [String: Double]) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: "DELETE FROM silence")
             for (host, since) in silent { try db.execute(sql: "INSERT INTO silence(host, since) VALUES (?, ?)", arguments: [host, since]) }
         }
     }
 
     public func setEffect(_ id: Int64, _ effect: String) throws {
-        try db.write { db in try db.execute(sql: "UPDATE decision SET effect = ? WHERE id = ?", arguments: [effect, id]) }
+        try write { db in try db.execute(sql: "UPDATE decision SET effect = ? WHERE id = ?", arguments: [effect, id]) }
     }
 
     public func setOutcome(_ id: Int64, _ outcome: String) throws {
-        try db.write { db in try db.execute(sql: "UPDATE decision SET outcome = ? WHERE id = ?", arguments: [outcome, id]) }
+        try write { db in try db.execute(sql: "UPDATE decision SET outcome = ? WHERE id = ?", arguments: [outcome, id]) }
     }
 
     /// The newest `limit` decisions; with `audit`, the requests recorded by `audit` too.
