@@ -242,8 +242,10 @@ func switchStats(_ control: String) throws -> JSONValue {
 
         let decoded = try sh("tshark -r \(capture) -d udp.port==4789,vxlan -T fields -e ip.src -e vxlan.vni -e vxlan.flags", timeout: 60)
         let rows = decoded.out.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
-        let ours = rows.filter { $0.first == lab.hostIP(1) }
-        let theirs = rows.filter { $0.first == lab.hostIP(2) }
+        // ip.src lists the outer source, then the inner one where the frame carries IPv4.
+        let outer = { (row: [String]) in row.first?.split(separator: ",").first.map(String.init) }
+        let ours = rows.filter { outer($0) == lab.hostIP(1) }
+        let theirs = rows.filter { outer($0) == lab.hostIP(2) }
         #expect(!ours.isEmpty && !theirs.isEmpty, "captured both directions: \(decoded.out) \(decoded.err)")
         #expect(ours.allSatisfy { $0.count >= 2 && $0[1] == "4242" }, "tshark reads our VNI: \(ours)")
         #expect(theirs.allSatisfy { $0.count >= 2 && $0[1] == "4242" })
