@@ -417,17 +417,20 @@ public enum MeshAPI {
         public init(vni: UInt32, pairs: [SwitchAPI.TrafficReply.Pair], other: SwitchAPI.TrafficReply.Other) {
             self.vni = vni; self.pairs = pairs; self.other = other
         }
+        /// Pairs one event carries at most (the heaviest); an event with more is refused whole.
+        public static let maxPairs = 64
         public var json: JSONValue {
             ["vni": .number(Double(vni)),
              "pairs": .array(pairs.map { ["src": .string($0.src), "dst": .string($0.dst), "frames": .number(Double($0.frames)), "bytes": .number(Double($0.bytes))] }),
              "other": ["frames": .number(Double(other.frames)), "bytes": .number(Double(other.bytes))]]
         }
         /// Read back from an event body: every pair's MACs and counters checked (a pair that is
-        /// not one is left out); nil without a VNI.
+        /// not one is left out); nil without a VNI, or with more than `maxPairs` pairs.
         public static func read(_ body: JSONValue) -> Traffic? {
             guard let vni = body["vni"].flatMap(FieldSpec.Kind.integer), (1..<(1 << 24)).contains(vni) else { return nil }
+            guard (body["pairs"]?.items.count ?? 0) <= maxPairs else { return nil }
             func count(_ v: JSONValue?) -> Int? { v.flatMap(FieldSpec.Kind.integer).flatMap { (0...(1 << 62)).contains($0) ? $0 : nil } }
-            let pairs: [SwitchAPI.TrafficReply.Pair] = (body["pairs"]?.items ?? []).prefix(1024).compactMap { p in
+            let pairs: [SwitchAPI.TrafficReply.Pair] = (body["pairs"]?.items ?? []).compactMap { p in
                 guard let s = p["src"]?.stringValue, MACAddress(s) != nil, let d = p["dst"]?.stringValue, MACAddress(d) != nil,
                       let f = count(p["frames"]), let b = count(p["bytes"]) else { return nil }
                 return .init(src: s.lowercased(), dst: d.lowercased(), frames: f, bytes: b)

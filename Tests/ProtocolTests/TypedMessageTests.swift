@@ -276,3 +276,25 @@ func withField(_ body: JSONValue, _ name: String, _ value: JSONValue?) -> JSONVa
         #expect(s.json["demand_percent"] == 100 && s.json["cpu_percent"] == 61)
     }
 }
+
+/// `mesh.traffic` as the policy reads it off the bus.
+@Suite struct TrafficEventTests {
+    func body(pairs: Int) -> JSONValue {
+        ["vni": 7, "other": ["frames": 0, "bytes": 0],
+         "pairs": .array((0..<pairs).map { i in
+             ["src": .string(String(format: "02:00:00:00:%02x:01", i)), "dst": "02:00:00:00:00:02", "frames": 1, "bytes": .number(Double(100 + i))] })]
+    }
+
+    /// Up to 64 pairs are read, each checked; an event with more is refused whole, not cut.
+    @Test func anEventOfMoreThan64PairsIsRefused() {
+        #expect(MeshAPI.Traffic.read(body(pairs: 64))?.pairs.count == 64)
+        #expect(MeshAPI.Traffic.read(body(pairs: 65)) == nil)
+        var bad = body(pairs: 2)
+        if case .object(var o) = bad, case .array(var ps) = o["pairs"]! {
+            ps[0] = ["src": "not-a-mac", "dst": "02:00:00:00:00:02", "frames": 1, "bytes": 1]
+            o["pairs"] = .array(ps)
+            bad = .object(o)
+        }
+        #expect(MeshAPI.Traffic.read(bad)?.pairs.count == 1, "the pair that is none is left out")
+    }
+}

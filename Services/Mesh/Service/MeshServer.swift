@@ -398,7 +398,7 @@ public final class MeshServer: ServiceLogic, @unchecked Sendable {
     private func publishTraffic() {
         let vnis = lock.withLock { presence.keys.sorted() }
         for vni in vnis {
-            guard let t = try? switchCall(vni, SwitchAPI.Traffic(limit: 64), timeoutMs: 1000), !t.pairs.isEmpty else { continue }
+            guard let t = try? switchCall(vni, SwitchAPI.Traffic(limit: MeshAPI.Traffic.maxPairs), timeoutMs: 1000), !t.pairs.isEmpty else { continue }
             emit(MeshAPI.Traffic(vni: vni, pairs: t.pairs, other: t.other))
         }
     }
