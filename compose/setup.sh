@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(libzmq3-dev libvirt-dev pkg-config iproute2 procps iputils-ping tshark
           libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 libvirt-clients busybox-static xz-utils
           docker-compose dnsmasq-base iptables iperf3
+          ethtool openvswitch-switch   # Open vSwitch: a peer of the interop test
           prometheus curl chromium python3-websocket)   # observability: the tests' real Prometheus and browser
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -399,6 +399,58 @@ func tcpTransferArrivesIntact(_ lab: Lab, from: String, to: String, ip: String) 
             "8 MB over TCP \(from) -> \(to) arrive intact: sent \(send.out), received \(got ?? "nothing")")
 }
 
+/// Open vSwitch is a valid peer: its userspace datapath (no kernel module) with a VXLAN port,
+/// on the other host, against our switch at two forwarding threads.
+@Suite(.serialized) struct OpenVSwitchInteropTests {
+    @Test(.timeLimit(.minutes(3))) func openVSwitchInteroperatesBothWays() throws {
+        try #require(FileManager.default.fileExists(atPath: "/usr/sbin/ovs-vswitchd"), "openvswitch-switch is not installed")
+        let lab = try Lab("ovs", subnet: "172.31.73")
+        defer { lab.teardown() }
+        try lab.addHost(1)
+        try lab.addHost(2)
+        // A wire carries finished checksums; a veth hands a packet socket (OVS reads its port
+        // through one) the UDP checksum the sending kernel left for the device to finish, which
+        // OVS then takes for corrupt. So host 1's link finishes them, as a NIC would.
+        try lab.must("ip netns exec \(lab.host(1)) ethtool -K u0 tx off")
+        let control = lab.scratch.ipc("sw"), p = lab.prefix
+        try lab.spawn(in: lab.host(1), "violin-switch", ["--vni", "4244", "--tunnel", "\(lab.hostIP(1)):4789", "--peer", "\(lab.hostIP(2)):4789",
+                                                         "--tap", "\(p)t", "--listen", control, "--bus", "none", "--queues", "2"])
+        try lab.waitForDevice("\(p)t", in: lab.host(1))
+        try lab.makeVM("\(p)-vm1", device: "\(p)t", from: lab.host(1), mac: "02:73:00:00:00:01", ipv4: "10.73.0.1/24")
+        // Host 2: an ovsdb-server and an ovs-vswitchd of its own. Userspace tunnels route through
+        // an OVS bridge, so the underlay address moves onto one (u0 becomes its port).
+        let d = lab.scratch.file("ovs")
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        try lab.must("ovsdb-tool create \(d)/conf.db /usr/share/openvswitch/vswitch.ovsschema")
+        try lab.spawn(in: lab.host(2), "/usr/sbin/ovsdb-server", ["\(d)/conf.db", "--remote=punix:\(d)/db.sock", "--unixctl=\(d)/db.ctl",
+                                                                  "--log-file=\(d)/ovsdb.log", "--no-chdir"])
+        try #require(eventually(deadline: 10) { FileManager.default.fileExists(atPath: "\(d)/db.sock") }, "ovsdb-server did not start")
+        let vsctl = "ovs-vsctl --db=unix:\(d)/db.sock --timeout=20"
+        try lab.must("\(vsctl) --no-wait init")
+        try lab.spawn(in: lab.host(2), "/usr/bin/env", ["OVS_RUNDIR=\(d)", "OVS_DBDIR=\(d)", "OVS_LOGDIR=\(d)", "/usr/sbin/ovs-vswitchd",
+                                                        "unix:\(d)/db.sock", "--unixctl=\(d)/vswitchd.ctl", "--log-file=\(d)/vswitchd.log", "--no-chdir"])
+        try lab.must("\(vsctl) add-br \(p)ph -- set bridge \(p)ph datapath_type=netdev -- add-port \(p)ph u0")
+        try lab.must("ip -n \(lab.host(2)) addr flush dev u0 && ip -n \(lab.host(2)) addr add \(lab.hostIP(2))/24 dev \(p)ph && ip -n \(lab.host(2)) link set \(p)ph up")
+        try lab.must("\(vsctl) add-br \(p)br -- set bridge \(p)br datapath_type=netdev -- add-port \(p)br \(p)os -- set interface \(p)os type=tap "
+                     + "-- add-port \(p)br \(p)vx -- set interface \(p)vx type=vxlan options:remote_ip=\(lab.hostIP(1)) "
+                     + "options:local_ip=\(lab.hostIP(2)) options:key=4244 options:dst_port=4789")
+        try lab.waitForDevice("\(p)os", in: lab.host(2))
+        try lab.makeVM("\(p)-vm2", device: "\(p)os", from: lab.host(2), mac: "02:73:00:00:00:02", ipv4: "10.73.0.2/24")
+
+        #expect(eventually(deadline: 20) { (try? sh("ip netns exec \(p)-vm1 ping -c 1 -W 1 10.73.0.2"))?.status == 0 },
+                "violin -> Open vSwitch: no answer")
+        let back = try sh("ip netns exec \(p)-vm2 ping -c 5 -i 0.2 -W 2 10.73.0.1", timeout: 30)
+        #expect(back.status == 0, "Open vSwitch -> violin: \(back.out)")
+        for (from, to, ip) in [("vm1", "vm2", "10.73.0.2"), ("vm2", "vm1", "10.73.0.1")] {
+            try tcpTransferArrivesIntact(lab, from: "\(p)-\(from)", to: "\(p)-\(to)", ip: ip)
+        }
+        let stats = try switchStats(control)
+        #expect((stats["drops"]?["unknown_peer"]?.intValue ?? -1) == 0 && (stats["drops"]?["bad_checksum"]?.intValue ?? -1) == 0,
+                "\(stats["drops"] ?? .null)")
+        #expect((stats["frames"]?["from_peers"]?.intValue ?? 0) > 1000, "\(stats["frames"] ?? .null)")
+    }
+}
+
 /// Switches of two forwarding threads (`--queues 2`): two queues or sockets per port, two tunnel
 /// sockets each.
 @Suite(.serialized) struct ShardedSwitchTests {
