@@ -17,6 +17,18 @@ func steeringProbe(sport: UInt16, dport: UInt16, proto: UInt8 = 6, options: Int 
     return b + [UInt8](repeating: 1, count: 4 * options) + ports
 }
 
+/// A UDP socket of either family that sends datagrams to the group.
+final class SteeringSender {
+    let fd: Int32
+    init(_ host: String) throws {
+        let any = PeerAddress(host + ":0", allowAnyPort: true)!
+        fd = vn_udp_open16(any.hi, any.lo, 0, 1 << 20)
+        guard fd >= 0 else { throw LabError("udp open \(host)") }
+    }
+    deinit { _ = vn_close(fd) }
+    func send(_ bytes: [UInt8], to: PeerAddress) { _ = vn_udp_send16(fd, bytes, bytes.count, to.hi, to.lo, to.port) }
+}
+
 /// Which of the group's sockets the next datagram reaches (within 2 s), read off it.
 func socketReached(_ group: [TunnelSocket]) -> Int? {
     var fds = group.map(\.fd)
@@ -32,10 +44,11 @@ extension UDPPortTests {
     /// and without IP options, IPv6) and its replies to the same socket, whichever UDP source port
     /// each came from (a kernel vxlan peer picks one per flow); different flows spread over both
     /// sockets; frames without ports (ARP) go to the first.
-    @Test func theTunnelSteersAFlowAndItsRepliesToOneSocket() throws {
-        let group = try TunnelSocket.group(bind: PeerAddress("127.0.0.1:0", allowAnyPort: true)!, gro: false, count: 2)
+    /// Over an IPv4 underlay and an IPv6 one.
+    @Test(arguments: ["127.0.0.1", "[::1]"]) func theTunnelSteersAFlowAndItsRepliesToOneSocket(host: String) throws {
+        let group = try TunnelSocket.group(bind: PeerAddress(host + ":0", allowAnyPort: true)!, gro: false, count: 2)
         #expect(group.count == 2 && group[0].local == group[1].local, "one address for both: \(group.map(\.local))")
-        let a = try Endpoint(), b = try Endpoint()
+        let a = try SteeringSender(host), b = try SteeringSender(host)
         var rng = SystemRandomNumberGenerator()
         var reached: [Int: Int] = [:]
         for i in 0..<48 {
