@@ -139,6 +139,7 @@ libvirt_uri: qemu+unix:///system?socket=$run/$1/libvirt/sock/libvirt-sock
 cores: 1
 memory_mb: 2048
 sample_interval: 1
+switch_queues: 2    # two forwarding threads per switch: the lab's migrations run over sharded switches
 data_dir: $run/$1
 image_dir: $run/images
 uplink_network: violin-nat
