@@ -56,6 +56,10 @@ public struct DomainStats: Equatable, Sendable {
     /// Time its vCPU threads waited in the host's run queue since it started, nanoseconds (nil
     /// where unknown: filled in by the monitor from `VCPUWaitReader`, not by libvirt).
     public var vcpuWaitNs: UInt64? = nil
+    /// Time its vCPU threads ran since it started, nanoseconds (the same reader's; nil where
+    /// unknown). Demand counts this rather than the whole process's CPU time, which includes
+    /// QEMU's I/O threads.
+    public var vcpuRunNs: UInt64? = nil
 }
 
 public struct HypervisorError: Error, Equatable, CustomStringConvertible, Sendable {

@@ -47,9 +47,22 @@ public struct NetFigures: Equatable, Sendable {
 }
 
 public struct Sampler: Sendable {
+    /// What the vCPUs ran plus what they waited for a CPU, % of the vCPUs: from the vCPU
+    /// threads' own run time where known, else the process's CPU use; nil without a wait reading
+    /// (or one that went back: a new process after a migration).
+    private static func demand(_ d: DomainStats, _ prev: Last?, cpuPercent cpu: Double?, atNs: UInt64) -> Double? {
+        guard let prev, atNs > prev.atNs, let w = d.vcpuWaitNs, let pw = prev.waitNs, w >= pw else { return nil }
+        let wall = Double(atNs - prev.atNs) * Double(max(1, d.vcpus))
+        if let r = d.vcpuRunNs, let pr = prev.runNs, r >= pr { return min(100, Double(r - pr + w - pw) / wall * 100) }
+        guard let cpu else { return nil }
+        return min(100, cpu + Double(w - pw) / wall * 100)
+    }
+
+
     private struct Last: Sendable {
         var cpuNs: UInt64, atNs: UInt64
         var waitNs: UInt64?
+        var runNs: UInt64?
         var guest: GuestMemoryStats?
         var net: NetCounters?
     }
@@ -86,13 +99,10 @@ public struct Sampler: Sendable {
             } else if prev == nil {
                 appeared.append(d.name)
             }
-            next[d.uuid] = Last(cpuNs: d.cpuTimeNs, atNs: atNs, waitNs: d.vcpuWaitNs, guest: d.guest, net: net[d.name])
+            next[d.uuid] = Last(cpuNs: d.cpuTimeNs, atNs: atNs, waitNs: d.vcpuWaitNs, runNs: d.vcpuRunNs, guest: d.guest, net: net[d.name])
             var s = VMSample(name: d.name, uuid: d.uuid, cpuPercent: cpu, vcpus: d.vcpus, memoryKiB: d.memoryKiB,
                              maxMemoryKiB: d.maxMemoryKiB)
-            if let prev, let cpu, let w = d.vcpuWaitNs, let pw = prev.waitNs, w >= pw {
-                let wall = Double(atNs - prev.atNs) * Double(max(1, d.vcpus))
-                s.demandPercent = min(100, cpu + Double(w - pw) / wall * 100)
-            }
+            s.demandPercent = Self.demand(d, prev, cpuPercent: cpu, atNs: atNs)
             s.cpuTimeNs = d.cpuTimeNs
             if let g = d.guest {
                 s.guest = GuestFigures(unusedKiB: g.unusedKiB, availableKiB: g.availableKiB,

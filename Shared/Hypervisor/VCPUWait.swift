@@ -11,10 +11,19 @@ public final class VCPUWaitReader: @unchecked Sendable {
     /// `proc`: where the process file system is (a directory of fake files in tests).
     public init(proc: String = "/proc") { self.proc = proc }
 
-    /// Each running VM's vCPU run-queue wait by UUID, where its QEMU is found on this host. One
-    /// scan of the processes at most, only when a VM's process is not known yet.
-    public func waits(uuids: [String]) -> [String: UInt64] {
-        var out: [String: UInt64] = [:]
+    /// What a VM's vCPU threads ran and waited for a CPU since they started, nanoseconds.
+    public struct Times: Equatable, Sendable {
+        public var runNs: UInt64, waitNs: UInt64
+        public init(runNs: UInt64, waitNs: UInt64) { self.runNs = runNs; self.waitNs = waitNs }
+    }
+
+    /// Each running VM's vCPU run-queue wait by UUID (see `times`).
+    public func waits(uuids: [String]) -> [String: UInt64] { times(uuids: uuids).mapValues(\.waitNs) }
+
+    /// Each running VM's vCPU times by UUID, where its QEMU is found on this host. One scan of
+    /// the processes at most, only when a VM's process is not known yet.
+    public func times(uuids: [String]) -> [String: Times] {
+        var out: [String: Times] = [:]
         var missing: [String] = []
         for u in uuids {
             if let pid = pids[u], owns(pid, uuid: u), let w = wait(pid) { out[u] = w } else { pids[u] = nil; missing.append(u) }
@@ -39,10 +48,13 @@ public final class VCPUWaitReader: @unchecked Sendable {
     }
 
     /// The run-queue delay in a `schedstat` line (`<ran ns> <waited ns> <timeslices>`).
-    public static func runDelayNs(schedstat: String) -> UInt64? {
+    public static func runDelayNs(schedstat: String) -> UInt64? { figures(schedstat: schedstat)?.waitNs }
+
+    /// Both times of a `schedstat` line: what the thread ran and what it waited.
+    public static func figures(schedstat: String) -> Times? {
         let f = schedstat.split(whereSeparator: { $0 == " " || $0 == "\n" })
-        guard f.count >= 3 else { return nil }
-        return UInt64(f[1])
+        guard f.count >= 3, let run = UInt64(f[0]), let wait = UInt64(f[1]) else { return nil }
+        return Times(runNs: run, waitNs: wait)
     }
 
     /// Whether a NUL-separated command line carries `-uuid <uuid>`.
@@ -73,16 +85,16 @@ public final class VCPUWaitReader: @unchecked Sendable {
         return out
     }
 
-    /// The summed run-queue delay of a process's vCPU threads; nil when it has none (or is gone).
-    private func wait(_ pid: Int32) -> UInt64? {
+    /// The summed run and run-queue times of a process's vCPU threads; nil when it has none (or is gone).
+    private func wait(_ pid: Int32) -> Times? {
         guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "\(proc)/\(pid)/task") else { return nil }
-        var sum: UInt64 = 0, found = false
+        var sum = Times(runNs: 0, waitNs: 0), found = false
         for t in tasks {
             guard let comm = read("\(proc)/\(pid)/task/\(t)/comm").map({ String(decoding: $0, as: UTF8.self) }),
                   Self.isVCPUThread(comm: comm),
                   let st = read("\(proc)/\(pid)/task/\(t)/schedstat").map({ String(decoding: $0, as: UTF8.self) }),
-                  let d = Self.runDelayNs(schedstat: st) else { continue }
-            sum &+= d; found = true
+                  let d = Self.figures(schedstat: st) else { continue }
+            sum.runNs &+= d.runNs; sum.waitNs &+= d.waitNs; found = true
         }
         return found ? sum : nil
     }

@@ -86,6 +86,18 @@ func dom(_ name: String, cpu: UInt64, vcpus: Int = 2, running: Bool = true) -> D
         #expect(s.sample([a], atNs: 3_000_000_000).samples[0].demandPercent == nil)
     }
 
+    /// Where the vCPU threads' own run time is known, demand counts it, not the process's CPU
+    /// time: a VM whose QEMU I/O thread is busy while its vCPUs idle does not demand a core.
+    @Test func demandCountsTheVCPUThreadsOwnRunTime() {
+        var s = Sampler()
+        var a = dom("a", cpu: 0, vcpus: 1)
+        a.vcpuWaitNs = 0; a.vcpuRunNs = 0
+        _ = s.sample([a], atNs: 1_000_000_000)
+        a = dom("a", cpu: 900_000_000, vcpus: 1); a.vcpuWaitNs = 100_000_000; a.vcpuRunNs = 200_000_000
+        let r = s.sample([a], atNs: 2_000_000_000).samples[0]
+        #expect(r.cpuPercent == 90 && r.demandPercent.map { abs($0 - 30) < 1e-9 } == true, "\(r)")
+    }
+
     /// The reader finds a VM's QEMU by its `-uuid` and sums its vCPU threads' run-queue delay,
     /// other threads left out; a VM without a process has no reading.
     @Test func readsVCPUThreadsOfTheRightProcess() throws {
@@ -104,6 +116,7 @@ func dom(_ name: String, cpu: UInt64, vcpus: Int = 2, running: Bool = true) -> D
         try put("77/cmdline", "bash\0-c\0echo -uuid\0")
         let reader = VCPUWaitReader(proc: root)
         #expect(reader.waits(uuids: [uuid, "other"]) == [uuid: 5000])
+        #expect(reader.times(uuids: [uuid]) == [uuid: .init(runNs: 1000, waitNs: 5000)], "the vCPU threads' run times, the main thread's left out")
         try put("4242/task/4251/schedstat", "900 8000 9\n")
         #expect(reader.waits(uuids: [uuid]) == [uuid: 10_000])
         // The process went and another took its pid: no reading until the VM's QEMU is found.

@@ -85,8 +85,8 @@ public final class MonitorServer: ServiceLogic, @unchecked Sendable {
             do {
                 let host = try hv.host()
                 var domains = try hv.domains()
-                let waited = waits.waits(uuids: domains.filter(\.running).map(\.uuid))
-                for i in domains.indices { domains[i].vcpuWaitNs = waited[domains[i].uuid] }
+                let vcpu = waits.times(uuids: domains.filter(\.running).map(\.uuid))
+                for i in domains.indices { domains[i].vcpuWaitNs = vcpu[domains[i].uuid]?.waitNs; domains[i].vcpuRunNs = vcpu[domains[i].uuid]?.runNs }
                 let round = sampler.sample(domains, atNs: UInt64(monotonicMillis()) * 1_000_000, net: portCounters())
                 for vm in round.appeared { emit(MonitorAPI.VMAppeared(vm: vm)) }
                 for vm in round.disappeared { emit(MonitorAPI.VMDisappeared(vm: vm)) }
