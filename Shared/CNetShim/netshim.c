@@ -737,6 +737,11 @@ fail: {
  * addresses for other IPv4, socket 0 for the rest), so a flow from a VM meets the forwarding
  * thread its replies from the tunnel meet. The kernel runs it with the data at the network
  * header (the Ethernet type from the skb). Fills fds[0..count). */
+#ifndef PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+#define PACKET_FANOUT_FLAG_IGNORE_OUTGOING 0x4000   /* Linux 6.7; Debian 12's headers lack it */
+#endif
+#define VN_FANOUT_IGNORE_OUTGOING PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+
 int vn_packet_open_group(const char *ifname, int rcvbuf, int count, int *fds) {
     if (count < 1 || count > 16) return -EINVAL;
     for (int k = 0; k < count; k++) {
@@ -744,22 +749,29 @@ int vn_packet_open_group(const char *ifname, int rcvbuf, int count, int *fds) {
         if (fd < 0) { for (int j = 0; j < k; j++) close(fds[j]); return fd; }
         fds[k] = fd;
     }
-    if (count == 1) return 0;
+    if (count == 1) return 1;
     struct sock_filter code[STEERING_LENGTH];
     steering_program(code, SKF_AD_OFF + SKF_AD_PROTOCOL, 0, (uint32_t)count);
     struct sock_fprog prog = { .len = STEERING_LENGTH, .filter = code };
-    int arg = (PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+    /* A fanout group hears what goes out of the device too (its own hook replaces the sockets'
+     * PACKET_IGNORE_OUTGOING) unless told not to: without it every frame the switch writes to
+     * the VM would come back as one from the VM. */
+    int arg = (PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID | VN_FANOUT_IGNORE_OUTGOING) << 16;
     int e = 0;
-    if (setsockopt(fds[0], SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0) { e = errno; goto fail; }
+    if (setsockopt(fds[0], SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0) {
+        /* A kernel before 6.7 knows no such flag: one socket, read by the first thread alone. */
+        if (errno == EINVAL) { for (int j = 1; j < count; j++) close(fds[j]); return 1; }
+        e = errno; goto fail;
+    }
     int got = 0;
     socklen_t len = sizeof got;
     if (getsockopt(fds[0], SOL_PACKET, PACKET_FANOUT, &got, &len) < 0) { e = errno; goto fail; }
-    arg = (got & 0xFFFF) | (PACKET_FANOUT_CBPF << 16);
+    arg = (got & 0xFFFF) | ((PACKET_FANOUT_CBPF | VN_FANOUT_IGNORE_OUTGOING) << 16);
     for (int k = 1; k < count; k++) {
         if (setsockopt(fds[k], SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0) { e = errno; goto fail; }
     }
     if (setsockopt(fds[0], SOL_PACKET, PACKET_FANOUT_DATA, &prog, sizeof prog) < 0) { e = errno; goto fail; }
-    return 0;
+    return count;
 fail:
     for (int j = 0; j < count; j++) close(fds[j]);
     return -e;

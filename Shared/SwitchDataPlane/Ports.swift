@@ -136,8 +136,8 @@ public final class PortHandle: @unchecked Sendable {
 
     private static func packetSockets(_ device: String, queues: Int) throws(NetError) -> [Int32] {
         var fds = [Int32](repeating: -1, count: max(1, queues))
-        _ = try NetError.check(vn_packet_open_group(device, 4 << 20, Int32(fds.count), &fds), "attach to device \(device)")
-        return fds
+        let n = try NetError.check(vn_packet_open_group(device, 4 << 20, Int32(fds.count), &fds), "attach to device \(device)")
+        return Array(fds.prefix(Int(n)))
     }
 
     /// Makes persistent TAP device `name` for a VM's NIC (or takes the one a VM holds already:
@@ -152,6 +152,7 @@ public final class PortHandle: @unchecked Sendable {
             if made == 0 { _ = vn_vmtap_remove(name) }
             throw NetError(operation: "attach to TAP \(name)", code: -rc)
         }
+        fds = Array(fds.prefix(Int(rc)))
         var mac = [UInt8](repeating: 0, count: 6)
         let hasMAC = vn_link_mac(name, &mac) == 0
         return PortHandle(id: id, name: name, kind: .vmTap, fd: fds[0], mac: hasMAC ? MAC(octets: mac) : nil, vnet: true,

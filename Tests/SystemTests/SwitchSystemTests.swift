@@ -487,6 +487,23 @@ func tcpTransferArrivesIntact(_ lab: Lab, from: String, to: String, ip: String) 
             let list = try switchStats(control)["threads"]?.items ?? []
             return list.map { ($0["from_ports"]?.intValue ?? -1, $0["from_peers"]?.intValue ?? -1) }
         }
+        for control in controls {
+            let stats = try switchStats(control)
+            #expect(stats["mac_table"]?["moved"]?.intValue == 0 && stats["drops"]?["same_port"]?.intValue == 0,
+                    "\(stats["mac_table"] ?? .null) \(stats["drops"] ?? .null)")
+        }
+        if kind == "packet" {
+            // A frame the host itself sends out of the port's device goes to the VM, not into the
+            // VIOLIN: a fanout group hears a device's outgoing frames unless told not to. The far
+            // VM counts what reaches it until vm1's end marker.
+            let listener = try lab.spawn(in: "\(lab.prefix)-vm2", "/usr/bin/env",
+                                         ["python3", l2probe, "listen", "eth0", "--until", "end-", "--duration", "30"])
+            try #require(listener.waitForLine(timeout: 10) { $0 == "ready" } != nil)
+            try lab.must("ip netns exec \(lab.host(1)) python3 \(l2probe) send \(lab.prefix)t1 --payload from-the-host")
+            try lab.must("ip netns exec \(lab.prefix)-vm1 python3 \(l2probe) send eth0 --payload end-vm1")
+            let counted = listener.waitForLine(timeout: 15) { $0.contains("count ") }
+            #expect(counted == "count 0 ", "the host's own frame entered the VIOLIN: \(counted ?? "no count")")
+        }
         let sender = try threads(controls[0]), receiver = try threads(controls[1])
         print("sharded switch: sender threads \(sender), receiver threads \(receiver)")
         #expect(sender.count == 2 && receiver.count == 2)

@@ -120,7 +120,7 @@ int vn_host_idle(uint64_t *idle_ns, int *cpus);
  * whole, as on a TAP with offloads); the frames it sends itself are not read back. The device
  * is set up. The fd or -errno. */
 int vn_packet_open(const char *ifname, int rcvbuf);
-/* `count` packet sockets on `ifname` in one fanout group steered by flow (see netshim.c). */
+/* `count` packet sockets on `ifname` in one fanout group steered by flow (see netshim.c); how many. */
 int vn_packet_open_group(const char *ifname, int rcvbuf, int count, int *fds);
 /* A persistent TAP device `name` for a VM's NIC (QEMU opens it: libvirt's <interface
  * type='ethernet'> with managed='no'), up, with `mtu` (0: leave it). 0: made; 1: it exists as a
