@@ -65,7 +65,11 @@ public final class Forwarder: @unchecked Sendable {
         self.clock = clock
         tunnelAddress = tunnels[0].local
         let board = tunnels.count > 1 ? LearnBoard(shards: tunnels.count) : nil
-        shards = tunnels.enumerated().map { ForwardingShard(options: options, tunnel: $1, shard: $0, board: board, clock: clock) }
+        // The real-time budget is the switch's, shared out: N threads in a flood take no more of
+        // the host's cores than one would.
+        var each = options
+        each.realtimeBudget = options.realtimeBudget / Double(tunnels.count)
+        shards = tunnels.enumerated().map { ForwardingShard(options: each, tunnel: $1, shard: $0, board: board, clock: clock) }
     }
 
     /// A switch of one forwarding thread.

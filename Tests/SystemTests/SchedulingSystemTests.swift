@@ -9,13 +9,14 @@ import Testing
 extension MigrationSystemTests {
     /// Two hosts, one switch each with one port, a VM behind each (10.84.0.1 on host 1, .2 on 2).
     /// The receiving switch starts in CPU cgroup `cgroup` (cgroup v1 `tasks` file's directory) if given.
-    func twoSwitches(_ lab: Lab, cgroup: String? = nil) throws -> (sender: Spawned, receiver: Spawned, control: String) {
+    func twoSwitches(_ lab: Lab, cgroup: String? = nil, queues: Int = 1) throws -> (sender: Spawned, receiver: Spawned, control: String) {
         let control = lab.scratch.ipc("sched2")
         var switches: [Spawned] = []
         for h in 1...2 {
             try lab.addHost(h)
             let args = ["--vni", "84", "--tunnel", "\(lab.hostIP(h)):4789", "--peer", "\(lab.hostIP(3 - h)):4789",
-                        "--tap", "\(lab.prefix)s\(h)", "--bus", "none", "--listen", h == 2 ? control : lab.scratch.ipc("sched1")]
+                        "--tap", "\(lab.prefix)s\(h)", "--bus", "none", "--listen", h == 2 ? control : lab.scratch.ipc("sched1"),
+                        "--queues", "\(queues)"]
             if h == 2, let cgroup {
                 // Into the group before it runs (a real-time thread could not be moved in later),
                 // from outside the namespace (`ip netns exec` mounts a /sys without the cgroups).
@@ -54,11 +55,12 @@ extension MigrationSystemTests {
 
     /// A UDP flood of small packets into a VM whose switch shares its core with a CPU-bound
     /// process: the switch goes real-time (the core is busy, its wake-ups wait), goes over its
-    /// budget and backs off, so the flood takes at most half a core from the process beside it.
-    @Test(.timeLimit(.minutes(3))) func aFloodCannotStarveTheHost() throws {
-        let lab = try Lab("flood", subnet: "172.31.84")
+    /// budget and backs off, so the flood takes at most half a core from the process beside it —
+    /// with one forwarding thread, and with two, which share the switch's budget.
+    @Test(.timeLimit(.minutes(3)), arguments: [1, 2]) func aFloodCannotStarveTheHost(queues: Int) throws {
+        let lab = try Lab("flood\(queues)", subnet: queues == 1 ? "172.31.84" : "172.31.72")
         defer { lab.teardown() }
-        let (sender, receiver, control) = try twoSwitches(lab)
+        let (sender, receiver, control) = try twoSwitches(lab, queues: queues)
         // Core 1: the receiving switch and the hog; core 0: the sending VM and its switch.
         try lab.must("taskset -a -p -c 1 \(receiver.pid) >/dev/null && taskset -a -p -c 0 \(sender.pid) >/dev/null")
         let hog = try Spawned("/usr/bin/taskset", ["-c", "1", "/bin/sh", "-c", "while :; do :; done"])
