@@ -282,6 +282,12 @@ public struct MACTable: Sendable {
 
     public func entry(_ mac: MAC) -> Entry? { entries[mac.raw] }
 
+    /// The dynamic entries seen at or after `sinceMs`, in no order (what one forwarding thread
+    /// repeats to the others; no sort on the forwarding thread).
+    public func seen(sinceMs: UInt64) -> [(mac: MAC, location: Location)] {
+        entries.compactMap { $0.value.isStatic || $0.value.lastSeenMs < sinceMs ? nil : (MAC(raw: $0.key), $0.value.location) }
+    }
+
     /// Every entry, sorted by address: the `fdb` view.
     public func dump() -> [(mac: MAC, entry: Entry)] {
         entries.map { (MAC(raw: $0.key), $0.value) }.sorted { $0.mac < $1.mac }

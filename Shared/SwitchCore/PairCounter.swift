@@ -21,7 +21,10 @@ public struct PairCounter: Sendable {
     private var lastSrc: UInt64 = 0, lastDst: UInt64 = 0, lastSlot = -1
 
     /// `capacity` pairs at most (rounded up to a power of two for the table, kept half empty).
-    public init(capacity: Int = 4096) {
+    /// Pairs a switch's counter holds at most.
+    public static let defaultCapacity = 4096
+
+    public init(capacity: Int = defaultCapacity) {
         self.capacity = max(1, capacity)
         var size = 2
         while size < 2 * self.capacity { size <<= 1 }
@@ -62,9 +65,12 @@ public struct PairCounter: Sendable {
         for i in 0...mask where srcs[i] != 0 {
             all.append(Pair(src: MAC(raw: srcs[i]), dst: MAC(raw: dsts[i]), frames: frames[i], bytes: bytes[i]))
         }
-        all.sort { ($0.bytes, $1.src, $1.dst) > ($1.bytes, $0.src, $0.dst) }
+        all.sort(by: Self.heavierFirst)
         let kept = Array(all.prefix(max(0, limit)))
         let rest = all.dropFirst(max(0, limit))
         return (kept, otherFrames + rest.reduce(0) { $0 + $1.frames }, otherBytes + rest.reduce(0) { $0 + $1.bytes })
     }
+
+    /// The order of `heaviest`: by bytes, ties by MACs.
+    public static func heavierFirst(_ a: Pair, _ b: Pair) -> Bool { (a.bytes, b.src, b.dst) > (b.bytes, a.src, a.dst) }
 }

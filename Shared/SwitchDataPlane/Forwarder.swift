@@ -583,9 +583,7 @@ final class ForwardingShard: @unchecked Sendable {
         guard batchNow >= nextShare else { return }
         let since = nextShare &- Self.shareMs
         nextShare = batchNow + Self.shareMs
-        board.post(from: shard, all: table.dump().compactMap { e in
-            e.entry.isStatic || e.entry.lastSeenMs < since ? nil : .init(mac: e.mac, location: e.entry.location, fresh: false)
-        })
+        board.post(from: shard, all: table.seen(sinceMs: since).map { .init(mac: $0.mac, location: $0.location, fresh: false) })
     }
 
     private static let shareMs: UInt64 = 30_000

@@ -107,7 +107,7 @@ public final class Forwarder: @unchecked Sendable {
     public func traffic(limit: Int, timeoutMs: Int = 2000) -> (pairs: [PairCounter.Pair], otherFrames: Int, otherBytes: Int)? {
         var parts: [(pairs: [PairCounter.Pair], otherFrames: Int, otherBytes: Int)] = []
         for s in shards {
-            guard let one = s.traffic(limit: shards.count == 1 ? limit : PairCounter().capacity, timeoutMs: timeoutMs) else { return nil }
+            guard let one = s.traffic(limit: shards.count == 1 ? limit : PairCounter.defaultCapacity, timeoutMs: timeoutMs) else { return nil }
             parts.append(one)
         }
         return PairCounter.merged(parts, limit: limit)
@@ -243,7 +243,7 @@ extension PairCounter {
                 if var q = sum[key] { q.frames += p.frames; q.bytes += p.bytes; sum[key] = q } else { sum[key] = p }
             }
         }
-        let all = sum.values.sorted { ($0.bytes, $1.src, $1.dst) > ($1.bytes, $0.src, $0.dst) }
+        let all = sum.values.sorted(by: PairCounter.heavierFirst)
         for p in all.dropFirst(limit) { otherFrames += p.frames; otherBytes += p.bytes }
         return (Array(all.prefix(limit)), otherFrames, otherBytes)
     }

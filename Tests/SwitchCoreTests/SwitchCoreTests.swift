@@ -102,6 +102,9 @@ let peer1 = PeerAddress("10.0.0.1:4789")!, peer2 = PeerAddress("10.0.0.2:4789")!
         #expect(t.heard(b, at: .port(2), nowMs: 1000, fresh: false) == .learned)
         _ = t.setStatic(b, at: .port(3), nowMs: 1000)
         #expect(t.heard(b, at: .port(2), nowMs: 1100, fresh: false) == .refused && t.lookup(b, nowMs: 1100) == .port(3))
+        // What a thread repeats to the others: dynamic entries seen since a time, statics left out.
+        t.learn(c, at: .port(4), nowMs: 1200)
+        #expect(t.seen(sinceMs: 1001).map(\.mac) == [c] && Set(t.seen(sinceMs: 0).map(\.mac)) == [a, c])
     }
 
     @Test func staticEntriesNeitherAgeNorMove() {
